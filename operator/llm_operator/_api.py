@@ -1,0 +1,544 @@
+"""The custom resources' API types (group ``llmops.dev``, version ``v1alpha1``).
+
+These pydantic models are the single source of truth for the CRD schemas: ``llm-operator crds``
+turns them into ``crds/*.yaml`` (see ``_crdgen``), and the operator parses live objects with them.
+Field names are the Kubernetes (camelCase) names; units are in the names or the descriptions
+(seconds, ratios 0..1, percent 0..100).
+
+Constraints that a single field can express (minimum, pattern) live on the field, so both the API
+server (through the generated schema) and the operator (through pydantic) enforce them. Rules that
+span fields are CEL ``x-kubernetes-validations`` on the model *and* checks in ``_validation``, because
+the operator must not trust that every object it reads went through a CEL-capable API server.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+GROUP = "llmops.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+DEFAULT_RUNTIME_IMAGE = "vllm/vllm-openai:v0.32.0"
+DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
+
+_DURATION_RE = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_QUANTITY_RE = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+_DNS_LABEL_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+#: A duration such as ``"30s"``, ``"5m"``, ``"1h30m"`` (Go ``time.ParseDuration`` units ms, s, m, h).
+Duration = Annotated[str, StringConstraints(pattern=_DURATION_RE)]
+#: A Kubernetes resource quantity (``4``, ``"500m"``, ``"16Gi"``); int-or-string in the schema.
+Quantity = Annotated[int | Annotated[str, StringConstraints(pattern=_QUANTITY_RE)], Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
+Percent = Annotated[int, Field(ge=0, le=100)]
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Parse a :data:`Duration` string into seconds.
+
+    >>> parse_duration("1h30m"), parse_duration("250ms")
+    (5400.0, 0.25)
+
+    Raises:
+        ValueError: when ``text`` is not a duration.
+    """
+    if not re.fullmatch(_DURATION_RE, text):
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 5m, 1h30m)")
+    return sum(float(num) * _DURATION_UNITS[unit] for num, _, unit in re.findall(r"([0-9]+(\.[0-9]+)?)(ms|s|m|h)", text))
+
+
+class _Model(BaseModel):
+    """Base for API types: camelCase names on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as it stands in the API (camelCase keys, unset optional fields left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def _cel(*rules: tuple[str, str] | tuple[str, str, str]) -> dict[str, Any]:
+    """``x-kubernetes-validations`` entries: (rule, message) or (rule, message, fieldPath)."""
+    entries = []
+    for rule, message, *field_path in rules:
+        entry = {"rule": rule, "message": message}
+        if field_path:
+            entry["fieldPath"] = field_path[0]
+        entries.append(entry)
+    return {"x-kubernetes-validations": entries}
+
+
+# CEL sees only what the user wrote (the CRD sets no defaults), so optional fields are read with has().
+_GPUS = "(has(self.resources) && has(self.resources.gpus) ? self.resources.gpus : 1)"
+_TP = "(has(self.runtime) && has(self.runtime.tensorParallelSize) ? self.runtime.tensorParallelSize : 0)"
+_PP = "(has(self.runtime) && has(self.runtime.pipelineParallelSize) ? self.runtime.pipelineParallelSize : 1)"
+_MIN = "(has(self.minReplicas) ? self.minReplicas : 1)"
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+class SecretRef(_Model):
+    """A Secret in the object's namespace."""
+
+    name: Annotated[str, Field(min_length=1)]
+
+
+class MlflowModelRef(_Model):
+    """A registered model in the MLflow model registry, by exactly one of alias, stage or version.
+
+    Aliases (MLflow 2.3+, ``models:/name@alias``) are the primary path; stages are deprecated since
+    MLflow 2.9 and supported for older servers.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            ("[has(self.alias), has(self.stage), has(self.version)].exists_one(x, x)",
+             "exactly one of alias, stage or version must be set"),
+        )
+    )
+
+    name: Annotated[str, Field(min_length=1, description="Registered model name.")]
+    alias: Annotated[str, Field(min_length=1)] | None = Field(None, description="Follow this alias, e.g. champion.")
+    stage: Literal["Staging", "Production"] | None = Field(None, description="Follow the latest version in this stage (deprecated in MLflow).")
+    version: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*$")] | None = Field(None, description="Pin this version.")
+    secret_ref: SecretRef | None = Field(
+        None, description="Secret with MLFLOW_TRACKING_URI and MLFLOW_TRACKING_TOKEN; the operator's settings otherwise."
+    )
+
+
+class ModelSource(_Model):
+    """What to serve: exactly one of an MLflow registry reference or a storage URI."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(("has(self.mlflow) != has(self.uri)", "exactly one of mlflow or uri must be set"))
+    )
+
+    mlflow: MlflowModelRef | None = None
+    uri: Annotated[str, StringConstraints(pattern=r"^(hf|s3|gs|pvc)://[^/]+(/.*)?$")] | None = Field(
+        None, description="hf://org/model, s3://bucket/path, gs://bucket/path or pvc://claim/path."
+    )
+    served_model_name: Annotated[str, Field(min_length=1)] | None = Field(
+        None, description="The model name clients send in requests; defaults to the LLMDeployment's name."
+    )
+
+
+# ------------------------------------------------------------------------------------------- runtime
+
+
+class EnvVar(_Model):
+    """A container environment variable (``valueFrom`` as in a Pod spec)."""
+
+    name: Annotated[str, Field(min_length=1)]
+    value: str | None = None
+    value_from: dict[str, Any] | None = Field(None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+
+
+class ModelCache(_Model):
+    """Where model weights are cached: a PersistentVolumeClaim, or an emptyDir of ``sizeLimit``."""
+
+    claim_name: str | None = None
+    size_limit: Quantity = "200Gi"
+
+
+class Runtime(_Model):
+    """The vLLM server: image and engine arguments under their vLLM names (``--max-model-len`` is
+    ``maxModelLen``). Anything else goes to ``extraArgs`` verbatim."""
+
+    image: str = DEFAULT_RUNTIME_IMAGE
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    max_model_len: Annotated[int, Field(ge=1)] | None = Field(None, description="Context length in tokens.")
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None, description="Ratio 0..1 of each GPU's memory vLLM may use."
+    )
+    tensor_parallel_size: Annotated[int, Field(ge=1)] | None = Field(None, description="Defaults to resources.gpus.")
+    pipeline_parallel_size: Annotated[int, Field(ge=1)] | None = None
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] | None = None
+    quantization: str | None = Field(None, description="A vLLM quantization method, e.g. awq, gptq, fp8.")
+    kv_cache_dtype: str | None = None
+    enable_prefix_caching: bool | None = None
+    enforce_eager: bool | None = None
+    max_num_seqs: Annotated[int, Field(ge=1)] | None = None
+    max_num_batched_tokens: Annotated[int, Field(ge=1)] | None = None
+    extra_args: list[str] = Field(default_factory=list, description="Further vLLM flags, passed verbatim.")
+    env: list[EnvVar] = Field(default_factory=list)
+    cache: ModelCache = Field(default_factory=ModelCache)
+    startup_timeout_seconds: Annotated[int, Field(ge=60)] = Field(
+        1800, description="Budget for downloading and loading the model before the startupProbe gives up."
+    )
+    termination_grace_period_seconds: Annotated[int, Field(ge=0)] = Field(
+        120, description="Time vLLM gets to drain in-flight requests after SIGTERM."
+    )
+
+
+class Toleration(_Model):
+    """A Pod toleration."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class Resources(_Model):
+    """Compute for each replica. ``gpus: 0`` serves on CPUs (vLLM's CPU build)."""
+
+    gpus: Annotated[int, Field(ge=0)] = Field(1, description="GPUs per replica.")
+    gpu_resource_name: str = DEFAULT_GPU_RESOURCE
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+    shm_size: Quantity = Field("2Gi", description="Size of the memory-backed /dev/shm (NCCL, tensor parallelism).")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    priority_class_name: str | None = None
+
+
+# --------------------------------------------------------------------------------- scale and traffic
+
+
+class KedaOptions(_Model):
+    """KEDA's Prometheus trigger."""
+
+    server_address: Annotated[str, Field(min_length=1)] = Field(description="Prometheus base URL.")
+    polling_interval_seconds: Annotated[int, Field(ge=1)] = 15
+
+
+class Autoscaling(_Model):
+    """Horizontal scaling on a vLLM signal (per pod average)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            (f"{_MIN} <= self.maxReplicas", "minReplicas must not exceed maxReplicas", ".minReplicas"),
+            (f"{_MIN} >= 1 || (has(self.provider) && self.provider == 'keda')",
+             "minReplicas 0 (scale to zero) needs provider keda", ".minReplicas"),
+            ("!has(self.provider) || self.provider != 'keda' || has(self.keda)",
+             "provider keda needs keda.serverAddress", ".keda"),
+        )
+    )
+
+    provider: Literal["hpa", "keda"] = Field(
+        "hpa", description="hpa: autoscaling/v2 on prometheus-adapter Pods metrics; keda: a ScaledObject."
+    )
+    min_replicas: Annotated[int, Field(ge=0)] = Field(1, description="0 (scale to zero) needs provider keda.")
+    max_replicas: Annotated[int, Field(ge=1)]
+    metric: Literal["numRequestsWaiting", "numRequestsRunning", "kvCacheUsage"] = Field(
+        "numRequestsWaiting",
+        description="vllm:num_requests_waiting, vllm:num_requests_running, or vllm:kv_cache_usage_perc (ratio 0..1).",
+    )
+    target: Annotated[float, Field(gt=0)] = Field(5.0, description="Per-pod average of the metric to hold.")
+    scale_down_stabilization_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
+        600, description="How long load must stay low before replicas are removed (models load slowly)."
+    )
+    keda: KedaOptions | None = None
+
+
+class Traffic(_Model):
+    """How clients reach the model through Istio."""
+
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    hosts: list[str] = Field(default_factory=list, description="Extra hosts for the VirtualService.")
+    gateways: list[str] = Field(default_factory=list, description="Istio gateways; the mesh is always included.")
+
+
+class DisruptionBudget(_Model):
+    """The PodDisruptionBudget over all revisions' pods."""
+
+    enabled: bool = True
+    max_unavailable: Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(pattern=r"^[0-9]+%$")] = Field(
+        1, json_schema_extra={"x-kubernetes-int-or-string": True}
+    )
+
+
+class Slo(_Model):
+    """Service-level objectives the rollout analysis holds revisions to."""
+
+    availability: Annotated[float, Field(gt=0, lt=100)] = Field(
+        99.9, description="Percent 0..100 of requests that must succeed; the error budget is 1 - availability/100."
+    )
+    latency_p99_seconds: Annotated[float, Field(gt=0)] | None = Field(None, description="p99 end-to-end latency.")
+    time_to_first_token_p95_seconds: Annotated[float, Field(gt=0)] | None = Field(None, description="p95 TTFT.")
+    window: Duration = Field("720h", description="The SLO period the error budget spans (720h = 30 days).")
+
+
+# ------------------------------------------------------------------------------------------ rollouts
+
+
+class PauseStep(_Model):
+    """Wait ``duration``; with no duration, wait for a manual promote."""
+
+    duration: Duration | None = None
+
+
+class AnalysisStep(_Model):
+    """Run the analysis for ``duration`` and fail the rollout on a failed verdict."""
+
+    duration: Duration | None = None
+
+
+class CanaryStep(_Model):
+    """One step: exactly one of setWeight, pause, analysis, setMirror."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            ("[has(self.setWeight), has(self.pause), has(self.analysis), has(self.setMirror)].exists_one(x, x)",
+             "each step must set exactly one of setWeight, pause, analysis, setMirror"),
+        )
+    )
+
+    set_weight: Percent | None = Field(None, description="Percent 0..100 of traffic to the canary.")
+    pause: PauseStep | None = None
+    analysis: AnalysisStep | None = None
+    set_mirror: Percent | None = Field(None, description="Percent 0..100 of traffic mirrored to the canary.")
+
+
+BuiltinMetric = Literal[
+    "errorRatio", "latencyP99", "timeToFirstTokenP95", "interTokenLatencyP95",
+    "burnRate", "errorRatioVsStable", "latencyVsStable", "outputLengthDrift", "costPer1kTokens",
+]
+
+
+class AnalysisMetric(_Model):
+    """One measurement: a built-in SLI or a PromQL query, with the bounds it must stay within."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(("has(self.builtin) != has(self.query)", "exactly one of builtin or query must be set"))
+    )
+
+    name: Annotated[str, StringConstraints(pattern=_DNS_LABEL_RE)]
+    builtin: BuiltinMetric | None = None
+    query: str | None = Field(
+        None, description="PromQL; may use {{revision}}, {{stable_revision}}, {{namespace}}, {{interval}}."
+    )
+    min: float | None = None
+    max: float | None = None
+
+
+class Analysis(_Model):
+    """How revisions are measured during a rollout."""
+
+    interval: Duration = "1m"
+    prometheus_address: str | None = Field(None, description="Prometheus base URL; the operator's setting otherwise.")
+    min_requests: Annotated[int, Field(ge=0)] = Field(20, description="Below this many requests a measurement is inconclusive.")
+    inconclusive_limit: Annotated[int, Field(ge=1)] = 3
+    consecutive_error_limit: Annotated[int, Field(ge=1)] = 4
+    metrics: list[AnalysisMetric] = Field(default_factory=list, max_length=32)
+
+
+class RolloutTemplate(_Model):
+    """How an LLMDeployment moves to a new revision; LLMRollouts default to it."""
+
+    strategy: Literal["canary", "blueGreen", "shadow"] = "canary"
+    steps: list[CanaryStep] = Field(default_factory=list, max_length=64)
+    analysis: Analysis | None = None
+    progress_deadline_seconds: Annotated[int, Field(ge=60)] = Field(
+        1800, description="Time a new revision gets to become ready (models load slowly)."
+    )
+    scale_down_delay_seconds: Annotated[int, Field(ge=0)] = Field(
+        300, description="How long the previous revision is kept after a switch, so a switch back is instant."
+    )
+
+
+# ----------------------------------------------------------------------------------------- status
+
+
+class Condition(_Model):
+    """A condition per the Kubernetes API conventions."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+_CONDITIONS_LIST = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+
+
+class ResolvedModel(_Model):
+    """The model the stable revision serves, as resolved from the spec."""
+
+    name: str
+    source: Literal["mlflow", "uri"]
+    uri: str
+    version: str | None = None
+    run_id: str | None = None
+
+
+class RevisionStatus(_Model):
+    """One model revision's Deployment."""
+
+    revision: str
+    deployment: str
+    role: Literal["stable", "canary", "previous"]
+    model_uri: str
+    replicas: int = 0
+    ready_replicas: int = 0
+
+
+class LLMDeploymentSpec(_Model):
+    """Desired state of an LLMDeployment."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            (f"{_TP} == 0 || ({_GPUS} == 0 ? {_TP} * {_PP} == 1 : {_GPUS} % ({_TP} * {_PP}) == 0)",
+             "tensorParallelSize x pipelineParallelSize must divide resources.gpus (and be 1 when gpus is 0)",
+             ".runtime.tensorParallelSize"),
+        )
+    )
+
+    model: ModelSource
+    runtime: Runtime = Field(default_factory=Runtime)
+    resources: Resources = Field(default_factory=Resources)
+    replicas: Annotated[int, Field(ge=0)] = Field(1, description="Replicas of the stable revision when autoscaling is off.")
+    autoscaling: Autoscaling | None = None
+    traffic: Traffic = Field(default_factory=Traffic)
+    slo: Slo = Field(default_factory=Slo)
+    rollout: RolloutTemplate = Field(default_factory=RolloutTemplate)
+    disruption_budget: DisruptionBudget = Field(default_factory=DisruptionBudget)
+
+
+class LLMDeploymentStatus(_Model):
+    """Observed state of an LLMDeployment."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_CONDITIONS_LIST)
+    model: ResolvedModel | None = None
+    stable_revision: str | None = None
+    canary_revision: str | None = None
+    revisions: list[RevisionStatus] = Field(default_factory=list)
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    endpoint: str | None = None
+
+
+class TargetModel(_Model):
+    """The revision a rollout moves to: an MLflow version of the deployment's registered model, or a URI."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(("has(self.version) != has(self.uri)", "exactly one of version or uri must be set"))
+    )
+
+    version: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*$")] | None = None
+    uri: Annotated[str, StringConstraints(pattern=r"^(hf|s3|gs|pvc)://[^/]+(/.*)?$")] | None = None
+
+
+class RolloutTarget(_Model):
+    """The new revision: a model, and optionally runtime settings that replace the deployment's."""
+
+    model: TargetModel
+    runtime: Runtime | None = None
+
+
+class LLMRolloutSpec(_Model):
+    """Desired state of an LLMRollout. Strategy fields left out come from the LLMDeployment's
+    ``spec.rollout`` template."""
+
+    deployment_name: Annotated[str, StringConstraints(pattern=_DNS_LABEL_RE)]
+    target: RolloutTarget
+    strategy: Literal["canary", "blueGreen", "shadow"] | None = None
+    steps: list[CanaryStep] | None = Field(None, max_length=64)
+    analysis: Analysis | None = None
+    paused: bool = False
+    abort: bool = False
+    promote: bool = False
+
+
+class LLMRolloutStatus(_Model):
+    """Observed state of an LLMRollout."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_CONDITIONS_LIST)
+    phase: Literal["Pending", "Progressing", "Paused", "Succeeded", "Aborted", "Failed"] | None = None
+    from_revision: str | None = None
+    to_revision: str | None = None
+    current_step_index: int | None = None
+    steps_hash: str | None = None
+    canary_weight: int | None = None
+    mirror_weight: int | None = None
+    message: str | None = None
+
+
+# ------------------------------------------------------------------------------------------ kinds
+
+
+class PrinterColumn(_Model):
+    name: str
+    type: Literal["string", "integer", "number", "boolean", "date"]
+    json_path: str
+    priority: int = 0
+    description: str | None = None
+
+
+class _Kind:
+    """Class attributes naming a custom resource kind and how kubectl shows it."""
+
+    kind: ClassVar[str]
+    plural: ClassVar[str]
+    singular: ClassVar[str]
+    short_names: ClassVar[list[str]]
+    categories: ClassVar[list[str]] = ["all", "llmops"]
+    printer_columns: ClassVar[list[PrinterColumn]]
+    spec_model: ClassVar[type[_Model]]
+    status_model: ClassVar[type[_Model]]
+    root_rules: ClassVar[list[tuple[str, str, str]]] = []  # (rule, message, fieldPath) on the whole object
+
+
+def _col(name: str, type_: str, path: str, priority: int = 0, description: str | None = None) -> PrinterColumn:
+    return PrinterColumn(name=name, type=type_, json_path=path, priority=priority, description=description)
+
+
+class LLMDeployment(_Kind):
+    kind = "LLMDeployment"
+    plural = "llmdeployments"
+    singular = "llmdeployment"
+    short_names = ["llmd"]
+    spec_model = LLMDeploymentSpec
+    status_model = LLMDeploymentStatus
+    # '<name>-<10-char revision>' must fit a 63-character label value.
+    root_rules = [("self.metadata.name.size() <= 52", "must be at most 52 characters", ".metadata.name")]
+    printer_columns = [
+        _col("Model", "string", ".status.model.name"),
+        _col("Version", "string", ".status.model.version"),
+        _col("Ready", "string", '.status.conditions[?(@.type=="Ready")].status'),
+        _col("Replicas", "integer", ".status.replicas"),
+        _col("Age", "date", ".metadata.creationTimestamp"),
+        _col("Available", "integer", ".status.readyReplicas", 1),
+        _col("Revision", "string", ".status.stableRevision", 1),
+        _col("Canary", "string", ".status.canaryRevision", 1),
+        _col("GPUs", "integer", ".spec.resources.gpus", 1, "GPUs per replica"),
+        _col("Reason", "string", '.status.conditions[?(@.type=="Ready")].reason', 1),
+        _col("Endpoint", "string", ".status.endpoint", 1),
+    ]
+
+
+class LLMRollout(_Kind):
+    kind = "LLMRollout"
+    plural = "llmrollouts"
+    singular = "llmrollout"
+    short_names = ["llmro"]
+    spec_model = LLMRolloutSpec
+    status_model = LLMRolloutStatus
+    printer_columns = [
+        _col("Deployment", "string", ".spec.deploymentName"),
+        _col("From", "string", ".status.fromRevision"),
+        _col("To", "string", ".status.toRevision"),
+        _col("Phase", "string", ".status.phase"),
+        _col("Step", "integer", ".status.currentStepIndex"),
+        _col("Weight", "integer", ".status.canaryWeight"),
+        _col("Age", "date", ".metadata.creationTimestamp"),
+        _col("Mirror", "integer", ".status.mirrorWeight", 1),
+        _col("Message", "string", ".status.message", 1),
+    ]
+
+
+KINDS: tuple[type[_Kind], ...] = (LLMDeployment, LLMRollout)

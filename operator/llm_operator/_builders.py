@@ -1,0 +1,490 @@
+"""Pure builders: an LLMDeployment's spec in, Kubernetes manifests (plain dicts) out. No I/O.
+
+The operator and ``llm-operator render`` call the same functions. Owner references are added by the
+caller (they need the owner's uid, which only the API server knows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from . import _contract as c
+from ._api import LLMDeploymentSpec, ResolvedModel, Resources, Runtime
+
+#: Pods metric names under which prometheus-adapter exposes vLLM's gauges (colons are not allowed).
+ADAPTER_METRICS = {
+    "numRequestsWaiting": ("vllm:num_requests_waiting", "vllm_num_requests_waiting"),
+    "numRequestsRunning": ("vllm:num_requests_running", "vllm_num_requests_running"),
+    "kvCacheUsage": ("vllm:kv_cache_usage_perc", "vllm_kv_cache_usage_perc"),
+}
+
+#: vLLM engine arguments taken from ``spec.runtime``: field name -> flag.
+_ENGINE_FLAGS = {
+    "max_model_len": "--max-model-len",
+    "gpu_memory_utilization": "--gpu-memory-utilization",
+    "pipeline_parallel_size": "--pipeline-parallel-size",
+    "dtype": "--dtype",
+    "quantization": "--quantization",
+    "kv_cache_dtype": "--kv-cache-dtype",
+    "enable_prefix_caching": "--enable-prefix-caching",
+    "enforce_eager": "--enforce-eager",
+    "max_num_seqs": "--max-num-seqs",
+    "max_num_batched_tokens": "--max-num-batched-tokens",
+}
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One servable revision: a resolved model plus the parts of the spec that shape its pods.
+
+    ``id`` is 10 hex characters of a SHA-256 over those parts, leaving out values equal to their
+    defaults so that a new optional field in a later release does not re-roll every revision.
+    """
+
+    id: str
+    model: ResolvedModel
+    runtime: Runtime
+    resources: Resources
+
+
+@dataclass(frozen=True)
+class Routes:
+    """Traffic split on the VirtualService: weights in percent 0..100 (summing to 100), mirror percent."""
+
+    stable_weight: int = 100
+    canary_weight: int = 0
+    mirror_percent: int = 0
+
+
+def static_model(spec: LLMDeploymentSpec) -> ResolvedModel:
+    """The model as far as the spec alone says (no registry look-up).
+
+    A URI names itself; an MLflow reference pinned to a version gives ``models:/name/version``; one that
+    follows an alias or stage gives ``models:/name@alias`` / ``models:/name/Stage``, which the registry
+    resolution replaces with the version behind it.
+    """
+    source = spec.model
+    if source.uri is not None:
+        scheme, _, rest = source.uri.partition("://")
+        return ResolvedModel(name=rest.rstrip("/"), source="uri", uri=source.uri)
+    ref = source.mlflow
+    assert ref is not None  # the schema requires exactly one of uri and mlflow
+    if ref.version is not None:
+        return ResolvedModel(name=ref.name, source="mlflow", uri=f"models:/{ref.name}/{ref.version}", version=ref.version)
+    if ref.alias is not None:
+        return ResolvedModel(name=ref.name, source="mlflow", uri=f"models:/{ref.name}@{ref.alias}")
+    return ResolvedModel(name=ref.name, source="mlflow", uri=f"models:/{ref.name}/{ref.stage}")
+
+
+def make_revision(spec: LLMDeploymentSpec, model: ResolvedModel) -> Revision:
+    """The :class:`Revision` that serves ``model`` with ``spec``'s runtime and resources."""
+    shaping = {
+        "model": model.uri,
+        "runtime": spec.runtime.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+        "resources": spec.resources.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+        "servedModelName": spec.model.served_model_name,
+    }
+    digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return Revision(id=digest[:10], model=model, runtime=spec.runtime, resources=spec.resources)
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def labels(name: str, revision: str | None = None) -> dict[str, str]:
+    """Labels on every child; pods and revision Deployments also carry the revision."""
+    result = {
+        "app.kubernetes.io/name": "vllm",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": "inference-server",
+        "app.kubernetes.io/part-of": "llm-operator",
+        c.LABEL_MANAGED_BY: c.MANAGER,
+        c.LABEL_DEPLOYMENT: name,
+    }
+    if revision is not None:
+        result[c.LABEL_REVISION] = revision
+    return result
+
+
+def _meta(name: str, namespace: str, owner: str, revision: str | None = None) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": labels(owner, revision)}
+
+
+def service_host(name: str, namespace: str) -> str:
+    """The in-cluster DNS name of the LLMDeployment's Service."""
+    return f"{name}.{namespace}.svc.cluster.local"
+
+
+def endpoint(name: str, namespace: str, spec: LLMDeploymentSpec) -> str:
+    """The OpenAI-compatible base URL inside the cluster."""
+    return f"http://{service_host(name, namespace)}:{spec.traffic.port}/v1"
+
+
+def _quantity(value: float) -> str:
+    """A resource quantity for a non-negative number: whole numbers as-is, fractions in milli-units."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{round(value * 1000)}m"
+
+
+def tensor_parallel_size(spec: LLMDeploymentSpec) -> int:
+    """``runtime.tensorParallelSize``, defaulting to the GPUs per replica (1 on CPUs)."""
+    if spec.runtime.tensor_parallel_size is not None:
+        return spec.runtime.tensor_parallel_size
+    pipeline = spec.runtime.pipeline_parallel_size or 1
+    return max(1, spec.resources.gpus // pipeline)
+
+
+# -------------------------------------------------------------------------------------- Deployment
+
+
+def _model_location(revision: Revision) -> tuple[str, list[dict], list[dict]]:
+    """Where vLLM loads the model from: (the ``--model`` value, volumes, volume mounts)."""
+    scheme, _, rest = revision.model.uri.partition("://")
+    if scheme == "hf":
+        return rest.rstrip("/"), [], []
+    if scheme == "pvc":
+        claim, _, path = rest.partition("/")
+        volume = {"name": "model-source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        mount = {"name": "model-source", "mountPath": c.PVC_MODEL_DIR, "readOnly": True}
+        return f"{c.PVC_MODEL_DIR}/{path}".rstrip("/"), [volume], [mount]
+    # s3://, gs://, models:/ (MLflow): the runtime entrypoint downloads into the cache volume.
+    return f"{c.MODEL_CACHE_DIR}/models/{revision.id}", [], []
+
+
+def engine_args(name: str, spec: LLMDeploymentSpec, revision: Revision) -> list[str]:
+    """vLLM OpenAI-server arguments for ``revision``: model, served name, port, engine args, extraArgs."""
+    model_arg, _, _ = _model_location(revision)
+    args = [
+        "--model", model_arg,
+        "--served-model-name", spec.model.served_model_name or name,
+        "--host", "0.0.0.0",
+        "--port", str(c.CONTAINER_PORT),
+        "--tensor-parallel-size", str(tensor_parallel_size(spec)),
+    ]
+    runtime = revision.runtime
+    for field, flag in _ENGINE_FLAGS.items():
+        value = getattr(runtime, field)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        else:
+            args += [flag, str(value)]
+    return args + list(runtime.extra_args)
+
+
+def _resources(resources: Resources) -> dict[str, Any]:
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    if resources.cpu is not None:
+        requests["cpu"] = str(resources.cpu)  # no CPU limit: throttling a serving process costs latency
+    if resources.memory is not None:
+        requests["memory"] = limits["memory"] = str(resources.memory)
+    if resources.gpus > 0:
+        limits[resources.gpu_resource_name] = str(resources.gpus)
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _tolerations(resources: Resources) -> list[dict[str, Any]]:
+    tolerations = [t.to_wire() for t in resources.tolerations]
+    if resources.gpus > 0 and not any(t.get("key") == resources.gpu_resource_name for t in tolerations):
+        # GPU nodes are commonly tainted with the GPU resource name (GKE and AKS do it by default).
+        tolerations.append({"key": resources.gpu_resource_name, "operator": "Exists", "effect": "NoSchedule"})
+    return tolerations
+
+
+def build_deployment(name: str, namespace: str, spec: LLMDeploymentSpec, revision: Revision, replicas: int) -> dict[str, Any]:
+    """The Deployment serving ``revision`` with ``replicas`` pods.
+
+    Each pod runs vLLM's OpenAI server with the engine arguments as flags, the GPU limit, a memory-backed
+    ``/dev/shm``, a writable model cache, probes on ``/health`` whose startup budget is
+    ``runtime.startupTimeoutSeconds``, and a restricted security context (see docs/security.md).
+    """
+    runtime, resources = revision.runtime, revision.resources
+    _, source_volumes, source_mounts = _model_location(revision)
+    pod_labels = labels(name, revision.id) | {
+        "service.istio.io/canonical-name": name,
+        "service.istio.io/canonical-revision": revision.id,
+    }
+    cache_volume: dict[str, Any] = (
+        {"name": "model-cache", "persistentVolumeClaim": {"claimName": runtime.cache.claim_name}}
+        if runtime.cache.claim_name
+        else {"name": "model-cache", "emptyDir": {"sizeLimit": str(runtime.cache.size_limit)}}
+    )
+    env = [
+        {"name": c.ENV_MODEL_URI, "value": revision.model.uri},
+        {"name": c.ENV_MODEL_DIR, "value": f"{c.MODEL_CACHE_DIR}/models/{revision.id}"},
+        {"name": c.ENV_REVISION, "value": revision.id},
+        {"name": c.ENV_GPUS, "value": str(resources.gpus)},
+        {"name": c.ENV_SERVED_MODEL_NAME, "value": spec.model.served_model_name or name},
+        {"name": "HOME", "value": c.HOME_DIR},
+        {"name": "HF_HOME", "value": f"{c.MODEL_CACHE_DIR}/hf"},
+        {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
+        {"name": "DO_NOT_TRACK", "value": "1"},
+    ] + [e.to_wire() for e in runtime.env]
+
+    def probe(period: int, failures: int) -> dict[str, Any]:
+        return {"httpGet": {"path": c.HEALTH_PATH, "port": c.PORT_NAME}, "timeoutSeconds": 5,
+                "periodSeconds": period, "failureThreshold": failures}
+
+    container: dict[str, Any] = {
+        "name": c.CONTAINER_NAME,
+        "image": runtime.image,
+        "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
+        "args": engine_args(name, spec, revision),
+        "ports": [{"name": c.PORT_NAME, "containerPort": c.CONTAINER_PORT, "protocol": "TCP"}],
+        "env": env,
+        "resources": _resources(resources),
+        # The startup probe alone covers the model download and load; liveness starts after it succeeds.
+        "startupProbe": probe(10, math.ceil(runtime.startup_timeout_seconds / 10)),
+        "readinessProbe": probe(5, 3),
+        "livenessProbe": probe(15, 4),
+        "volumeMounts": [
+            {"name": "dshm", "mountPath": c.SHM_DIR},
+            {"name": "model-cache", "mountPath": c.MODEL_CACHE_DIR},
+            {"name": "tmp", "mountPath": c.TMP_DIR},
+            {"name": "home", "mountPath": c.HOME_DIR},
+        ] + source_mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if runtime.image_pull_policy:
+        container["imagePullPolicy"] = runtime.image_pull_policy
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "terminationGracePeriodSeconds": runtime.termination_grace_period_seconds,
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "fsGroup": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumes": [
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": str(resources.shm_size)}},
+            cache_volume,
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "home", "emptyDir": {}},
+        ] + source_volumes,
+    }
+    if resources.node_selector:
+        pod_spec["nodeSelector"] = dict(resources.node_selector)
+    tolerations = _tolerations(resources)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if resources.priority_class_name:
+        pod_spec["priorityClassName"] = resources.priority_class_name
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            **_meta(c.revision_deployment_name(name, revision.id), namespace, name, revision.id),
+            "annotations": {"llmops.dev/model-uri": revision.model.uri},
+        },
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 2,
+            # The startup budget plus ten minutes for scheduling and image pulls.
+            "progressDeadlineSeconds": runtime.startup_timeout_seconds + 600,
+            # A revision's pod template changes only when the operator itself is upgraded; surge one pod at a
+            # time and never take a serving pod down first.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "selector": {"matchLabels": {c.LABEL_DEPLOYMENT: name, c.LABEL_REVISION: revision.id}},
+            "template": {
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(c.CONTAINER_PORT),
+                        "prometheus.io/path": c.METRICS_PATH,
+                        "kubectl.kubernetes.io/default-container": c.CONTAINER_NAME,
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+# ------------------------------------------------------------------------------- Service and Istio
+
+
+def build_service(name: str, namespace: str, spec: LLMDeploymentSpec) -> dict[str, Any]:
+    """A ClusterIP Service over every revision's pods; Istio subsets split it by revision."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(name, namespace, name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {c.LABEL_DEPLOYMENT: name},
+            "ports": [{
+                "name": c.PORT_NAME, "port": spec.traffic.port, "targetPort": c.PORT_NAME,
+                "protocol": "TCP", "appProtocol": "http",
+            }],
+        },
+    }
+
+
+def build_destination_rule(name: str, namespace: str, stable: str, canary: str | None) -> dict[str, Any]:
+    """Subsets ``stable`` and ``canary`` selected by revision label; with no canary both name the stable
+    revision, so a weight on ``canary`` can never reach a revision nobody chose."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": _meta(name, namespace, name),
+        "spec": {
+            "host": service_host(name, namespace),
+            # vLLM's throughput depends on batch occupancy: send each request to the least busy pod.
+            "trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST"}},
+            "subsets": [
+                {"name": c.SUBSET_STABLE, "labels": {c.LABEL_REVISION: stable}},
+                {"name": c.SUBSET_CANARY, "labels": {c.LABEL_REVISION: canary or stable}},
+            ],
+        },
+    }
+
+
+def build_virtual_service(name: str, namespace: str, spec: LLMDeploymentSpec, routes: Routes) -> dict[str, Any]:
+    """The VirtualService routing to the subsets with ``routes``' weights.
+
+    The weights and mirror are owned by the rollout logic: reconciling an LLMDeployment passes in the
+    weights it read from the live object (:func:`routes_of`), so structure changes never reset them.
+    """
+    host = service_host(name, namespace)
+
+    def destination(subset: str) -> dict[str, Any]:
+        return {"host": host, "subset": subset, "port": {"number": spec.traffic.port}}
+
+    http: dict[str, Any] = {
+        "name": "primary",
+        "route": [
+            {"destination": destination(c.SUBSET_STABLE), "weight": routes.stable_weight},
+            {"destination": destination(c.SUBSET_CANARY), "weight": routes.canary_weight},
+        ],
+    }
+    if routes.mirror_percent > 0:
+        http["mirror"] = destination(c.SUBSET_CANARY)
+        http["mirrorPercentage"] = {"value": float(routes.mirror_percent)}
+    vs_spec: dict[str, Any] = {"hosts": [host, *spec.traffic.hosts], "http": [http]}
+    if spec.traffic.gateways:
+        vs_spec["gateways"] = [*spec.traffic.gateways, "mesh"]
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": _meta(name, namespace, name),
+        "spec": vs_spec,
+    }
+
+
+def routes_of(virtual_service: dict[str, Any] | None) -> Routes | None:
+    """The weights and mirror percent of a live VirtualService built by :func:`build_virtual_service`."""
+    if not virtual_service:
+        return None
+    for http in virtual_service.get("spec", {}).get("http", []):
+        if http.get("name") != "primary":
+            continue
+        weights = {r.get("destination", {}).get("subset"): int(r.get("weight", 0)) for r in http.get("route", [])}
+        mirror = http.get("mirrorPercentage", {}).get("value", 0) if http.get("mirror") else 0
+        return Routes(weights.get(c.SUBSET_STABLE, 0), weights.get(c.SUBSET_CANARY, 0), int(mirror))
+    return None
+
+
+# ---------------------------------------------------------------------------------- scaling, PDB
+
+
+def build_hpa(name: str, namespace: str, spec: LLMDeploymentSpec, target_deployment: str) -> dict[str, Any]:
+    """An ``autoscaling/v2`` HPA on the stable revision, holding the per-pod average of a vLLM gauge
+    (a Pods metric served by prometheus-adapter under the names in :data:`ADAPTER_METRICS`)."""
+    scaling = spec.autoscaling
+    assert scaling is not None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(name, namespace, name),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target_deployment},
+            "minReplicas": max(1, scaling.min_replicas),
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [{
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": ADAPTER_METRICS[scaling.metric][1]},
+                    "target": {"type": "AverageValue", "averageValue": _quantity(scaling.target)},
+                },
+            }],
+            "behavior": {
+                "scaleDown": {
+                    "stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds,
+                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+                },
+            },
+        },
+    }
+
+
+def build_scaled_object(name: str, namespace: str, spec: LLMDeploymentSpec, target_deployment: str, revision: str) -> dict[str, Any]:
+    """A KEDA ScaledObject with a Prometheus trigger on the revision's vLLM gauge (per-pod average)."""
+    scaling = spec.autoscaling
+    assert scaling is not None and scaling.keda is not None
+    metric = ADAPTER_METRICS[scaling.metric][0]
+    query = (
+        f'sum({metric}{{namespace="{namespace}",{c.PROM_LABEL_DEPLOYMENT}="{name}",'
+        f'{c.PROM_LABEL_REVISION}="{revision}"}})'
+    )
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": _meta(name, namespace, name),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target_deployment},
+            "minReplicaCount": scaling.min_replicas,
+            "maxReplicaCount": scaling.max_replicas,
+            "pollingInterval": scaling.keda.polling_interval_seconds,
+            "cooldownPeriod": scaling.scale_down_stabilization_seconds,
+            "advanced": {
+                "horizontalPodAutoscalerConfig": {
+                    "behavior": {"scaleDown": {"stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds}},
+                },
+            },
+            "triggers": [{
+                "type": "prometheus",
+                "metricType": "AverageValue",
+                "metadata": {
+                    "serverAddress": scaling.keda.server_address,
+                    "query": query,
+                    "threshold": str(scaling.target),
+                },
+            }],
+        },
+    }
+
+
+def build_pdb(name: str, namespace: str, spec: LLMDeploymentSpec) -> dict[str, Any]:
+    """A PodDisruptionBudget over every revision's pods (voluntary evictions one pod at a time)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(name, namespace, name),
+        "spec": {
+            "maxUnavailable": spec.disruption_budget.max_unavailable,
+            "selector": {"matchLabels": {c.LABEL_DEPLOYMENT: name}},
+        },
+    }

@@ -1,0 +1,50 @@
+"""Status conditions per the Kubernetes API conventions.
+
+A condition list is a map keyed by ``type``; ``reason`` is one CamelCase word, ``message`` is for people,
+and ``lastTransitionTime`` changes only when ``status`` flips (after Argo Rollouts'
+``utils/conditions/conditions.go``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+Status = Literal["True", "False", "Unknown"]
+
+READY = "Ready"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+
+
+def get_condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:
+    """The condition of ``type_``, or None."""
+    return next((c for c in conditions if c.get("type") == type_), None)
+
+
+def set_condition(
+    conditions: list[dict[str, Any]], type_: str, status: Status, reason: str, message: str, *,
+    now: str, generation: int | None,
+) -> list[dict[str, Any]]:
+    """A new list with ``type_`` set; ``lastTransitionTime`` is kept unless ``status`` changes.
+
+    ``now`` is an RFC 3339 timestamp; ``generation`` becomes the condition's ``observedGeneration``.
+    """
+    old = get_condition(conditions, type_)
+    since = old["lastTransitionTime"] if old and old.get("status") == status and old.get("lastTransitionTime") else now
+    new: dict[str, Any] = {"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": since}
+    if generation is not None:
+        new["observedGeneration"] = generation
+    out = [c for c in conditions if c.get("type") != type_]
+    out.append(new)
+    order = {READY: 0, PROGRESSING: 1, DEGRADED: 2}
+    return sorted(out, key=lambda c: (order.get(c["type"], 9), c["type"]))
+
+
+def transitions(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Conditions in ``new`` whose status or reason differs from ``old`` (what deserves an Event)."""
+    changed = []
+    for cond in new:
+        before = get_condition(old, cond["type"])
+        if before is None or (before.get("status"), before.get("reason")) != (cond["status"], cond["reason"]):
+            changed.append(cond)
+    return changed

@@ -1,0 +1,51 @@
+"""Names shared by the operator's manifests, the runtime image and the monitoring rules.
+
+Labels and annotations on the objects the operator creates, the Prometheus label names they become
+after relabelling (``llmops.dev/revision`` -> ``llmops_dev_revision``), and the serving container's
+environment contract. Stdlib only: the runtime image imports this module too.
+"""
+
+from __future__ import annotations
+
+import re
+
+LABEL_DEPLOYMENT = "llmops.dev/deployment"
+LABEL_REVISION = "llmops.dev/revision"
+LABEL_ROLLOUT = "llmops.dev/rollout"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "llm-operator"
+FIELD_MANAGER = "llm-operator"
+
+#: Prometheus label names the revision labels become under the usual ``labelmap`` relabelling.
+PROM_LABEL_DEPLOYMENT = "llmops_dev_deployment"
+PROM_LABEL_REVISION = "llmops_dev_revision"
+
+#: Subset names on the DestinationRule; route weights name them.
+SUBSET_STABLE = "stable"
+SUBSET_CANARY = "canary"
+
+# The serving container.
+CONTAINER_NAME = "vllm"
+CONTAINER_PORT = 8000
+PORT_NAME = "http"
+HEALTH_PATH = "/health"
+METRICS_PATH = "/metrics"
+MODEL_CACHE_DIR = "/var/cache/llmops"
+PVC_MODEL_DIR = "/mnt/models"
+SHM_DIR = "/dev/shm"
+HOME_DIR = "/home/vllm"
+TMP_DIR = "/tmp"
+
+# Environment the operator sets on the serving container (read by the runtime entrypoint).
+ENV_MODEL_URI = "LLMOPS_MODEL_URI"
+ENV_MODEL_DIR = "LLMOPS_MODEL_DIR"
+ENV_REVISION = "LLMOPS_REVISION"
+ENV_GPUS = "LLMOPS_GPUS"
+ENV_SERVED_MODEL_NAME = "LLMOPS_SERVED_MODEL_NAME"
+
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def revision_deployment_name(deployment: str, revision: str) -> str:
+    """The Deployment serving one revision: ``<llmdeployment>-<revision>`` (at most 63 characters)."""
+    return f"{deployment}-{revision}"

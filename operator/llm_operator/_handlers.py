@@ -1,0 +1,93 @@
+"""kopf handlers: thin wiring from watch events and timers to the reconcilers. Nothing here decides.
+
+Every LLMDeployment is reconciled level-based: on each watch event of the object itself, on each event
+of a Deployment it owns (so readiness shows in status promptly), and on a resync timer. All three call
+:func:`reconcile`, which serialises passes per object and re-reads the object first, so a pass never acts
+on a stale spec. kopf stores nothing on the objects for these handler kinds (no progress annotations).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from collections import defaultdict
+from typing import Any
+
+import kopf
+
+from . import _contract as c
+from ._api import GROUP, VERSION
+from ._kube import DynamicKube, Kube, KubeError
+from ._reconcile import Event, execute, observe, plan_llmdeployment
+from ._settings import Settings
+
+SETTINGS = Settings.from_env()
+log = logging.getLogger(__name__)
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Operator-wide settings and the clients, built once."""
+    settings.persistence.finalizer = "llmops.dev/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="llmops.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="llmops.dev", key="last-handled-configuration")
+    settings.posting.level = logging.WARNING  # our own Events are posted explicitly
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    if "kube" not in memo:
+        memo.kube = DynamicKube.from_environment(SETTINGS.kubeconfig)
+    memo.locks = defaultdict(threading.Lock)
+    memo.autoscalers = frozenset(
+        kind for api_version, kind in (("autoscaling/v2", "HorizontalPodAutoscaler"), ("keda.sh/v1alpha1", "ScaledObject"))
+        if memo.kube.serves(api_version, kind)
+    )
+
+
+def reconcile(kube: Kube, memo: kopf.Memo, namespace: str, name: str) -> None:
+    """One level-based pass over one LLMDeployment (re-read, observe, plan, execute)."""
+    with memo.locks[(namespace, name)]:
+        body = kube.get(f"{GROUP}/{VERSION}", "LLMDeployment", namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        now = _now()
+        plan = plan_llmdeployment(body, observe(kube, body, memo.autoscalers), now, autoscaler_kinds=memo.autoscalers)
+
+        def post(event: Event) -> None:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])
+
+        def own(obj: dict[str, Any]) -> None:
+            kopf.append_owner_reference(obj, owner=kopf.Body(body))
+
+        execute(kube, body, plan, now=now, post_event=post, owner=own)
+
+
+def _guarded(memo: kopf.Memo, namespace: str, name: str, logger: logging.Logger) -> None:
+    try:
+        reconcile(memo.kube, memo, namespace, name)
+    except KubeError as error:  # the next event or resync retries; status already says what failed
+        logger.warning("reconcile of %s/%s failed: %s", namespace, name, error)
+
+
+@kopf.on.event(GROUP, VERSION, "llmdeployments")
+def llmdeployment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    if type == "DELETED":
+        return
+    _guarded(memo, body.metadata.namespace, body.metadata.name, logger)
+
+
+@kopf.timer(GROUP, VERSION, "llmdeployments", interval=SETTINGS.resync_seconds, initial_delay=SETTINGS.resync_seconds)
+def llmdeployment_resync(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    _guarded(memo, body.metadata.namespace, body.metadata.name, logger)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_MANAGED_BY: c.MANAGER})
+def revision_deployment_event(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    for ref in body.metadata.get("ownerReferences", []):
+        if ref.get("controller") and ref.get("kind") == "LLMDeployment" and ref.get("apiVersion", "").startswith(GROUP + "/"):
+            _guarded(memo, body.metadata.namespace, ref["name"], logger)

@@ -1,0 +1,159 @@
+"""The operator's one boundary for Kubernetes reads and writes (kopf does the watching).
+
+:class:`Kube` is the Protocol the reconcilers use; :class:`DynamicKube` implements it with the official
+``kubernetes`` client's DynamicClient, and the unit tests use an in-memory fake. Children are written by
+server-side apply under one field manager (``llm-operator``), so a field the operator stops setting is
+removed and fields other managers own (an HPA's replicas) are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Protocol
+
+from . import _contract as c
+
+log = logging.getLogger(__name__)
+
+
+class KubeError(Exception):
+    """A Kubernetes API call failed; ``status`` is the HTTP status (0 when none was received)."""
+
+    def __init__(self, message: str, status: int = 0):
+        super().__init__(message)
+        self.status = status
+
+
+class Conflict(KubeError):
+    """HTTP 409: the object changed since it was read (or already exists)."""
+
+
+class Kube(Protocol):
+    """Reads and writes the reconcilers need. Objects are plain dicts as the API returns them."""
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it (or its kind) does not exist."""
+
+    def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        """Objects of ``kind`` in ``namespace`` matching ``label_selector``."""
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply ``obj`` (field manager ``llm-operator``, conflicts forced); creates it if absent."""
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create ``obj``; raises :class:`Conflict` when it exists."""
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        """Delete with background propagation; an absent object is not an error."""
+
+    def patch_status(self, api_version: str, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        """Apply a JSON patch (RFC 6902) through the status subresource; a failed ``test`` is a :class:`Conflict`."""
+
+    def serves(self, api_version: str, kind: str) -> bool:
+        """Whether the cluster serves ``kind`` (e.g. KEDA's ScaledObject)."""
+
+
+def _wrap(error: Exception) -> KubeError:
+    status = int(getattr(error, "status", 0) or 0)
+    text = getattr(error, "body", None) or str(error)
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    message = f"{type(error).__name__} ({status}): {str(text)[:300]}" if status else f"{type(error).__name__}: {text}"
+    # A failed JSON-patch ``test`` is a 422 whose message reads "testing value /metadata/resourceVersion failed".
+    if status == 409 or (status == 422 and "testing value" in str(text).lower()):
+        return Conflict(message, status)
+    return KubeError(message, status)
+
+
+class DynamicKube:
+    """:class:`Kube` over ``kubernetes.dynamic.DynamicClient`` (thread-safe; build once at start-up)."""
+
+    def __init__(self, api_client: Any):
+        from kubernetes import dynamic
+
+        self._client = dynamic.DynamicClient(api_client)
+        self._lock = threading.Lock()
+        self._resources: dict[tuple[str, str], Any] = {}
+
+    @classmethod
+    def from_environment(cls, kubeconfig: str | None = None) -> DynamicKube:
+        """In-cluster credentials when running in a pod, the kubeconfig otherwise."""
+        import kubernetes
+
+        try:
+            kubernetes.config.load_incluster_config()
+            return cls(kubernetes.client.ApiClient())
+        except kubernetes.config.ConfigException:
+            return cls(kubernetes.config.new_client_from_config(config_file=kubeconfig))
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        key = (api_version, kind)
+        with self._lock:
+            if key not in self._resources:
+                self._resources[key] = self._client.resources.get(api_version=api_version, kind=kind)
+            return self._resources[key]
+
+    def serves(self, api_version: str, kind: str) -> bool:
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+        try:
+            self._resource(api_version, kind)
+            return True
+        except ResourceNotFoundError:
+            return False
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+
+        try:
+            return self._resource(api_version, kind).get(name=name, namespace=namespace).to_dict()
+        except (NotFoundError, ResourceNotFoundError):
+            return None
+        except Exception as error:
+            raise _wrap(error) from error
+
+    def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        try:
+            result = self._resource(api_version, kind).get(namespace=namespace, label_selector=label_selector)
+            return [item for item in result.to_dict().get("items", [])]
+        except Exception as error:
+            raise _wrap(error) from error
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        try:
+            resource = self._resource(obj["apiVersion"], obj["kind"])
+            return self._client.server_side_apply(
+                resource, body=obj, name=meta["name"], namespace=meta.get("namespace"),
+                field_manager=c.FIELD_MANAGER, force_conflicts=True,
+            ).to_dict()
+        except Exception as error:
+            raise _wrap(error) from error
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resource = self._resource(obj["apiVersion"], obj["kind"])
+            return resource.create(body=obj, namespace=obj["metadata"].get("namespace"), field_manager=c.FIELD_MANAGER).to_dict()
+        except Exception as error:
+            raise _wrap(error) from error
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+
+        try:
+            self._resource(api_version, kind).delete(name=name, namespace=namespace, body={"propagationPolicy": "Background"})
+        except (NotFoundError, ResourceNotFoundError):
+            return
+        except Exception as error:
+            raise _wrap(error) from error
+
+    def patch_status(self, api_version: str, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            resource = self._resource(api_version, kind)
+            return resource.status.patch(
+                body=ops, name=name, namespace=namespace, content_type="application/json-patch+json",
+                field_manager=c.FIELD_MANAGER,
+            ).to_dict()
+        except Exception as error:
+            raise _wrap(error) from error

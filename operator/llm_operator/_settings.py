@@ -1,0 +1,27 @@
+"""Operator settings, read once at start-up from the environment (``LLMOPS_*``) and CLI flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the operator process is configured with.
+
+    Attributes:
+        resync_seconds: how often every LLMDeployment is reconciled even when nothing was observed to
+            change (level-based safety net; a pass that finds nothing to do writes nothing).
+        kubeconfig: a kubeconfig path; in-cluster credentials are preferred when present.
+    """
+
+    resync_seconds: float = 60.0
+    kubeconfig: str | None = None
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            resync_seconds=float(os.environ.get("LLMOPS_RESYNC_SECONDS", cls.resync_seconds)),
+            kubeconfig=os.environ.get("KUBECONFIG") or None,
+        )

@@ -1,0 +1,142 @@
+"""Checking custom resources the way the API server would, and a little further.
+
+Three layers, all reported as :class:`FieldError` with the full field path (``spec.runtime.maxModelLen``):
+
+1. the CRD's CEL rules (``x-kubernetes-validations``), read from the generated schema and evaluated with
+   cel-python, so the operator enforces exactly the rules the API server enforces (an object may predate a
+   CRD upgrade, or come from a server without CEL);
+2. the pydantic field constraints (types, bounds, patterns: the same ones the schema carries);
+3. checks that need the operator's knowledge rather than the schema's (vLLM's quantization methods change
+   between releases, so they are not frozen into the CRD).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import celpy
+import pydantic
+
+from ._api import LLMDeployment, LLMDeploymentSpec, LLMRollout, LLMRolloutSpec, _Kind
+from ._crdgen import crd_manifest
+
+#: Quantization methods vLLM accepts for ``--quantization`` (vLLM 0.32).
+KNOWN_QUANTIZATIONS = frozenset({
+    "aqlm", "auto-round", "awq", "awq_marlin", "bitblas", "bitsandbytes", "compressed-tensors", "deepspeedfp",
+    "experts_int8", "fbgemm_fp8", "fp8", "gguf", "gptq", "gptq_bitblas", "gptq_marlin", "gptq_marlin_24", "hqq",
+    "inc", "ipex", "marlin", "modelopt", "modelopt_fp4", "moe_wna16", "mxfp4", "petit_nvfp4", "ptpc_fp8", "quark",
+    "rtn", "torchao", "tpu_int8",
+})
+
+
+@dataclass(frozen=True, order=True)
+class FieldError:
+    """One problem with one field: ``path`` like ``spec.runtime.maxModelLen``, and what is wrong."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class InvalidSpec(ValueError):
+    """A custom resource the operator cannot act on; ``errors`` names every offending field."""
+
+    def __init__(self, errors: list[FieldError]):
+        self.errors = sorted(set(errors))
+        super().__init__("; ".join(str(e) for e in self.errors))
+
+
+# ------------------------------------------------------------------------------------------- CEL
+
+
+@functools.cache
+def _schema(kind: type[_Kind]) -> dict[str, Any]:
+    return crd_manifest(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+@functools.cache
+def _program(rule: str) -> Any:
+    env = celpy.Environment()
+    return env.program(env.compile(rule))
+
+
+def _walk(schema: Mapping[str, Any], value: Any, path: str) -> Iterator[FieldError]:
+    for entry in schema.get("x-kubernetes-validations", []):
+        try:
+            result = _program(entry["rule"]).evaluate({"self": celpy.json_to_cel(value)})
+        except Exception:  # an ill-typed object makes the rule unevaluable; the server refuses it too
+            result = None
+        if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
+            yield FieldError((path + entry.get("fieldPath", "")).lstrip("."), entry["message"])
+    if isinstance(value, Mapping):
+        for name, sub in schema.get("properties", {}).items():
+            if name in value and name != "status":
+                yield from _walk(sub, value[name], f"{path}.{name}" if path else name)
+        if isinstance(schema.get("additionalProperties"), Mapping):
+            for name, item in value.items():
+                yield from _walk(schema["additionalProperties"], item, f"{path}.{name}")
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for index, item in enumerate(value):
+            yield from _walk(schema["items"], item, f"{path}[{index}]")
+
+
+def cel_errors(kind: type[_Kind], body: Mapping[str, Any]) -> list[FieldError]:
+    """Every CEL rule of ``kind``'s CRD that ``body`` (the whole object) breaks."""
+    return list(_walk(_schema(kind), body, ""))
+
+
+# -------------------------------------------------------------------------------------- pydantic
+
+
+def _pydantic_errors(error: pydantic.ValidationError, prefix: str) -> list[FieldError]:
+    out = []
+    for item in error.errors():
+        loc = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in item["loc"])
+        out.append(FieldError(prefix + loc, item["msg"] + (f" (got {item['input']!r})" if not isinstance(item["input"], (dict, list)) else "")))
+    return out
+
+
+def _parse(kind: type[_Kind], model: type[pydantic.BaseModel], body: Mapping[str, Any]) -> Any:
+    errors = cel_errors(kind, body)
+    spec = None
+    if not isinstance(body.get("spec"), Mapping):
+        errors.append(FieldError("spec", "required"))
+    else:
+        try:
+            spec = model.model_validate(body["spec"])
+        except pydantic.ValidationError as exc:
+            errors += _pydantic_errors(exc, "spec")
+    if errors:
+        raise InvalidSpec(errors)
+    return spec
+
+
+def parse_llmdeployment(body: Mapping[str, Any]) -> LLMDeploymentSpec:
+    """The validated spec of an LLMDeployment object.
+
+    Raises:
+        InvalidSpec: naming every field that breaks a CEL rule, a field constraint, or a runtime check.
+    """
+    spec: LLMDeploymentSpec = _parse(LLMDeployment, LLMDeploymentSpec, body)
+    errors = []
+    quantization = spec.runtime.quantization
+    if quantization is not None and quantization not in KNOWN_QUANTIZATIONS:
+        errors.append(FieldError("spec.runtime.quantization", f"unknown quantization {quantization!r}; vLLM knows {', '.join(sorted(KNOWN_QUANTIZATIONS))}"))
+    if errors:
+        raise InvalidSpec(errors)
+    return spec
+
+
+def parse_llmrollout(body: Mapping[str, Any]) -> LLMRolloutSpec:
+    """The validated spec of an LLMRollout object.
+
+    Raises:
+        InvalidSpec: naming every field that breaks a CEL rule or a field constraint.
+    """
+    spec: LLMRolloutSpec = _parse(LLMRollout, LLMRolloutSpec, body)
+    return spec
