@@ -70,7 +70,10 @@ def static_model(spec: LLMDeploymentSpec) -> ResolvedModel:
     source = spec.model
     if source.uri is not None:
         scheme, _, rest = source.uri.partition("://")
-        return ResolvedModel(name=rest.rstrip("/"), source="uri", uri=source.uri)
+        rest = rest.rstrip("/")
+        # hf://org/model names the model; s3://bucket/path and pvc://claim/path name it by the path.
+        name = rest if scheme == "hf" else (rest.partition("/")[2] or rest)
+        return ResolvedModel(name=name, source="uri", uri=source.uri)
     ref = source.mlflow
     assert ref is not None  # the schema requires exactly one of uri and mlflow
     if ref.version is not None:

@@ -86,6 +86,8 @@ class Plan:
 
 
 def _equal_leaf(want: Any, have: Any) -> bool:
+    if isinstance(want, bool) or isinstance(have, bool):
+        return want is have  # True == 1 in Python, not in Kubernetes
     if want == have:
         return True
     if isinstance(want, (str, int, float)) and isinstance(have, (str, int, float)) and not isinstance(want, bool):
@@ -106,12 +108,27 @@ def is_subset(want: Any, have: Any) -> bool:
     return _equal_leaf(want, have)
 
 
+def _owned_view(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` without the fields whose values others own: a Deployment's replicas (the autoscaler's,
+    echoed back when autoscaling) and a VirtualService's weights and mirror (the rollout's)."""
+    view = copy.deepcopy(obj)
+    if view.get("kind") == "Deployment":
+        view.get("spec", {}).pop("replicas", None)
+    elif view.get("kind") == "VirtualService":
+        for http in view.get("spec", {}).get("http", []):
+            http.pop("mirror", None)
+            http.pop("mirrorPercentage", None)
+            for route in http.get("route", []):
+                route.pop("weight", None)
+    return view
+
+
 def with_applied_hash(obj: dict[str, Any]) -> dict[str, Any]:
-    """``obj`` with an annotation hashing its own content, so a field dropped from the desired object
-    (which a subset check cannot see) still triggers an apply that removes it."""
-    digest = hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    """``obj`` with an annotation hashing what the LLMDeployment owns of it, so a field dropped from the
+    desired object (which a subset check cannot see) still triggers an apply that removes it."""
+    view = json.dumps(_owned_view(obj), sort_keys=True, separators=(",", ":"))
     out = copy.deepcopy(obj)
-    out["metadata"].setdefault("annotations", {})[APPLIED_HASH] = digest
+    out["metadata"].setdefault("annotations", {})[APPLIED_HASH] = hashlib.sha256(view.encode()).hexdigest()[:16]
     return out
 
 

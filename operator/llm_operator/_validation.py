@@ -101,8 +101,17 @@ def _pydantic_errors(error: pydantic.ValidationError, prefix: str) -> list[Field
     return out
 
 
-def _parse(kind: type[_Kind], model: type[pydantic.BaseModel], body: Mapping[str, Any]) -> Any:
-    errors = cel_errors(kind, body)
+def _quantization_errors(body: Mapping[str, Any]) -> list[FieldError]:
+    runtime = (body.get("spec") or {}).get("runtime") or {}
+    value = runtime.get("quantization") if isinstance(runtime, Mapping) else None
+    if isinstance(value, str) and value not in KNOWN_QUANTIZATIONS:
+        known = ", ".join(sorted(KNOWN_QUANTIZATIONS))
+        return [FieldError("spec.runtime.quantization", f"unknown quantization {value!r}; vLLM knows {known}")]
+    return []
+
+
+def _parse(kind: type[_Kind], model: type[pydantic.BaseModel], body: Mapping[str, Any], extra: list[FieldError]) -> Any:
+    errors = cel_errors(kind, body) + extra
     spec = None
     if not isinstance(body.get("spec"), Mapping):
         errors.append(FieldError("spec", "required"))
@@ -122,14 +131,7 @@ def parse_llmdeployment(body: Mapping[str, Any]) -> LLMDeploymentSpec:
     Raises:
         InvalidSpec: naming every field that breaks a CEL rule, a field constraint, or a runtime check.
     """
-    spec: LLMDeploymentSpec = _parse(LLMDeployment, LLMDeploymentSpec, body)
-    errors = []
-    quantization = spec.runtime.quantization
-    if quantization is not None and quantization not in KNOWN_QUANTIZATIONS:
-        errors.append(FieldError("spec.runtime.quantization", f"unknown quantization {quantization!r}; vLLM knows {', '.join(sorted(KNOWN_QUANTIZATIONS))}"))
-    if errors:
-        raise InvalidSpec(errors)
-    return spec
+    return _parse(LLMDeployment, LLMDeploymentSpec, body, _quantization_errors(body))
 
 
 def parse_llmrollout(body: Mapping[str, Any]) -> LLMRolloutSpec:
@@ -138,5 +140,4 @@ def parse_llmrollout(body: Mapping[str, Any]) -> LLMRolloutSpec:
     Raises:
         InvalidSpec: naming every field that breaks a CEL rule or a field constraint.
     """
-    spec: LLMRolloutSpec = _parse(LLMRollout, LLMRolloutSpec, body)
-    return spec
+    return _parse(LLMRollout, LLMRolloutSpec, body, [])

@@ -1,0 +1,80 @@
+"""An in-memory :class:`llm_operator._kube.Kube` for unit tests: it records every write."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import uuid
+from typing import Any
+
+import jsonpatch
+
+from llm_operator._kube import Conflict
+
+
+class FakeKube:
+    """Objects keyed by (apiVersion, kind, namespace, name); ``writes`` lists (verb, kind, name)."""
+
+    def __init__(self, served: set[str] | None = None):
+        self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self.writes: list[tuple[str, str, str]] = []
+        self.served = served or {"HorizontalPodAutoscaler"}
+        self._rv = itertools.count(1)
+
+    def add(self, obj: dict[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("generation", 1)
+        meta["resourceVersion"] = str(next(self._rv))
+        self.objects[self._key(obj)] = obj
+        return obj
+
+    @staticmethod
+    def _key(obj: dict[str, Any]) -> tuple[str, str, str, str]:
+        return (obj["apiVersion"], obj["kind"], obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.objects.get((api_version, kind, namespace, name))
+        return copy.deepcopy(found) if found else None
+
+    def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        key, _, value = label_selector.partition("=")
+        return [
+            copy.deepcopy(o) for (av, k, ns, _), o in self.objects.items()
+            if av == api_version and k == kind and ns == namespace and o["metadata"].get("labels", {}).get(key) == value
+        ]
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.writes.append(("apply", obj["kind"], obj["metadata"]["name"]))
+        live = self.objects.get(self._key(obj))
+        merged = copy.deepcopy(obj)
+        if live:
+            merged["metadata"] = {**live["metadata"], **obj["metadata"]}
+            if "status" in live:
+                merged["status"] = live["status"]
+        return self.add(merged)
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.writes.append(("create", obj["kind"], obj["metadata"]["name"]))
+        if self._key(obj) in self.objects:
+            raise Conflict("exists", 409)
+        return self.add(obj)
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        self.writes.append(("delete", kind, name))
+        self.objects.pop((api_version, kind, namespace, name), None)
+
+    def patch_status(self, api_version: str, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        self.writes.append(("status", kind, name))
+        live = self.objects[(api_version, kind, namespace, name)]
+        try:
+            patched = jsonpatch.apply_patch(live, ops)
+        except jsonpatch.JsonPatchTestFailed as error:
+            raise Conflict(str(error), 422) from error
+        patched["metadata"]["resourceVersion"] = str(next(self._rv))
+        self.objects[(api_version, kind, namespace, name)] = patched
+        return copy.deepcopy(patched)
+
+    def serves(self, api_version: str, kind: str) -> bool:
+        return kind in self.served

@@ -1,0 +1,205 @@
+"""Builders: spec in, manifests out. Content, not existence: args, limits, probes, labels, weights."""
+
+import math
+
+import pytest
+
+from llm_operator._api import LLMDeploymentSpec
+from llm_operator import _builders as b
+from llm_operator._validation import parse_llmdeployment
+
+
+def _spec(doc: dict) -> LLMDeploymentSpec:
+    return parse_llmdeployment(doc)
+
+
+def _deployment(doc: dict, replicas: int = 1) -> dict:
+    spec = _spec(doc)
+    revision = b.make_revision(spec, b.static_model(spec))
+    return b.build_deployment(doc["metadata"]["name"], doc["metadata"].get("namespace", "default"), spec, revision, replicas)
+
+
+def _flags(args: list[str]) -> dict[str, str | None]:
+    out, i = {}, 0
+    while i < len(args):
+        if i + 1 < len(args) and not args[i + 1].startswith("--"):
+            out[args[i]] = args[i + 1]
+            i += 2
+        else:
+            out[args[i]] = None
+            i += 1
+    return out
+
+
+def test_multigpu_deployment_args_and_resources(samples):
+    dep = _deployment(samples["llmdeployment-multigpu"], replicas=2)
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    flags = _flags(container["args"])
+    assert flags["--tensor-parallel-size"] == "4"
+    assert flags["--max-model-len"] == "32768"
+    assert flags["--gpu-memory-utilization"] == "0.92"
+    assert flags["--quantization"] == "awq_marlin"
+    assert flags["--dtype"] == "float16"
+    assert "--enable-prefix-caching" in flags
+    assert flags["--max-num-seqs"] == "128"
+    assert flags["--served-model-name"] == "llama-3.1-70b-instruct"
+    assert flags["--port"] == "8000"
+    assert container["args"][-1] == "--disable-log-requests"
+    assert container["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    assert container["resources"] == {
+        "requests": {"cpu": "16", "memory": "160Gi"},
+        "limits": {"memory": "160Gi", "nvidia.com/gpu": "4"},
+    }
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"} in pod["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["priorityClassName"] == "llm-serving"
+    assert dep["spec"]["replicas"] == 2
+    dshm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert dshm == {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+
+
+def test_s3_model_is_fetched_into_the_revision_cache(samples):
+    dep = _deployment(samples["llmdeployment-multigpu"])
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    revision = dep["metadata"]["labels"]["llmops.dev/revision"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["LLMOPS_MODEL_URI"] == "s3://models/meta-llama/Llama-3.1-70B-Instruct-AWQ"
+    assert _flags(container["args"])["--model"] == env["LLMOPS_MODEL_DIR"] == f"/var/cache/llmops/models/{revision}"
+
+
+def test_hf_and_pvc_model_locations(samples):
+    hf = _deployment(samples["llmdeployment-minimal"])["spec"]["template"]["spec"]
+    assert _flags(hf["containers"][0]["args"])["--model"] == "Qwen/Qwen2.5-1.5B-Instruct"
+    pvc = _deployment(samples["llmdeployment-keda"])["spec"]["template"]["spec"]
+    assert _flags(pvc["containers"][0]["args"])["--model"] == "/mnt/models/mistralai/Mistral-7B-Instruct-v0.3"
+    assert {"name": "model-source", "persistentVolumeClaim": {"claimName": "model-store", "readOnly": True}} in pvc["volumes"]
+    assert {"name": "model-source", "mountPath": "/mnt/models", "readOnly": True} in pvc["containers"][0]["volumeMounts"]
+
+
+def test_probes_give_the_model_its_startup_budget(samples):
+    container = _deployment(samples["llmdeployment-multigpu"])["spec"]["template"]["spec"]["containers"][0]
+    startup = container["startupProbe"]
+    assert startup["httpGet"] == {"path": "/health", "port": "http"}
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 2700  # startupTimeoutSeconds
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert container["livenessProbe"]["periodSeconds"] * container["livenessProbe"]["failureThreshold"] < 2700
+    default = _deployment(samples["llmdeployment-minimal"])
+    probe = default["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    assert probe["failureThreshold"] == math.ceil(1800 / 10)
+    assert default["spec"]["progressDeadlineSeconds"] > 1800
+
+
+def test_labels_selector_and_scrape_metadata(samples):
+    dep = _deployment(samples["llmdeployment-minimal"])
+    revision = dep["metadata"]["labels"]["llmops.dev/revision"]
+    assert len(revision) == 10 and dep["metadata"]["name"] == f"qwen-small-{revision}"
+    assert dep["spec"]["selector"]["matchLabels"] == {"llmops.dev/deployment": "qwen-small", "llmops.dev/revision": revision}
+    template = dep["spec"]["template"]["metadata"]
+    assert template["labels"]["app.kubernetes.io/managed-by"] == "llm-operator"
+    assert template["labels"]["service.istio.io/canonical-revision"] == revision
+    assert template["annotations"]["prometheus.io/scrape"] == "true"
+    assert template["annotations"]["prometheus.io/port"] == "8000"
+
+
+def test_security_context_is_restricted(samples):
+    pod = _deployment(samples["llmdeployment-minimal"])["spec"]["template"]["spec"]
+    sc = pod["containers"][0]["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    mounts = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert {"/tmp", "/home/vllm", "/var/cache/llmops", "/dev/shm"} <= mounts  # writable places vLLM needs
+
+
+def test_cpu_serving_has_no_gpu(samples):
+    container = _deployment(samples["llmdeployment-cpu"])["spec"]["template"]["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
+    assert _flags(container["args"])["--tensor-parallel-size"] == "1"
+    assert "tolerations" not in _deployment(samples["llmdeployment-cpu"])["spec"]["template"]["spec"]
+
+
+def test_revision_depends_on_model_and_runtime_not_on_scale(samples):
+    doc = samples["llmdeployment-minimal"]
+    spec = _spec(doc)
+    base = b.make_revision(spec, b.static_model(spec)).id
+    scaled = _spec({**doc, "spec": {**doc["spec"], "replicas": 5}})
+    assert b.make_revision(scaled, b.static_model(scaled)).id == base
+    other = _spec({**doc, "spec": {**doc["spec"], "model": {"uri": "hf://Qwen/Qwen2.5-7B-Instruct"}}})
+    assert b.make_revision(other, b.static_model(other)).id != base
+    longer = _spec({**doc, "spec": {**doc["spec"], "runtime": {"maxModelLen": 16384}}})
+    assert b.make_revision(longer, b.static_model(longer)).id != base
+
+
+def test_static_model_for_each_source(samples):
+    assert b.static_model(_spec(samples["llmdeployment-mlflow"])).uri == "models:/support-assistant@champion"
+    pinned = _spec({"metadata": {"name": "x"}, "spec": {"model": {"mlflow": {"name": "m", "version": "4"}}}})
+    assert (b.static_model(pinned).uri, b.static_model(pinned).version) == ("models:/m/4", "4")
+    staged = _spec({"metadata": {"name": "x"}, "spec": {"model": {"mlflow": {"name": "m", "stage": "Production"}}}})
+    assert b.static_model(staged).uri == "models:/m/Production"
+
+
+def test_istio_routing(samples):
+    spec = _spec(samples["llmdeployment-multigpu"])
+    dr = b.build_destination_rule("llama-70b", "llm-serving", "aaaa", None)
+    assert dr["spec"]["host"] == "llama-70b.llm-serving.svc.cluster.local"
+    assert dr["spec"]["subsets"] == [
+        {"name": "stable", "labels": {"llmops.dev/revision": "aaaa"}},
+        {"name": "canary", "labels": {"llmops.dev/revision": "aaaa"}},
+    ]
+    assert b.build_destination_rule("x", "ns", "aaaa", "bbbb")["spec"]["subsets"][1]["labels"] == {"llmops.dev/revision": "bbbb"}
+    vs = b.build_virtual_service("llama-70b", "llm-serving", spec, b.Routes())
+    (http,) = vs["spec"]["http"]
+    assert [(r["destination"]["subset"], r["weight"]) for r in http["route"]] == [("stable", 100), ("canary", 0)]
+    assert vs["spec"]["hosts"] == ["llama-70b.llm-serving.svc.cluster.local", "llama.example.com"]
+    assert vs["spec"]["gateways"] == ["istio-ingress/public-gateway", "mesh"]
+    assert "mirror" not in http
+
+
+def test_virtual_service_weights_round_trip(samples):
+    spec = _spec(samples["llmdeployment-minimal"])
+    routes = b.Routes(stable_weight=70, canary_weight=30, mirror_percent=5)
+    vs = b.build_virtual_service("m", "ns", spec, routes)
+    assert b.routes_of(vs) == routes
+    assert vs["spec"]["http"][0]["mirror"]["subset"] == "canary"
+    assert vs["spec"]["http"][0]["mirrorPercentage"] == {"value": 5.0}
+    assert b.routes_of(None) is None
+
+
+def test_hpa_on_vllm_queue(samples):
+    spec = _spec(samples["llmdeployment-multigpu"])
+    hpa = b.build_hpa("llama-70b", "llm-serving", spec, "llama-70b-abc")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llama-70b-abc"}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric == {"type": "Pods", "pods": {"metric": {"name": "vllm_num_requests_waiting"},
+                                               "target": {"type": "AverageValue", "averageValue": "8"}}}
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 900
+
+
+def test_keda_scaled_object(samples):
+    spec = _spec(samples["llmdeployment-keda"])
+    so = b.build_scaled_object("mistral-batch", "default", spec, "mistral-batch-abc", "abc")
+    assert so["spec"]["minReplicaCount"] == 0 and so["spec"]["maxReplicaCount"] == 4
+    (trigger,) = so["spec"]["triggers"]
+    assert trigger["type"] == "prometheus"
+    assert trigger["metadata"]["query"] == (
+        'sum(vllm:kv_cache_usage_perc{namespace="default",llmops_dev_deployment="mistral-batch",llmops_dev_revision="abc"})')
+    assert trigger["metadata"]["threshold"] == "0.75"
+
+
+@pytest.mark.parametrize("value,quantity", [(5, "5"), (0.8, "800m"), (2.5, "2500m"), (12.0, "12")])
+def test_quantity(value, quantity):
+    assert b._quantity(value) == quantity
+
+
+def test_pdb_and_service(samples):
+    spec = _spec(samples["llmdeployment-minimal"])
+    pdb = b.build_pdb("qwen-small", "default", spec)
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": {"llmops.dev/deployment": "qwen-small"}}}
+    svc = b.build_service("qwen-small", "default", spec)
+    assert svc["spec"]["selector"] == {"llmops.dev/deployment": "qwen-small"}
+    assert svc["spec"]["ports"][0]["name"] == "http" and svc["spec"]["ports"][0]["targetPort"] == "http"

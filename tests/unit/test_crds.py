@@ -1,0 +1,110 @@
+"""The CRDs: committed YAML equals the models' output, is structural, and carries the kubectl surface."""
+
+import celpy
+import pytest
+import yaml
+
+from llm_operator import crd_manifests
+from llm_operator._cli import main
+from tests.conftest import ROOT
+
+
+def _schema(plural: str) -> dict:
+    return crd_manifests()[f"llmops.dev_{plural}.yaml"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def _walk(node, path="$"):
+    yield path, node
+    if isinstance(node, dict):
+        for key, value in node.get("properties", {}).items():
+            yield from _walk(value, f"{path}.{key}")
+        if isinstance(node.get("items"), dict):
+            yield from _walk(node["items"], f"{path}[]")
+        if isinstance(node.get("additionalProperties"), dict):
+            yield from _walk(node["additionalProperties"], f"{path}{{}}")
+
+
+def test_committed_crds_match_the_models():
+    assert main(["crds", "--check", "-o", str(ROOT / "crds")]) == 0
+    for filename, crd in crd_manifests().items():
+        committed = yaml.safe_load((ROOT / "crds" / filename).read_text())
+        assert committed == crd
+
+
+def test_crd_check_reports_drift(tmp_path, capsys):
+    assert main(["crds", "-o", str(tmp_path)]) == 0
+    path = tmp_path / "llmops.dev_llmrollouts.yaml"
+    path.write_text(path.read_text().replace("llmro", "llmrx"))
+    assert main(["crds", "--check", "-o", str(tmp_path)]) == 1
+    assert "llmops.dev_llmrollouts.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("plural", ["llmdeployments", "llmrollouts"])
+def test_schema_is_structural(plural):
+    text = yaml.safe_dump(_schema(plural))
+    assert "$ref" not in text and "$defs" not in text and "title:" not in text
+    for path, node in _walk(_schema(plural)):
+        assert "type" in node or node.get("x-kubernetes-int-or-string"), f"{path} has no type"
+        if "anyOf" in node:
+            assert node.get("x-kubernetes-int-or-string"), f"{path}: anyOf outside int-or-string"
+            assert node["anyOf"] == [{"type": "integer"}, {"type": "string"}]
+        assert node.get("additionalProperties") is not False, path
+        assert "default" not in node, f"{path}: defaults belong to the operator, not the stored object"
+
+
+@pytest.mark.parametrize("plural", ["llmdeployments", "llmrollouts"])
+def test_conditions_are_a_map_keyed_by_type(plural):
+    conditions = _schema(plural)["properties"]["status"]["properties"]["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+    assert set(conditions["items"]["required"]) >= {"type", "status", "reason", "lastTransitionTime"}
+    assert conditions["items"]["properties"]["status"]["enum"] == ["True", "False", "Unknown"]
+
+
+def test_names_scope_and_subresources():
+    crds = crd_manifests()
+    llmd = crds["llmops.dev_llmdeployments.yaml"]["spec"]
+    llmro = crds["llmops.dev_llmrollouts.yaml"]["spec"]
+    assert (llmd["group"], llmd["scope"], llmd["names"]["shortNames"], llmd["names"]["categories"]) == (
+        "llmops.dev", "Namespaced", ["llmd"], ["all", "llmops"])
+    assert (llmro["names"]["kind"], llmro["names"]["shortNames"], llmro["names"]["categories"]) == (
+        "LLMRollout", ["llmro"], ["all", "llmops"])
+    assert llmd["versions"][0]["subresources"] == {
+        "status": {}, "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}}
+    assert llmro["versions"][0]["subresources"] == {"status": {}}
+    assert [v["name"] for v in llmd["versions"]] == ["v1alpha1"]
+
+
+def test_printer_columns():
+    crds = crd_manifests()
+    llmd = crds["llmops.dev_llmdeployments.yaml"]["spec"]["versions"][0]["additionalPrinterColumns"]
+    llmro = crds["llmops.dev_llmrollouts.yaml"]["spec"]["versions"][0]["additionalPrinterColumns"]
+    assert [c["name"] for c in llmd if c.get("priority", 0) == 0] == ["Model", "Version", "Ready", "Replicas", "Age"]
+    assert {c["name"] for c in llmd if c.get("priority") == 1} >= {"Revision", "Available", "GPUs", "Endpoint"}
+    assert [c["name"] for c in llmro if c.get("priority", 0) == 0] == [
+        "Deployment", "From", "To", "Phase", "Step", "Weight", "Age"]
+    ready = next(c for c in llmd if c["name"] == "Ready")
+    assert ready["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
+
+
+def test_every_cel_rule_compiles_and_names_a_message():
+    env = celpy.Environment()
+    rules = [
+        entry
+        for plural in ("llmdeployments", "llmrollouts")
+        for _, node in _walk(_schema(plural))
+        for entry in node.get("x-kubernetes-validations", [])
+    ]
+    assert len(rules) >= 9
+    for entry in rules:
+        env.compile(entry["rule"])
+        assert entry["message"]
+        if "fieldPath" in entry:
+            assert entry["fieldPath"].startswith(".")
+
+
+def test_lists_under_cel_rules_are_bounded():
+    """The API server estimates CEL cost from maxItems; an unbounded list of rule-checked items is refused."""
+    steps = _schema("llmrollouts")["properties"]["spec"]["properties"]["steps"]
+    metrics = _schema("llmdeployments")["properties"]["spec"]["properties"]["rollout"]["properties"]["analysis"]["properties"]["metrics"]
+    assert steps["maxItems"] == 64 and metrics["maxItems"] == 32

@@ -1,0 +1,283 @@
+"""The LLMDeployment planner and executor, against an in-memory Kube that records writes."""
+
+import copy
+
+import pytest
+
+from llm_operator import _builders as b
+from llm_operator._reconcile import Apply, Delete, Observed, execute, is_subset, needs_apply, observe, plan_llmdeployment, with_applied_hash
+from tests.unit.fakes import FakeKube
+
+T0, T1, T2 = "2026-11-21T10:00:00Z", "2026-11-21T10:01:00Z", "2026-11-21T10:02:00Z"
+
+
+def _add_owner(obj):
+    obj["metadata"].setdefault("ownerReferences", []).append({"kind": "LLMDeployment", "name": "owner", "uid": "u"})
+
+
+class Cluster:
+    """A FakeKube holding one LLMDeployment, reconciled the way the handler does it."""
+
+    def __init__(self, doc: dict, served=frozenset({"HorizontalPodAutoscaler"})):
+        self.kube = FakeKube(served=set(served))
+        self.served = served
+        doc = copy.deepcopy(doc)
+        doc["metadata"].setdefault("namespace", "default")
+        self.kube.add(doc)
+        self.key = (doc["apiVersion"], doc["kind"], doc["metadata"]["namespace"], doc["metadata"]["name"])
+        self.events = []
+
+    @property
+    def body(self) -> dict:
+        return self.kube.get(*self.key)
+
+    def reconcile(self, now: str = T0):
+        body = self.body
+        plan = plan_llmdeployment(body, observe(self.kube, body, self.served), now, autoscaler_kinds=self.served)
+        before = len(self.kube.writes)
+        execute(self.kube, body, plan, now=now, post_event=self.events.append, owner=_add_owner)
+        return plan, self.kube.writes[before:]
+
+    def deployments(self) -> dict[str, dict]:
+        return {k[3]: v for k, v in self.kube.objects.items() if k[1] == "Deployment"}
+
+    def child(self, kind: str) -> dict | None:
+        return next((v for k, v in self.kube.objects.items() if k[1] == kind), None)
+
+    def set_ready(self, name: str, ready: int):
+        dep = self.kube.objects[("apps/v1", "Deployment", "default", name)]
+        dep["status"] = {"observedGeneration": dep["metadata"]["generation"], "replicas": dep["spec"]["replicas"], "readyReplicas": ready}
+
+    def edit_spec(self, **changes):
+        obj = self.kube.objects[self.key]
+        obj["spec"].update(changes)
+        obj["metadata"]["generation"] += 1
+
+
+def test_first_pass_creates_every_child_and_reports_status(samples):
+    cluster = Cluster(samples["llmdeployment-multigpu"])
+    plan, writes = cluster.reconcile()
+    kinds = [a.obj["kind"] for a in plan.actions]
+    assert kinds == ["Deployment", "Service", "DestinationRule", "VirtualService", "HorizontalPodAutoscaler", "PodDisruptionBudget"]
+    assert all(isinstance(a, Apply) and a.created for a in plan.actions)
+    assert writes[-1] == ("status", "LLMDeployment", "llama-70b")
+    status = cluster.body["status"]
+    revision = status["stableRevision"]
+    assert status["observedGeneration"] == 1
+    assert status["model"] == {"name": "meta-llama/Llama-3.1-70B-Instruct-AWQ", "source": "uri",
+                               "uri": "s3://models/meta-llama/Llama-3.1-70B-Instruct-AWQ"}
+    assert status["endpoint"] == "http://llama-70b.llm-serving.svc.cluster.local:8000/v1"
+    assert status["revisions"] == [{"revision": revision, "deployment": f"llama-70b-{revision}", "role": "stable",
+                                    "modelUri": "s3://models/meta-llama/Llama-3.1-70B-Instruct-AWQ", "replicas": 0, "readyReplicas": 0}]
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("False", "ReplicasNotReady")
+    assert (conditions["Progressing"]["status"], conditions["Progressing"]["reason"]) == ("True", "ScalingUp")
+    assert (conditions["Degraded"]["status"], conditions["Degraded"]["reason"]) == ("False", "AsExpected")
+    assert all(c["observedGeneration"] == 1 and c["lastTransitionTime"] == T0 for c in status["conditions"])
+    assert [e.reason for e in cluster.events if e.reason == "Created"] == ["Created"] * 6
+    assert cluster.child("Deployment")["metadata"]["ownerReferences"][0]["kind"] == "LLMDeployment"
+
+
+def test_second_pass_with_nothing_changed_writes_nothing(samples):
+    for name in ("llmdeployment-multigpu", "llmdeployment-minimal", "llmdeployment-mlflow"):
+        cluster = Cluster(samples[name])
+        cluster.reconcile(T0)
+        plan, writes = cluster.reconcile(T1)
+        assert plan.actions == [] and writes == [] and plan.events == [], name
+
+
+def test_readiness_flows_into_status_once(samples):
+    cluster = Cluster(samples["llmdeployment-minimal"])
+    cluster.reconcile(T0)
+    (name,) = cluster.deployments()
+    cluster.set_ready(name, 1)
+    plan, writes = cluster.reconcile(T1)
+    assert writes == [("status", "LLMDeployment", "qwen-small")]
+    status = cluster.body["status"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"], ready["lastTransitionTime"]) == ("True", "Available", T1)
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["lastTransitionTime"] == T0  # unchanged status keeps its transition time
+    assert (status["replicas"], status["readyReplicas"]) == (1, 1)
+    assert {(e.type, e.reason) for e in plan.events} == {("Normal", "Available"), ("Normal", "RevisionAvailable")}
+    assert cluster.reconcile(T2)[1] == []
+
+
+INVALID_EDITS = [
+    ("tp", {"runtime": {"tensorParallelSize": 3}}, "spec.runtime.tensorParallelSize"),
+    ("maxModelLen", {"runtime": {"maxModelLen": -1}}, "spec.runtime.maxModelLen"),
+    ("replicas", {"autoscaling": {"minReplicas": 4, "maxReplicas": 1}}, "spec.autoscaling.minReplicas"),
+    ("quantization", {"runtime": {"quantization": "fp3"}}, "spec.runtime.quantization"),
+]
+
+
+@pytest.mark.parametrize("case,spec,field", INVALID_EDITS, ids=[c[0] for c in INVALID_EDITS])
+def test_invalid_new_object_creates_nothing(samples, case, spec, field):
+    doc = copy.deepcopy(samples["llmdeployment-multigpu"])
+    doc["spec"].update(spec)
+    cluster = Cluster(doc)
+    plan, writes = cluster.reconcile(T0)
+    assert plan.actions == [] and writes == [("status", "LLMDeployment", "llama-70b")]
+    degraded = next(c for c in cluster.body["status"]["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
+    assert field in degraded["message"]
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "InvalidSpec")]
+    assert field in plan.events[0].message
+    # No hot loop: passes after the first write nothing and post nothing.
+    for now in (T1, T2):
+        plan, writes = cluster.reconcile(now)
+        assert writes == [] and plan.events == []
+
+
+def test_invalid_edit_leaves_running_children_alone(samples):
+    cluster = Cluster(samples["llmdeployment-minimal"])
+    cluster.reconcile(T0)
+    children = copy.deepcopy(cluster.kube.objects)
+    cluster.edit_spec(runtime={"maxModelLen": 0})
+    plan, writes = cluster.reconcile(T1)
+    assert writes == [("status", "LLMDeployment", "qwen-small")]
+    assert {k: v for k, v in cluster.kube.objects.items() if k[1] != "LLMDeployment"} == {
+        k: v for k, v in children.items() if k[1] != "LLMDeployment"}
+    status = cluster.body["status"]
+    assert status["observedGeneration"] == 2
+    assert status["stableRevision"]  # the last good revision is still reported
+    # Fixing the spec clears Degraded.
+    cluster.edit_spec(runtime={"maxModelLen": 8192})
+    cluster.reconcile(T2)
+    degraded = next(c for c in cluster.body["status"]["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"], degraded["lastTransitionTime"]) == ("False", "AsExpected", T2)
+
+
+def test_reconcile_never_resets_route_weights(samples):
+    cluster = Cluster(samples["llmdeployment-minimal"])
+    cluster.reconcile(T0)
+    vs = cluster.child("VirtualService")
+    vs["spec"]["http"][0]["route"][0]["weight"] = 80
+    vs["spec"]["http"][0]["route"][1]["weight"] = 20
+    cluster.edit_spec(traffic={"hosts": ["qwen.example.com"]})
+    plan, _ = cluster.reconcile(T1)
+    assert [a.obj["kind"] for a in plan.actions] == ["VirtualService"]
+    vs = cluster.child("VirtualService")
+    assert vs["spec"]["hosts"][-1] == "qwen.example.com"
+    assert b.routes_of(vs) == b.Routes(80, 20, 0)
+
+
+def test_new_revision_comes_up_beside_stable_then_takes_over(samples):
+    cluster = Cluster(samples["llmdeployment-minimal"])
+    cluster.reconcile(T0)
+    (old,) = cluster.deployments()
+    cluster.set_ready(old, 1)
+    cluster.reconcile(T0)
+    old_revision = cluster.body["status"]["stableRevision"]
+
+    cluster.edit_spec(model={"uri": "hf://Qwen/Qwen2.5-3B-Instruct"})
+    plan, _ = cluster.reconcile(T1)
+    new = next(n for n in cluster.deployments() if n != old)
+    new_revision = new.rsplit("-", 1)[1]
+    status = cluster.body["status"]
+    assert (status["stableRevision"], status["canaryRevision"]) == (old_revision, new_revision)
+    assert [s["labels"]["llmops.dev/revision"] for s in cluster.child("DestinationRule")["spec"]["subsets"]] == [old_revision, new_revision]
+    assert b.routes_of(cluster.child("VirtualService")) == b.Routes(100, 0, 0)  # no traffic to the newcomer
+    assert next(c for c in status["conditions"] if c["type"] == "Progressing")["reason"] == "NewRevisionProgressing"
+
+    cluster.set_ready(new, 1)
+    plan, _ = cluster.reconcile(T2)
+    assert "RevisionPromoted" in [e.reason for e in plan.events]
+    status = cluster.body["status"]
+    assert status["stableRevision"] == new_revision and "canaryRevision" not in status
+    assert [s["labels"]["llmops.dev/revision"] for s in cluster.child("DestinationRule")["spec"]["subsets"]] == [new_revision] * 2
+    assert old in cluster.deployments()  # kept until the switch is recorded
+
+    plan, writes = cluster.reconcile(T2)
+    assert writes == [("delete", "Deployment", old)]
+    assert list(cluster.deployments()) == [new]
+    assert cluster.reconcile(T2)[1] == []
+
+
+def test_autoscaled_replicas_belong_to_the_autoscaler(samples):
+    cluster = Cluster(samples["llmdeployment-multigpu"])
+    cluster.reconcile(T0)
+    (name,) = cluster.deployments()
+    assert cluster.deployments()[name]["spec"]["replicas"] == 2  # minReplicas to start
+    cluster.kube.objects[("apps/v1", "Deployment", "llm-serving", name)]["spec"]["replicas"] = 5  # the HPA scaled up
+    plan, writes = cluster.reconcile(T1)
+    assert plan.actions == [] and cluster.deployments()[name]["spec"]["replicas"] == 5
+    assert writes == [("status", "LLMDeployment", "llama-70b")]  # "0/5 replicas ready": the new goal shows
+    assert cluster.reconcile(T2)[1] == []
+
+
+def test_fixed_replicas_are_enforced(samples):
+    cluster = Cluster(samples["llmdeployment-mlflow"])
+    cluster.reconcile(T0)
+    (name,) = cluster.deployments()
+    cluster.kube.objects[("apps/v1", "Deployment", "default", name)]["spec"]["replicas"] = 1  # drift
+    plan, _ = cluster.reconcile(T1)
+    assert [a.obj["kind"] for a in plan.actions] == ["Deployment"]
+    assert cluster.deployments()[name]["spec"]["replicas"] == 3
+
+
+def test_switching_autoscaler_off_deletes_the_hpa(samples):
+    cluster = Cluster(samples["llmdeployment-multigpu"])
+    cluster.reconcile(T0)
+    assert cluster.child("HorizontalPodAutoscaler") is not None
+    cluster.edit_spec(autoscaling=None)
+    del cluster.kube.objects[cluster.key]["spec"]["autoscaling"]
+    plan, _ = cluster.reconcile(T1)
+    assert Delete("autoscaling/v2", "HorizontalPodAutoscaler", "llama-70b") in plan.actions
+    assert cluster.child("HorizontalPodAutoscaler") is None
+
+
+def test_keda_needs_the_crd_in_the_cluster(samples):
+    with_keda = Cluster(samples["llmdeployment-keda"], served=frozenset({"HorizontalPodAutoscaler", "ScaledObject"}))
+    with_keda.reconcile(T0)
+    assert with_keda.child("ScaledObject")["spec"]["minReplicaCount"] == 0
+    assert with_keda.child("HorizontalPodAutoscaler") is None
+
+
+def test_progress_deadline_shows_as_degraded(samples):
+    cluster = Cluster(samples["llmdeployment-minimal"])
+    cluster.reconcile(T0)
+    (name,) = cluster.deployments()
+    cluster.kube.objects[("apps/v1", "Deployment", "default", name)]["status"] = {"conditions": [
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet has timed out progressing."}]}
+    plan, _ = cluster.reconcile(T1)
+    degraded = next(c for c in cluster.body["status"]["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "ProgressDeadlineExceeded")
+    assert name in degraded["message"]
+    assert ("Warning", "ProgressDeadlineExceeded") in [(e.type, e.reason) for e in plan.events]
+
+
+def test_stale_status_write_is_a_conflict_not_an_error(samples):
+    cluster = Cluster(samples["llmdeployment-minimal"])
+    body = cluster.body
+    plan = plan_llmdeployment(body, observe(cluster.kube, body, cluster.served), T0)
+    cluster.kube.objects[cluster.key]["metadata"]["resourceVersion"] = "999"  # someone wrote in between
+    writes = execute(cluster.kube, body, plan, now=T0, post_event=lambda e: None, owner=_add_owner)
+    assert writes == len(plan.actions)  # children applied, status skipped for the next pass
+    assert "status" not in cluster.body
+
+
+@pytest.mark.parametrize("want,have,equal", [
+    ({"a": 1}, {"a": 1, "b": 2}, True),
+    ({"a": {"b": [1, 2]}}, {"a": {"b": [1, 2], "c": 3}}, True),
+    ({"a": [1]}, {"a": [1, 2]}, False),
+    ({"memory": "1024Mi"}, {"memory": "1Gi"}, True),
+    ({"cpu": "500m"}, {"cpu": 0.5}, True),
+    ({"cpu": "2"}, {"cpu": "3"}, False),
+    ({"name": "Always"}, {"name": "IfNotPresent"}, False),
+    ({"x": True}, {"x": 1}, False),
+])
+def test_is_subset(want, have, equal):
+    assert is_subset(want, have) is equal
+
+
+def test_needs_apply_sees_removed_fields():
+    desired = with_applied_hash({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"a": 1}})
+    live = copy.deepcopy(desired)
+    assert not needs_apply(desired, live)
+    live_with_extra = copy.deepcopy(live)
+    live_with_extra["spec"]["b"] = 2  # defaulted by the server: fine
+    assert not needs_apply(desired, live_with_extra)
+    older = with_applied_hash({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"a": 1, "b": 2}})
+    assert needs_apply(desired, older)  # b was dropped from the spec: apply to remove it
+    assert needs_apply(desired, None)

@@ -1,0 +1,106 @@
+"""Bad input: every case names the field; the CEL rules behave as the API server would apply them."""
+
+import copy
+
+import pytest
+
+from llm_operator import InvalidSpec, parse_duration, parse_llmdeployment, parse_llmrollout
+from llm_operator._validation import cel_errors
+from llm_operator._api import LLMDeployment
+
+
+def _llmd(**spec) -> dict:
+    base = {"model": {"uri": "hf://org/model"}, "resources": {"gpus": 4}}
+    base.update(spec)
+    return {"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMDeployment", "metadata": {"name": "m", "namespace": "ns"}, "spec": base}
+
+
+def test_every_sample_is_valid(samples):
+    for name, doc in samples.items():
+        parse = parse_llmrollout if doc["kind"] == "LLMRollout" else parse_llmdeployment
+        assert parse(doc) is not None, name
+
+
+INVALID = [
+    # (case, spec overrides, field path, words in the message)
+    ("tp does not divide gpus", {"runtime": {"tensorParallelSize": 3}}, "spec.runtime.tensorParallelSize", "must divide resources.gpus"),
+    ("tp x pp exceeds gpus", {"runtime": {"tensorParallelSize": 4, "pipelineParallelSize": 2}}, "spec.runtime.tensorParallelSize", "divide"),
+    ("tp on CPU", {"resources": {"gpus": 0}, "runtime": {"tensorParallelSize": 2}}, "spec.runtime.tensorParallelSize", "be 1 when gpus is 0"),
+    ("zero maxModelLen", {"runtime": {"maxModelLen": 0}}, "spec.runtime.maxModelLen", "greater than or equal to 1"),
+    ("negative maxModelLen", {"runtime": {"maxModelLen": -4096}}, "spec.runtime.maxModelLen", "got -4096"),
+    ("min above max replicas", {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "spec.autoscaling.minReplicas", "must not exceed maxReplicas"),
+    ("unknown quantization", {"runtime": {"quantization": "int3-magic"}}, "spec.runtime.quantization", "unknown quantization 'int3-magic'"),
+    ("scale to zero on HPA", {"autoscaling": {"minReplicas": 0, "maxReplicas": 2}}, "spec.autoscaling.minReplicas", "needs provider keda"),
+    ("keda without server", {"autoscaling": {"provider": "keda", "maxReplicas": 2}}, "spec.autoscaling.keda", "keda.serverAddress"),
+    ("uri and mlflow", {"model": {"uri": "hf://a/b", "mlflow": {"name": "x", "version": "1"}}}, "spec.model", "exactly one of mlflow or uri"),
+    ("neither uri nor mlflow", {"model": {"servedModelName": "x"}}, "spec.model", "exactly one of mlflow or uri"),
+    ("alias and version", {"model": {"mlflow": {"name": "x", "alias": "champion", "version": "3"}}}, "spec.model.mlflow", "exactly one of alias, stage or version"),
+    ("bad uri scheme", {"model": {"uri": "ftp://host/model"}}, "spec.model.uri", "should match pattern"),
+    ("gpu memory ratio above 1", {"runtime": {"gpuMemoryUtilization": 1.5}}, "spec.runtime.gpuMemoryUtilization", "less than or equal to 1"),
+    ("unknown field", {"runtime": {"maxModelLength": 4096}}, "spec.runtime.maxModelLength", "Extra inputs are not permitted"),
+    ("step with two actions", {"rollout": {"steps": [{"setWeight": 10, "pause": {}}]}}, "spec.rollout.steps[0]", "exactly one of setWeight"),
+    ("weight above 100", {"rollout": {"steps": [{"setWeight": 120}]}}, "spec.rollout.steps[0].setWeight", "less than or equal to 100"),
+    ("bad duration", {"rollout": {"steps": [{"pause": {"duration": "5 minutes"}}]}}, "spec.rollout.steps[0].pause.duration", "pattern"),
+    ("metric with builtin and query", {"rollout": {"analysis": {"metrics": [{"name": "m", "builtin": "errorRatio", "query": "up"}]}}}, "spec.rollout.analysis.metrics[0]", "exactly one of builtin or query"),
+]
+
+
+@pytest.mark.parametrize("case,spec,path,words", INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_spec_names_the_field(case, spec, path, words):
+    with pytest.raises(InvalidSpec) as info:
+        parse_llmdeployment(_llmd(**spec))
+    matching = [e for e in info.value.errors if e.path == path]
+    assert matching, f"no error at {path}: {info.value}"
+    assert any(words in e.message for e in matching), str(info.value)
+    assert str(info.value).startswith(min(str(e) for e in info.value.errors)[:10])
+
+
+def test_name_too_long_for_revision_labels():
+    body = _llmd()
+    body["metadata"]["name"] = "x" * 53
+    with pytest.raises(InvalidSpec, match=r"metadata.name: must be at most 52 characters"):
+        parse_llmdeployment(body)
+
+
+def test_all_errors_are_reported_together():
+    body = _llmd(runtime={"tensorParallelSize": 3, "maxModelLen": 0, "quantization": "nope"})
+    with pytest.raises(InvalidSpec) as info:
+        parse_llmdeployment(body)
+    assert {e.path for e in info.value.errors} == {
+        "spec.runtime.tensorParallelSize", "spec.runtime.maxModelLen", "spec.runtime.quantization"}
+
+
+def test_cel_sees_only_what_the_user_wrote():
+    # gpus unset means 1 for the operator; the CEL rule reads it the same way.
+    assert cel_errors(LLMDeployment, _llmd(resources={}, runtime={"tensorParallelSize": 1})) == []
+    assert [e.path for e in cel_errors(LLMDeployment, _llmd(resources={}, runtime={"tensorParallelSize": 2}))] == [
+        "spec.runtime.tensorParallelSize"]
+
+
+def test_rollout_target_needs_exactly_one_model():
+    body = {"metadata": {"name": "r"}, "spec": {"deploymentName": "d", "target": {"model": {}}}}
+    with pytest.raises(InvalidSpec, match=r"spec.target.model: exactly one of version or uri"):
+        parse_llmrollout(body)
+
+
+def test_missing_spec():
+    with pytest.raises(InvalidSpec, match="spec: required"):
+        parse_llmdeployment({"metadata": {"name": "m"}})
+
+
+def test_parse_is_pure():
+    body = _llmd(runtime={"maxModelLen": 4096})
+    before = copy.deepcopy(body)
+    parse_llmdeployment(body)
+    assert body == before
+
+
+@pytest.mark.parametrize("text,seconds", [("30s", 30), ("5m", 300), ("1h30m", 5400), ("250ms", 0.25), ("1.5h", 5400)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "5 m", "1d", "-1s"])
+def test_parse_duration_rejects(text):
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
