@@ -66,16 +66,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
     if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig
+        os.environ["LLMOPS_KUBECONFIG"] = os.environ["KUBECONFIG"] = os.path.abspath(args.kubeconfig)
     if args.resync_seconds:
         os.environ["LLMOPS_RESYNC_SECONDS"] = str(args.resync_seconds)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("celpy", "urllib3", "kubernetes", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from . import _handlers  # noqa: F401  (registers the handlers)
 
     asyncio.run(kopf.operator(
         standalone=True,
         clusterwide=not args.namespace,
-        namespaces=args.namespace or None,
+        namespaces=args.namespace or [],
         liveness_endpoint=args.liveness,
     ))
     return 0

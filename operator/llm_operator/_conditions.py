@@ -41,10 +41,14 @@ def set_condition(
 
 
 def transitions(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Conditions in ``new`` whose status or reason differs from ``old`` (what deserves an Event)."""
+    """Conditions in ``new`` whose status or reason differs from ``old`` (what deserves an Event).
+
+    A ``Degraded=False`` that appears for the first time is the quiet default and is left out."""
     changed = []
     for cond in new:
         before = get_condition(old, cond["type"])
+        if before is None and cond["type"] == DEGRADED and cond["status"] == "False":
+            continue
         if before is None or (before.get("status"), before.get("reason")) != (cond["status"], cond["reason"]):
             changed.append(cond)
     return changed

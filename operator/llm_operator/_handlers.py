@@ -1,9 +1,13 @@
-"""kopf handlers: thin wiring from watch events and timers to the reconcilers. Nothing here decides.
+"""kopf handlers: thin wiring from watch events to the reconcilers. Nothing here decides.
 
 Every LLMDeployment is reconciled level-based: on each watch event of the object itself, on each event
-of a Deployment it owns (so readiness shows in status promptly), and on a resync timer. All three call
-:func:`reconcile`, which serialises passes per object and re-reads the object first, so a pass never acts
-on a stale spec. kopf stores nothing on the objects for these handler kinds (no progress annotations).
+of a Deployment it owns (so readiness shows in status promptly), and by a periodic resync of all of them
+(one LIST per interval). All three call :func:`reconcile`, which serialises passes per object and re-reads
+the object first, so a pass never acts on a stale spec.
+
+The operator writes nothing onto the objects it watches but their status: event handlers keep no progress
+annotations, and there are no per-object timers or daemons, which in kopf would each add a finalizer.
+Deleting an LLMDeployment is therefore plain garbage collection of its owned children.
 """
 
 from __future__ import annotations
@@ -30,6 +34,14 @@ def _now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's watches use the same credentials as the operator's client."""
+    if SETTINGS.kubeconfig:  # ``--kubeconfig``: read at call time (the client library read KUBECONFIG at import)
+        return kopf.login_with_kubeconfig(**kwargs)
+    return kopf.login_via_client(**kwargs)
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Operator-wide settings and the clients, built once."""
@@ -43,6 +55,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     if "kube" not in memo:
         memo.kube = DynamicKube.from_environment(SETTINGS.kubeconfig)
     memo.locks = defaultdict(threading.Lock)
+    memo.stop = threading.Event()
+    memo.resync = threading.Thread(target=_resync_loop, args=(memo,), name="resync", daemon=True)
+    memo.resync.start()
     memo.autoscalers = frozenset(
         kind for api_version, kind in (("autoscaling/v2", "HorizontalPodAutoscaler"), ("keda.sh/v1alpha1", "ScaledObject"))
         if memo.kube.serves(api_version, kind)
@@ -81,9 +96,23 @@ def llmdeployment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logg
     _guarded(memo, body.metadata.namespace, body.metadata.name, logger)
 
 
-@kopf.timer(GROUP, VERSION, "llmdeployments", interval=SETTINGS.resync_seconds, initial_delay=SETTINGS.resync_seconds)
-def llmdeployment_resync(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
-    _guarded(memo, body.metadata.namespace, body.metadata.name, logger)
+def _resync_loop(memo: kopf.Memo) -> None:
+    """Reconcile every LLMDeployment each ``resync_seconds`` (the level-based safety net)."""
+    while not memo.stop.wait(SETTINGS.resync_seconds):
+        try:
+            bodies = memo.kube.list(f"{GROUP}/{VERSION}", "LLMDeployment", None, "")
+        except KubeError as error:
+            log.warning("resync: cannot list LLMDeployments: %s", error)
+            continue
+        for body in bodies:
+            if memo.stop.is_set():
+                return
+            _guarded(memo, body["metadata"]["namespace"], body["metadata"]["name"], log)
+
+
+@kopf.on.cleanup()
+def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+    memo.stop.set()
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_MANAGED_BY: c.MANAGER})

@@ -13,7 +13,9 @@ class Settings:
     Attributes:
         resync_seconds: how often every LLMDeployment is reconciled even when nothing was observed to
             change (level-based safety net; a pass that finds nothing to do writes nothing).
-        kubeconfig: a kubeconfig path; in-cluster credentials are preferred when present.
+        kubeconfig: a kubeconfig path given with ``--kubeconfig`` (``LLMOPS_KUBECONFIG``); without it the
+            operator uses in-cluster credentials, or ``KUBECONFIG``/``~/.kube/config`` through the official
+            client (exec plugins and all).
     """
 
     resync_seconds: float = 60.0
@@ -23,5 +25,5 @@ class Settings:
     def from_env(cls) -> Settings:
         return cls(
             resync_seconds=float(os.environ.get("LLMOPS_RESYNC_SECONDS", cls.resync_seconds)),
-            kubeconfig=os.environ.get("KUBECONFIG") or None,
+            kubeconfig=os.environ.get("LLMOPS_KUBECONFIG") or None,
         )

@@ -11,7 +11,9 @@ API server does more, and the operator relies on some of it, so this subclass ad
 * ``labelSelector`` on lists and watches; ``kind``/``apiVersion`` on list responses;
 * discovery of built-in kinds, of the add-on CRDs a cluster would have (Istio, KEDA), and of every
   CustomResourceDefinition created through the API (deleting the CRD unregisters it);
-* garbage collection: deleting an object deletes the objects whose controller ownerReference names it.
+* garbage collection: deleting an object deletes the objects whose controller ownerReference names it;
+* a compact request log (:attr:`ApiServer.log`) instead of kmock's, whose matching scans every request
+  ever received (quadratic over a long run); served requests are dropped from kmock's list.
 
 It is a test stand-in, not a product: there is no admission, no schema validation and no RBAC.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import datetime
 import json
 import re
@@ -53,6 +56,18 @@ BUILTIN_RESOURCES: list[tuple[str, str, bool, set[str], set[str]]] = [
 ]
 
 _MERGE_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json", "application/apply-patch+yaml")
+
+
+@dataclasses.dataclass(frozen=True)
+class Logged:
+    """One request as the API server saw it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    user_agent: str
+    content_type: str
+    text: str
 
 
 def _now() -> str:
@@ -94,6 +109,7 @@ class ApiServer(kmock.KubernetesEmulator):
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self._rv_counter = 0
+        self.log: list[Logged] = []
         self._crds: dict[str, list[str]] = {}  # CRD name -> resource keys it registered
         for key, kind, namespaced, subresources, shortnames in BUILTIN_RESOURCES:
             self.resources[key] = kmock.ResourceInfo(
@@ -104,20 +120,32 @@ class ApiServer(kmock.KubernetesEmulator):
     # ------------------------------------------------------------------------------------ writes
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        self.log.append(Logged(
+            method=request.method.value, path=request.url.path, query=dict(request.params),
+            user_agent=request.headers.get("User-Agent", ""), content_type=request.headers.get("Content-Type", ""),
+            text=request.text if request.method.value != "GET" else "",
+        ))
+        try:
+            return await self._handle_logged(request)
+        finally:
+            try:
+                self._requests.remove(request)
+            except ValueError:
+                pass
+
+    async def _handle_logged(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         if request.resource is None or request.method not in (enums.method.POST, enums.method.PATCH, enums.method.PUT, enums.method.DELETE):
             return await super()._handle(request)
         try:
             async with self._lock:
-                status_override, events, gc_roots = self._mutate(request)
+                response, events, gc_roots = self._mutate(request)
         except kmock.KubernetesError as exc:
             return await self._render_error(exc)
         for resource, event in events:
             await self._buses[resource].put(event)
         if gc_roots:
             await self._collect_garbage(gc_roots)
-        if status_override is not None:
-            return aiohttp.web.json_response(status_override[1], status=status_override[0])
-        return await apps.RawHandler._handle(self, request)
+        return aiohttp.web.json_response(response[1], status=response[0])
 
     def _key(self, request: kmock.Request, name: str | None = None, namespace: str | None = None):
         return (request.resource, request.namespace or namespace, request.name or name)
@@ -125,8 +153,8 @@ class ApiServer(kmock.KubernetesEmulator):
     def _subresources(self, resource: Any) -> set[str]:
         return set(self.resources[resource].subresources) if resource in self.resources else set()
 
-    def _mutate(self, request: kmock.Request) -> tuple[tuple[int, dict] | None, list, list]:
-        """Apply one write under the lock; returns (a response to send instead, watch events, deleted roots)."""
+    def _mutate(self, request: kmock.Request) -> tuple[tuple[int, dict], list, list]:
+        """Apply one write under the lock; returns ((HTTP status, body), watch events, uids of deleted objects)."""
         resource = request.resource
         events: list[tuple[Any, dict]] = []
         method = request.method
@@ -152,7 +180,7 @@ class ApiServer(kmock.KubernetesEmulator):
                 self.objects[key] = obj
             events.append((resource, {"type": "ADDED", "object": copy.deepcopy(obj)}))
             self._on_created(resource, obj)
-            return None, events, []
+            return (201, copy.deepcopy(obj)), events, []
 
         key = self._key(request)
         exists = key in self.objects and not self.objects[key].deleted

@@ -38,11 +38,12 @@ class FakeKube:
         found = self.objects.get((api_version, kind, namespace, name))
         return copy.deepcopy(found) if found else None
 
-    def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
         key, _, value = label_selector.partition("=")
         return [
             copy.deepcopy(o) for (av, k, ns, _), o in self.objects.items()
-            if av == api_version and k == kind and ns == namespace and o["metadata"].get("labels", {}).get(key) == value
+            if av == api_version and k == kind and namespace in (None, ns)
+            and (not key or o["metadata"].get("labels", {}).get(key) == value)
         ]
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,45 @@
+import itertools
+import pathlib
+
+import pytest
+import yaml
+
+from tests.e2e.harness import ROOT, LocalApi, Operator, wait_for
+
+_namespaces = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def api(tmp_path_factory):
+    """The local API endpoint, with this project's CRDs applied the way a user installs them."""
+    api = LocalApi(tmp_path_factory.mktemp("api"))
+    for path in sorted((ROOT / "crds").glob("*.yaml")):
+        api.apply_file(path)
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="session")
+def operator(api, tmp_path_factory):
+    op = Operator(api.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log").start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def namespace(request) -> str:
+    """A fresh namespace name per test (the local API needs no Namespace object)."""
+    return f"t{next(_namespaces)}-{request.node.name[:40].lower().replace('_', '-').strip('-')}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    op = item.funcargs.get("operator") if hasattr(item, "funcargs") else None
+    if report.when == "call" and report.failed and op is not None:
+        report.sections.append(("operator log", op.log_tail()))
+
+
+def sample(name: str) -> dict:
+    return yaml.safe_load((ROOT / "samples" / f"{name}.yaml").read_text())

@@ -1,0 +1,153 @@
+"""Test plumbing for e2e: the local API endpoint in a background thread, the operator as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import kubernetes
+import yaml
+from kubernetes import dynamic
+
+from llm_sandbox.apiserver import ApiServer, Logged, kubeconfig, serve
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TEST_AGENT = "llmops-e2e-test"
+WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition", interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as error:  # an object not there yet, say
+            last_error = error
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+
+class LocalApi:
+    """The sandbox API server on a loopback port, served from its own event loop thread."""
+
+    def __init__(self, workdir: pathlib.Path):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="local-api", daemon=True)
+        self.thread.start()
+        self.handler: ApiServer
+        self.handler, self.server = asyncio.run_coroutine_threadsafe(serve(), self.loop).result(10)
+        self.url = str(self.server.url).rstrip("/")
+        self.kubeconfig = kubeconfig(self.url, str(workdir / "kubeconfig.json"))
+        api = kubernetes.config.new_client_from_config(config_file=self.kubeconfig)
+        api.user_agent = TEST_AGENT
+        self.client = dynamic.DynamicClient(api)
+
+    def close(self) -> None:
+        async def stop() -> None:
+            await self.server.__aexit__(None, None, None)
+            await self.handler.__aexit__(None, None, None)
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    # -------------------------------------------------------------------------------- requests
+
+    def requests(self) -> list[Logged]:
+        return list(self.handler.log)
+
+    def operator_writes(self, since: int = 0) -> list[str]:
+        """Writes made by anyone but the test client, as 'METHOD path' strings, from request ``since`` on."""
+        return [
+            f"{r.method} {r.path}" for r in self.requests()[since:]
+            if r.method in WRITE_METHODS and r.user_agent != TEST_AGENT
+        ]
+
+    def operator_reads_of(self, path_suffix: str, since: int = 0) -> int:
+        return sum(
+            1 for r in self.requests()[since:]
+            if r.method == "GET" and r.path.endswith(path_suffix) and r.user_agent != TEST_AGENT
+        )
+
+    # ---------------------------------------------------------------------------------- objects
+
+    def resource(self, api_version: str, kind: str) -> Any:
+        return self.client.resources.get(api_version=api_version, kind=kind)
+
+    def create(self, obj: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
+        namespace = namespace or obj["metadata"].get("namespace")
+        if namespace:
+            obj = {**obj, "metadata": {**obj["metadata"], "namespace": namespace}}
+        return self.resource(obj["apiVersion"], obj["kind"]).create(body=obj, namespace=namespace).to_dict()
+
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        try:
+            return self.resource(api_version, kind).get(name=name, namespace=namespace).to_dict()
+        except kubernetes.dynamic.exceptions.NotFoundError:
+            return None
+
+    def list(self, api_version: str, kind: str, namespace: str, selector: str | None = None) -> list[dict[str, Any]]:
+        return self.resource(api_version, kind).get(namespace=namespace, label_selector=selector).to_dict()["items"]
+
+    def patch(self, api_version: str, kind: str, namespace: str, name: str, body: Any, *, status: bool = False,
+              content_type: str = "application/merge-patch+json") -> dict[str, Any]:
+        resource = self.resource(api_version, kind)
+        target = resource.status if status else resource
+        return target.patch(body=body, name=name, namespace=namespace, content_type=content_type).to_dict()
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        self.resource(api_version, kind).delete(name=name, namespace=namespace)
+
+    def apply_file(self, path: pathlib.Path, namespace: str | None = None) -> list[dict[str, Any]]:
+        return [self.create(doc, namespace) for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+class Operator:
+    """``llm-operator run`` as a subprocess against the local API; logs go to a file."""
+
+    def __init__(self, kubeconfig_path: str, log_path: pathlib.Path, resync_seconds: float = 1.0):
+        self.kubeconfig = kubeconfig_path
+        self.log_path = log_path
+        self.resync_seconds = resync_seconds
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Operator:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "llm_operator", "run", "--kubeconfig", self.kubeconfig,
+                 "--resync-seconds", str(self.resync_seconds), "--verbose"],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+            )
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None
+
+    def kill(self) -> None:
+        if self.process:
+            self.process.kill()
+            self.process.wait(5)
+        self.process = None
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,0 +1,189 @@
+"""The operator process against the local API endpoint: samples in, valid children and status out."""
+
+import pytest
+
+from tests.e2e.conftest import sample
+from tests.e2e.harness import wait_for
+from tests.schemas import validate
+
+pytestmark = pytest.mark.e2e
+
+LLMD = ("llmops.dev/v1alpha1", "LLMDeployment")
+CHILD_KINDS = [
+    ("apps/v1", "Deployment"), ("v1", "Service"), ("networking.istio.io/v1", "DestinationRule"),
+    ("networking.istio.io/v1", "VirtualService"), ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("policy/v1", "PodDisruptionBudget"), ("keda.sh/v1alpha1", "ScaledObject"),
+]
+
+
+def _llmd(api, namespace, name):
+    return api.get(*LLMD, namespace, name)
+
+
+def _reconciled(api, namespace, name, generation=1):
+    obj = _llmd(api, namespace, name)
+    status = (obj or {}).get("status", {})
+    return obj if status.get("observedGeneration") == generation else None
+
+
+def _children(api, namespace, name):
+    return {
+        kind: api.list(api_version, kind, namespace, f"llmops.dev/deployment={name}")
+        for api_version, kind in CHILD_KINDS
+    }
+
+
+def _condition(obj, type_):
+    return next(c for c in obj["status"]["conditions"] if c["type"] == type_)
+
+
+def _mark_ready(api, namespace, name, ready):
+    dep = api.get("apps/v1", "Deployment", namespace, name)
+    api.patch("apps/v1", "Deployment", namespace, name, {"status": {
+        "observedGeneration": dep["metadata"]["generation"], "replicas": dep["spec"]["replicas"], "readyReplicas": ready}}, status=True)
+
+
+def _settle(api, operator, namespace, name, passes=3):
+    """Wait until the operator has re-read the object ``passes`` more times; return its writes meanwhile."""
+    start = len(api.requests())
+    wait_for(lambda: api.operator_reads_of(f"/llmdeployments/{name}", start) >= passes, timeout=20, what=f"{passes} reconcile passes")
+    return api.operator_writes(start)
+
+
+EXPECTED = {
+    "llmdeployment-minimal": {"Deployment", "Service", "DestinationRule", "VirtualService", "PodDisruptionBudget"},
+    "llmdeployment-multigpu": {"Deployment", "Service", "DestinationRule", "VirtualService", "HorizontalPodAutoscaler", "PodDisruptionBudget"},
+    "llmdeployment-mlflow": {"Deployment", "Service", "DestinationRule", "VirtualService", "PodDisruptionBudget"},
+    "llmdeployment-keda": {"Deployment", "Service", "DestinationRule", "VirtualService", "ScaledObject", "PodDisruptionBudget"},
+    "llmdeployment-cpu": {"Deployment", "Service", "DestinationRule", "VirtualService", "PodDisruptionBudget"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_sample_becomes_valid_owned_children(api, operator, namespace, name):
+    doc = sample(name)
+    created = api.create(doc, namespace)
+    obj = wait_for(lambda: _reconciled(api, namespace, doc["metadata"]["name"]), what="first reconcile")
+    children = wait_for(lambda: (c := _children(api, namespace, doc["metadata"]["name"])) and
+                        {k for k, v in c.items() if v} == EXPECTED[name] and c, what="all children")
+    for kind, items in children.items():
+        for child in items:
+            validate(child)
+            (ref,) = child["metadata"]["ownerReferences"]
+            assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == (
+                "LLMDeployment", doc["metadata"]["name"], created["metadata"]["uid"], True)
+            assert child["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "llm-operator"
+    (deployment,) = children["Deployment"]
+    revision = obj["status"]["stableRevision"]
+    assert deployment["metadata"]["name"] == f"{doc['metadata']['name']}-{revision}"
+    assert deployment["metadata"]["labels"]["llmops.dev/revision"] == revision
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--served-model-name") + 1] == doc["spec"]["model"].get("servedModelName", doc["metadata"]["name"])
+    (vs,) = children["VirtualService"]
+    assert [r["weight"] for r in vs["spec"]["http"][0]["route"]] == [100, 0]
+    (dr,) = children["DestinationRule"]
+    assert {s["name"]: s["labels"]["llmops.dev/revision"] for s in dr["spec"]["subsets"]} == {"stable": revision, "canary": revision}
+    assert _condition(obj, "Ready")["reason"] == "ReplicasNotReady"
+    assert obj["status"]["endpoint"] == f"http://{doc['metadata']['name']}.{namespace}.svc.cluster.local:8000/v1"
+
+
+def test_ready_pods_make_the_deployment_ready_and_idle_passes_write_nothing(api, operator, namespace):
+    doc = sample("llmdeployment-minimal")
+    api.create(doc, namespace)
+    obj = wait_for(lambda: _reconciled(api, namespace, "qwen-small"), what="first reconcile")
+    deployment = f"qwen-small-{obj['status']['stableRevision']}"
+    _mark_ready(api, namespace, deployment, 1)
+    obj = wait_for(lambda: (o := _llmd(api, namespace, "qwen-small")) and _condition(o, "Ready")["status"] == "True" and o,
+                   what="Ready=True")
+    assert (obj["status"]["replicas"], obj["status"]["readyReplicas"]) == (1, 1)
+    assert _condition(obj, "Progressing")["reason"] == "RevisionAvailable"
+    events = api.list("v1", "Event", namespace)
+    reasons = {(e["type"], e["reason"]) for e in events if e["involvedObject"]["name"] == "qwen-small"}
+    assert {("Normal", "Created"), ("Normal", "Available")} <= reasons
+    # Converged: further passes (resync timer, watch events) make no write at all.
+    writes = _settle(api, operator, namespace, "qwen-small", passes=4)
+    assert writes == []
+
+
+def test_invalid_spec_is_degraded_with_no_children_and_no_hot_loop(api, operator, namespace):
+    doc = sample("llmdeployment-multigpu")
+    doc["spec"]["runtime"]["tensorParallelSize"] = 3
+    doc["spec"]["runtime"]["maxModelLen"] = 0
+    api.create(doc, namespace)
+    obj = wait_for(lambda: _reconciled(api, namespace, "llama-70b"), what="status")
+    degraded = _condition(obj, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
+    assert "spec.runtime.tensorParallelSize" in degraded["message"] and "spec.runtime.maxModelLen" in degraded["message"]
+    assert all(not items for items in _children(api, namespace, "llama-70b").values())
+    warnings = [e for e in api.list("v1", "Event", namespace) if e["reason"] == "InvalidSpec"]
+    assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
+    assert "spec.runtime.tensorParallelSize" in warnings[0]["message"]
+    assert _settle(api, operator, namespace, "llama-70b", passes=4) == []
+    # Fixing the spec recovers without a restart.
+    api.patch(*LLMD, namespace, "llama-70b", {"spec": {"runtime": {"tensorParallelSize": 4, "maxModelLen": 32768}}})
+    obj = wait_for(lambda: _reconciled(api, namespace, "llama-70b", generation=2), what="second generation")
+    assert _condition(obj, "Degraded")["status"] == "False"
+    assert wait_for(lambda: _children(api, namespace, "llama-70b")["Deployment"], what="deployment")
+
+
+def test_spec_edit_keeps_route_weights_and_updates_structure(api, operator, namespace):
+    api.create(sample("llmdeployment-minimal"), namespace)
+    wait_for(lambda: api.get("networking.istio.io/v1", "VirtualService", namespace, "qwen-small"), what="VirtualService")
+    vs = api.get("networking.istio.io/v1", "VirtualService", namespace, "qwen-small")
+    vs["spec"]["http"][0]["route"][0]["weight"] = 90
+    vs["spec"]["http"][0]["route"][1]["weight"] = 10
+    api.patch("networking.istio.io/v1", "VirtualService", namespace, "qwen-small", {"spec": {"http": vs["spec"]["http"]}})
+    api.patch(*LLMD, namespace, "qwen-small", {"spec": {"traffic": {"hosts": ["qwen.example.com"]}}})
+    vs = wait_for(lambda: (v := api.get("networking.istio.io/v1", "VirtualService", namespace, "qwen-small"))
+                  and "qwen.example.com" in v["spec"]["hosts"] and v, what="hosts updated")
+    assert [r["weight"] for r in vs["spec"]["http"][0]["route"]] == [90, 10]
+
+
+def test_dropped_field_is_removed_from_the_child(api, operator, namespace):
+    doc = sample("llmdeployment-multigpu")
+    api.create(doc, namespace)
+    obj = wait_for(lambda: _reconciled(api, namespace, "llama-70b"), what="first reconcile")
+    name = f"llama-70b-{obj['status']['stableRevision']}"
+    pod = wait_for(lambda: api.get("apps/v1", "Deployment", namespace, name), what="deployment")["spec"]["template"]["spec"]
+    assert "priorityClassName" in pod
+    api.patch(*LLMD, namespace, "llama-70b", {"spec": {"disruptionBudget": {"enabled": False}}})
+    wait_for(lambda: api.get("policy/v1", "PodDisruptionBudget", namespace, "llama-70b") is None, what="PDB deleted")
+
+
+def test_new_model_comes_up_beside_the_old_and_takes_over_when_ready(api, operator, namespace):
+    api.create(sample("llmdeployment-minimal"), namespace)
+    obj = wait_for(lambda: _reconciled(api, namespace, "qwen-small"), what="first reconcile")
+    old = obj["status"]["stableRevision"]
+    _mark_ready(api, namespace, f"qwen-small-{old}", 1)
+    api.patch(*LLMD, namespace, "qwen-small", {"spec": {"model": {"uri": "hf://Qwen/Qwen2.5-3B-Instruct"}}})
+    obj = wait_for(lambda: (o := _reconciled(api, namespace, "qwen-small", 2)) and o["status"].get("canaryRevision") and o,
+                   what="new revision")
+    new = obj["status"]["canaryRevision"]
+    assert obj["status"]["stableRevision"] == old
+    dr = api.get("networking.istio.io/v1", "DestinationRule", namespace, "qwen-small")
+    assert [s["labels"]["llmops.dev/revision"] for s in dr["spec"]["subsets"]] == [old, new]
+    _mark_ready(api, namespace, f"qwen-small-{new}", 1)
+    wait_for(lambda: api.get("apps/v1", "Deployment", namespace, f"qwen-small-{old}") is None, what="old revision removed")
+    obj = _llmd(api, namespace, "qwen-small")
+    assert obj["status"]["stableRevision"] == new and "canaryRevision" not in obj["status"]
+    dr = api.get("networking.istio.io/v1", "DestinationRule", namespace, "qwen-small")
+    assert [s["labels"]["llmops.dev/revision"] for s in dr["spec"]["subsets"]] == [new, new]
+
+
+def test_deleting_the_llmdeployment_collects_its_children(api, operator, namespace):
+    api.create(sample("llmdeployment-minimal"), namespace)
+    wait_for(lambda: all(_children(api, namespace, "qwen-small")[k] for k in ("Deployment", "VirtualService")), what="children")
+    api.delete(*LLMD, namespace, "qwen-small")
+    wait_for(lambda: not any(_children(api, namespace, "qwen-small").values()), what="children collected")
+
+
+def test_restarted_operator_resumes_without_writing(api, operator, namespace):
+    api.create(sample("llmdeployment-mlflow"), namespace)
+    obj = wait_for(lambda: _reconciled(api, namespace, "support-assistant"), what="first reconcile")
+    _mark_ready(api, namespace, f"support-assistant-{obj['status']['stableRevision']}", 3)
+    wait_for(lambda: _condition(_llmd(api, namespace, "support-assistant"), "Ready")["status"] == "True", what="ready")
+    operator.stop()
+    start = len(api.requests())
+    operator.start()
+    wait_for(lambda: api.operator_reads_of("/llmdeployments/support-assistant", start) >= 3, timeout=30, what="resumed passes")
+    assert [w for w in api.operator_writes(start) if f"/namespaces/{namespace}/" in w] == []
