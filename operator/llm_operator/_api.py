@@ -65,13 +65,15 @@ class _Model(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-def _cel(*rules: tuple[str, str] | tuple[str, str, str]) -> dict[str, Any]:
-    """``x-kubernetes-validations`` entries: (rule, message) or (rule, message, fieldPath)."""
+def _cel(*rules: tuple[str, ...]) -> dict[str, Any]:
+    """``x-kubernetes-validations`` entries: (rule, message[, fieldPath[, messageExpression]])."""
     entries = []
-    for rule, message, *field_path in rules:
+    for rule, message, *rest in rules:
         entry = {"rule": rule, "message": message}
-        if field_path:
-            entry["fieldPath"] = field_path[0]
+        if rest:
+            entry["fieldPath"] = rest[0]
+        if len(rest) > 1:
+            entry["messageExpression"] = rest[1]
         entries.append(entry)
     return {"x-kubernetes-validations": entries}
 
@@ -392,7 +394,9 @@ class LLMDeploymentSpec(_Model):
         json_schema_extra=_cel(
             (f"{_TP} == 0 || ({_GPUS} == 0 ? {_TP} * {_PP} == 1 : {_GPUS} % ({_TP} * {_PP}) == 0)",
              "tensorParallelSize x pipelineParallelSize must divide resources.gpus (and be 1 when gpus is 0)",
-             ".runtime.tensorParallelSize"),
+             ".runtime.tensorParallelSize",
+             f"'tensorParallelSize ' + string({_TP}) + ' x pipelineParallelSize ' + string({_PP}) + "
+             f"' must divide resources.gpus (' + string({_GPUS}) + ' per replica; 1 x 1 when it is 0)'"),
         )
     )
 

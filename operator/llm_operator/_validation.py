@@ -65,6 +65,16 @@ def _program(rule: str) -> Any:
     return env.program(env.compile(rule))
 
 
+def _message(entry: Mapping[str, Any], value: Any) -> str:
+    """The rule's ``messageExpression`` evaluated as the API server would, else its ``message``."""
+    if "messageExpression" in entry:
+        try:
+            return str(_program(entry["messageExpression"]).evaluate({"self": celpy.json_to_cel(value)}))
+        except Exception:
+            pass
+    return entry["message"]
+
+
 def _walk(schema: Mapping[str, Any], value: Any, path: str) -> Iterator[FieldError]:
     for entry in schema.get("x-kubernetes-validations", []):
         try:
@@ -72,7 +82,7 @@ def _walk(schema: Mapping[str, Any], value: Any, path: str) -> Iterator[FieldErr
         except Exception:  # an ill-typed object makes the rule unevaluable; the server refuses it too
             result = None
         if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
-            yield FieldError((path + entry.get("fieldPath", "")).lstrip("."), entry["message"])
+            yield FieldError((path + entry.get("fieldPath", "")).lstrip("."), _message(entry, value))
     if isinstance(value, Mapping):
         for name, sub in schema.get("properties", {}).items():
             if name in value and name != "status":

@@ -4,7 +4,7 @@ import pathlib
 import pytest
 import yaml
 
-from tests.e2e.harness import ROOT, LocalApi, Operator, wait_for
+from llm_sandbox.cluster import ROOT, LocalApi, Operator, wait_for
 
 _namespaces = itertools.count(1)
 

@@ -3,7 +3,7 @@
 import pytest
 
 from tests.e2e.conftest import sample
-from tests.e2e.harness import wait_for
+from llm_sandbox.cluster import wait_for
 from tests.schemas import validate
 
 pytestmark = pytest.mark.e2e

@@ -98,6 +98,8 @@ def test_every_cel_rule_compiles_and_names_a_message():
     assert len(rules) >= 9
     for entry in rules:
         env.compile(entry["rule"])
+        if "messageExpression" in entry:
+            env.compile(entry["messageExpression"])
         assert entry["message"]
         if "fieldPath" in entry:
             assert entry["fieldPath"].startswith(".")

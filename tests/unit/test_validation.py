@@ -23,9 +23,9 @@ def test_every_sample_is_valid(samples):
 
 INVALID = [
     # (case, spec overrides, field path, words in the message)
-    ("tp does not divide gpus", {"runtime": {"tensorParallelSize": 3}}, "spec.runtime.tensorParallelSize", "must divide resources.gpus"),
+    ("tp does not divide gpus", {"runtime": {"tensorParallelSize": 3}}, "spec.runtime.tensorParallelSize", "tensorParallelSize 3 x pipelineParallelSize 1 must divide resources.gpus (4 per replica"),
     ("tp x pp exceeds gpus", {"runtime": {"tensorParallelSize": 4, "pipelineParallelSize": 2}}, "spec.runtime.tensorParallelSize", "divide"),
-    ("tp on CPU", {"resources": {"gpus": 0}, "runtime": {"tensorParallelSize": 2}}, "spec.runtime.tensorParallelSize", "be 1 when gpus is 0"),
+    ("tp on CPU", {"resources": {"gpus": 0}, "runtime": {"tensorParallelSize": 2}}, "spec.runtime.tensorParallelSize", "tensorParallelSize 2 x pipelineParallelSize 1 must divide resources.gpus (0 per replica"),
     ("zero maxModelLen", {"runtime": {"maxModelLen": 0}}, "spec.runtime.maxModelLen", "greater than or equal to 1"),
     ("negative maxModelLen", {"runtime": {"maxModelLen": -4096}}, "spec.runtime.maxModelLen", "got -4096"),
     ("min above max replicas", {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "spec.autoscaling.minReplicas", "must not exceed maxReplicas"),

@@ -1,4 +1,5 @@
-"""Test plumbing for e2e: the local API endpoint in a background thread, the operator as a subprocess."""
+"""The sandbox's moving parts, for the demo and the e2e tests: the local API endpoint served from a
+background thread, the operator as a subprocess, and a polling wait."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ import kubernetes
 import yaml
 from kubernetes import dynamic
 
-from llm_sandbox.apiserver import ApiServer, Logged, kubeconfig, serve
+from .apiserver import ApiServer, Logged, kubeconfig, serve
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-TEST_AGENT = "llmops-e2e-test"
+TEST_AGENT = "llmops-sandbox-client"
 WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
 
 
@@ -42,12 +43,12 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "c
 class LocalApi:
     """The sandbox API server on a loopback port, served from its own event loop thread."""
 
-    def __init__(self, workdir: pathlib.Path):
+    def __init__(self, workdir: pathlib.Path, port: int = 0):
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="local-api", daemon=True)
         self.thread.start()
         self.handler: ApiServer
-        self.handler, self.server = asyncio.run_coroutine_threadsafe(serve(), self.loop).result(10)
+        self.handler, self.server = asyncio.run_coroutine_threadsafe(serve(port=port), self.loop).result(10)
         self.url = str(self.server.url).rstrip("/")
         self.kubeconfig = kubeconfig(self.url, str(workdir / "kubeconfig.json"))
         api = kubernetes.config.new_client_from_config(config_file=self.kubeconfig)
@@ -69,7 +70,7 @@ class LocalApi:
         return list(self.handler.log)
 
     def operator_writes(self, since: int = 0) -> list[str]:
-        """Writes made by anyone but the test client, as 'METHOD path' strings, from request ``since`` on."""
+        """Writes made by anyone but this client, as 'METHOD path' strings, from request ``since`` on."""
         return [
             f"{r.method} {r.path}" for r in self.requests()[since:]
             if r.method in WRITE_METHODS and r.user_agent != TEST_AGENT
@@ -117,10 +118,11 @@ class LocalApi:
 class Operator:
     """``llm-operator run`` as a subprocess against the local API; logs go to a file."""
 
-    def __init__(self, kubeconfig_path: str, log_path: pathlib.Path, resync_seconds: float = 1.0):
+    def __init__(self, kubeconfig_path: str, log_path: pathlib.Path, resync_seconds: float = 1.0, verbose: bool = True):
         self.kubeconfig = kubeconfig_path
         self.log_path = log_path
         self.resync_seconds = resync_seconds
+        self.verbose = verbose
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Operator:
@@ -128,7 +130,7 @@ class Operator:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "llm_operator", "run", "--kubeconfig", self.kubeconfig,
-                 "--resync-seconds", str(self.resync_seconds), "--verbose"],
+                 "--resync-seconds", str(self.resync_seconds)] + (["--verbose"] if self.verbose else []),
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
             )
         return self

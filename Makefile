@@ -1,0 +1,36 @@
+# The two commands a newcomer needs:  make demo   and   make test
+# Both set up everything themselves (a virtualenv in .venv with the project and its test dependencies).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test unit e2e crds render clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## the operator reconciling samples/ against a local API endpoint
+	PYTHONPATH=sandbox $(BIN)/python -m llm_sandbox.demo
+
+test: $(STAMP)  ## every test: unit, and e2e against the local API endpoint
+	$(BIN)/python -m pytest
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+e2e: $(STAMP)
+	$(BIN)/python -m pytest tests/e2e
+
+crds: $(STAMP)  ## regenerate crds/ from the API models
+	$(BIN)/llm-operator crds
+
+render: $(STAMP)  ## print what the operator would apply for every sample
+	$(BIN)/llm-operator render $(foreach f,$(wildcard samples/*.yaml),-f $(f))
+
+clean:
+	rm -rf $(VENV) .sandbox .pytest_cache

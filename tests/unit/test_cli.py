@@ -1,0 +1,51 @@
+"""``llm-operator render`` and the public surface."""
+
+import yaml
+
+import llm_operator
+from llm_operator._cli import main
+from tests.conftest import ROOT
+from tests.schemas import validate
+
+
+def test_render_prints_valid_objects_for_every_sample(capsys):
+    args = ["render"] + [arg for path in sorted((ROOT / "samples").glob("*.yaml")) for arg in ("-f", str(path))]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "&id" not in out and "*id" not in out  # no YAML anchors in manifests meant for kubectl
+    objects = list(yaml.safe_load_all(out))
+    assert len(objects) == 27
+    for obj in objects:
+        validate(obj)
+    assert {o["kind"] for o in objects} == {"DestinationRule", "Deployment", "HorizontalPodAutoscaler",
+                                            "PodDisruptionBudget", "ScaledObject", "Service", "VirtualService"}
+
+
+def test_render_refuses_an_invalid_file_naming_the_fields(tmp_path, capsys):
+    doc = yaml.safe_load((ROOT / "samples" / "llmdeployment-multigpu.yaml").read_text())
+    doc["spec"]["runtime"]["maxModelLen"] = 0
+    doc["spec"]["runtime"]["quantization"] = "int1"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["render", "-f", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "LLMDeployment llm-serving/llama-70b: spec.runtime.maxModelLen" in err
+    assert "spec.runtime.quantization: unknown quantization 'int1'" in err
+
+
+def test_render_uses_the_namespace_flag_for_objects_without_one(tmp_path, capsys):
+    doc = yaml.safe_load((ROOT / "samples" / "llmdeployment-minimal.yaml").read_text())
+    del doc["metadata"]["namespace"]
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["render", "-f", str(path), "-n", "team-a"]) == 0
+    assert {o["metadata"]["namespace"] for o in yaml.safe_load_all(capsys.readouterr().out)} == {"team-a"}
+
+
+def test_public_api_is_small_and_deliberate():
+    assert llm_operator.__all__ == [
+        "API_VERSION", "GROUP", "VERSION", "FieldError", "InvalidSpec", "LLMDeploymentSpec", "LLMDeploymentStatus",
+        "LLMRolloutSpec", "LLMRolloutStatus", "crd_manifests", "parse_duration", "parse_llmdeployment",
+        "parse_llmrollout", "render",
+    ]
+    assert all(hasattr(llm_operator, name) for name in llm_operator.__all__)
