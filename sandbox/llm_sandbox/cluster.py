@@ -25,6 +25,11 @@ TEST_AGENT = "llmops-sandbox-client"
 WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
 
 
+def crd_files() -> list[pathlib.Path]:
+    """The generated CRD manifests in crds/ (not its kustomization.yaml)."""
+    return sorted(p for p in (ROOT / "crds").glob("*.yaml") if p.name != "kustomization.yaml")
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition", interval: float = 0.05) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .cluster import ROOT, LocalApi, Operator, wait_for
+from .cluster import ROOT, LocalApi, Operator, crd_files, wait_for
 from .kubelet import FakeKubelet
 from .table import render_table, table
 
@@ -73,7 +73,7 @@ def run(workdir: pathlib.Path, load_seconds: float) -> int:
     try:
         step("kubectl apply -f crds/")
         crds = {}
-        for path in sorted((ROOT / "crds").glob("*.yaml")):
+        for path in crd_files():
             for crd in api.apply_file(path):
                 crds[crd["spec"]["names"]["kind"]] = crd
                 say(f"    customresourcedefinition/{crd['metadata']['name']} created")

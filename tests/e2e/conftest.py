@@ -4,7 +4,7 @@ import pathlib
 import pytest
 import yaml
 
-from llm_sandbox.cluster import ROOT, LocalApi, Operator, wait_for
+from llm_sandbox.cluster import ROOT, LocalApi, Operator, crd_files, wait_for
 
 _namespaces = itertools.count(1)
 
@@ -13,7 +13,7 @@ _namespaces = itertools.count(1)
 def api(tmp_path_factory):
     """The local API endpoint, with this project's CRDs applied the way a user installs them."""
     api = LocalApi(tmp_path_factory.mktemp("api"))
-    for path in sorted((ROOT / "crds").glob("*.yaml")):
+    for path in crd_files():
         api.apply_file(path)
     yield api
     api.close()

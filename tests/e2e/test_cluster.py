@@ -13,7 +13,7 @@ import uuid
 import pytest
 import yaml
 
-from llm_sandbox.cluster import ROOT, Operator, wait_for
+from llm_sandbox.cluster import ROOT, Operator, crd_files, wait_for
 from tests.schemas import SHARED_SCHEMAS, validate
 
 pytestmark = [
@@ -32,7 +32,7 @@ def cluster(tmp_path_factory):
 
     client = dynamic.DynamicClient(kubernetes.config.new_client_from_config(config_file=os.environ["KUBECONFIG"]))
     crd_api = client.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
-    for path in sorted((ROOT / "crds").glob("*.yaml")):
+    for path in crd_files():
         crd = yaml.safe_load(path.read_text())
         crd_api.server_side_apply(body=crd, name=crd["metadata"]["name"], field_manager="llmops-e2e", force_conflicts=True)
     try:
