@@ -8,6 +8,7 @@ Gateway API), and this project's own ``crds/``, with jsonschema.
 from __future__ import annotations
 
 import functools
+import os
 import pathlib
 from typing import Any
 
@@ -16,7 +17,9 @@ import kubernetes_validate
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_SCHEMAS = ROOT.parent / "shared" / "schemas"
+SHARED_SCHEMAS = pathlib.Path(os.environ.get("LLMOPS_SHARED_SCHEMAS", ROOT.parent / "shared" / "schemas"))
+_BUILTIN_GROUPS = {"", "apps", "autoscaling", "policy", "batch", "networking.k8s.io", "rbac.authorization.k8s.io",
+                   "apiextensions.k8s.io", "coordination.k8s.io", "events.k8s.io"}
 KUBERNETES_VERSION = "1.33.0"
 
 
@@ -73,4 +76,8 @@ def validate(obj: dict[str, Any]) -> None:
         schema["properties"].update(apiVersion={"type": "string"}, kind={"type": "string"}, metadata={"type": "object"})
         jsonschema.validate(obj, schema, cls=jsonschema.Draft7Validator)
         return
+    group = str(obj.get("apiVersion", "")).rpartition("/")[0]
+    if group not in _BUILTIN_GROUPS:
+        raise LookupError(f"no upstream schema for {key}: expected its CRD under {SHARED_SCHEMAS} "
+                          "(the shared/ folder beside the checkout, or LLMOPS_SHARED_SCHEMAS)")
     kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
