@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the operator reconciling samples/ against a local API endpoint
-	PYTHONPATH=sandbox $(BIN)/python -m llm_sandbox.demo
+	PYTHONPATH=sandbox $(BIN)/python -m llm_sandbox.demo $(ARGS)
 
 test: $(STAMP)  ## every test: unit, and e2e against the local API endpoint
 	$(BIN)/python -m pytest
@@ -26,8 +26,8 @@ unit: $(STAMP)
 e2e: $(STAMP)
 	$(BIN)/python -m pytest tests/e2e
 
-crds: $(STAMP)  ## regenerate crds/ from the API models
-	$(BIN)/llm-operator crds
+crds: $(STAMP)  ## regenerate crds/ and manifests/crds/ from the API models
+	$(BIN)/llm-operator crds -o crds -o manifests/crds
 
 render: $(STAMP)  ## print what the operator would apply for every sample
 	$(BIN)/llm-operator render $(foreach f,$(wildcard samples/*.yaml),-f $(f))

@@ -15,6 +15,7 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import yaml
+from llm_sandbox.openapi import object_schema
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_SCHEMAS = pathlib.Path(os.environ.get("LLMOPS_SHARED_SCHEMAS", ROOT.parent / "shared" / "schemas"))
@@ -40,41 +41,11 @@ def _crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     return out
 
 
-def _openapi_to_jsonschema(node: Any) -> Any:
-    """OpenAPI v3.0 structural schema -> JSON Schema: ``nullable``, int-or-string, boolean exclusive bounds."""
-    if isinstance(node, list):
-        return [_openapi_to_jsonschema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _openapi_to_jsonschema(v) for k, v in node.items() if not k.startswith("x-kubernetes-") or k == "x-kubernetes-int-or-string"}
-    if node.get("x-kubernetes-int-or-string"):
-        out.pop("type", None)
-        out.pop("x-kubernetes-int-or-string")
-        out.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
-    out.pop("x-kubernetes-int-or-string", None)
-    if node.get("nullable") and "type" in out:
-        out["type"] = [out["type"], "null"]
-    out.pop("nullable", None)
-    for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
-        if out.get(bound) is True:
-            out[bound] = out.pop(limit)
-        elif out.get(bound) is False:
-            del out[bound]
-    if node.get("x-kubernetes-preserve-unknown-fields"):
-        out.setdefault("additionalProperties", True)
-    elif out.get("type") == "object" and "properties" in out and "additionalProperties" not in out:
-        out["additionalProperties"] = False  # structural schemas prune unknown fields: treat them as errors
-    return out
-
-
 def validate(obj: dict[str, Any]) -> None:
     """Raise when ``obj`` breaks its upstream schema (or its kind has none we know)."""
     key = (obj.get("apiVersion"), obj.get("kind"))
     if key in _crd_schemas():
-        schema = _openapi_to_jsonschema(_crd_schemas()[key])
-        # The API server handles these for every kind; Istio's CRDs leave them out of the schema.
-        schema["properties"].update(apiVersion={"type": "string"}, kind={"type": "string"}, metadata={"type": "object"})
-        jsonschema.validate(obj, schema, cls=jsonschema.Draft7Validator)
+        jsonschema.validate(obj, object_schema(_crd_schemas()[key]), cls=jsonschema.Draft7Validator)
         return
     group = str(obj.get("apiVersion", "")).rpartition("/")[0]
     if group not in _BUILTIN_GROUPS:

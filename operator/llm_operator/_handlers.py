@@ -12,6 +12,7 @@ Deleting an LLMDeployment is therefore plain garbage collection of its owned chi
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import threading
@@ -43,7 +44,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Operator-wide settings and the clients, built once."""
     settings.persistence.finalizer = "llmops.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="llmops.dev")
@@ -53,15 +54,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     if "kube" not in memo:
-        memo.kube = DynamicKube.from_environment(SETTINGS.kubeconfig)
+        memo.kube = await asyncio.to_thread(DynamicKube.from_environment, SETTINGS.kubeconfig)
     memo.locks = defaultdict(threading.Lock)
-    memo.stop = threading.Event()
-    memo.resync = threading.Thread(target=_resync_loop, args=(memo,), name="resync", daemon=True)
-    memo.resync.start()
-    memo.autoscalers = frozenset(
+    memo.autoscalers = frozenset([
         kind for api_version, kind in (("autoscaling/v2", "HorizontalPodAutoscaler"), ("keda.sh/v1alpha1", "ScaledObject"))
-        if memo.kube.serves(api_version, kind)
-    )
+        if await asyncio.to_thread(memo.kube.serves, api_version, kind)
+    ])
+    # A task of kopf's own loop, so passes it starts can post Events through kopf like any handler.
+    memo.resync = asyncio.create_task(_resync_loop(memo), name="llm-operator-resync")
 
 
 def reconcile(kube: Kube, memo: kopf.Memo, namespace: str, name: str) -> None:
@@ -96,23 +96,22 @@ def llmdeployment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logg
     _guarded(memo, body.metadata.namespace, body.metadata.name, logger)
 
 
-def _resync_loop(memo: kopf.Memo) -> None:
+async def _resync_loop(memo: kopf.Memo) -> None:
     """Reconcile every LLMDeployment each ``resync_seconds`` (the level-based safety net)."""
-    while not memo.stop.wait(SETTINGS.resync_seconds):
+    while True:
+        await asyncio.sleep(SETTINGS.resync_seconds)
         try:
-            bodies = memo.kube.list(f"{GROUP}/{VERSION}", "LLMDeployment", None, "")
+            bodies = await asyncio.to_thread(memo.kube.list, f"{GROUP}/{VERSION}", "LLMDeployment", None, "")
         except KubeError as error:
             log.warning("resync: cannot list LLMDeployments: %s", error)
             continue
         for body in bodies:
-            if memo.stop.is_set():
-                return
-            _guarded(memo, body["metadata"]["namespace"], body["metadata"]["name"], log)
+            await asyncio.to_thread(_guarded, memo, body["metadata"]["namespace"], body["metadata"]["name"], log)
 
 
 @kopf.on.cleanup()
-def stop_resync(memo: kopf.Memo, **_: Any) -> None:
-    memo.stop.set()
+async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+    memo.resync.cancel()
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_MANAGED_BY: c.MANAGER})

@@ -12,10 +12,15 @@ API server does more, and the operator relies on some of it, so this subclass ad
 * discovery of built-in kinds, of the add-on CRDs a cluster would have (Istio, KEDA), and of every
   CustomResourceDefinition created through the API (deleting the CRD unregisters it);
 * garbage collection: deleting an object deletes the objects whose controller ownerReference names it;
+* ``kubectl`` support: server-side ``Table`` responses built from CRDs' printer columns, ``/openapi/v3`` with
+  the CRDs' schemas and the ``fieldValidation`` parameter, and server-side validation of custom resources
+  against their CRD's schema and CEL rules (unknown fields refused under ``fieldValidation=Strict``);
+* ``fieldSelector`` on ``metadata.name`` and ``metadata.namespace``;
 * a compact request log (:attr:`ApiServer.log`) instead of kmock's, whose matching scans every request
   ever received (quadratic over a long run); served requests are dropped from kmock's list.
 
-It is a test stand-in, not a product: there is no admission, no schema validation and no RBAC.
+It is a test stand-in, not a product: there is no admission, no RBAC, no validation of built-in kinds, no
+pruning of unknown fields, and server-side apply assumes a single field manager.
 """
 
 from __future__ import annotations
@@ -29,10 +34,15 @@ import re
 import uuid
 from typing import Any
 
+import hashlib
+
 import aiohttp.web
 import jsonpatch
 import kmock
 from kmock._internal import apps, dicts, enums
+
+from . import openapi
+from .table import table
 
 _VERBS = {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
 
@@ -103,6 +113,28 @@ def _label_matcher(selector: str | None):
     return lambda labels: all(check(labels or {}) for check in checks)
 
 
+def _field_matcher(selector: str | None):
+    """A predicate over objects for field selectors (``metadata.name=x``, ``reason=InvalidSpec``, ``a.b!=c``)."""
+    if not selector:
+        return lambda obj: True
+
+    def lookup(obj: dict, path: str) -> str | None:
+        for part in path.split("."):
+            obj = obj.get(part) if isinstance(obj, dict) else None
+        return None if obj is None else str(obj)
+
+    checks = []
+    for term in selector.split(","):
+        key, op, value = re.fullmatch(r"\s*([^!=\s]+)\s*(==|=|!=)\s*(\S*)\s*", term).groups()
+        checks.append(lambda o, k=key, neg=op == "!=", v=value: (lookup(o, k) == v) != neg)
+    return lambda obj: all(check(obj) for check in checks)
+
+
+def _status(code: int, reason: str, message: str, details: dict | None = None) -> dict:
+    return {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure", "code": code,
+            "reason": reason, "message": message, "details": details or {}}
+
+
 class ApiServer(kmock.KubernetesEmulator):
     """kmock's emulator with the API-server behaviours listed in the module docstring."""
 
@@ -110,6 +142,8 @@ class ApiServer(kmock.KubernetesEmulator):
         super().__attrs_post_init__()
         self._rv_counter = 0
         self.log: list[Logged] = []
+        #: Off stands for objects stored before their CRD carried today's rules (or a server without CEL).
+        self.validate_custom_resources = True
         self._crds: dict[str, list[str]] = {}  # CRD name -> resource keys it registered
         for key, kind, namespaced, subresources, shortnames in BUILTIN_RESOURCES:
             self.resources[key] = kmock.ResourceInfo(
@@ -134,6 +168,11 @@ class ApiServer(kmock.KubernetesEmulator):
                 pass
 
     async def _handle_logged(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        if request.method == enums.method.GET and request.url.path.startswith("/openapi/v3"):
+            return self._serve_openapi(request.url.path)
+        if (request.method == enums.method.GET and request.resource is not None and request.subresource is None
+                and "as=Table" in request.headers.get("Accept", "") and request.params.get("watch") != "true"):
+            return await self._serve_table(request)
         if request.resource is None or request.method not in (enums.method.POST, enums.method.PATCH, enums.method.PUT, enums.method.DELETE):
             return await super()._handle(request)
         try:
@@ -172,6 +211,7 @@ class ApiServer(kmock.KubernetesEmulator):
                 raise kmock.KubernetesError(status=409, reason="AlreadyExists", message=f"{resource.plural} {meta.get('name')!r} already exists")
             if "status" in self._subresources(resource):
                 obj.pop("status", None)
+            self._validate(request, obj)
             meta.update(uid=str(uuid.uuid4()), resourceVersion=self._next_rv(), generation=1, creationTimestamp=_now())
             meta.pop("deletionTimestamp", None)
             if key in self.objects:
@@ -210,6 +250,7 @@ class ApiServer(kmock.KubernetesEmulator):
             obj.setdefault("metadata", {})["namespace"] = request.namespace
             if "status" in self._subresources(resource):
                 obj.pop("status", None)
+            self._validate(request, obj)
             obj["metadata"].update(uid=str(uuid.uuid4()), resourceVersion=self._next_rv(), generation=1, creationTimestamp=_now())
             if key in self.objects:
                 self.objects[key].create(obj)
@@ -262,6 +303,7 @@ class ApiServer(kmock.KubernetesEmulator):
                 new["metadata"].pop(field, None)
         if new == current:
             return (200, copy.deepcopy(current)), events, []
+        self._validate(request, new, current)
         if {k: v for k, v in new.items() if k not in ("metadata", "status")} != {k: v for k, v in current.items() if k not in ("metadata", "status")}:
             new["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
         new["metadata"]["resourceVersion"] = self._next_rv()
@@ -311,6 +353,99 @@ class ApiServer(kmock.KubernetesEmulator):
     def _uid_exists(self, uid: str | None) -> bool:
         return any(not obj.deleted and obj.raw.get("metadata", {}).get("uid") == uid for obj in self.objects.values())
 
+    # ------------------------------------------------------------------------------ CRD knowledge
+
+    def _crd_version(self, resource: Any) -> dict | None:
+        """The served version entry (schema, printer columns) of the CRD behind ``resource``, if any."""
+        for key, obj in self.objects.items():
+            if key[0].plural != "customresourcedefinitions" or obj.deleted:
+                continue
+            spec = obj.raw.get("spec", {})
+            if spec.get("group") == resource.group and spec.get("names", {}).get("plural") == resource.plural:
+                return next((v for v in spec.get("versions", []) if v["name"] == resource.version), None)
+        return None
+
+    def _validate(self, request: kmock.Request, obj: dict, old: dict | None = None) -> None:
+        """Refuse a custom resource that breaks its CRD's schema or CEL rules (HTTP 422), as a real server does:
+        a ``/status`` write is checked on its status, and values an update leaves unchanged are let through
+        (validation ratcheting, GA in Kubernetes 1.33)."""
+        version = self._crd_version(request.resource)
+        schema = (version or {}).get("schema", {}).get("openAPIV3Schema")
+        if not schema or not self.validate_custom_resources:
+            return
+        strict = request.params.get("fieldValidation", "").lower() == "strict"
+        if request.subresource == "status":
+            schema = {"type": "object", "properties": {"status": schema.get("properties", {}).get("status", {})}}
+            obj = {"status": obj.get("status", {})}
+            old = {"status": (old or {}).get("status", {})} if old is not None else None
+        errors = openapi.schema_errors(schema, obj, strict=strict) or openapi.cel_errors(schema, obj)
+        if old is not None:
+            errors = [(f, m) for f, m in errors if openapi.value_at(obj, f) != openapi.value_at(old, f)]
+        if errors:
+            info = self.resources[request.resource]
+            name = obj.get("metadata", {}).get("name") or request.name
+            raise kmock.KubernetesError(
+                status=422, reason="Invalid",
+                message=f'{info.kind}.{request.resource.group} "{name}" is invalid: [{", ".join(f"{f}: {m}" for f, m in errors)}]',
+                details={"name": name, "group": request.resource.group, "kind": info.kind,
+                         "causes": [{"reason": "FieldValueInvalid", "message": m, "field": f} for f, m in errors]},
+            )
+
+    async def _serve_table(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        try:
+            if request.name is None:
+                objects = (await self._serve_list(request))["items"]
+            else:
+                objects = [await self._serve_fetch(request)]
+        except kmock.KubernetesError as exc:
+            return await self._render_error(exc)
+        version = self._crd_version(request.resource) or {}
+        return aiohttp.web.json_response(table(version.get("additionalPrinterColumns"), objects, str(self._rv_counter)))
+
+    def _openapi_documents(self) -> dict[str, dict]:
+        """One OpenAPI 3.0 document per served group-version, keyed like kube-apiserver's ``/openapi/v3``."""
+        docs: dict[str, dict] = {}
+        for resource in self.resources:
+            info = self.resources[resource]
+            gv_path = f"api/{resource.version}" if not resource.group else f"apis/{resource.group}/{resource.version}"
+            gvk = {"group": resource.group, "version": resource.version, "kind": info.kind}
+            group_prefix = ".".join(reversed(resource.group.split("."))) if resource.group else "io.k8s.api.core"
+            schema_name = f"{group_prefix}.{resource.version}.{info.kind}"
+            version = self._crd_version(resource)
+            schema = copy.deepcopy((version or {}).get("schema", {}).get("openAPIV3Schema")) or {
+                "type": "object", "x-kubernetes-preserve-unknown-fields": True}
+            schema["x-kubernetes-group-version-kind"] = [gvk]
+            doc = docs.setdefault(gv_path, {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0"},
+                                            "paths": {}, "components": {"schemas": {}}})
+            doc["components"]["schemas"][schema_name] = schema
+            ref = {"$ref": f"#/components/schemas/{schema_name}"}
+            ok = {"200": {"description": "OK", "content": {"application/json": {"schema": ref}}}}
+            params = [{"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
+                      for n in ("dryRun", "fieldManager", "fieldValidation")]
+            base = f"/{gv_path}/namespaces/{{namespace}}/{resource.plural}" if info.namespaced else f"/{gv_path}/{resource.plural}"
+            def op(action: str, with_params: bool = False) -> dict:
+                out = {"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "responses": ok,
+                       "operationId": f"{action}{info.kind}"}
+                if with_params:
+                    out["parameters"] = params
+                return out
+            doc["paths"][base] = {"get": op("list"), "post": op("post", True)}
+            doc["paths"][base + "/{name}"] = {"get": op("get"), "put": op("put", True), "patch": op("patch", True), "delete": op("delete")}
+        return docs
+
+    def _serve_openapi(self, path: str) -> aiohttp.web.StreamResponse:
+        docs = self._openapi_documents()
+        if path.rstrip("/") == "/openapi/v3":
+            listing = {
+                gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash={hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16].upper()}"}
+                for gv, doc in docs.items()
+            }
+            return aiohttp.web.json_response({"paths": listing})
+        doc = docs.get(path[len("/openapi/v3/"):])
+        if doc is None:
+            return aiohttp.web.json_response(_status(404, "NotFound", f"no OpenAPI document for {path}"), status=404)
+        return aiohttp.web.json_response(doc)
+
     # ------------------------------------------------------------------------------ CRD discovery
 
     def _on_created(self, resource: Any, obj: dict) -> None:
@@ -338,10 +473,24 @@ class ApiServer(kmock.KubernetesEmulator):
 
     # ------------------------------------------------------------------------------------- reads
 
+    async def _serve_version(self, request: kmock.Request) -> Any:
+        # Subresources are listed as in a real server: their own verbs, no short names or categories (kmock
+        # copies the parent's, which makes kubectl warn about ambiguous short names and expand categories to them).
+        payload = await super()._serve_version(request)
+        payload["groupVersion"] = payload["groupVersion"].lstrip("/")  # the core group is "v1", not "/v1"
+        for entry in payload["resources"]:
+            if "/" in entry["name"]:
+                sub = entry["name"].split("/", 1)[1]
+                entry.update(shortNames=[], categories=[], singularName="", verbs=["get", "patch", "update"])
+                if sub == "scale":
+                    entry.update(kind="Scale", group="autoscaling", version="v1")
+        return payload
+
     async def _serve_list(self, request: kmock.Request) -> Any:
         payload = await super()._serve_list(request)
         match = _label_matcher(request.params.get("labelSelector"))
-        items = [item for item in payload["items"] if match(item.get("metadata", {}).get("labels"))]
+        fields = _field_matcher(request.params.get("fieldSelector"))
+        items = [item for item in payload["items"] if match(item.get("metadata", {}).get("labels")) and fields(item)]
         info = self.resources[request.resource] if request.resource in self.resources else None
         group_version = "/".join(p for p in (request.resource.group, request.resource.version) if p)
         return {
@@ -357,8 +506,10 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def _serve_watch(self, request: kmock.Request):
         match = _label_matcher(request.params.get("labelSelector"))
+        fields = _field_matcher(request.params.get("fieldSelector"))
         async for event in super()._serve_watch(request):
-            if isinstance(event, dict) and not match(event.get("object", {}).get("metadata", {}).get("labels")):
+            if isinstance(event, dict) and not (match(event.get("object", {}).get("metadata", {}).get("labels"))
+                                                and fields(event.get("object", {}))):
                 continue
             yield event
 

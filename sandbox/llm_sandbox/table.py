@@ -1,4 +1,6 @@
-"""``kubectl get``-style tables from a CRD's additionalPrinterColumns (JSONPath via jsonpath-ng)."""
+"""Server-side ``meta.k8s.io/v1`` Tables for ``kubectl get``, built from a CRD's additionalPrinterColumns the
+way kube-apiserver's table convertor does: the first JSONPath result per column, ``date`` columns as a
+human-readable age, missing values as null (kubectl prints ``<none>``)."""
 
 from __future__ import annotations
 
@@ -7,51 +9,64 @@ from typing import Any
 
 from jsonpath_ng.ext import parse
 
+_NAME_COLUMN = {"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}
+_AGE_COLUMN = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
-def age(timestamp: str | None, now: datetime.datetime | None = None) -> str:
-    """kubectl's short age: 45s, 3m12s, 5h, 2d."""
-    if not timestamp:
-        return "<unknown>"
+
+def human_age(timestamp: str, now: datetime.datetime | None = None) -> str:
+    """Kubernetes' ``ConvertToHumanReadableDateType``/``HumanDuration``: 45s, 3m12s, 5h, 2d."""
     now = now or datetime.datetime.now(tz=datetime.UTC)
     seconds = int((now - datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))).total_seconds())
+    if seconds < 0:
+        return "0s"
     if seconds < 120:
         return f"{seconds}s"
-    if seconds < 600:
-        return f"{seconds // 60}m{seconds % 60}s"
-    if seconds < 3 * 3600:
-        return f"{seconds // 60}m"
-    if seconds < 2 * 86400:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
+    minutes = seconds // 60
+    if minutes < 10:
+        return f"{minutes}m{seconds % 60}s" if seconds % 60 else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = minutes // 60
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    days = hours // 24
+    return f"{days}d" if days < 365 * 2 else f"{days // 365}y"
 
 
-def cell(obj: dict[str, Any], column: dict[str, Any]) -> str:
-    """One column's value for ``obj``, formatted as kubectl formats it ('' for a missing value)."""
-    values = [m.value for m in parse("$" + column["jsonPath"]).find(obj)]
-    if not values:
-        return ""
-    if column["type"] == "date":
-        return age(values[0])
-    return ",".join(str(v) for v in values)
+def _cell(column: dict[str, Any], obj: dict[str, Any]) -> Any:
+    found = parse("$" + column["jsonPath"]).find(obj)
+    if not found or found[0].value is None:
+        return None
+    value = found[0].value
+    kind = column["type"]
+    if kind == "date":
+        return human_age(value) if isinstance(value, str) else None
+    if kind == "integer":
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if kind == "number":
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if kind == "boolean":
+        return value if isinstance(value, bool) else None
+    return value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def columns(crd: dict[str, Any], wide: bool = False) -> list[dict[str, Any]]:
-    """NAME plus the printer columns (priority 0, or all of them for ``-o wide``)."""
-    version = next(v for v in crd["spec"]["versions"] if v.get("served", True))
-    printer = [c for c in version.get("additionalPrinterColumns", []) if wide or c.get("priority", 0) == 0]
-    return [{"name": "Name", "type": "string", "jsonPath": ".metadata.name"}, *printer]
-
-
-def render_table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["   ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines += ["   ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines)
-
-
-def table(crd: dict[str, Any], objects: list[dict[str, Any]], wide: bool = False, namespaces: bool = False) -> str:
-    """The table ``kubectl get <kind> [-A] [-o wide]`` prints for ``objects``."""
-    cols = columns(crd, wide)
-    headers = (["Namespace"] if namespaces else []) + [c["name"] for c in cols]
-    rows = [([o["metadata"].get("namespace", "")] if namespaces else []) + [cell(o, c) for c in cols] for o in objects]
-    return render_table(rows, headers)
+def table(printer_columns: list[dict[str, Any]] | None, objects: list[dict[str, Any]], resource_version: str) -> dict[str, Any]:
+    """The Table for ``objects``; without printer columns, Name and Age as for any custom resource."""
+    columns = printer_columns if printer_columns else [_AGE_COLUMN]
+    definitions = [_NAME_COLUMN] + [
+        {"name": c["name"], "type": c["type"], "format": c.get("format", ""),
+         "description": c.get("description") or f"Custom resource definition column (in JSONPath format): {c['jsonPath']}",
+         "priority": c.get("priority", 0)}
+        for c in columns
+    ]
+    rows = [
+        {
+            "cells": [obj["metadata"]["name"], *(_cell(c, obj) for c in columns)],
+            "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]},
+        }
+        for obj in objects
+    ]
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version},
+            "columnDefinitions": definitions, "rows": rows}

@@ -106,17 +106,21 @@ def test_ready_pods_make_the_deployment_ready_and_idle_passes_write_nothing(api,
 
 
 def test_invalid_spec_is_degraded_with_no_children_and_no_hot_loop(api, operator, namespace):
+    """Objects the API server stored before the CRD carried its CEL rules still get named field errors."""
     doc = sample("llmdeployment-multigpu")
     doc["spec"]["runtime"]["tensorParallelSize"] = 3
     doc["spec"]["runtime"]["maxModelLen"] = 0
-    api.create(doc, namespace)
+    with api.validation_disabled():
+        api.create(doc, namespace)
     obj = wait_for(lambda: _reconciled(api, namespace, "llama-70b"), what="status")
     degraded = _condition(obj, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
-    assert "spec.runtime.tensorParallelSize" in degraded["message"] and "spec.runtime.maxModelLen" in degraded["message"]
+    assert "spec.runtime.tensorParallelSize: tensorParallelSize 3 x pipelineParallelSize 1 must divide resources.gpus (4" in degraded["message"]
+    assert "spec.runtime.maxModelLen" in degraded["message"]
     assert all(not items for items in _children(api, namespace, "llama-70b").values())
     warnings = [e for e in api.list("v1", "Event", namespace) if e["reason"] == "InvalidSpec"]
     assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
+    assert warnings[0]["involvedObject"]["name"] == "llama-70b" and warnings[0]["involvedObject"]["kind"] == "LLMDeployment"
     assert "spec.runtime.tensorParallelSize" in warnings[0]["message"]
     assert _settle(api, operator, namespace, "llama-70b", passes=4) == []
     # Fixing the spec recovers without a restart.
@@ -124,6 +128,19 @@ def test_invalid_spec_is_degraded_with_no_children_and_no_hot_loop(api, operator
     obj = wait_for(lambda: _reconciled(api, namespace, "llama-70b", generation=2), what="second generation")
     assert _condition(obj, "Degraded")["status"] == "False"
     assert wait_for(lambda: _children(api, namespace, "llama-70b")["Deployment"], what="deployment")
+
+
+def test_unknown_quantization_passes_the_api_server_and_stops_at_the_operator(api, operator, namespace):
+    api.create(sample("llmdeployment-minimal"), namespace)
+    obj = wait_for(lambda: _reconciled(api, namespace, "qwen-small"), what="first reconcile")
+    deployment = api.get("apps/v1", "Deployment", namespace, f"qwen-small-{obj['status']['stableRevision']}")
+    api.patch(*LLMD, namespace, "qwen-small", {"spec": {"runtime": {"quantization": "int3-magic"}}})
+    obj = wait_for(lambda: _reconciled(api, namespace, "qwen-small", generation=2), what="second generation")
+    degraded = _condition(obj, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
+    assert degraded["message"].startswith("spec.runtime.quantization: unknown quantization 'int3-magic'")
+    (only,) = _children(api, namespace, "qwen-small")["Deployment"]
+    assert only["metadata"]["resourceVersion"] == deployment["metadata"]["resourceVersion"]  # untouched
 
 
 def test_spec_edit_keeps_route_weights_and_updates_structure(api, operator, namespace):
