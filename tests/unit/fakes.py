@@ -79,3 +79,23 @@ class FakeKube:
 
     def serves(self, api_version: str, kind: str) -> bool:
         return kind in self.served
+
+
+class FakeMetrics:
+    """A MetricsProvider answering from ``answer(promql)``: a list of Samples, a number, None (no data), or an
+    exception to raise. Records every query."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.queries: list[str] = []
+
+    def query(self, promql: str):
+        from llm_operator._metrics import Sample
+
+        self.queries.append(promql)
+        value = self.answer(promql)
+        if isinstance(value, Exception):
+            raise value
+        if isinstance(value, list):
+            return value
+        return [] if value is None else [Sample({}, float(value))]

@@ -1,0 +1,240 @@
+"""One analysis run: read the numbers a run needs from the metrics provider, then judge every metric.
+
+:func:`collect` does the I/O (one query per number, each failure recorded rather than raised), and
+:func:`evaluate` is pure: it turns those numbers into per-metric verdicts with the maths in ``_analysis``.
+A run is never a pass on missing evidence: no data, or fewer canary requests than ``minRequests``, is
+Inconclusive; a failed query is an Error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _analysis as a
+from . import _promql as q
+from ._api import Analysis, AnalysisMetric, Slo
+from ._metrics import MetricsError, MetricsProvider, scalar
+
+_DEFAULT_BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "burnRate": (None, 14.4),  # the SRE Workbook's fast-burn factor
+    "errorRatioVsStable": (0.05, None),  # the z-test's p-value must stay above the significance level
+    "latencyVsStable": (None, 1.5),  # canary p99 at most 1.5x stable's
+    "outputLengthDrift": (None, 0.1),  # KL divergence in nats
+}
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a run measures: the canary and stable revisions, the window, and cost inputs."""
+
+    canary: q.Scope
+    stable: q.Scope
+    window_seconds: float  # the recent window each run looks at (the analysis interval, at least 30 s)
+    burn_long_seconds: float  # the long burn-rate window (the analysis step's duration)
+    canary_gpus: float = 0.0  # GPUs the canary holds (replicas x GPUs per replica)
+    gpu_hour_price: float | None = None
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """One metric's outcome; ``value`` in the metric's own unit (ratio, seconds, nats, currency)."""
+
+    name: str
+    value: float | None
+    min: float | None
+    max: float | None
+    verdict: a.Verdict
+    message: str
+
+    def to_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "verdict": self.verdict, "message": self.message}
+        for key in ("value", "min", "max"):
+            if getattr(self, key) is not None:
+                out[key] = round(float(getattr(self, key)), 6)
+        return out
+
+
+@dataclass(frozen=True)
+class Run:
+    """A whole run: its verdict (see :func:`_analysis.overall`) and every metric's result."""
+
+    verdict: a.Verdict
+    requests: float | None
+    metrics: tuple[MetricResult, ...] = field(default_factory=tuple)
+
+
+def default_metrics(slo: Slo) -> list[AnalysisMetric]:
+    """The built-in checks used when an analysis lists no metrics: error ratio within the budget, no fast
+    burn, no worse than stable on errors (z-test) and latency, and the latency SLOs that are set."""
+    metrics = [
+        AnalysisMetric(name="error-ratio", builtin="errorRatio", max=a.error_budget(slo.availability)),
+        AnalysisMetric(name="burn-rate", builtin="burnRate"),
+        AnalysisMetric(name="errors-vs-stable", builtin="errorRatioVsStable"),
+        AnalysisMetric(name="latency-vs-stable", builtin="latencyVsStable"),
+    ]
+    if slo.latency_p99_seconds is not None:
+        metrics.append(AnalysisMetric(name="latency-p99", builtin="latencyP99", max=slo.latency_p99_seconds))
+    if slo.time_to_first_token_p95_seconds is not None:
+        metrics.append(AnalysisMetric(name="ttft-p95", builtin="timeToFirstTokenP95", max=slo.time_to_first_token_p95_seconds))
+    return metrics
+
+
+# --------------------------------------------------------------------------------------- collect
+
+Raw = dict[str, Any]  # query key -> list[Sample] or MetricsError
+
+
+def queries(metrics: list[AnalysisMetric], ctx: Context) -> dict[str, str]:
+    """Every query the metrics need, keyed by what it measures."""
+    c, s, w = ctx.canary, ctx.stable, ctx.window_seconds
+    windows = a.burn_windows(ctx.burn_long_seconds)
+    out = {"canary.requests": q.requests(c, w), "canary.errors": q.errors(c, w)}
+    builtins = {m.builtin for m in metrics}
+    if "burnRate" in builtins:
+        for label, span in (("long", windows.long_seconds), ("short", windows.short_seconds)):
+            out[f"canary.requests.{label}"] = q.requests(c, span)
+            out[f"canary.errors.{label}"] = q.errors(c, span)
+    if "errorRatioVsStable" in builtins:
+        out["stable.requests"], out["stable.errors"] = q.requests(s, w), q.errors(s, w)
+    if builtins & {"latencyP99", "latencyVsStable"}:
+        out["canary.p99"] = q.latency_p99(c, w)
+    if "latencyVsStable" in builtins:
+        out["stable.p99"] = q.latency_p99(s, w)
+    if "timeToFirstTokenP95" in builtins:
+        out["canary.ttft"] = q.ttft_p95(c, w)
+    if "interTokenLatencyP95" in builtins:
+        out["canary.itl"] = q.itl_p95(c, w)
+    if "outputLengthDrift" in builtins:
+        out["canary.lengths"], out["stable.lengths"] = q.output_length_buckets(c, w), q.output_length_buckets(s, w)
+    if "costPer1kTokens" in builtins:
+        out["canary.tokens"] = q.generated_tokens(c, w)
+    for metric in metrics:
+        if metric.query is not None:
+            out[f"query.{metric.name}"] = q.render_template(
+                metric.query, revision=c.revision, stable_revision=s.revision, namespace=c.namespace, window=w)
+    return out
+
+
+def collect(provider: MetricsProvider, wanted: dict[str, str]) -> Raw:
+    """Run each query once; a failure is recorded under its key instead of aborting the run."""
+    raw: Raw = {}
+    for key, promql in wanted.items():
+        try:
+            raw[key] = provider.query(promql)
+        except MetricsError as error:
+            raw[key] = error
+    return raw
+
+
+# -------------------------------------------------------------------------------------- evaluate
+
+
+def _num(raw: Raw, key: str) -> float | None:
+    value = raw.get(key)
+    if isinstance(value, MetricsError):
+        raise value
+    return scalar(value or [])
+
+
+def _buckets(raw: Raw, key: str) -> list[float]:
+    value = raw.get(key)
+    if isinstance(value, MetricsError):
+        raise value
+    pairs = sorted(((float(s.labels.get("le", "inf")), s.value) for s in (value or [])), key=lambda p: p[0])
+    return a.bucket_probabilities(pairs)
+
+
+def _ratio(errors: float | None, total: float | None) -> float | None:
+    if total is None or total <= 0:
+        return None
+    return (errors or 0.0) / total
+
+
+def _builtin_value(metric: AnalysisMetric, raw: Raw, slo: Slo, ctx: Context) -> tuple[float | None, str]:
+    """The metric's value and a note (the numbers behind it) for one built-in."""
+    kind = metric.builtin
+    if kind == "errorRatio":
+        ratio = _ratio(_num(raw, "canary.errors"), _num(raw, "canary.requests"))
+        return ratio, "errors / finished requests"
+    if kind == "burnRate":
+        windows = a.burn_windows(ctx.burn_long_seconds)
+        long_ratio = _ratio(_num(raw, "canary.errors.long"), _num(raw, "canary.requests.long"))
+        short_ratio = _ratio(_num(raw, "canary.errors.short"), _num(raw, "canary.requests.short"))
+        if long_ratio is None or short_ratio is None:
+            return None, "no requests in a burn-rate window"
+        long_burn, short_burn = a.burn_rate(long_ratio, slo.availability), a.burn_rate(short_ratio, slo.availability)
+        # Both windows must exceed the factor, so the smaller burn is what the rule compares.
+        return min(long_burn, short_burn), (
+            f"burn {long_burn:.2f} over {q.duration(windows.long_seconds)}, {short_burn:.2f} over {q.duration(windows.short_seconds)}")
+    if kind == "errorRatioVsStable":
+        canary_total, stable_total = _num(raw, "canary.requests"), _num(raw, "stable.requests")
+        if not canary_total or not stable_total:
+            return None, "no requests on one side"
+        canary_errors, stable_errors = _num(raw, "canary.errors") or 0.0, _num(raw, "stable.errors") or 0.0
+        test = a.two_proportion_z_test(min(canary_errors, canary_total), canary_total, min(stable_errors, stable_total), stable_total)
+        return test.p_value, f"canary {test.canary_ratio:.4f} vs stable {test.stable_ratio:.4f}, z={test.z:.2f}"
+    if kind == "latencyP99":
+        return _num(raw, "canary.p99"), "p99 end-to-end latency, seconds"
+    if kind == "latencyVsStable":
+        canary, stable = _num(raw, "canary.p99"), _num(raw, "stable.p99")
+        if canary is None or not stable:
+            return None, "no latency on one side"
+        return canary / stable, f"canary p99 {canary:.3f}s vs stable {stable:.3f}s"
+    if kind == "timeToFirstTokenP95":
+        return _num(raw, "canary.ttft"), "p95 time to first token, seconds"
+    if kind == "interTokenLatencyP95":
+        return _num(raw, "canary.itl"), "p95 inter-token latency, seconds"
+    if kind == "outputLengthDrift":
+        canary, stable = _buckets(raw, "canary.lengths"), _buckets(raw, "stable.lengths")
+        if not canary or not stable or len(canary) != len(stable):
+            return None, "no output-length histogram on one side"
+        return a.kl_divergence(canary, stable), "KL(canary || stable) of generated tokens per request, nats"
+    if kind == "costPer1kTokens":
+        if ctx.gpu_hour_price is None:
+            return None, "no gpuHourPrice configured"
+        tokens = _num(raw, "canary.tokens")
+        cost = a.cost_per_1k_tokens(ctx.gpu_hour_price, ctx.canary_gpus, ctx.window_seconds, tokens or 0.0)
+        return cost, f"{ctx.canary_gpus:g} GPUs at {ctx.gpu_hour_price:g}/GPU-hour"
+    raise ValueError(f"unknown builtin {kind!r}")
+
+
+def evaluate(metrics: list[AnalysisMetric], raw: Raw, slo: Slo, ctx: Context, min_requests: int) -> Run:
+    """Judge every metric from ``raw`` (pure). Metrics with neither bound are reported, not judged."""
+    try:
+        requests = _num(raw, "canary.requests")
+    except MetricsError:
+        requests = None
+    enough = requests is not None and requests >= max(min_requests, 1)
+    results = []
+    for metric in metrics:
+        low, high = metric.min, metric.max
+        if metric.builtin is not None and low is None and high is None:
+            low, high = _DEFAULT_BOUNDS.get(metric.builtin, (None, None))
+        try:
+            if metric.query is not None:
+                value, note = _num(raw, f"query.{metric.name}"), "query"
+            else:
+                value, note = _builtin_value(metric, raw, slo, ctx)
+        except MetricsError as error:
+            results.append(MetricResult(metric.name, None, low, high, "Error", str(error)))
+            continue
+        if metric.builtin is not None and metric.builtin != "costPer1kTokens" and not enough:
+            verdict: a.Verdict = "Inconclusive"
+            note = f"{int(requests or 0)} canary requests, fewer than minRequests {min_requests}"
+        elif low is None and high is None:
+            verdict = "Pass" if value is not None else "Inconclusive"
+        else:
+            verdict = a.judge(value, low, high)
+        shown = "no data" if value is None else f"{value:.6g}"
+        bounds = " ".join(p for p in (f">= {low:g}" if low is not None else "", f"<= {high:g}" if high is not None else "") if p)
+        results.append(MetricResult(metric.name, value, low, high, verdict, f"{shown} (want {bounds or 'any'}): {note}"))
+    judged = [r.verdict for r, m in zip(results, metrics)
+              if not (r.min is None and r.max is None and m.builtin == "costPer1kTokens")]
+    return Run(verdict=a.overall(judged), requests=requests, metrics=tuple(results))
+
+
+def measure(provider: MetricsProvider, analysis: Analysis, slo: Slo, ctx: Context) -> Run:
+    """Collect and evaluate one run of ``analysis`` (its metrics, or :func:`default_metrics`)."""
+    metrics = list(analysis.metrics) or default_metrics(slo)
+    return evaluate(metrics, collect(provider, queries(metrics, ctx)), slo, ctx, analysis.min_requests)

@@ -1,0 +1,75 @@
+"""PromQL for the built-in SLIs, per revision. Pure string building.
+
+Series carry the revision through pod relabelling (``llmops.dev/revision`` -> ``llmops_dev_revision``) and
+the namespace as ``namespace``; see ``_contract``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import _contract as c
+
+
+def duration(seconds: float) -> str:
+    """A PromQL duration for whole seconds (``90`` -> ``"90s"``)."""
+    return f"{max(1, int(round(seconds)))}s"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which series a query covers: one revision of one LLMDeployment."""
+
+    namespace: str
+    deployment: str
+    revision: str
+
+    def selector(self, extra: str = "") -> str:
+        parts = [f'namespace="{self.namespace}"', f'{c.PROM_LABEL_DEPLOYMENT}="{self.deployment}"',
+                 f'{c.PROM_LABEL_REVISION}="{self.revision}"']
+        return "{" + ",".join(parts + ([extra] if extra else [])) + "}"
+
+
+def requests(scope: Scope, window: float) -> str:
+    """Finished requests in the window (every ``finished_reason``)."""
+    return f"sum(increase(vllm:request_success_total{scope.selector()}[{duration(window)}]))"
+
+
+def errors(scope: Scope, window: float) -> str:
+    """Requests vLLM finished with an error in the window."""
+    selector = scope.selector('finished_reason="error"')
+    return f"sum(increase(vllm:request_success_total{selector}[{duration(window)}]))"
+
+
+def quantile(scope: Scope, histogram: str, q: float, window: float) -> str:
+    """The ``q`` quantile of a vLLM histogram (``vllm:e2e_request_latency_seconds``...) over the window."""
+    return f"histogram_quantile({q}, sum by (le) (rate({histogram}_bucket{scope.selector()}[{duration(window)}])))"
+
+
+def latency_p99(scope: Scope, window: float) -> str:
+    return quantile(scope, "vllm:e2e_request_latency_seconds", 0.99, window)
+
+
+def ttft_p95(scope: Scope, window: float) -> str:
+    return quantile(scope, "vllm:time_to_first_token_seconds", 0.95, window)
+
+
+def itl_p95(scope: Scope, window: float) -> str:
+    return quantile(scope, "vllm:inter_token_latency_seconds", 0.95, window)
+
+
+def output_length_buckets(scope: Scope, window: float) -> str:
+    """Cumulative buckets (one series per ``le``) of generated tokens per request over the window."""
+    return f"sum by (le) (increase(vllm:request_generation_tokens_bucket{scope.selector()}[{duration(window)}]))"
+
+
+def generated_tokens(scope: Scope, window: float) -> str:
+    return f"sum(increase(vllm:generation_tokens_total{scope.selector()}[{duration(window)}]))"
+
+
+def render_template(query: str, *, revision: str, stable_revision: str, namespace: str, window: float) -> str:
+    """A user query with ``{{revision}}``, ``{{stable_revision}}``, ``{{namespace}}`` and ``{{interval}}`` filled in."""
+    values = {"revision": revision, "stable_revision": stable_revision, "namespace": namespace, "interval": duration(window)}
+    for key, value in values.items():
+        query = query.replace("{{" + key + "}}", value).replace("{{ " + key + " }}", value)
+    return query
