@@ -332,7 +332,9 @@ class Analysis(_Model):
     min_requests: Annotated[int, Field(ge=0)] = Field(20, description="Below this many requests a measurement is inconclusive.")
     inconclusive_limit: Annotated[int, Field(ge=1)] = 3
     consecutive_error_limit: Annotated[int, Field(ge=1)] = 4
-    metrics: list[AnalysisMetric] = Field(default_factory=list, max_length=32)
+    metrics: list[AnalysisMetric] = Field(default_factory=list, max_length=32,
+                                          description="Empty: error ratio within budget, burn rate, errors and latency against stable, and the SLO latencies.")
+    gpu_hour_price: Annotated[float, Field(ge=0)] | None = Field(None, description="Price of one GPU-hour, for costPer1kTokens.")
 
 
 class RolloutTemplate(_Model):
@@ -347,6 +349,10 @@ class RolloutTemplate(_Model):
     scale_down_delay_seconds: Annotated[int, Field(ge=0)] = Field(
         300, description="How long the previous revision is kept after a switch, so a switch back is instant."
     )
+    analysis_duration: Duration = Field("5m", description="Length of the analysis blue-green and shadow rollouts run before switching.")
+    mirror_percent: Percent = Field(50, description="Shadow: percent 0..100 of live traffic mirrored to the new revision.")
+    preview_header: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+$")] = Field(
+        "x-llmops-preview", description="Blue-green: requests with this header set to 'true' reach the new revision.")
 
 
 # ----------------------------------------------------------------------------------------- status
@@ -419,6 +425,10 @@ class LLMDeploymentStatus(_Model):
     model: ResolvedModel | None = None
     stable_revision: str | None = None
     canary_revision: str | None = None
+    spec_revision: str | None = Field(None, description="The revision the spec named at the last pass; a change starts a rollout.")
+    previous_revision: str | None = None
+    previous_scale_down_at: str | None = None
+    rollout: str | None = Field(None, description="The LLMRollout in progress, if any.")
     revisions: list[RevisionStatus] = Field(default_factory=list)
     replicas: int | None = None
     ready_replicas: int | None = None
@@ -452,24 +462,64 @@ class LLMRolloutSpec(_Model):
     strategy: Literal["canary", "blueGreen", "shadow"] | None = None
     steps: list[CanaryStep] | None = Field(None, max_length=64)
     analysis: Analysis | None = None
-    paused: bool = False
-    abort: bool = False
-    promote: bool = False
+    analysis_duration: Duration | None = None
+    mirror_percent: Percent | None = None
+    progress_deadline_seconds: Annotated[int, Field(ge=60)] | None = None
+    scale_down_delay_seconds: Annotated[int, Field(ge=0)] | None = None
+    paused: bool = Field(False, description="Hold at the current step.")
+    abort: bool = Field(False, description="Send all traffic back to stable, then scale the new revision down.")
+    promote: bool = Field(False, description="Skip the remaining steps and switch to the new revision.")
+    resume: Annotated[int, Field(ge=0)] = Field(0, description="Increment to continue past an indefinite pause or an inconclusive analysis.")
+    retry: Annotated[int, Field(ge=0)] = Field(0, description="Increment to start an aborted or failed rollout again from its first step.")
+
+
+class MetricStatus(_Model):
+    """One metric of the last analysis run: value, bounds and verdict."""
+
+    name: str
+    verdict: Literal["Pass", "Fail", "Inconclusive", "Error"]
+    message: str = ""
+    value: float | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+class AnalysisStatus(_Model):
+    """The analysis of the current step: counters and the last run."""
+
+    runs: int = 0
+    passed: int = 0
+    inconclusive: int = 0
+    consecutive_errors: int = 0
+    last_run_at: str | None = None
+    verdict: Literal["Pass", "Fail", "Inconclusive", "Error"] | None = None
+    requests: float | None = None
+    metrics: list[MetricStatus] = Field(default_factory=list)
 
 
 class LLMRolloutStatus(_Model):
-    """Observed state of an LLMRollout."""
+    """Observed state of an LLMRollout: everything needed to resume after a restart."""
 
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_CONDITIONS_LIST)
     phase: Literal["Pending", "Progressing", "Paused", "Succeeded", "Aborted", "Failed"] | None = None
+    message: str | None = None
     from_revision: str | None = None
     to_revision: str | None = None
     current_step_index: int | None = None
+    steps_total: int | None = None
     steps_hash: str | None = None
+    step_started_at: str | None = None
+    waiting_since: str | None = Field(None, description="Since when the new revision's pods are awaited (progress deadline).")
     canary_weight: int | None = None
     mirror_weight: int | None = None
-    message: str | None = None
+    preview: bool | None = None
+    canary_replicas: int | None = None
+    analysis: AnalysisStatus | None = None
+    observed_retry: int | None = None
+    observed_resume: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
 
 
 # ------------------------------------------------------------------------------------------ kinds

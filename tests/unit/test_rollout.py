@@ -1,0 +1,257 @@
+"""The rollout decision over tables: every step type, every verdict, manual controls, step edits."""
+
+import datetime
+
+import pytest
+
+from llm_operator._api import Analysis, AnalysisMetric, CanaryStep, LLMRolloutSpec, RolloutTemplate
+from llm_operator._measure import MetricResult, Run
+from llm_operator._rollout import Observed, Traffic, canary_size, decide, needs_measurement, plan_rollout
+
+T0 = datetime.datetime(2026, 11, 21, 10, 0, 0, tzinfo=datetime.UTC)
+
+
+def at(seconds: float) -> datetime.datetime:
+    return T0 + datetime.timedelta(seconds=seconds)
+
+
+def spec(**fields) -> LLMRolloutSpec:
+    return LLMRolloutSpec.model_validate({"deploymentName": "chat", "target": {"model": {"version": "2"}}, **fields})
+
+
+TEMPLATE = RolloutTemplate.model_validate({
+    "steps": [{"setWeight": 10}, {"analysis": {"duration": "2m"}}, {"setWeight": 50}, {"pause": {"duration": "1m"}}],
+    "analysis": {"interval": "30s", "inconclusiveLimit": 2, "consecutiveErrorLimit": 2},
+})
+
+PASS = Run("Pass", 500.0, (MetricResult("error-ratio", 0.001, None, 0.01, "Pass", "ok"),))
+FAIL = Run("Fail", 500.0, (MetricResult("error-ratio", 0.2, None, 0.01, "Fail", "0.2 (want <= 0.01)"),))
+NODATA = Run("Inconclusive", None, (MetricResult("error-ratio", None, None, 0.01, "Inconclusive", "no data"),))
+ERROR = Run("Error", None, (MetricResult("error-ratio", None, None, 0.01, "Error", "connection refused"),))
+
+
+def observed(ready=0, stable=4, target="new"):
+    return Observed(stable_revision="old", target_revision=target, stable_replicas=stable, canary_ready=ready, generation=1)
+
+
+class Walk:
+    """Feeds decisions back as the next pass's status, like the operator does."""
+
+    def __init__(self, plan):
+        self.plan = plan
+        self.status = {}
+        self.decision = None
+
+    def step(self, t, ready=0, run=None, **kw):
+        self.decision = decide(self.plan, self.status, observed(ready=ready, **kw), run, at(t))
+        self.status = self.decision.status
+        return self.decision
+
+    @property
+    def phase(self):
+        return self.status["phase"]
+
+
+@pytest.mark.parametrize("percent,stable,pods", [(10, 4, 1), (50, 4, 2), (60, 4, 3), (100, 4, 4), (5, 1, 1), (1, 40, 1), (25, 10, 3)])
+def test_canary_is_sized_for_its_share(percent, stable, pods):
+    assert canary_size(percent, stable) == pods
+
+
+def test_healthy_canary_walks_every_step_and_promotes():
+    walk = Walk(plan_rollout(spec(), TEMPLATE))
+    d = walk.step(0, ready=0)
+    assert (walk.phase, d.canary_replicas, d.traffic) == ("Progressing", 1, Traffic(0, 0, False))  # no weight before pods
+    assert "waiting for 1 ready pods" in walk.status["message"]
+    d = walk.step(5, ready=1)
+    assert d.traffic.canary_weight == 10 and walk.status["currentStepIndex"] == 1
+    assert needs_measurement(walk.plan, walk.status, at(5))
+    d = walk.step(5, ready=1, run=PASS)
+    assert walk.status["currentStepIndex"] == 1 and d.requeue_after == pytest.approx(30)  # 2 min analysis still running
+    for t in (35, 65, 95):
+        walk.step(t, ready=1, run=PASS)
+    d = walk.step(125, ready=1, run=PASS)
+    assert walk.status["currentStepIndex"] == 2
+    assert (d.canary_replicas, d.traffic.canary_weight) == (2, 10)  # 50% needs 2 of 4 pods first
+    d = walk.step(130, ready=2)
+    assert d.traffic.canary_weight == 50 and walk.status["currentStepIndex"] == 3
+    d = walk.step(150, ready=2)
+    assert d.requeue_after == pytest.approx(40)  # pause 1m started at 130
+    d = walk.step(190, ready=2)
+    assert (d.canary_replicas, d.promote) == (4, False)  # full size before the switch
+    d = walk.step(200, ready=4)
+    assert d.promote and walk.phase == "Succeeded" and d.traffic == Traffic()
+    assert ("Normal", "Promoted", "new replaces old as stable") in d.events
+    assert "analysis" not in walk.status  # cleared when its step completed
+    assert {c["type"]: c["status"] for c in walk.status["conditions"]}["Completed"] == "True"
+
+
+def test_failed_analysis_aborts_with_traffic_back_on_stable():
+    walk = Walk(plan_rollout(spec(), TEMPLATE))
+    walk.step(0, ready=1)
+    d = walk.step(1, ready=1, run=FAIL)
+    assert walk.phase == "Aborted"
+    assert d.traffic == Traffic(0, 0, False) and d.canary_replicas == 0 and not d.promote
+    assert "error-ratio: 0.2 (want <= 0.01)" in walk.status["message"]
+    reasons = {c["type"]: c["reason"] for c in walk.status["conditions"]}
+    assert reasons["Degraded"] == "AnalysisFailed" and reasons["Progressing"] == "AnalysisFailed"
+    # Terminal: later passes keep it there.
+    d = walk.step(60, ready=1, run=PASS)
+    assert walk.phase == "Aborted" and d.traffic.canary_weight == 0 and d.canary_replicas == 0
+
+
+def test_metrics_errors_abort_after_the_limit_never_promote():
+    walk = Walk(plan_rollout(spec(), TEMPLATE))
+    walk.step(0, ready=1)
+    walk.step(1, ready=1, run=ERROR)
+    walk.step(31, ready=1, run=ERROR)
+    assert walk.phase == "Progressing" and walk.status["analysis"]["consecutiveErrors"] == 2
+    d = walk.step(61, ready=1, run=ERROR)
+    assert walk.phase == "Aborted" and d.traffic.canary_weight == 0
+    assert {c["type"]: c["reason"] for c in walk.status["conditions"]}["Degraded"] == "MetricsUnavailable"
+
+
+def test_an_error_between_passes_resets_the_count():
+    walk = Walk(plan_rollout(spec(), TEMPLATE))
+    walk.step(0, ready=1)
+    for t, run in ((1, ERROR), (31, ERROR), (61, PASS), (91, ERROR), (121, ERROR)):
+        walk.step(t, ready=1, run=run)
+    assert walk.phase == "Progressing"
+
+
+def test_no_data_pauses_after_the_inconclusive_limit_and_resume_continues():
+    walk = Walk(plan_rollout(spec(), TEMPLATE))
+    walk.step(0, ready=1)
+    walk.step(1, ready=1, run=NODATA)
+    d = walk.step(31, ready=1, run=NODATA)
+    assert walk.phase == "Paused" and d.traffic.canary_weight == 10  # holds where it is, promotes nothing
+    assert {c["type"]: c["reason"] for c in walk.status["conditions"]}["Paused"] == "InconclusiveAnalysis"
+    assert not needs_measurement(walk.plan, walk.status, at(61))
+    walk.step(300, ready=1)
+    assert walk.phase == "Paused"  # still holding much later
+    walk.plan = plan_rollout(spec(resume=1), TEMPLATE)
+    walk.step(301, ready=1)
+    assert walk.phase == "Progressing" and walk.status["currentStepIndex"] == 2
+
+
+def test_analysis_without_a_pass_never_advances():
+    walk = Walk(plan_rollout(spec(), TEMPLATE))
+    walk.step(0, ready=1)
+    walk.step(1, ready=1, run=NODATA)
+    walk.step(500, ready=1)  # duration long over, but no passing run
+    assert walk.status["currentStepIndex"] == 1
+
+
+def test_manual_abort_pause_and_promote():
+    walk = Walk(plan_rollout(spec(), TEMPLATE))
+    walk.step(0, ready=1)
+    walk.plan = plan_rollout(spec(paused=True), TEMPLATE)
+    d = walk.step(10, ready=1, run=PASS)
+    assert walk.phase == "Paused" and d.traffic.canary_weight == 10
+    walk.plan = plan_rollout(spec(promote=True), TEMPLATE)
+    d = walk.step(20, ready=1)
+    assert not d.promote and d.canary_replicas == 4  # promote needs the full size first
+    d = walk.step(30, ready=4)
+    assert d.promote and walk.phase == "Succeeded" and "promoted by spec.promote" in walk.status["message"]
+    walk2 = Walk(plan_rollout(spec(abort=True), TEMPLATE))
+    d = walk2.step(0, ready=1)
+    assert walk2.phase == "Aborted" and d.traffic == Traffic() and d.canary_replicas == 0
+
+
+def test_retry_restarts_an_aborted_rollout_from_step_zero():
+    walk = Walk(plan_rollout(spec(), TEMPLATE))
+    walk.step(0, ready=1)
+    walk.step(1, ready=1, run=FAIL)
+    walk.plan = plan_rollout(spec(retry=1), TEMPLATE)
+    d = walk.step(100, ready=0)
+    assert walk.phase == "Progressing" and walk.status["currentStepIndex"] == 0 and d.traffic.canary_weight == 0
+    assert ("Normal", "Retried") == d.events[0][:2]
+    walk.step(110, ready=0)
+    assert walk.phase == "Progressing"  # the retry counter is consumed once
+
+
+def test_editing_the_steps_restarts_them():
+    walk = Walk(plan_rollout(spec(), TEMPLATE))
+    walk.step(0, ready=1)
+    assert walk.status["currentStepIndex"] == 1
+    walk.plan = plan_rollout(spec(steps=[{"setWeight": 5}, {"setWeight": 20}]), TEMPLATE)
+    d = walk.step(10, ready=1)
+    assert d.events[0][1] == "StepsChanged"
+    assert walk.status["currentStepIndex"] == 2 and d.traffic.canary_weight == 20  # replayed from 0 with the pods ready
+
+
+def test_a_new_target_restarts_with_no_traffic():
+    walk = Walk(plan_rollout(spec(), TEMPLATE))
+    walk.step(0, ready=1)
+    d = walk.step(10, ready=0, target="newer")
+    assert d.events[0][1] == "TargetChanged" and d.traffic.canary_weight == 0
+    assert walk.status["toRevision"] == "newer" and walk.status["currentStepIndex"] == 0
+
+
+def test_progress_deadline_fails_the_rollout():
+    plan = plan_rollout(spec(progressDeadlineSeconds=600), TEMPLATE)
+    walk = Walk(plan)
+    walk.step(0, ready=0)
+    walk.step(599, ready=0)
+    assert walk.phase == "Progressing"
+    d = walk.step(601, ready=0)
+    assert walk.phase == "Failed" and d.canary_replicas == 0
+    assert {c["type"]: c["reason"] for c in walk.status["conditions"]}["Degraded"] == "ProgressDeadlineExceeded"
+
+
+def test_indefinite_pause_waits_for_resume():
+    walk = Walk(plan_rollout(spec(steps=[{"setWeight": 20}, {"pause": {}}, {"setWeight": 40}]), TEMPLATE))
+    walk.step(0, ready=1)
+    assert walk.phase == "Paused" and {c["type"]: c["reason"] for c in walk.status["conditions"]}["Paused"] == "WaitingForResume"
+    walk.step(3600, ready=2)
+    assert walk.phase == "Paused"
+    walk.plan = plan_rollout(spec(steps=[{"setWeight": 20}, {"pause": {}}, {"setWeight": 40}], resume=1), TEMPLATE)
+    d = walk.step(3601, ready=2)
+    assert d.traffic.canary_weight == 40
+
+
+def test_blue_green_preview_analysis_switch():
+    walk = Walk(plan_rollout(spec(strategy="blueGreen", analysisDuration="1m"), TEMPLATE))
+    assert [s.kind for s in walk.plan.steps] == ["preview", "analysis"]
+    d = walk.step(0, ready=2)
+    assert d.canary_replicas == 4 and not d.traffic.preview  # full size behind the preview first
+    d = walk.step(10, ready=4)
+    assert d.traffic == Traffic(0, 0, True)
+    walk.step(11, ready=4, run=PASS)
+    d = walk.step(75, ready=4, run=PASS)
+    assert d.promote and walk.phase == "Succeeded"
+
+
+def test_shadow_mirrors_analyses_then_follows_the_steps():
+    walk = Walk(plan_rollout(spec(strategy="shadow", mirrorPercent=25, analysisDuration="30s", steps=[{"setWeight": 50}]), TEMPLATE))
+    assert [(s.kind, s.value) for s in walk.plan.steps] == [("mirror", 25), ("analysis", None), ("mirror", 0), ("weight", 50)]
+    d = walk.step(0, ready=1)
+    assert d.traffic == Traffic(0, 25, False)  # mirrored, no live traffic
+    d = walk.step(31, ready=1, run=PASS)
+    assert d.traffic == Traffic(50, 0, False) or d.canary_replicas == 2
+    d = walk.step(40, ready=2)
+    assert d.traffic == Traffic(50, 0, False)
+
+
+def test_empty_canary_steps_switch_when_ready():
+    walk = Walk(plan_rollout(spec(steps=[]), TEMPLATE))
+    d = walk.step(0, ready=0)
+    assert d.canary_replicas == 4 and not d.promote
+    assert walk.step(5, ready=4).promote
+
+
+def test_needs_measurement_follows_the_interval():
+    walk = Walk(plan_rollout(spec(), TEMPLATE))
+    walk.step(0, ready=1)
+    assert needs_measurement(walk.plan, walk.status, at(0))
+    walk.step(0, ready=1, run=PASS)
+    assert not needs_measurement(walk.plan, walk.status, at(20))
+    assert needs_measurement(walk.plan, walk.status, at(30))
+
+
+def test_decide_is_pure_and_repeatable():
+    plan = plan_rollout(spec(), TEMPLATE)
+    status = Walk(plan).step(0, ready=1).status
+    frozen = dict(status)
+    one = decide(plan, status, observed(ready=1), PASS, at(5))
+    two = decide(plan, status, observed(ready=1), PASS, at(5))
+    assert status == frozen and one.status == two.status and one.traffic == two.traffic
