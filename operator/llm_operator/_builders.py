@@ -365,11 +365,14 @@ def build_destination_rule(name: str, namespace: str, stable: str, canary: str |
     }
 
 
-def build_virtual_service(name: str, namespace: str, spec: LLMDeploymentSpec, routes: Routes) -> dict[str, Any]:
+def build_virtual_service(name: str, namespace: str, spec: LLMDeploymentSpec, routes: Routes,
+                          preview_header: str | None = None) -> dict[str, Any]:
     """The VirtualService routing to the subsets with ``routes``' weights.
 
-    The weights and mirror are owned by the rollout logic: reconciling an LLMDeployment passes in the
-    weights it read from the live object (:func:`routes_of`), so structure changes never reset them.
+    The weights and mirror are owned by the rollout logic: with no rollout in progress, reconciling an
+    LLMDeployment passes in the weights it read from the live object (:func:`routes_of`), so structure changes
+    never reset them. ``preview_header`` (blue-green) adds a first route sending requests that carry the
+    header with value ``true`` to the canary subset.
     """
     host = service_host(name, namespace)
 
@@ -386,7 +389,11 @@ def build_virtual_service(name: str, namespace: str, spec: LLMDeploymentSpec, ro
     if routes.mirror_percent > 0:
         http["mirror"] = destination(c.SUBSET_CANARY)
         http["mirrorPercentage"] = {"value": float(routes.mirror_percent)}
-    vs_spec: dict[str, Any] = {"hosts": [host, *spec.traffic.hosts], "http": [http]}
+    routes_list = [http]
+    if preview_header:
+        routes_list.insert(0, {"name": "preview", "match": [{"headers": {preview_header: {"exact": "true"}}}],
+                               "route": [{"destination": destination(c.SUBSET_CANARY), "weight": 100}]})
+    vs_spec: dict[str, Any] = {"hosts": [host, *spec.traffic.hosts], "http": routes_list}
     if spec.traffic.gateways:
         vs_spec["gateways"] = [*spec.traffic.gateways, "mesh"]
     return {

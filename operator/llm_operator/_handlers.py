@@ -24,7 +24,10 @@ import kopf
 from . import _contract as c
 from ._api import GROUP, VERSION
 from ._kube import DynamicKube, Kube, KubeError
-from ._reconcile import Event, execute, observe, plan_llmdeployment
+from ._measure import measure
+from ._metrics import MetricsError, MetricsProvider, PrometheusProvider
+from ._reconcile import Event, execute, measurement_due, observe, plan_llmdeployment
+from ._validation import parse_llmdeployment
 from ._settings import Settings
 
 SETTINGS = Settings.from_env()
@@ -56,6 +59,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if "kube" not in memo:
         memo.kube = await asyncio.to_thread(DynamicKube.from_environment, SETTINGS.kubeconfig)
     memo.locks = defaultdict(threading.Lock)
+    memo.providers, memo.providers_lock = {}, threading.Lock()
+    memo.loop, memo.timers = asyncio.get_running_loop(), {}
     memo.autoscalers = frozenset([
         kind for api_version, kind in (("autoscaling/v2", "HorizontalPodAutoscaler"), ("keda.sh/v1alpha1", "ScaledObject"))
         if await asyncio.to_thread(memo.kube.serves, api_version, kind)
@@ -64,29 +69,88 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.resync = asyncio.create_task(_resync_loop(memo), name="llm-operator-resync")
 
 
-def reconcile(kube: Kube, memo: kopf.Memo, namespace: str, name: str) -> None:
-    """One level-based pass over one LLMDeployment (re-read, observe, plan, execute)."""
+def _provider(memo: kopf.Memo, url: str | None) -> MetricsProvider:
+    """One provider per Prometheus address, built on first use and kept."""
+    url = url or SETTINGS.prometheus_url
+    if not url:
+        raise MetricsError("no Prometheus address: set analysis.prometheusAddress or LLMOPS_PROMETHEUS_URL")
+    with memo.providers_lock:
+        if url not in memo.providers:
+            memo.providers[url] = PrometheusProvider(url)
+        return memo.providers[url]
+
+
+class _Unavailable:
+    """A provider whose every query fails with the same error (no address configured)."""
+
+    def __init__(self, error: MetricsError):
+        self.error = error
+
+    def query(self, promql: str) -> Any:
+        raise self.error
+
+
+def reconcile(kube: Kube, memo: kopf.Memo, namespace: str, name: str) -> float | None:
+    """One level-based pass over one LLMDeployment (re-read, observe, measure if due, plan, execute).
+    Returns when the plan wants the next pass (seconds), or None."""
     with memo.locks[(namespace, name)]:
         body = kube.get(f"{GROUP}/{VERSION}", "LLMDeployment", namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            return
+            return None
         now = _now()
-        plan = plan_llmdeployment(body, observe(kube, body, memo.autoscalers), now, autoscaler_kinds=memo.autoscalers)
+        observed = observe(kube, body, memo.autoscalers)
+        run = None
+        wanted = measurement_due(body, observed, now)
+        if wanted is not None:
+            analysis, context = wanted
+            try:
+                provider = _provider(memo, analysis.prometheus_address)
+            except MetricsError as error:
+                provider = _Unavailable(error)
+            run = measure(provider, analysis, parse_llmdeployment(body).slo, context)
+        plan = plan_llmdeployment(body, observed, now, autoscaler_kinds=memo.autoscalers, run=run)
 
         def post(event: Event) -> None:
-            kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])
+            about = event.about or body
+            if about.get("metadata", {}).get("uid"):
+                kopf.event(dict(about), type=event.type, reason=event.reason, message=event.message[:1024])
 
         def own(obj: dict[str, Any]) -> None:
             kopf.append_owner_reference(obj, owner=kopf.Body(body))
 
         execute(kube, body, plan, now=now, post_event=post, owner=own)
+        return plan.requeue_after
+
+
+def _schedule(memo: kopf.Memo, namespace: str, name: str, delay: float) -> None:
+    """Run a pass for the object after ``delay`` seconds (one pending timer per object; the earliest wins)."""
+    key = (namespace, name)
+
+    def arm() -> None:
+        current = memo.timers.get(key)
+        due = memo.loop.time() + delay
+        if current is not None and current.when() <= due:
+            return
+        if current is not None:
+            current.cancel()
+        memo.timers[key] = memo.loop.call_at(due, lambda: memo.loop.create_task(_fire(memo, namespace, name)))
+
+    memo.loop.call_soon_threadsafe(arm)
+
+
+async def _fire(memo: kopf.Memo, namespace: str, name: str) -> None:
+    memo.timers.pop((namespace, name), None)
+    await asyncio.to_thread(_guarded, memo, namespace, name, log)
 
 
 def _guarded(memo: kopf.Memo, namespace: str, name: str, logger: logging.Logger) -> None:
     try:
-        reconcile(memo.kube, memo, namespace, name)
+        requeue = reconcile(memo.kube, memo, namespace, name)
     except KubeError as error:  # the next event or resync retries; status already says what failed
         logger.warning("reconcile of %s/%s failed: %s", namespace, name, error)
+        requeue = min(30.0, SETTINGS.resync_seconds)
+    if requeue is not None:
+        _schedule(memo, namespace, name, max(requeue, 0.5))
 
 
 @kopf.on.event(GROUP, VERSION, "llmdeployments")
@@ -112,6 +176,14 @@ async def _resync_loop(memo: kopf.Memo) -> None:
 @kopf.on.cleanup()
 async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
     memo.resync.cancel()
+
+
+@kopf.on.event(GROUP, VERSION, "llmrollouts")
+def llmrollout_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    """An LLMRollout's spec or status moved: its LLMDeployment's pass carries the rollout forward."""
+    deployment = body.spec.get("deploymentName")
+    if deployment:
+        _guarded(memo, body.metadata.namespace, deployment, logger)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_MANAGED_BY: c.MANAGER})

@@ -50,6 +50,9 @@ class Kube(Protocol):
     def patch_status(self, api_version: str, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
         """Apply a JSON patch (RFC 6902) through the status subresource; a failed ``test`` is a :class:`Conflict`."""
 
+    def scale(self, namespace: str, name: str, replicas: int) -> None:
+        """Set a Deployment's ``spec.replicas`` with a merge patch."""
+
     def serves(self, api_version: str, kind: str) -> bool:
         """Whether the cluster serves ``kind`` (e.g. KEDA's ScaledObject)."""
 
@@ -145,6 +148,14 @@ class DynamicKube:
             self._resource(api_version, kind).delete(name=name, namespace=namespace, body={"propagationPolicy": "Background"})
         except (NotFoundError, ResourceNotFoundError):
             return
+        except Exception as error:
+            raise _wrap(error) from error
+
+    def scale(self, namespace: str, name: str, replicas: int) -> None:
+        try:
+            self._resource("apps/v1", "Deployment").patch(
+                body={"spec": {"replicas": replicas}}, name=name, namespace=namespace,
+                content_type="application/merge-patch+json", field_manager=c.FIELD_MANAGER)
         except Exception as error:
             raise _wrap(error) from error
 

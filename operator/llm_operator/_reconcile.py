@@ -12,6 +12,7 @@ skipped without harm, and a pass that finds nothing to do writes nothing.
 from __future__ import annotations
 
 import copy
+import datetime
 import hashlib
 import json
 import logging
@@ -26,8 +27,12 @@ from kubernetes.utils.quantity import parse_quantity
 from . import _builders as b
 from . import _conditions as cond
 from . import _contract as c
+from . import _progressive as p
 from ._api import API_VERSION, LLMDeploymentSpec, ResolvedModel
 from ._kube import Conflict, Kube, KubeError
+from ._measure import Run
+from ._rollout import TERMINAL, decide
+from ._rollout import Observed as RolloutObserved
 from ._validation import InvalidSpec, parse_llmdeployment
 
 log = logging.getLogger(__name__)
@@ -56,30 +61,57 @@ class Delete:
 
 
 @dataclass(frozen=True)
+class Scale:
+    """Set a Deployment's replicas (a merge patch of ``spec.replicas``, leaving the rest as it is)."""
+
+    name: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class Create:
+    """Create ``obj`` unless it exists (used for the LLMRollouts the operator starts)."""
+
+    obj: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WriteStatus:
+    """Patch another object's status (an LLMRollout's) from ``body``'s to ``status``."""
+
+    body: Mapping[str, Any]
+    status: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Event:
-    """A Kubernetes Event about the reconciled object."""
+    """A Kubernetes Event about the reconciled object, or about ``about`` (an LLMRollout) when given."""
 
     type: str  # Normal | Warning
     reason: str
     message: str
+    about: Mapping[str, Any] | None = None
 
 
 @dataclass
 class Observed:
-    """What is live: the revision Deployments of this LLMDeployment (by revision id) and its other
-    children (by kind; None when absent)."""
+    """What is live: the revision Deployments of this LLMDeployment (by revision id), its other children
+    (by kind; None when absent), and the LLMRollouts that name it."""
 
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
     children: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    rollouts: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
 class Plan:
-    """The outcome of one pass: actions in order, events, and the full new status."""
+    """The outcome of one pass: actions in safe order, events, the full new status, and when to look again
+    (seconds; None: on the next watch event or resync)."""
 
-    actions: list[Apply | Delete]
+    actions: list[Apply | Delete | Create | WriteStatus | Scale]
     events: list[Event]
     status: dict[str, Any]
+    requeue_after: float | None = None
 
 
 # ------------------------------------------------------------------------------------ comparison
@@ -177,26 +209,45 @@ def _invalid(body: Mapping[str, Any], error: InvalidSpec, now: str) -> Plan:
     return Plan(actions=[], events=events, status=status)
 
 
+def _replicas(dep: Mapping[str, Any] | None) -> int:
+    return _int((dep or {}).get("spec", {}).get("replicas"))
+
+
+def _ready(dep: Mapping[str, Any] | None) -> int:
+    """Ready pods of a Deployment, counted only when its status reflects its current spec."""
+    if not dep:
+        return 0
+    status = dep.get("status") or {}
+    if _int(dep.get("metadata", {}).get("generation")) > _int(status.get("observedGeneration")):
+        return 0
+    return _int(status.get("readyReplicas"))
+
+
+def _ts_parse(ts: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
 def plan_llmdeployment(
     body: Mapping[str, Any], observed: Observed, now: str, *, model: ResolvedModel | None = None,
-    autoscaler_kinds: frozenset[str] = frozenset({"HorizontalPodAutoscaler"}),
+    autoscaler_kinds: frozenset[str] = frozenset({"HorizontalPodAutoscaler"}), run: Run | None = None,
 ) -> Plan:
-    """Decide one reconcile pass for an LLMDeployment.
+    """Decide one reconcile pass for an LLMDeployment, including its active LLMRollout's step.
 
     Args:
         body: the LLMDeployment as read from the API (``metadata``, ``spec``, ``status``).
-        observed: its live children.
+        observed: its live children and the LLMRollouts that name it.
         now: the current time, RFC 3339.
         model: the model as resolved from the registry; the spec's static reading when None.
         autoscaler_kinds: the autoscaler kinds the cluster serves (``ScaledObject`` needs KEDA).
+        run: the analysis measured in this pass for the active rollout (see :func:`measurement_due`).
 
     Returns:
         The :class:`Plan`. An invalid spec yields no actions and a ``Degraded``/``InvalidSpec`` status.
 
-    Revision handling: the spec names one revision. While the stable revision differs (a new model or
-    runtime), the new revision's Deployment comes up beside it and traffic is switched to it once all its
-    pods are ready; the previous revision's Deployment is deleted on the next pass. (An LLMRollout, when
-    one is in progress, moves weights step by step instead.)
+    Revisions: the first revision the spec names becomes stable directly. Later, when the spec names a new
+    revision, the pass creates an LLMRollout for it from ``spec.rollout``; the active LLMRollout's decision
+    (``_rollout.decide``) sizes the new revision's Deployment, sets the route weights and, at the end, makes it
+    the stable revision. The previous revision is kept for ``scaleDownDelaySeconds``, then deleted.
     """
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], meta.get("generation")
@@ -205,34 +256,94 @@ def plan_llmdeployment(
     except InvalidSpec as error:
         return _invalid(body, error, now)
 
+    now_dt = _ts_parse(now)
     old_status: dict[str, Any] = dict(body.get("status") or {})
     model = model or b.static_model(spec)
-    desired = b.make_revision(spec, model)
+    spec_rev = b.make_revision(spec, model)
+    events: list[Event] = []
+    actions: list[Apply | Delete | Create | WriteStatus | Scale] = []
+    requeue: list[float] = []
 
     stable_id = old_status.get("stableRevision")
-    if stable_id is None or (stable_id not in observed.deployments and stable_id != desired.id):
-        stable_id = desired.id
-    canary_id = desired.id if desired.id != stable_id else None
+    if stable_id is None or (stable_id not in observed.deployments and stable_id != spec_rev.id):
+        stable_id = spec_rev.id  # the first revision (or a stable one that vanished) is served directly
+    spec_revision = old_status.get("specRevision") or stable_id
+    if spec_rev.id != spec_revision and spec_rev.id != stable_id:
+        rollout = p.auto_rollout(name, namespace, spec, model, spec_rev.id)
+        if not any(r["metadata"]["name"] == rollout["metadata"]["name"] for r in observed.rollouts):
+            actions.append(Create(rollout))
+            events.append(Event("Normal", "RolloutCreated", f"the spec names revision {spec_rev.id}: created LLMRollout {rollout['metadata']['name']}"))
+    spec_revision = spec_rev.id
 
     scaling = spec.autoscaling
-    live_desired = observed.deployments.get(desired.id)
+    stable_live = observed.deployments.get(stable_id)
     if scaling is not None:
         # The autoscaler owns replicas: echo what is live so an apply never fights it.
-        want = _int(live_desired["spec"].get("replicas")) if live_desired else max(scaling.min_replicas, 1)
+        want = _replicas(stable_live) if stable_live else max(scaling.min_replicas, 1)
     else:
         want = spec.replicas
 
-    events: list[Event] = []
-    if canary_id is not None and live_desired is not None and _deployment_ready(live_desired, want):
-        events.append(Event("Normal", "RevisionPromoted", f"revision {desired.id} is ready; traffic moves from {stable_id} to it"))
-        stable_id, canary_id = desired.id, None
-
-    desired_objects: list[dict[str, Any]] = [b.build_deployment(name, namespace, spec, desired, want)]
+    # ---- the active rollout
+    active, invalid = p.resolve(spec, observed.rollouts)
+    for rollout, error in invalid:
+        status = dict(rollout.get("status") or {})
+        if status.get("phase") != "Failed" or status.get("message") != str(error):
+            status.update(phase="Failed", message=str(error))
+            status["conditions"] = cond.set_condition(status.get("conditions", []), cond.DEGRADED, "True", "InvalidSpec",
+                                                      str(error), now=now, generation=rollout["metadata"].get("generation"))
+            actions.append(WriteStatus(rollout, status))
+            events.append(Event("Warning", "InvalidSpec", str(error), about=rollout))
+    canary: b.Revision | None = None
+    canary_spec = spec
     routes = b.routes_of(observed.children.get("VirtualService")) or b.Routes()
+    preview = False
+    canary_replicas = 0
+    previous = old_status.get("previousRevision")
+    previous_at = old_status.get("previousScaleDownAt")
+    if active is not None:
+        rollout_status = dict(active.body.get("status") or {})
+        target = active.revision
+        if target.id == stable_id and rollout_status.get("phase") not in TERMINAL:
+            rollout_status.update(phase="Succeeded", toRevision=target.id, fromRevision=stable_id, finishedAt=now,
+                                  message=f"{target.id} is already stable")
+            actions.append(WriteStatus(active.body, rollout_status))
+        elif target.id != stable_id:
+            decision = decide(active.plan, rollout_status, RolloutObserved(
+                stable_revision=stable_id, target_revision=target.id, stable_replicas=max(want, 1),
+                canary_ready=_ready(observed.deployments.get(target.id)),
+                generation=active.body["metadata"].get("generation")), run, now_dt)
+            if decision.status != rollout_status:
+                actions.append(WriteStatus(active.body, decision.status))
+            events += [Event(t, r, m, about=active.body) for t, r, m in decision.events]
+            if decision.requeue_after is not None:
+                requeue.append(decision.requeue_after)
+            if decision.promote:
+                events.append(Event("Normal", "RevisionPromoted", f"revision {target.id} replaces {stable_id} as stable"))
+                previous, previous_at = stable_id, _iso(now_dt + datetime.timedelta(seconds=active.plan.scale_down_delay_seconds))
+                stable_id = target.id
+                routes = b.Routes()
+            elif decision.status.get("phase") in TERMINAL:
+                routes = b.Routes()
+            else:
+                canary, canary_spec, canary_replicas = target, active.spec, decision.canary_replicas
+                routes = b.Routes(100 - decision.traffic.canary_weight, decision.traffic.canary_weight, decision.traffic.mirror_percent)
+                preview = decision.traffic.preview
+        status_rollout = active.body["metadata"]["name"]
+    else:
+        status_rollout = None
+
+    # ---- desired children
+    desired_objects: list[dict[str, Any]] = []
+    if stable_id == spec_rev.id:
+        desired_objects.append(b.build_deployment(name, namespace, spec, spec_rev, want))
+    elif active is not None and stable_id == active.revision.id:  # promoted in this pass
+        desired_objects.append(b.build_deployment(name, namespace, active.spec, active.revision, want))
+    if canary is not None:
+        desired_objects.append(b.build_deployment(name, namespace, canary_spec, canary, canary_replicas))
     desired_objects += [
         b.build_service(name, namespace, spec),
-        b.build_destination_rule(name, namespace, stable_id, canary_id),
-        b.build_virtual_service(name, namespace, spec, routes),
+        b.build_destination_rule(name, namespace, stable_id, canary.id if canary is not None else None),
+        b.build_virtual_service(name, namespace, spec, routes, preview_header=spec.rollout.preview_header if preview else None),
     ]
     stable_deployment = c.revision_deployment_name(name, stable_id)
     delete_kinds: list[tuple[str, str]] = []
@@ -249,43 +360,62 @@ def plan_llmdeployment(
     else:
         delete_kinds.append(("policy/v1", "PodDisruptionBudget"))
 
-    actions: list[Apply | Delete] = []
+    grow: list[Apply] = []
+    routing: list[Apply] = []
+    shrink: list[Apply] = []
     for obj in desired_objects:
         obj = with_applied_hash(obj)
-        live = observed.deployments.get(desired.id) if obj["kind"] == "Deployment" else observed.children.get(obj["kind"])
-        if needs_apply(obj, live):
-            actions.append(Apply(obj, created=live is None))
-    # The stable revision, when it is not the spec's, keeps its own pod template: only its size follows.
-    if stable_id != desired.id and stable_id in observed.deployments and scaling is None:
-        live_stable = observed.deployments[stable_id]
-        if _int(live_stable["spec"].get("replicas")) != want:
-            patch = {"apiVersion": "apps/v1", "kind": "Deployment",
-                     "metadata": {"name": stable_deployment, "namespace": namespace}, "spec": {"replicas": want}}
-            actions.insert(0, Apply(patch, created=False))
+        if obj["kind"] == "Deployment":
+            revision = obj["metadata"]["labels"][c.LABEL_REVISION]
+            live = observed.deployments.get(revision)
+            if needs_apply(obj, live):
+                (shrink if live and obj["spec"]["replicas"] < _replicas(live) else grow).append(Apply(obj, created=live is None))
+        else:
+            live = observed.children.get(obj["kind"])
+            if needs_apply(obj, live):
+                routing.append(Apply(obj, created=live is None))
+    # A stable revision the spec no longer describes keeps its pod template: only its size follows, through a
+    # plain scale (an apply of just the replicas would drop every other field the operator's manager owns).
+    scales: list[Scale] = []
+    built = {a.obj["metadata"]["name"] for a in grow + shrink} | {o["metadata"]["name"] for o in desired_objects}
+    if stable_id in observed.deployments and stable_deployment not in built and scaling is None:
+        if _replicas(observed.deployments[stable_id]) != want:
+            scales.append(Scale(stable_deployment, want))
+    # Order is safety: pods up before traffic moves to them (DestinationRule before VirtualService), traffic
+    # away before pods go down, deletions last.
+    order = {"Service": 0, "DestinationRule": 1, "VirtualService": 2}
+    routing.sort(key=lambda a: order.get(a.obj["kind"], 3))
+    actions += grow + [x for x in scales if x.replicas > _replicas(observed.deployments[stable_id])] + routing
+    actions += shrink + [x for x in scales if x.replicas < _replicas(observed.deployments[stable_id])]
     for api_version, kind in delete_kinds:
         if observed.children.get(kind) is not None:
             actions.append(Delete(api_version, kind, name))
-    keep = {stable_id, canary_id, old_status.get("stableRevision")} - {None}
+    keep = {stable_id, canary.id if canary else None}
+    if previous and previous_at and now_dt < _ts_parse(previous_at):
+        keep.add(previous)
+        requeue.append((_ts_parse(previous_at) - now_dt).total_seconds())
+    elif previous:
+        previous = previous_at = None
     for revision, dep in sorted(observed.deployments.items()):
         if revision not in keep:
             actions.append(Delete("apps/v1", "Deployment", dep["metadata"]["name"]))
 
     # ---- status
     revisions = []
-    for revision in sorted({stable_id, canary_id} - {None}):
+    roles = {stable_id: "stable", **({canary.id: "canary"} if canary else {}), **({previous: "previous"} if previous else {})}
+    for revision, role in sorted(roles.items(), key=lambda kv: ("stable", "canary", "previous").index(kv[1])):
         live = observed.deployments.get(revision)
-        revisions.append({
-            "revision": revision,
-            "deployment": c.revision_deployment_name(name, revision),
-            "role": "stable" if revision == stable_id else "canary",
-            "modelUri": (live or {}).get("metadata", {}).get("annotations", {}).get("llmops.dev/model-uri", model.uri)
-            if revision != desired.id else model.uri,
-            "replicas": _int((live or {}).get("status", {}).get("replicas")),
-            "readyReplicas": _int((live or {}).get("status", {}).get("readyReplicas")),
-        })
+        uri = (live or {}).get("metadata", {}).get("annotations", {}).get("llmops.dev/model-uri")
+        if uri is None:
+            uri = canary.model.uri if canary and revision == canary.id else (active.revision.model.uri if active and revision == active.revision.id else model.uri)
+        revisions.append({"revision": revision, "deployment": c.revision_deployment_name(name, revision), "role": role,
+                          "modelUri": uri, "replicas": _int((live or {}).get("status", {}).get("replicas")),
+                          "readyReplicas": _ready(live)})
     stable_live = observed.deployments.get(stable_id)
     replicas = _int((stable_live or {}).get("status", {}).get("replicas"))
-    ready = _int((stable_live or {}).get("status", {}).get("readyReplicas"))
+    ready = _ready(stable_live)
+    serving_model = (active.revision.model if active and stable_id == active.revision.id
+                     else model if stable_id == spec_rev.id else _model_of(old_status, stable_live))
 
     conditions = old_status.get("conditions", [])
 
@@ -293,16 +423,15 @@ def plan_llmdeployment(
         nonlocal conditions
         conditions = cond.set_condition(conditions, type_, status, reason, message, now=now, generation=generation)
 
-    if want == 0 and canary_id is None:
+    if want == 0 and canary is None:
         setc(cond.READY, "True", "ScaledToZero", "scaled to zero replicas")
     elif ready >= 1:
         setc(cond.READY, "True", "Available", f"{ready}/{want} replicas of revision {stable_id} ready")
     else:
         setc(cond.READY, "False", "ReplicasNotReady", f"0/{want} replicas of revision {stable_id} ready (the model may still be loading)")
-    if canary_id is not None:
-        live = observed.deployments.get(canary_id, {})
-        setc(cond.PROGRESSING, "True", "NewRevisionProgressing",
-             f"revision {canary_id}: {_int(live.get('status', {}).get('readyReplicas'))}/{want} replicas ready")
+    if canary is not None:
+        setc(cond.PROGRESSING, "True", "RolloutInProgress",
+             f"LLMRollout {status_rollout}: {routes.canary_weight}% to revision {canary.id}, {_ready(observed.deployments.get(canary.id))}/{canary_replicas} pods ready")
     elif ready < want:
         setc(cond.PROGRESSING, "True", "ScalingUp", f"{ready}/{want} replicas of revision {stable_id} ready")
     else:
@@ -316,28 +445,62 @@ def plan_llmdeployment(
     status: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": conditions,
-        "model": model.to_wire(),
+        "model": serving_model.to_wire() if serving_model else None,
         "stableRevision": stable_id,
+        "canaryRevision": canary.id if canary else None,
+        "specRevision": spec_revision,
+        "previousRevision": previous,
+        "previousScaleDownAt": previous_at,
+        "rollout": status_rollout if canary else None,
         "revisions": revisions,
         "replicas": replicas,
         "readyReplicas": ready,
         "endpoint": b.endpoint(name, namespace, spec),
     }
-    if canary_id is not None:
-        status["canaryRevision"] = canary_id
     status = {k: v for k, v in status.items() if v is not None}
 
     for action in actions:
         if isinstance(action, Apply):
             verb = "Created" if action.created else "Updated"
             events.append(Event("Normal", verb, f"{verb} {action.obj['kind']} {action.obj['metadata']['name']}"))
-        else:
+        elif isinstance(action, Delete):
             events.append(Event("Normal", "Deleted", f"Deleted {action.kind} {action.name}"))
+        elif isinstance(action, Scale):
+            events.append(Event("Normal", "Scaled", f"Scaled Deployment {action.name} to {action.replicas}"))
     for changed in cond.transitions(old_status.get("conditions", []), conditions):
         warning = changed["type"] == cond.DEGRADED and changed["status"] == "True"
         text = f"{changed['type']}={changed['status']}" + (f": {changed['message']}" if changed["message"] else "")
         events.append(Event("Warning" if warning else "Normal", changed["reason"], text))
-    return Plan(actions=actions, events=events, status=status)
+    return Plan(actions=actions, events=events, status=status, requeue_after=min(requeue) if requeue else None)
+
+
+def _iso(moment: datetime.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _model_of(old_status: Mapping[str, Any], live: Mapping[str, Any] | None) -> ResolvedModel | None:
+    """The model a stable revision that the spec no longer names was serving (from status or its annotation)."""
+    if old_status.get("model"):
+        return ResolvedModel.model_validate(old_status["model"])
+    uri = (live or {}).get("metadata", {}).get("annotations", {}).get("llmops.dev/model-uri")
+    return ResolvedModel(name=uri.split("://", 1)[-1], source="uri", uri=uri) if uri else None
+
+
+def measurement_due(body: Mapping[str, Any], observed: Observed, now: str) -> tuple[Any, Any] | None:
+    """If this pass should run an analysis: (the active rollout's Analysis, a measurement Context), else None.
+    Pure; the caller measures and hands the Run to :func:`plan_llmdeployment`."""
+    try:
+        spec = parse_llmdeployment(body)
+    except InvalidSpec:
+        return None
+    active, _ = p.resolve(spec, observed.rollouts)
+    if not p.due(active, _ts_parse(now)):
+        return None
+    assert active is not None
+    stable = (body.get("status") or {}).get("stableRevision") or active.body.get("status", {}).get("fromRevision")
+    context = p.measurement_context(body["metadata"]["name"], body["metadata"]["namespace"], active, stable,
+                                    _ready(observed.deployments.get(active.revision.id)), active.plan.analysis)
+    return active.plan.analysis, context
 
 
 # ------------------------------------------------------------------------------- observe, execute
@@ -356,7 +519,8 @@ def observe(kube: Kube, body: Mapping[str, Any], autoscaler_kinds: frozenset[str
     if "ScaledObject" in autoscaler_kinds:
         kinds.append(("keda.sh/v1alpha1", "ScaledObject"))
     children = {kind: kube.get(api_version, kind, namespace, name) for api_version, kind in kinds}
-    return Observed(deployments=deployments, children=children)
+    rollouts = [r for r in kube.list(API_VERSION, "LLMRollout", namespace, "") if r.get("spec", {}).get("deploymentName") == name]
+    return Observed(deployments=deployments, children=children, rollouts=rollouts)
 
 
 def status_patch(body: Mapping[str, Any], status: dict[str, Any]) -> list[dict[str, Any]]:
@@ -376,21 +540,35 @@ def execute(
     kube: Kube, body: Mapping[str, Any], plan: Plan, *, now: str, post_event: Callable[[Event], None],
     owner: Callable[[dict[str, Any]], None],
 ) -> int:
-    """Carry out ``plan``: apply and delete children in order, post its events, patch the status once.
+    """Carry out ``plan``: apply, scale, create and delete in its order, write the rollout's status after the
+    routes it records, post the events, and patch the LLMDeployment's status once.
 
     ``owner`` adds the owner reference to each applied object. Returns the number of API writes made.
     Raises :class:`KubeError` when a write fails (after recording the failure in status when it can).
     """
     writes = 0
     status = plan.status
+    namespace = body["metadata"]["namespace"]
     try:
         for action in plan.actions:
             if isinstance(action, Apply):
                 obj = copy.deepcopy(action.obj)
                 owner(obj)
                 kube.apply(obj)
+            elif isinstance(action, Create):
+                obj = copy.deepcopy(action.obj)
+                owner(obj)
+                try:
+                    kube.create(obj)
+                except Conflict:  # created by an earlier pass: the deterministic name makes this idempotent
+                    continue
+            elif isinstance(action, Scale):
+                kube.scale(namespace, action.name, action.replicas)
+            elif isinstance(action, WriteStatus):
+                writes += _write_status(kube, action.body, action.status)
+                continue
             else:
-                kube.delete(action.api_version, action.kind, body["metadata"]["namespace"], action.name)
+                kube.delete(action.api_version, action.kind, namespace, action.name)
             writes += 1
     except KubeError as error:
         status = copy.deepcopy(status)
@@ -412,7 +590,7 @@ def _write_status(kube: Kube, body: Mapping[str, Any], status: dict[str, Any]) -
         return 0
     meta = body["metadata"]
     try:
-        kube.patch_status(body.get("apiVersion", API_VERSION), body["kind"], meta["namespace"], meta["name"], ops)
+        kube.patch_status(body.get("apiVersion", API_VERSION), body.get("kind", "LLMDeployment"), meta["namespace"], meta["name"], ops)
     except Conflict:
         log.info("status of %s/%s changed while reconciling; the next pass retries", meta["namespace"], meta["name"])
         return 0

@@ -13,6 +13,8 @@ class Settings:
     Attributes:
         resync_seconds: how often every LLMDeployment is reconciled even when nothing was observed to
             change (level-based safety net; a pass that finds nothing to do writes nothing).
+        prometheus_url: the Prometheus base URL rollout analysis queries when neither the LLMRollout nor its
+            LLMDeployment's template names one (``LLMOPS_PROMETHEUS_URL``).
         kubeconfig: a kubeconfig path given with ``--kubeconfig`` (``LLMOPS_KUBECONFIG``); without it the
             operator uses in-cluster credentials, or ``KUBECONFIG``/``~/.kube/config`` through the official
             client (exec plugins and all).
@@ -20,10 +22,12 @@ class Settings:
 
     resync_seconds: float = 60.0
     kubeconfig: str | None = None
+    prometheus_url: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
             resync_seconds=float(os.environ.get("LLMOPS_RESYNC_SECONDS", cls.resync_seconds)),
             kubeconfig=os.environ.get("LLMOPS_KUBECONFIG") or None,
+            prometheus_url=os.environ.get("LLMOPS_PROMETHEUS_URL") or None,
         )

@@ -167,24 +167,31 @@ def test_dropped_field_is_removed_from_the_child(api, operator, namespace):
     wait_for(lambda: api.get("policy/v1", "PodDisruptionBudget", namespace, "llama-70b") is None, what="PDB deleted")
 
 
-def test_new_model_comes_up_beside_the_old_and_takes_over_when_ready(api, operator, namespace):
+def test_a_new_model_in_the_spec_rolls_out_through_an_llmrollout(api, operator, namespace):
     api.create(sample("llmdeployment-minimal"), namespace)
     obj = wait_for(lambda: _reconciled(api, namespace, "qwen-small"), what="first reconcile")
     old = obj["status"]["stableRevision"]
     _mark_ready(api, namespace, f"qwen-small-{old}", 1)
-    api.patch(*LLMD, namespace, "qwen-small", {"spec": {"model": {"uri": "hf://Qwen/Qwen2.5-3B-Instruct"}}})
+    api.patch(*LLMD, namespace, "qwen-small", {"spec": {"model": {"uri": "hf://Qwen/Qwen2.5-3B-Instruct"},
+                                                        "rollout": {"scaleDownDelaySeconds": 0}}})
     obj = wait_for(lambda: (o := _reconciled(api, namespace, "qwen-small", 2)) and o["status"].get("canaryRevision") and o,
-                   what="new revision")
+                   what="a canary revision")
     new = obj["status"]["canaryRevision"]
-    assert obj["status"]["stableRevision"] == old
+    rollout = api.get("llmops.dev/v1alpha1", "LLMRollout", namespace, f"qwen-small-{new}")
+    assert rollout["spec"]["target"]["model"] == {"uri": "hf://Qwen/Qwen2.5-3B-Instruct"}
+    assert rollout["status"]["phase"] == "Progressing" and rollout["status"]["toRevision"] == new
+    assert obj["status"]["stableRevision"] == old and obj["status"]["rollout"] == f"qwen-small-{new}"
     dr = api.get("networking.istio.io/v1", "DestinationRule", namespace, "qwen-small")
     assert [s["labels"]["llmops.dev/revision"] for s in dr["spec"]["subsets"]] == [old, new]
+    vs = api.get("networking.istio.io/v1", "VirtualService", namespace, "qwen-small")
+    assert [r["weight"] for r in vs["spec"]["http"][0]["route"]] == [100, 0]  # nothing before the pods are ready
     _mark_ready(api, namespace, f"qwen-small-{new}", 1)
     wait_for(lambda: api.get("apps/v1", "Deployment", namespace, f"qwen-small-{old}") is None, what="old revision removed")
     obj = _llmd(api, namespace, "qwen-small")
     assert obj["status"]["stableRevision"] == new and "canaryRevision" not in obj["status"]
     dr = api.get("networking.istio.io/v1", "DestinationRule", namespace, "qwen-small")
     assert [s["labels"]["llmops.dev/revision"] for s in dr["spec"]["subsets"]] == [new, new]
+    assert api.get("llmops.dev/v1alpha1", "LLMRollout", namespace, f"qwen-small-{new}")["status"]["phase"] == "Succeeded"
 
 
 def test_deleting_the_llmdeployment_collects_its_children(api, operator, namespace):

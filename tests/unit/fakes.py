@@ -77,6 +77,10 @@ class FakeKube:
         self.objects[(api_version, kind, namespace, name)] = patched
         return copy.deepcopy(patched)
 
+    def scale(self, namespace: str, name: str, replicas: int) -> None:
+        self.writes.append(("scale", "Deployment", name))
+        self.objects[("apps/v1", "Deployment", namespace, name)]["spec"]["replicas"] = replicas
+
     def serves(self, api_version: str, kind: str) -> bool:
         return kind in self.served
 

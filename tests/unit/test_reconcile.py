@@ -162,7 +162,7 @@ def test_reconcile_never_resets_route_weights(samples):
     assert b.routes_of(vs) == b.Routes(80, 20, 0)
 
 
-def test_new_revision_comes_up_beside_stable_then_takes_over(samples):
+def test_a_new_revision_in_the_spec_is_rolled_out_by_an_llmrollout(samples):
     cluster = Cluster(samples["llmdeployment-minimal"])
     cluster.reconcile(T0)
     (old,) = cluster.deployments()
@@ -171,27 +171,42 @@ def test_new_revision_comes_up_beside_stable_then_takes_over(samples):
     old_revision = cluster.body["status"]["stableRevision"]
 
     cluster.edit_spec(model={"uri": "hf://Qwen/Qwen2.5-3B-Instruct"})
-    plan, _ = cluster.reconcile(T1)
-    new = next(n for n in cluster.deployments() if n != old)
-    new_revision = new.rsplit("-", 1)[1]
+    plan, writes = cluster.reconcile(T1)
+    (rollout,) = [v for k, v in cluster.kube.objects.items() if k[1] == "LLMRollout"]
+    new_revision = cluster.body["status"]["specRevision"]
+    assert rollout["metadata"]["name"] == f"qwen-small-{new_revision}"
+    assert rollout["spec"]["target"]["model"] == {"uri": "hf://Qwen/Qwen2.5-3B-Instruct"}
+    assert rollout["metadata"]["ownerReferences"][0]["kind"] == "LLMDeployment"
+    assert cluster.body["status"]["stableRevision"] == old_revision
+    assert cluster.reconcile(T1)[0].actions != []  # the rollout's first pass
+
+    new = f"qwen-small-{new_revision}"
+    assert cluster.deployments()[new]["spec"]["replicas"] == 1  # no steps: full size (1) before the switch
     status = cluster.body["status"]
-    assert (status["stableRevision"], status["canaryRevision"]) == (old_revision, new_revision)
-    assert [s["labels"]["llmops.dev/revision"] for s in cluster.child("DestinationRule")["spec"]["subsets"]] == [old_revision, new_revision]
+    assert (status["stableRevision"], status["canaryRevision"], status["rollout"]) == (old_revision, new_revision, rollout["metadata"]["name"])
     assert b.routes_of(cluster.child("VirtualService")) == b.Routes(100, 0, 0)  # no traffic to the newcomer
-    assert next(c for c in status["conditions"] if c["type"] == "Progressing")["reason"] == "NewRevisionProgressing"
+    assert next(c for c in status["conditions"] if c["type"] == "Progressing")["reason"] == "RolloutInProgress"
+    (rollout,) = [v for k, v in cluster.kube.objects.items() if k[1] == "LLMRollout"]
+    assert rollout["status"]["phase"] == "Progressing" and "waiting for 1 ready pods" in rollout["status"]["message"]
 
     cluster.set_ready(new, 1)
     plan, _ = cluster.reconcile(T2)
     assert "RevisionPromoted" in [e.reason for e in plan.events]
     status = cluster.body["status"]
     assert status["stableRevision"] == new_revision and "canaryRevision" not in status
+    assert status["previousRevision"] == old_revision and status["previousScaleDownAt"] == "2026-11-21T10:07:00Z"
     assert [s["labels"]["llmops.dev/revision"] for s in cluster.child("DestinationRule")["spec"]["subsets"]] == [new_revision] * 2
-    assert old in cluster.deployments()  # kept until the switch is recorded
+    (rollout,) = [v for k, v in cluster.kube.objects.items() if k[1] == "LLMRollout"]
+    assert rollout["status"]["phase"] == "Succeeded"
+    assert old in cluster.deployments()  # kept for the scale-down delay: a switch back is instant
+    assert plan.requeue_after == 300
 
-    plan, writes = cluster.reconcile(T2)
-    assert writes == [("delete", "Deployment", old)]
+    assert cluster.reconcile("2026-11-21T10:05:00Z")[1] == []
+    plan, writes = cluster.reconcile("2026-11-21T10:07:01Z")
+    assert ("delete", "Deployment", old) in writes
     assert list(cluster.deployments()) == [new]
-    assert cluster.reconcile(T2)[1] == []
+    assert "previousRevision" not in cluster.body["status"]
+    assert cluster.reconcile("2026-11-21T10:08:00Z")[1] == []
 
 
 def test_autoscaled_replicas_belong_to_the_autoscaler(samples):

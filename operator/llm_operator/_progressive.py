@@ -1,0 +1,128 @@
+"""How LLMRollouts attach to an LLMDeployment's pass: which rollout is active, what revision it targets,
+what it must measure, and the LLMRollout the operator creates when the spec names a new revision. Pure.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import _builders as b
+from . import _contract as c
+from . import _promql as q
+from ._api import API_VERSION, Analysis, LLMDeploymentSpec, LLMRolloutSpec, ResolvedModel, parse_duration
+from ._measure import Context
+from ._rollout import TERMINAL, RolloutPlan, needs_measurement, plan_rollout
+from ._validation import InvalidSpec, parse_llmrollout
+
+AUTO_LABEL = "llmops.dev/created-by"
+
+
+def _created(obj: Mapping[str, Any]) -> tuple[str, str]:
+    return (obj["metadata"].get("creationTimestamp") or "", obj["metadata"]["name"])
+
+
+def wants_pass(rollout: Mapping[str, Any]) -> bool:
+    """Whether a rollout still needs passes: not finished, or finished but asked to retry."""
+    status = rollout.get("status") or {}
+    if status.get("phase") not in TERMINAL:
+        return True
+    return status.get("phase") in ("Aborted", "Failed") and (rollout.get("spec", {}).get("retry", 0) or 0) > (status.get("observedRetry") or 0)
+
+
+def active_rollout(rollouts: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The newest LLMRollout of a deployment that still needs passes; older ones wait their turn."""
+    candidates = sorted((r for r in rollouts if wants_pass(r) and not r["metadata"].get("deletionTimestamp")), key=_created)
+    return candidates[-1] if candidates else None
+
+
+def target_of(spec: LLMDeploymentSpec, rollout: LLMRolloutSpec) -> tuple[LLMDeploymentSpec, ResolvedModel]:
+    """The LLMDeployment spec as the rollout's target revision would run it: its model (an MLflow version of
+    the deployment's registered model, or a URI) and, when given, its runtime in place of the deployment's."""
+    target = rollout.target
+    if target.model.uri is not None:
+        source = {"uri": target.model.uri, "servedModelName": spec.model.served_model_name}
+    else:
+        if spec.model.mlflow is None:
+            raise InvalidSpec([_field("spec.target.model.version", "the LLMDeployment names no MLflow model; use target.model.uri")])
+        source = {"mlflow": {"name": spec.model.mlflow.name, "version": target.model.version,
+                             **({"secretRef": spec.model.mlflow.secret_ref.to_wire()} if spec.model.mlflow.secret_ref else {})},
+                  "servedModelName": spec.model.served_model_name}
+    update: dict[str, Any] = {"model": {k: v for k, v in source.items() if v is not None}}
+    if target.runtime is not None:
+        update["runtime"] = target.runtime.to_wire()
+    merged = LLMDeploymentSpec.model_validate({**spec.to_wire(), **update})
+    return merged, b.static_model(merged)
+
+
+def _field(path: str, message: str):  # a FieldError without importing the class at module level
+    from ._validation import FieldError
+
+    return FieldError(path, message)
+
+
+def auto_rollout(name: str, namespace: str, spec: LLMDeploymentSpec, model: ResolvedModel, revision: str) -> dict[str, Any]:
+    """The LLMRollout the operator creates when the spec names a new revision: named after the revision (so
+    the same revision never starts two rollouts), following the deployment's ``spec.rollout`` template."""
+    if model.source == "mlflow" and model.version is not None:
+        target_model: dict[str, Any] = {"version": model.version}
+    else:
+        target_model = {"uri": model.uri}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "LLMRollout",
+        "metadata": {
+            "name": f"{name}-{revision}",
+            "namespace": namespace,
+            "labels": {c.LABEL_DEPLOYMENT: name, c.LABEL_REVISION: revision, AUTO_LABEL: c.MANAGER},
+        },
+        "spec": {"deploymentName": name, "target": {"model": target_model, "runtime": spec.runtime.to_wire()}},
+    }
+
+
+@dataclass(frozen=True)
+class Active:
+    """The active rollout, resolved: its object, plan, target spec and revision."""
+
+    body: Mapping[str, Any]
+    plan: RolloutPlan
+    spec: LLMDeploymentSpec
+    revision: b.Revision
+
+
+def resolve(spec: LLMDeploymentSpec, rollouts: list[Mapping[str, Any]]) -> tuple[Active | None, list[tuple[Mapping[str, Any], InvalidSpec]]]:
+    """The active rollout (or None) and the rollouts that are invalid (reported on their own status)."""
+    invalid = []
+    for rollout in sorted((r for r in rollouts if wants_pass(r)), key=_created, reverse=True):
+        try:
+            rollout_spec = parse_llmrollout(rollout)
+            target_spec, target_model = target_of(spec, rollout_spec)
+        except InvalidSpec as error:
+            invalid.append((rollout, error))
+            continue
+        return Active(rollout, plan_rollout(rollout_spec, spec.rollout), target_spec, b.make_revision(target_spec, target_model)), invalid
+    return None, invalid
+
+
+def measurement_context(name: str, namespace: str, active: Active, stable: str, canary_ready: int, analysis: Analysis) -> Context:
+    """What an analysis run of ``active`` measures: canary and stable series, the windows, cost inputs."""
+    interval = parse_duration(analysis.interval)
+    status = active.body.get("status") or {}
+    index = status.get("currentStepIndex") or 0
+    step = active.plan.steps[index] if index < len(active.plan.steps) else None
+    long_window = (step.seconds if step and step.seconds else 10 * interval)
+    return Context(
+        canary=q.Scope(namespace, name, active.revision.id),
+        stable=q.Scope(namespace, name, stable),
+        window_seconds=max(interval, 30.0),
+        burn_long_seconds=max(long_window, 60.0),
+        canary_gpus=float(canary_ready * active.spec.resources.gpus),
+        gpu_hour_price=analysis.gpu_hour_price,
+    )
+
+
+def due(active: Active | None, now: datetime.datetime) -> bool:
+    """Whether the active rollout's current step wants an analysis run in this pass."""
+    return active is not None and needs_measurement(active.plan, dict(active.body.get("status") or {}), now)
