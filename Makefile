@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit e2e crds render clean
+.PHONY: demo test unit e2e crds render clean prometheus
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## the operator reconciling samples/ against a local API endpoint
 	PYTHONPATH=sandbox $(BIN)/python -m llm_sandbox.demo $(ARGS)
 
-test: $(STAMP)  ## every test: unit, and e2e against the local API endpoint
+prometheus:  ## Debian's Prometheus (with promtool) for the rollout tests, installed when missing
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus >/dev/null; }
+
+test: $(STAMP) prometheus  ## every test: unit, and e2e against the local API endpoint and a real Prometheus
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
-e2e: $(STAMP)
+e2e: $(STAMP) prometheus
 	$(BIN)/python -m pytest tests/e2e
 
 crds: $(STAMP)  ## regenerate crds/ and manifests/crds/ from the API models

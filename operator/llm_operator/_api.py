@@ -349,6 +349,8 @@ class RolloutTemplate(_Model):
     scale_down_delay_seconds: Annotated[int, Field(ge=0)] = Field(
         300, description="How long the previous revision is kept after a switch, so a switch back is instant."
     )
+    abort_scale_down_delay_seconds: Annotated[int, Field(ge=0)] = Field(
+        30, description="After an abort, how long the new revision's pods stay up while proxies converge on the stable-only routes.")
     analysis_duration: Duration = Field("5m", description="Length of the analysis blue-green and shadow rollouts run before switching.")
     mirror_percent: Percent = Field(50, description="Shadow: percent 0..100 of live traffic mirrored to the new revision.")
     preview_header: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+$")] = Field(
@@ -466,6 +468,7 @@ class LLMRolloutSpec(_Model):
     mirror_percent: Percent | None = None
     progress_deadline_seconds: Annotated[int, Field(ge=60)] | None = None
     scale_down_delay_seconds: Annotated[int, Field(ge=0)] | None = None
+    abort_scale_down_delay_seconds: Annotated[int, Field(ge=0)] | None = None
     paused: bool = Field(False, description="Hold at the current step.")
     abort: bool = Field(False, description="Send all traffic back to stable, then scale the new revision down.")
     promote: bool = Field(False, description="Skip the remaining steps and switch to the new revision.")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import socket
 import logging
 import threading
 from collections import defaultdict
@@ -26,11 +27,12 @@ from ._api import GROUP, VERSION
 from ._kube import DynamicKube, Kube, KubeError
 from ._measure import measure
 from ._metrics import MetricsError, MetricsProvider, PrometheusProvider
-from ._reconcile import Event, execute, measurement_due, observe, plan_llmdeployment
+from ._reconcile import Event, event_manifest, execute, measurement_due, observe, plan_llmdeployment
 from ._validation import parse_llmdeployment
 from ._settings import Settings
 
 SETTINGS = Settings.from_env()
+INSTANCE = socket.gethostname()
 log = logging.getLogger(__name__)
 
 
@@ -111,9 +113,15 @@ def reconcile(kube: Kube, memo: kopf.Memo, namespace: str, name: str) -> float |
         plan = plan_llmdeployment(body, observed, now, autoscaler_kinds=memo.autoscalers, run=run)
 
         def post(event: Event) -> None:
-            about = event.about or body
-            if about.get("metadata", {}).get("uid"):
-                kopf.event(dict(about), type=event.type, reason=event.reason, message=event.message[:1024])
+            about = dict(event.about or body)
+            about.setdefault("apiVersion", f"{GROUP}/{VERSION}")
+            about.setdefault("kind", "LLMRollout" if event.about is not None else "LLMDeployment")
+            if not about.get("metadata", {}).get("uid"):
+                return
+            try:
+                kube.create(event_manifest(about, event, now, INSTANCE))
+            except KubeError as error:  # an Event is worth a log line, not a failed pass
+                log.warning("could not post event %s on %s: %s", event.reason, about["metadata"]["name"], error)
 
         def own(obj: dict[str, Any]) -> None:
             kopf.append_owner_reference(obj, owner=kopf.Body(body))

@@ -32,6 +32,10 @@ class Context:
     stable: q.Scope
     window_seconds: float  # the recent window each run looks at (the analysis interval, at least 30 s)
     burn_long_seconds: float  # the long burn-rate window (the analysis step's duration)
+
+    @property
+    def burn(self) -> a.BurnWindows:
+        return a.burn_windows(self.burn_long_seconds, min_short_seconds=self.window_seconds)
     canary_gpus: float = 0.0  # GPUs the canary holds (replicas x GPUs per replica)
     gpu_hour_price: float | None = None
 
@@ -88,7 +92,7 @@ Raw = dict[str, Any]  # query key -> list[Sample] or MetricsError
 def queries(metrics: list[AnalysisMetric], ctx: Context) -> dict[str, str]:
     """Every query the metrics need, keyed by what it measures."""
     c, s, w = ctx.canary, ctx.stable, ctx.window_seconds
-    windows = a.burn_windows(ctx.burn_long_seconds)
+    windows = ctx.burn
     out = {"canary.requests": q.requests(c, w), "canary.errors": q.errors(c, w)}
     builtins = {m.builtin for m in metrics}
     if "burnRate" in builtins:
@@ -117,13 +121,19 @@ def queries(metrics: list[AnalysisMetric], ctx: Context) -> dict[str, str]:
 
 
 def collect(provider: MetricsProvider, wanted: dict[str, str]) -> Raw:
-    """Run each query once; a failure is recorded under its key instead of aborting the run."""
+    """Run each query once; a failure is recorded under its key instead of aborting the run. Once the
+    backend proves unreachable, the remaining queries get the same error without being sent."""
     raw: Raw = {}
+    down: MetricsError | None = None
     for key, promql in wanted.items():
+        if down is not None:
+            raw[key] = down
+            continue
         try:
             raw[key] = provider.query(promql)
         except MetricsError as error:
             raw[key] = error
+            down = error if error.unreachable else None
     return raw
 
 
@@ -158,7 +168,7 @@ def _builtin_value(metric: AnalysisMetric, raw: Raw, slo: Slo, ctx: Context) -> 
         ratio = _ratio(_num(raw, "canary.errors"), _num(raw, "canary.requests"))
         return ratio, "errors / finished requests"
     if kind == "burnRate":
-        windows = a.burn_windows(ctx.burn_long_seconds)
+        windows = ctx.burn
         long_ratio = _ratio(_num(raw, "canary.errors.long"), _num(raw, "canary.requests.long"))
         short_ratio = _ratio(_num(raw, "canary.errors.short"), _num(raw, "canary.requests.short"))
         if long_ratio is None or short_ratio is None:

@@ -9,7 +9,12 @@ from typing import Any, Protocol
 
 
 class MetricsError(Exception):
-    """The metrics backend could not answer (unreachable, timed out, or refused the query)."""
+    """The metrics backend could not answer: ``unreachable`` when it could not be reached at all (connection
+    refused, timed out), rather than refusing one query."""
+
+    def __init__(self, message: str, unreachable: bool = False):
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 @dataclass(frozen=True)
@@ -41,14 +46,21 @@ class PrometheusProvider:
 
     def __init__(self, url: str, timeout_seconds: float = 10.0):
         from prometheus_api_client import PrometheusConnect
+        from urllib3.util.retry import Retry
 
         self.url = url
-        self._client = PrometheusConnect(url=url, disable_ssl=True)
+        # No client-side retries: the analysis's consecutiveErrorLimit is the retry policy, and a retrying client
+        # would hold a pass for tens of seconds when Prometheus is down.
+        self._client = PrometheusConnect(url=url, disable_ssl=True, retry=Retry(total=0), timeout=int(timeout_seconds))
         self._timeout = timeout_seconds
 
     def query(self, promql: str) -> list[Sample]:
+        import requests
+
         try:
-            result: list[dict[str, Any]] = self._client.custom_query(promql, params={"timeout": f"{self._timeout}s"})
-        except Exception as error:  # connection refused, timeouts, HTTP errors, bad queries
+            result: list[dict[str, Any]] = self._client.custom_query(promql, params={"timeout": f"{int(self._timeout)}s"})
+        except (requests.ConnectionError, requests.Timeout) as error:
+            raise MetricsError(f"{self.url} unreachable: {type(error).__name__}", unreachable=True) from error
+        except Exception as error:  # HTTP errors, bad queries
             raise MetricsError(f"{self.url}: {type(error).__name__}: {str(error)[:200]}") from error
         return [Sample(labels=item.get("metric", {}), value=float(item["value"][1])) for item in result]

@@ -14,7 +14,7 @@ from . import _contract as c
 from . import _promql as q
 from ._api import API_VERSION, Analysis, LLMDeploymentSpec, LLMRolloutSpec, ResolvedModel, parse_duration
 from ._measure import Context
-from ._rollout import TERMINAL, RolloutPlan, needs_measurement, plan_rollout
+from ._rollout import TERMINAL, RolloutPlan, needs_measurement, plan_rollout, run_window
 from ._validation import InvalidSpec, parse_llmrollout
 
 AUTO_LABEL = "llmops.dev/created-by"
@@ -36,6 +36,22 @@ def active_rollout(rollouts: list[Mapping[str, Any]]) -> Mapping[str, Any] | Non
     """The newest LLMRollout of a deployment that still needs passes; older ones wait their turn."""
     candidates = sorted((r for r in rollouts if wants_pass(r) and not r["metadata"].get("deletionTimestamp")), key=_created)
     return candidates[-1] if candidates else None
+
+
+def draining(rollouts: list[Mapping[str, Any]], template_delay: float, now: datetime.datetime) -> dict[str, float]:
+    """Revisions of aborted or failed rollouts whose pods stay up a little longer (``abortScaleDownDelaySeconds``
+    after the abort, while proxies converge on the stable-only routes): revision -> seconds left."""
+    out = {}
+    for rollout in rollouts:
+        status = rollout.get("status") or {}
+        if status.get("phase") not in ("Aborted", "Failed") or not status.get("finishedAt") or not status.get("toRevision"):
+            continue
+        delay = rollout.get("spec", {}).get("abortScaleDownDelaySeconds")
+        until = datetime.datetime.fromisoformat(status["finishedAt"].replace("Z", "+00:00")) + datetime.timedelta(
+            seconds=template_delay if delay is None else delay)
+        if now < until:
+            out[status["toRevision"]] = (until - now).total_seconds()
+    return out
 
 
 def target_of(spec: LLMDeploymentSpec, rollout: LLMRolloutSpec) -> tuple[LLMDeploymentSpec, ResolvedModel]:
@@ -112,12 +128,15 @@ def measurement_context(name: str, namespace: str, active: Active, stable: str, 
     status = active.body.get("status") or {}
     index = status.get("currentStepIndex") or 0
     step = active.plan.steps[index] if index < len(active.plan.steps) else None
-    long_window = (step.seconds if step and step.seconds else 10 * interval)
+    # Each run looks at the last interval (at least 10 s: two scrapes at a 5 s scrape interval; keep the
+    # analysis interval at least twice the scrape interval). The long burn window is the analysis step.
+    window = run_window(analysis)
+    long_window = max(step.seconds if step and step.seconds else 10 * interval, 2 * window)
     return Context(
         canary=q.Scope(namespace, name, active.revision.id),
         stable=q.Scope(namespace, name, stable),
-        window_seconds=max(interval, 30.0),
-        burn_long_seconds=max(long_window, 60.0),
+        window_seconds=window,
+        burn_long_seconds=long_window,
         canary_gpus=float(canary_ready * active.spec.resources.gpus),
         gpu_hour_price=analysis.gpu_hour_price,
     )

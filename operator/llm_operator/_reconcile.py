@@ -295,6 +295,7 @@ def plan_llmdeployment(
             events.append(Event("Warning", "InvalidSpec", str(error), about=rollout))
     canary: b.Revision | None = None
     canary_spec = spec
+    drain = p.draining(observed.rollouts, spec.rollout.abort_scale_down_delay_seconds, now_dt)
     routes = b.routes_of(observed.children.get("VirtualService")) or b.Routes()
     preview = False
     canary_replicas = 0
@@ -324,6 +325,7 @@ def plan_llmdeployment(
                 routes = b.Routes()
             elif decision.status.get("phase") in TERMINAL:
                 routes = b.Routes()
+                drain[target.id] = active.plan.abort_scale_down_delay_seconds
             else:
                 canary, canary_spec, canary_replicas = target, active.spec, decision.canary_replicas
                 routes = b.Routes(100 - decision.traffic.canary_weight, decision.traffic.canary_weight, decision.traffic.mirror_percent)
@@ -385,12 +387,18 @@ def plan_llmdeployment(
     # away before pods go down, deletions last.
     order = {"Service": 0, "DestinationRule": 1, "VirtualService": 2}
     routing.sort(key=lambda a: order.get(a.obj["kind"], 3))
+    # A rollout's status is written after the routes it records (kept aside until here).
+    status_writes = [a for a in actions if isinstance(a, WriteStatus)]
+    actions = [a for a in actions if not isinstance(a, WriteStatus)]
     actions += grow + [x for x in scales if x.replicas > _replicas(observed.deployments[stable_id])] + routing
     actions += shrink + [x for x in scales if x.replicas < _replicas(observed.deployments[stable_id])]
     for api_version, kind in delete_kinds:
         if observed.children.get(kind) is not None:
             actions.append(Delete(api_version, kind, name))
-    keep = {stable_id, canary.id if canary else None}
+    # The stable revision the status records survives until a pass has recorded the switch away from it.
+    keep = {stable_id, canary.id if canary else None, old_status.get("stableRevision")}
+    keep |= {rev for rev, left in drain.items() if left > 0}
+    requeue += [left for left in drain.values() if left > 0]
     if previous and previous_at and now_dt < _ts_parse(previous_at):
         keep.add(previous)
         requeue.append((_ts_parse(previous_at) - now_dt).total_seconds())
@@ -399,6 +407,7 @@ def plan_llmdeployment(
     for revision, dep in sorted(observed.deployments.items()):
         if revision not in keep:
             actions.append(Delete("apps/v1", "Deployment", dep["metadata"]["name"]))
+    actions += status_writes
 
     # ---- status
     revisions = []
@@ -521,6 +530,27 @@ def observe(kube: Kube, body: Mapping[str, Any], autoscaler_kinds: frozenset[str
     children = {kind: kube.get(api_version, kind, namespace, name) for api_version, kind in kinds}
     rollouts = [r for r in kube.list(API_VERSION, "LLMRollout", namespace, "") if r.get("spec", {}).get("deploymentName") == name]
     return Observed(deployments=deployments, children=children, rollouts=rollouts)
+
+
+def event_manifest(about: Mapping[str, Any], event: Event, now: str, instance: str) -> dict[str, Any]:
+    """A ``v1`` Event about ``about`` (which must carry apiVersion, kind, name, namespace and uid)."""
+    meta = about["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": about.get("apiVersion", API_VERSION), "kind": about["kind"], "name": meta["name"],
+                           "namespace": meta["namespace"], "uid": meta["uid"]},
+        "type": event.type,
+        "reason": event.reason,
+        "message": event.message[:1024],
+        "source": {"component": c.MANAGER},
+        "reportingComponent": f"llmops.dev/{c.MANAGER}",
+        "reportingInstance": instance,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
 
 
 def status_patch(body: Mapping[str, Any], status: dict[str, Any]) -> list[dict[str, Any]]:

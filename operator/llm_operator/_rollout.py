@@ -57,6 +57,7 @@ class RolloutPlan:
     progress_deadline_seconds: float
     scale_down_delay_seconds: float
     preview_header: str
+    abort_scale_down_delay_seconds: float = 30.0
     paused: bool = False
     abort: bool = False
     promote: bool = False
@@ -103,6 +104,8 @@ def plan_rollout(spec: LLMRolloutSpec, template: RolloutTemplate) -> RolloutPlan
         progress_deadline_seconds=spec.progress_deadline_seconds or template.progress_deadline_seconds,
         scale_down_delay_seconds=spec.scale_down_delay_seconds if spec.scale_down_delay_seconds is not None else template.scale_down_delay_seconds,
         preview_header=template.preview_header,
+        abort_scale_down_delay_seconds=(spec.abort_scale_down_delay_seconds if spec.abort_scale_down_delay_seconds is not None
+                                        else template.abort_scale_down_delay_seconds),
         paused=spec.paused, abort=spec.abort, promote=spec.promote, resume=spec.resume, retry=spec.retry,
     )
 
@@ -158,12 +161,22 @@ def canary_size(percent: int, stable_replicas: int) -> int:
     return max(1, math.ceil(percent / 100 * max(stable_replicas, 1)))
 
 
+def run_window(analysis: Analysis) -> float:
+    """Seconds each analysis run looks back over: the interval, at least 10 s (two scrapes at 5 s; keep
+    the interval at least twice the scrape interval)."""
+    return max(parse_duration(analysis.interval), 10.0)
+
+
 def needs_measurement(plan: RolloutPlan, status: dict[str, Any], now: datetime.datetime) -> bool:
-    """Whether this pass should run an analysis (the current step is an analysis and its interval is due)."""
+    """Whether this pass should run an analysis: the current step is an analysis, it has lasted one run
+    window (a run never looks at traffic from before the step), and the interval since the last run is up."""
     if status.get("phase") not in ("Progressing",) or plan.abort or plan.paused:
         return False
     index = status.get("currentStepIndex")
     if index is None or index >= len(plan.steps) or plan.steps[index].kind != "analysis":
+        return False
+    started = _parse(status.get("stepStartedAt"))
+    if started and (now - started).total_seconds() < run_window(plan.analysis) - 0.5:
         return False
     last = _parse((status.get("analysis") or {}).get("lastRunAt"))
     return last is None or (now - last).total_seconds() >= parse_duration(plan.analysis.interval) - 0.5
@@ -327,7 +340,7 @@ def decide(plan: RolloutPlan, status: dict[str, Any], observed: Observed, run: R
             continue
         interval = parse_duration(plan.analysis.interval)
         last = _parse(analysis.get("lastRunAt"))
-        next_run = interval - (now - last).total_seconds() if last else 0.0
+        next_run = interval - (now - last).total_seconds() if last else run_window(plan.analysis) - elapsed
         requeue = max(1.0, min(next_run, duration - elapsed) if duration > elapsed else next_run)
         st["message"] = f"step {index}: analysing ({analysis.get('runs', 0)} runs, last {analysis.get('verdict') or 'none yet'})"
         break

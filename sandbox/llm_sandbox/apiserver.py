@@ -491,6 +491,7 @@ class ApiServer(kmock.KubernetesEmulator):
         match = _label_matcher(request.params.get("labelSelector"))
         fields = _field_matcher(request.params.get("fieldSelector"))
         items = [item for item in payload["items"] if match(item.get("metadata", {}).get("labels")) and fields(item)]
+        items.sort(key=lambda o: (o.get("metadata", {}).get("namespace") or "", o.get("metadata", {}).get("name") or ""))  # etcd key order
         info = self.resources[request.resource] if request.resource in self.resources else None
         group_version = "/".join(p for p in (request.resource.group, request.resource.version) if p)
         return {

@@ -165,7 +165,9 @@ def parse_table(text: str) -> list[dict[str, str]]:
 class Operator:
     """``llm-operator run`` as a subprocess against the local API; logs go to a file."""
 
-    def __init__(self, kubeconfig_path: str, log_path: pathlib.Path, resync_seconds: float = 1.0, verbose: bool = True):
+    def __init__(self, kubeconfig_path: str, log_path: pathlib.Path, resync_seconds: float = 1.0, verbose: bool = True,
+                 env: dict[str, str] | None = None):
+        self.env = env or {}
         self.kubeconfig = kubeconfig_path
         self.log_path = log_path
         self.resync_seconds = resync_seconds
@@ -173,7 +175,7 @@ class Operator:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Operator:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "llm_operator", "run", "--kubeconfig", self.kubeconfig,

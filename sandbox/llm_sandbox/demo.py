@@ -115,7 +115,9 @@ def run(workdir: pathlib.Path, load_seconds: float, keep: bool = False, port: in
         say()
         say("    $ kubectl get llmd,llmro -A -o wide")
         say(indent(kubectl(api, "get", "llmd,llmro", "-A", "-o", "wide").stdout))
-        say("    (LLMRollouts are validated and stored; the rollout engine that drives them is the next milestone.)")
+        say("    The newest LLMRollout of support-assistant (v9-shadow) runs; older ones wait their turn. This demo has")
+        say("    no Prometheus, so its analysis cannot pass: after consecutiveErrorLimit failed queries it aborts with")
+        say("    MetricsUnavailable and never promotes. (tests/e2e/test_rollout.py runs rollouts against a real Prometheus.)")
 
         step("A manifest that breaks the schema is refused by the API server, as in a cluster")
         bad = yaml.safe_load((ROOT / "samples" / "llmdeployment-minimal.yaml").read_text())

@@ -12,7 +12,8 @@ from typing import Any
 class FakeKubelet:
     """Every ``interval`` seconds, report Deployments older than ``load_seconds`` as fully ready."""
 
-    def __init__(self, client: Any, load_seconds: float = 3.0, interval: float = 0.5):
+    def __init__(self, client: Any, load_seconds: float = 3.0, interval: float = 0.5, namespace: str | None = None):
+        self.namespace = namespace
         self.deployments = client.resources.get(api_version="apps/v1", kind="Deployment")
         self.load_seconds = load_seconds
         self.interval = interval
@@ -30,7 +31,7 @@ class FakeKubelet:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            for dep in self.deployments.get().to_dict()["items"]:
+            for dep in self.deployments.get(namespace=self.namespace).to_dict()["items"]:
                 meta, spec, status = dep["metadata"], dep["spec"], dep.get("status") or {}
                 self.born.setdefault(meta["uid"], time.monotonic())
                 if time.monotonic() - self.born[meta["uid"]] < self.load_seconds:

@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from llm_sandbox.cluster import ROOT, LocalApi, Operator, crd_files, wait_for
+from llm_sandbox.metrics import Prometheus
 
 _namespaces = itertools.count(1)
 
@@ -20,8 +21,17 @@ def api(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def operator(api, tmp_path_factory):
-    op = Operator(api.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log").start()
+def prometheus(tmp_path_factory):
+    """A real Prometheus (Debian's package) on loopback, scraping every second."""
+    server = Prometheus(tmp_path_factory.mktemp("prometheus")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def operator(api, prometheus, tmp_path_factory):
+    op = Operator(api.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log",
+                  env={"LLMOPS_PROMETHEUS_URL": prometheus.url}).start()
     yield op
     op.stop()
 

@@ -26,7 +26,8 @@ def applied(cluster):
     out = kubectl(cluster, "apply", "-f", "samples/").stdout
     for name in ("qwen-small", "llama-70b", "support-assistant", "mistral-batch", "tiny-cpu"):
         assert f"llmdeployment.llmops.dev/{name} created" in out
-    assert "llmrollout.llmops.dev/support-assistant-v7 created" in out
+    for name in ("support-assistant-v7", "support-assistant-v8-bluegreen", "support-assistant-v9-shadow"):
+        assert f"llmrollout.llmops.dev/{name} created" in out
     wait_for(lambda: all(r["READY"] for r in parse_table(kubectl(cluster, "get", "llmd", "-A").stdout)), what="status on every LLMDeployment")
     return cluster
 
@@ -56,11 +57,12 @@ def test_get_wide_adds_the_priority_columns(applied):
 def test_get_llmro_and_short_names_and_the_category(applied):
     out = kubectl(applied, "get", "llmro").stdout
     assert out.splitlines()[0].split() == ["NAME", "DEPLOYMENT", "FROM", "TO", "PHASE", "STEP", "WEIGHT", "AGE"]
-    (row,) = parse_table(out)
-    assert (row["NAME"], row["DEPLOYMENT"]) == ("support-assistant-v7", "support-assistant")
+    rows = {r["NAME"]: r for r in parse_table(out)}
+    assert set(rows) == {"support-assistant-v7", "support-assistant-v8-bluegreen", "support-assistant-v9-shadow"}
+    assert {r["DEPLOYMENT"] for r in rows.values()} == {"support-assistant"}
     names = lambda resource: [r["NAME"] for r in parse_table(kubectl(applied, "get", resource, "-A").stdout)]
     assert names("llmd") == names("llmdeployments") == names("llmdeployment") == names("llmdeployments.llmops.dev")
-    assert names("llmro") == names("llmrollouts") == ["support-assistant-v7"]
+    assert names("llmro") == names("llmrollouts") == ["support-assistant-v7", "support-assistant-v8-bluegreen", "support-assistant-v9-shadow"]
     both = kubectl(applied, "get", "llmd,llmro", "-o", "wide").stdout
     assert "llmdeployment.llmops.dev/qwen-small" in both and "llmrollout.llmops.dev/support-assistant-v7" in both
     category = kubectl(applied, "get", "llmops").stdout

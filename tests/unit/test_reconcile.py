@@ -296,3 +296,23 @@ def test_needs_apply_sees_removed_fields():
     older = with_applied_hash({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"a": 1, "b": 2}})
     assert needs_apply(desired, older)  # b was dropped from the spec: apply to remove it
     assert needs_apply(desired, None)
+
+
+def test_the_old_stable_survives_until_the_switch_is_recorded(samples):
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["rollout"] = {"scaleDownDelaySeconds": 0}
+    cluster = Cluster(doc)
+    cluster.reconcile(T0)
+    (old,) = cluster.deployments()
+    cluster.set_ready(old, 1)
+    cluster.edit_spec(model={"uri": "hf://Qwen/Qwen2.5-3B-Instruct"})
+    cluster.reconcile(T1)  # creates the LLMRollout
+    cluster.reconcile(T1)  # starts it: the new revision at full size
+    new = next(n for n in cluster.deployments() if n != old)
+    cluster.set_ready(new, 1)
+    plan, writes = cluster.reconcile(T2)  # promotes
+    assert "RevisionPromoted" in [e.reason for e in plan.events]
+    assert ("delete", "Deployment", old) not in writes  # even with no scale-down delay
+    assert writes[-1] == ("status", "LLMDeployment", "qwen-small")
+    plan, writes = cluster.reconcile(T2)
+    assert ("delete", "Deployment", old) in writes

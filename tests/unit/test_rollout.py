@@ -64,10 +64,12 @@ def test_healthy_canary_walks_every_step_and_promotes():
     assert "waiting for 1 ready pods" in walk.status["message"]
     d = walk.step(5, ready=1)
     assert d.traffic.canary_weight == 10 and walk.status["currentStepIndex"] == 1
-    assert needs_measurement(walk.plan, walk.status, at(5))
-    d = walk.step(5, ready=1, run=PASS)
+    assert d.requeue_after == pytest.approx(30)  # the first run waits one window (30 s) into the step
+    assert not needs_measurement(walk.plan, walk.status, at(5))
+    assert needs_measurement(walk.plan, walk.status, at(35))
+    d = walk.step(35, ready=1, run=PASS)
     assert walk.status["currentStepIndex"] == 1 and d.requeue_after == pytest.approx(30)  # 2 min analysis still running
-    for t in (35, 65, 95):
+    for t in (65, 95):
         walk.step(t, ready=1, run=PASS)
     d = walk.step(125, ready=1, run=PASS)
     assert walk.status["currentStepIndex"] == 2
@@ -239,13 +241,14 @@ def test_empty_canary_steps_switch_when_ready():
     assert walk.step(5, ready=4).promote
 
 
-def test_needs_measurement_follows_the_interval():
+def test_needs_measurement_waits_a_window_then_follows_the_interval():
     walk = Walk(plan_rollout(spec(), TEMPLATE))
     walk.step(0, ready=1)
-    assert needs_measurement(walk.plan, walk.status, at(0))
-    walk.step(0, ready=1, run=PASS)
-    assert not needs_measurement(walk.plan, walk.status, at(20))
+    assert not needs_measurement(walk.plan, walk.status, at(10))  # the window would reach back before the step
     assert needs_measurement(walk.plan, walk.status, at(30))
+    walk.step(30, ready=1, run=PASS)
+    assert not needs_measurement(walk.plan, walk.status, at(50))
+    assert needs_measurement(walk.plan, walk.status, at(60))
 
 
 def test_decide_is_pure_and_repeatable():

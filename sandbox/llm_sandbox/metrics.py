@@ -1,0 +1,156 @@
+"""A real Prometheus server and stand-in vLLM metric endpoints, for the rollout tests and benchmarks.
+
+:class:`FakeVllm` serves ``/metrics`` with vLLM's metric names and labels (``vllm:request_success_total``
+by ``finished_reason``, ``vllm:e2e_request_latency_seconds``, ``vllm:time_to_first_token_seconds``,
+``vllm:request_generation_tokens``, ``vllm:generation_tokens_total``, ``vllm:num_requests_waiting``) from
+simulated traffic whose rate, error ratio and latency the caller sets and changes at any time. The real
+Prometheus (Debian's ``prometheus``) discovers the endpoints through a file-SD file that carries each
+revision's labels, as pod relabelling does in a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import random
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import ThreadingWSGIServer
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class FakeVllm:
+    """One revision's metrics: ``rate`` requests per second, ``error_ratio`` (0..1) of them finished with an
+    error, latency around ``latency`` seconds (TTFT a tenth of it), about ``tokens`` generated tokens each."""
+
+    def __init__(self, rate: float = 20.0, error_ratio: float = 0.0, latency: float = 0.5, tokens: int = 64, seed: int = 0):
+        self.rate, self.error_ratio, self.latency, self.tokens = rate, error_ratio, latency, tokens
+        self._random = random.Random(seed)
+        self.registry = CollectorRegistry()
+        labels = ["model_name", "engine"]
+        self.success = Counter("vllm:request_success", "Finished requests", labels + ["finished_reason"], registry=self.registry)
+        self.e2e = Histogram("vllm:e2e_request_latency_seconds", "End-to-end latency", labels, registry=self.registry,
+                             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80))
+        self.ttft = Histogram("vllm:time_to_first_token_seconds", "TTFT", labels, registry=self.registry,
+                              buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.lengths = Histogram("vllm:request_generation_tokens", "Generated tokens per request", labels, registry=self.registry,
+                                 buckets=(16, 32, 64, 128, 256, 512, 1024))
+        self.generated = Counter("vllm:generation_tokens", "Generated tokens", labels, registry=self.registry)
+        self.waiting = Gauge("vllm:num_requests_waiting", "Waiting requests", labels, registry=self.registry)
+        self.port = free_port()
+        self._server = make_server("127.0.0.1", self.port, self._app, ThreadingWSGIServer, handler_class=_QuietHandler)
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._server.serve_forever, daemon=True),
+                         threading.Thread(target=self._traffic, daemon=True)]
+
+    def _app(self, environ: dict, start_response: Any) -> list[bytes]:
+        # Always the classic text format: prometheus_client's OpenMetrics output renames "vllm:x" to "vllm_x",
+        # and Prometheus 2.42 asks for OpenMetrics first.
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
+        return [generate_latest(self.registry)]
+
+    def start(self) -> FakeVllm:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._server.shutdown()
+
+    def _traffic(self) -> None:
+        labels = {"model_name": "model", "engine": "0"}
+        tick, carry = 0.1, 0.0
+        while not self._stop.wait(tick):
+            carry += self.rate * tick
+            count, carry = int(carry), carry - int(carry)
+            for _ in range(count):
+                error = self._random.random() < self.error_ratio
+                self.success.labels(**labels, finished_reason="error" if error else "stop").inc()
+                latency = self.latency * self._random.uniform(0.7, 1.3)
+                self.e2e.labels(**labels).observe(latency)
+                self.ttft.labels(**labels).observe(latency / 10)
+                tokens = max(1, int(self._random.gauss(self.tokens, self.tokens / 4)))
+                self.lengths.labels(**labels).observe(tokens)
+                self.generated.labels(**labels).inc(tokens)
+            self.waiting.labels(**labels).set(0)
+
+
+class Prometheus:
+    """Debian's Prometheus on loopback, scraping file-SD targets every ``interval`` seconds."""
+
+    def __init__(self, workdir: pathlib.Path, interval: float = 1.0):
+        self.workdir = workdir
+        self.binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.targets_file = workdir / "targets.json"
+        self.targets: dict[str, dict[str, Any]] = {}
+        self.interval = interval
+        self.process: subprocess.Popen[bytes] | None = None
+        self._write_targets()
+        (workdir / "prometheus.yml").write_text(json.dumps({
+            "global": {"scrape_interval": f"{int(interval * 1000)}ms", "evaluation_interval": f"{int(interval * 1000)}ms"},
+            "scrape_configs": [{
+                "job_name": "vllm",
+                "file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": "1s"}],
+            }],
+        }))
+
+    def _write_targets(self) -> None:
+        tmp = self.targets_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps([{"targets": [t], "labels": labels} for t, labels in self.targets.items()]))
+        tmp.replace(self.targets_file)  # atomic: Prometheus never reads half a file
+
+    def add_target(self, port: int, **labels: str) -> None:
+        self.targets[f"127.0.0.1:{port}"] = labels
+        self._write_targets()
+
+    def start(self) -> Prometheus:
+        if not pathlib.Path(self.binary).exists():
+            raise RuntimeError("Prometheus is not installed: `apt-get install -y prometheus` (make test does it)")
+        log = open(self.workdir / "prometheus.log", "ab")
+        self.process = subprocess.Popen(
+            [self.binary, f"--config.file={self.workdir / 'prometheus.yml'}", f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h"],
+            stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"Prometheus did not become ready; see {self.workdir / 'prometheus.log'}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(20)
+        self.process = None
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())["data"]["result"]

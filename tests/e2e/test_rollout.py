@@ -1,0 +1,191 @@
+"""LLMRollouts end to end: the operator process, the local API, a real Prometheus scraping per-revision
+vLLM metric endpoints whose error ratio and latency each test sets."""
+
+import copy
+
+import pytest
+
+from llm_sandbox.cluster import wait_for
+from llm_sandbox.kubelet import FakeKubelet
+from llm_sandbox.metrics import FakeVllm, Prometheus
+from tests.e2e.conftest import sample
+
+pytestmark = pytest.mark.e2e
+
+LLMD = ("llmops.dev/v1alpha1", "LLMDeployment")
+LLMRO = ("llmops.dev/v1alpha1", "LLMRollout")
+NAME = "chat"
+FAST = {"interval": "2s", "minRequests": 10, "inconclusiveLimit": 3, "consecutiveErrorLimit": 2}
+
+
+class Scenario:
+    """An LLMDeployment serving from a healthy stable revision, ready for a rollout."""
+
+    def __init__(self, api, prometheus, namespace, *, steps, analysis=None, slo=None):
+        self.api, self.prometheus, self.namespace = api, prometheus, namespace
+        self.exporters = []
+        doc = copy.deepcopy(sample("llmdeployment-cpu"))
+        doc["metadata"]["name"] = NAME
+        doc["spec"]["replicas"] = 2
+        doc["spec"]["slo"] = slo or {"availability": 99.0, "latencyP99Seconds": 2.0}
+        doc["spec"]["rollout"] = {"steps": steps, "analysis": {**FAST, **(analysis or {})}, "scaleDownDelaySeconds": 0,
+                                  "abortScaleDownDelaySeconds": 3}
+        api.create(doc, namespace)
+        self.kubelet = FakeKubelet(api.client, load_seconds=0.5, interval=0.2, namespace=namespace).start()
+        status = wait_for(lambda: self.status().get("readyReplicas") == 2 and self.status(), 30, "stable ready")
+        self.stable = status["stableRevision"]
+        self.serve(self.stable, FakeVllm(rate=40, error_ratio=0.0, latency=0.4, seed=1))
+
+    def status(self, kind=LLMD, name=NAME):
+        return (self.api.get(*kind, self.namespace, name) or {}).get("status") or {}
+
+    def serve(self, revision, exporter):
+        self.exporters.append(exporter.start())
+        self.prometheus.add_target(exporter.port, namespace=self.namespace, llmops_dev_deployment=NAME, llmops_dev_revision=revision)
+        return exporter
+
+    def start_rollout(self, name="to-v2", uri="hf://org/model-v2", **spec):
+        self.rollout = name
+        self.api.create({"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMRollout", "metadata": {"name": name},
+                         "spec": {"deploymentName": NAME, "target": {"model": {"uri": uri}}, **spec}}, self.namespace)
+        self.target = wait_for(lambda: self.status(LLMRO, name).get("toRevision"), 30, "the rollout to start")
+        return self.target
+
+    def rollout_status(self):
+        return self.status(LLMRO, self.rollout)
+
+    def finished(self, timeout=90):
+        try:
+            return self._finished(timeout)
+        except AssertionError:
+            import json
+            print("ROLLOUT", json.dumps(self.rollout_status(), indent=1)[:3000])
+            print("LLMD", json.dumps(self.status(), indent=1)[:2000])
+            raise
+
+    def _finished(self, timeout):
+        return wait_for(lambda: (s := self.rollout_status()).get("phase") in ("Succeeded", "Aborted", "Failed") and s,
+                        timeout, "the rollout to finish")
+
+    def routes(self):
+        vs = self.api.get("networking.istio.io/v1", "VirtualService", self.namespace, NAME)
+        dr = self.api.get("networking.istio.io/v1", "DestinationRule", self.namespace, NAME)
+        primary = next(h for h in vs["spec"]["http"] if h["name"] == "primary")
+        return ([r["weight"] for r in primary["route"]], [s["labels"]["llmops.dev/revision"] for s in dr["spec"]["subsets"]])
+
+    def deployment(self, revision):
+        return self.api.get("apps/v1", "Deployment", self.namespace, f"{NAME}-{revision}")
+
+    def events(self, reason):
+        return [e for e in self.api.list("v1", "Event", self.namespace) if e["reason"] == reason]
+
+    def close(self):
+        self.kubelet.stop()
+        for exporter in self.exporters:
+            exporter.stop()
+
+
+@pytest.fixture
+def scenario(api, operator, prometheus, namespace):
+    made = []
+
+    def make(**kwargs):
+        made.append(Scenario(api, prometheus, namespace, **kwargs))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+STEPS = [{"setWeight": 25}, {"analysis": {"duration": "4s"}}, {"setWeight": 50}, {"analysis": {"duration": "4s"}}]
+
+
+def test_healthy_canary_goes_through_every_step_to_succeeded(scenario):
+    s = scenario(steps=STEPS)
+    target = s.start_rollout()
+    s.serve(target, FakeVllm(rate=40, error_ratio=0.0, latency=0.4, seed=2))
+    status = s.finished()
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert s.status()["stableRevision"] == target
+    assert s.routes() == ([100, 0], [target, target])
+    steps = sorted(e["message"] for e in s.events("StepCompleted") if e["involvedObject"]["name"] == "to-v2")
+    assert steps == ["step 0: weight 25", "step 2: weight 50"]
+    passed = [e["message"] for e in s.events("AnalysisPassed")]
+    assert len(passed) == 2
+    wait_for(lambda: s.deployment(s.stable) is None, 20, "the old revision scaled away")
+
+
+def test_errors_abort_with_traffic_back_on_stable_and_stable_untouched(scenario):
+    s = scenario(steps=STEPS)
+    stable_before = s.deployment(s.stable)
+    target = s.start_rollout()
+    s.serve(target, FakeVllm(rate=40, error_ratio=0.3, latency=0.4, seed=3))
+    status = s.finished()
+    assert status["phase"] == "Aborted"
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "AnalysisFailed" and "error-ratio" in degraded["message"]
+    failing = {m["name"]: m for m in status["analysis"]["metrics"] if m["verdict"] == "Fail"}
+    assert failing["error-ratio"]["value"] > failing["error-ratio"]["max"] == 0.01
+    assert s.routes() == ([100, 0], [s.stable, s.stable])  # routes went back in the pass that aborted
+    assert s.deployment(target) is not None  # its pods stay while proxies converge (abortScaleDownDelaySeconds: 3)
+    wait_for(lambda: s.deployment(target) is None, 20, "the aborted revision removed")
+    stable_after = s.deployment(s.stable)
+    assert stable_after["metadata"]["generation"] == stable_before["metadata"]["generation"]
+    assert stable_after["spec"]["replicas"] == 2 and s.status()["stableRevision"] == s.stable
+
+
+def test_latency_regression_is_caught_by_the_latency_sli(scenario):
+    s = scenario(steps=STEPS)
+    target = s.start_rollout()
+    s.serve(target, FakeVllm(rate=40, error_ratio=0.0, latency=6.0, seed=4))
+    status = s.finished()
+    assert status["phase"] == "Aborted"
+    failing = {m["name"] for m in status["analysis"]["metrics"] if m["verdict"] == "Fail"}
+    assert {"latency-p99", "latency-vs-stable"} <= failing
+    assert "errors" not in " ".join(failing)
+    assert s.routes()[0] == [100, 0]
+
+
+def test_no_data_pauses_and_never_promotes(scenario):
+    s = scenario(steps=STEPS)
+    s.start_rollout()  # no metrics endpoint for the new revision: nothing to judge it by
+    status = wait_for(lambda: (st := s.rollout_status()).get("phase") == "Paused" and st, 60, "paused")
+    paused = next(c for c in status["conditions"] if c["type"] == "Paused")
+    assert paused["reason"] == "InconclusiveAnalysis"
+    assert s.routes()[0] == [75, 25]  # holds at the step it reached; nothing more without evidence
+    assert s.status()["stableRevision"] == s.stable
+
+
+def test_prometheus_unreachable_aborts_with_metrics_unavailable(scenario, tmp_path):
+    own = Prometheus(tmp_path).start()  # this test stops its Prometheus mid-rollout
+    try:
+        s = scenario(steps=[{"setWeight": 25}, {"analysis": {"duration": "60s"}}], analysis={"prometheusAddress": own.url})
+        own.targets.update(s.prometheus.targets)
+        own._write_targets()
+        target = s.start_rollout()
+        exporter = s.serve(target, FakeVllm(rate=40, error_ratio=0.0, latency=0.4, seed=5))
+        own.add_target(exporter.port, namespace=s.namespace, llmops_dev_deployment=NAME, llmops_dev_revision=target)
+        wait_for(lambda: (s.rollout_status().get("analysis") or {}).get("passed", 0) >= 1, 60, "a first passing run")
+        own.stop()
+        status = s.finished()
+    finally:
+        own.stop()
+    assert status["phase"] == "Aborted"
+    assert next(c for c in status["conditions"] if c["type"] == "Degraded")["reason"] == "MetricsUnavailable"
+    assert s.routes()[0] == [100, 0] and s.status()["stableRevision"] == s.stable
+
+
+def test_operator_restart_resumes_at_the_same_step(scenario, operator):
+    s = scenario(steps=[{"setWeight": 25}, {"analysis": {"duration": "8s"}}, {"setWeight": 50}, {"analysis": {"duration": "4s"}}])
+    target = s.start_rollout()
+    s.serve(target, FakeVllm(rate=40, error_ratio=0.0, latency=0.4, seed=6))
+    wait_for(lambda: s.rollout_status().get("currentStepIndex") == 1, 30, "the first analysis step")
+    operator.kill()  # SIGKILL mid-analysis: no clean shutdown
+    index = s.rollout_status()["currentStepIndex"]
+    operator.start()
+    status = s.finished()
+    assert index == 1 and status["phase"] == "Succeeded"
+    steps = [e["message"] for e in s.events("StepCompleted") if e["involvedObject"]["name"] == "to-v2"]
+    assert sorted(steps) == ["step 0: weight 25", "step 2: weight 50"]  # nothing repeated or skipped
+    assert len(s.api.list("apps/v1", "Deployment", s.namespace, f"llmops.dev/revision={target}")) == 1
