@@ -328,6 +328,8 @@ class Analysis(_Model):
     """How revisions are measured during a rollout."""
 
     interval: Duration = "1m"
+    error_source: Literal["vllm", "istio"] = Field(
+        "vllm", description="vllm: vllm:request_success_total by finished_reason; istio: istio_requests_total 5xx (reporter=destination).")
     prometheus_address: str | None = Field(None, description="Prometheus base URL; the operator's setting otherwise.")
     min_requests: Annotated[int, Field(ge=0)] = Field(20, description="Below this many requests a measurement is inconclusive.")
     inconclusive_limit: Annotated[int, Field(ge=1)] = 3

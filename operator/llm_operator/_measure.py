@@ -38,6 +38,7 @@ class Context:
         return a.burn_windows(self.burn_long_seconds, min_short_seconds=self.window_seconds)
     canary_gpus: float = 0.0  # GPUs the canary holds (replicas x GPUs per replica)
     gpu_hour_price: float | None = None
+    error_source: str = "vllm"  # where requests and errors are counted: "vllm" or "istio"
 
 
 @dataclass(frozen=True)
@@ -91,16 +92,16 @@ Raw = dict[str, Any]  # query key -> list[Sample] or MetricsError
 
 def queries(metrics: list[AnalysisMetric], ctx: Context) -> dict[str, str]:
     """Every query the metrics need, keyed by what it measures."""
-    c, s, w = ctx.canary, ctx.stable, ctx.window_seconds
+    c, s, w, src = ctx.canary, ctx.stable, ctx.window_seconds, ctx.error_source
     windows = ctx.burn
-    out = {"canary.requests": q.requests(c, w), "canary.errors": q.errors(c, w)}
+    out = {"canary.requests": q.requests(c, w, src), "canary.errors": q.errors(c, w, src)}
     builtins = {m.builtin for m in metrics}
     if "burnRate" in builtins:
         for label, span in (("long", windows.long_seconds), ("short", windows.short_seconds)):
-            out[f"canary.requests.{label}"] = q.requests(c, span)
-            out[f"canary.errors.{label}"] = q.errors(c, span)
+            out[f"canary.requests.{label}"] = q.requests(c, span, src)
+            out[f"canary.errors.{label}"] = q.errors(c, span, src)
     if "errorRatioVsStable" in builtins:
-        out["stable.requests"], out["stable.errors"] = q.requests(s, w), q.errors(s, w)
+        out["stable.requests"], out["stable.errors"] = q.requests(s, w, src), q.errors(s, w, src)
     if builtins & {"latencyP99", "latencyVsStable"}:
         out["canary.p99"] = q.latency_p99(c, w)
     if "latencyVsStable" in builtins:

@@ -139,6 +139,7 @@ def measurement_context(name: str, namespace: str, active: Active, stable: str, 
         burn_long_seconds=long_window,
         canary_gpus=float(canary_ready * active.spec.resources.gpus),
         gpu_hour_price=analysis.gpu_hour_price,
+        error_source=analysis.error_source,
     )
 
 

@@ -30,13 +30,24 @@ class Scope:
         return "{" + ",".join(parts + ([extra] if extra else [])) + "}"
 
 
-def requests(scope: Scope, window: float) -> str:
-    """Finished requests in the window (every ``finished_reason``)."""
+def _istio(scope: Scope, extra: str = "") -> str:
+    # Istio's standard metrics name the revision by the pod's service.istio.io/canonical-revision label.
+    parts = ['reporter="destination"', f'destination_workload_namespace="{scope.namespace}"',
+             f'destination_canonical_service="{scope.deployment}"', f'destination_canonical_revision="{scope.revision}"']
+    return "{" + ",".join(parts + ([extra] if extra else [])) + "}"
+
+
+def requests(scope: Scope, window: float, source: str = "vllm") -> str:
+    """Requests in the window: vLLM's finished requests (every ``finished_reason``), or Istio's."""
+    if source == "istio":
+        return f"sum(increase(istio_requests_total{_istio(scope)}[{duration(window)}]))"
     return f"sum(increase(vllm:request_success_total{scope.selector()}[{duration(window)}]))"
 
 
-def errors(scope: Scope, window: float) -> str:
-    """Requests vLLM finished with an error in the window."""
+def errors(scope: Scope, window: float, source: str = "vllm") -> str:
+    """Failed requests in the window: vLLM's ``finished_reason="error"``, or Istio's 5xx responses."""
+    if source == "istio":
+        return f"sum(increase(istio_requests_total{_istio(scope, 'response_code=~' + chr(34) + '5..' + chr(34))}[{duration(window)}]))"
     selector = scope.selector('finished_reason="error"')
     return f"sum(increase(vllm:request_success_total{selector}[{duration(window)}]))"
 

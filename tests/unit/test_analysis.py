@@ -86,6 +86,14 @@ def test_overall(verdicts, result):
 SCOPE = q.Scope("ns", "chat", "c0ffee")
 
 
+def test_istio_error_source():
+    assert q.errors(SCOPE, 60, "istio") == (
+        'sum(increase(istio_requests_total{reporter="destination",destination_workload_namespace="ns",'
+        'destination_canonical_service="chat",destination_canonical_revision="c0ffee",response_code=~"5.."}[60s]))')
+    ctx = Context(canary=SCOPE, stable=q.Scope("ns", "chat", "old"), window_seconds=60, burn_long_seconds=600, error_source="istio")
+    assert all("istio_requests_total" in v for k, v in queries(default_metrics(Slo()), ctx).items() if "requests" in k or "errors" in k)
+
+
 def test_promql_rendering():
     assert q.requests(SCOPE, 60) == (
         'sum(increase(vllm:request_success_total{namespace="ns",llmops_dev_deployment="chat",llmops_dev_revision="c0ffee"}[60s]))')

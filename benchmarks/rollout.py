@@ -1,0 +1,179 @@
+"""Rollout benchmark: how fast a breach is acted on, how often a healthy canary is wrongly aborted, and what an
+idle analysis tick costs in API writes. Everything real but the API server and the pods: the operator process,
+Debian's Prometheus scraping every second, and stand-in vLLM metric endpoints.
+
+    PYTHONPATH=sandbox:. .venv/bin/python benchmarks/rollout.py [--detections 5] [--healthy 20]
+
+Figures (seconds are wall-clock on the machine it runs on):
+
+* detection: from the first moment Prometheus itself reports the canary's error ratio above the SLO budget to
+  the moment the VirtualService sends the canary 0%; target: one analysis interval + 5 s;
+* false aborts: healthy canaries (0 errors, steady latency) rolled out concurrently; target: 0;
+* idle writes: API writes the operator makes in the passes between two analysis runs; target: 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+import yaml
+
+from llm_sandbox.cluster import ROOT, LocalApi, Operator, crd_files, wait_for
+from llm_sandbox.kubelet import FakeKubelet
+from llm_sandbox.metrics import FakeVllm, Prometheus
+
+INTERVAL = 5  # analysis interval, seconds
+
+
+def deployment(name: str, steps: list[dict]) -> dict:
+    doc = yaml.safe_load((ROOT / "samples" / "llmdeployment-cpu.yaml").read_text())
+    doc["metadata"] = {"name": name}
+    doc["spec"]["replicas"] = 2
+    doc["spec"]["slo"] = {"availability": 99.0, "latencyP99Seconds": 2.0}
+    doc["spec"]["rollout"] = {"steps": steps, "scaleDownDelaySeconds": 0, "abortScaleDownDelaySeconds": 0,
+                              "analysis": {"interval": f"{INTERVAL}s", "minRequests": 10, "inconclusiveLimit": 5}}
+    return doc
+
+
+class Bench:
+    def __init__(self, workdir: pathlib.Path):
+        self.api = LocalApi(workdir)
+        for path in crd_files():
+            self.api.apply_file(path)
+        (workdir / "prom").mkdir()
+        self.prometheus = Prometheus(workdir / "prom").start()
+        self.operator = Operator(self.api.kubeconfig, workdir / "operator.log", resync_seconds=1.0, verbose=False,
+                                 env={"LLMOPS_PROMETHEUS_URL": self.prometheus.url}).start()
+        self.kubelet = FakeKubelet(self.api.client, load_seconds=0.5, interval=0.2).start()
+        self.exporters: list[FakeVllm] = []
+
+    def serve(self, namespace: str, name: str, revision: str, **behaviour) -> FakeVllm:
+        exporter = FakeVllm(rate=40, latency=0.4, **behaviour).start()
+        self.exporters.append(exporter)
+        self.prometheus.add_target(exporter.port, namespace=namespace, llmops_dev_deployment=name, llmops_dev_revision=revision)
+        return exporter
+
+    def ready_deployment(self, namespace: str, name: str, steps: list[dict]) -> str:
+        self.api.create(deployment(name, steps), namespace)
+        status = wait_for(lambda: (s := (self.api.get("llmops.dev/v1alpha1", "LLMDeployment", namespace, name) or {}).get("status", {}))
+                          .get("readyReplicas") == 2 and s, 60, "stable ready")
+        self.serve(namespace, name, status["stableRevision"], seed=hash(namespace) % 1000)
+        return status["stableRevision"]
+
+    def start_rollout(self, namespace: str, name: str) -> str:
+        self.api.create({"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMRollout", "metadata": {"name": "next"},
+                         "spec": {"deploymentName": name, "target": {"model": {"uri": "hf://org/next"}}}}, namespace)
+        return wait_for(lambda: self.rollout(namespace).get("toRevision"), 60, "rollout started")
+
+    def rollout(self, namespace: str) -> dict:
+        return (self.api.get("llmops.dev/v1alpha1", "LLMRollout", namespace, "next") or {}).get("status") or {}
+
+    def canary_weight(self, namespace: str, name: str) -> int:
+        vs = self.api.get("networking.istio.io/v1", "VirtualService", namespace, name)
+        primary = next(h for h in vs["spec"]["http"] if h["name"] == "primary")
+        return next(r["weight"] for r in primary["route"] if r["destination"]["subset"] == "canary")
+
+    def close(self) -> None:
+        self.kubelet.stop()
+        for exporter in self.exporters:
+            exporter.stop()
+        self.operator.stop()
+        self.prometheus.stop()
+        self.api.close()
+
+
+def detection(bench: Bench, run: int) -> dict:
+    namespace, name = f"detect-{run}", "chat"
+    bench.ready_deployment(namespace, name, [{"setWeight": 20}, {"analysis": {"duration": "10m"}}])
+    target = bench.start_rollout(namespace, name)
+    canary = bench.serve(namespace, name, target, seed=run)
+    wait_for(lambda: (bench.rollout(namespace).get("analysis") or {}).get("passed", 0) >= 2, 120, "two passing runs")
+    canary.error_ratio = 0.3
+    injected = time.monotonic()
+    scope = f'namespace="{namespace}",llmops_dev_revision="{target}"'
+    ratio = (f'sum(increase(vllm:request_success_total{{{scope},finished_reason="error"}}[10s]))'
+             f' / sum(increase(vllm:request_success_total{{{scope}}}[10s]))')
+    visible = None
+    while time.monotonic() - injected < 120:
+        now = time.monotonic()
+        if visible is None:
+            result = bench.prometheus.query(ratio)
+            if result and float(result[0]["value"][1]) > 0.01:
+                visible = time.monotonic()  # when Prometheus answered with the breach
+        if bench.canary_weight(namespace, name) == 0:
+            zero = now
+            break
+        time.sleep(0.05)
+    else:
+        raise RuntimeError("the canary was never taken out of traffic")
+    canary.stop()
+    status = bench.rollout(namespace)
+    return {"visible_after_injection": round((visible or zero) - injected, 2), "zero_after_visible": round(zero - (visible or zero), 2),
+            "phase": status.get("phase"), "reason": next((c["reason"] for c in status.get("conditions", []) if c["type"] == "Degraded"), None)}
+
+
+def healthy_rollouts(bench: Bench, count: int) -> dict:
+    namespaces = [f"healthy-{i}" for i in range(count)]
+    steps = [{"setWeight": 25}, {"analysis": {"duration": "10s"}}, {"setWeight": 50}, {"analysis": {"duration": "10s"}}]
+    for namespace in namespaces:
+        bench.ready_deployment(namespace, "chat", steps)
+    started = time.monotonic()
+    for namespace in namespaces:
+        target = bench.start_rollout(namespace, "chat")
+        bench.serve(namespace, "chat", target, seed=hash(namespace) % 997)
+    phases = wait_for(lambda: (p := [bench.rollout(ns).get("phase") for ns in namespaces]) and
+                      all(x in ("Succeeded", "Aborted", "Failed") for x in p) and p, 300, "all healthy rollouts")
+    return {"rollouts": count, "succeeded": phases.count("Succeeded"), "false_aborts": count - phases.count("Succeeded"),
+            "seconds_for_all": round(time.monotonic() - started, 1)}
+
+
+def idle_writes(bench: Bench) -> dict:
+    namespace, name = "idle", "chat"
+    bench.ready_deployment(namespace, name, [{"setWeight": 20}, {"analysis": {"duration": "10m"}}])
+    target = bench.start_rollout(namespace, name)
+    bench.serve(namespace, name, target, seed=7)
+    wait_for(lambda: (bench.rollout(namespace).get("analysis") or {}).get("runs", 0) >= 1, 120, "a first run")
+    measured = []
+    for _ in range(3):
+        runs = bench.rollout(namespace)["analysis"]["runs"]
+        wait_for(lambda: bench.rollout(namespace)["analysis"]["runs"] > runs, 30, "the next run")
+        time.sleep(1.0)  # just after a run: the passes until the next one are idle ticks
+        start = len(bench.api.requests())
+        time.sleep(INTERVAL - 2.0)
+        reads = bench.api.operator_reads_of(f"/llmdeployments/{name}", start)
+        writes = [w for w in bench.api.operator_writes(start) if f"/namespaces/{namespace}/" in w]
+        measured.append({"passes": reads, "writes": len(writes)})
+    return {"windows": measured, "writes_per_idle_pass": sum(m["writes"] for m in measured) / max(1, sum(m["passes"] for m in measured))}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--detections", type=int, default=5)
+    parser.add_argument("--healthy", type=int, default=20)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        bench = Bench(pathlib.Path(tmp))
+        try:
+            results = {"analysis_interval_seconds": INTERVAL, "prometheus_scrape_seconds": 1}
+            detections = [detection(bench, i) for i in range(args.detections)]
+            delays = [d["zero_after_visible"] for d in detections]
+            results["detection"] = {"runs": detections, "median_seconds": statistics.median(delays), "max_seconds": max(delays),
+                                    "target_seconds": INTERVAL + 5, "all_within_target": max(delays) <= INTERVAL + 5}
+            results["healthy"] = healthy_rollouts(bench, args.healthy)
+            results["idle"] = idle_writes(bench)
+        finally:
+            bench.close()
+    print(json.dumps(results, indent=2))
+    ok = results["detection"]["all_within_target"] and results["healthy"]["false_aborts"] == 0 and results["idle"]["writes_per_idle_pass"] == 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())
