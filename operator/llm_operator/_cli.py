@@ -72,6 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("celpy", "urllib3", "kubernetes", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.verbose:  # kopf logs every handler invocation on every watch event at INFO
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     from . import _handlers  # noqa: F401  (registers the handlers)
 
     asyncio.run(kopf.operator(
