@@ -387,7 +387,7 @@ def plan_llmdeployment(
     # away before pods go down, deletions last.
     order = {"Service": 0, "DestinationRule": 1, "VirtualService": 2}
     routing.sort(key=lambda a: order.get(a.obj["kind"], 3))
-    # A rollout's status is written after the routes it records (kept aside until here).
+    # A rollout's status is written after the routes it records and after this LLMDeployment's status.
     status_writes = [a for a in actions if isinstance(a, WriteStatus)]
     actions = [a for a in actions if not isinstance(a, WriteStatus)]
     actions += grow + [x for x in scales if x.replicas > _replicas(observed.deployments[stable_id])] + routing
@@ -579,6 +579,7 @@ def execute(
     writes = 0
     status = plan.status
     namespace = body["metadata"]["namespace"]
+    rollout_statuses = [a for a in plan.actions if isinstance(a, WriteStatus)]
     try:
         for action in plan.actions:
             if isinstance(action, Apply):
@@ -595,7 +596,6 @@ def execute(
             elif isinstance(action, Scale):
                 kube.scale(namespace, action.name, action.replicas)
             elif isinstance(action, WriteStatus):
-                writes += _write_status(kube, action.body, action.status)
                 continue
             else:
                 kube.delete(action.api_version, action.kind, namespace, action.name)
@@ -609,12 +609,21 @@ def execute(
         post_event(Event("Warning", "ReconcileError", str(error)))
         _write_status(kube, body, status)
         raise
+    # The LLMDeployment's status (which revision is stable) lands before a rollout's (Succeeded, Aborted): if it
+    # does not, the pass is redone from the same state rather than leaving a rollout claiming what is not true.
+    written = _write_status(kube, body, status)
+    if written is None:
+        return writes
+    for action in rollout_statuses:
+        writes += _write_status(kube, action.body, action.status) or 0
     for event in plan.events:
         post_event(event)
-    return writes + _write_status(kube, body, status)
+    return writes + written
 
 
-def _write_status(kube: Kube, body: Mapping[str, Any], status: dict[str, Any]) -> int:
+def _write_status(kube: Kube, body: Mapping[str, Any], status: dict[str, Any]) -> int | None:
+    """Patch ``body``'s status to ``status``: 1 when written, 0 when nothing changed, None on a conflict
+    (the object moved on since it was read; the next pass starts over from what is there)."""
     ops = status_patch(body, status)
     if not ops:
         return 0
@@ -623,5 +632,5 @@ def _write_status(kube: Kube, body: Mapping[str, Any], status: dict[str, Any]) -
         kube.patch_status(body.get("apiVersion", API_VERSION), body.get("kind", "LLMDeployment"), meta["namespace"], meta["name"], ops)
     except Conflict:
         log.info("status of %s/%s changed while reconciling; the next pass retries", meta["namespace"], meta["name"])
-        return 0
+        return None
     return 1

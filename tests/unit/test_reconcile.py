@@ -313,6 +313,32 @@ def test_the_old_stable_survives_until_the_switch_is_recorded(samples):
     plan, writes = cluster.reconcile(T2)  # promotes
     assert "RevisionPromoted" in [e.reason for e in plan.events]
     assert ("delete", "Deployment", old) not in writes  # even with no scale-down delay
-    assert writes[-1] == ("status", "LLMDeployment", "qwen-small")
+    # The stable revision is recorded on the LLMDeployment before the rollout claims Succeeded.
+    assert writes[-2:] == [("status", "LLMDeployment", "qwen-small"), ("status", "LLMRollout", f"qwen-small-{new.rsplit('-', 1)[1]}")]
     plan, writes = cluster.reconcile(T2)
     assert ("delete", "Deployment", old) in writes
+
+
+def test_a_conflict_on_the_deployment_status_leaves_the_rollout_status_alone(samples):
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    cluster = Cluster(doc)
+    cluster.reconcile(T0)
+    (old,) = cluster.deployments()
+    cluster.set_ready(old, 1)
+    cluster.edit_spec(model={"uri": "hf://Qwen/Qwen2.5-3B-Instruct"})
+    cluster.reconcile(T1)
+    cluster.reconcile(T1)
+    new = next(n for n in cluster.deployments() if n != old)
+    cluster.set_ready(new, 1)
+    body = cluster.body
+    plan = plan_llmdeployment(body, observe(cluster.kube, body, cluster.served), T2)
+    assert any(e.reason == "Promoted" for e in plan.events)
+    cluster.kube.objects[cluster.key]["metadata"]["resourceVersion"] = "999"  # someone wrote in between
+    execute(cluster.kube, body, plan, now=T2, post_event=cluster.events.append, owner=_add_owner)
+    (rollout,) = [v for k, v in cluster.kube.objects.items() if k[1] == "LLMRollout"]
+    assert rollout["status"]["phase"] == "Progressing"  # not Succeeded while the LLMDeployment says otherwise
+    assert not any(e.reason == "Promoted" for e in cluster.events)
+    cluster.reconcile(T2)  # the next pass does it again, from what is there
+    (rollout,) = [v for k, v in cluster.kube.objects.items() if k[1] == "LLMRollout"]
+    assert rollout["status"]["phase"] == "Succeeded"
+    assert cluster.body["status"]["stableRevision"] == new.rsplit("-", 1)[1]
