@@ -342,3 +342,56 @@ def test_a_conflict_on_the_deployment_status_leaves_the_rollout_status_alone(sam
     (rollout,) = [v for k, v in cluster.kube.objects.items() if k[1] == "LLMRollout"]
     assert rollout["status"]["phase"] == "Succeeded"
     assert cluster.body["status"]["stableRevision"] == new.rsplit("-", 1)[1]
+
+
+def _start_rollout(cluster, **spec):
+    cluster.kube.add({"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMRollout",
+                      "metadata": {"name": "next", "namespace": "default", "creationTimestamp": T0},
+                      "spec": {"deploymentName": cluster.key[3], "target": {"model": {"uri": "hf://org/next"}}, **spec}})
+
+
+def test_blue_green_routes_the_preview_header_to_the_new_revision(samples):
+    from tests.schemas import validate
+
+    cluster = Cluster(samples["llmdeployment-mlflow"])  # 3 replicas
+    cluster.reconcile(T0)
+    (stable,) = cluster.deployments()
+    cluster.set_ready(stable, 3)
+    _start_rollout(cluster, strategy="blueGreen", analysisDuration="1m")
+    cluster.reconcile(T1)
+    new = next(n for n in cluster.deployments() if n != stable)
+    assert cluster.deployments()[new]["spec"]["replicas"] == 3  # full size before anyone sees it
+    vs = cluster.child("VirtualService")
+    assert [h["name"] for h in vs["spec"]["http"]] == ["primary"]
+    cluster.set_ready(new, 3)
+    cluster.reconcile(T1)
+    vs = cluster.child("VirtualService")
+    preview, primary = vs["spec"]["http"]
+    assert preview["match"] == [{"headers": {"x-llmops-preview": {"exact": "true"}}}]
+    assert [(r["destination"]["subset"], r["weight"]) for r in preview["route"]] == [("canary", 100)]
+    assert [r["weight"] for r in primary["route"]] == [100, 0]  # live traffic untouched
+    validate({k: v for k, v in vs.items() if k != "status"})
+    dr = cluster.child("DestinationRule")
+    assert dr["spec"]["subsets"][1]["labels"]["llmops.dev/revision"] == new.rsplit("-", 1)[1]
+
+
+def test_shadow_mirrors_live_traffic_to_the_new_revision(samples):
+    from tests.schemas import validate
+
+    cluster = Cluster(samples["llmdeployment-mlflow"])
+    cluster.reconcile(T0)
+    (stable,) = cluster.deployments()
+    cluster.set_ready(stable, 3)
+    _start_rollout(cluster, strategy="shadow", mirrorPercent=30)
+    cluster.reconcile(T1)
+    new = next(n for n in cluster.deployments() if n != stable)
+    assert cluster.deployments()[new]["spec"]["replicas"] == 1  # ceil(30% of 3)
+    cluster.set_ready(new, 1)
+    cluster.reconcile(T1)
+    vs = cluster.child("VirtualService")
+    (primary,) = vs["spec"]["http"]
+    assert primary["mirror"]["subset"] == "canary" and primary["mirrorPercentage"] == {"value": 30.0}
+    assert [r["weight"] for r in primary["route"]] == [100, 0]
+    validate({k: v for k, v in vs.items() if k != "status"})
+    (rollout,) = [v for k, v in cluster.kube.objects.items() if k[1] == "LLMRollout"]
+    assert (rollout["status"]["mirrorWeight"], rollout["status"]["currentStepIndex"]) == (30, 1)
