@@ -142,7 +142,7 @@ def idle_writes(bench: Bench) -> dict:
     measured = []
     for _ in range(3):
         runs = bench.rollout(namespace)["analysis"]["runs"]
-        wait_for(lambda: bench.rollout(namespace)["analysis"]["runs"] > runs, 30, "the next run")
+        wait_for(lambda runs=runs: bench.rollout(namespace)["analysis"]["runs"] > runs, 30, "the next run")
         time.sleep(1.0)  # just after a run: the passes until the next one are idle ticks
         start = len(bench.api.requests())
         time.sleep(INTERVAL - 2.0)

@@ -7,8 +7,6 @@ environment contract. Stdlib only: the runtime image imports this module too.
 
 from __future__ import annotations
 
-import re
-
 LABEL_DEPLOYMENT = "llmops.dev/deployment"
 LABEL_REVISION = "llmops.dev/revision"
 LABEL_ROLLOUT = "llmops.dev/rollout"
@@ -42,8 +40,6 @@ ENV_MODEL_DIR = "LLMOPS_MODEL_DIR"
 ENV_REVISION = "LLMOPS_REVISION"
 ENV_GPUS = "LLMOPS_GPUS"
 ENV_SERVED_MODEL_NAME = "LLMOPS_SERVED_MODEL_NAME"
-
-_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 def revision_deployment_name(deployment: str, revision: str) -> str:

@@ -15,7 +15,7 @@ from . import _promql as q
 from ._api import API_VERSION, Analysis, LLMDeploymentSpec, LLMRolloutSpec, ResolvedModel, parse_duration
 from ._measure import Context
 from ._rollout import TERMINAL, RolloutPlan, needs_measurement, plan_rollout, run_window
-from ._validation import InvalidSpec, parse_llmrollout
+from ._validation import FieldError, InvalidSpec, parse_llmrollout
 
 AUTO_LABEL = "llmops.dev/created-by"
 
@@ -62,7 +62,7 @@ def target_of(spec: LLMDeploymentSpec, rollout: LLMRolloutSpec) -> tuple[LLMDepl
         source = {"uri": target.model.uri, "servedModelName": spec.model.served_model_name}
     else:
         if spec.model.mlflow is None:
-            raise InvalidSpec([_field("spec.target.model.version", "the LLMDeployment names no MLflow model; use target.model.uri")])
+            raise InvalidSpec([FieldError("spec.target.model.version", "the LLMDeployment names no MLflow model; use target.model.uri")])
         source = {"mlflow": {"name": spec.model.mlflow.name, "version": target.model.version,
                              **({"secretRef": spec.model.mlflow.secret_ref.to_wire()} if spec.model.mlflow.secret_ref else {})},
                   "servedModelName": spec.model.served_model_name}
@@ -71,12 +71,6 @@ def target_of(spec: LLMDeploymentSpec, rollout: LLMRolloutSpec) -> tuple[LLMDepl
         update["runtime"] = target.runtime.to_wire()
     merged = LLMDeploymentSpec.model_validate({**spec.to_wire(), **update})
     return merged, b.static_model(merged)
-
-
-def _field(path: str, message: str):  # a FieldError without importing the class at module level
-    from ._validation import FieldError
-
-    return FieldError(path, message)
 
 
 def auto_rollout(name: str, namespace: str, spec: LLMDeploymentSpec, model: ResolvedModel, revision: str) -> dict[str, Any]:

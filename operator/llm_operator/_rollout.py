@@ -267,10 +267,13 @@ def decide(plan: RolloutPlan, status: dict[str, Any], observed: Observed, run: R
             events.append(("Normal", "Resumed", f"resumed past step {index} by spec.resume"))
             _advance(st, stamp)
 
-    if st["phase"] == "Paused" and not plan.promote:  # an indefinite pause or an inconclusive analysis holds
-        condition(PAUSED, "True", (st.get("conditions") and cond.get_condition(st["conditions"], PAUSED) or {}).get("reason", "Paused"),
-                  st.get("message") or "")
-        return Decision(_clean(st), replicas, current, events=events)
+    if st["phase"] == "Paused" and not plan.promote:
+        reason = (cond.get_condition(st.get("conditions", []), PAUSED) or {}).get("reason")
+        if reason != "PausedByUser":  # an indefinite pause or an inconclusive analysis holds until resumed
+            return Decision(_clean(st), replicas, current, events=events)
+        st["phase"] = "Progressing"  # spec.paused is false again: carry on from the same step
+        condition(PAUSED, "False", "Unpaused", "")
+        events.append(("Normal", "Unpaused", f"spec.paused is false: continuing at step {st['currentStepIndex']}"))
 
     # ---- walk the steps as far as the present allows
     requeue: float | None = None

@@ -39,7 +39,7 @@ import hashlib
 import aiohttp.web
 import jsonpatch
 import kmock
-from kmock._internal import apps, dicts, enums
+from kmock._internal import dicts, enums
 
 from . import openapi
 from .table import table
@@ -273,9 +273,9 @@ class ApiServer(kmock.KubernetesEmulator):
             try:
                 new = jsonpatch.apply_patch(copy.deepcopy(current), data)
             except jsonpatch.JsonPatchTestFailed as exc:
-                raise kmock.KubernetesError(status=422, reason="Invalid", message=f"testing value failed: {exc}")
+                raise kmock.KubernetesError(status=422, reason="Invalid", message=f"testing value failed: {exc}") from exc
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
-                raise kmock.KubernetesError(status=422, reason="Invalid", message=str(exc))
+                raise kmock.KubernetesError(status=422, reason="Invalid", message=str(exc)) from exc
         elif content_type in _MERGE_TYPES or content_type == "application/json":
             new = dict(dicts.merge_patch_dict(copy.deepcopy(current), _strip_directives(data or {})))
         else:
@@ -423,9 +423,9 @@ class ApiServer(kmock.KubernetesEmulator):
             params = [{"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
                       for n in ("dryRun", "fieldManager", "fieldValidation")]
             base = f"/{gv_path}/namespaces/{{namespace}}/{resource.plural}" if info.namespaced else f"/{gv_path}/{resource.plural}"
-            def op(action: str, with_params: bool = False) -> dict:
+            def op(action: str, with_params: bool = False, gvk=gvk, ok=ok, kind=info.kind, params=params) -> dict:
                 out = {"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "responses": ok,
-                       "operationId": f"{action}{info.kind}"}
+                       "operationId": f"{action}{kind}"}
                 if with_params:
                     out["parameters"] = params
                 return out

@@ -1,10 +1,9 @@
 import itertools
-import pathlib
 
 import pytest
 import yaml
 
-from llm_sandbox.cluster import ROOT, LocalApi, Operator, crd_files, wait_for
+from llm_sandbox.cluster import ROOT, LocalApi, Operator, crd_files
 from llm_sandbox.metrics import Prometheus
 
 _namespaces = itertools.count(1)

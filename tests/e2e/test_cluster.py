@@ -7,7 +7,6 @@ installed from ../shared/schemas when the cluster lacks them (CRDs only, no cont
 """
 
 import os
-import pathlib
 import uuid
 
 import pytest
@@ -42,7 +41,7 @@ def cluster(tmp_path_factory):
             if crd and crd["spec"]["group"] == "networking.istio.io":
                 crd_api.server_side_apply(body=crd, name=crd["metadata"]["name"], field_manager="llmops-e2e", force_conflicts=True)
     for name in ("llmdeployments.llmops.dev", "virtualservices.networking.istio.io"):
-        wait_for(lambda: any(c["type"] == "Established" and c["status"] == "True"
+        wait_for(lambda name=name: any(c["type"] == "Established" and c["status"] == "True"
                              for c in (crd_api.get(name=name).to_dict().get("status") or {}).get("conditions", [])), 60, f"{name} established")
     client.resources.invalidate_cache() if hasattr(client.resources, "invalidate_cache") else None
     namespace = f"llmops-e2e-{uuid.uuid4().hex[:6]}"

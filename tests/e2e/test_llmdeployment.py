@@ -66,7 +66,7 @@ def test_sample_becomes_valid_owned_children(api, operator, namespace, name):
     obj = wait_for(lambda: _reconciled(api, namespace, doc["metadata"]["name"]), what="first reconcile")
     children = wait_for(lambda: (c := _children(api, namespace, doc["metadata"]["name"])) and
                         {k for k, v in c.items() if v} == EXPECTED[name] and c, what="all children")
-    for kind, items in children.items():
+    for items in children.values():
         for child in items:
             validate(child)
             (ref,) = child["metadata"]["ownerReferences"]

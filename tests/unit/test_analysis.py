@@ -7,7 +7,7 @@ import pytest
 from llm_operator import _analysis as a
 from llm_operator import _promql as q
 from llm_operator._api import Analysis, AnalysisMetric, Slo
-from llm_operator._measure import Context, default_metrics, evaluate, measure, queries
+from llm_operator._measure import Context, default_metrics, measure, queries
 from llm_operator._metrics import MetricsError, Sample
 from tests.unit.fakes import FakeMetrics
 

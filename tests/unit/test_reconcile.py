@@ -5,7 +5,7 @@ import copy
 import pytest
 
 from llm_operator import _builders as b
-from llm_operator._reconcile import Apply, Delete, Observed, execute, is_subset, needs_apply, observe, plan_llmdeployment, with_applied_hash
+from llm_operator._reconcile import Apply, Delete, execute, is_subset, needs_apply, observe, plan_llmdeployment, with_applied_hash
 from tests.unit.fakes import FakeKube
 
 T0, T1, T2 = "2026-11-21T10:00:00Z", "2026-11-21T10:01:00Z", "2026-11-21T10:02:00Z"

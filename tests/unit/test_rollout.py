@@ -4,7 +4,7 @@ import datetime
 
 import pytest
 
-from llm_operator._api import Analysis, AnalysisMetric, CanaryStep, LLMRolloutSpec, RolloutTemplate
+from llm_operator._api import LLMRolloutSpec, RolloutTemplate
 from llm_operator._measure import MetricResult, Run
 from llm_operator._rollout import Observed, Traffic, canary_size, decide, needs_measurement, plan_rollout
 
@@ -258,3 +258,15 @@ def test_decide_is_pure_and_repeatable():
     one = decide(plan, status, observed(ready=1), PASS, at(5))
     two = decide(plan, status, observed(ready=1), PASS, at(5))
     assert status == frozen and one.status == two.status and one.traffic == two.traffic
+
+
+def test_unpausing_carries_on_from_where_it_stood():
+    walk = Walk(plan_rollout(spec(), TEMPLATE))
+    walk.step(0, ready=1)
+    walk.plan = plan_rollout(spec(paused=True), TEMPLATE)
+    walk.step(10, ready=1)
+    assert walk.phase == "Paused"
+    walk.plan = plan_rollout(spec(paused=False), TEMPLATE)
+    d = walk.step(20, ready=1)
+    assert walk.phase == "Progressing" and walk.status["currentStepIndex"] == 1 and d.traffic.canary_weight == 10
+    assert {c["type"]: c["status"] for c in walk.status["conditions"]}["Paused"] == "False"
