@@ -140,8 +140,14 @@ def kubectl_binary() -> str:
 
 def kubectl(api: LocalApi, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run the real kubectl against ``api`` (its own discovery cache, so no stale resources from other runs)."""
-    command = [kubectl_binary(), "--kubeconfig", api.kubeconfig, "--cache-dir", str(api.workdir / "kubectl-cache"), *args]
-    result = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    plugin = bool(args) and args[0] == "llm"  # kubectl refuses flags before a plugin's name
+    flags = [] if plugin else ["--kubeconfig", api.kubeconfig, "--cache-dir", str(api.workdir / "kubectl-cache")]
+    command = [kubectl_binary(), *flags, *args]
+    # Plugins (kubectl-llm) are found on PATH and get the kubeconfig from the environment, as kubectl passes
+    # them no global flags.
+    env = {**os.environ, "KUBECONFIG": api.kubeconfig,
+           "PATH": f"{pathlib.Path(kubectl_binary()).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
     return result

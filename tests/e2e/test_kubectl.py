@@ -112,3 +112,29 @@ def test_kubectl_delete_removes_the_children(applied):
     out = kubectl(applied, "delete", "llmd", "tiny-cpu", "--timeout=30s").stdout
     assert 'llmdeployment.llmops.dev "tiny-cpu" deleted' in out
     assert kubectl(applied, "get", "deploy,svc,vs,dr,pdb", "-l", selector, "-o", "name").stdout.strip() == ""
+
+
+def test_kubectl_llm_plugin_controls_a_rollout(applied):
+    name = "support-assistant-v9-shadow"  # the newest rollout of support-assistant: the active one
+
+    def phase():
+        return (yaml.safe_load(kubectl(applied, "get", "llmro", name, "-o", "yaml").stdout).get("status") or {}).get("phase")
+
+    wait_for(lambda: phase() == "Progressing", what="the rollout to start")
+    out = kubectl(applied, "llm", "get", name).stdout
+    assert "Deployment:  support-assistant" in out and "Strategy:    shadow" in out and "Phase:       Progressing" in out
+    assert "llmrollout.llmops.dev/support-assistant-v9-shadow paused" in kubectl(applied, "llm", "pause", name).stdout
+    wait_for(lambda: phase() == "Paused", what="paused")
+    assert "Controls:    paused" in kubectl(applied, "llm", "get", name).stdout
+    kubectl(applied, "llm", "resume", name)
+    wait_for(lambda: phase() == "Progressing", what="resumed")
+    kubectl(applied, "llm", "abort", name)
+    wait_for(lambda: phase() == "Aborted", what="aborted")
+    refused = kubectl(applied, "llm", "promote", name, check=False)
+    assert refused.returncode == 1 and "already Aborted; nothing to promote" in refused.stderr
+    assert "retried" in kubectl(applied, "llm", "retry", name).stdout
+    wait_for(lambda: phase() == "Progressing", what="running again")
+    spec = yaml.safe_load(kubectl(applied, "get", "llmro", name, "-o", "yaml").stdout)["spec"]
+    assert (spec["retry"], spec["abort"], spec["paused"]) == (1, False, False)  # every control is in the spec
+    missing = kubectl(applied, "llm", "get", "nope", check=False)
+    assert missing.returncode == 1 and "llmrollout 'nope' not found in namespace 'default'" in missing.stderr
