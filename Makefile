@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit e2e crds render clean prometheus
+.PHONY: demo test unit e2e crds argocd-cm render clean prometheus
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ e2e: $(STAMP) prometheus
 
 crds: $(STAMP)  ## regenerate crds/ and manifests/crds/ from the API models
 	$(BIN)/llm-operator crds -o crds -o manifests/crds
+
+argocd-cm: $(STAMP)  ## regenerate manifests/argocd/argocd-cm-patch.yaml from the Lua health checks and actions
+	$(BIN)/python -m tests.unit.test_argocd
 
 render: $(STAMP)  ## print what the operator would apply for every sample
 	$(BIN)/llm-operator render $(foreach f,$(wildcard samples/*.yaml),-f $(f))

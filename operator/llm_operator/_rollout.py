@@ -188,6 +188,8 @@ def decide(plan: RolloutPlan, status: dict[str, Any], observed: Observed, run: R
     st = copy.deepcopy(status)
     events: list[tuple[str, str, str]] = []
     stamp = _ts(now)
+    if observed.generation is not None:
+        st["observedGeneration"] = observed.generation
 
     def condition(type_: str, value: cond.Status, reason: str, message: str) -> None:
         st["conditions"] = cond.set_condition(st.get("conditions", []), type_, value, reason, message,

@@ -251,6 +251,12 @@ def test_needs_measurement_waits_a_window_then_follows_the_interval():
     assert needs_measurement(walk.plan, walk.status, at(60))
 
 
+def test_status_records_the_generation_it_acted_on():
+    walk = Walk(plan_rollout(spec(), TEMPLATE))
+    walk.step(0, ready=1)
+    assert walk.status["observedGeneration"] == 1
+
+
 def test_decide_is_pure_and_repeatable():
     plan = plan_rollout(spec(), TEMPLATE)
     status = Walk(plan).step(0, ready=1).status

@@ -1,0 +1,3 @@
+-- Hold at the current step.
+obj.spec.paused = true
+return obj

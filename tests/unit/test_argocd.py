@@ -1,0 +1,130 @@
+"""Argo CD resource customizations, run by a real Lua interpreter (lupa) against YAML test data, the way Argo CD
+runs the health_test.yaml and action_test.yaml files of its own resource_customizations/."""
+
+import pathlib
+
+import pytest
+import yaml
+from lupa import LuaRuntime
+
+from tests.conftest import ROOT
+
+CUSTOMIZATIONS = ROOT / "manifests" / "argocd" / "resource_customizations" / "llmops.dev"
+
+
+def to_lua(lua, value):
+    if isinstance(value, dict):
+        return lua.table_from({k: to_lua(lua, v) for k, v in value.items()})
+    if isinstance(value, list):
+        return lua.table_from([to_lua(lua, v) for v in value])
+    return value
+
+
+def from_lua(value):
+    if hasattr(value, "items"):  # a Lua table
+        items = dict(value.items())
+        if items and all(isinstance(k, int) for k in items) and sorted(items) == list(range(1, len(items) + 1)):
+            return [from_lua(items[i]) for i in range(1, len(items) + 1)]
+        return {k: from_lua(v) for k, v in items.items()}
+    return value
+
+
+def run(script: pathlib.Path, obj: dict):
+    lua = LuaRuntime(unpack_returned_tuples=True)
+    lua.globals().obj = to_lua(lua, obj)
+    return from_lua(lua.execute(script.read_text()))
+
+
+def cases(kind: str, test_file: str, key: str):
+    path = CUSTOMIZATIONS / kind / test_file
+    return [(path.parent, case) for case in yaml.safe_load(path.read_text())[key]]
+
+
+HEALTH = cases("LLMRollout", "health_test.yaml", "tests") + cases("LLMDeployment", "health_test.yaml", "tests")
+
+
+@pytest.mark.parametrize("folder,case", HEALTH, ids=[f"{f.name}:{c['inputPath']}" for f, c in HEALTH])
+def test_health(folder, case):
+    obj = yaml.safe_load((folder / case["inputPath"]).read_text())
+    assert run(folder / "health.lua", obj) == case["healthStatus"]
+
+
+DISCOVERY = cases("LLMRollout/actions", "action_test.yaml", "discoveryTests")
+
+
+@pytest.mark.parametrize("folder,case", DISCOVERY, ids=[c["inputPath"] for _, c in DISCOVERY])
+def test_action_discovery(folder, case):
+    obj = yaml.safe_load((folder / case["inputPath"]).read_text())
+    actions = run(folder / "discovery.lua", obj)
+    assert {name: spec["disabled"] for name, spec in actions.items()} == {r["name"]: r["disabled"] for r in case["result"]}
+
+
+ACTIONS = cases("LLMRollout/actions", "action_test.yaml", "actionTests")
+
+
+@pytest.mark.parametrize("folder,case", ACTIONS, ids=[f"{c['action']}:{c['inputPath']}" for _, c in ACTIONS])
+def test_actions(folder, case):
+    obj = yaml.safe_load((folder / case["inputPath"]).read_text())
+    result = run(folder / case["action"] / "action.lua", obj)
+    assert result == yaml.safe_load((folder / case["expectedOutputPath"]).read_text())
+
+
+def test_every_action_has_a_test_and_matches_the_plugin():
+    """The Argo CD actions and `kubectl llm` make the same spec patch for the same rollout."""
+    from llm_operator._plugin import ACTIONS as PLUGIN_ACTIONS, action_patch
+
+    folder = CUSTOMIZATIONS / "LLMRollout" / "actions"
+    scripts = sorted(p.name for p in folder.iterdir() if (p / "action.lua").exists())
+    assert scripts == sorted(PLUGIN_ACTIONS)
+    assert {c["action"] for _, c in ACTIONS} == set(PLUGIN_ACTIONS)
+    for _, case in ACTIONS:
+        before = yaml.safe_load((folder / case["inputPath"]).read_text())
+        after = run(folder / case["action"] / "action.lua", before)
+        patched = {**before, "spec": {**before["spec"], **action_patch(case["action"], before)["spec"]}}
+        assert after == patched, case["action"]
+
+
+def argocd_cm_patch() -> dict:
+    """The argocd-cm keys that install the customizations (Argo CD's resource.customizations.* format)."""
+    data = {}
+    for kind in ("LLMDeployment", "LLMRollout"):
+        folder = CUSTOMIZATIONS / kind
+        data[f"resource.customizations.health.llmops.dev_{kind}"] = (folder / "health.lua").read_text()
+        actions = folder / "actions"
+        if actions.exists():
+            definitions = [{"name": p.name, "action.lua": (p / "action.lua").read_text()}
+                           for p in sorted(actions.iterdir()) if (p / "action.lua").exists()]
+            data[f"resource.customizations.actions.llmops.dev_{kind}"] = yaml.safe_dump(
+                {"discovery.lua": (actions / "discovery.lua").read_text(), "definitions": definitions}, sort_keys=False)
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "argocd-cm", "namespace": "argocd", "labels": {"app.kubernetes.io/part-of": "argocd"}},
+            "data": data}
+
+
+ARGOCD_CM = ROOT / "manifests" / "argocd" / "argocd-cm-patch.yaml"
+
+
+def test_argocd_cm_patch_is_generated_from_the_lua_files():
+    assert yaml.safe_load(ARGOCD_CM.read_text()) == argocd_cm_patch(), "run: make argocd-cm"
+
+
+@pytest.mark.parametrize("name", ["application-operator.yaml", "application-llmdeployment.yaml"])
+def test_example_applications_validate_against_argo_cds_crd(name):
+    from tests.schemas import validate
+
+    app = yaml.safe_load((ROOT / "manifests" / "argocd" / name).read_text())
+    validate(app)
+    assert app["spec"]["syncPolicy"]["automated"]["selfHeal"] is True
+
+
+class _Blocks(yaml.SafeDumper):
+    """Multi-line strings as literal blocks, so the Lua reads as Lua in the ConfigMap."""
+
+
+_Blocks.add_representer(str, lambda dumper, value: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None))
+
+
+if __name__ == "__main__":  # make argocd-cm
+    ARGOCD_CM.write_text("# Generated from resource_customizations/ by `make argocd-cm`. Merge into argocd-cm.\n"
+                         + yaml.dump(argocd_cm_patch(), Dumper=_Blocks, sort_keys=False))
