@@ -44,9 +44,15 @@ def _mark_ready(api, namespace, name, ready):
 
 
 def _settle(api, operator, namespace, name, passes=3):
-    """Wait until the operator has re-read the object ``passes`` more times; return its writes meanwhile."""
-    start = len(api.requests())
-    wait_for(lambda: api.operator_reads_of(f"/llmdeployments/{name}", start) >= passes, timeout=20, what=f"{passes} reconcile passes")
+    """Writes the operator makes over ``passes`` whole passes, counted from the start of the next pass: passes of
+    one object are serialized, so by then the previous pass (its status write and Events) is complete."""
+    path = f"/llmdeployments/{name}"
+    begin = len(api.requests())
+    wait_for(lambda: api.operator_reads_of(path, begin) >= 1, timeout=20, what="the next pass")
+    start = next(i for i in range(begin, len(api.requests()))
+                 if api.requests()[i].path.endswith(path) and api.requests()[i].method == "GET"
+                 and api.requests()[i].user_agent != "llmops-sandbox-client")
+    wait_for(lambda: api.operator_reads_of(path, start) >= passes, timeout=20, what=f"{passes} reconcile passes")
     return api.operator_writes(start)
 
 
