@@ -147,7 +147,7 @@ def run(workdir: pathlib.Path, load_seconds: float, keep: bool = False, port: in
         step("Idle: how many writes does the operator make when nothing changes?")
         # Count from the start of a fresh pass: the previous one (its status write and Events) is then complete.
         begin = len(api.requests())
-        wait_for(lambda: api.operator_reads_of("/llmdeployments/qwen-small", begin) >= 1, 30, "a fresh pass")
+        wait_for(lambda: all(api.operator_reads_of(f"/llmdeployments/{n}", begin) >= 1 for _, n in llmds), 30, "fresh passes")
         start = len(api.requests())
         wait_for(lambda: api.operator_reads_of("/llmdeployments/qwen-small", start) >= 3, 30, "three resync passes")
         reads = sum(1 for r in api.requests()[start:] if r.method == "GET" and r.user_agent != "llmops-sandbox-client")
