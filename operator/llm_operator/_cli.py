@@ -69,6 +69,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ["LLMOPS_KUBECONFIG"] = os.environ["KUBECONFIG"] = os.path.abspath(args.kubeconfig)
     if args.resync_seconds:
         os.environ["LLMOPS_RESYNC_SECONDS"] = str(args.resync_seconds)
+    if args.metrics_port:
+        os.environ["LLMOPS_METRICS_PORT"] = str(args.metrics_port)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("celpy", "urllib3", "kubernetes", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--kubeconfig", help="kubeconfig path (in-cluster credentials are used when present)")
     run.add_argument("--liveness", help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--resync-seconds", type=float, help="periodic reconcile interval (default 60)")
+    run.add_argument("--metrics-port", type=int, help="serve the operator's Prometheus metrics on this port")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=cmd_run)
 

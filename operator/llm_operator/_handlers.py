@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import socket
+import time
 import logging
 import threading
 from collections import defaultdict
@@ -27,8 +28,9 @@ from ._api import GROUP, VERSION
 from ._kube import DynamicKube, Kube, KubeError
 from ._measure import measure
 from ._metrics import MetricsError, MetricsProvider, PrometheusProvider
-from ._reconcile import Event, event_manifest, execute, measurement_due, observe, plan_llmdeployment
-from ._validation import parse_llmdeployment
+from ._reconcile import Event, WriteStatus, event_manifest, execute, measurement_due, observe, plan_llmdeployment
+from ._telemetry import Telemetry
+from ._validation import InvalidSpec, parse_llmdeployment
 from ._settings import Settings
 
 SETTINGS = Settings.from_env()
@@ -63,6 +65,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.locks = defaultdict(threading.Lock)
     memo.providers, memo.providers_lock = {}, threading.Lock()
     memo.loop, memo.timers = asyncio.get_running_loop(), {}
+    if "telemetry" not in memo:
+        memo.telemetry = Telemetry()
+        if SETTINGS.metrics_port:
+            memo.telemetry.serve(SETTINGS.metrics_port)
     memo.autoscalers = frozenset([
         kind for api_version, kind in (("autoscaling/v2", "HorizontalPodAutoscaler"), ("keda.sh/v1alpha1", "ScaledObject"))
         if await asyncio.to_thread(memo.kube.serves, api_version, kind)
@@ -126,7 +132,16 @@ def reconcile(kube: Kube, memo: kopf.Memo, namespace: str, name: str) -> float |
         def own(obj: dict[str, Any]) -> None:
             kopf.append_owner_reference(obj, owner=kopf.Body(body))
 
-        execute(kube, body, plan, now=now, post_event=post, owner=own)
+        started = time.monotonic()
+        writes = execute(kube, body, plan, now=now, post_event=post, owner=own)
+        new_status = {id(a.body): a.status for a in plan.actions if isinstance(a, WriteStatus)}
+        try:
+            availability = parse_llmdeployment(body).slo.availability
+        except InvalidSpec:
+            availability = None
+        memo.telemetry.observe_pass(body, availability,
+                                    [(r, new_status.get(id(r), r.get("status") or {})) for r in observed.rollouts if r.get("metadata", {}).get("uid")],
+                                    time.monotonic() - started, writes)
         return plan.requeue_after
 
 
@@ -156,6 +171,7 @@ def _guarded(memo: kopf.Memo, namespace: str, name: str, logger: logging.Logger)
         requeue = reconcile(memo.kube, memo, namespace, name)
     except KubeError as error:  # the next event or resync retries; status already says what failed
         logger.warning("reconcile of %s/%s failed: %s", namespace, name, error)
+        memo.telemetry.observe_error(namespace, name)
         requeue = min(30.0, SETTINGS.resync_seconds)
     if requeue is not None:
         _schedule(memo, namespace, name, max(requeue, 0.5))

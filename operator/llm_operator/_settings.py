@@ -15,6 +15,7 @@ class Settings:
             change (level-based safety net; a pass that finds nothing to do writes nothing).
         prometheus_url: the Prometheus base URL rollout analysis queries when neither the LLMRollout nor its
             LLMDeployment's template names one (``LLMOPS_PROMETHEUS_URL``).
+        metrics_port: where the operator serves its own Prometheus metrics (``LLMOPS_METRICS_PORT``); off when None.
         kubeconfig: a kubeconfig path given with ``--kubeconfig`` (``LLMOPS_KUBECONFIG``); without it the
             operator uses in-cluster credentials, or ``KUBECONFIG``/``~/.kube/config`` through the official
             client (exec plugins and all).
@@ -23,6 +24,7 @@ class Settings:
     resync_seconds: float = 60.0
     kubeconfig: str | None = None
     prometheus_url: str | None = None
+    metrics_port: int | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -30,4 +32,5 @@ class Settings:
             resync_seconds=float(os.environ.get("LLMOPS_RESYNC_SECONDS", cls.resync_seconds)),
             kubeconfig=os.environ.get("LLMOPS_KUBECONFIG") or None,
             prometheus_url=os.environ.get("LLMOPS_PROMETHEUS_URL") or None,
+            metrics_port=int(os.environ["LLMOPS_METRICS_PORT"]) if os.environ.get("LLMOPS_METRICS_PORT") else None,
         )

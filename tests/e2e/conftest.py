@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from llm_sandbox.cluster import ROOT, LocalApi, Operator, crd_files
-from llm_sandbox.metrics import Prometheus
+from llm_sandbox.metrics import Prometheus, free_port
 
 _namespaces = itertools.count(1)
 
@@ -29,8 +29,10 @@ def prometheus(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def operator(api, prometheus, tmp_path_factory):
+    port = free_port()
     op = Operator(api.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log",
-                  env={"LLMOPS_PROMETHEUS_URL": prometheus.url}).start()
+                  env={"LLMOPS_PROMETHEUS_URL": prometheus.url, "LLMOPS_METRICS_PORT": str(port)}).start()
+    op.metrics_url = f"http://127.0.0.1:{port}/metrics"
     yield op
     op.stop()
 

@@ -101,7 +101,7 @@ def scenario(api, operator, prometheus, namespace):
 STEPS = [{"setWeight": 25}, {"analysis": {"duration": "4s"}}, {"setWeight": 50}, {"analysis": {"duration": "4s"}}]
 
 
-def test_healthy_canary_goes_through_every_step_to_succeeded(scenario):
+def test_healthy_canary_goes_through_every_step_to_succeeded(scenario, operator):
     s = scenario(steps=STEPS)
     target = s.start_rollout()
     s.serve(target, FakeVllm(rate=40, error_ratio=0.0, latency=0.4, seed=2))
@@ -114,6 +114,14 @@ def test_healthy_canary_goes_through_every_step_to_succeeded(scenario):
     passed = [e["message"] for e in s.events("AnalysisPassed")]
     assert len(passed) == 2
     wait_for(lambda: s.deployment(s.stable) is None, 20, "the old revision scaled away")
+    # The operator's own metrics tell the same story.
+    import urllib.request
+
+    metrics = urllib.request.urlopen(operator.metrics_url, timeout=5).read().decode()
+    labels = f'llmops_dev_deployment="{NAME}",namespace="{s.namespace}"'
+    assert f'llmops_rollouts_finished_total{{{labels},phase="Succeeded",reason="Promoted"}} 1.0' in metrics
+    assert f'llmops_slo_availability_ratio{{{labels}}} 0.99' in metrics
+    assert f'llmops_rollout_phase{{{labels},phase="Succeeded",rollout="to-v2"}} 1.0' in metrics
 
 
 def test_errors_abort_with_traffic_back_on_stable_and_stable_untouched(scenario):

@@ -1,0 +1,74 @@
+"""The operator's own metrics (``--metrics-port``), with prometheus_client.
+
+Names carry the ``llmops_`` prefix and the labels the rest of the project uses (``namespace``,
+``llmops_dev_deployment``). Values come from what each pass already decided; nothing here queries anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from . import _contract as c
+
+DEPLOYMENT = c.PROM_LABEL_DEPLOYMENT
+PHASES = ("Pending", "Progressing", "Paused", "Succeeded", "Aborted", "Failed")
+
+
+class Telemetry:
+    """Metrics of one operator process; ``observe_pass`` is called after every reconcile pass."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.reconcile_seconds = Histogram("llmops_reconcile_duration_seconds", "Duration of a reconcile pass",
+                                           buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+        self.reconcile_errors = Counter("llmops_reconcile_errors", "Reconcile passes that failed on an API call",
+                                        ["namespace", DEPLOYMENT], registry=r)
+        self.api_writes = Counter("llmops_api_writes", "API writes made by reconcile passes", ["namespace", DEPLOYMENT], registry=r)
+        self.slo_target = Gauge("llmops_slo_availability_ratio", "SLO availability target of an LLMDeployment, ratio 0..1",
+                                ["namespace", DEPLOYMENT], registry=r)
+        self.rollout_phase = Gauge("llmops_rollout_phase", "1 for the LLMRollout's current phase, 0 for the others",
+                                   ["namespace", "rollout", DEPLOYMENT, "phase"], registry=r)
+        self.canary_weight = Gauge("llmops_rollout_canary_weight_percent", "Percent 0..100 of traffic on the new revision",
+                                   ["namespace", "rollout", DEPLOYMENT], registry=r)
+        self.outcomes = Counter("llmops_rollouts_finished", "LLMRollouts that reached Succeeded, Aborted or Failed",
+                                ["namespace", DEPLOYMENT, "phase", "reason"], registry=r)
+        self.metric_value = Gauge("llmops_analysis_metric_value", "Last measured value of an analysis metric",
+                                  ["namespace", "rollout", "metric"], registry=r)
+        self.verdicts = Counter("llmops_analysis_runs", "Analysis runs by verdict", ["namespace", "rollout", "verdict"], registry=r)
+
+    def serve(self, port: int, address: str = "0.0.0.0") -> None:
+        start_http_server(port, addr=address, registry=self.registry)
+
+    def observe_pass(self, body: Mapping[str, Any], availability: float | None, rollouts: list[tuple[Mapping[str, Any], Mapping[str, Any]]],
+                     seconds: float, writes: int) -> None:
+        """Record one pass: the LLMDeployment ``body``, its SLO (percent), and (rollout as read, its new status)."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        self.reconcile_seconds.observe(seconds)
+        if writes:
+            self.api_writes.labels(ns, name).inc(writes)
+        if availability is not None:
+            self.slo_target.labels(ns, name).set(availability / 100)
+        for before, after in rollouts:
+            rollout = before["metadata"]["name"]
+            phase = after.get("phase") or "Pending"
+            for candidate in PHASES:
+                self.rollout_phase.labels(ns, rollout, name, candidate).set(1 if candidate == phase else 0)
+            self.canary_weight.labels(ns, rollout, name).set(after.get("canaryWeight") or 0)
+            old = before.get("status") or {}
+            if phase in ("Succeeded", "Aborted", "Failed") and old.get("phase") != phase:
+                reason = next((x["reason"] for x in after.get("conditions", []) if x["type"] in ("Degraded", "Completed")
+                               and x["status"] == "True"), phase)
+                self.outcomes.labels(ns, name, phase, reason).inc()
+            analysis, previous = after.get("analysis") or {}, old.get("analysis") or {}
+            if analysis.get("lastRunAt") and analysis.get("lastRunAt") != previous.get("lastRunAt"):
+                self.verdicts.labels(ns, rollout, analysis.get("verdict") or "Unknown").inc()
+                for metric in analysis.get("metrics", []):
+                    if metric.get("value") is not None:
+                        self.metric_value.labels(ns, rollout, metric["name"]).set(metric["value"])
+
+    def observe_error(self, namespace: str, name: str) -> None:
+        self.reconcile_errors.labels(namespace, name).inc()

@@ -1,0 +1,44 @@
+"""The operator's own metrics, from what a pass decided."""
+
+from prometheus_client import generate_latest
+
+from llm_operator._telemetry import Telemetry
+
+
+def body():
+    return {"metadata": {"namespace": "ns", "name": "chat"}}
+
+
+def rollout(phase=None, **status):
+    return {"metadata": {"name": "to-v2"}, "status": {"phase": phase, **status} if phase else {}}
+
+
+def scrape(t: Telemetry) -> str:
+    return generate_latest(t.registry).decode()
+
+
+def test_a_pass_records_slo_phase_weight_and_analysis():
+    t = Telemetry()
+    after = {"phase": "Progressing", "canaryWeight": 25,
+             "analysis": {"lastRunAt": "2026-11-21T10:00:00Z", "verdict": "Pass", "metrics": [{"name": "error-ratio", "value": 0.002}]}}
+    t.observe_pass(body(), 99.5, [(rollout("Progressing", canaryWeight=10), after)], 0.12, writes=3)
+    text = scrape(t)
+    assert 'llmops_slo_availability_ratio{llmops_dev_deployment="chat",namespace="ns"} 0.995' in text
+    assert 'llmops_rollout_phase{llmops_dev_deployment="chat",namespace="ns",phase="Progressing",rollout="to-v2"} 1.0' in text
+    assert 'llmops_rollout_phase{llmops_dev_deployment="chat",namespace="ns",phase="Aborted",rollout="to-v2"} 0.0' in text
+    assert 'llmops_rollout_canary_weight_percent{llmops_dev_deployment="chat",namespace="ns",rollout="to-v2"} 25.0' in text
+    assert 'llmops_analysis_metric_value{metric="error-ratio",namespace="ns",rollout="to-v2"} 0.002' in text
+    assert 'llmops_analysis_runs_total{namespace="ns",rollout="to-v2",verdict="Pass"} 1.0' in text
+    assert 'llmops_api_writes_total{llmops_dev_deployment="chat",namespace="ns"} 3.0' in text
+    assert "llmops_reconcile_duration_seconds_count 1.0" in text
+
+
+def test_an_outcome_is_counted_once_and_a_run_only_when_new():
+    t = Telemetry()
+    aborted = {"phase": "Aborted", "conditions": [{"type": "Degraded", "status": "True", "reason": "AnalysisFailed"}],
+               "analysis": {"lastRunAt": "t1", "verdict": "Fail", "metrics": []}}
+    t.observe_pass(body(), 99.0, [(rollout("Progressing"), aborted)], 0.1, writes=1)
+    t.observe_pass(body(), 99.0, [({"metadata": {"name": "to-v2"}, "status": aborted}, aborted)], 0.1, writes=0)  # idle pass
+    text = scrape(t)
+    assert 'llmops_rollouts_finished_total{llmops_dev_deployment="chat",namespace="ns",phase="Aborted",reason="AnalysisFailed"} 1.0' in text
+    assert 'llmops_analysis_runs_total{namespace="ns",rollout="to-v2",verdict="Fail"} 1.0' in text
