@@ -22,6 +22,9 @@ def to_jsonschema(node: Any, *, strict: bool = True) -> Any:
     if not isinstance(node, dict):
         return node
     out = {k: to_jsonschema(v, strict=strict) for k, v in node.items() if not k.startswith("x-kubernetes-")}
+    pattern = out.get("pattern")
+    if isinstance(pattern, str) and pattern.startswith("^(?i)"):
+        out["pattern"] = "(?i)^" + pattern[5:]  # Go allows the flag after the anchor; Python wants it first
     if node.get("x-kubernetes-int-or-string"):
         out.pop("type", None)
         out.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
