@@ -9,7 +9,6 @@ from __future__ import annotations
 
 LABEL_DEPLOYMENT = "llmops.dev/deployment"
 LABEL_REVISION = "llmops.dev/revision"
-LABEL_ROLLOUT = "llmops.dev/rollout"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "llm-operator"
 FIELD_MANAGER = "llm-operator"

@@ -30,7 +30,6 @@ from ._measure import measure
 from ._metrics import MetricsError, MetricsProvider, PrometheusProvider
 from ._reconcile import Event, WriteStatus, event_manifest, execute, measurement_due, observe, plan_llmdeployment
 from ._telemetry import Telemetry
-from ._validation import InvalidSpec, parse_llmdeployment
 from ._settings import Settings
 
 SETTINGS = Settings.from_env()
@@ -110,12 +109,12 @@ def reconcile(kube: Kube, memo: kopf.Memo, namespace: str, name: str) -> float |
         run = None
         wanted = measurement_due(body, observed, now)
         if wanted is not None:
-            analysis, context = wanted
+            analysis, context, slo = wanted
             try:
                 provider = _provider(memo, analysis.prometheus_address)
             except MetricsError as error:
                 provider = _Unavailable(error)
-            run = measure(provider, analysis, parse_llmdeployment(body).slo, context)
+            run = measure(provider, analysis, slo, context)
         plan = plan_llmdeployment(body, observed, now, autoscaler_kinds=memo.autoscalers, run=run)
 
         def post(event: Event) -> None:
@@ -135,10 +134,7 @@ def reconcile(kube: Kube, memo: kopf.Memo, namespace: str, name: str) -> float |
         started = time.monotonic()
         writes = execute(kube, body, plan, now=now, post_event=post, owner=own)
         new_status = {id(a.body): a.status for a in plan.actions if isinstance(a, WriteStatus)}
-        try:
-            availability = parse_llmdeployment(body).slo.availability
-        except InvalidSpec:
-            availability = None
+        availability = plan.spec.slo.availability if plan.spec is not None else None
         memo.telemetry.observe_pass(body, availability,
                                     [(r, new_status.get(id(r), r.get("status") or {})) for r in observed.rollouts if r.get("metadata", {}).get("uid")],
                                     time.monotonic() - started, writes)

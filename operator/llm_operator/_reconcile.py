@@ -112,6 +112,7 @@ class Plan:
     events: list[Event]
     status: dict[str, Any]
     requeue_after: float | None = None
+    spec: LLMDeploymentSpec | None = None  # the parsed spec (None when invalid), for callers that need it too
 
 
 # ------------------------------------------------------------------------------------ comparison
@@ -480,7 +481,7 @@ def plan_llmdeployment(
         warning = changed["type"] == cond.DEGRADED and changed["status"] == "True"
         text = f"{changed['type']}={changed['status']}" + (f": {changed['message']}" if changed["message"] else "")
         events.append(Event("Warning" if warning else "Normal", changed["reason"], text))
-    return Plan(actions=actions, events=events, status=status, requeue_after=min(requeue) if requeue else None)
+    return Plan(actions=actions, events=events, status=status, requeue_after=min(requeue) if requeue else None, spec=spec)
 
 
 def _iso(moment: datetime.datetime) -> str:
@@ -495,9 +496,9 @@ def _model_of(old_status: Mapping[str, Any], live: Mapping[str, Any] | None) -> 
     return ResolvedModel(name=uri.split("://", 1)[-1], source="uri", uri=uri) if uri else None
 
 
-def measurement_due(body: Mapping[str, Any], observed: Observed, now: str) -> tuple[Any, Any] | None:
-    """If this pass should run an analysis: (the active rollout's Analysis, a measurement Context), else None.
-    Pure; the caller measures and hands the Run to :func:`plan_llmdeployment`."""
+def measurement_due(body: Mapping[str, Any], observed: Observed, now: str) -> tuple[Any, Any, Any] | None:
+    """If this pass should run an analysis: (the active rollout's Analysis, a measurement Context, the SLO),
+    else None. Pure; the caller measures and hands the Run to :func:`plan_llmdeployment`."""
     try:
         spec = parse_llmdeployment(body)
     except InvalidSpec:
@@ -509,7 +510,7 @@ def measurement_due(body: Mapping[str, Any], observed: Observed, now: str) -> tu
     stable = (body.get("status") or {}).get("stableRevision") or active.body.get("status", {}).get("fromRevision")
     context = p.measurement_context(body["metadata"]["name"], body["metadata"]["namespace"], active, stable,
                                     _ready(observed.deployments.get(active.revision.id)), active.plan.analysis)
-    return active.plan.analysis, context
+    return active.plan.analysis, context, spec.slo
 
 
 # ------------------------------------------------------------------------------- observe, execute
