@@ -115,6 +115,12 @@ class MlflowModelRef(_Model):
     secret_ref: SecretRef | None = Field(
         None, description="Secret with MLFLOW_TRACKING_URI and MLFLOW_TRACKING_TOKEN; the operator's settings otherwise."
     )
+    promote_alias: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")] | None = Field(
+        None, description="On promotion, point this alias at the new version (e.g. production). "
+                          "An aborted version leaves it where it was.")
+    promote_stage: Literal["Staging", "Production"] | None = Field(
+        None, description="On promotion, transition the new version to this stage, archiving the versions in it "
+                          "(stages are deprecated in MLflow; prefer promoteAlias).")
 
 
 class ModelSource(_Model):
@@ -339,6 +345,18 @@ class Analysis(_Model):
     gpu_hour_price: Annotated[float, Field(ge=0)] | None = Field(None, description="Price of one GPU-hour, for costPer1kTokens.")
 
 
+class GateThreshold(_Model):
+    """A bound on one of the candidate version's MLflow run metrics, checked before it gets any traffic."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(("has(self.min) || has(self.max)", "set min, max or both"))
+    )
+
+    metric: Annotated[str, Field(min_length=1, max_length=250, description="Run metric name, e.g. accuracy.")]
+    min: float | None = Field(None, description="The metric must be at least this.")
+    max: float | None = Field(None, description="The metric must be at most this.")
+
+
 class RolloutTemplate(_Model):
     """How an LLMDeployment moves to a new revision; LLMRollouts default to it."""
 
@@ -357,6 +375,10 @@ class RolloutTemplate(_Model):
     mirror_percent: Percent = Field(50, description="Shadow: percent 0..100 of live traffic mirrored to the new revision.")
     preview_header: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+$")] = Field(
         "x-llmops-preview", description="Blue-green: requests with this header set to 'true' reach the new revision.")
+    quality_gate: list[GateThreshold] = Field(
+        default_factory=list, max_length=32,
+        description="Offline-evaluation gate: bounds on the new MLflow version's run metrics. A version that misses "
+                    "one (or lacks the metric) gets no traffic; its rollout ends Failed with reason QualityGateFailed.")
 
 
 # ----------------------------------------------------------------------------------------- status
@@ -377,13 +399,19 @@ _CONDITIONS_LIST = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys
 
 
 class ResolvedModel(_Model):
-    """The model the stable revision serves, as resolved from the spec."""
+    """The model the stable revision serves, resolved from the spec and the MLflow registry: which model and version, trained by which run with which parameters."""
 
     name: str
     source: Literal["mlflow", "uri"]
-    uri: str
+    uri: str = Field(description="What the serving pods load: models:/name/version (pinned) or the storage URI.")
     version: str | None = None
+    alias: str | None = Field(None, description="The alias the deployment follows, when it follows one.")
+    stage: str | None = None
+    artifact_uri: str | None = Field(None, description="The registry's source URI of the version's artifacts.")
     run_id: str | None = None
+    metrics: dict[str, float] | None = Field(None, description="The training run's metrics (at most 64).")
+    params: dict[str, str] | None = Field(None, description="The training run's parameters (at most 64).")
+    tags: dict[str, str] | None = Field(None, description="The version's tags (at most 64).")
 
 
 class RevisionStatus(_Model):
@@ -471,6 +499,7 @@ class LLMRolloutSpec(_Model):
     progress_deadline_seconds: Annotated[int, Field(ge=60)] | None = None
     scale_down_delay_seconds: Annotated[int, Field(ge=0)] | None = None
     abort_scale_down_delay_seconds: Annotated[int, Field(ge=0)] | None = None
+    quality_gate: list[GateThreshold] | None = Field(None, max_length=32)
     paused: bool = Field(False, description="Hold at the current step.")
     abort: bool = Field(False, description="Send all traffic back to stable, then scale the new revision down.")
     promote: bool = Field(False, description="Skip the remaining steps and switch to the new revision.")
@@ -502,6 +531,22 @@ class AnalysisStatus(_Model):
     metrics: list[MetricStatus] = Field(default_factory=list)
 
 
+class GateStatus(_Model):
+    """The quality gate's verdict on the new version (evaluated once, before any traffic)."""
+
+    passed: bool
+    message: str = ""
+    evaluated_at: str | None = None
+
+
+class RegistryRecord(_Model):
+    """The outcome written back to the MLflow registry after the rollout finished."""
+
+    outcome: Literal["succeeded", "aborted", "failed"]
+    recorded_at: str | None = None
+    error: str | None = Field(None, description="Why the last write failed (it is retried).")
+
+
 class LLMRolloutStatus(_Model):
     """Observed state of an LLMRollout: everything needed to resume after a restart."""
 
@@ -525,6 +570,8 @@ class LLMRolloutStatus(_Model):
     observed_resume: int | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    quality_gate: GateStatus | None = None
+    registry: RegistryRecord | None = None
 
 
 # ------------------------------------------------------------------------------------------ kinds

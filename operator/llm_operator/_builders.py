@@ -159,6 +159,16 @@ def _model_location(revision: Revision) -> tuple[str, list[dict], list[dict]]:
     return f"{c.MODEL_CACHE_DIR}/models/{revision.id}", [], []
 
 
+def _registry_env(spec: LLMDeploymentSpec) -> list[dict[str, Any]]:
+    """The MLflow tracking URI and token from the Secret the model reference names (the entrypoint downloads
+    ``models:/`` URIs with them); without a secretRef, set them through ``runtime.env``."""
+    ref = spec.model.mlflow
+    if ref is None or ref.secret_ref is None:
+        return []
+    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": ref.secret_ref.name, "key": key, **({"optional": True} if optional else {})}}}
+            for key, optional in (("MLFLOW_TRACKING_URI", False), ("MLFLOW_TRACKING_TOKEN", True))]
+
+
 def engine_args(name: str, spec: LLMDeploymentSpec, revision: Revision) -> list[str]:
     """vLLM OpenAI-server arguments for ``revision``: model, served name, port, engine args, extraArgs."""
     model_arg, _, _ = _model_location(revision)
@@ -234,7 +244,7 @@ def build_deployment(name: str, namespace: str, spec: LLMDeploymentSpec, revisio
         {"name": "HF_HOME", "value": f"{c.MODEL_CACHE_DIR}/hf"},
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
         {"name": "DO_NOT_TRACK", "value": "1"},
-    ] + [e.to_wire() for e in runtime.env]
+    ] + _registry_env(spec) + [e.to_wire() for e in runtime.env]
 
     def probe(period: int, failures: int) -> dict[str, Any]:
         return {"httpGet": {"path": c.HEALTH_PATH, "port": c.PORT_NAME}, "timeoutSeconds": 5,

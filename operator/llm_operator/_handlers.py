@@ -13,7 +13,9 @@ Deleting an LLMDeployment is therefore plain garbage collection of its owned chi
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
+import hashlib
 import socket
 import time
 import logging
@@ -24,13 +26,16 @@ from typing import Any
 import kopf
 
 from . import _contract as c
-from ._api import GROUP, VERSION
+from . import _registry as reg
+from ._api import GROUP, VERSION, MlflowModelRef
 from ._kube import DynamicKube, Kube, KubeError
 from ._measure import measure
 from ._metrics import MetricsError, MetricsProvider, PrometheusProvider
+from ._progressive import target_versions
 from ._reconcile import Event, WriteStatus, event_manifest, execute, measurement_due, observe, plan_llmdeployment
 from ._telemetry import Telemetry
 from ._settings import Settings
+from ._validation import InvalidSpec, parse_llmdeployment
 
 SETTINGS = Settings.from_env()
 INSTANCE = socket.gethostname()
@@ -64,6 +69,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.locks = defaultdict(threading.Lock)
     memo.providers, memo.providers_lock = {}, threading.Lock()
     memo.loop, memo.timers = asyncio.get_running_loop(), {}
+    memo.registries, memo.registry_lock = {}, threading.Lock()
+    memo.registry_cache = reg.RegistryCache(SETTINGS.registry_poll_seconds)
+    memo.followers, memo.registry_seen = {}, {}
     if "telemetry" not in memo:
         memo.telemetry = Telemetry()
         if SETTINGS.metrics_port:
@@ -74,6 +82,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     ])
     # A task of kopf's own loop, so passes it starts can post Events through kopf like any handler.
     memo.resync = asyncio.create_task(_resync_loop(memo), name="llm-operator-resync")
+    memo.registry_poll = asyncio.create_task(_registry_loop(memo), name="llm-operator-registry")
 
 
 def _provider(memo: kopf.Memo, url: str | None) -> MetricsProvider:
@@ -97,15 +106,77 @@ class _Unavailable:
         raise self.error
 
 
+def _registry_for(kube: Kube, memo: kopf.Memo, namespace: str, ref: MlflowModelRef) -> tuple[Any, reg.ModelRegistry]:
+    """The registry client for ``ref``: from its Secret (``MLFLOW_TRACKING_URI``, ``MLFLOW_TRACKING_TOKEN``) or
+    the operator's settings; one client per tracking URI and token, built on first use and kept.
+
+    Raises:
+        RegistryError: no tracking URI, or the Secret is missing or incomplete.
+    """
+    token = None
+    if ref.secret_ref is not None:
+        secret = kube.get("v1", "Secret", namespace, ref.secret_ref.name)
+        if secret is None:
+            raise reg.RegistryError(f"Secret {namespace}/{ref.secret_ref.name} (spec.model.mlflow.secretRef) not found")
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+        data.update(secret.get("stringData") or {})
+        uri, token = data.get("MLFLOW_TRACKING_URI"), data.get("MLFLOW_TRACKING_TOKEN") or None
+        if not uri:
+            raise reg.RegistryError(f"Secret {namespace}/{ref.secret_ref.name} has no MLFLOW_TRACKING_URI")
+    else:
+        uri = SETTINGS.mlflow_tracking_uri
+        if not uri:
+            raise reg.RegistryError("no MLflow tracking URI: set spec.model.mlflow.secretRef or MLFLOW_TRACKING_URI on the operator")
+    key = (uri, hashlib.sha256(token.encode()).hexdigest()[:16] if token else None)
+    with memo.registry_lock:
+        if key not in memo.registries:
+            memo.registries[key] = reg.MlflowRegistry(uri, token)
+        return key, memo.registries[key]
+
+
+def _resolve(kube: Kube, memo: kopf.Memo, body: dict[str, Any], rollouts: list[dict[str, Any]]) -> tuple[reg.Resolution | None, Any]:
+    """Ask the registry about an LLMDeployment's MLflow model (None when it names a URI or is invalid) and
+    return the resolution with a function that writes rollout outcomes back."""
+    try:
+        ref = parse_llmdeployment(body).model.mlflow
+    except InvalidSpec:
+        return None, None
+    meta = body["metadata"]
+    if ref is None:
+        memo.followers.pop((meta["namespace"], meta["name"]), None)
+        return None, None
+    try:
+        key, registry = _registry_for(kube, memo, meta["namespace"], ref)
+    except reg.RegistryError as error:
+        memo.telemetry.registry_errors.labels(ref.name, error.reason).inc()
+        return reg.Resolution(problem=(error.reason, str(error)), retry_in=SETTINGS.registry_poll_seconds), None
+    resolution = reg.resolve(memo.registry_cache, key, registry, ref, target_versions(rollouts))
+    if resolution.problem is None:
+        memo.telemetry.registry_sync.labels(ref.name).set(time.time())
+    else:
+        memo.telemetry.registry_errors.labels(ref.name, resolution.problem[0]).inc()
+    if ref.alias or ref.stage:
+        memo.followers[(meta["namespace"], meta["name"])] = (key, registry, ref.name)
+
+    def record(outcome: reg.Outcome) -> None:
+        try:
+            reg.record(registry, outcome)
+        finally:
+            memo.registry_cache.forget(key, outcome.name)
+    return resolution, record
+
+
 def reconcile(kube: Kube, memo: kopf.Memo, namespace: str, name: str) -> float | None:
     """One level-based pass over one LLMDeployment (re-read, observe, measure if due, plan, execute).
     Returns when the plan wants the next pass (seconds), or None."""
     with memo.locks[(namespace, name)]:
         body = kube.get(f"{GROUP}/{VERSION}", "LLMDeployment", namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            memo.followers.pop((namespace, name), None)
             return None
         now = _now()
         observed = observe(kube, body, memo.autoscalers)
+        resolution, record = _resolve(kube, memo, body, observed.rollouts)
         run = None
         wanted = measurement_due(body, observed, now)
         if wanted is not None:
@@ -115,7 +186,7 @@ def reconcile(kube: Kube, memo: kopf.Memo, namespace: str, name: str) -> float |
             except MetricsError as error:
                 provider = _Unavailable(error)
             run = measure(provider, analysis, slo, context)
-        plan = plan_llmdeployment(body, observed, now, autoscaler_kinds=memo.autoscalers, run=run)
+        plan = plan_llmdeployment(body, observed, now, registry=resolution, autoscaler_kinds=memo.autoscalers, run=run)
 
         def post(event: Event) -> None:
             about = dict(event.about or body)
@@ -132,7 +203,7 @@ def reconcile(kube: Kube, memo: kopf.Memo, namespace: str, name: str) -> float |
             kopf.append_owner_reference(obj, owner=kopf.Body(body))
 
         started = time.monotonic()
-        writes = execute(kube, body, plan, now=now, post_event=post, owner=own)
+        writes = execute(kube, body, plan, now=now, post_event=post, owner=own, record=record)
         new_status = {id(a.body): a.status for a in plan.actions if isinstance(a, WriteStatus)}
         availability = plan.spec.slo.availability if plan.spec is not None else None
         memo.telemetry.observe_pass(body, availability,
@@ -193,9 +264,36 @@ async def _resync_loop(memo: kopf.Memo) -> None:
             await asyncio.to_thread(_guarded, memo, body["metadata"]["namespace"], body["metadata"]["name"], log)
 
 
+async def _registry_loop(memo: kopf.Memo) -> None:
+    """Each ``registry_poll_seconds``: read every registered model some LLMDeployment follows (once per model,
+    however many follow it) and start a pass for its followers when its aliases or stages moved."""
+    while True:
+        await asyncio.sleep(SETTINGS.registry_poll_seconds)
+        groups: dict[tuple[Any, str], list[tuple[str, str]]] = defaultdict(list)
+        clients = {}
+        for obj, (key, registry, model) in list(memo.followers.items()):
+            groups[(key, model)].append(obj)
+            clients[(key, model)] = registry
+        for (key, model), objs in groups.items():
+            try:
+                info = await asyncio.to_thread(memo.registry_cache.model, key, clients[(key, model)], model)
+            except reg.RegistryError as error:  # the followers' own passes report it and back off
+                log.info("registry poll of %s: %s", model, error)
+                continue
+            memo.telemetry.registry_sync.labels(model).set(time.time())
+            before = memo.registry_seen.get((key, model))
+            memo.registry_seen[(key, model)] = info
+            if before is not None and before != info:
+                log.info("registered model %s moved (aliases %s, stages %s): reconciling %d followers",
+                         model, dict(info.aliases), dict(info.stages), len(objs))
+                for namespace, name in objs:
+                    _schedule(memo, namespace, name, 0)
+
+
 @kopf.on.cleanup()
 async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
     memo.resync.cancel()
+    memo.registry_poll.cancel()
 
 
 @kopf.on.event(GROUP, VERSION, "llmrollouts")

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _builders as b
+from . import _conditions as cond
 from . import _contract as c
 from . import _promql as q
-from ._api import API_VERSION, Analysis, LLMDeploymentSpec, LLMRolloutSpec, ResolvedModel, parse_duration
+from . import _registry as reg
+from ._api import API_VERSION, Analysis, LLMDeploymentSpec, LLMRolloutSpec, MlflowModelRef, ResolvedModel, parse_duration
 from ._measure import Context
 from ._rollout import TERMINAL, RolloutPlan, needs_measurement, plan_rollout, run_window
 from ._validation import FieldError, InvalidSpec, parse_llmrollout
@@ -90,6 +92,44 @@ def auto_rollout(name: str, namespace: str, spec: LLMDeploymentSpec, model: Reso
         },
         "spec": {"deploymentName": name, "target": {"model": target_model, "runtime": spec.runtime.to_wire()}},
     }
+
+
+def is_auto(rollout: Mapping[str, Any]) -> bool:
+    """Whether the operator created this rollout (for a new revision of the spec) rather than a user."""
+    return rollout["metadata"].get("labels", {}).get(AUTO_LABEL) == c.MANAGER
+
+
+def supersede(rollout: Mapping[str, Any], revision: str, now: str) -> dict[str, Any]:
+    """The status of an unfinished operator-made rollout whose revision the spec no longer names: aborted,
+    all traffic back on stable (its pods drain for ``abortScaleDownDelaySeconds``)."""
+    st = dict(rollout.get("status") or {})
+    message = f"superseded by revision {revision} (the spec names a newer model or runtime); all traffic on stable"
+    st.update(phase="Aborted", message=message, finishedAt=now, canaryWeight=0, mirrorWeight=0, preview=False, canaryReplicas=0)
+    st.pop("waitingSince", None)
+    generation = rollout["metadata"].get("generation")
+    for type_, value in ((cond.PROGRESSING, "False"), (cond.DEGRADED, "True")):
+        st["conditions"] = cond.set_condition(st.get("conditions", []), type_, value, "Superseded", message, now=now, generation=generation)
+    return st
+
+
+def target_versions(rollouts: list[Mapping[str, Any]]) -> list[str]:
+    """MLflow versions that unfinished rollouts target (the registry is asked for their run metrics)."""
+    return sorted({v for r in rollouts if (r.get("status") or {}).get("phase") not in TERMINAL
+                   and (v := (r.get("spec", {}).get("target", {}).get("model") or {}).get("version"))})
+
+
+def pending_outcome(ref: MlflowModelRef, rollout: Mapping[str, Any]) -> tuple[reg.Outcome, dict[str, Any]] | None:
+    """For a finished rollout to an MLflow version whose outcome the registry has not recorded yet: the
+    write-back and the rollout's status once it is done; else None."""
+    status = rollout.get("status") or {}
+    version = (rollout.get("spec", {}).get("target", {}).get("model") or {}).get("version")
+    if status.get("phase") not in TERMINAL or version is None or not status.get("finishedAt"):
+        return None
+    outcome = reg.outcome_of(ref, version, rollout)
+    done = status.get("registry") or {}
+    if done.get("recordedAt") and done.get("outcome") == outcome.outcome:
+        return None
+    return outcome, {**status, "registry": {"outcome": outcome.outcome}}
 
 
 @dataclass(frozen=True)

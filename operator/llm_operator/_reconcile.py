@@ -28,6 +28,7 @@ from . import _builders as b
 from . import _conditions as cond
 from . import _contract as c
 from . import _progressive as p
+from . import _registry as reg
 from ._api import API_VERSION, LLMDeploymentSpec, ResolvedModel
 from ._kube import Conflict, Kube, KubeError
 from ._measure import Run
@@ -84,6 +85,16 @@ class WriteStatus:
 
 
 @dataclass(frozen=True)
+class RecordOutcome:
+    """Write a finished rollout's outcome to the model registry, then ``status`` onto the rollout
+    (``status.registry`` says it was recorded, so it is written once)."""
+
+    body: Mapping[str, Any]
+    outcome: reg.Outcome
+    status: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Event:
     """A Kubernetes Event about the reconciled object, or about ``about`` (an LLMRollout) when given."""
 
@@ -108,7 +119,7 @@ class Plan:
     """The outcome of one pass: actions in safe order, events, the full new status, and when to look again
     (seconds; None: on the next watch event or resync)."""
 
-    actions: list[Apply | Delete | Create | WriteStatus | Scale]
+    actions: list[Apply | Delete | Create | WriteStatus | Scale | RecordOutcome]
     events: list[Event]
     status: dict[str, Any]
     requeue_after: float | None = None
@@ -229,7 +240,7 @@ def _ts_parse(ts: str) -> datetime.datetime:
 
 
 def plan_llmdeployment(
-    body: Mapping[str, Any], observed: Observed, now: str, *, model: ResolvedModel | None = None,
+    body: Mapping[str, Any], observed: Observed, now: str, *, registry: reg.Resolution | None = None,
     autoscaler_kinds: frozenset[str] = frozenset({"HorizontalPodAutoscaler"}), run: Run | None = None,
 ) -> Plan:
     """Decide one reconcile pass for an LLMDeployment, including its active LLMRollout's step.
@@ -238,12 +249,19 @@ def plan_llmdeployment(
         body: the LLMDeployment as read from the API (``metadata``, ``spec``, ``status``).
         observed: its live children and the LLMRollouts that name it.
         now: the current time, RFC 3339.
-        model: the model as resolved from the registry; the spec's static reading when None.
+        registry: what the model registry said in this pass (for an ``mlflow`` model): the version the alias
+            or stage names, the rollout targets' run metrics, or why it could not say. None: the registry was not
+            asked (``render``), and the spec is read as it stands (``models:/name@alias``).
         autoscaler_kinds: the autoscaler kinds the cluster serves (``ScaledObject`` needs KEDA).
         run: the analysis measured in this pass for the active rollout (see :func:`measurement_due`).
 
     Returns:
         The :class:`Plan`. An invalid spec yields no actions and a ``Degraded``/``InvalidSpec`` status.
+
+    Registry: a model that follows an alias or stage is served at the version the registry names; when the
+    registry cannot answer, the last resolved version keeps serving, no rollout starts, and ``ModelResolved``
+    says why. A rollout to an MLflow version is gated on ``qualityGate`` before any traffic, and its outcome
+    is written back (:class:`RecordOutcome`) once it has finished.
 
     Revisions: the first revision the spec names becomes stable directly. Later, when the spec names a new
     revision, the pass creates an LLMRollout for it from ``spec.rollout``; the active LLMRollout's decision
@@ -259,11 +277,15 @@ def plan_llmdeployment(
 
     now_dt = _ts_parse(now)
     old_status: dict[str, Any] = dict(body.get("status") or {})
-    model = model or b.static_model(spec)
-    spec_rev = b.make_revision(spec, model)
     events: list[Event] = []
-    actions: list[Apply | Delete | Create | WriteStatus | Scale] = []
+    actions: list[Apply | Delete | Create | WriteStatus | Scale | RecordOutcome] = []
     requeue: list[float] = []
+    ref = spec.model.mlflow
+    model = _registry_model(spec, old_status, registry)
+    if model is None:  # the registry has not named a version yet: nothing to serve, nothing touched
+        return _unresolved(body, registry, now)
+    spec_rev = b.make_revision(spec, model)
+    rollouts = list(observed.rollouts)
 
     stable_id = old_status.get("stableRevision")
     if stable_id is None or (stable_id not in observed.deployments and stable_id != spec_rev.id):
@@ -274,6 +296,14 @@ def plan_llmdeployment(
         if not any(r["metadata"]["name"] == rollout["metadata"]["name"] for r in observed.rollouts):
             actions.append(Create(rollout))
             events.append(Event("Normal", "RolloutCreated", f"the spec names revision {spec_rev.id}: created LLMRollout {rollout['metadata']['name']}"))
+            # A newer version supersedes the operator's unfinished rollouts: the new one starts from step 0,
+            # and the superseded version never gets promoted.
+            for i, old in enumerate(rollouts):
+                if p.is_auto(old) and (old.get("status") or {}).get("phase") not in TERMINAL:
+                    superseded = p.supersede(old, spec_rev.id, now)
+                    rollouts[i] = {**old, "status": superseded}
+                    actions.append(WriteStatus(old, superseded))
+                    events.append(Event("Normal", "Superseded", superseded["message"], about=old))
     spec_revision = spec_rev.id
 
     scaling = spec.autoscaling
@@ -285,7 +315,7 @@ def plan_llmdeployment(
         want = spec.replicas
 
     # ---- the active rollout
-    active, invalid = p.resolve(spec, observed.rollouts)
+    active, invalid = p.resolve(spec, rollouts)
     for rollout, error in invalid:
         status = dict(rollout.get("status") or {})
         if status.get("phase") != "Failed" or status.get("message") != str(error):
@@ -296,16 +326,25 @@ def plan_llmdeployment(
             events.append(Event("Warning", "InvalidSpec", str(error), about=rollout))
     canary: b.Revision | None = None
     canary_spec = spec
-    drain = p.draining(observed.rollouts, spec.rollout.abort_scale_down_delay_seconds, now_dt)
+    drain = p.draining(rollouts, spec.rollout.abort_scale_down_delay_seconds, now_dt)
     routes = b.routes_of(observed.children.get("VirtualService")) or b.Routes()
     preview = False
     canary_replicas = 0
     previous = old_status.get("previousRevision")
     previous_at = old_status.get("previousScaleDownAt")
+    gate = None
     if active is not None:
-        rollout_status = dict(active.body.get("status") or {})
+        read_status = dict(active.body.get("status") or {})
         target = active.revision
-        if target.id == stable_id and rollout_status.get("phase") not in TERMINAL:
+        gate, rollout_status = (_quality_gate(active, read_status, registry, stable_id, now) if target.id != stable_id
+                                else (None, read_status))
+        if gate is not None:  # waiting for the registry, or failed the gate: no pods, no traffic
+            if gate != read_status:
+                actions.append(WriteStatus(active.body, gate))
+            if gate.get("phase") == "Failed" and gate != read_status:
+                events.append(Event("Warning", "QualityGateFailed", gate["message"], about=active.body))
+            active = None
+        elif target.id == stable_id and rollout_status.get("phase") not in TERMINAL:
             rollout_status.update(phase="Succeeded", toRevision=target.id, fromRevision=stable_id, finishedAt=now,
                                   message=f"{target.id} is already stable")
             actions.append(WriteStatus(active.body, rollout_status))
@@ -314,7 +353,7 @@ def plan_llmdeployment(
                 stable_revision=stable_id, target_revision=target.id, stable_replicas=max(want, 1),
                 canary_ready=_ready(observed.deployments.get(target.id)),
                 generation=active.body["metadata"].get("generation")), run, now_dt)
-            if decision.status != rollout_status:
+            if decision.status != read_status:
                 actions.append(WriteStatus(active.body, decision.status))
             events += [Event(t, r, m, about=active.body) for t, r, m in decision.events]
             if decision.requeue_after is not None:
@@ -331,9 +370,14 @@ def plan_llmdeployment(
                 canary, canary_spec, canary_replicas = target, active.spec, decision.canary_replicas
                 routes = b.Routes(100 - decision.traffic.canary_weight, decision.traffic.canary_weight, decision.traffic.mirror_percent)
                 preview = decision.traffic.preview
-        status_rollout = active.body["metadata"]["name"]
-    else:
-        status_rollout = None
+    status_rollout = active.body["metadata"]["name"] if active is not None else None
+    if canary is None:
+        routes = b.Routes()  # no canary Deployment: nothing but stable may carry traffic
+    if ref is not None and registry is not None and registry.problem is None:
+        for finished in observed.rollouts:  # as read: an outcome is written only once the API holds it
+            pending = p.pending_outcome(ref, finished)
+            if pending is not None:
+                actions.append(RecordOutcome(finished, *pending))
 
     # ---- desired children
     desired_objects: list[dict[str, Any]] = []
@@ -426,6 +470,9 @@ def plan_llmdeployment(
     ready = _ready(stable_live)
     serving_model = (active.revision.model if active and stable_id == active.revision.id
                      else model if stable_id == spec_rev.id else _model_of(old_status, stable_live))
+    if serving_model is not None and ref is not None and registry is not None and serving_model.version in registry.versions \
+            and serving_model.run_id is None:
+        serving_model = reg.resolved_model(ref, registry.versions[serving_model.version])
 
     conditions = old_status.get("conditions", [])
 
@@ -446,6 +493,9 @@ def plan_llmdeployment(
         setc(cond.PROGRESSING, "True", "ScalingUp", f"{ready}/{want} replicas of revision {stable_id} ready")
     else:
         setc(cond.PROGRESSING, "False", "RevisionAvailable", f"revision {stable_id} serves all traffic")
+    conditions = _model_condition(conditions, spec, registry, model, now, generation)
+    if registry is not None and registry.retry_in is not None:
+        requeue.append(registry.retry_in)
     stuck = [(dep["metadata"]["name"], msg) for dep in observed.deployments.values() if (msg := _deadline_exceeded(dep))]
     if stuck:
         setc(cond.DEGRADED, "True", "ProgressDeadlineExceeded", "; ".join(f"{n}: {m}" for n, m in stuck))
@@ -482,6 +532,92 @@ def plan_llmdeployment(
         text = f"{changed['type']}={changed['status']}" + (f": {changed['message']}" if changed["message"] else "")
         events.append(Event("Warning" if warning else "Normal", changed["reason"], text))
     return Plan(actions=actions, events=events, status=status, requeue_after=min(requeue) if requeue else None, spec=spec)
+
+
+MODEL_RESOLVED = "ModelResolved"
+
+
+def _registry_model(spec: LLMDeploymentSpec, old_status: Mapping[str, Any], registry: reg.Resolution | None) -> ResolvedModel | None:
+    """The model the spec names now: the registry's answer; when the registry could not answer, the version
+    last resolved for the same reference (the stable revision keeps serving); None when there is none."""
+    ref = spec.model.mlflow
+    if ref is None or registry is None:
+        return b.static_model(spec)
+    if registry.model is not None:
+        return registry.model
+    if ref.version is not None:
+        return b.static_model(spec)  # a pinned version needs no look-up to be served
+    last = old_status.get("model") or {}
+    if last.get("name") == ref.name and last.get("alias") == ref.alias and last.get("stage") == ref.stage and last.get("version"):
+        return ResolvedModel.model_validate(last)
+    return None
+
+
+def _model_condition(conditions: list[dict[str, Any]], spec: LLMDeploymentSpec, registry: reg.Resolution | None,
+                     model: ResolvedModel | None, now: str, generation: int | None) -> list[dict[str, Any]]:
+    if spec.model.mlflow is None or registry is None:
+        return conditions
+    if registry.problem is not None:
+        reason, message = registry.problem
+        held = f"; still serving version {model.version}" if model is not None and model.version else ""
+        return cond.set_condition(conditions, MODEL_RESOLVED, "False", reason, message + held, now=now, generation=generation)
+    assert model is not None
+    ref = spec.model.mlflow
+    by = f"alias {ref.alias}" if ref.alias else f"stage {ref.stage}" if ref.stage else "a pinned version"
+    return cond.set_condition(conditions, MODEL_RESOLVED, "True", "Resolved",
+                              f"{ref.name} version {model.version} (by {by}), run {model.run_id or 'none'}", now=now, generation=generation)
+
+
+def _unresolved(body: Mapping[str, Any], registry: reg.Resolution | None, now: str) -> Plan:
+    """The registry names no version and none was resolved before: report it, touch nothing."""
+    assert registry is not None and registry.problem is not None
+    status = copy.deepcopy(dict(body.get("status") or {}))
+    generation = body["metadata"].get("generation")
+    spec = parse_llmdeployment(body)
+    conditions = _model_condition(status.get("conditions", []), spec, registry, None, now, generation)
+    if cond.get_condition(conditions, cond.READY) is None or not status.get("stableRevision"):
+        conditions = cond.set_condition(conditions, cond.READY, "False", registry.problem[0],
+                                        "no model version to serve yet", now=now, generation=generation)
+    events = [Event("Warning", c["reason"], c["message"]) for c in cond.transitions(status.get("conditions", []), conditions)
+              if c["type"] == MODEL_RESOLVED]
+    status.update(conditions=conditions, observedGeneration=generation)
+    return Plan(actions=[], events=events, status=status, requeue_after=registry.retry_in, spec=spec)
+
+
+def _quality_gate(active: p.Active, status: dict[str, Any], registry: reg.Resolution | None, stable: str,
+                  now: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Gate an MLflow version on its run metrics before its rollout sends it any traffic.
+
+    Returns (a status that holds the rollout back, None) when it waits for the registry or failed the gate,
+    else (None, the status to carry on from, with the verdict recorded)."""
+    thresholds = active.plan.quality_gate
+    version = active.revision.model.version
+    record = status.get("qualityGate")
+    retried = status.get("phase") in ("Aborted", "Failed") and active.plan.retry > (status.get("observedRetry") or 0)
+    if not thresholds or active.revision.model.source != "mlflow" or version is None or (record and record.get("passed") and not retried):
+        return None, status
+    generation = active.body["metadata"].get("generation")
+    st = copy.deepcopy(status)
+    info = registry.versions.get(version) if registry is not None else None
+    if info is None:
+        why = registry.problem[1] if registry is not None and registry.problem else "the registry was not consulted"
+        st.update(phase="Pending", toRevision=active.revision.id, fromRevision=stable,
+                  message=f"waiting for the registry to check the quality gate of version {version}: {why}")
+        return st, status
+    passed, detail = reg.evaluate_gate(list(thresholds), info.metrics)
+    st["qualityGate"] = {"passed": passed, "message": detail, "evaluatedAt": now}
+    if passed:
+        return None, st
+    message = f"quality gate: version {version}: {detail}; no traffic was sent to {active.revision.id}"
+    st.update(phase="Failed", message=message, finishedAt=now, toRevision=active.revision.id, fromRevision=stable,
+              canaryWeight=0, mirrorWeight=0, canaryReplicas=0, observedRetry=active.plan.retry)
+    st.pop("waitingSince", None)
+    for type_, value, text in ((cond.PROGRESSING, "False", message), (cond.DEGRADED, "True", message)):
+        st["conditions"] = cond.set_condition(st.get("conditions", []), type_, value, "QualityGateFailed", text,
+                                              now=now, generation=generation)
+    if generation is not None:
+        st["observedGeneration"] = generation
+    return st, status
 
 
 def _iso(moment: datetime.datetime) -> str:
@@ -569,12 +705,13 @@ def status_patch(body: Mapping[str, Any], status: dict[str, Any]) -> list[dict[s
 
 def execute(
     kube: Kube, body: Mapping[str, Any], plan: Plan, *, now: str, post_event: Callable[[Event], None],
-    owner: Callable[[dict[str, Any]], None],
+    owner: Callable[[dict[str, Any]], None], record: Callable[[reg.Outcome], None] | None = None,
 ) -> int:
     """Carry out ``plan``: apply, scale, create and delete in its order, write the rollout's status after the
     routes it records, post the events, and patch the LLMDeployment's status once.
 
-    ``owner`` adds the owner reference to each applied object. Returns the number of API writes made.
+    ``owner`` adds the owner reference to each applied object; ``record`` writes a rollout's outcome to the
+    model registry (:class:`RecordOutcome` actions are skipped without it). Returns the number of API writes.
     Raises :class:`KubeError` when a write fails (after recording the failure in status when it can).
     """
     writes = 0
@@ -596,7 +733,7 @@ def execute(
                     continue
             elif isinstance(action, Scale):
                 kube.scale(namespace, action.name, action.replicas)
-            elif isinstance(action, WriteStatus):
+            elif isinstance(action, (WriteStatus, RecordOutcome)):
                 continue
             else:
                 kube.delete(action.api_version, action.kind, namespace, action.name)
@@ -619,7 +756,28 @@ def execute(
         writes += _write_status(kube, action.body, action.status) or 0
     for event in plan.events:
         post_event(event)
+    for outcome in (a for a in plan.actions if isinstance(a, RecordOutcome) and record is not None):
+        writes += _record_outcome(kube, outcome, record, now, post_event)
     return writes + written
+
+
+def _record_outcome(kube: Kube, action: RecordOutcome, record: Callable[[reg.Outcome], None], now: str,
+                    post_event: Callable[[Event], None]) -> int:
+    """Write one rollout outcome to the registry, then note it (or the failure, retried later) in its status."""
+    out = action.outcome
+    status = copy.deepcopy(action.status)
+    try:
+        record(out)
+    except reg.RegistryError as error:
+        status["registry"] = {"outcome": out.outcome, "error": str(error)[:300]}
+        if status != action.body.get("status"):
+            post_event(Event("Warning", "RegistryWriteFailed", f"{out.name} version {out.version}: {error}", about=action.body))
+    else:
+        status["registry"] = {"outcome": out.outcome, "recordedAt": now}
+        moved = f"; alias {out.alias} -> {out.version}" if out.alias else f"; stage {out.stage}" if out.stage else ""
+        post_event(Event("Normal", "RegistryUpdated", f"{out.name} version {out.version} tagged {reg.TAG_ROLLOUT}={out.outcome}{moved}",
+                         about=action.body))
+    return _write_status(kube, action.body, status) or 0
 
 
 def _write_status(kube: Kube, body: Mapping[str, Any], status: dict[str, Any]) -> int | None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import _conditions as cond
-from ._api import Analysis, CanaryStep, LLMRolloutSpec, RolloutTemplate, parse_duration
+from ._api import Analysis, CanaryStep, GateThreshold, LLMRolloutSpec, RolloutTemplate, parse_duration
 from ._measure import Run
 
 StepKind = Literal["weight", "mirror", "preview", "pause", "analysis"]
@@ -58,6 +58,7 @@ class RolloutPlan:
     scale_down_delay_seconds: float
     preview_header: str
     abort_scale_down_delay_seconds: float = 30.0
+    quality_gate: tuple[GateThreshold, ...] = ()
     paused: bool = False
     abort: bool = False
     promote: bool = False
@@ -106,6 +107,7 @@ def plan_rollout(spec: LLMRolloutSpec, template: RolloutTemplate) -> RolloutPlan
         preview_header=template.preview_header,
         abort_scale_down_delay_seconds=(spec.abort_scale_down_delay_seconds if spec.abort_scale_down_delay_seconds is not None
                                         else template.abort_scale_down_delay_seconds),
+        quality_gate=tuple(spec.quality_gate if spec.quality_gate is not None else template.quality_gate),
         paused=spec.paused, abort=spec.abort, promote=spec.promote, resume=spec.resume, retry=spec.retry,
     )
 

@@ -16,6 +16,11 @@ class Settings:
         prometheus_url: the Prometheus base URL rollout analysis queries when neither the LLMRollout nor its
             LLMDeployment's template names one (``LLMOPS_PROMETHEUS_URL``).
         metrics_port: where the operator serves its own Prometheus metrics (``LLMOPS_METRICS_PORT``); off when None.
+        mlflow_tracking_uri: the MLflow tracking server for LLMDeployments whose ``spec.model.mlflow`` names no
+            ``secretRef`` (``MLFLOW_TRACKING_URI``; its token, if any, in ``MLFLOW_TRACKING_TOKEN``, which MLflow
+            reads itself and the operator never logs).
+        registry_poll_seconds: how often each registered model that an LLMDeployment follows is read
+            (``LLMOPS_REGISTRY_POLL_SECONDS``): one read per model per interval, however many follow it.
         kubeconfig: a kubeconfig path given with ``--kubeconfig`` (``LLMOPS_KUBECONFIG``); without it the
             operator uses in-cluster credentials, or ``KUBECONFIG``/``~/.kube/config`` through the official
             client (exec plugins and all).
@@ -25,6 +30,8 @@ class Settings:
     kubeconfig: str | None = None
     prometheus_url: str | None = None
     metrics_port: int | None = None
+    mlflow_tracking_uri: str | None = None
+    registry_poll_seconds: float = 30.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -33,4 +40,6 @@ class Settings:
             kubeconfig=os.environ.get("LLMOPS_KUBECONFIG") or None,
             prometheus_url=os.environ.get("LLMOPS_PROMETHEUS_URL") or None,
             metrics_port=int(os.environ["LLMOPS_METRICS_PORT"]) if os.environ.get("LLMOPS_METRICS_PORT") else None,
+            mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,
+            registry_poll_seconds=float(os.environ.get("LLMOPS_REGISTRY_POLL_SECONDS", cls.registry_poll_seconds)),
         )

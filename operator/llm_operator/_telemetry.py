@@ -38,6 +38,11 @@ class Telemetry:
                                 ["namespace", DEPLOYMENT, "phase", "reason"], registry=r)
         self.metric_value = Gauge("llmops_analysis_metric_value", "Last measured value of an analysis metric",
                                   ["namespace", "rollout", "metric"], registry=r)
+        self.registry_sync = Gauge("llmops_registry_last_sync_timestamp_seconds",
+                                   "Unix time of the last successful read of a registered model (sync age: time() minus this)",
+                                   ["registered_model"], registry=r)
+        self.registry_errors = Counter("llmops_registry_errors", "Failed model registry reads and writes",
+                                       ["registered_model", "reason"], registry=r)
         self.verdicts = Counter("llmops_analysis_runs", "Analysis runs by verdict", ["namespace", "rollout", "verdict"], registry=r)
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:

@@ -198,6 +198,9 @@ class ApiServer(kmock.KubernetesEmulator):
         events: list[tuple[Any, dict]] = []
         method = request.method
         content_type = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
+        if content_type == "application/vnd.kubernetes.protobuf":  # not decoded here: refuse it loudly
+            raise kmock.KubernetesError(status=415, reason="UnsupportedMediaType",
+                                        message="the local API endpoint reads JSON and YAML bodies only, not protobuf")
 
         if method == enums.method.POST:
             obj = copy.deepcopy(request.data or {})
@@ -212,6 +215,7 @@ class ApiServer(kmock.KubernetesEmulator):
             if "status" in self._subresources(resource):
                 obj.pop("status", None)
             self._validate(request, obj)
+            _secret_string_data(obj)
             meta.update(uid=str(uuid.uuid4()), resourceVersion=self._next_rv(), generation=1, creationTimestamp=_now())
             meta.pop("deletionTimestamp", None)
             if key in self.objects:
@@ -251,6 +255,7 @@ class ApiServer(kmock.KubernetesEmulator):
             if "status" in self._subresources(resource):
                 obj.pop("status", None)
             self._validate(request, obj)
+            _secret_string_data(obj)
             obj["metadata"].update(uid=str(uuid.uuid4()), resourceVersion=self._next_rv(), generation=1, creationTimestamp=_now())
             if key in self.objects:
                 self.objects[key].create(obj)
@@ -568,3 +573,13 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _secret_string_data(obj: dict) -> None:
+    """As the API server does: a Secret's write-only ``stringData`` is merged into ``data`` (base64)."""
+    if obj.get("kind") == "Secret" and obj.get("stringData"):
+        import base64
+
+        data = obj.setdefault("data", {})
+        for key, value in obj.pop("stringData").items():
+            data[key] = base64.b64encode(str(value).encode()).decode()

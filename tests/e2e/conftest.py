@@ -5,6 +5,7 @@ import yaml
 
 from llm_sandbox.cluster import ROOT, LocalApi, Operator, crd_files
 from llm_sandbox.metrics import Prometheus, free_port
+from llm_sandbox.registry import MlflowServer, seed_sample_models
 
 _namespaces = itertools.count(1)
 
@@ -28,10 +29,43 @@ def prometheus(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def operator(api, prometheus, tmp_path_factory):
+def mlflow(tmp_path_factory):
+    """A real MLflow tracking server (sqlite, proxied artifacts) on loopback."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    yield server
+    server.stop()
+
+
+GOOD_METRICS = {"accuracy": 0.91, "hallucination_rate": 0.04}
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """A stand-in model directory (the registry stores it; nothing loads it in these tests)."""
+    path = tmp_path_factory.mktemp("model")
+    (path / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    return path
+
+
+@pytest.fixture(scope="session")
+def support_assistant(mlflow, model_dir):
+    """``support-assistant`` versions 1..9, ``champion`` on 1: what samples/ refer to."""
+    seed_sample_models(mlflow.client(), model_dir)
+    return "1"
+
+
+def mlflow_secret(namespace: str, url: str, name: str = "mlflow-credentials") -> dict:
+    """The Secret an LLMDeployment's ``spec.model.mlflow.secretRef`` names."""
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
+            "type": "Opaque", "stringData": {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_TOKEN": "e2e-token-not-logged"}}
+
+
+@pytest.fixture(scope="session")
+def operator(api, prometheus, mlflow, tmp_path_factory):
     port = free_port()
     op = Operator(api.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log",
-                  env={"LLMOPS_PROMETHEUS_URL": prometheus.url, "LLMOPS_METRICS_PORT": str(port)}).start()
+                  env={"LLMOPS_PROMETHEUS_URL": prometheus.url, "LLMOPS_METRICS_PORT": str(port),
+                       "MLFLOW_TRACKING_URI": mlflow.url, "LLMOPS_REGISTRY_POLL_SECONDS": "1"}).start()
     op.metrics_url = f"http://127.0.0.1:{port}/metrics"
     yield op
     op.stop()

@@ -4,15 +4,18 @@ import pytest
 import yaml
 
 from llm_sandbox.cluster import ROOT, LocalApi, Operator, kubectl, parse_table, wait_for
+from tests.e2e.conftest import mlflow_secret
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """An empty API server (no CRDs yet) with the operator running against it."""
+def cluster(tmp_path_factory, mlflow, support_assistant):
+    """An empty API server (no CRDs yet) with the operator running against it (and the MLflow server holding
+    the versions samples/ name)."""
     api = LocalApi(tmp_path_factory.mktemp("kubectl-api"))
     operator = Operator(api.kubeconfig, tmp_path_factory.mktemp("kubectl-op") / "operator.log").start()
+    api.mlflow_url = mlflow.url
     yield api
     operator.stop()
     api.close()
@@ -23,6 +26,9 @@ def applied(cluster):
     out = kubectl(cluster, "apply", "-f", "crds/").stdout
     assert "customresourcedefinition.apiextensions.k8s.io/llmdeployments.llmops.dev created" in out
     assert "customresourcedefinition.apiextensions.k8s.io/llmrollouts.llmops.dev created" in out
+    # `kubectl create secret` would send protobuf, which the local endpoint does not read; apply sends JSON.
+    out = kubectl(cluster, "apply", "-f", "-", stdin=yaml.safe_dump(mlflow_secret("default", cluster.mlflow_url))).stdout
+    assert "secret/mlflow-credentials created" in out
     out = kubectl(cluster, "apply", "-f", "samples/").stdout
     for name in ("qwen-small", "llama-70b", "support-assistant", "mistral-batch", "tiny-cpu"):
         assert f"llmdeployment.llmops.dev/{name} created" in out

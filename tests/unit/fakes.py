@@ -103,3 +103,67 @@ class FakeMetrics:
         if isinstance(value, list):
             return value
         return [] if value is None else [Sample({}, float(value))]
+
+
+class FakeRegistry:
+    """An in-memory :class:`llm_operator._registry.ModelRegistry`; ``down`` makes every call fail, ``calls``
+    counts reads and ``writes`` lists writes."""
+
+    def __init__(self):
+        from llm_operator._registry import ModelInfo, VersionInfo  # noqa: F401 (types used below)
+
+        self.aliases: dict[str, dict[str, str]] = {}
+        self.stages: dict[str, dict[str, str]] = {}
+        self.versions: dict[tuple[str, str], Any] = {}
+        self.down = False
+        self.calls = 0
+        self.writes: list[tuple] = []
+
+    def register(self, name: str, version: str, *, metrics: dict[str, float] | None = None, alias: str | None = None,
+                 stage: str | None = None) -> None:
+        from llm_operator._registry import VersionInfo
+
+        self.versions[(name, version)] = VersionInfo(name=name, version=version, source=f"mlflow-artifacts:/1/{version}/artifacts/model",
+                                                     run_id=f"run{version}", metrics=metrics or {}, params={"lr": "1e-4"})
+        self.aliases.setdefault(name, {})
+        if alias:
+            self.aliases[name][alias] = version
+        if stage:
+            self.stages.setdefault(name, {})[stage] = version
+
+    def _check(self) -> None:
+        from llm_operator._registry import RegistryError
+
+        self.calls += 1
+        if self.down:
+            raise RegistryError("GET /api/2.0/mlflow/registered-models/get: 503 Service Unavailable")
+
+    def get_model(self, name: str):
+        from llm_operator._registry import ModelInfo, ModelNotFound
+
+        self._check()
+        if name not in self.aliases:
+            raise ModelNotFound(f"registered model {name!r} not found")
+        return ModelInfo(name, dict(self.aliases[name]), dict(self.stages.get(name, {})))
+
+    def get_version(self, name: str, version: str):
+        from llm_operator._registry import ModelNotFound
+
+        self._check()
+        if (name, version) not in self.versions:
+            raise ModelNotFound(f"model version {name}/{version} not found")
+        return self.versions[(name, version)]
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self._check()
+        self.writes.append(("alias", name, alias, version))
+        self.aliases[name][alias] = version
+
+    def transition_stage(self, name: str, version: str, stage: str) -> None:
+        self._check()
+        self.writes.append(("stage", name, version, stage))
+        self.stages.setdefault(name, {})[stage] = version
+
+    def set_tags(self, name: str, version: str, tags) -> None:
+        self._check()
+        self.writes.append(("tags", name, version, dict(tags)))

@@ -148,7 +148,9 @@ def test_invalid_edit_leaves_running_children_alone(samples):
     assert (degraded["status"], degraded["reason"], degraded["lastTransitionTime"]) == ("False", "AsExpected", T2)
 
 
-def test_reconcile_never_resets_route_weights(samples):
+def test_weights_on_a_canary_that_does_not_exist_go_back_to_stable(samples):
+    """Without a canary Deployment, a VirtualService sending traffic to the canary subset (edited by hand, or
+    left by a rollout that was deleted) would fail those requests: the pass puts everything on stable."""
     cluster = Cluster(samples["llmdeployment-minimal"])
     cluster.reconcile(T0)
     vs = cluster.child("VirtualService")
@@ -159,7 +161,7 @@ def test_reconcile_never_resets_route_weights(samples):
     assert [a.obj["kind"] for a in plan.actions] == ["VirtualService"]
     vs = cluster.child("VirtualService")
     assert vs["spec"]["hosts"][-1] == "qwen.example.com"
-    assert b.routes_of(vs) == b.Routes(80, 20, 0)
+    assert b.routes_of(vs) == b.Routes(100, 0, 0)
 
 
 def test_a_new_revision_in_the_spec_is_rolled_out_by_an_llmrollout(samples):

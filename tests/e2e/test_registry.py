@@ -1,0 +1,178 @@
+"""The operator against a real MLflow tracking server: resolution by alias, stage and version; an alias move
+starting exactly one rollout that runs and is written back; the quality gate; an abort written back; the
+server stopped mid-way."""
+
+import copy
+
+import pytest
+
+from llm_sandbox.cluster import wait_for
+from llm_sandbox.registry import MlflowServer, register_version
+from tests.e2e.conftest import GOOD_METRICS, mlflow_secret, sample
+
+LLMD = ("llmops.dev/v1alpha1", "LLMDeployment")
+LLMRO = ("llmops.dev/v1alpha1", "LLMRollout")
+
+
+def _doc(model: str, **ref) -> dict:
+    doc = copy.deepcopy(sample("llmdeployment-mlflow"))
+    doc["metadata"]["name"] = "chat"
+    doc["spec"]["model"]["mlflow"] = {"name": model, "secretRef": {"name": "mlflow-credentials"}, "promoteAlias": "production", **ref}
+    doc["spec"]["replicas"] = 1
+    doc["spec"]["rollout"]["steps"] = [{"setWeight": 50}, {"pause": {"duration": "1s"}}]
+    doc["spec"]["rollout"].pop("analysis")
+    return doc
+
+
+def _condition(obj, type_):
+    return next((c for c in (obj or {}).get("status", {}).get("conditions", []) if c["type"] == type_), None)
+
+
+def _ready(api, namespace, revision, n=1):
+    name = f"chat-{revision}"
+    dep = wait_for(lambda: api.get("apps/v1", "Deployment", namespace, name), what=f"Deployment {name}")
+    api.patch("apps/v1", "Deployment", namespace, name, {"status": {
+        "observedGeneration": dep["metadata"]["generation"], "replicas": n, "readyReplicas": n}}, status=True)
+
+
+def _serving(api, namespace):
+    obj = wait_for(lambda: (o := api.get(*LLMD, namespace, "chat")) and (o.get("status") or {}).get("model", {}).get("version") and o,
+                   what="a resolved model")
+    return obj
+
+
+def _rollouts(api, namespace):
+    return api.list(*LLMRO, namespace)
+
+
+@pytest.fixture
+def model_name(namespace):
+    return f"{namespace}-chat"
+
+
+@pytest.mark.parametrize("ref", ["alias", "stage", "version"])
+def test_resolution_by_alias_stage_and_version(api, operator, mlflow, model_dir, namespace, model_name, ref):
+    client = mlflow.client()
+    register_version(client, model_name, model_dir, metrics={"accuracy": 0.80}, params={"dataset": "v1"})
+    version = register_version(client, model_name, model_dir, metrics=GOOD_METRICS, params={"dataset": "v2", "lr": "2e-5"},
+                               alias="champion", stage="Production")
+    api.create(mlflow_secret(namespace, mlflow.url), namespace)
+    api.create(_doc(model_name, **{"alias": {"alias": "champion"}, "stage": {"stage": "Production"}, "version": {"version": version}}[ref]), namespace)
+    model = _serving(api, namespace)["status"]["model"]
+    assert model["version"] == version == "2"
+    assert model["uri"] == f"models:/{model_name}/2"
+    assert model["metrics"] == GOOD_METRICS and model["params"] == {"dataset": "v2", "lr": "2e-5"}
+    assert model["artifactUri"].startswith("mlflow-artifacts:/") and model["runId"]
+    dep = api.get("apps/v1", "Deployment", namespace, f"chat-{_serving(api, namespace)['status']['stableRevision']}")
+    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["LLMOPS_MODEL_URI"]["value"] == f"models:/{model_name}/2"
+    assert env["MLFLOW_TRACKING_URI"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-credentials", "key": "MLFLOW_TRACKING_URI"}
+    resolved = wait_for(lambda: _condition(api.get(*LLMD, namespace, "chat"), "ModelResolved"), what="ModelResolved")
+    assert resolved["status"] == "True"
+
+
+def test_an_alias_move_starts_one_rollout_that_runs_and_is_written_back(api, operator, mlflow, model_dir, namespace, model_name):
+    client = mlflow.client()
+    register_version(client, model_name, model_dir, metrics=GOOD_METRICS, alias="champion")
+    api.create(mlflow_secret(namespace, mlflow.url), namespace)
+    api.create(_doc(model_name, alias="champion"), namespace)
+    stable = _serving(api, namespace)["status"]["stableRevision"]
+    _ready(api, namespace, stable)
+
+    v2 = register_version(client, model_name, model_dir, metrics={"accuracy": 0.93, "hallucination_rate": 0.02}, alias="champion")
+    (rollout,) = wait_for(lambda: _rollouts(api, namespace), what="the LLMRollout")
+    assert rollout["spec"]["target"]["model"] == {"version": v2}
+    target = wait_for(lambda: (api.get(*LLMRO, namespace, rollout["metadata"]["name"]).get("status") or {}).get("toRevision"),
+                      what="the rollout's target revision")
+    _ready(api, namespace, target)
+    done = wait_for(lambda: (r := api.get(*LLMRO, namespace, rollout["metadata"]["name"]))["status"].get("registry", {}).get("recordedAt") and r,
+                    timeout=60, what="the outcome written back")
+    assert done["status"]["phase"] == "Succeeded"
+    assert done["status"]["qualityGate"]["passed"] is True
+    assert len(_rollouts(api, namespace)) == 1  # the same version never starts two rollouts
+    version = client.get_model_version(model_name, v2)
+    assert version.tags["llmops.dev/rollout"] == "succeeded"
+    assert version.tags["llmops.dev/rollout-name"] == f"{namespace}/{rollout['metadata']['name']}"
+    assert client.get_model_version_by_alias(model_name, "production").version == v2
+    assert _serving(api, namespace)["status"]["model"]["version"] == v2
+    events = {e["reason"] for e in api.list("v1", "Event", namespace)}
+    assert {"RolloutCreated", "Promoted", "RegistryUpdated"} <= events
+
+
+def test_the_quality_gate_keeps_a_bad_version_from_traffic(api, operator, mlflow, model_dir, namespace, model_name):
+    client = mlflow.client()
+    register_version(client, model_name, model_dir, metrics=GOOD_METRICS, alias="champion")
+    api.create(mlflow_secret(namespace, mlflow.url), namespace)
+    api.create(_doc(model_name, alias="champion"), namespace)
+    _ready(api, namespace, _serving(api, namespace)["status"]["stableRevision"])
+    bad = register_version(client, model_name, model_dir, metrics={"accuracy": 0.71, "hallucination_rate": 0.04}, alias="champion")
+    (rollout,) = wait_for(lambda: _rollouts(api, namespace), what="the LLMRollout")
+    name = rollout["metadata"]["name"]
+    failed = wait_for(lambda: (r := api.get(*LLMRO, namespace, name))["status"].get("registry", {}).get("recordedAt") and r,
+                      timeout=30, what="the failed gate written back")
+    status = failed["status"]
+    assert status["phase"] == "Failed"
+    assert _condition(failed, "Degraded")["reason"] == "QualityGateFailed"
+    assert "accuracy 0.71 < min 0.86" in status["message"]
+    assert api.get("apps/v1", "Deployment", namespace, f"chat-{status['toRevision']}") is None  # no pods, no traffic
+    assert [r["weight"] for r in api.get("networking.istio.io/v1", "VirtualService", namespace, "chat")["spec"]["http"][0]["route"]] == [100, 0]
+    tags = client.get_model_version(model_name, bad).tags
+    assert tags["llmops.dev/rollout"] == "failed" and "accuracy 0.71" in tags["llmops.dev/reason"]
+    assert "production" not in client.get_registered_model(model_name).aliases
+
+
+def test_an_aborted_rollout_is_written_back_and_leaves_the_promote_alias(api, operator, mlflow, model_dir, namespace, model_name):
+    client = mlflow.client()
+    v1 = register_version(client, model_name, model_dir, metrics=GOOD_METRICS, alias="champion")
+    client.set_registered_model_alias(model_name, "production", v1)
+    api.create(mlflow_secret(namespace, mlflow.url), namespace)
+    doc = _doc(model_name, alias="champion")
+    doc["spec"]["rollout"]["steps"] = [{"setWeight": 50}, {"pause": {}}]  # waits for a person
+    api.create(doc, namespace)
+    _ready(api, namespace, _serving(api, namespace)["status"]["stableRevision"])
+    v2 = register_version(client, model_name, model_dir, metrics=GOOD_METRICS, alias="champion")
+    (rollout,) = wait_for(lambda: _rollouts(api, namespace), what="the LLMRollout")
+    name = rollout["metadata"]["name"]
+    target = wait_for(lambda: (api.get(*LLMRO, namespace, name).get("status") or {}).get("toRevision"), what="target")
+    _ready(api, namespace, target)
+    wait_for(lambda: api.get(*LLMRO, namespace, name)["status"].get("phase") == "Paused", what="the indefinite pause")
+    api.patch(*LLMRO, namespace, name, {"spec": {"abort": True}})
+    done = wait_for(lambda: (r := api.get(*LLMRO, namespace, name))["status"].get("registry", {}).get("recordedAt") and r,
+                    timeout=30, what="the abort written back")
+    assert done["status"]["phase"] == "Aborted"
+    tags = client.get_model_version(model_name, v2).tags
+    assert tags["llmops.dev/rollout"] == "aborted" and "spec.abort" in tags["llmops.dev/reason"]
+    assert client.get_model_version_by_alias(model_name, "production").version == v1
+    assert _serving(api, namespace)["status"]["model"]["version"] == v1
+
+
+def test_a_registry_stopped_mid_way_keeps_stable_serving_and_recovers(api, operator, model_dir, namespace, model_name, tmp_path):
+    server = MlflowServer(tmp_path / "mlflow").start()
+    try:
+        client = server.client()
+        register_version(client, model_name, model_dir, metrics=GOOD_METRICS, alias="champion")
+        api.create(mlflow_secret(namespace, server.url), namespace)
+        api.create(_doc(model_name, alias="champion"), namespace)
+        stable = _serving(api, namespace)["status"]["stableRevision"]
+        _ready(api, namespace, stable)
+        server.stop()
+        down = wait_for(lambda: (c := _condition(api.get(*LLMD, namespace, "chat"), "ModelResolved")) and c["status"] == "False" and c,
+                        timeout=30, what="ModelResolved=False")
+        assert down["reason"] == "RegistryUnavailable"
+        assert down["message"].endswith("; still serving version 1")
+        obj = api.get(*LLMD, namespace, "chat")
+        assert obj["status"]["stableRevision"] == stable and _condition(obj, "Ready")["status"] == "True"
+        assert _rollouts(api, namespace) == []
+        assert api.get("apps/v1", "Deployment", namespace, f"chat-{stable}") is not None
+
+        server.start()  # same port and database; a new version behind the alias while it was away
+        v2 = register_version(server.client(), model_name, model_dir, metrics=GOOD_METRICS, alias="champion")
+        (rollout,) = wait_for(lambda: _rollouts(api, namespace), timeout=60, what="the rollout after recovery")
+        assert rollout["spec"]["target"]["model"] == {"version": v2}
+        up = wait_for(lambda: (c := _condition(api.get(*LLMD, namespace, "chat"), "ModelResolved")) and c["status"] == "True" and c,
+                      what="ModelResolved=True")
+        assert up["reason"] == "Resolved"
+    finally:
+        server.stop()
+    log = operator.log_tail(100000)
+    assert "e2e-token-not-logged" not in log

@@ -1,0 +1,355 @@
+"""The model registry: version selection, the quality gate, write-back, the polling cache, and the planner
+driven by a fake registry (alias moves, faults, gate, supersession, outcomes)."""
+
+import copy
+
+import pytest
+
+from llm_operator import _builders as b
+from llm_operator import _progressive as p
+from llm_operator import _registry as reg
+from llm_operator._api import GateThreshold, MlflowModelRef
+from llm_operator._reconcile import RecordOutcome, execute, observe, plan_llmdeployment
+from tests.unit.fakes import FakeKube, FakeRegistry
+
+T0, T1, T2, T3 = "2026-11-21T10:00:00Z", "2026-11-21T10:01:00Z", "2026-11-21T10:02:00Z", "2026-11-21T10:03:00Z"
+GOOD = {"accuracy": 0.91, "hallucination_rate": 0.04}
+
+
+# ------------------------------------------------------------------------------------ pure parts
+
+
+MODEL = reg.ModelInfo("chat", {"champion": "4", "challenger": "5"}, {"Production": "3", "Staging": "5"})
+
+
+@pytest.mark.parametrize("ref, want", [
+    ({"alias": "champion"}, "4"),
+    ({"alias": "challenger"}, "5"),
+    ({"stage": "Production"}, "3"),
+    ({"stage": "Staging"}, "5"),
+    ({"version": "2"}, "2"),
+])
+def test_select_version(ref, want):
+    assert reg.select_version(MODEL, MlflowModelRef(name="chat", **ref)) == want
+
+
+@pytest.mark.parametrize("ref, message", [
+    ({"alias": "production"}, "registered model 'chat' has no alias 'production' (aliases: challenger, champion)"),
+    ({"stage": "Production"}, "registered model 'chat' has no version in stage 'Production'"),
+])
+def test_a_missing_alias_or_stage_is_model_not_found(ref, message):
+    with pytest.raises(reg.ModelNotFound) as error:
+        reg.select_version(reg.ModelInfo("chat", {"champion": "4", "challenger": "5"}), MlflowModelRef(name="chat", **ref))
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("metrics, passed, message", [
+    ({"accuracy": 0.9, "hallucination_rate": 0.04}, True, "accuracy 0.9 >= min 0.86; hallucination_rate 0.04 <= max 0.1"),
+    ({"accuracy": 0.81, "hallucination_rate": 0.04}, False, "accuracy 0.81 < min 0.86"),
+    ({"accuracy": 0.81, "hallucination_rate": 0.2}, False, "accuracy 0.81 < min 0.86; hallucination_rate 0.2 > max 0.1"),
+    ({"accuracy": 0.86, "hallucination_rate": 0.1}, True, "accuracy 0.86 >= min 0.86; hallucination_rate 0.1 <= max 0.1"),
+    ({"accuracy": 0.9}, False, "hallucination_rate missing from the version's run"),
+])
+def test_quality_gate(metrics, passed, message):
+    gate = [GateThreshold(metric="accuracy", min=0.86), GateThreshold(metric="hallucination_rate", max=0.10)]
+    assert reg.evaluate_gate(gate, metrics) == (passed, message)
+
+
+def _finished(phase, message="", metrics=()):
+    return {"metadata": {"name": "chat-abc", "namespace": "ml"}, "spec": {"target": {"model": {"version": "5"}}},
+            "status": {"phase": phase, "message": message, "finishedAt": T1, "toRevision": "abc",
+                       "analysis": {"metrics": [{"name": n, "value": v} for n, v in metrics]}}}
+
+
+def test_outcome_of_a_promotion_moves_the_promote_alias_and_tags_the_figures():
+    ref = MlflowModelRef(name="chat", alias="champion", promote_alias="production")
+    out = reg.outcome_of(ref, "5", _finished("Succeeded", metrics=[("error-ratio", 0.00123456), ("ttft", 0.21)]))
+    assert (out.outcome, out.alias, out.stage) == ("succeeded", "production", None)
+    assert out.tags == {"llmops.dev/rollout": "succeeded", "llmops.dev/rollout-name": "ml/chat-abc",
+                        "llmops.dev/finished-at": T1, "llmops.dev/revision": "abc",
+                        "llmops.dev/analysis": "error-ratio=0.001235, ttft=0.21"}
+
+
+def test_outcome_of_an_abort_leaves_the_alias_and_records_the_reason():
+    ref = MlflowModelRef(name="chat", stage="Staging", promote_stage="Production", promote_alias="production")
+    out = reg.outcome_of(ref, "5", _finished("Aborted", "step 1: latency-p99: 6.1 > max 2"))
+    assert (out.outcome, out.alias, out.stage) == ("aborted", None, None)
+    assert out.tags["llmops.dev/rollout"] == "aborted"
+    assert out.tags["llmops.dev/reason"] == "step 1: latency-p99: 6.1 > max 2"
+
+
+def test_record_writes_tags_before_moving_the_alias():
+    registry = FakeRegistry()
+    registry.register("chat", "5", alias="champion")
+    reg.record(registry, reg.Outcome("chat", "5", "succeeded", {"llmops.dev/rollout": "succeeded"}, alias="production", stage="Production"))
+    assert [w[0] for w in registry.writes] == ["tags", "alias", "stage"]
+    assert registry.aliases["chat"]["production"] == "5" and registry.stages["chat"]["Production"] == "5"
+
+
+# ------------------------------------------------------------------------------------ cache
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_the_cache_reads_each_model_once_per_poll_interval():
+    registry, clock = FakeRegistry(), Clock()
+    registry.register("chat", "4", alias="champion")
+    cache = reg.RegistryCache(poll_seconds=30, clock=clock)
+    for _ in range(20):  # twenty LLMDeployments following the same model in one interval
+        assert cache.model("k", registry, "chat").aliases == {"champion": "4"}
+    assert registry.calls == 1
+    clock.t += 30
+    cache.model("k", registry, "chat")
+    assert registry.calls == 2
+
+
+def test_the_cache_backs_off_after_a_failure():
+    registry, clock = FakeRegistry(), Clock()
+    registry.register("chat", "4", alias="champion")
+    cache = reg.RegistryCache(poll_seconds=30, clock=clock)
+    registry.down = True
+    waits = []
+    for _ in range(8):
+        with pytest.raises(reg.RegistryError):
+            cache.model("k", registry, "chat")
+        with pytest.raises(reg.RegistryError):
+            cache.model("k", registry, "chat")  # inside the back-off: no query
+        waits.append(cache.retry_in("k", "chat"))
+        clock.t += waits[-1]
+    assert waits == [5, 10, 20, 40, 80, 160, 300, 300]
+    assert registry.calls == 8
+    registry.down = False
+    assert cache.model("k", registry, "chat").aliases == {"champion": "4"}
+    assert cache.retry_in("k", "chat") is None
+
+
+# ------------------------------------------------------------------------------------ the planner
+
+
+@pytest.fixture
+def mlflow_doc(samples):
+    doc = copy.deepcopy(samples["llmdeployment-mlflow"])
+    doc["spec"]["replicas"] = 1
+    doc["spec"]["rollout"]["steps"] = [{"setWeight": 50}, {"pause": {"duration": "1m"}}]
+    return doc
+
+
+class Cluster:
+    """A FakeKube with one LLMDeployment and a FakeRegistry, reconciled the way the handler does it."""
+
+    def __init__(self, doc):
+        self.kube = FakeKube()
+        self.kube.add(doc)
+        self.key = (doc["apiVersion"], doc["kind"], doc["metadata"]["namespace"], doc["metadata"]["name"])
+        self.registry = FakeRegistry()
+        self.clock = Clock()
+        self.cache = reg.RegistryCache(poll_seconds=30, clock=self.clock)
+        self.events = []
+        self.ref = MlflowModelRef.model_validate(doc["spec"]["model"]["mlflow"])
+
+    @property
+    def body(self):
+        return self.kube.get(*self.key)
+
+    def reconcile(self, now):
+        self.clock.t += 31  # every pass in these tests is a poll interval apart
+        body = self.body
+        observed = observe(self.kube, body, frozenset({"HorizontalPodAutoscaler"}))
+        resolution = reg.resolve(self.cache, "k", self.registry, self.ref, p.target_versions(observed.rollouts))
+        plan = plan_llmdeployment(body, observed, now, registry=resolution)
+
+        def record(outcome):
+            reg.record(self.registry, outcome)
+            self.cache.forget("k", outcome.name)
+        before = len(self.kube.writes)
+        execute(self.kube, body, plan, now=now, post_event=self.events.append, owner=lambda o: None, record=record)
+        return plan, self.kube.writes[before:]
+
+    def deployment(self, revision):
+        return self.kube.objects.get(("apps/v1", "Deployment", "default", f"support-assistant-{revision}"))
+
+    def ready(self, revision, n=1):
+        dep = self.deployment(revision)
+        dep["status"] = {"observedGeneration": dep["metadata"]["generation"], "replicas": n, "readyReplicas": n}
+
+    def rollouts(self):
+        return {k[3]: v for k, v in self.kube.objects.items() if k[1] == "LLMRollout"}
+
+    def condition(self, type_):
+        return next((c for c in self.body["status"]["conditions"] if c["type"] == type_), None)
+
+
+def _serving(cluster):
+    status = cluster.body["status"]
+    env = {e["name"]: e.get("value") for e in cluster.deployment(status["stableRevision"])["spec"]["template"]["spec"]["containers"][0]["env"]}
+    return status["model"], env["LLMOPS_MODEL_URI"]
+
+
+def test_an_alias_resolves_to_a_pinned_version_with_its_run(mlflow_doc):
+    cluster = Cluster(mlflow_doc)
+    cluster.registry.register("support-assistant", "4", alias="champion", metrics=GOOD)
+    cluster.reconcile(T0)
+    model, uri = _serving(cluster)
+    assert uri == "models:/support-assistant/4"  # a restarted pod loads what was rolled out, not the alias's latest
+    assert model == {"name": "support-assistant", "source": "mlflow", "uri": "models:/support-assistant/4", "version": "4",
+                     "alias": "champion", "artifactUri": "mlflow-artifacts:/1/4/artifacts/model", "runId": "run4",
+                     "metrics": GOOD, "params": {"lr": "1e-4"}}
+    resolved = cluster.condition("ModelResolved")
+    assert (resolved["status"], resolved["reason"]) == ("True", "Resolved")
+    assert resolved["message"] == "support-assistant version 4 (by alias champion), run run4"
+
+
+def test_a_moved_alias_starts_exactly_one_rollout_gated_then_promoted_and_written_back(mlflow_doc):
+    cluster = Cluster(mlflow_doc)
+    reg_ = cluster.registry
+    reg_.register("support-assistant", "4", alias="champion", metrics=GOOD)
+    cluster.reconcile(T0)
+    stable = cluster.body["status"]["stableRevision"]
+    cluster.ready(stable)
+    cluster.reconcile(T0)
+
+    reg_.register("support-assistant", "5", alias="champion", metrics={"accuracy": 0.93, "hallucination_rate": 0.03})
+    cluster.reconcile(T1)
+    cluster.reconcile(T1)  # the same version again: no second rollout
+    (name, rollout), = cluster.rollouts().items()
+    assert rollout["spec"]["target"]["model"] == {"version": "5"}
+    assert rollout["status"]["qualityGate"]["passed"] is True
+    assert rollout["status"]["qualityGate"]["message"] == "accuracy 0.93 >= min 0.86; hallucination_rate 0.03 <= max 0.1"
+    assert cluster.body["status"]["model"]["version"] == "4"  # still what serves
+    canary = rollout["status"]["toRevision"]
+    cluster.ready(canary)
+    cluster.reconcile(T2)
+    assert cluster.rollouts()[name]["status"]["canaryWeight"] == 50
+    cluster.reconcile(T3)  # the pause is over: promoted
+    assert cluster.rollouts()[name]["status"]["phase"] == "Succeeded"
+    assert reg_.writes == []  # nothing written before the API holds the outcome
+    plan, writes = cluster.reconcile(T3)
+    assert [type(a) for a in plan.actions if isinstance(a, RecordOutcome)] == [RecordOutcome]
+    assert reg_.aliases["support-assistant"]["production"] == "5"
+    (_, _, _, tags), = [w for w in reg_.writes if w[0] == "tags"]
+    assert tags["llmops.dev/rollout"] == "succeeded" and tags["llmops.dev/rollout-name"] == f"default/{name}"
+    assert cluster.rollouts()[name]["status"]["registry"] == {"outcome": "succeeded", "recordedAt": T3}
+    assert "RegistryUpdated" in [e.reason for e in cluster.events]
+    assert cluster.body["status"]["model"]["version"] == "5" and cluster.body["status"]["model"]["runId"] == "run5"
+    count = len(reg_.writes)
+    cluster.reconcile(T3)
+    assert len(reg_.writes) == count  # recorded once
+
+
+def test_a_version_failing_the_quality_gate_gets_no_pods_and_no_traffic(mlflow_doc):
+    cluster = Cluster(mlflow_doc)
+    cluster.registry.register("support-assistant", "4", alias="champion", metrics=GOOD)
+    cluster.reconcile(T0)
+    cluster.ready(cluster.body["status"]["stableRevision"])
+    cluster.registry.register("support-assistant", "5", alias="champion", metrics={"accuracy": 0.81, "hallucination_rate": 0.04})
+    cluster.reconcile(T1)
+    plan, writes = cluster.reconcile(T1)
+    (rollout,) = cluster.rollouts().values()
+    status = rollout["status"]
+    assert status["phase"] == "Failed"
+    assert status["message"] == f"quality gate: version 5: accuracy 0.81 < min 0.86; no traffic was sent to {status['toRevision']}"
+    assert next(c for c in status["conditions"] if c["type"] == "Degraded")["reason"] == "QualityGateFailed"
+    assert cluster.deployment(status["toRevision"]) is None
+    assert not [w for w in writes if w[1] in ("Deployment", "VirtualService")]
+    assert b.routes_of(cluster.kube.objects[("networking.istio.io/v1", "VirtualService", "default", "support-assistant")]) == b.Routes()
+    cluster.reconcile(T2)  # the outcome reaches the registry; the alias that was moved is left alone
+    assert [w[3]["llmops.dev/rollout"] for w in cluster.registry.writes if w[0] == "tags"] == ["failed"]
+    assert cluster.registry.aliases["support-assistant"] == {"champion": "5"}
+    assert cluster.body["status"]["model"]["version"] == "4"
+
+
+def test_a_version_moved_again_mid_rollout_supersedes_the_unfinished_one(mlflow_doc):
+    cluster = Cluster(mlflow_doc)
+    cluster.registry.register("support-assistant", "4", alias="champion", metrics=GOOD)
+    cluster.reconcile(T0)
+    cluster.ready(cluster.body["status"]["stableRevision"])
+    cluster.registry.register("support-assistant", "5", alias="champion", metrics=GOOD)
+    cluster.reconcile(T1)
+    cluster.reconcile(T1)
+    (first,) = cluster.rollouts()
+    cluster.ready(cluster.rollouts()[first]["status"]["toRevision"])
+    cluster.reconcile(T1)
+    assert cluster.rollouts()[first]["status"]["canaryWeight"] == 50
+    cluster.registry.register("support-assistant", "6", alias="champion", metrics=GOOD)
+    plan, _ = cluster.reconcile(T2)
+    old = cluster.rollouts()[first]["status"]
+    assert old["phase"] == "Aborted" and old["message"].startswith("superseded by revision")
+    assert b.routes_of(cluster.kube.objects[("networking.istio.io/v1", "VirtualService", "default", "support-assistant")]) == b.Routes()
+    (second,) = set(cluster.rollouts()) - {first}
+    cluster.reconcile(T2)
+    new = cluster.rollouts()[second]
+    assert new["spec"]["target"]["model"] == {"version": "6"}
+    assert (new["status"]["phase"], new["status"]["currentStepIndex"]) == ("Progressing", 0)  # from step 0
+    assert cluster.body["status"]["model"]["version"] == "4"  # 5 was never promoted
+    assert [w[3]["llmops.dev/rollout"] for w in cluster.registry.writes if w[0] == "tags"] == ["aborted"]
+
+
+def test_a_registry_down_before_the_first_resolution_touches_nothing(mlflow_doc):
+    cluster = Cluster(mlflow_doc)
+    cluster.registry.register("support-assistant", "4", alias="champion")
+    cluster.registry.down = True
+    plan, writes = cluster.reconcile(T0)
+    assert writes == [("status", "LLMDeployment", "support-assistant")]
+    resolved, ready = cluster.condition("ModelResolved"), cluster.condition("Ready")
+    assert (resolved["status"], resolved["reason"]) == ("False", "RegistryUnavailable")
+    assert "503 Service Unavailable" in resolved["message"]
+    assert (ready["status"], ready["reason"]) == ("False", "RegistryUnavailable")
+    assert plan.requeue_after == 5
+    assert cluster.reconcile(T1)[1] == []  # nothing changed: nothing written
+    cluster.registry.down = False
+    cluster.reconcile(T2)
+    assert cluster.condition("ModelResolved")["status"] == "True"
+    assert cluster.body["status"]["model"]["version"] == "4"
+
+
+def test_a_registry_down_later_keeps_the_stable_version_serving(mlflow_doc):
+    cluster = Cluster(mlflow_doc)
+    cluster.registry.register("support-assistant", "4", alias="champion", metrics=GOOD)
+    cluster.reconcile(T0)
+    cluster.ready(cluster.body["status"]["stableRevision"])
+    cluster.reconcile(T0)
+    cluster.registry.down = True
+    plan, writes = cluster.reconcile(T1)
+    assert writes == [("status", "LLMDeployment", "support-assistant")]  # the condition, nothing else
+    resolved = cluster.condition("ModelResolved")
+    assert (resolved["status"], resolved["reason"]) == ("False", "RegistryUnavailable")
+    assert resolved["message"].endswith("; still serving version 4")
+    assert cluster.condition("Ready")["status"] == "True"
+    assert cluster.rollouts() == {}
+    assert cluster.reconcile(T2)[1] == []
+
+
+def test_a_missing_alias_is_model_not_found(mlflow_doc):
+    cluster = Cluster(mlflow_doc)
+    cluster.registry.register("support-assistant", "4", alias="challenger")
+    cluster.reconcile(T0)
+    resolved = cluster.condition("ModelResolved")
+    assert (resolved["status"], resolved["reason"]) == ("False", "ModelNotFound")
+    assert "has no alias 'champion'" in resolved["message"]
+    assert [e.reason for e in cluster.events] == ["ModelNotFound"]
+
+
+def test_a_failed_write_back_is_reported_and_retried(mlflow_doc):
+    cluster = Cluster(mlflow_doc)
+    cluster.registry.register("support-assistant", "4", alias="champion", metrics=GOOD)
+    cluster.reconcile(T0)
+    cluster.ready(cluster.body["status"]["stableRevision"])
+    cluster.registry.register("support-assistant", "5", alias="champion", metrics={"accuracy": 0.5, "hallucination_rate": 0.5})
+    cluster.reconcile(T1)
+    cluster.reconcile(T1)  # gate failed
+    fail = cluster.registry.set_tags
+    cluster.registry.set_tags = lambda *a: (_ for _ in ()).throw(reg.RegistryError("POST tags: 504 Gateway Timeout"))
+    cluster.reconcile(T2)
+    (rollout,) = cluster.rollouts().values()
+    assert rollout["status"]["registry"] == {"outcome": "failed", "error": "POST tags: 504 Gateway Timeout"}
+    assert "RegistryWriteFailed" in [e.reason for e in cluster.events]
+    cluster.registry.set_tags = fail
+    cluster.reconcile(T3)
+    (rollout,) = cluster.rollouts().values()
+    assert rollout["status"]["registry"] == {"outcome": "failed", "recordedAt": T3}
