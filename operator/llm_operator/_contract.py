@@ -33,12 +33,25 @@ SHM_DIR = "/dev/shm"
 HOME_DIR = "/home/vllm"
 TMP_DIR = "/tmp"
 
-# Environment the operator sets on the serving container (read by the runtime entrypoint).
+# Environment the operator sets on the serving container (read by the runtime entrypoint,
+# runtime-image/llmops_runtime, whose _contract.py is a link to this file).
+#: What to serve: models:/name/version, models:/name@alias, s3://..., gs://..., hf://org/model, or a local path.
 ENV_MODEL_URI = "LLMOPS_MODEL_URI"
+#: Where a fetched model is unpacked (in the cache volume); vLLM's --model points here for fetched models.
 ENV_MODEL_DIR = "LLMOPS_MODEL_DIR"
 ENV_REVISION = "LLMOPS_REVISION"
+#: GPUs the pod was given (its resource limit); 0 means the CPU device and no GPU preflight.
 ENV_GPUS = "LLMOPS_GPUS"
 ENV_SERVED_MODEL_NAME = "LLMOPS_SERVED_MODEL_NAME"
+#: The model size in bytes when known in advance (else measured on disk after the fetch), for the preflight.
+ENV_MODEL_BYTES = "LLMOPS_MODEL_BYTES"
+
+#: The serving container's command: the runtime entrypoint, which execs vLLM's OpenAI server with the args.
+RUNTIME_COMMAND = ["python3", "-m", "llmops_runtime"]
+#: The module the entrypoint execs (``python -m``), with the container's args.
+VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+#: The file that marks a finished download in ENV_MODEL_DIR (JSON: uri, files, bytes, seconds).
+COMPLETE_MARKER = ".llmops-complete.json"
 
 
 def revision_deployment_name(deployment: str, revision: str) -> str:

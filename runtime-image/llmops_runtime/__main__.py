@@ -1,0 +1,3 @@
+from ._entrypoint import main
+
+main()

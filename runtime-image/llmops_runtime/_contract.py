@@ -1,0 +1,1 @@
+../../operator/llm_operator/_contract.py

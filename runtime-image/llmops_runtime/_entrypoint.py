@@ -1,0 +1,89 @@
+"""``python -m llmops_runtime [vLLM args...]``: fetch the model, check the GPUs, exec vLLM's OpenAI server.
+
+The container's args are vLLM's engine arguments exactly as the operator renders them; the environment
+(:mod:`._contract`) says what to fetch and how many GPUs the pod has. The entrypoint replaces itself with
+``python -m vllm.entrypoints.openai.api_server ARGS`` (``os.execv``): vLLM becomes the container's main
+process, so SIGTERM reaches it directly and it drains in-flight requests.
+
+Every step logs one JSON line on stderr (``{"event": ..., ...}``). A failed preflight or download exits
+non-zero with the reason in the log and in ``/dev/termination-log``, which ``kubectl describe pod`` shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from . import _contract as c
+from ._fetch import fetch, size_of
+from ._gpu import Nvml, PreflightError, PynvmlBackend, Request, preflight
+
+EXIT_PREFLIGHT = 3
+EXIT_FETCH = 4
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def log(event: str, **fields: Any) -> None:
+    """One structured log line (never a credential: fields are URIs, paths, counts and timings)."""
+    print(json.dumps({"ts": round(time.time(), 3), "event": event, **fields}, default=str), file=sys.stderr, flush=True)
+
+
+def engine_settings(args: Sequence[str]) -> argparse.Namespace:
+    """The engine arguments the preflight needs, read from vLLM's own flag names (the rest are passed on)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--model")
+    parser.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
+    parser.add_argument("--pipeline-parallel-size", "-pp", type=int, default=1)
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    known, _ = parser.parse_known_args(list(args))
+    return known
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    try:
+        pathlib.Path(TERMINATION_LOG).write_text(message[:4096])
+    except OSError:
+        pass
+    print(message, file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def main(argv: Sequence[str] | None = None, *, environ: dict[str, str] | None = None, nvml: Nvml | None = None,
+         execv: Callable[[str, list[str]], Any] = os.execv, download: Callable[..., Any] | None = None) -> None:
+    """Run the entrypoint; with the defaults, never returns (execs vLLM) or exits non-zero."""
+    started = time.monotonic()
+    args = list(sys.argv[1:] if argv is None else argv)
+    env = os.environ if environ is None else environ
+    uri = env.get(c.ENV_MODEL_URI)
+    settings = engine_settings(args)
+    if not uri:
+        _fail(EXIT_FETCH, f"{c.ENV_MODEL_URI} is not set: the operator sets it on every serving container")
+    dest = pathlib.Path(env.get(c.ENV_MODEL_DIR) or settings.model or f"{c.MODEL_CACHE_DIR}/models/default")
+    log("runtime_started", uri=uri, model_dir=str(dest), revision=env.get(c.ENV_REVISION), gpus=env.get(c.ENV_GPUS, "0"))
+    try:
+        fetched = fetch(uri, dest, log=log, **({"download": download} if download else {}))
+    except Exception as error:  # the message names the URI; credentials never appear in it
+        _fail(EXIT_FETCH, f"could not fetch {uri}: {type(error).__name__}: {str(error)[:500]}")
+    model_bytes = int(env.get(c.ENV_MODEL_BYTES) or 0) or (fetched.bytes or (size_of(pathlib.Path(fetched.path))[1]
+                                                                             if fetched.source == "local" else 0))
+    request = Request(gpus=int(env.get(c.ENV_GPUS) or 0), tensor_parallel_size=settings.tensor_parallel_size,
+                      pipeline_parallel_size=settings.pipeline_parallel_size,
+                      gpu_memory_utilization=settings.gpu_memory_utilization, model_bytes=model_bytes)
+    try:
+        report = preflight(request, nvml or PynvmlBackend())
+    except PreflightError as error:
+        log("gpu_preflight_failed", reason=str(error), gpus=request.gpus, tensor_parallel_size=request.tensor_parallel_size,
+            pipeline_parallel_size=request.pipeline_parallel_size, gpu_memory_utilization=request.gpu_memory_utilization,
+            model_bytes=model_bytes)
+        _fail(EXIT_PREFLIGHT, f"GPU preflight failed: {error}")
+    log(**report.to_log())
+    command = [sys.executable, "-m", c.VLLM_SERVER_MODULE, *args]
+    log("exec_vllm", argv=command, fetch=fetched.source, seconds=round(time.monotonic() - started, 3))
+    sys.stderr.flush()
+    execv(sys.executable, command)

@@ -1,0 +1,133 @@
+"""The serving entrypoint with a real vLLM (the CPU build) and a real MLflow registry: fetch by alias,
+preflight, exec, answer, expose vLLM's metrics, drain on SIGTERM, restart without downloading again, and
+refuse a GPU request on a machine without a driver.
+
+Runs in the vLLM environment that ``make vllm-env`` builds (``LLMOPS_VLLM_PYTHON``, default ``.venv-vllm``).
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from llm_sandbox.cluster import ROOT, wait_for
+from llm_sandbox.metrics import free_port
+from llm_sandbox.registry import register_version
+
+pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
+
+VLLM_PYTHON = os.environ.get("LLMOPS_VLLM_PYTHON", str(ROOT / ".venv-vllm" / "bin" / "python"))
+METRICS = ["vllm:request_success_total", "vllm:e2e_request_latency_seconds", "vllm:time_to_first_token_seconds",
+           "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"]
+
+
+@pytest.fixture(scope="module")
+def vllm_python():
+    if not pathlib.Path(VLLM_PYTHON).exists():
+        pytest.fail(f"no vLLM environment at {VLLM_PYTHON}: run `make vllm-env` (make test does)")
+    return VLLM_PYTHON
+
+
+@pytest.fixture(scope="module")
+def tiny_model(vllm_python, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    subprocess.run([vllm_python, "-m", "llm_sandbox.tiny_model", str(out)], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(ROOT / "sandbox")}, timeout=300)
+    return out
+
+
+def _start(vllm_python, env, port, log_path, model_dir, gpus="0"):
+    args = ["--model", str(model_dir), "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port),
+            "--dtype", "float32", "--max-model-len", "256", "--gpu-memory-utilization", "0.25"]
+    full = {**os.environ, **env, "LLMOPS_GPUS": gpus, "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    return subprocess.Popen([vllm_python, "-m", "llmops_runtime", *args], env=full, stdout=open(log_path, "ab"),
+                            stderr=subprocess.STDOUT, cwd=ROOT / "runtime-image")
+
+
+def _events(log_path):
+    out = []
+    for line in pathlib.Path(log_path).read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
+def _get(url, data=None, timeout=10):
+    request = urllib.request.Request(url, data=json.dumps(data).encode() if data else None,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.status, response.read().decode()
+
+
+def test_the_entrypoint_serves_a_registry_model_with_vllm(vllm_python, tiny_model, mlflow, tmp_path):
+    client = mlflow.client()
+    register_version(client, "tiny-chat", tiny_model, metrics={"accuracy": 0.9}, alias="champion")
+    cache = tmp_path / "cache" / "models" / "rev1"
+    env = {"LLMOPS_MODEL_URI": "models:/tiny-chat@champion", "LLMOPS_MODEL_DIR": str(cache), "LLMOPS_REVISION": "rev1",
+           "MLFLOW_TRACKING_URI": mlflow.url}
+    port, log_path = free_port(), tmp_path / "runtime.log"
+    process = _start(vllm_python, env, port, log_path, cache)
+    try:
+        def up_or_exited():
+            if process.poll() is not None:
+                return True
+            try:
+                return _get(f"http://127.0.0.1:{port}/health")[0] == 200
+            except OSError:
+                return False
+        wait_for(up_or_exited, timeout=300, what="vLLM /health", interval=1.0)
+        assert process.poll() is None, f"the entrypoint exited ({process.returncode}): {log_path.read_text()[-3000:]}"
+        events = _events(log_path)
+        names = [e["event"] for e in events]
+        assert names[:2] == ["runtime_started", "model_download_started"]
+        assert {"model_download_finished", "gpu_preflight", "exec_vllm"} <= set(names)
+        finished = next(e for e in events if e["event"] == "model_download_finished")
+        assert finished["files"] >= 5 and finished["bytes"] > 1_000_000
+        assert next(e for e in events if e["event"] == "gpu_preflight")["device"] == "cpu"
+        assert json.loads((cache / ".llmops-complete.json").read_text())["uri"] == "models:/tiny-chat@champion"
+
+        status, body = _get(f"http://127.0.0.1:{port}/v1/completions", {"model": "tiny", "prompt": "Kubernetes", "max_tokens": 8})
+        assert status == 200 and json.loads(body)["usage"]["completion_tokens"] == 8
+        status, body = _get(f"http://127.0.0.1:{port}/v1/chat/completions",
+                            {"model": "tiny", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8})
+        assert status == 200 and json.loads(body)["choices"][0]["message"]["role"] == "assistant"
+        _, metrics = _get(f"http://127.0.0.1:{port}/metrics")
+        for name in METRICS:
+            assert name in metrics, name
+        # exec: the container's main process is vLLM's server itself, so SIGTERM reaches it directly.
+        cmdline = pathlib.Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"vllm.entrypoints.openai.api_server" in cmdline
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    # A restarted pod finds the finished download and starts vLLM without fetching again.
+    log_path.write_text("")
+    process = _start(vllm_python, env, free_port(), log_path, cache)
+    try:
+        wait_for(lambda: any(e["event"] == "exec_vllm" for e in _events(log_path)), timeout=120, what="exec after restart")
+        names = [e["event"] for e in _events(log_path)]
+        assert "model_cached" in names and "model_download_started" not in names
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+    # The same pod asking for a GPU on a machine without an NVIDIA driver fails fast, saying so.
+    started = time.monotonic()
+    result = subprocess.run([vllm_python, "-m", "llmops_runtime", "--model", str(cache)], env={**os.environ, **env, "LLMOPS_GPUS": "1"},
+                            capture_output=True, text=True, timeout=120, cwd=ROOT / "runtime-image")
+    assert result.returncode == 3
+    assert "GPU preflight failed: no NVIDIA driver: NVML could not be initialised" in result.stderr
+    assert "asked for 1 GPU(s)" in result.stderr
+    assert time.monotonic() - started < 60
