@@ -71,7 +71,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ["LLMOPS_RESYNC_SECONDS"] = str(args.resync_seconds)
     if args.metrics_port:
         os.environ["LLMOPS_METRICS_PORT"] = str(args.metrics_port)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.namespace:
+        os.environ["LLMOPS_NAMESPACES"] = ",".join(args.namespace)
+    if args.log_format == "json":  # kopf's JSON formatter: one object per line, with the object's reference
+        kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON, log_refkey="k8s")
+    else:
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("celpy", "urllib3", "kubernetes", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not args.verbose:  # kopf logs every handler invocation on every watch event at INFO
@@ -97,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--liveness", help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--resync-seconds", type=float, help="periodic reconcile interval (default 60)")
     run.add_argument("--metrics-port", type=int, help="serve the operator's Prometheus metrics on this port")
+    run.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("LLMOPS_LOG_FORMAT", "text"),
+                     help="text (default) or json: one JSON object per line, for log pipelines")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=cmd_run)
 

@@ -256,7 +256,9 @@ async def _resync_loop(memo: kopf.Memo) -> None:
     while True:
         await asyncio.sleep(SETTINGS.resync_seconds)
         try:
-            bodies = await asyncio.to_thread(memo.kube.list, f"{GROUP}/{VERSION}", "LLMDeployment", None, "")
+            bodies = []
+            for namespace in SETTINGS.namespaces or (None,):  # a namespaced install may not list cluster-wide
+                bodies += await asyncio.to_thread(memo.kube.list, f"{GROUP}/{VERSION}", "LLMDeployment", namespace, "")
         except KubeError as error:
             log.warning("resync: cannot list LLMDeployments: %s", error)
             continue
@@ -278,12 +280,14 @@ async def _registry_loop(memo: kopf.Memo) -> None:
             try:
                 info = await asyncio.to_thread(memo.registry_cache.model, key, clients[(key, model)], model)
             except reg.RegistryError as error:  # the followers' own passes report it and back off
-                log.info("registry poll of %s: %s", model, error)
+                if memo.registry_seen.get((key, model)) != str(error):  # once per change, not per poll
+                    log.info("registry poll of %s: %s", model, error)
+                memo.registry_seen[(key, model)] = str(error)
                 continue
             memo.telemetry.registry_sync.labels(model).set(time.time())
             before = memo.registry_seen.get((key, model))
             memo.registry_seen[(key, model)] = info
-            if before is not None and before != info:
+            if isinstance(before, reg.ModelInfo) and before != info:
                 log.info("registered model %s moved (aliases %s, stages %s): reconciling %d followers",
                          model, dict(info.aliases), dict(info.stages), len(objs))
                 for namespace, name in objs:

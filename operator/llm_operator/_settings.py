@@ -19,6 +19,8 @@ class Settings:
         mlflow_tracking_uri: the MLflow tracking server for LLMDeployments whose ``spec.model.mlflow`` names no
             ``secretRef`` (``MLFLOW_TRACKING_URI``; its token, if any, in ``MLFLOW_TRACKING_TOKEN``, which MLflow
             reads itself and the operator never logs).
+        namespaces: the namespaces watched (``--namespace``, ``LLMOPS_NAMESPACES``, comma-separated); all when empty.
+            A namespaced install lists and watches only these, so it needs no cluster-wide read of its resources.
         registry_poll_seconds: how often each registered model that an LLMDeployment follows is read
             (``LLMOPS_REGISTRY_POLL_SECONDS``): one read per model per interval, however many follow it.
         kubeconfig: a kubeconfig path given with ``--kubeconfig`` (``LLMOPS_KUBECONFIG``); without it the
@@ -30,6 +32,7 @@ class Settings:
     kubeconfig: str | None = None
     prometheus_url: str | None = None
     metrics_port: int | None = None
+    namespaces: tuple[str, ...] = ()
     mlflow_tracking_uri: str | None = None
     registry_poll_seconds: float = 30.0
 
@@ -40,6 +43,7 @@ class Settings:
             kubeconfig=os.environ.get("LLMOPS_KUBECONFIG") or None,
             prometheus_url=os.environ.get("LLMOPS_PROMETHEUS_URL") or None,
             metrics_port=int(os.environ["LLMOPS_METRICS_PORT"]) if os.environ.get("LLMOPS_METRICS_PORT") else None,
+            namespaces=tuple(n for n in os.environ.get("LLMOPS_NAMESPACES", "").split(",") if n),
             mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,
             registry_poll_seconds=float(os.environ.get("LLMOPS_REGISTRY_POLL_SECONDS", cls.registry_poll_seconds)),
         )

@@ -223,3 +223,20 @@ def test_restarted_operator_resumes_without_writing(api, operator, namespace, ml
     operator.start()
     wait_for(lambda: api.operator_reads_of("/llmdeployments/support-assistant", start) >= 3, timeout=30, what="resumed passes")
     assert [w for w in api.operator_writes(start) if f"/namespaces/{namespace}/" in w] == []
+
+
+def test_switching_the_autoscaler_replaces_it(api, operator, namespace):
+    """KEDA -> HPA -> none: the operator deletes the autoscaler it no longer wants (an HPA and a ScaledObject
+    both scaling one Deployment would fight)."""
+    doc = sample("llmdeployment-keda")
+    api.create(doc, namespace)
+    name = doc["metadata"]["name"]
+    wait_for(lambda: api.get("keda.sh/v1alpha1", "ScaledObject", namespace, name), what="ScaledObject")
+    autoscaling = {**doc["spec"]["autoscaling"], "provider": "hpa", "minReplicas": 1}
+    autoscaling.pop("keda", None)
+    api.patch(*LLMD, namespace, name, {"spec": {"autoscaling": autoscaling}})
+    wait_for(lambda: api.get("autoscaling/v2", "HorizontalPodAutoscaler", namespace, name)
+             and api.get("keda.sh/v1alpha1", "ScaledObject", namespace, name) is None, what="HPA instead of ScaledObject")
+    api.patch(*LLMD, namespace, name, {"spec": {"autoscaling": None}})  # a merge patch: null removes the field
+    wait_for(lambda: api.get("autoscaling/v2", "HorizontalPodAutoscaler", namespace, name) is None, what="HPA deleted")
+    assert api.get("keda.sh/v1alpha1", "ScaledObject", namespace, name) is None
