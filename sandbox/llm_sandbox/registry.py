@@ -5,6 +5,7 @@ metrics and params, the model directory logged as its artifact, a version from i
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import signal
@@ -71,6 +72,8 @@ def register_version(client: Any, name: str, model_dir: pathlib.Path, *, metrics
     Returns the version."""
     from mlflow.exceptions import MlflowException
 
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run at ..." per version
+    logging.getLogger("mlflow.store.model_registry.abstract_store").setLevel(logging.WARNING)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
     run = client.create_run(experiment_id)

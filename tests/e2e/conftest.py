@@ -1,4 +1,6 @@
 import itertools
+import os
+import pathlib
 
 import pytest
 import yaml
@@ -69,6 +71,15 @@ def operator(api, prometheus, mlflow, tmp_path_factory):
     op.metrics_url = f"http://127.0.0.1:{port}/metrics"
     yield op
     op.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_python():
+    """The Python of the vLLM (CPU build) environment that ``make vllm-env`` builds."""
+    path = os.environ.get("LLMOPS_VLLM_PYTHON", str(ROOT / ".venv-vllm" / "bin" / "python"))
+    if not pathlib.Path(path).exists():
+        pytest.fail(f"no vLLM environment at {path}: run `make vllm-env` (make test does)")
+    return path
 
 
 @pytest.fixture

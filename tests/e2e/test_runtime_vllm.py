@@ -21,16 +21,8 @@ from llm_sandbox.registry import register_version
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
 
-VLLM_PYTHON = os.environ.get("LLMOPS_VLLM_PYTHON", str(ROOT / ".venv-vllm" / "bin" / "python"))
 METRICS = ["vllm:request_success_total", "vllm:e2e_request_latency_seconds", "vllm:time_to_first_token_seconds",
            "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"]
-
-
-@pytest.fixture(scope="module")
-def vllm_python():
-    if not pathlib.Path(VLLM_PYTHON).exists():
-        pytest.fail(f"no vLLM environment at {VLLM_PYTHON}: run `make vllm-env` (make test does)")
-    return VLLM_PYTHON
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,236 @@
+"""The whole story on one machine: a real MLflow registry, real vLLM servers (the CPU build, started by the
+runtime entrypoint through the node agent), a traffic shim in place of Istio's sidecars, a real Prometheus,
+and the operator promoting a healthy model version and aborting a regression.
+
+Used by the demo (with a live view) and by ``tests/e2e/test_story.py`` (without). Analysis intervals are
+shortened through the LLMDeployment's own fields (``analysis.interval``, step durations), not code paths.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import pathlib
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .cluster import ROOT, LocalApi, Operator, crd_files, wait_for
+from .metrics import Prometheus, free_port
+from .nodeagent import NodeAgent
+from .registry import MlflowServer, register_version
+from .shim import Load, Shim
+
+NAMESPACE, NAME, MODEL = "default", "assistant", "assistant"
+LLMD = ("llmops.dev/v1alpha1", "LLMDeployment")
+LLMRO = ("llmops.dev/v1alpha1", "LLMRollout")
+
+#: The LLMDeployment the story applies (as a user would): follows `champion`, CPU device, short analysis.
+SPEC: dict[str, Any] = {
+    "apiVersion": "llmops.dev/v1alpha1", "kind": "LLMDeployment",
+    "metadata": {"name": NAME, "namespace": NAMESPACE},
+    "spec": {
+        "model": {"mlflow": {"name": MODEL, "alias": "champion", "secretRef": {"name": "mlflow-credentials"},
+                             "promoteAlias": "production"}, "servedModelName": "assistant"},
+        "runtime": {"maxModelLen": 256, "gpuMemoryUtilization": 0.2, "dtype": "float32", "startupTimeoutSeconds": 600},
+        "resources": {"gpus": 0, "cpu": "1", "memory": "4Gi"},
+        "replicas": 1,
+        "slo": {"availability": 99.0, "latencyP99Seconds": 1.0, "timeToFirstTokenP95Seconds": 1.0},
+        "rollout": {
+            "strategy": "canary",
+            "qualityGate": [{"metric": "accuracy", "min": 0.8}],
+            "steps": [{"setWeight": 25}, {"analysis": {"duration": "20s"}}, {"setWeight": 50}, {"analysis": {"duration": "20s"}}],
+            "scaleDownDelaySeconds": 0,
+            "abortScaleDownDelaySeconds": 5,
+            "analysis": {"interval": "10s", "minRequests": 3, "inconclusiveLimit": 6, "metrics": [
+                {"name": "error-ratio", "builtin": "errorRatio", "max": 0.05},
+                {"name": "latency-p99", "builtin": "latencyP99", "max": 1.0},
+            ]},
+        },
+    },
+}
+
+
+@dataclass
+class Story:
+    """Everything the story runs, and what it observed."""
+
+    workdir: pathlib.Path
+    vllm_python: str
+    say: Callable[[str], None] = print
+    api: Any = None
+    mlflow: Any = None
+    prometheus: Any = None
+    operator: Any = None
+    agent: Any = None
+    shim: Any = None
+    load: Any = None
+    timeline: list[tuple[float, str]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def note(self, text: str) -> None:
+        self.timeline.append((time.monotonic() - self.started, text))
+        self.say(f"[{time.monotonic() - self.started:6.1f}s] {text}")
+
+    # ------------------------------------------------------------------------------------------ set-up
+
+    def models(self) -> dict[str, pathlib.Path]:
+        """v1 and v2: tiny healthy Llamas (2 layers); v3: a regression, 16 layers x 1024 (~25x slower per token)."""
+        out = {}
+        for version, (layers, hidden, seed) in {"v1": (2, 128, 1), "v2": (2, 128, 2), "v3": (16, 1024, 3)}.items():
+            path = self.workdir / "models" / version
+            if not (path / "config.json").exists():
+                subprocess.run([self.vllm_python, "-m", "llm_sandbox.tiny_model", str(path), "--layers", str(layers),
+                                "--hidden", str(hidden), "--seed", str(seed)], check=True, capture_output=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT / "sandbox")}, timeout=600)
+            out[version] = path
+        return out
+
+    def start(self) -> Story:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.note("generating three tiny models (v1, v2 healthy; v3 a 16-layer regression)")
+        self.model_dirs = self.models()
+        for part in ("api", "mlflow", "prometheus", "node"):
+            (self.workdir / part).mkdir(exist_ok=True)
+        self.api = LocalApi(self.workdir / "api")
+        for path in crd_files():
+            self.api.apply_file(path)
+        self.mlflow = MlflowServer(self.workdir / "mlflow").start()
+        self.prometheus = Prometheus(self.workdir / "prometheus").start()
+        self.api.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mlflow-credentials", "namespace": NAMESPACE},
+                         "stringData": {"MLFLOW_TRACKING_URI": self.mlflow.url}}, NAMESPACE)
+        metrics_port = free_port()
+        self.operator = Operator(self.api.kubeconfig, self.workdir / "operator.log", resync_seconds=2.0, verbose=False,
+                                 env={"LLMOPS_PROMETHEUS_URL": self.prometheus.url, "LLMOPS_REGISTRY_POLL_SECONDS": "2",
+                                      "LLMOPS_METRICS_PORT": str(metrics_port)}).start()
+        self.operator_metrics = f"127.0.0.1:{metrics_port}"
+        self.agent = NodeAgent(self.api, self.workdir / "node", self.vllm_python,
+                               extra_env={"VLLM_NO_USAGE_STATS": "1", "OMP_NUM_THREADS": "1",
+                                          # several servers share two cores here: no pinning (vLLM's "auto"
+                                          # pinned a second server onto the first one's busy core)
+                                          "VLLM_CPU_OMP_THREADS_BIND": "nobind"}).start()
+        self.shim = Shim(self.api, self.agent, NAMESPACE, NAME).start()
+        self.agent.listeners.append(self._targets)
+        self._targets([])
+        self.note(f"local API {self.api.url}, MLflow {self.mlflow.url}, Prometheus {self.prometheus.url}, shim {self.shim.url}")
+        return self
+
+    def _targets(self, pods: list[Any]) -> None:
+        targets = {f"127.0.0.1:{p.port}": {"namespace": p.namespace, "pod": p.name,
+                                            "llmops_dev_deployment": p.labels.get("llmops.dev/deployment", ""),
+                                            "llmops_dev_revision": p.labels.get("llmops.dev/revision", "")} for p in pods}
+        targets[f"127.0.0.1:{self.shim.metrics_port}"] = {"job_role": "istio-shim"}
+        targets[self.operator_metrics] = {"job_role": "operator"}
+        self.prometheus.set_targets(targets)
+
+    def stop(self) -> None:
+        for part in (self.load, self.shim, self.agent, self.operator, self.prometheus, self.mlflow):
+            if part is not None:
+                try:
+                    part.stop()
+                except Exception:
+                    pass
+        if self.api is not None:
+            self.api.close()
+
+    # ------------------------------------------------------------------------------------------ queries
+
+    def llmd(self) -> dict[str, Any]:
+        return self.api.get(*LLMD, NAMESPACE, NAME) or {}
+
+    def rollouts(self) -> list[dict[str, Any]]:
+        return self.api.list(*LLMRO, NAMESPACE)
+
+    def rollout_for(self, version: str) -> dict[str, Any] | None:
+        return next((r for r in self.rollouts() if r["spec"]["target"]["model"].get("version") == version), None)
+
+    def serving_version(self) -> str | None:
+        return (self.llmd().get("status") or {}).get("model", {}).get("version")
+
+    def ready(self) -> bool:
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in (self.llmd().get("status") or {}).get("conditions", []))
+
+    def register(self, version: str, metrics: dict[str, float]) -> str:
+        return register_version(self.mlflow.client(), MODEL, self.model_dirs[version], metrics=metrics,
+                                params={"model": version}, alias="champion")
+
+    # ------------------------------------------------------------------------------------------ the story
+
+    def run(self, view: Callable[[Story], None] | None = None, timeout: float = 900) -> dict[str, Any]:
+        """Steps 1-3; returns the figures for the summary (and the test's assertions)."""
+        watch = view or (lambda story: None)
+        figures: dict[str, Any] = {}
+        self.note("1. register version 1 behind `champion`; apply the LLMDeployment that follows it")
+        v1 = self.register("v1", {"accuracy": 0.88})
+        self.api.create(copy.deepcopy(SPEC), NAMESPACE)
+        self._wait(lambda: self.ready() and self.serving_version() == v1, timeout, "version 1 ready", watch)
+        self.load = Load(self.shim.url, "assistant", rate=2.0, max_tokens=24).start()
+        self.note(f"   version {v1} serves; load: 2 chat completions/s through the shim")
+        time.sleep(15)  # traffic on stable before anything moves: the baseline the canary is compared with
+
+        self.note("2. register version 2 (healthy) and move `champion` to it")
+        v2 = self.register("v2", {"accuracy": 0.91})
+        done = self._wait(lambda: (r := self.rollout_for(v2)) and (r.get("status") or {}).get("phase") in ("Succeeded", "Aborted", "Failed") and r,
+                          timeout, "version 2's rollout to finish", watch)
+        figures["v2"] = done["status"]
+        self.note(f"   version {v2}: {done['status']['phase']} ({done['status'].get('message', '')})")
+        self._wait(lambda: (self.rollout_for(v2)["status"].get("registry") or {}).get("recordedAt"), 60, "write-back of v2", watch)
+
+        self.note("3. register version 3 (a 16-layer model, ~25x slower per token) and move `champion` to it")
+        detected = {}
+        v3 = self.register("v3", {"accuracy": 0.9})
+        canary_ready = self._wait(lambda: (r := self.rollout_for(v3)) and (r.get("status") or {}).get("canaryWeight"), timeout,
+                                  "version 3 taking canary traffic", watch)
+        detected["traffic_at"] = time.monotonic()
+        done = self._wait(lambda: (r := self.rollout_for(v3)) and (r.get("status") or {}).get("phase") in ("Succeeded", "Aborted", "Failed") and r,
+                          timeout, "version 3's rollout to finish", watch)
+        figures["v3"] = done["status"]
+        figures["detect_seconds"] = round(time.monotonic() - detected["traffic_at"], 1)
+        self.note(f"   version {v3}: {done['status']['phase']} after {figures['detect_seconds']}s of canary traffic "
+                  f"({done['status'].get('message', '')[:200]})")
+        self._wait(lambda: (self.rollout_for(v3)["status"].get("registry") or {}).get("recordedAt"), 60, "write-back of v3", watch)
+        del canary_ready
+        figures.update(versions=(v1, v2, v3), serving=self.serving_version(), served=dict(self.shim.served))
+        return figures
+
+    def _wait(self, predicate: Callable[[], Any], timeout: float, what: str, watch: Callable[[Story], None]) -> Any:
+        deadline = time.monotonic() + timeout
+        last = 0.0
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() - last > 3:
+                watch(self)
+                last = time.monotonic()
+            time.sleep(0.5)
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; operator log: {self.operator.log_tail(40)}")
+
+
+_shown: dict[str, tuple[str, float]] = {}
+
+
+def live_view(story: Story) -> None:
+    """One line per rollout when it changes (or every 30 s): phase, step, weight, each analysis metric against
+    its bounds."""
+    for rollout in story.rollouts():
+        st = rollout.get("status") or {}
+        if st.get("phase") in ("Succeeded", "Aborted", "Failed") and st.get("registry"):
+            continue
+        metrics = ", ".join(f"{m['name']} {m['value']:.3g}" + (f" (max {m['max']:g})" if m.get("max") is not None else "") + f" {m['verdict']}"
+                            for m in (st.get("analysis") or {}).get("metrics", []) if m.get("value") is not None)
+        line = (f"         {rollout['metadata']['name']}: v{rollout['spec']['target']['model'].get('version')} {st.get('phase', 'Pending')}"
+                f" step {st.get('currentStepIndex', 0)}/{st.get('stepsTotal', '?')} weight {st.get('canaryWeight', 0)}%"
+                + (f" | {metrics}" if metrics else "") + (f" | {st.get('message', '')[:80]}" if not metrics else ""))
+        name = rollout["metadata"]["name"]
+        last, at = _shown.get(name, ("", 0.0))
+        if line != last or time.monotonic() - at > 30:
+            _shown[name] = (line, time.monotonic())
+            story.say(f"[{time.monotonic() - story.started:6.1f}s]" + line[8:])
+
+
+def summary(story: Story, figures: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in figures.items() if k not in ("v2", "v3")}, indent=2)
