@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP) prometheus $(VLLM_STAMP)  ## the whole story: MLflow, vLLM (CPU), Prometheus, v2 promoted, v3 aborted
-	PYTHONPATH=sandbox $(BIN)/python -m llm_sandbox.demo --vllm-python $(VLLM_VENV)/bin/python $(ARGS)
+	PYTHONPATH=sandbox $(BIN)/python -m llm_sandbox.demo --vllm-python $(abspath $(VLLM_VENV))/bin/python $(ARGS)
 
 demo-samples: $(STAMP)  ## the operator reconciling samples/ against a local API endpoint (no vLLM)
 	PYTHONPATH=sandbox $(BIN)/python -m llm_sandbox.demo --samples $(ARGS)
@@ -42,13 +42,13 @@ $(VLLM_STAMP): runtime-image/pyproject.toml
 vllm-env: $(VLLM_STAMP)  ## the vLLM (CPU build) environment the runtime entrypoint's test runs in
 
 test: $(STAMP) prometheus $(VLLM_STAMP)  ## every test: unit, e2e (local API, real Prometheus, MLflow, vLLM)
-	LLMOPS_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/python -m pytest
+	LLMOPS_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
 e2e: $(STAMP) prometheus $(VLLM_STAMP)
-	LLMOPS_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/python -m pytest tests/e2e
+	LLMOPS_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest tests/e2e
 
 crds: $(STAMP)  ## regenerate crds/ and manifests/crds/ from the API models
 	$(BIN)/llm-operator crds -o crds -o manifests/crds

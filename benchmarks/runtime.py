@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--vllm-python", default=os.environ.get("LLMOPS_VLLM_PYTHON", str(ROOT / ".venv-vllm" / "bin" / "python")))
     args = parser.parse_args()
+    args.vllm_python = os.path.abspath(args.vllm_python)  # the runs start in runtime-image/
     work = pathlib.Path(tempfile.mkdtemp(prefix="runtime-bench-"))
     model = work / "model"
     subprocess.run([args.vllm_python, "-m", "llm_sandbox.tiny_model", str(model)], check=True, capture_output=True,

@@ -90,6 +90,7 @@ class Story:
         return out
 
     def start(self) -> Story:
+        self.vllm_python = os.path.abspath(self.vllm_python)  # processes start in other directories
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.note("generating three tiny models (v1, v2 healthy; v3 a 16-layer regression)")
         self.model_dirs = self.models()

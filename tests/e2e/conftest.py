@@ -76,7 +76,8 @@ def operator(api, prometheus, mlflow, tmp_path_factory):
 @pytest.fixture(scope="session")
 def vllm_python():
     """The Python of the vLLM (CPU build) environment that ``make vllm-env`` builds."""
-    path = os.environ.get("LLMOPS_VLLM_PYTHON", str(ROOT / ".venv-vllm" / "bin" / "python"))
+    # Absolute, not resolved: the venv's python is a symlink, and resolving it would leave the venv.
+    path = os.path.abspath(os.environ.get("LLMOPS_VLLM_PYTHON", str(ROOT / ".venv-vllm" / "bin" / "python")))
     if not pathlib.Path(path).exists():
         pytest.fail(f"no vLLM environment at {path}: run `make vllm-env` (make test does)")
     return path
