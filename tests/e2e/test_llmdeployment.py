@@ -188,7 +188,9 @@ def test_a_new_model_in_the_spec_rolls_out_through_an_llmrollout(api, operator, 
     obj = wait_for(lambda: (o := _reconciled(api, namespace, "qwen-small", 2)) and o["status"].get("canaryRevision") and o,
                    what="a canary revision")
     new = obj["status"]["canaryRevision"]
-    rollout = api.get("llmops.dev/v1alpha1", "LLMRollout", namespace, f"qwen-small-{new}")
+    # The LLMDeployment's status lands before the rollout's in the same pass (by design): wait for the second.
+    rollout = wait_for(lambda: (r := api.get("llmops.dev/v1alpha1", "LLMRollout", namespace, f"qwen-small-{new}"))
+                       and r.get("status") and r, what="the rollout's status")
     assert rollout["spec"]["target"]["model"] == {"uri": "hf://Qwen/Qwen2.5-3B-Instruct"}
     assert rollout["status"]["phase"] == "Progressing" and rollout["status"]["toRevision"] == new
     assert obj["status"]["stableRevision"] == old and obj["status"]["rollout"] == f"qwen-small-{new}"
