@@ -96,6 +96,21 @@ class FakeVllm:
             self.waiting.labels(**labels).set(0)
 
 
+def wait_until_serving(process: subprocess.Popen[bytes], url: str, timeout: float, what: str, log: pathlib.Path) -> None:
+    """Poll ``url`` until it answers 200; RuntimeError naming ``log`` if ``process`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited ({process.returncode}); see {log}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{what} not ready within {timeout:.0f}s; see {log}")
+
+
 class Prometheus:
     """Debian's Prometheus on loopback, scraping file-SD targets every ``interval`` seconds."""
 
@@ -143,15 +158,8 @@ class Prometheus:
             [self.binary, f"--config.file={self.workdir / 'prometheus.yml'}", f"--storage.tsdb.path={self.workdir / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h"],
             stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"Prometheus did not become ready; see {self.workdir / 'prometheus.log'}")
+        wait_until_serving(self.process, f"{self.url}/-/ready", 60, "Prometheus", self.workdir / "prometheus.log")
+        return self
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -11,11 +11,9 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from typing import Any
 
-from .metrics import free_port
+from .metrics import free_port, wait_until_serving
 
 
 class MlflowServer:
@@ -37,17 +35,8 @@ class MlflowServer:
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             # No job workers (MLflow 3 starts a pool of huey consumers, ~270 MB each): nothing here uses jobs.
             env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited ({self.process.returncode}); see {self.workdir / 'mlflow.log'}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError(f"mlflow server not healthy within {timeout:.0f}s; see {self.workdir / 'mlflow.log'}")
+        wait_until_serving(self.process, f"{self.url}/health", timeout, "mlflow server", self.workdir / "mlflow.log")
+        return self
 
     def stop(self) -> None:
         """Stop the server and every worker it started (they share its process group)."""

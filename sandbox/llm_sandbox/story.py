@@ -181,19 +181,17 @@ class Story:
         self._wait(lambda: (self.rollout_for(v2)["status"].get("registry") or {}).get("recordedAt"), 60, "write-back of v2", watch)
 
         self.note("3. register version 3 (a 16-layer model, ~25x slower per token) and move `champion` to it")
-        detected = {}
         v3 = self.register("v3", {"accuracy": 0.9})
-        canary_ready = self._wait(lambda: (r := self.rollout_for(v3)) and (r.get("status") or {}).get("canaryWeight"), timeout,
-                                  "version 3 taking canary traffic", watch)
-        detected["traffic_at"] = time.monotonic()
+        self._wait(lambda: (r := self.rollout_for(v3)) and (r.get("status") or {}).get("canaryWeight"), timeout,
+                   "version 3 taking canary traffic", watch)
+        traffic_at = time.monotonic()
         done = self._wait(lambda: (r := self.rollout_for(v3)) and (r.get("status") or {}).get("phase") in ("Succeeded", "Aborted", "Failed") and r,
                           timeout, "version 3's rollout to finish", watch)
         figures["v3"] = done["status"]
-        figures["detect_seconds"] = round(time.monotonic() - detected["traffic_at"], 1)
+        figures["detect_seconds"] = round(time.monotonic() - traffic_at, 1)
         self.note(f"   version {v3}: {done['status']['phase']} after {figures['detect_seconds']}s of canary traffic "
                   f"({done['status'].get('message', '')[:200]})")
         self._wait(lambda: (self.rollout_for(v3)["status"].get("registry") or {}).get("recordedAt"), 60, "write-back of v3", watch)
-        del canary_ready
         figures.update(versions=(v1, v2, v3), serving=self.serving_version(), served=dict(self.shim.served))
         return figures
 
@@ -232,6 +230,3 @@ def live_view(story: Story) -> None:
             _shown[name] = (line, time.monotonic())
             story.say(f"[{time.monotonic() - story.started:6.1f}s]" + line[8:])
 
-
-def summary(story: Story, figures: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in figures.items() if k not in ("v2", "v3")}, indent=2)

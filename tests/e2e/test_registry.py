@@ -45,6 +45,15 @@ def _rollouts(api, namespace):
     return api.list(*LLMRO, namespace)
 
 
+def _follow_champion(api, url, client, model_dir, namespace, model_name, doc=None) -> str:
+    """Version 1 behind champion, the Secret, the LLMDeployment following it, version 1 ready; returns "1"."""
+    v1 = register_version(client, model_name, model_dir, metrics=GOOD_METRICS, alias="champion")
+    api.create(mlflow_secret(namespace, url), namespace)
+    api.create(doc or _doc(model_name, alias="champion"), namespace)
+    _ready(api, namespace, _serving(api, namespace)["status"]["stableRevision"])
+    return v1
+
+
 @pytest.fixture
 def model_name(namespace):
     return f"{namespace}-chat"
@@ -73,11 +82,7 @@ def test_resolution_by_alias_stage_and_version(api, operator, mlflow, model_dir,
 
 def test_an_alias_move_starts_one_rollout_that_runs_and_is_written_back(api, operator, mlflow, model_dir, namespace, model_name):
     client = mlflow.client()
-    register_version(client, model_name, model_dir, metrics=GOOD_METRICS, alias="champion")
-    api.create(mlflow_secret(namespace, mlflow.url), namespace)
-    api.create(_doc(model_name, alias="champion"), namespace)
-    stable = _serving(api, namespace)["status"]["stableRevision"]
-    _ready(api, namespace, stable)
+    _follow_champion(api, mlflow.url, client, model_dir, namespace, model_name)
 
     v2 = register_version(client, model_name, model_dir, metrics={"accuracy": 0.93, "hallucination_rate": 0.02}, alias="champion")
     (rollout,) = wait_for(lambda: _rollouts(api, namespace), what="the LLMRollout")
@@ -101,10 +106,7 @@ def test_an_alias_move_starts_one_rollout_that_runs_and_is_written_back(api, ope
 
 def test_the_quality_gate_keeps_a_bad_version_from_traffic(api, operator, mlflow, model_dir, namespace, model_name):
     client = mlflow.client()
-    register_version(client, model_name, model_dir, metrics=GOOD_METRICS, alias="champion")
-    api.create(mlflow_secret(namespace, mlflow.url), namespace)
-    api.create(_doc(model_name, alias="champion"), namespace)
-    _ready(api, namespace, _serving(api, namespace)["status"]["stableRevision"])
+    _follow_champion(api, mlflow.url, client, model_dir, namespace, model_name)
     bad = register_version(client, model_name, model_dir, metrics={"accuracy": 0.71, "hallucination_rate": 0.04}, alias="champion")
     (rollout,) = wait_for(lambda: _rollouts(api, namespace), what="the LLMRollout")
     name = rollout["metadata"]["name"]
@@ -123,13 +125,10 @@ def test_the_quality_gate_keeps_a_bad_version_from_traffic(api, operator, mlflow
 
 def test_an_aborted_rollout_is_written_back_and_leaves_the_promote_alias(api, operator, mlflow, model_dir, namespace, model_name):
     client = mlflow.client()
-    v1 = register_version(client, model_name, model_dir, metrics=GOOD_METRICS, alias="champion")
-    client.set_registered_model_alias(model_name, "production", v1)
-    api.create(mlflow_secret(namespace, mlflow.url), namespace)
     doc = _doc(model_name, alias="champion")
     doc["spec"]["rollout"]["steps"] = [{"setWeight": 50}, {"pause": {}}]  # waits for a person
-    api.create(doc, namespace)
-    _ready(api, namespace, _serving(api, namespace)["status"]["stableRevision"])
+    v1 = _follow_champion(api, mlflow.url, client, model_dir, namespace, model_name, doc)
+    client.set_registered_model_alias(model_name, "production", v1)
     v2 = register_version(client, model_name, model_dir, metrics=GOOD_METRICS, alias="champion")
     (rollout,) = wait_for(lambda: _rollouts(api, namespace), what="the LLMRollout")
     name = rollout["metadata"]["name"]
@@ -149,12 +148,8 @@ def test_an_aborted_rollout_is_written_back_and_leaves_the_promote_alias(api, op
 def test_a_registry_stopped_mid_way_keeps_stable_serving_and_recovers(api, operator, model_dir, namespace, model_name, tmp_path):
     server = MlflowServer(tmp_path / "mlflow").start()
     try:
-        client = server.client()
-        register_version(client, model_name, model_dir, metrics=GOOD_METRICS, alias="champion")
-        api.create(mlflow_secret(namespace, server.url), namespace)
-        api.create(_doc(model_name, alias="champion"), namespace)
+        _follow_champion(api, server.url, server.client(), model_dir, namespace, model_name)
         stable = _serving(api, namespace)["status"]["stableRevision"]
-        _ready(api, namespace, stable)
         server.stop()
         down = wait_for(lambda: (c := _condition(api.get(*LLMD, namespace, "chat"), "ModelResolved")) and c["status"] == "False" and c,
                         timeout=30, what="ModelResolved=False")

@@ -181,6 +181,13 @@ class Cluster:
     def rollouts(self):
         return {k[3]: v for k, v in self.kube.objects.items() if k[1] == "LLMRollout"}
 
+    def serving_v4(self):
+        """Version 4 behind champion, resolved and ready: the starting point of most tests here."""
+        self.registry.register("support-assistant", "4", alias="champion", metrics=GOOD)
+        self.reconcile(T0)
+        self.ready(self.body["status"]["stableRevision"])
+        return self
+
     def condition(self, type_):
         return next((c for c in self.body["status"]["conditions"] if c["type"] == type_), None)
 
@@ -243,10 +250,7 @@ def test_a_moved_alias_starts_exactly_one_rollout_gated_then_promoted_and_writte
 
 
 def test_a_version_failing_the_quality_gate_gets_no_pods_and_no_traffic(mlflow_doc):
-    cluster = Cluster(mlflow_doc)
-    cluster.registry.register("support-assistant", "4", alias="champion", metrics=GOOD)
-    cluster.reconcile(T0)
-    cluster.ready(cluster.body["status"]["stableRevision"])
+    cluster = Cluster(mlflow_doc).serving_v4()
     cluster.registry.register("support-assistant", "5", alias="champion", metrics={"accuracy": 0.81, "hallucination_rate": 0.04})
     cluster.reconcile(T1)
     plan, writes = cluster.reconcile(T1)
@@ -265,10 +269,7 @@ def test_a_version_failing_the_quality_gate_gets_no_pods_and_no_traffic(mlflow_d
 
 
 def test_a_version_moved_again_mid_rollout_supersedes_the_unfinished_one(mlflow_doc):
-    cluster = Cluster(mlflow_doc)
-    cluster.registry.register("support-assistant", "4", alias="champion", metrics=GOOD)
-    cluster.reconcile(T0)
-    cluster.ready(cluster.body["status"]["stableRevision"])
+    cluster = Cluster(mlflow_doc).serving_v4()
     cluster.registry.register("support-assistant", "5", alias="champion", metrics=GOOD)
     cluster.reconcile(T1)
     cluster.reconcile(T1)
@@ -309,10 +310,7 @@ def test_a_registry_down_before_the_first_resolution_touches_nothing(mlflow_doc)
 
 
 def test_a_registry_down_later_keeps_the_stable_version_serving(mlflow_doc):
-    cluster = Cluster(mlflow_doc)
-    cluster.registry.register("support-assistant", "4", alias="champion", metrics=GOOD)
-    cluster.reconcile(T0)
-    cluster.ready(cluster.body["status"]["stableRevision"])
+    cluster = Cluster(mlflow_doc).serving_v4()
     cluster.reconcile(T0)
     cluster.registry.down = True
     plan, writes = cluster.reconcile(T1)
@@ -336,10 +334,7 @@ def test_a_missing_alias_is_model_not_found(mlflow_doc):
 
 
 def test_a_failed_write_back_is_reported_and_retried(mlflow_doc):
-    cluster = Cluster(mlflow_doc)
-    cluster.registry.register("support-assistant", "4", alias="champion", metrics=GOOD)
-    cluster.reconcile(T0)
-    cluster.ready(cluster.body["status"]["stableRevision"])
+    cluster = Cluster(mlflow_doc).serving_v4()
     cluster.registry.register("support-assistant", "5", alias="champion", metrics={"accuracy": 0.5, "hallucination_rate": 0.5})
     cluster.reconcile(T1)
     cluster.reconcile(T1)  # gate failed
