@@ -4,8 +4,8 @@ mirrors the configured share to the canary, discarding the answers), and exports
 Istio's names (``istio_requests_total`` with ``response_code`` and the destination labels,
 ``istio_request_duration_milliseconds``), which Prometheus scrapes.
 
-It also counts requests per revision per second, so a test can check that a canary never received more than
-its step allowed.
+It also logs every routing decision with the weights in force when it was made (``decisions``), so a test can
+check that a canary never received more than its step allowed.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ class Shim:
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         self.routes: tuple[dict[str, int], dict[str, str], int] = ({}, {}, 0)  # weights by subset, subset -> revision, mirror %
         self.served: collections.Counter[str] = collections.Counter()
-        self.timeline: list[tuple[float, str, int]] = []  # (time, revision, status)
+        #: (time, revision chosen or None, weight by revision in force then), one per request, in routing order.
+        self.decisions: list[tuple[float, str | None, dict[str, int]]] = []
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -55,7 +56,7 @@ class Shim:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status, payload, revision = shim.forward(self.path, body)
                 self.send_response(status)
@@ -101,13 +102,15 @@ class Shim:
             weights, subsets, mirror = self.routes
             roll = self._random.uniform(0, 100)
             mirrored = self._random.uniform(0, 100) < mirror
-        subset, acc = "stable", 0
-        for name, weight in sorted(weights.items()):
-            acc += weight
-            if roll < acc:
-                subset = name
-                break
-        revision = subsets.get(subset)
+            subset, acc = "stable", 0
+            for name, weight in sorted(weights.items()):
+                acc += weight
+                if roll < acc:
+                    subset = name
+                    break
+            revision = subsets.get(subset)
+            by_revision = {subsets[name]: weight for name, weight in weights.items() if name in subsets}
+            self.decisions.append((time.time(), revision, by_revision))
         if mirrored and subsets.get("canary"):
             threading.Thread(target=self._send, args=(subsets["canary"], path, body), daemon=True).start()
         status, payload = self._send(revision, path, body) if revision else (503, b'{"error": "no route yet"}')
@@ -132,7 +135,6 @@ class Shim:
         self.duration.labels(*labels).observe((time.monotonic() - started) * 1000)
         with self._lock:
             self.served[revision] += 1
-            self.timeline.append((time.time(), revision, status))
         return status, payload
 
 
