@@ -285,9 +285,9 @@ def build_deployment(name: str, namespace: str, spec: LLMDeploymentSpec, revisio
         "automountServiceAccountToken": False,
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": 1000,
-            "runAsGroup": 1000,
-            "fsGroup": 1000,
+            "runAsUser": c.RUNTIME_UID,
+            "runAsGroup": c.RUNTIME_UID,
+            "fsGroup": c.RUNTIME_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumes": [

@@ -48,6 +48,8 @@ ENV_MODEL_BYTES = "LLMOPS_MODEL_BYTES"
 
 #: The serving container's command: the runtime entrypoint, which execs vLLM's OpenAI server with the args.
 RUNTIME_COMMAND = ["python3", "-m", "llmops_runtime"]
+#: The serving container's user and group: the image's ``USER`` and the pod's ``runAsUser``/``runAsGroup``/``fsGroup``.
+RUNTIME_UID = 1000
 #: The module the entrypoint execs (``python -m``), with the container's args.
 VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 #: The file that marks a finished download in ENV_MODEL_DIR (JSON: uri, files, bytes, seconds).

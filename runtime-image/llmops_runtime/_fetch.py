@@ -7,7 +7,8 @@ marker (a pod killed mid-download, an older layout) or for another URI is remove
 
 Downloads go through MLflow's artifact client (``mlflow.artifacts.download_artifacts``): ``models:/name/version``
 and ``models:/name@alias`` (tracking URI and token from ``MLFLOW_TRACKING_URI`` / ``MLFLOW_TRACKING_TOKEN``),
-``runs:/``, ``mlflow-artifacts:/``, ``s3://`` and ``gs://`` (with boto3 / google-cloud-storage in the image).
+``runs:/``, ``mlflow-artifacts:/``, ``s3://`` and ``gs://`` (boto3 and google-cloud-storage: the package's
+``s3`` and ``gcs`` extras, which the image installs).
 ``hf://org/model`` is left to vLLM's own Hugging Face download into ``HF_HOME`` on the cache volume; a local
 path (a mounted PVC) is served where it is.
 """
