@@ -36,6 +36,14 @@ def final_stage(dockerfile: DockerfileParser) -> list[dict]:
     return dockerfile.structure[last_from:]
 
 
+def final_user(dockerfile: DockerfileParser) -> tuple[str, str]:
+    """(uid, gid) of the final stage's last USER; AssertionError when it sets none."""
+    users = [i["value"] for i in final_stage(dockerfile) if i["instruction"] == "USER"]
+    assert users, "the final stage sets no USER"
+    uid, _, gid = users[-1].partition(":")
+    return uid, gid
+
+
 def pyproject(path: pathlib.Path) -> dict:
     return tomllib.loads(path.read_text())
 
@@ -51,9 +59,7 @@ def test_bases_are_pinned_by_tag_or_digest(path):
 
 @pytest.mark.parametrize("path", [OPERATOR, RUNTIME], ids=["operator", "runtime"])
 def test_final_user_is_numeric_and_not_root(path):
-    users = [i["value"] for i in final_stage(parse(path)) if i["instruction"] == "USER"]
-    assert users, "the final stage sets no USER"
-    uid, _, gid = users[-1].partition(":")
+    uid, gid = final_user(parse(path))
     assert uid.isdigit() and int(uid) > 0 and (not gid or gid.isdigit())
 
 
@@ -86,7 +92,7 @@ def test_operator_image_runs_a_declared_console_script_as_the_manifests_user():
     project = pyproject(ROOT / "pyproject.toml")["project"]
     command = json.loads(instructions(parse(OPERATOR), "ENTRYPOINT")[0])
     assert command[0] in project["scripts"]
-    uid, _, gid = [i["value"] for i in final_stage(parse(OPERATOR)) if i["instruction"] == "USER"][-1].partition(":")
+    uid, gid = final_user(parse(OPERATOR))
     deployment = yaml.safe_load((ROOT / "manifests/operator/deployment.yaml").read_text())
     context = deployment["spec"]["template"]["spec"]["securityContext"]
     assert (context["runAsUser"], context["runAsGroup"]) == (int(uid), int(gid))
@@ -105,7 +111,7 @@ def test_serving_image_agrees_with_the_operator():
     pod = b.build_deployment("chat", "ml", spec, b.make_revision(spec, b.static_model(spec)), 1)["spec"]["template"]["spec"]
     assert pod["containers"][0]["command"] == c.RUNTIME_COMMAND
     # The image's user is the pod's.
-    uid, _, gid = [i["value"] for i in final_stage(dockerfile) if i["instruction"] == "USER"][-1].partition(":")
+    uid, gid = final_user(dockerfile)
     assert (int(uid), int(gid)) == (c.RUNTIME_UID, c.RUNTIME_UID) == (pod["securityContext"]["runAsUser"], pod["securityContext"]["fsGroup"])
     # The vLLM base is the version the default image is named after.
     (base,) = dockerfile.parent_images
