@@ -16,6 +16,7 @@ import datetime
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import InvalidOperation
@@ -185,6 +186,38 @@ def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
         return True
     desired_body = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind")}
     return not is_subset(desired_body, live)
+
+
+def as_stored(value: Any, path: str = "") -> tuple[Any, list[str]]:
+    """``value`` as kube-apiserver stores and returns it, and what it could not hold.
+
+    A custom resource is stored as JSON and decoded into ``int64`` where it can be (sigs.k8s.io/json), and Go's
+    encoding/json writes a ``float64`` below 1e21 with no fractional part without one: ``3.0`` comes back as
+    ``3``. JSON has no NaN or infinity (the server answers 400): such a number is left out of its object (or
+    written as null in a list) and named in the returned notes as ``"path=value"`` (``path`` dotted, under the
+    given prefix), so the caller can say why it is missing.
+    """
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None, [f"{path}={value}"]
+        return (int(value) if value.is_integer() and abs(value) < 1e21 else value), []
+    notes: list[str] = []
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            item_stored, item_notes = as_stored(item, f"{path}.{key}" if path else str(key))
+            notes += item_notes
+            if item_stored is not None or item is None:
+                out[key] = item_stored
+        return out, notes
+    if isinstance(value, (list, tuple)):
+        items = []
+        for i, item in enumerate(value):
+            item_stored, item_notes = as_stored(item, f"{path}[{i}]")
+            notes += item_notes
+            items.append(item_stored)
+        return items, notes
+    return value, notes
 
 
 # ---------------------------------------------------------------------------------------- planner
@@ -493,7 +526,10 @@ def plan_llmdeployment(
         setc(cond.PROGRESSING, "True", "ScalingUp", f"{ready}/{want} replicas of revision {stable_id} ready")
     else:
         setc(cond.PROGRESSING, "False", "RevisionAvailable", f"revision {stable_id} serves all traffic")
-    conditions = _model_condition(conditions, spec, registry, model, now, generation)
+    model_wire, unstorable = as_stored(serving_model.to_wire()) if serving_model else (None, [])
+    conditions = _model_condition(conditions, spec, registry, model, now, generation,
+                                  note=f"; left out of status.model, as JSON has no NaN or infinity: {', '.join(unstorable)}"
+                                  if unstorable else "")
     if registry is not None and registry.retry_in is not None:
         requeue.append(registry.retry_in)
     stuck = [(dep["metadata"]["name"], msg) for dep in observed.deployments.values() if (msg := _deadline_exceeded(dep))]
@@ -505,7 +541,7 @@ def plan_llmdeployment(
     status: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": conditions,
-        "model": serving_model.to_wire() if serving_model else None,
+        "model": model_wire,
         "stableRevision": stable_id,
         "canaryRevision": canary.id if canary else None,
         "specRevision": spec_revision,
@@ -554,18 +590,21 @@ def _registry_model(spec: LLMDeploymentSpec, old_status: Mapping[str, Any], regi
 
 
 def _model_condition(conditions: list[dict[str, Any]], spec: LLMDeploymentSpec, registry: reg.Resolution | None,
-                     model: ResolvedModel | None, now: str, generation: int | None) -> list[dict[str, Any]]:
+                     model: ResolvedModel | None, now: str, generation: int | None, note: str = "") -> list[dict[str, Any]]:
+    """``ModelResolved``: how the registry resolved the spec's model, or why it could not; ``note`` is appended
+    (what of the served model's record status cannot carry)."""
     if spec.model.mlflow is None or registry is None:
         return conditions
     if registry.problem is not None:
         reason, message = registry.problem
         held = f"; still serving version {model.version}" if model is not None and model.version else ""
-        return cond.set_condition(conditions, MODEL_RESOLVED, "False", reason, message + held, now=now, generation=generation)
+        return cond.set_condition(conditions, MODEL_RESOLVED, "False", reason, message + held + note, now=now, generation=generation)
     assert model is not None
     ref = spec.model.mlflow
     by = f"alias {ref.alias}" if ref.alias else f"stage {ref.stage}" if ref.stage else "a pinned version"
     return cond.set_condition(conditions, MODEL_RESOLVED, "True", "Resolved",
-                              f"{ref.name} version {model.version} (by {by}), run {model.run_id or 'none'}", now=now, generation=generation)
+                              f"{ref.name} version {model.version} (by {by}), run {model.run_id or 'none'}{note}",
+                              now=now, generation=generation)
 
 
 def _unresolved(body: Mapping[str, Any], registry: reg.Resolution | None, now: str) -> Plan:
@@ -692,8 +731,17 @@ def event_manifest(about: Mapping[str, Any], event: Event, now: str, instance: s
 
 def status_patch(body: Mapping[str, Any], status: dict[str, Any]) -> list[dict[str, Any]]:
     """A JSON patch turning ``body``'s status into ``status``, guarded by a resourceVersion test
-    (empty when nothing changes: the pass then writes nothing)."""
+    (empty when nothing changes: the pass then writes nothing).
+
+    ``status`` is compared and sent as the API server stores it (:func:`as_stored`): a whole-number float equals
+    the integer read back, so an unchanged status is not rewritten on every pass, and a NaN or infinity (which
+    would make the whole body invalid JSON, refused with a 400) is left out and logged."""
     old = {"status": body.get("status") or {}}
+    status, dropped = as_stored(status, "status")
+    if dropped:
+        meta = body.get("metadata", {})
+        log.warning("%s %s/%s: not finite, left out of the status (JSON has no NaN or infinity): %s",
+                    body.get("kind", "object"), meta.get("namespace"), meta.get("name"), ", ".join(dropped))
     ops = jsonpatch.make_patch(old, {"status": status}).patch
     if not ops:
         return []

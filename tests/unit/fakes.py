@@ -1,28 +1,62 @@
-"""An in-memory :class:`llm_operator._kube.Kube` for unit tests: it records every write."""
+"""An in-memory :class:`llm_operator._kube.Kube` for unit tests: it records every write, and stores what it is
+given the way kube-apiserver does (a JSON round trip), so the unit tests model the real server."""
 
 from __future__ import annotations
 
 import copy
 import itertools
+import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import jsonpatch
 
-from llm_operator._kube import Conflict
+from llm_operator._kube import Conflict, KubeError
+
+
+def _go_float(text: str) -> float | int:
+    """A JSON number with a fraction or exponent, as it reads back from kube-apiserver. The server decodes a custom
+    resource into ``int64`` where it can, else ``float64`` (sigs.k8s.io/json), and Go's encoding/json writes a
+    ``float64`` below 1e21 that has no fractional part without one: ``3.0`` is stored and returned as ``3``."""
+    value = float(text)
+    return int(value) if value.is_integer() and abs(value) < 1e21 else value
+
+
+def stored(body: Any) -> Any:
+    """``body`` as kube-apiserver stores and returns it.
+
+    Raises:
+        KubeError: 400, as the API server answers a body that is not JSON: NaN and infinities are not JSON
+            numbers (the Python client would send the bare words ``NaN`` / ``Infinity``).
+    """
+    try:
+        text = json.dumps(body, allow_nan=False)
+    except ValueError as error:
+        raise KubeError(f"BadRequest (400): the request body is not valid JSON: {error}", 400) from error
+    return json.loads(text, parse_float=_go_float)
 
 
 class FakeKube:
-    """Objects keyed by (apiVersion, kind, namespace, name); ``writes`` lists (verb, kind, name)."""
+    """Objects keyed by (apiVersion, kind, namespace, name); ``writes`` lists (verb, kind, name).
+
+    ``fail`` injects errors: ``fail[(verb, kind)]`` is a function of the object's name returning a
+    :class:`KubeError` to raise instead of writing (or None to let the write through)."""
 
     def __init__(self, served: set[str] | None = None):
         self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self.writes: list[tuple[str, str, str]] = []
         self.served = served or {"HorizontalPodAutoscaler"}
+        self.fail: dict[tuple[str, str], Callable[[str], KubeError | None]] = {}
         self._rv = itertools.count(1)
 
+    def _inject(self, verb: str, kind: str, name: str) -> None:
+        error = self.fail.get((verb, kind), lambda _: None)(name)
+        if error is not None:
+            raise error
+
     def add(self, obj: dict[str, Any]) -> dict[str, Any]:
-        obj = copy.deepcopy(obj)
+        obj = stored(obj)
         meta = obj.setdefault("metadata", {})
         meta.setdefault("uid", str(uuid.uuid4()))
         meta.setdefault("generation", 1)
@@ -47,6 +81,7 @@ class FakeKube:
         ]
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self._inject("apply", obj["kind"], obj["metadata"]["name"])
         self.writes.append(("apply", obj["kind"], obj["metadata"]["name"]))
         live = self.objects.get(self._key(obj))
         merged = copy.deepcopy(obj)
@@ -57,27 +92,33 @@ class FakeKube:
         return self.add(merged)
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self._inject("create", obj["kind"], obj["metadata"]["name"])
         self.writes.append(("create", obj["kind"], obj["metadata"]["name"]))
         if self._key(obj) in self.objects:
             raise Conflict("exists", 409)
         return self.add(obj)
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        self._inject("delete", kind, name)
         self.writes.append(("delete", kind, name))
         self.objects.pop((api_version, kind, namespace, name), None)
 
     def patch_status(self, api_version: str, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        self._inject("status", kind, name)
         self.writes.append(("status", kind, name))
+        ops = stored(ops)  # the request body: refused when it is not JSON
         live = self.objects[(api_version, kind, namespace, name)]
         try:
             patched = jsonpatch.apply_patch(live, ops)
         except jsonpatch.JsonPatchTestFailed as error:
             raise Conflict(str(error), 422) from error
+        patched = stored(patched)
         patched["metadata"]["resourceVersion"] = str(next(self._rv))
         self.objects[(api_version, kind, namespace, name)] = patched
         return copy.deepcopy(patched)
 
     def scale(self, namespace: str, name: str, replicas: int) -> None:
+        self._inject("scale", "Deployment", name)
         self.writes.append(("scale", "Deployment", name))
         self.objects[("apps/v1", "Deployment", namespace, name)]["spec"]["replicas"] = replicas
 

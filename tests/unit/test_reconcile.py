@@ -1,12 +1,16 @@
 """The LLMDeployment planner and executor, against an in-memory Kube that records writes."""
 
 import copy
+import itertools
 
 import pytest
 
 from llm_operator import _builders as b
+from llm_operator import _progressive as p
+from llm_operator import _registry as reg
+from llm_operator._api import MlflowModelRef
 from llm_operator._reconcile import Apply, Delete, execute, is_subset, needs_apply, observe, plan_llmdeployment, with_applied_hash
-from tests.unit.fakes import FakeKube
+from tests.unit.fakes import FakeKube, FakeRegistry
 
 T0, T1, T2 = "2026-11-21T10:00:00Z", "2026-11-21T10:01:00Z", "2026-11-21T10:02:00Z"
 
@@ -16,9 +20,10 @@ def _add_owner(obj):
 
 
 class Cluster:
-    """A FakeKube holding one LLMDeployment, reconciled the way the handler does it."""
+    """A FakeKube holding one LLMDeployment, reconciled the way the handler does it (with a FakeRegistry for a
+    model that follows MLflow, each pass one poll interval after the last)."""
 
-    def __init__(self, doc: dict, served=frozenset({"HorizontalPodAutoscaler"})):
+    def __init__(self, doc: dict, served=frozenset({"HorizontalPodAutoscaler"}), registry: FakeRegistry | None = None):
         self.kube = FakeKube(served=set(served))
         self.served = served
         doc = copy.deepcopy(doc)
@@ -26,6 +31,9 @@ class Cluster:
         self.kube.add(doc)
         self.key = (doc["apiVersion"], doc["kind"], doc["metadata"]["namespace"], doc["metadata"]["name"])
         self.events = []
+        self.registry = registry
+        ticks = itertools.count(0, 31)
+        self.cache = reg.RegistryCache(poll_seconds=30, clock=lambda: float(next(ticks)))
 
     @property
     def body(self) -> dict:
@@ -33,9 +41,18 @@ class Cluster:
 
     def reconcile(self, now: str = T0):
         body = self.body
-        plan = plan_llmdeployment(body, observe(self.kube, body, self.served), now, autoscaler_kinds=self.served)
+        observed = observe(self.kube, body, self.served)
+        resolution = None
+        if self.registry is not None:
+            ref = MlflowModelRef.model_validate(body["spec"]["model"]["mlflow"])
+            resolution = reg.resolve(self.cache, "k", self.registry, ref, p.target_versions(observed.rollouts))
+        plan = plan_llmdeployment(body, observed, now, registry=resolution, autoscaler_kinds=self.served)
         before = len(self.kube.writes)
-        execute(self.kube, body, plan, now=now, post_event=self.events.append, owner=_add_owner)
+        try:
+            execute(self.kube, body, plan, now=now, post_event=self.events.append, owner=_add_owner,
+                    record=(lambda outcome: reg.record(self.registry, outcome)) if self.registry else None)
+        finally:
+            self.last_writes = self.kube.writes[before:]
         return plan, self.kube.writes[before:]
 
     def deployments(self) -> dict[str, dict]:
@@ -397,3 +414,52 @@ def test_shadow_mirrors_live_traffic_to_the_new_revision(samples):
     validate({k: v for k, v in vs.items() if k != "status"})
     (rollout,) = [v for k, v in cluster.kube.objects.items() if k[1] == "LLMRollout"]
     assert (rollout["status"]["mirrorWeight"], rollout["status"]["currentStepIndex"]) == (30, 1)
+
+
+# ------------------------------------------------------------------ what kube-apiserver stores (issue 13, item 2)
+
+
+def test_whole_number_and_non_finite_run_metrics_converge(samples):
+    """kube-apiserver returns ``3.0`` as ``3`` and refuses NaN (not JSON): a pass must compare the way the server
+    stores values (or it rewrites the status on every pass, each write starting the next), and must never send a
+    non-finite number (a 400 that would leave the status unwritten for good)."""
+    registry = FakeRegistry()
+    registry.register("support-assistant", "4", alias="champion",
+                      metrics={"accuracy": 1.0, "epochs": 3.0, "loss": float("nan"), "perplexity": float("inf")})
+    cluster = Cluster(samples["llmdeployment-mlflow"], registry=registry)
+    cluster.reconcile(T0)
+    status = cluster.body["status"]
+    assert status["model"]["metrics"] == {"accuracy": 1, "epochs": 3}
+    resolved = next(c for c in status["conditions"] if c["type"] == "ModelResolved")
+    assert resolved["message"].endswith("; left out of status.model, as JSON has no NaN or infinity: metrics.loss=nan, metrics.perplexity=inf")
+    for now in (T1, T2):
+        plan, writes = cluster.reconcile(now)
+        assert writes == [] and plan.events == [], now
+
+
+@pytest.mark.parametrize("value,stored,notes", [
+    (3.0, 3, []),
+    (0.0, 0, []),
+    (-2.0, -2, []),
+    (0.25, 0.25, []),
+    (1e21, 1e21, []),  # Go writes 1e+21: it reads back as a float
+    (True, True, []),
+    ({"a": 1.0, "b": {"c": [2.0, 0.5]}}, {"a": 1, "b": {"c": [2, 0.5]}}, []),
+    ({"loss": float("nan"), "acc": 0.9}, {"acc": 0.9}, ["m.loss=nan"]),
+    ({"x": [1.5, float("-inf")]}, {"x": [1.5, None]}, ["m.x[1]=-inf"]),
+    ({"v": None}, {"v": None}, []),
+])
+def test_as_stored(value, stored, notes):
+    from llm_operator._reconcile import as_stored
+
+    assert as_stored(value, "m") == (stored, notes)
+
+
+def test_status_patch_compares_and_sends_what_the_server_stores():
+    from llm_operator._reconcile import status_patch
+
+    body = {"metadata": {"resourceVersion": "7"}, "status": {"analysis": {"requests": 500, "value": 0}}}
+    assert status_patch(body, {"analysis": {"requests": 500.0, "value": 0.0}}) == []
+    ops = status_patch(body, {"analysis": {"requests": 500.0, "value": float("inf")}})
+    assert ops == [{"op": "test", "path": "/metadata/resourceVersion", "value": "7"},
+                   {"op": "remove", "path": "/status/analysis/value"}]
