@@ -20,16 +20,12 @@ from typing import Any
 import celpy
 import pydantic
 
+from . import _vllm_facts
 from ._api import LLMDeployment, LLMDeploymentSpec, LLMRollout, LLMRolloutSpec, _Kind
 from ._crdgen import crd_manifest
 
-#: Quantization methods vLLM accepts for ``--quantization`` (vLLM 0.32).
-KNOWN_QUANTIZATIONS = frozenset({
-    "aqlm", "auto-round", "awq", "awq_marlin", "bitblas", "bitsandbytes", "compressed-tensors", "deepspeedfp",
-    "experts_int8", "fbgemm_fp8", "fp8", "gguf", "gptq", "gptq_bitblas", "gptq_marlin", "gptq_marlin_24", "hqq",
-    "inc", "ipex", "marlin", "modelopt", "modelopt_fp4", "moe_wna16", "mxfp4", "petit_nvfp4", "ptpc_fp8", "quark",
-    "rtn", "torchao", "tpu_int8",
-})
+#: Quantization methods the pinned vLLM accepts for ``--quantization``: generated from vLLM itself (``_vllmgen``).
+KNOWN_QUANTIZATIONS = _vllm_facts.QUANTIZATION_METHODS
 
 
 @dataclass(frozen=True, order=True)
@@ -114,9 +110,17 @@ def _pydantic_errors(error: pydantic.ValidationError, prefix: str) -> list[Field
 def _quantization_errors(body: Mapping[str, Any]) -> list[FieldError]:
     runtime = (body.get("spec") or {}).get("runtime") or {}
     value = runtime.get("quantization") if isinstance(runtime, Mapping) else None
-    if isinstance(value, str) and value not in KNOWN_QUANTIZATIONS:
+    if not isinstance(value, str):
+        return []
+    version = _vllm_facts.VLLM_VERSION
+    if value not in KNOWN_QUANTIZATIONS:
         known = ", ".join(sorted(KNOWN_QUANTIZATIONS))
-        return [FieldError("spec.runtime.quantization", f"unknown quantization {value!r}; vLLM knows {known}")]
+        return [FieldError("spec.runtime.quantization", f"unknown quantization {value!r}; vLLM {version} knows {known}")]
+    extra_args = runtime.get("extraArgs")
+    allowed = isinstance(extra_args, list) and "--allow-deprecated-quantization" in extra_args
+    if value in _vllm_facts.DEPRECATED_QUANTIZATION_METHODS and not allowed:
+        return [FieldError("spec.runtime.quantization", f"quantization {value!r} is deprecated in vLLM {version}, which refuses "
+                           "to start with it unless spec.runtime.extraArgs has --allow-deprecated-quantization")]
     return []
 
 

@@ -55,6 +55,43 @@ def test_invalid_spec_names_the_field(case, spec, path, words):
     assert str(info.value).startswith(min(str(e) for e in info.value.errors)[:10])
 
 
+# vLLM 0.32's own list (vllm.model_executor.layers.quantization), as _vllm_facts records it; the vllm-marked
+# test_vllm.py checks that record against the installed vLLM.
+QUANTIZATIONS = [
+    # (method, accepted)
+    ("awq_marlin", True), ("fp8", True), ("compressed-tensors", True),
+    ("mxfp8", True), ("fp8_per_block", True), ("gpt_oss_mxfp4", True), ("modelopt_mixed", True),  # new in 0.32
+    ("bitsandbytes", False), ("gguf", False), ("marlin", False), ("deepspeedfp", False), ("hqq", False),  # gone
+    ("aqlm", False), ("gptq_marlin_24", False), ("tpu_int8", False), ("ipex", False), ("auto-round", False),
+]
+
+
+@pytest.mark.parametrize("method,accepted", QUANTIZATIONS, ids=[m for m, _ in QUANTIZATIONS])
+def test_quantization_methods_are_vllm_032s(method, accepted):
+    body = _llmd(runtime={"quantization": method})
+    if accepted:
+        assert parse_llmdeployment(body).runtime.quantization == method
+        return
+    with pytest.raises(InvalidSpec) as info:
+        parse_llmdeployment(body)
+    (error,) = info.value.errors
+    assert error.path == "spec.runtime.quantization"
+    prefix = f"unknown quantization {method!r}; vLLM 0.32.0 knows "
+    assert error.message.startswith(prefix)
+    known = error.message[len(prefix):].split(", ")
+    assert "mxfp8" in known and "gguf" not in known
+
+
+def test_deprecated_quantization_needs_vllms_opt_in():
+    with pytest.raises(InvalidSpec) as info:
+        parse_llmdeployment(_llmd(runtime={"quantization": "fbgemm_fp8"}))
+    (error,) = info.value.errors
+    assert error.path == "spec.runtime.quantization"
+    assert "deprecated in vLLM 0.32.0" in error.message and "--allow-deprecated-quantization" in error.message
+    allowed = _llmd(runtime={"quantization": "fbgemm_fp8", "extraArgs": ["--allow-deprecated-quantization"]})
+    assert parse_llmdeployment(allowed).runtime.quantization == "fbgemm_fp8"
+
+
 def test_name_too_long_for_revision_labels():
     body = _llmd()
     body["metadata"]["name"] = "x" * 53
