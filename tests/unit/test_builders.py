@@ -45,7 +45,7 @@ def test_multigpu_deployment_args_and_resources(samples):
     assert flags["--max-num-seqs"] == "128"
     assert flags["--served-model-name"] == "llama-3.1-70b-instruct"
     assert flags["--port"] == "8000"
-    assert container["args"][-1] == "--disable-log-requests"
+    assert container["args"][-1] == "--disable-uvicorn-access-log"  # extraArgs last, verbatim
     assert container["command"] == ["python3", "-m", "llmops_runtime"]  # the entrypoint execs vLLM with these args
     assert container["resources"] == {
         "requests": {"cpu": "16", "memory": "160Gi"},
