@@ -66,15 +66,27 @@ class _Model(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+#: A rule's detailed message (a CEL expression with the offending figures) for the operator's own ``InvalidSpec``
+#: verdict only. kube-apiserver prices every ``string()`` conversion in a ``messageExpression`` as unbounded and
+#: refuses the whole CRD ("estimated messageExpression cost exceeds budget"), so the CRD carries the plain
+#: ``message`` and :mod:`._crdgen` leaves keys with this prefix out of the generated YAML.
+OPERATOR_ONLY = "x-llmops-"
+OPERATOR_MESSAGE = OPERATOR_ONLY + "message-expression"
+#: Where the operator reports a root-level rule's error (``metadata.name``): kube-apiserver accepts a ``fieldPath``
+#: only inside the declared schema, and an object's schema does not declare ``metadata``'s fields.
+OPERATOR_FIELD_PATH = OPERATOR_ONLY + "field-path"
+
+
 def _cel(*rules: tuple[str, ...]) -> dict[str, Any]:
-    """``x-kubernetes-validations`` entries: (rule, message[, fieldPath[, messageExpression]])."""
+    """``x-kubernetes-validations`` entries: (rule, message[, fieldPath[, detail]]), where ``detail`` is a CEL
+    expression for the operator's own message (:data:`OPERATOR_MESSAGE`), never sent to the API server."""
     entries = []
     for rule, message, *rest in rules:
         entry = {"rule": rule, "message": message}
         if rest:
             entry["fieldPath"] = rest[0]
         if len(rest) > 1:
-            entry["messageExpression"] = rest[1]
+            entry[OPERATOR_MESSAGE] = rest[1]
         entries.append(entry)
     return {"x-kubernetes-validations": entries}
 

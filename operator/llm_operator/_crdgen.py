@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ._api import GROUP, KINDS, VERSION, _Kind
+from ._api import GROUP, KINDS, OPERATOR_FIELD_PATH, OPERATOR_ONLY, VERSION, _Kind
 
 _DROP = {"title", "default", "$defs"}
 
@@ -85,8 +85,18 @@ def structural(model: type) -> dict[str, Any]:
     return _rewrite(_resolve(raw, raw.get("$defs", {})))
 
 
-def crd_manifest(kind: type[_Kind]) -> dict[str, Any]:
-    """One ``apiextensions.k8s.io/v1`` CustomResourceDefinition for ``kind``."""
+def _api_server_view(node: Any) -> Any:
+    """``node`` without the operator-only keys (:data:`~._api.OPERATOR_ONLY`), which kube-apiserver must not see."""
+    if isinstance(node, list):
+        return [_api_server_view(item) for item in node]
+    if isinstance(node, dict):
+        return {key: _api_server_view(value) for key, value in node.items() if not key.startswith(OPERATOR_ONLY)}
+    return node
+
+
+def crd_manifest(kind: type[_Kind], *, operator_view: bool = False) -> dict[str, Any]:
+    """One ``apiextensions.k8s.io/v1`` CustomResourceDefinition for ``kind``; ``operator_view`` keeps the
+    operator-only keys (detailed messages, root rules' field paths) that the committed CRD leaves out."""
     root: dict[str, Any] = {
         "type": "object",
         "description": kind.spec_model.__doc__.strip().split("\n")[0].replace("Desired state of", "An") if kind.spec_model.__doc__ else kind.kind,
@@ -101,8 +111,10 @@ def crd_manifest(kind: type[_Kind]) -> dict[str, Any]:
     }
     if kind.root_rules:
         root["x-kubernetes-validations"] = [
-            {"rule": rule, "message": message, "fieldPath": field_path} for rule, message, field_path in kind.root_rules
+            {"rule": rule, "message": message, OPERATOR_FIELD_PATH: field_path} for rule, message, field_path in kind.root_rules
         ]
+    if not operator_view:
+        root = _api_server_view(root)
     subresources: dict[str, Any] = {"status": {}}
     if "replicas" in kind.spec_model.model_fields:  # type: ignore[attr-defined]
         subresources["scale"] = {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}

@@ -21,7 +21,7 @@ import celpy
 import pydantic
 
 from . import _vllm_facts
-from ._api import LLMDeployment, LLMDeploymentSpec, LLMRollout, LLMRolloutSpec, _Kind
+from ._api import OPERATOR_FIELD_PATH, OPERATOR_MESSAGE, LLMDeployment, LLMDeploymentSpec, LLMRollout, LLMRolloutSpec, _Kind
 from ._crdgen import crd_manifest
 
 #: Quantization methods the pinned vLLM accepts for ``--quantization``: generated from vLLM itself (``_vllmgen``).
@@ -52,7 +52,7 @@ class InvalidSpec(ValueError):
 
 @functools.cache
 def _schema(kind: type[_Kind]) -> dict[str, Any]:
-    return crd_manifest(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return crd_manifest(kind, operator_view=True)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
 @functools.cache
@@ -62,10 +62,10 @@ def _program(rule: str) -> Any:
 
 
 def _message(entry: Mapping[str, Any], value: Any) -> str:
-    """The rule's ``messageExpression`` evaluated as the API server would, else its ``message``."""
-    if "messageExpression" in entry:
+    """The rule's detailed message (the operator-only expression, with the figures), else its ``message``."""
+    if OPERATOR_MESSAGE in entry:
         try:
-            return str(_program(entry["messageExpression"]).evaluate({"self": celpy.json_to_cel(value)}))
+            return str(_program(entry[OPERATOR_MESSAGE]).evaluate({"self": celpy.json_to_cel(value)}))
         except Exception:
             pass
     return entry["message"]
@@ -78,7 +78,7 @@ def _walk(schema: Mapping[str, Any], value: Any, path: str) -> Iterator[FieldErr
         except Exception:  # an ill-typed object makes the rule unevaluable; the server refuses it too
             result = None
         if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
-            yield FieldError((path + entry.get("fieldPath", "")).lstrip("."), _message(entry, value))
+            yield FieldError((path + entry.get("fieldPath", entry.get(OPERATOR_FIELD_PATH, ""))).lstrip("."), _message(entry, value))
     if isinstance(value, Mapping):
         for name, sub in schema.get("properties", {}).items():
             if name in value and name != "status":
