@@ -308,7 +308,8 @@ def decide(plan: RolloutPlan, status: dict[str, Any], observed: Observed, run: R
         elapsed = (now - started).total_seconds()
         if step.kind == "pause":
             if step.seconds is None:
-                st.update(phase="Paused", message=f"step {index}: paused until spec.resume is incremented or spec.promote is set")
+                st.update(phase="Paused", canaryReplicas=replicas,
+                          message=f"step {index}: paused until spec.resume is incremented or spec.promote is set")
                 condition(PAUSED, "True", "WaitingForResume", st["message"])
                 return Decision(_clean(st), replicas, current, events=events)
             if elapsed >= step.seconds:
@@ -333,7 +334,7 @@ def decide(plan: RolloutPlan, status: dict[str, Any], observed: Observed, run: R
                               f"step {index}: {analysis['consecutiveErrors']} consecutive analysis errors ({errors}); "
                               f"all traffic on {observed.stable_revision}")
             if run.verdict == "Inconclusive" and analysis["inconclusive"] >= plan.analysis.inconclusive_limit:
-                st.update(phase="Paused", message=(
+                st.update(phase="Paused", canaryReplicas=replicas, message=(
                     f"step {index}: {analysis['inconclusive']} inconclusive analysis runs (no data or fewer than "
                     f"{plan.analysis.min_requests} requests); increment spec.resume to analyse again, or abort"))
                 analysis["inconclusive"] = 0

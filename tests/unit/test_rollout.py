@@ -276,3 +276,20 @@ def test_unpausing_carries_on_from_where_it_stood():
     d = walk.step(20, ready=1)
     assert walk.phase == "Progressing" and walk.status["currentStepIndex"] == 1 and d.traffic.canary_weight == 10
     assert {c["type"]: c["status"] for c in walk.status["conditions"]}["Paused"] == "False"
+
+
+@pytest.mark.parametrize("steps,run", [
+    ([{"setWeight": 50}, {"pause": {}}], None),  # an indefinite pause
+    ([{"setWeight": 50}, {"analysis": {}}], NODATA),  # an inconclusive analysis that pauses
+])
+def test_a_hold_right_after_a_weight_keeps_the_canary_sized(steps, run):
+    """Pods already ready (a revision served before, a retry): the weight step and a hold in one pass. The size
+    the weight needs is recorded, or the next pass would scale the canary to 0 under its traffic."""
+    plan = plan_rollout(spec(steps=steps, analysis={"interval": "30s", "inconclusiveLimit": 1}), TEMPLATE)
+    walk = Walk(plan)
+    walk.step(0, ready=2)
+    d = walk.step(31, ready=2, run=run)
+    assert walk.phase == "Paused" and d.traffic.canary_weight == 50
+    assert (d.canary_replicas, walk.status["canaryReplicas"]) == (2, 2)
+    d = walk.step(60, ready=2)
+    assert d.canary_replicas == 2 and d.traffic.canary_weight == 50
