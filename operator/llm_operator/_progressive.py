@@ -5,7 +5,8 @@ what it must measure, and the LLMRollout the operator creates when the spec name
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+import itertools
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,9 +76,25 @@ def target_of(spec: LLMDeploymentSpec, rollout: LLMRolloutSpec) -> tuple[LLMDepl
     return merged, b.static_model(merged)
 
 
-def auto_rollout(name: str, namespace: str, spec: LLMDeploymentSpec, model: ResolvedModel, revision: str) -> dict[str, Any]:
-    """The LLMRollout the operator creates when the spec names a new revision: named after the revision (so
-    the same revision never starts two rollouts), following the deployment's ``spec.rollout`` template."""
+def auto_rollout_name(name: str, revision: str, taken: Collection[str]) -> str:
+    """The name of the LLMRollout the operator creates for ``revision``: ``<deployment>-<revision>``, or
+    ``<deployment>-<revision>-<n>`` with the smallest ``n`` from 2 that ``taken`` does not hold, when an earlier
+    rollout to the same revision keeps the plain name (the spec went back to it: A -> B -> C -> B).
+
+    >>> auto_rollout_name("chat", "ab12", []), auto_rollout_name("chat", "ab12", ["chat-ab12", "chat-ab12-2"])
+    ('chat-ab12', 'chat-ab12-3')
+    """
+    base = f"{name}-{revision}"
+    if base not in taken:
+        return base
+    return next(f"{base}-{n}" for n in itertools.count(2) if f"{base}-{n}" not in taken)
+
+
+def auto_rollout(name: str, namespace: str, spec: LLMDeploymentSpec, model: ResolvedModel, revision: str,
+                 taken: Collection[str] = ()) -> dict[str, Any]:
+    """The LLMRollout the operator creates when the spec names a new revision (or one it served before), following
+    the deployment's ``spec.rollout`` template, named by :func:`auto_rollout_name` and labelled with the revision
+    (see :func:`revision_of`)."""
     if model.source == "mlflow" and model.version is not None:
         target_model: dict[str, Any] = {"version": model.version}
     else:
@@ -86,7 +103,7 @@ def auto_rollout(name: str, namespace: str, spec: LLMDeploymentSpec, model: Reso
         "apiVersion": API_VERSION,
         "kind": "LLMRollout",
         "metadata": {
-            "name": f"{name}-{revision}",
+            "name": auto_rollout_name(name, revision, taken),
             "namespace": namespace,
             "labels": {c.LABEL_DEPLOYMENT: name, c.LABEL_REVISION: revision, AUTO_LABEL: c.MANAGER},
         },
@@ -99,12 +116,19 @@ def is_auto(rollout: Mapping[str, Any]) -> bool:
     return rollout["metadata"].get("labels", {}).get(AUTO_LABEL) == c.MANAGER
 
 
+def revision_of(rollout: Mapping[str, Any]) -> str | None:
+    """The revision an operator-made rollout was created for (its ``llmops.dev/revision`` label)."""
+    return rollout["metadata"].get("labels", {}).get(c.LABEL_REVISION)
+
+
 def supersede(rollout: Mapping[str, Any], revision: str, now: str) -> dict[str, Any]:
     """The status of an unfinished operator-made rollout whose revision the spec no longer names: aborted,
-    all traffic back on stable (its pods drain for ``abortScaleDownDelaySeconds``)."""
+    all traffic back on stable (its pods drain for ``abortScaleDownDelaySeconds``), and a pending ``retry``
+    consumed (an outdated revision is not retried)."""
     st = dict(rollout.get("status") or {})
-    message = f"superseded by revision {revision} (the spec names a newer model or runtime); all traffic on stable"
-    st.update(phase="Aborted", message=message, finishedAt=now, canaryWeight=0, mirrorWeight=0, preview=False, canaryReplicas=0)
+    message = f"superseded by revision {revision} (the spec names another model or runtime); all traffic on stable"
+    st.update(phase="Aborted", message=message, finishedAt=now, canaryWeight=0, mirrorWeight=0, preview=False, canaryReplicas=0,
+              observedRetry=max(st.get("observedRetry") or 0, rollout.get("spec", {}).get("retry") or 0))
     st.pop("waitingSince", None)
     generation = rollout["metadata"].get("generation")
     for type_, value in ((cond.PROGRESSING, "False"), (cond.DEGRADED, "True")):

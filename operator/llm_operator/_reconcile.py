@@ -108,11 +108,17 @@ class Event:
 @dataclass
 class Observed:
     """What is live: the revision Deployments of this LLMDeployment (by revision id), its other children
-    (by kind; None when absent), and the LLMRollouts that name it."""
+    (by kind; None when absent), the LLMRollouts that name it, and the names the namespace's other LLMRollouts hold."""
 
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
     children: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     rollouts: list[dict[str, Any]] = field(default_factory=list)
+    other_rollout_names: frozenset[str] = frozenset()  # LLMRollouts of the namespace that name another deployment
+
+    @property
+    def rollout_names(self) -> frozenset[str]:
+        """Every LLMRollout name the namespace holds (a new one must not take any of them)."""
+        return self.other_rollout_names | {r["metadata"]["name"] for r in self.rollouts}
 
 
 @dataclass
@@ -324,20 +330,25 @@ def plan_llmdeployment(
     if stable_id is None or (stable_id not in observed.deployments and stable_id != spec_rev.id):
         stable_id = spec_rev.id  # the first revision (or a stable one that vanished) is served directly
     spec_revision = old_status.get("specRevision") or stable_id
-    if spec_rev.id != spec_revision and spec_rev.id != stable_id:
-        rollout = p.auto_rollout(name, namespace, spec, model, spec_rev.id)
-        if not any(r["metadata"]["name"] == rollout["metadata"]["name"] for r in observed.rollouts):
+    if _names_revision(spec, registry):
+        # An operator-made rollout to a revision the spec no longer names is superseded: aborted, all traffic on
+        # stable, never promoted. Level-based (any pass, not only the one that saw the edit), so one whose status
+        # write failed is caught by the next pass.
+        for i, old in enumerate(rollouts):
+            if p.is_auto(old) and p.wants_pass(old) and p.revision_of(old) != spec_rev.id:
+                superseded = p.supersede(old, spec_rev.id, now)
+                rollouts[i] = {**old, "status": superseded}
+                actions.append(WriteStatus(old, superseded))
+                events.append(Event("Normal", "Superseded", superseded["message"], about=old))
+        # A revision the spec names anew (a new one, or one served before: A -> B -> C -> B) is rolled out like any
+        # other, by an LLMRollout of its own, unless one of the operator's is already carrying it (created by an
+        # earlier pass whose status write did not land: a create is never repeated).
+        carried = any(p.is_auto(r) and p.wants_pass(r) and p.revision_of(r) == spec_rev.id for r in rollouts)
+        if spec_rev.id != spec_revision and spec_rev.id != stable_id and not carried:
+            rollout = p.auto_rollout(name, namespace, spec, model, spec_rev.id, taken=observed.rollout_names)
             actions.append(Create(rollout))
             events.append(Event("Normal", "RolloutCreated", f"the spec names revision {spec_rev.id}: created LLMRollout {rollout['metadata']['name']}"))
-            # A newer version supersedes the operator's unfinished rollouts: the new one starts from step 0,
-            # and the superseded version never gets promoted.
-            for i, old in enumerate(rollouts):
-                if p.is_auto(old) and (old.get("status") or {}).get("phase") not in TERMINAL:
-                    superseded = p.supersede(old, spec_rev.id, now)
-                    rollouts[i] = {**old, "status": superseded}
-                    actions.append(WriteStatus(old, superseded))
-                    events.append(Event("Normal", "Superseded", superseded["message"], about=old))
-    spec_revision = spec_rev.id
+        spec_revision = spec_rev.id
 
     scaling = spec.autoscaling
     stable_live = observed.deployments.get(stable_id)
@@ -404,6 +415,8 @@ def plan_llmdeployment(
                 routes = b.Routes(100 - decision.traffic.canary_weight, decision.traffic.canary_weight, decision.traffic.mirror_percent)
                 preview = decision.traffic.preview
     status_rollout = active.body["metadata"]["name"] if active is not None else None
+    if canary is not None and previous == canary.id:
+        previous = previous_at = None  # the spec went back to the previous revision: it is the canary now
     if canary is None:
         routes = b.Routes()  # no canary Deployment: nothing but stable may carry traffic
     if ref is not None and registry is not None and registry.problem is None:
@@ -589,6 +602,14 @@ def _registry_model(spec: LLMDeploymentSpec, old_status: Mapping[str, Any], regi
     return None
 
 
+def _names_revision(spec: LLMDeploymentSpec, registry: reg.Resolution | None) -> bool:
+    """Whether this pass knows which revision the spec names: not when it follows an alias or stage the registry
+    could not resolve in this pass (the version held then is what serves, not what the spec may name by now), so
+    no rollout is started or superseded on a registry outage."""
+    ref = spec.model.mlflow
+    return ref is None or registry is None or registry.model is not None or ref.version is not None
+
+
 def _model_condition(conditions: list[dict[str, Any]], spec: LLMDeploymentSpec, registry: reg.Resolution | None,
                      model: ResolvedModel | None, now: str, generation: int | None, note: str = "") -> list[dict[str, Any]]:
     """``ModelResolved``: how the registry resolved the spec's model, or why it could not; ``note`` is appended
@@ -704,8 +725,10 @@ def observe(kube: Kube, body: Mapping[str, Any], autoscaler_kinds: frozenset[str
     if "ScaledObject" in autoscaler_kinds:
         kinds.append(("keda.sh/v1alpha1", "ScaledObject"))
     children = {kind: kube.get(api_version, kind, namespace, name) for api_version, kind in kinds}
-    rollouts = [r for r in kube.list(API_VERSION, "LLMRollout", namespace, "") if r.get("spec", {}).get("deploymentName") == name]
-    return Observed(deployments=deployments, children=children, rollouts=rollouts)
+    every = kube.list(API_VERSION, "LLMRollout", namespace, "")
+    rollouts = [r for r in every if r.get("spec", {}).get("deploymentName") == name]
+    others = frozenset(r["metadata"]["name"] for r in every if r.get("spec", {}).get("deploymentName") != name)
+    return Observed(deployments=deployments, children=children, rollouts=rollouts, other_rollout_names=others)
 
 
 def event_manifest(about: Mapping[str, Any], event: Event, now: str, instance: str) -> dict[str, Any]:
@@ -760,7 +783,9 @@ def execute(
 
     ``owner`` adds the owner reference to each applied object; ``record`` writes a rollout's outcome to the
     model registry (:class:`RecordOutcome` actions are skipped without it). Returns the number of API writes.
-    Raises :class:`KubeError` when a write fails (after recording the failure in status when it can).
+    Raises :class:`KubeError` when a write fails, after recording only the failure in status (``Degraded=True``,
+    reason ``ReconcileError``, and the generation seen): nothing the pass planned is recorded as done, so the
+    next pass plans it again.
     """
     writes = 0
     status = plan.status
@@ -773,12 +798,10 @@ def execute(
                 owner(obj)
                 kube.apply(obj)
             elif isinstance(action, Create):
+                # The planner creates only what it did not observe: a 409 is a name taken since (a failure).
                 obj = copy.deepcopy(action.obj)
                 owner(obj)
-                try:
-                    kube.create(obj)
-                except Conflict:  # created by an earlier pass: the deterministic name makes this idempotent
-                    continue
+                kube.create(obj)
             elif isinstance(action, Scale):
                 kube.scale(namespace, action.name, action.replicas)
             elif isinstance(action, (WriteStatus, RecordOutcome)):
@@ -787,11 +810,15 @@ def execute(
                 kube.delete(action.api_version, action.kind, namespace, action.name)
             writes += 1
     except KubeError as error:
-        status = copy.deepcopy(status)
+        # The plan's status records what the pass meant to do (a new spec revision, a promotion): none of it is
+        # recorded when an action failed, or the next pass would take it as done (a revision whose LLMRollout was
+        # never created would never get one). The status as read, with the failure and the generation seen.
+        generation = body.get("metadata", {}).get("generation")
+        status = copy.deepcopy(dict(body.get("status") or {}))
         status["conditions"] = cond.set_condition(
-            status.get("conditions", []), cond.DEGRADED, "True", "ReconcileError", str(error),
-            now=now, generation=body.get("metadata", {}).get("generation"),
-        )
+            status.get("conditions", []), cond.DEGRADED, "True", "ReconcileError", str(error), now=now, generation=generation)
+        if generation is not None:
+            status["observedGeneration"] = generation
         post_event(Event("Warning", "ReconcileError", str(error)))
         _write_status(kube, body, status)
         raise

@@ -463,3 +463,208 @@ def test_status_patch_compares_and_sends_what_the_server_stores():
     ops = status_patch(body, {"analysis": {"requests": 500.0, "value": float("inf")}})
     assert ops == [{"op": "test", "path": "/metadata/resourceVersion", "value": "7"},
                    {"op": "remove", "path": "/status/analysis/value"}]
+
+
+# ------------------------------------------------------------------ revisions over time (issue 13, items 3 and 4)
+
+
+def _rollouts(cluster) -> dict[str, dict]:
+    return {k[3]: v for k, v in cluster.kube.objects.items() if k[1] == "LLMRollout"}
+
+
+def _all_ready(cluster):
+    for name, dep in cluster.deployments().items():
+        cluster.set_ready(name, dep["spec"]["replicas"])
+
+
+def _edit_and_roll_out(cluster, uri, now):
+    """Edit the model and carry the rollout through: create, start (full size, no steps), ready, promote."""
+    cluster.edit_spec(model={"uri": uri})
+    cluster.reconcile(now)
+    cluster.reconcile(now)
+    _all_ready(cluster)
+    cluster.reconcile(now)
+    status = cluster.body["status"]
+    assert status["stableRevision"] == status["specRevision"], status
+    return status["stableRevision"]
+
+
+def test_returning_to_an_earlier_revision_rolls_it_out_like_a_new_one(samples):
+    """A -> B -> C -> B by spec edits: B's first rollout is long finished; going back to B needs a rollout of its own
+    (Argo Rollouts re-runs the steps and analysis for an older manifest re-applied), not a 409 and a status that
+    claims B while C serves."""
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["rollout"] = {"scaleDownDelaySeconds": 0}
+    cluster = Cluster(doc)
+    cluster.reconcile(T0)
+    _all_ready(cluster)
+    a = cluster.body["status"]["stableRevision"]
+    b_rev = _edit_and_roll_out(cluster, "hf://org/model-b", T1)
+    c_rev = _edit_and_roll_out(cluster, "hf://org/model-c", T1)
+    assert len({a, b_rev, c_rev}) == 3
+    cluster.reconcile(T2)  # the previous revisions go (no scale-down delay)
+    assert list(cluster.deployments()) == [f"qwen-small-{c_rev}"]
+
+    cluster.edit_spec(model={"uri": "hf://org/model-b"})
+    plan, writes = cluster.reconcile(T2)
+    assert ("create", "LLMRollout", f"qwen-small-{b_rev}-2") in writes
+    assert [e.reason for e in plan.events].count("RolloutCreated") == 1
+    cluster.reconcile(T2)  # the new rollout's first pass: B's Deployment again, no traffic yet
+    status = cluster.body["status"]
+    assert (status["stableRevision"], status["canaryRevision"], status["specRevision"]) == (c_rev, b_rev, b_rev)
+    assert next(c for c in status["conditions"] if c["type"] == "Progressing")["reason"] == "RolloutInProgress"
+    assert cluster.reconcile(T2)[1] == []  # idempotent: no second create while it waits for pods
+    _all_ready(cluster)
+    cluster.reconcile(T2)
+    status = cluster.body["status"]
+    assert status["stableRevision"] == b_rev
+    assert _rollouts(cluster)[f"qwen-small-{b_rev}-2"]["status"]["phase"] == "Succeeded"
+    assert _rollouts(cluster)[f"qwen-small-{b_rev}"]["status"]["phase"] == "Succeeded"  # the first one, untouched
+    assert set(_rollouts(cluster)) == {f"qwen-small-{b_rev}", f"qwen-small-{c_rev}", f"qwen-small-{b_rev}-2"}
+
+
+def test_going_back_to_stable_mid_rollout_supersedes_it(samples):
+    """The spec goes back to the stable revision while a rollout to another is in flight: that rollout is aborted
+    (Argo Rollouts' fast rollback to the canary's stable), never promoted."""
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}]}
+    cluster = Cluster(doc)
+    cluster.reconcile(T0)
+    _all_ready(cluster)
+    a = cluster.body["status"]["stableRevision"]
+    cluster.edit_spec(model={"uri": "hf://org/model-b"})
+    cluster.reconcile(T1)
+    cluster.reconcile(T1)
+    _all_ready(cluster)
+    cluster.reconcile(T1)
+    (name, rollout), = _rollouts(cluster).items()
+    assert rollout["status"]["canaryWeight"] == 50
+    cluster.edit_spec(model={"uri": "hf://Qwen/Qwen2.5-1.5B-Instruct"})
+    plan, writes = cluster.reconcile(T2)
+    assert _rollouts(cluster)[name]["status"]["phase"] == "Aborted"
+    assert b.routes_of(cluster.child("VirtualService")) == b.Routes(100, 0, 0)
+    assert not [w for w in writes if w[0] == "create"]
+    status = cluster.body["status"]
+    assert (status["stableRevision"], status["specRevision"]) == (a, a) and "canaryRevision" not in status
+
+
+def _injected_503(name):
+    from llm_operator._kube import KubeError
+
+    return KubeError("ApiException (503): Service Unavailable", 503)
+
+
+def test_a_failed_llmrollout_create_is_retried_and_supersedes_the_older_one(samples):
+    """A 503 on the LLMRollout create must not record the new spec revision (the next pass would see nothing to
+    do, and the older in-flight rollout would go on to promote an outdated revision)."""
+    from llm_operator._kube import KubeError
+
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {"duration": "1m"}}]}
+    cluster = Cluster(doc)
+    cluster.reconcile(T0)
+    _all_ready(cluster)
+    cluster.edit_spec(model={"uri": "hf://org/model-b"})
+    cluster.reconcile(T0)
+    cluster.reconcile(T0)
+    _all_ready(cluster)
+    cluster.reconcile(T0)
+    (first, rollout), = _rollouts(cluster).items()
+    b_rev = rollout["status"]["toRevision"]
+    assert rollout["status"]["canaryWeight"] == 50
+
+    cluster.edit_spec(model={"uri": "hf://org/model-c"})
+    cluster.kube.fail[("create", "LLMRollout")] = _injected_503
+    with pytest.raises(KubeError):
+        cluster.reconcile(T1)
+    status = cluster.body["status"]
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "ReconcileError") and "503" in degraded["message"]
+    assert status["specRevision"] == b_rev  # not the revision nothing was created for
+    assert status["observedGeneration"] == 3  # the spec was seen; the condition says what failed
+
+    del cluster.kube.fail[("create", "LLMRollout")]
+    plan, writes = cluster.reconcile("2026-11-21T10:01:10Z")  # B's pause is over: without the fix, B is promoted here
+    (second,) = set(_rollouts(cluster)) - {first}
+    assert ("create", "LLMRollout", second) in writes
+    assert _rollouts(cluster)[first]["status"]["phase"] == "Aborted"  # superseded, never promoted
+    assert "RevisionPromoted" not in [e.reason for e in plan.events]
+    status = cluster.body["status"]
+    assert status["stableRevision"] != b_rev and status["specRevision"] == _rollouts(cluster)[second]["metadata"]["labels"]["llmops.dev/revision"]
+    assert next(c for c in status["conditions"] if c["type"] == "Degraded")["status"] == "False"
+
+
+def test_a_failed_supersession_write_is_caught_by_the_next_pass(samples):
+    """Supersession is level-based: an operator-made rollout whose revision the spec no longer names is aborted on
+    any pass, so one whose status write failed once cannot resume later and promote an outdated revision."""
+    from llm_operator._kube import KubeError
+
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}]}
+    cluster = Cluster(doc)
+    cluster.reconcile(T0)
+    _all_ready(cluster)
+    cluster.edit_spec(model={"uri": "hf://org/model-b"})
+    cluster.reconcile(T0)
+    cluster.reconcile(T0)
+    (first,) = _rollouts(cluster)
+    cluster.edit_spec(model={"uri": "hf://org/model-c"})
+    cluster.kube.fail[("status", "LLMRollout")] = lambda name: _injected_503(name) if name == first else None
+    with pytest.raises(KubeError):
+        cluster.reconcile(T1)
+    assert _rollouts(cluster)[first]["status"]["phase"] == "Progressing"
+    del cluster.kube.fail[("status", "LLMRollout")]
+    cluster.reconcile(T1)
+    assert _rollouts(cluster)[first]["status"]["phase"] == "Aborted"
+    assert len(_rollouts(cluster)) == 2
+
+
+def test_a_registry_outage_mid_rollout_starts_and_supersedes_nothing(samples):
+    """While the registry cannot say which version the alias names, the version held is the stable one: that is
+    not the spec going back to stable, so the rollout in flight goes on."""
+    registry = FakeRegistry()
+    good = {"accuracy": 0.91, "hallucination_rate": 0.04}
+    registry.register("support-assistant", "4", alias="champion", metrics=good)
+    doc = copy.deepcopy(samples["llmdeployment-mlflow"])
+    doc["spec"].update(replicas=1)
+    doc["spec"]["rollout"]["steps"] = [{"setWeight": 50}, {"pause": {}}]
+    cluster = Cluster(doc, registry=registry)
+    cluster.reconcile(T0)
+    _all_ready(cluster)
+    registry.register("support-assistant", "5", alias="champion", metrics=good)
+    cluster.reconcile(T1)
+    cluster.reconcile(T1)
+    _all_ready(cluster)
+    cluster.reconcile(T1)
+    (name, rollout), = _rollouts(cluster).items()
+    assert rollout["status"]["canaryWeight"] == 50
+    registry.down = True
+    plan, writes = cluster.reconcile(T2)
+    assert _rollouts(cluster)[name]["status"]["phase"] == "Paused" and not [w for w in writes if w[0] == "create"]
+    registry.down = False
+    plan, writes = cluster.reconcile(T2)
+    assert _rollouts(cluster)[name]["status"]["phase"] == "Paused" and not [w for w in writes if w[0] == "create"]
+    assert b.routes_of(cluster.child("VirtualService")) == b.Routes(50, 50, 0)
+
+
+def test_returning_to_the_previous_revision_within_its_delay_reuses_its_pods(samples):
+    """B replaced A a minute ago (A kept for scaleDownDelaySeconds); the spec goes back to A: A's ready pods are the
+    canary (no new pods, no pods lost under its traffic), listed as the canary rather than the previous revision."""
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    cluster = Cluster(doc)
+    cluster.reconcile(T0)
+    _all_ready(cluster)
+    a = cluster.body["status"]["stableRevision"]
+    b_rev = _edit_and_roll_out(cluster, "hf://org/model-b", T1)
+    assert cluster.body["status"]["previousRevision"] == a
+    cluster.kube.objects[cluster.key]["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}]}
+    cluster.edit_spec(model={"uri": "hf://Qwen/Qwen2.5-1.5B-Instruct"})
+    cluster.reconcile(T2)  # creates the rollout back to A
+    plan, writes = cluster.reconcile(T2)  # A's pods are ready: 50% at once, then the pause
+    assert b.routes_of(cluster.child("VirtualService")) == b.Routes(50, 50, 0)
+    status = cluster.body["status"]
+    assert (status["stableRevision"], status["canaryRevision"]) == (b_rev, a) and "previousRevision" not in status
+    assert [(r["revision"], r["role"]) for r in status["revisions"]] == [(b_rev, "stable"), (a, "canary")]
+    for now in (T2, "2026-11-21T10:10:00Z"):  # past A's old scale-down time too
+        plan, writes = cluster.reconcile(now)
+        assert writes == [] and cluster.deployments()[f"qwen-small-{a}"]["spec"]["replicas"] == 1
