@@ -27,6 +27,11 @@ def _created(obj: Mapping[str, Any]) -> tuple[str, str]:
     return (obj["metadata"].get("creationTimestamp") or "", obj["metadata"]["name"])
 
 
+def newest(items: list[tuple[Mapping[str, Any], Any]]) -> tuple[Mapping[str, Any], Any]:
+    """The pair whose rollout (first of the pair) was created last (creation time, then name)."""
+    return max(items, key=lambda item: _created(item[0]))
+
+
 def wants_pass(rollout: Mapping[str, Any]) -> bool:
     """Whether a rollout still needs passes: not finished, or finished but asked to retry."""
     status = rollout.get("status") or {}

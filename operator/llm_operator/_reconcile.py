@@ -526,6 +526,8 @@ def plan_llmdeployment(
         nonlocal conditions
         conditions = cond.set_condition(conditions, type_, status, reason, message, now=now, generation=generation)
 
+    pending, behind = _spec_not_served(spec_rev.id, stable_id, canary.id if canary else None, rollouts, actions) \
+        if _names_revision(spec, registry) else (None, None)
     if want == 0 and canary is None:
         setc(cond.READY, "True", "ScaledToZero", "scaled to zero replicas")
     elif ready >= 1:
@@ -535,6 +537,10 @@ def plan_llmdeployment(
     if canary is not None:
         setc(cond.PROGRESSING, "True", "RolloutInProgress",
              f"LLMRollout {status_rollout}: {routes.canary_weight}% to revision {canary.id}, {_ready(observed.deployments.get(canary.id))}/{canary_replicas} pods ready")
+    elif pending is not None:
+        setc(cond.PROGRESSING, "True", "RolloutPending", pending)
+    elif behind is not None:
+        setc(cond.PROGRESSING, "False", *behind)
     elif ready < want:
         setc(cond.PROGRESSING, "True", "ScalingUp", f"{ready}/{want} replicas of revision {stable_id} ready")
     else:
@@ -548,6 +554,8 @@ def plan_llmdeployment(
     stuck = [(dep["metadata"]["name"], msg) for dep in observed.deployments.values() if (msg := _deadline_exceeded(dep))]
     if stuck:
         setc(cond.DEGRADED, "True", "ProgressDeadlineExceeded", "; ".join(f"{n}: {m}" for n, m in stuck))
+    elif behind is not None:  # stable serves, but not the model the spec names: not Healthy in Argo CD
+        setc(cond.DEGRADED, "True", *behind)
     else:
         setc(cond.DEGRADED, "False", "AsExpected", "")
 
@@ -600,6 +608,35 @@ def _registry_model(spec: LLMDeploymentSpec, old_status: Mapping[str, Any], regi
     if last.get("name") == ref.name and last.get("alias") == ref.alias and last.get("stage") == ref.stage and last.get("version"):
         return ResolvedModel.model_validate(last)
     return None
+
+
+def _spec_not_served(spec_id: str, stable_id: str, canary_id: str | None, rollouts: list[Mapping[str, Any]],
+                     actions: list[Any]) -> tuple[str | None, tuple[str, str] | None]:
+    """When the spec's revision is neither stable nor the canary: (a message when a rollout to it is about to start
+    or waits for its quality gate, None), else (None, (reason, message)) when the last rollout to it ended without
+    promotion: reason ``RolloutAborted`` or ``RolloutFailed`` (after Argo Rollouts' ``RolloutAborted``), the message
+    naming the revision that serves. (None, None) when the spec's revision serves or no rollout was made for it."""
+    if spec_id in (stable_id, canary_id):
+        return None, None
+    after = {a.body["metadata"]["name"]: a.status for a in actions if isinstance(a, WriteStatus)}  # this pass's word
+    created = [a.obj["metadata"]["name"] for a in actions if isinstance(a, Create)]
+    if created:
+        return f"LLMRollout {created[0]} created for revision {spec_id}; revision {stable_id} serves meanwhile", None
+    toward = [(r, after.get(r["metadata"]["name"], r.get("status") or {})) for r in rollouts]
+    toward = [(r, st) for r, st in toward if st.get("toRevision") == spec_id or (p.is_auto(r) and p.revision_of(r) == spec_id)]
+    waiting = [(r, st) for r, st in toward if st.get("phase") not in TERMINAL]
+    if waiting:
+        r, st = p.newest(waiting)
+        return (f"LLMRollout {r['metadata']['name']} for revision {spec_id}: {st.get('message') or 'not started yet'}; "
+                f"revision {stable_id} serves meanwhile"), None
+    ended = [(r, st) for r, st in toward if st.get("phase") in ("Aborted", "Failed")]
+    if not ended:
+        return None, None
+    r, st = p.newest(ended)
+    why = (cond.get_condition(st.get("conditions", []), cond.DEGRADED) or {}).get("reason") or st["phase"]
+    return None, (f"Rollout{st['phase']}",
+                  f"revision {stable_id} serves, not the spec's revision {spec_id}: LLMRollout {r['metadata']['name']} "
+                  f"{st['phase'].lower()} ({why}): {st.get('message') or ''}; increment its spec.retry to try again, or change the spec")
 
 
 def _names_revision(spec: LLMDeploymentSpec, registry: reg.Resolution | None) -> bool:

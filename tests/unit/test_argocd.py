@@ -49,6 +49,41 @@ def test_health(folder, case):
     assert run(folder / "health.lua", obj) == case["healthStatus"]
 
 
+def test_deployment_health_follows_the_operator_through_an_aborted_rollout(samples):
+    """The health check read on the statuses the planner writes: Progressing while the new revision rolls out,
+    Degraded once its rollout is aborted (the spec's model is not what serves), Healthy again once it serves."""
+    import copy
+
+    from tests.unit.test_reconcile import T0, T1, T2, Cluster, _all_ready, _rollout_spec, _rollouts
+
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}]}
+    cluster = Cluster(doc)
+    script = CUSTOMIZATIONS / "LLMDeployment" / "health.lua"
+
+    def health():
+        return run(script, cluster.body)["status"]
+
+    cluster.reconcile(T0)
+    _all_ready(cluster)
+    cluster.reconcile(T0)
+    assert health() == "Healthy"
+    cluster.edit_spec(model={"uri": "hf://org/model-b"})
+    cluster.reconcile(T1)
+    assert health() == "Progressing"
+    cluster.reconcile(T1)
+    _all_ready(cluster)
+    cluster.reconcile(T1)
+    assert health() == "Progressing"
+    (name,) = _rollouts(cluster)
+    _rollout_spec(cluster, name, abort=True)
+    cluster.reconcile(T2)
+    assert health() == "Degraded"
+    cluster.edit_spec(model={"uri": "hf://Qwen/Qwen2.5-1.5B-Instruct"})
+    cluster.reconcile(T2)
+    assert health() == "Healthy"
+
+
 DISCOVERY = cases("LLMRollout/actions", "action_test.yaml", "discoveryTests")
 
 

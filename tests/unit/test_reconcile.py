@@ -668,3 +668,73 @@ def test_returning_to_the_previous_revision_within_its_delay_reuses_its_pods(sam
     for now in (T2, "2026-11-21T10:10:00Z"):  # past A's old scale-down time too
         plan, writes = cluster.reconcile(now)
         assert writes == [] and cluster.deployments()[f"qwen-small-{a}"]["spec"]["replicas"] == 1
+
+
+# ------------------------------------------------------------------ healthy only when the spec serves (issue 13, item 11)
+
+
+def _conditions(cluster) -> dict[str, tuple[str, str, str]]:
+    return {c["type"]: (c["status"], c["reason"], c["message"]) for c in cluster.body["status"]["conditions"]}
+
+
+def _rollout_spec(cluster, name, **fields):
+    obj = cluster.kube.objects[("llmops.dev/v1alpha1", "LLMRollout", "default", name)]
+    obj["spec"].update(fields)
+    obj["metadata"]["generation"] += 1
+
+
+def test_an_aborted_rollout_leaves_the_deployment_degraded_until_the_spec_serves(samples):
+    """After an abort the stable revision serves, Ready stays True, but the spec's model is not what serves: Degraded
+    (reason RolloutAborted, naming both revisions), as Argo Rollouts reports an aborted Rollout, so Argo CD does
+    not show Healthy. A retry clears it."""
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}]}
+    cluster = Cluster(doc)
+    cluster.reconcile(T0)
+    _all_ready(cluster)
+    a = cluster.body["status"]["stableRevision"]
+    cluster.edit_spec(model={"uri": "hf://org/model-b"})
+    cluster.reconcile(T1)
+    (name,) = _rollouts(cluster)
+    b_rev = cluster.body["status"]["specRevision"]
+    assert _conditions(cluster)["Progressing"][:2] == ("True", "RolloutPending")  # created, not started yet
+    cluster.reconcile(T1)
+    _all_ready(cluster)
+    cluster.reconcile(T1)
+    assert _conditions(cluster)["Progressing"][:2] == ("True", "RolloutInProgress")
+
+    _rollout_spec(cluster, name, abort=True)
+    plan, _ = cluster.reconcile(T2)
+    conditions = _conditions(cluster)
+    assert conditions["Ready"][:2] == ("True", "Available")  # stable serves
+    status, reason, message = conditions["Degraded"]
+    assert (status, reason) == ("True", "RolloutAborted")
+    assert message.startswith(f"revision {a} serves, not the spec's revision {b_rev}: LLMRollout {name} aborted (AbortedByUser)")
+    assert conditions["Progressing"][:2] == ("False", "RolloutAborted")
+    assert [e.reason for e in plan.events if e.about is None and e.type == "Warning"] == ["RolloutAborted"]
+    cluster.reconcile("2026-11-21T10:03:00Z")  # the canary's pods go after the abort delay
+    plan, writes = cluster.reconcile("2026-11-21T10:04:00Z")
+    assert writes == [] and _conditions(cluster)["Degraded"][:2] == ("True", "RolloutAborted")
+
+    _rollout_spec(cluster, name, abort=False, retry=1)
+    cluster.reconcile("2026-11-21T10:05:00Z")
+    conditions = _conditions(cluster)
+    assert conditions["Degraded"][:2] == ("False", "AsExpected")
+    assert conditions["Progressing"][:2] == ("True", "RolloutInProgress")
+
+
+def test_a_failed_rollout_leaves_the_deployment_degraded(samples):
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["rollout"] = {"progressDeadlineSeconds": 600}
+    cluster = Cluster(doc)
+    cluster.reconcile(T0)
+    _all_ready(cluster)
+    cluster.edit_spec(model={"uri": "hf://org/model-b"})
+    cluster.reconcile(T1)
+    cluster.reconcile(T1)  # waits for the new revision's pods, which never become ready
+    cluster.reconcile("2026-11-21T10:12:00Z")
+    status, reason, message = _conditions(cluster)["Degraded"]
+    assert (status, reason) == ("True", "RolloutFailed") and "(ProgressDeadlineExceeded)" in message
+    cluster.edit_spec(model={"uri": "hf://Qwen/Qwen2.5-1.5B-Instruct"})  # back to what serves
+    cluster.reconcile("2026-11-21T10:13:00Z")
+    assert _conditions(cluster)["Degraded"][:2] == ("False", "AsExpected")
