@@ -324,6 +324,7 @@ class CanaryStep(_Model):
 BuiltinMetric = Literal[
     "errorRatio", "latencyP99", "timeToFirstTokenP95", "interTokenLatencyP95",
     "burnRate", "errorRatioVsStable", "latencyVsStable", "outputLengthDrift", "costPer1kTokens",
+    "repetitionRatioVsStable",
 ]
 
 

@@ -17,6 +17,15 @@ FIELD_MANAGER = "llm-operator"
 PROM_LABEL_DEPLOYMENT = "llmops_dev_deployment"
 PROM_LABEL_REVISION = "llmops_dev_revision"
 
+#: vLLM's ``finished_reason`` on ``vllm:request_success_total`` (``vllm.v1.engine.FinishReason``; every value in
+#: ``_vllm_facts.FINISHED_REASONS``) for a server-side failure, always answered with HTTP 500: the only requests the
+#: error ratio, the burn rates, the SLO alerts and the dashboard count as errors. ``abort`` (the client went away),
+#: ``stop`` and ``length`` are not errors.
+FINISHED_REASON_ERROR = "error"
+#: ... for an output vLLM cut off as a repetitive token pattern (only for requests that ask for
+#: ``repetition_detection``): answered, so not an error, but a quality signal (``repetitionRatioVsStable``).
+FINISHED_REASON_REPETITION = "repetition"
+
 #: Subset names on the DestinationRule; route weights name them.
 SUBSET_STABLE = "stable"
 SUBSET_CANARY = "canary"

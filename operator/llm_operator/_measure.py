@@ -19,6 +19,7 @@ from ._metrics import MetricsError, MetricsProvider, scalar
 _DEFAULT_BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "burnRate": (None, 14.4),  # the SRE Workbook's fast-burn factor
     "errorRatioVsStable": (0.05, None),  # the z-test's p-value must stay above the significance level
+    "repetitionRatioVsStable": (0.05, None),  # the same test on outputs vLLM cut off as repetitive
     "latencyVsStable": (None, 1.5),  # canary p99 at most 1.5x stable's
     "outputLengthDrift": (None, 0.1),  # KL divergence in nats
 }
@@ -100,8 +101,14 @@ def queries(metrics: list[AnalysisMetric], ctx: Context) -> dict[str, str]:
         for label, span in (("long", windows.long_seconds), ("short", windows.short_seconds)):
             out[f"canary.requests.{label}"] = q.requests(c, span, src)
             out[f"canary.errors.{label}"] = q.errors(c, span, src)
+    if builtins & {"errorRatioVsStable", "repetitionRatioVsStable"}:
+        out["stable.requests"] = q.requests(s, w, src)
     if "errorRatioVsStable" in builtins:
-        out["stable.requests"], out["stable.errors"] = q.requests(s, w, src), q.errors(s, w, src)
+        out["stable.errors"] = q.errors(s, w, src)
+    if "repetitionRatioVsStable" in builtins:  # vLLM's own label, over vLLM's finished requests (Istio has neither)
+        out["canary.repetitions"], out["stable.repetitions"] = q.repetitions(c, w), q.repetitions(s, w)
+        if src != "vllm":
+            out["canary.finished"], out["stable.finished"] = q.requests(c, w), q.requests(s, w)
     if builtins & {"latencyP99", "latencyVsStable"}:
         out["canary.p99"] = q.latency_p99(c, w)
     if "latencyVsStable" in builtins:
@@ -178,13 +185,15 @@ def _builtin_value(metric: AnalysisMetric, raw: Raw, slo: Slo, ctx: Context) -> 
         # Both windows must exceed the factor, so the smaller burn is what the rule compares.
         return min(long_burn, short_burn), (
             f"burn {long_burn:.2f} over {q.duration(windows.long_seconds)}, {short_burn:.2f} over {q.duration(windows.short_seconds)}")
-    if kind == "errorRatioVsStable":
-        canary_total, stable_total = _num(raw, "canary.requests"), _num(raw, "stable.requests")
+    if kind in ("errorRatioVsStable", "repetitionRatioVsStable"):
+        counted = "errors" if kind == "errorRatioVsStable" else "repetitions"
+        totals = "finished" if counted == "repetitions" and ctx.error_source != "vllm" else "requests"
+        canary_total, stable_total = _num(raw, f"canary.{totals}"), _num(raw, f"stable.{totals}")
         if not canary_total or not stable_total:
             return None, "no requests on one side"
-        canary_errors, stable_errors = _num(raw, "canary.errors") or 0.0, _num(raw, "stable.errors") or 0.0
-        test = a.two_proportion_z_test(min(canary_errors, canary_total), canary_total, min(stable_errors, stable_total), stable_total)
-        return test.p_value, f"canary {test.canary_ratio:.4f} vs stable {test.stable_ratio:.4f}, z={test.z:.2f}"
+        canary_count, stable_count = _num(raw, f"canary.{counted}") or 0.0, _num(raw, f"stable.{counted}") or 0.0
+        test = a.two_proportion_z_test(min(canary_count, canary_total), canary_total, min(stable_count, stable_total), stable_total)
+        return test.p_value, f"{counted}: canary {test.canary_ratio:.4f} vs stable {test.stable_ratio:.4f}, z={test.z:.2f}"
     if kind == "latencyP99":
         return _num(raw, "canary.p99"), "p99 end-to-end latency, seconds"
     if kind == "latencyVsStable":

@@ -44,12 +44,23 @@ def requests(scope: Scope, window: float, source: str = "vllm") -> str:
     return f"sum(increase(vllm:request_success_total{scope.selector()}[{duration(window)}]))"
 
 
+def finished(scope: Scope, window: float, reason: str) -> str:
+    """vLLM's requests in the window that finished for ``reason`` (a ``finished_reason`` value)."""
+    selector = scope.selector(f'finished_reason="{reason}"')
+    return f"sum(increase(vllm:request_success_total{selector}[{duration(window)}]))"
+
+
 def errors(scope: Scope, window: float, source: str = "vllm") -> str:
-    """Failed requests in the window: vLLM's ``finished_reason="error"``, or Istio's 5xx responses."""
+    """Failed requests in the window: vLLM's server errors (``finished_reason="error"``, always a 500; a client
+    that went away, ``abort``, is not one), or Istio's 5xx responses."""
     if source == "istio":
         return f"sum(increase(istio_requests_total{_istio(scope, 'response_code=~' + chr(34) + '5..' + chr(34))}[{duration(window)}]))"
-    selector = scope.selector('finished_reason="error"')
-    return f"sum(increase(vllm:request_success_total{selector}[{duration(window)}]))"
+    return finished(scope, window, c.FINISHED_REASON_ERROR)
+
+
+def repetitions(scope: Scope, window: float) -> str:
+    """vLLM's requests in the window whose output was cut off as a repetitive token pattern."""
+    return finished(scope, window, c.FINISHED_REASON_REPETITION)
 
 
 def quantile(scope: Scope, histogram: str, q: float, window: float) -> str:

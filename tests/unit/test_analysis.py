@@ -233,3 +233,36 @@ def test_output_length_drift():
 def test_queries_are_only_those_the_metrics_need():
     keys = set(queries(default_metrics(Slo()), CTX))
     assert "canary.ttft" not in keys and "canary.p99" in keys and "stable.errors" in keys
+
+
+REPETITIONS = [
+    # (canary repetitions, stable repetitions, of 2000 requests each, verdict): vLLM's finished_reason="repetition"
+    (0, 0, "Pass"),  # no request asked for repetition_detection: nothing to tell the revisions apart
+    (12, 10, "Pass"),  # 0.6% vs 0.5%: no evidence the canary repeats itself more
+    (60, 10, "Fail"),  # 3% vs 0.5%: it does (z = 6.0)
+]
+
+
+@pytest.mark.parametrize("canary_repetitions,stable_repetitions,verdict", REPETITIONS)
+def test_repetition_against_stable_is_a_quality_signal(canary_repetitions, stable_repetitions, verdict):
+    provider = cluster(canary_total=2000, stable_total=2000)
+    base = provider.answer
+    provider.answer = lambda p: ((canary_repetitions if 'llmops_dev_revision="new"' in p else stable_repetitions)
+                                 if 'finished_reason="repetition"' in p else base(p))
+    run = _run(provider, metrics=[AnalysisMetric(name="repetition", builtin="repetitionRatioVsStable")])
+    (metric,) = run.metrics
+    assert (metric.verdict, metric.min, metric.max) == (verdict, 0.05, None)  # the z-test's p-value, as for errors
+    assert f"canary {canary_repetitions / 2000:.4f} vs stable {stable_repetitions / 2000:.4f}" in metric.message
+    repetition_queries = [p for p in provider.queries if 'finished_reason="repetition"' in p]
+    assert len(repetition_queries) == 2 and not any('finished_reason="error"' in p for p in repetition_queries)
+
+
+def test_repetitions_are_not_queried_unless_asked_for():
+    assert not any("repetition" in promql for promql in queries(default_metrics(Slo()), CTX).values())
+
+
+def test_repetitions_are_counted_against_vllms_finished_requests_with_istio_as_the_error_source():
+    ctx = Context(canary=SCOPE, stable=q.Scope("ns", "chat", "old"), window_seconds=60, burn_long_seconds=600, error_source="istio")
+    wanted = queries([AnalysisMetric(name="repetition", builtin="repetitionRatioVsStable")], ctx)
+    assert wanted["canary.repetitions"] == q.repetitions(SCOPE, 60) and wanted["canary.finished"] == q.requests(SCOPE, 60)
+    assert "istio_requests_total" in wanted["canary.requests"]  # minRequests still counts what the router saw

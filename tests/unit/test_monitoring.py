@@ -1,15 +1,24 @@
 """The monitoring add-on: the PrometheusRule validates against the Prometheus Operator's CRD and its alerts behave
-as tested with promtool (Debian's prometheus package ships it; make test installs it)."""
+as tested with promtool (Debian's prometheus package ships it; make test installs it); the dashboard, the rules and
+the rollout analysis agree on which vLLM requests are server errors."""
 
+import json
+import re
 import shutil
 import subprocess
 
+import pytest
 import yaml
 
+from llm_operator import _contract as c
+from llm_operator import _promql as q
+from llm_operator import _vllm_facts
 from tests.conftest import ROOT
 from tests.schemas import validate
 
 RULE = ROOT / "manifests" / "monitoring" / "prometheusrule.yaml"
+DASHBOARD = ROOT / "manifests" / "monitoring" / "dashboard.json"
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
 
 def test_prometheus_rule_validates_against_the_prometheus_operator_crd():
@@ -17,7 +26,7 @@ def test_prometheus_rule_validates_against_the_prometheus_operator_crd():
 
 
 def test_alerts_fire_as_the_sre_workbook_rules_say(tmp_path):
-    promtool = shutil.which("promtool") or "/usr/bin/promtool"
+    promtool = PROMTOOL
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump({"groups": yaml.safe_load(RULE.read_text())["spec"]["groups"]}))
     check = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
@@ -27,3 +36,87 @@ def test_alerts_fire_as_the_sre_workbook_rules_say(tmp_path):
     result = subprocess.run([promtool, "test", "rules", "test.yaml"], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+# ------------------------------------------------------------------ which vLLM requests are errors
+
+#: A label matcher on vLLM's finished_reason: (operator, value).
+_FINISHED_REASON = re.compile(r'finished_reason\s*(=~|!~|!=|=)\s*"([^"]*)"')
+
+
+def _dashboard_exprs() -> dict[str, list[str]]:
+    return {p["title"]: [t["expr"] for t in p["targets"]] for p in json.loads(DASHBOARD.read_text())["panels"]}
+
+
+def _rule_exprs() -> dict[str, str]:
+    groups = yaml.safe_load(RULE.read_text())["spec"]["groups"]
+    return {r.get("record") or r["alert"]: r["expr"] for g in groups for r in g["rules"]}
+
+
+def test_one_definition_of_a_server_error_for_the_analysis_the_rules_and_the_dashboard():
+    # vLLM 0.32 (vllm/v1/engine FinishReason): "error" is a server-side failure, always answered with a 500;
+    # "abort" is the client going away and "repetition" a cut-off repetitive output: neither is a server error.
+    assert c.FINISHED_REASON_ERROR == "error" and c.FINISHED_REASON_REPETITION == "repetition"
+    assert {c.FINISHED_REASON_ERROR, c.FINISHED_REASON_REPETITION} <= set(_vllm_facts.FINISHED_REASONS)
+    assert _FINISHED_REASON.findall(q.errors(q.Scope("ns", "chat", "r1"), 60)) == [("=", c.FINISHED_REASON_ERROR)]
+    error_exprs = {f"rule {n}": e for n, e in _rule_exprs().items() if n.startswith("llmops:request_error_ratio:")}
+    error_exprs |= {f"panel {t}": e for t, exprs in _dashboard_exprs().items() if "Error" in t for e in exprs}
+    assert len(error_exprs) == 9  # 7 recording rules, the error-ratio and the burn-rate panels
+    for where, expr in error_exprs.items():
+        assert _FINISHED_REASON.findall(expr) == [("=", c.FINISHED_REASON_ERROR)], where
+    everything = list(_rule_exprs().values()) + [e for exprs in _dashboard_exprs().values() for e in exprs]
+    for expr in everything:  # any other panel names values vLLM has
+        assert {value for _, value in _FINISHED_REASON.findall(expr)} <= set(_vllm_facts.FINISHED_REASONS), expr
+
+
+def _finished(revision: str, per_minute: dict[str, int]) -> list[dict]:
+    return [{"series": f'vllm:request_success_total{{finished_reason="{reason}",namespace="ns",llmops_dev_deployment="chat",'
+                       f'llmops_dev_revision="{revision}"}}', "values": f"0+{count}x120"} for reason, count in per_minute.items()]
+
+
+#: Requests a minute by finished_reason: 12.5% server errors, 37.5% clients gone, 12.5% repetitions cut off. Rates of
+#: whole numbers per second and binary fractions keep promtool's exact comparisons exact.
+MIX = {"stop": 12 * 60, "abort": 12 * 60, "repetition": 4 * 60, "error": 4 * 60}
+
+
+def _promtool_test(tmp_path, series: list[dict], expr_tests: list[dict]) -> subprocess.CompletedProcess:
+    (tmp_path / "empty.yaml").write_text("groups: []\n")
+    test = {"rule_files": ["empty.yaml"], "evaluation_interval": "1m",
+            "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": expr_tests}]}
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+    return subprocess.run([PROMTOOL, "test", "rules", "test.yaml"], capture_output=True, text=True, cwd=tmp_path)
+
+
+def test_the_dashboards_error_panels_count_server_errors_not_client_aborts(tmp_path):
+    panels = _dashboard_exprs()
+    grafana = {"$__rate_interval": "5m", "$namespace": "ns", "$deployment": "chat"}
+
+    def promql(expr: str) -> str:
+        for variable, value in grafana.items():
+            expr = expr.replace(variable, value)
+        return expr
+
+    (ratio,) = panels["Error ratio per revision"]
+    (burn,) = panels["Error-budget burn rate (1h) per revision"]
+    series = _finished("r1", MIX) + [
+        {"series": 'llmops_slo_availability_ratio{namespace="ns",llmops_dev_deployment="chat",job="llm-operator"}', "values": "0.875x120"}]  # a budget of 0.125
+    result = _promtool_test(tmp_path, series, [
+        {"expr": promql(ratio), "eval_time": "70m", "exp_samples": [{"labels": '{llmops_dev_revision="r1"}', "value": 0.125}]},
+        {"expr": promql(burn), "eval_time": "70m", "exp_samples": [{"labels": '{llmops_dev_revision="r1"}', "value": 1.0}]},
+    ])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_analysis_and_the_rules_count_the_same_errors_as_the_dashboard(tmp_path):
+    scope = q.Scope("ns", "chat", "r1")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": yaml.safe_load(RULE.read_text())["spec"]["groups"]}))
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": _finished("r1", MIX),
+        "promql_expr_test": [
+            {"expr": f"{q.errors(scope, 300)} / {q.requests(scope, 300)}", "eval_time": "70m", "exp_samples": [{"labels": "{}", "value": 0.125}]},
+            {"expr": "llmops:request_error_ratio:rate5m", "eval_time": "70m",
+             "exp_samples": [{"labels": 'llmops:request_error_ratio:rate5m{namespace="ns",llmops_dev_deployment="chat"}', "value": 0.125}]},
+        ]}]}))
+    result = subprocess.run([PROMTOOL, "test", "rules", "test.yaml"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
