@@ -1,6 +1,7 @@
 # The two commands a newcomer needs:  make demo   and   make test
 # Both set up everything themselves (a virtualenv in .venv with the project and its test dependencies).
 
+SHELL  := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,7 +10,7 @@ STAMP  := $(VENV)/.installed
 VLLM_VENV  ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: demo demo-samples test unit e2e crds argocd-cm render clean prometheus vllm-env
+.PHONY: demo demo-samples test unit e2e crds argocd-cm render clean prometheus vllm-env control-plane deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +18,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-demo: $(STAMP) prometheus $(VLLM_STAMP)  ## the whole story: MLflow, vLLM (CPU), Prometheus, v2 promoted, v3 aborted
-	PYTHONPATH=sandbox $(BIN)/python -m llm_sandbox.demo --vllm-python $(abspath $(VLLM_VENV))/bin/python $(ARGS)
+demo: deps  ## the whole story on the real control plane: MLflow, vLLM (CPU), Prometheus, v2 promoted, v3 aborted
+	$(TESTENV) PYTHONPATH=sandbox $(BIN)/python -m llm_sandbox.demo --vllm-python $(abspath $(VLLM_VENV))/bin/python $(ARGS)
 
-demo-samples: $(STAMP)  ## the operator reconciling samples/ against a local API endpoint (no vLLM)
-	PYTHONPATH=sandbox $(BIN)/python -m llm_sandbox.demo --samples $(ARGS)
+demo-samples: $(STAMP) $(CP_STAMP)  ## the operator reconciling samples/ on the real control plane (no vLLM)
+	LLMOPS_CONTROLPLANE_DIR=$(CP_DIR) PYTHONPATH=sandbox $(BIN)/python -m llm_sandbox.demo --samples $(ARGS)
 
 prometheus:  ## Debian's Prometheus (with promtool) for the rollout tests, installed when missing
 	@command -v prometheus >/dev/null 2>&1 || { \
@@ -60,14 +61,47 @@ $(VLLM_STAMP): runtime-image/pyproject.toml
 
 vllm-env: $(VLLM_STAMP)  ## the vLLM (CPU build) environment the runtime entrypoint's test runs in
 
-test: $(STAMP) prometheus $(VLLM_STAMP)  ## every test: unit, e2e (local API, real Prometheus, MLflow, vLLM)
-	LLMOPS_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest
+
+# The real control plane under the e2e tests, the demo and the benchmarks (sandbox/controlplane/): kube-apiserver,
+# kube-controller-manager and kube-scheduler built from the k8s.io/kubernetes Go module at the pinned release, etcd
+# from go.etcd.io, kwok for the simulated nodes, into a cache folder keyed by the versions (a second start reuses it).
+include sandbox/controlplane/VERSIONS
+GO       ?= go
+CP_DIR   ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/llm-operator/controlplane-k8s$(KUBERNETES)-etcd$(ETCD)-kwok$(KWOK)
+CP_STAMP := $(CP_DIR)/bin/.built
+KWOK_STAGES := node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete
+
+$(CP_STAMP): sandbox/controlplane/go.mod sandbox/controlplane/go.sum sandbox/controlplane/VERSIONS sandbox/controlplane/etcd/main.go
+	@command -v $(GO) >/dev/null || { echo "control-plane: needs Go (1.26) on PATH"; exit 1; }
+	@mkdir -p $(CP_DIR)/bin/kwok-stages
+	@echo "control-plane [1/2] kube-apiserver, kube-controller-manager, kube-scheduler $(KUBERNETES) and etcd $(ETCD) from their Go modules into $(CP_DIR) (cold: ~15 min on 2 cores)"
+	@set -o pipefail; cd sandbox/controlplane && $(GO) build -v -trimpath -ldflags=-s -o $(CP_DIR)/bin/ \
+	  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler ./etcd \
+	  2>&1 | awk '/^go: downloading/ {d++; next} /^#|\.go:[0-9]+/ {print; next} {n++} n % 250 == 0 {printf "control-plane       %d packages compiled, %d modules downloaded\n", n, d; fflush()}'
+	@test -x $(CP_DIR)/bin/kube-apiserver -a -x $(CP_DIR)/bin/kube-controller-manager -a -x $(CP_DIR)/bin/kube-scheduler -a -x $(CP_DIR)/bin/etcd
+	@echo "control-plane [2/2] kwok $(KWOK)"
+	@GOBIN=$(CP_DIR)/bin $(GO) install -trimpath -ldflags=-s sigs.k8s.io/kwok/cmd/kwok@v$(KWOK)
+	@for s in $(KWOK_STAGES); do cp "$$($(GO) env GOMODCACHE)/sigs.k8s.io/kwok@v$(KWOK)/kustomize/stage/$$s.yaml" $(CP_DIR)/bin/kwok-stages/; done
+	@chmod u+w $(CP_DIR)/bin/kwok-stages/*
+	@du -sh $(CP_DIR)/bin | awk '{print "control-plane ready: " $$1 " of binaries"}'
+	@touch $@
+
+control-plane: $(CP_STAMP)  ## build the control plane the e2e tests run on (once per set of versions)
+
+# What the tests and the demo run on, built side by side (the Go builds are CPU-bound, the venvs mostly download).
+DEPS    := $(STAMP) prometheus $(VLLM_STAMP) $(CP_STAMP)
+TESTENV := LLMOPS_CONTROLPLANE_DIR=$(CP_DIR) LLMOPS_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python
+deps:  ## everything below, in parallel: .venv, Prometheus, .venv-vllm, the control plane
+	@$(MAKE) --no-print-directory -j4 $(DEPS)
+
+test: deps  ## every test: unit, e2e on the real control plane (with real Prometheus, MLflow, vLLM)
+	$(TESTENV) $(BIN)/python -m pytest
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
-e2e: $(STAMP) prometheus $(VLLM_STAMP)
-	LLMOPS_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest tests/e2e
+e2e: deps
+	$(TESTENV) $(BIN)/python -m pytest tests/e2e
 
 crds: $(STAMP)  ## regenerate crds/ and manifests/crds/ from the API models
 	$(BIN)/llm-operator crds -o crds -o manifests/crds
