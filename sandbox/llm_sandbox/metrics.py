@@ -114,7 +114,7 @@ def wait_until_serving(process: subprocess.Popen[bytes], url: str, timeout: floa
 class Prometheus:
     """Debian's Prometheus on loopback, scraping file-SD targets every ``interval`` seconds."""
 
-    def __init__(self, workdir: pathlib.Path, interval: float = 1.0):
+    def __init__(self, workdir: pathlib.Path, interval: float = 1.0, scrape_configs: list[dict[str, Any]] | None = None):
         self.workdir = workdir
         self.binary = shutil.which("prometheus") or "/usr/bin/prometheus"
         self.port = free_port()
@@ -133,7 +133,7 @@ class Prometheus:
                 # vllm:x as vllm_x; put the colon back (the PodMonitor asks for the text format instead).
                 "metric_relabel_configs": [{"source_labels": ["__name__"], "regex": "vllm_(.+)",
                                             "target_label": "__name__", "replacement": "vllm:$1"}],
-            }],
+            }, *(scrape_configs or [])],
         }))
 
     def _write_targets(self) -> None:
@@ -171,3 +171,42 @@ class Prometheus:
         url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
         with urllib.request.urlopen(url, timeout=5) as response:
             return json.loads(response.read())["data"]["result"]
+
+
+def _snake(key: str) -> str:
+    return "".join("_" + ch.lower() if ch.isupper() else ch for ch in key)
+
+
+def pod_monitor_scrape_config(pod_monitor: dict[str, Any], *, api_server: str, ca_file: str, token_file: str,
+                              node: str | None = None, interval: float = 1.0) -> dict[str, Any]:
+    """The Prometheus scrape configuration a PodMonitor stands for, as Prometheus Operator generates it: pods found
+    through ``kubernetes_sd_configs`` against ``api_server`` (a ServiceAccount's token in ``token_file``), kept by the
+    PodMonitor's label selector and port name, then its own relabelings. ``node`` limits discovery to the pods bound
+    to one node (the node agent's: the only pods that really serve here). Prometheus 2.42 has no
+    ``scrape_protocols``; the OpenMetrics name rewrite (``vllm_x`` back to ``vllm:x``) stands in for the
+    PodMonitor's text format."""
+    spec = pod_monitor["spec"]
+    (endpoint,) = spec["podMetricsEndpoints"]
+    sd: dict[str, Any] = {"role": "pod", "api_server": api_server, "tls_config": {"ca_file": ca_file},
+                          "authorization": {"credentials_file": token_file}}
+    if node:
+        sd["selectors"] = [{"role": "pod", "field": f"spec.nodeName={node}"}]
+    relabel: list[dict[str, Any]] = []
+    for key, value in spec["selector"].get("matchLabels", {}).items():
+        name = "".join(ch if ch.isalnum() else "_" for ch in key)
+        relabel.append({"source_labels": [f"__meta_kubernetes_pod_label_{name}", f"__meta_kubernetes_pod_labelpresent_{name}"],
+                        "regex": f"({value});true", "action": "keep"})
+    relabel.append({"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": endpoint["port"], "action": "keep"})
+    relabel.append({"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "(Failed|Succeeded)", "action": "drop"})
+    for rule in endpoint.get("relabelings", []):
+        relabel.append({_snake(k): v for k, v in rule.items()})
+    meta = pod_monitor["metadata"]
+    return {
+        "job_name": f"podMonitor/{meta.get('namespace', 'default')}/{meta['name']}/0",
+        "scrape_interval": f"{int(interval * 1000)}ms",
+        "metrics_path": endpoint.get("path", "/metrics"),
+        "kubernetes_sd_configs": [sd],
+        "relabel_configs": relabel,
+        "metric_relabel_configs": [{"source_labels": ["__name__"], "regex": "vllm_(.+)", "target_label": "__name__",
+                                    "replacement": "vllm:$1"}],
+    }

@@ -1,17 +1,24 @@
-"""A node agent standing in for the Deployment controller and kubelets: for each Deployment the operator
-creates, it runs that many local processes of the pod's main container (the runtime entrypoint, which
-fetches the model and execs vLLM's CPU build) on loopback ports, with the pod's environment.
+"""The kubelet of one real Node, for the story: the pods the real scheduler binds to it run as local processes.
 
-It reports each Deployment's status (replicas, readyReplicas from vLLM's ``/health``, observedGeneration),
-stops processes when a Deployment is scaled down or deleted, and writes every process's address with the pod
-labels (the revision!) to Prometheus's file-based service discovery. What differs from a kubelet: no
-container, no image (the container's ``python3`` is the vLLM environment's Python), the cache directory is a
-local one, and the listen address is rewritten to a free loopback port.
+It registers its Node (labels, a taint that only the story's pods tolerate, capacity), renews its Lease in
+``kube-node-lease`` and posts its status, all with a kubelet's credentials (``system:node:<name>``), so the Node
+authoriser and NodeRestriction admission limit it as they limit a kubelet: its own Node and Lease, the pods bound
+to it, and only the Secrets those pods reference. For each pod bound to it, it runs the main container's command
+(the runtime entrypoint, which fetches the model and execs vLLM's CPU build) on the pod's own loopback address
+(127.0.0.x) and the container's port, reports the pod Running with that podIP, and the Ready condition from the
+readiness probe (``httpGet``, checked every half second rather than each ``periodSeconds``). A pod being deleted
+gets SIGTERM, its grace period, SIGKILL, and then its final deletion, as a kubelet does.
+
+What differs from a kubelet: no container runtime or image (the container's ``python3`` is the vLLM
+environment's Python), volumes are not mounted (the model cache is a local folder), and a container that exits is
+restarted after a fixed 5 s back-off rather than CrashLoopBackOff's growing one.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
+import ipaddress
 import os
 import pathlib
 import signal
@@ -22,173 +29,286 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from .metrics import free_port
+import kubernetes
 
 CACHE_IN_POD = "/var/cache/llmops"
+#: The taint on the agent's Node and the label the story's pods select it by.
+POOL_LABEL, POOL = "llmops.dev/node-pool", "local"
+TAINT = {"key": "llmops.dev/sandbox-node", "value": "local", "effect": "NoSchedule"}
+#: What an LLMDeployment's ``spec.resources`` needs to run on the agent's node.
+PLACEMENT = {"nodeSelector": {POOL_LABEL: POOL},
+             "tolerations": [{"key": TAINT["key"], "operator": "Equal", "value": TAINT["value"], "effect": "NoSchedule"}]}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
 class Pod:
-    """One process of one Deployment."""
+    """One pod's process on this node."""
 
     namespace: str
-    deployment: str
-    index: int
-    generation: int
+    name: str
+    uid: str
+    ip: str
     port: int
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | None
     labels: dict[str, str]
     log: pathlib.Path
+    command: list[str]
+    env: dict[str, str]
+    probe: dict[str, Any] | None
+    started_at: str = field(default_factory=_now)
     ready: bool = False
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def name(self) -> str:
-        return f"{self.deployment}-{self.index}"
+    restarts: int = 0
+    exited_at: float | None = None
+    reported: tuple[Any, ...] = ()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.ip}:{self.port}"
 
 
 class NodeAgent:
-    """Run the operator's Deployments as local processes. ``on_targets(pods)`` is called when the set of ready
-    pods changes (the Prometheus file-SD writer and the traffic shim subscribe)."""
+    """The kubelet of node ``name`` on the control plane behind ``cluster`` (a :class:`~llm_sandbox.cluster.Cluster`).
 
-    def __init__(self, api: Any, workdir: pathlib.Path, python: str, *, interval: float = 0.5, extra_env: dict[str, str] | None = None):
-        self.api = api
+    ``python`` runs the pods' ``python3`` commands (the vLLM environment's); ``extra_env`` is added to every
+    container's environment (thread settings for two cores, say).
+    """
+
+    def __init__(self, cluster: Any, workdir: pathlib.Path, python: str, *, name: str = "local-0", interval: float = 0.5,
+                 extra_env: dict[str, str] | None = None, capacity: dict[str, str] | None = None):
+        self.name = name
         self.workdir = workdir
         self.python = python
         self.interval = interval
         self.extra_env = extra_env or {}
-        self.pods: dict[tuple[str, str, int], Pod] = {}
-        self.listeners: list[Any] = []
+        self.capacity = capacity or {"cpu": "8", "memory": "32Gi", "pods": "16", "ephemeral-storage": "100Gi"}
+        client = kubernetes.config.new_client_from_config(config_file=cluster.plane.node_kubeconfig(name))
+        self.core = kubernetes.client.CoreV1Api(client)
+        self.leases = kubernetes.client.CoordinationV1Api(client)
+        self.pods: dict[str, Pod] = {}  # by uid
+        self._ips = (str(ipaddress.ip_address("127.0.0.10") + i) for i in range(240))
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="node-agent", daemon=True)
+        self._threads = [threading.Thread(target=self._run, name="node-agent", daemon=True),
+                         threading.Thread(target=self._heartbeat, name="node-agent-lease", daemon=True)]
         (workdir / "pods").mkdir(parents=True, exist_ok=True)
 
+    # ------------------------------------------------------------------------------------------ the node
+
+    def _register(self) -> None:
+        labels = {"kubernetes.io/hostname": self.name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+                  "topology.kubernetes.io/zone": "zone-a", POOL_LABEL: POOL}
+        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.name, "labels": labels},
+                "spec": {"taints": [TAINT]}}
+        try:
+            self.core.create_node(node)
+        except kubernetes.client.ApiException as error:
+            if error.status != 409:
+                raise
+        self._post_node_status()
+
+    def _post_node_status(self) -> None:
+        now = _now()
+        conditions = [{"type": t, "status": s, "reason": r, "message": m, "lastHeartbeatTime": now, "lastTransitionTime": now}
+                      for t, s, r, m in (("Ready", "True", "KubeletReady", "the node agent is posting ready status"),
+                                         ("MemoryPressure", "False", "KubeletHasSufficientMemory", "sufficient memory"),
+                                         ("DiskPressure", "False", "KubeletHasNoDiskPressure", "no disk pressure"),
+                                         ("PIDPressure", "False", "KubeletHasSufficientPID", "sufficient PIDs"))]
+        status = {"capacity": self.capacity, "allocatable": self.capacity, "conditions": conditions,
+                  "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": self.name}],
+                  "nodeInfo": {"kubeletVersion": "llmops-node-agent", "architecture": "amd64", "operatingSystem": "linux",
+                               "containerRuntimeVersion": "local-process://1", "kernelVersion": "", "osImage": "", "machineID": "",
+                               "systemUUID": "", "bootID": "", "kubeProxyVersion": ""}}
+        self.core.patch_node_status(self.name, {"status": status})
+
+    def _heartbeat(self) -> None:
+        """Renew the node's Lease every 10 s (the node lifecycle controller's liveness signal) and post the
+        node status every 60 s, as a kubelet does."""
+        last_status = time.monotonic()
+        while not self._stop.wait(10):
+            try:
+                self._renew_lease()
+                if time.monotonic() - last_status > 60:
+                    self._post_node_status()
+                    last_status = time.monotonic()
+            except Exception as error:  # an API server restart, say: the next beat retries
+                print(f"node agent heartbeat: {type(error).__name__}: {error}", flush=True)
+
+    def _renew_lease(self) -> None:
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": "kube-node-lease"},
+                "spec": {"holderIdentity": self.name, "leaseDurationSeconds": 40, "renewTime": now}}
+        try:
+            self.leases.patch_namespaced_lease(self.name, "kube-node-lease", {"spec": body["spec"]})
+        except kubernetes.client.ApiException as error:
+            if error.status != 404:
+                raise
+            self.leases.create_namespaced_lease("kube-node-lease", body)
+
     def start(self) -> NodeAgent:
-        self._thread.start()
+        self._register()
+        self._renew_lease()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(10)
+        for thread in self._threads:
+            thread.join(10)
         with self._lock:
             for pod in list(self.pods.values()):
-                self._kill(pod)
+                self._kill(pod, 10)
             self.pods.clear()
 
     def ready_pods(self) -> list[Pod]:
         with self._lock:
             return [p for p in self.pods.values() if p.ready]
 
-    # ------------------------------------------------------------------------------------------ loop
+    # ------------------------------------------------------------------------------------------ pods
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
                 self._sync()
-            except Exception as error:  # the demo goes on; the next round retries
+            except Exception as error:  # the story goes on; the next round retries
                 print(f"node agent: {type(error).__name__}: {error}", flush=True)
 
     def _sync(self) -> None:
-        deployments = self.api.list("apps/v1", "Deployment", None, "app.kubernetes.io/managed-by=llm-operator")
-        live = set()
-        changed = False
-        for dep in deployments:
-            meta, spec = dep["metadata"], dep["spec"]
-            want = int(spec.get("replicas", 1))
-            for index in range(want):
-                key = (meta["namespace"], meta["name"], index)
-                live.add(key)
+        bound = self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={self.name}").items
+        seen = set()
+        for obj in bound:
+            uid = obj.metadata.uid
+            seen.add(uid)
+            with self._lock:
+                pod = self.pods.get(uid)
+            if obj.metadata.deletion_timestamp is not None:
+                if pod is not None:
+                    self._terminate(pod, obj.spec.termination_grace_period_seconds or 30)
+                self._finalize(obj)
+                continue
+            if pod is None:
+                pod = self._start(obj)
                 with self._lock:
-                    pod = self.pods.get(key)
-                if pod is not None and pod.generation != meta.get("generation") and _template_changed(pod, dep):
-                    self._kill(pod)
-                    pod = None
-                if pod is None:
-                    with self._lock:
-                        self.pods[key] = self._start(dep, index)
-                    changed = True
-            changed |= self._probe(meta["namespace"], meta["name"])
-            self._report(dep)
+                    self.pods[uid] = pod
+            self._probe(pod)
+            self._report(pod)
         with self._lock:
-            gone = [k for k in self.pods if k not in live]
-            for key in gone:
-                self._kill(self.pods.pop(key))
-        if gone or changed:
-            for listener in self.listeners:
-                listener(self.ready_pods())
+            gone = [p for uid, p in self.pods.items() if uid not in seen]
+        for pod in gone:  # deleted without a grace period (force): stop what runs
+            self._terminate(pod, 0)
 
-    def _probe(self, namespace: str, name: str) -> bool:
-        changed = False
-        with self._lock:
-            pods = [p for (ns, n, _), p in self.pods.items() if (ns, n) == (namespace, name)]
-        for pod in pods:
-            ready = pod.process.poll() is None and _healthy(pod.url)
-            if ready != pod.ready:
-                pod.ready, changed = ready, True
-        return changed
-
-    def _report(self, dep: dict[str, Any]) -> None:
-        meta = dep["metadata"]
-        with self._lock:
-            pods = [p for (ns, n, _), p in self.pods.items() if (ns, n) == (meta["namespace"], meta["name"])]
-        replicas = int(dep["spec"].get("replicas", 1))
-        ready = sum(1 for p in pods if p.ready)
-        want = {"observedGeneration": meta.get("generation", 1), "replicas": replicas, "readyReplicas": ready,
-                "availableReplicas": ready, "updatedReplicas": replicas}
-        status = dep.get("status") or {}
-        if any(status.get(k) != v for k, v in want.items()):
-            self.api.patch("apps/v1", "Deployment", meta["namespace"], meta["name"], {"status": want}, status=True)
-
-    # ------------------------------------------------------------------------------------------ processes
-
-    def _env(self, namespace: str, container: dict[str, Any]) -> dict[str, str]:
+    def _container_env(self, namespace: str, container: Any) -> dict[str, str]:
         env: dict[str, str] = {}
-        for item in container.get("env", []):
-            if "value" in item:
-                env[item["name"]] = item["value"]
-            elif "secretKeyRef" in item.get("valueFrom", {}):
-                ref = item["valueFrom"]["secretKeyRef"]
-                secret = self.api.get("v1", "Secret", namespace, ref["name"]) or {}
-                if ref["key"] in (secret.get("data") or {}):
-                    env[item["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
+        for item in container.env or []:
+            if item.value is not None:
+                env[item.name] = item.value
+            elif item.value_from is not None and item.value_from.secret_key_ref is not None:
+                ref = item.value_from.secret_key_ref
+                try:  # the Node authoriser allows it: a pod bound here references the Secret
+                    secret = self.core.read_namespaced_secret(ref.name, namespace)
+                except kubernetes.client.ApiException:
+                    if ref.optional:
+                        continue
+                    raise
+                if ref.key in (secret.data or {}):
+                    env[item.name] = base64.b64decode(secret.data[ref.key]).decode()
         return env
 
-    def _start(self, dep: dict[str, Any], index: int) -> Pod:
-        meta = dep["metadata"]
-        template = dep["spec"]["template"]
-        container = template["spec"]["containers"][0]
-        port = free_port()
-        cache = self.workdir / "cache" / meta["namespace"]
-        env = {k: v.replace(CACHE_IN_POD, str(cache)) for k, v in self._env(meta["namespace"], container).items()}
+    def _start(self, obj: Any) -> Pod:
+        meta, container = obj.metadata, obj.spec.containers[0]
+        port = next((p.container_port for p in container.ports or []), 8000)
+        ip = next(self._ips)
+        cache = self.workdir / "cache" / meta.namespace
+        env = {k: v.replace(CACHE_IN_POD, str(cache)) for k, v in self._container_env(meta.namespace, container).items()}
         env.pop("HOME", None)
-        args = [a.replace(CACHE_IN_POD, str(cache)) for a in container.get("args", [])]
-        args = _set_flag(_set_flag(args, "--host", "127.0.0.1"), "--port", str(port))
-        command = [self.python if c in ("python3", "python") else c for c in container.get("command", [])]
-        log = self.workdir / "pods" / f"{meta['namespace']}_{meta['name']}-{index}.log"
-        process = subprocess.Popen(command + args, env={**os.environ, **env, **self.extra_env}, stdout=open(log, "ab"),
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        labels = dict(template["metadata"].get("labels", {}))
-        return Pod(meta["namespace"], meta["name"], index, meta.get("generation", 1), port, process, labels, log)
+        args = [a.replace(CACHE_IN_POD, str(cache)) for a in container.args or []]
+        args = _set_flag(_set_flag(args, "--host", ip), "--port", str(port))
+        command = [self.python if c in ("python3", "python") else c for c in container.command or []] + args
+        probe = container.readiness_probe.http_get.to_dict() if container.readiness_probe and container.readiness_probe.http_get else None
+        pod = Pod(meta.namespace, meta.name, meta.uid, ip, port, None, dict(meta.labels or {}),
+                  self.workdir / "pods" / f"{meta.namespace}_{meta.name}.log", command, env, probe)
+        self._spawn(pod)
+        return pod
+
+    def _spawn(self, pod: Pod) -> None:
+        with open(pod.log, "ab") as log:
+            pod.process = subprocess.Popen(pod.command, env={**os.environ, **pod.env, **self.extra_env}, stdout=log,
+                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        pod.exited_at = None
+
+    def _probe(self, pod: Pod) -> None:
+        if pod.process is not None and pod.process.poll() is not None:  # the container exited
+            pod.ready = False
+            if pod.exited_at is None:
+                pod.exited_at = time.monotonic()
+            elif time.monotonic() - pod.exited_at > 5:  # restartPolicy Always, after a back-off
+                pod.restarts += 1
+                self._spawn(pod)
+            return
+        if pod.probe is None:
+            pod.ready = True
+            return
+        port = pod.probe.get("port")
+        port = pod.port if isinstance(port, str) else int(port or pod.port)
+        try:
+            with urllib.request.urlopen(f"http://{pod.ip}:{port}{pod.probe.get('path') or '/'}", timeout=1) as response:
+                pod.ready = 200 <= response.status < 400
+        except OSError:
+            pod.ready = False
+
+    def _report(self, pod: Pod) -> None:
+        """Post the pod's status when it changed: Running on its podIP, Ready from the probe, the container's state."""
+        running = pod.process is not None and pod.process.poll() is None
+        key = (running, pod.ready, pod.restarts)
+        if key == pod.reported:
+            return
+        now = _now()
+        ready = "True" if pod.ready else "False"
+        state = ({"running": {"startedAt": pod.started_at}} if running else
+                 {"waiting": {"reason": "CrashLoopBackOff", "message": f"exited with {pod.process.returncode if pod.process else '?'}"}})
+        status = {
+            "phase": "Running", "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}], "podIP": pod.ip, "podIPs": [{"ip": pod.ip}],
+            "startTime": pod.started_at, "qosClass": "Burstable",
+            "conditions": [{"type": t, "status": s, "lastTransitionTime": now} for t, s in
+                           (("PodReadyToStartContainers", "True"), ("Initialized", "True"), ("ContainersReady", ready),
+                            ("Ready", ready), ("PodScheduled", "True"))],
+            "containerStatuses": [{"name": "vllm", "image": "local-process", "imageID": "", "ready": pod.ready, "started": running,
+                                   "restartCount": pod.restarts, "state": state}],
+        }
+        self.core.patch_namespaced_pod_status(pod.name, pod.namespace, {"status": status})
+        pod.reported = key
+
+    def _terminate(self, pod: Pod, grace: float) -> None:
+        self._kill(pod, grace)
+        with self._lock:
+            self.pods.pop(pod.uid, None)
+
+    def _finalize(self, obj: Any) -> None:
+        """The kubelet's last word on a terminating pod: delete it for good (grace 0, this pod's uid only)."""
+        try:
+            self.core.delete_namespaced_pod(obj.metadata.name, obj.metadata.namespace, grace_period_seconds=0,
+                                            body=kubernetes.client.V1DeleteOptions(grace_period_seconds=0,
+                                                                                    preconditions={"uid": obj.metadata.uid}))
+        except kubernetes.client.ApiException as error:
+            if error.status not in (404, 409):
+                raise
 
     @staticmethod
-    def _kill(pod: Pod) -> None:
-        if pod.process.poll() is None:
-            os.killpg(pod.process.pid, signal.SIGTERM)  # vLLM drains; its engine processes share the group
-            try:
-                pod.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(pod.process.pid, signal.SIGKILL)
-                pod.process.wait()
-
-
-def _template_changed(pod: Pod, dep: dict[str, Any]) -> bool:
-    """A new generation that only changed replicas keeps the pods; one that changed the template replaces them."""
-    return dict(dep["spec"]["template"]["metadata"].get("labels", {})) != pod.labels
+    def _kill(pod: Pod, grace: float) -> None:
+        process = pod.process
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)  # vLLM drains; its engine processes share the group
+        try:
+            process.wait(timeout=max(grace, 0.1))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def _set_flag(args: list[str], flag: str, value: str) -> list[str]:
@@ -198,11 +318,3 @@ def _set_flag(args: list[str], flag: str, value: str) -> list[str]:
     else:
         out += [flag, value]
     return out
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False

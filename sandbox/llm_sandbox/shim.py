@@ -1,7 +1,9 @@
 """A traffic shim standing in for the Istio sidecars in front of one LLMDeployment: it reads the
-VirtualService the operator writes, splits requests across the revisions' processes by its weights (and
-mirrors the configured share to the canary, discarding the answers), and exports request metrics under
-Istio's names (``istio_requests_total`` with ``response_code`` and the destination labels,
+VirtualService the operator writes and the EndpointSlices of the Services it routes to, as Envoy gets them from
+istiod, splits requests across the destinations by the route's weights (and mirrors the configured share to the
+mirror destination, discarding the answers), sends each to a ready endpoint of that Service (the pods' own
+addresses, which the node agent serves), and exports request metrics under Istio's names
+(``istio_requests_total`` with ``response_code`` and the destination labels,
 ``istio_request_duration_milliseconds``), which Prometheus scrapes.
 
 It also logs every routing decision with the weights in force when it was made (``decisions``), so a test can
@@ -11,6 +13,7 @@ check that a canary never received more than its step allowed.
 from __future__ import annotations
 
 import collections
+import ipaddress
 import json
 import random
 import threading
@@ -28,15 +31,17 @@ LABEL_DEPLOYMENT = "llmops.dev/deployment"
 LABEL_REVISION = "llmops.dev/revision"
 
 
-class Shim:
-    """Requests to ``url`` go to the revisions of LLMDeployment ``namespace/name`` by its VirtualService."""
 
-    def __init__(self, api: Any, agent: Any, namespace: str, name: str, *, seed: int = 0):
-        self.api, self.agent, self.namespace, self.name = api, agent, namespace, name
+class Shim:
+    """Requests to ``url`` go to LLMDeployment ``namespace/name``'s Services by its VirtualService's primary route."""
+
+    def __init__(self, api: Any, namespace: str, name: str, *, seed: int = 0):
+        self.api, self.namespace, self.name = api, namespace, name
         self.port, self.metrics_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        self.routes: tuple[dict[str, int], dict[str, str], int] = ({}, {}, 0)  # weights by subset, subset -> revision, mirror %
+        #: (weight by destination Service, that Service's revision, its ready endpoints "ip:port", mirror Service, mirror %)
+        self.routes: tuple[dict[str, int], dict[str, str], dict[str, list[str]], str | None, float] = ({}, {}, {}, None, 0.0)
         self.served: collections.Counter[str] = collections.Counter()
         #: (time, revision chosen or None, weight by revision in force then), one per request, in routing order.
         self.decisions: list[tuple[float, str | None, dict[str, int]]] = []
@@ -58,7 +63,8 @@ class Shim:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, payload, revision = shim.forward(self.path, body)
+                headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")}
+                status, payload, revision = shim.forward(self.path, body, headers)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("x-llmops-revision", revision or "")
@@ -81,48 +87,66 @@ class Shim:
 
     def _watch(self) -> None:
         while not self._stop.wait(0.25):
-            vs = self.api.get("networking.istio.io/v1", "VirtualService", self.namespace, self.name)
-            dr = self.api.get("networking.istio.io/v1", "DestinationRule", self.namespace, self.name)
-            if not vs or not dr:
-                continue
-            subsets = {s["name"]: s["labels"][LABEL_REVISION] for s in dr["spec"].get("subsets", [])}
-            primary = next((h for h in vs["spec"]["http"] if h.get("name") == "primary"), vs["spec"]["http"][-1])
-            weights = {r["destination"].get("subset", "stable"): int(r.get("weight", 100)) for r in primary["route"]}
-            mirror = int(primary.get("mirrorPercentage", {}).get("value", 0)) if primary.get("mirror") else 0
-            with self._lock:
-                self.routes = (weights, subsets, mirror)
+            try:
+                self._refresh()
+            except Exception as error:  # the API server restarting, say: keep the last routes
+                print(f"shim: {type(error).__name__}: {error}", flush=True)
 
-    def _pod(self, revision: str) -> Any:
-        pods = [p for p in self.agent.ready_pods() if p.labels.get(LABEL_DEPLOYMENT) == self.name
-                and p.labels.get(LABEL_REVISION) == revision]
-        return self._random.choice(pods) if pods else None
-
-    def forward(self, path: str, body: bytes) -> tuple[int, bytes, str | None]:
+    def _refresh(self) -> None:
+        vs = self.api.get("networking.istio.io/v1", "VirtualService", self.namespace, self.name)
+        if not vs:
+            return
+        primary = next((h for h in vs["spec"]["http"] if h.get("name") == "primary"), vs["spec"]["http"][-1])
+        weights = {_service(r["destination"]["host"]): int(r.get("weight", 100)) for r in primary["route"]}
+        mirror = _service(primary["mirror"]["host"]) if primary.get("mirror") else None
+        mirror_percent = float(primary.get("mirrorPercentage", {}).get("value", 0)) if mirror else 0.0
+        services = set(weights) | ({mirror} if mirror else set())
+        revisions, endpoints = {}, {}
+        for service in services:
+            svc = self.api.get("v1", "Service", self.namespace, service)
+            revisions[service] = ((svc or {}).get("spec", {}).get("selector") or {}).get(LABEL_REVISION, "")
+            endpoints[service] = [f"{address}:{port['port']}"
+                                  for sl in self.api.list("discovery.k8s.io/v1", "EndpointSlice", self.namespace,
+                                                          f"kubernetes.io/service-name={service}")
+                                  for ep in sl.get("endpoints") or [] if (ep.get("conditions") or {}).get("ready")
+                                  for address in ep.get("addresses", []) if _loopback(address)
+                                  for port in sl.get("ports") or [] if port.get("port")]
         with self._lock:
-            weights, subsets, mirror = self.routes
+            self.routes = (weights, revisions, endpoints, mirror, mirror_percent)
+
+    def forward(self, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes, str | None]:
+        with self._lock:
+            weights, revisions, endpoints, mirror, mirror_percent = self.routes
             roll = self._random.uniform(0, 100)
-            mirrored = self._random.uniform(0, 100) < mirror
-            subset, acc = "stable", 0
+            mirrored = mirror is not None and self._random.uniform(0, 100) < mirror_percent
+            service, acc = None, 0
             for name, weight in sorted(weights.items()):
                 acc += weight
                 if roll < acc:
-                    subset = name
+                    service = name
                     break
-            revision = subsets.get(subset)
-            by_revision = {subsets[name]: weight for name, weight in weights.items() if name in subsets}
-            self.decisions.append((time.time(), revision, by_revision))
-        if mirrored and subsets.get("canary"):
-            threading.Thread(target=self._send, args=(subsets["canary"], path, body), daemon=True).start()
-        status, payload = self._send(revision, path, body) if revision else (503, b'{"error": "no route yet"}')
+            revision = revisions.get(service) if service else None
+            by_revision: dict[str, int] = collections.Counter()
+            for name, weight in weights.items():
+                by_revision[revisions.get(name, "")] += weight
+            self.decisions.append((time.time(), revision, dict(by_revision)))
+            target = self._random.choice(endpoints[service]) if service and endpoints.get(service) else None
+            shadow = self._random.choice(endpoints[mirror]) if mirrored and endpoints.get(mirror) else None
+        if shadow:
+            threading.Thread(target=self._send, args=(shadow, revisions.get(mirror), path, body, headers), daemon=True).start()
+        if service is None:
+            return 503, b'{"error": "no route yet"}', None
+        status, payload = self._send(target, revision, path, body, headers)
         return status, payload, revision
 
-    def _send(self, revision: str, path: str, body: bytes) -> tuple[int, bytes]:
-        pod = self._pod(revision)
+    def _send(self, endpoint: str | None, revision: str | None, path: str, body: bytes,
+              headers: dict[str, str] | None) -> tuple[int, bytes]:
         started = time.monotonic()
-        if pod is None:
+        if endpoint is None:
             status, payload = 503, json.dumps({"error": f"no ready endpoint of revision {revision}"}).encode()
         else:
-            request = urllib.request.Request(pod.url + path, data=body, headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(f"http://{endpoint}{path}", data=body,
+                                             headers={"Content-Type": "application/json", **(headers or {})})
             try:
                 with urllib.request.urlopen(request, timeout=120) as response:
                     status, payload = response.status, response.read()
@@ -130,12 +154,25 @@ class Shim:
                 status, payload = error.code, error.read()
             except OSError as error:
                 status, payload = 503, json.dumps({"error": str(error)}).encode()
-        labels = ("destination", self.namespace, self.name, revision, str(status))
+        labels = ("destination", self.namespace, self.name, revision or "unknown", str(status))
         self.requests.labels(*labels).inc()
         self.duration.labels(*labels).observe((time.monotonic() - started) * 1000)
         with self._lock:
-            self.served[revision] += 1
+            self.served[revision or "unknown"] += 1
         return status, payload
+
+
+def _loopback(address: str) -> bool:
+    """Only the node agent's pods (127.0.0.x) are ever sent traffic; kwok's simulated pod IPs never are."""
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _service(host: str) -> str:
+    """The Service name of a mesh host (``name.namespace.svc.cluster.local`` or a short name)."""
+    return host.split(".", 1)[0]
 
 
 class Load:

@@ -1,6 +1,7 @@
-"""The whole story on one machine: a real MLflow registry, real vLLM servers (the CPU build, started by the
-runtime entrypoint through the node agent), a traffic shim in place of Istio's sidecars, a real Prometheus,
-and the operator promoting a healthy model version and aborting a regression.
+"""The whole story on one machine: the real control plane, a real MLflow registry, real vLLM servers (the CPU
+build, started by the runtime entrypoint in the pods the scheduler binds to the node agent's Node), a traffic shim
+in place of Istio's sidecars, a real Prometheus discovering the pods through the API server, and the operator
+(under its own ServiceAccount) promoting a healthy model version and aborting a regression.
 
 Used by the demo (with a live view) and by ``tests/e2e/test_story.py`` (without). Analysis intervals are
 shortened through the LLMDeployment's own fields (``analysis.interval``, step durations), not code paths.
@@ -18,13 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cluster import ROOT, LocalApi, Operator, crd_files, wait_for
-from .metrics import Prometheus, free_port
-from .nodeagent import NodeAgent
+import yaml
+
+from .cluster import ROOT, Cluster, Operator, start_cluster
+from .metrics import Prometheus, free_port, pod_monitor_scrape_config
+from .nodeagent import PLACEMENT, NodeAgent
 from .registry import MlflowServer, register_version
 from .shim import Load, Shim
 
-NAMESPACE, NAME, MODEL = "default", "assistant", "assistant"
+NAMESPACE, NAME, MODEL = "llm-serving", "assistant", "assistant"
 LLMD = ("llmops.dev/v1alpha1", "LLMDeployment")
 LLMRO = ("llmops.dev/v1alpha1", "LLMRollout")
 
@@ -36,7 +39,7 @@ SPEC: dict[str, Any] = {
         "model": {"mlflow": {"name": MODEL, "alias": "champion", "secretRef": {"name": "mlflow-credentials"},
                              "promoteAlias": "production"}, "servedModelName": "assistant"},
         "runtime": {"maxModelLen": 256, "gpuMemoryUtilization": 0.2, "dtype": "float32", "startupTimeoutSeconds": 600},
-        "resources": {"gpus": 0, "cpu": "1", "memory": "4Gi"},
+        "resources": {"gpus": 0, "cpu": "1", "memory": "4Gi", **PLACEMENT},  # on the node agent's Node
         "replicas": 1,
         "slo": {"availability": 99.0, "latencyP99Seconds": 1.0, "timeToFirstTokenP95Seconds": 1.0},
         "rollout": {
@@ -61,7 +64,8 @@ class Story:
     workdir: pathlib.Path
     vllm_python: str
     say: Callable[[str], None] = print
-    api: Any = None
+    api: Cluster | None = None
+    owns_cluster: bool = True
     mlflow: Any = None
     prometheus: Any = None
     operator: Any = None
@@ -94,17 +98,20 @@ class Story:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.note("generating three tiny models (v1, v2 healthy; v3 a 16-layer regression)")
         self.model_dirs = self.models()
-        for part in ("api", "mlflow", "prometheus", "node"):
+        for part in ("mlflow", "prometheus", "node"):
             (self.workdir / part).mkdir(exist_ok=True)
-        self.api = LocalApi(self.workdir / "api")
-        for path in crd_files():
-            self.api.apply_file(path)
+        if self.api is None:
+            self.note("starting the control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)")
+            self.api = start_cluster(self.workdir / "cluster")
+        else:
+            self.owns_cluster = False
+        self.api.namespace(NAMESPACE)
         self.mlflow = MlflowServer(self.workdir / "mlflow").start()
-        self.prometheus = Prometheus(self.workdir / "prometheus").start()
+        self.prometheus = Prometheus(self.workdir / "prometheus", scrape_configs=[self._pod_monitor()]).start()
         self.api.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mlflow-credentials", "namespace": NAMESPACE},
                          "stringData": {"MLFLOW_TRACKING_URI": self.mlflow.url}}, NAMESPACE)
         metrics_port = free_port()
-        self.operator = Operator(self.api.kubeconfig, self.workdir / "operator.log", resync_seconds=2.0, verbose=False,
+        self.operator = Operator(self.api.operator_kubeconfig(), self.workdir / "operator.log", resync_seconds=2.0, verbose=False,
                                  env={"LLMOPS_PROMETHEUS_URL": self.prometheus.url, "LLMOPS_REGISTRY_POLL_SECONDS": "2",
                                       "LLMOPS_METRICS_PORT": str(metrics_port)}).start()
         self.operator_metrics = f"127.0.0.1:{metrics_port}"
@@ -113,19 +120,31 @@ class Story:
                                           # several servers share two cores here: no pinning (vLLM's "auto"
                                           # pinned a second server onto the first one's busy core)
                                           "VLLM_CPU_OMP_THREADS_BIND": "nobind"}).start()
-        self.shim = Shim(self.api, self.agent, NAMESPACE, NAME).start()
-        self.agent.listeners.append(self._targets)
-        self._targets([])
-        self.note(f"local API {self.api.url}, MLflow {self.mlflow.url}, Prometheus {self.prometheus.url}, shim {self.shim.url}")
+        self.shim = Shim(self.api, NAMESPACE, NAME).start()
+        # Pods are found through the API server (the PodMonitor); the shim and the operator are not pods here.
+        self.prometheus.set_targets({f"127.0.0.1:{self.shim.metrics_port}": {"job_role": "istio-shim"},
+                                     self.operator_metrics: {"job_role": "operator"}})
+        self.note(f"API server {self.api.url}, MLflow {self.mlflow.url}, Prometheus {self.prometheus.url}, shim {self.shim.url}")
         return self
 
-    def _targets(self, pods: list[Any]) -> None:
-        targets = {f"127.0.0.1:{p.port}": {"namespace": p.namespace, "pod": p.name,
-                                            "llmops_dev_deployment": p.labels.get("llmops.dev/deployment", ""),
-                                            "llmops_dev_revision": p.labels.get("llmops.dev/revision", "")} for p in pods}
-        targets[f"127.0.0.1:{self.shim.metrics_port}"] = {"job_role": "istio-shim"}
-        targets[self.operator_metrics] = {"job_role": "operator"}
-        self.prometheus.set_targets(targets)
+    def _pod_monitor(self) -> dict[str, Any]:
+        """The shipped PodMonitor as Prometheus's scrape configuration, discovering pods through the API server
+        with a `prometheus` ServiceAccount's token (get/list/watch pods), limited to the node agent's pods."""
+        assert self.api is not None
+        ns = "monitoring"
+        self.api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        self.api.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "prometheus", "namespace": ns}})
+        self.api.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "prometheus"},
+                        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]})
+        self.api.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "prometheus"},
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "prometheus"},
+                        "subjects": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": ns}]})
+        kubeconfig = yaml.safe_load(pathlib.Path(self.api.plane.token_kubeconfig(ns, "prometheus")).read_text())
+        token = self.workdir / "prometheus" / "token"
+        token.write_text(kubeconfig["users"][0]["user"]["token"])
+        monitor = yaml.safe_load((ROOT / "manifests" / "monitoring" / "podmonitor.yaml").read_text())
+        return pod_monitor_scrape_config(monitor, api_server=self.api.url, ca_file=str(self.api.plane.pki.ca_path),
+                                         token_file=str(token), node="local-0")
 
     def stop(self) -> None:
         for part in (self.load, self.shim, self.agent, self.operator, self.prometheus, self.mlflow):
@@ -134,8 +153,8 @@ class Story:
                     part.stop()
                 except Exception:
                     pass
-        if self.api is not None:
-            self.api.close()
+        if self.api is not None and self.owns_cluster:
+            self.api.plane.stop()
 
     # ------------------------------------------------------------------------------------------ queries
 

@@ -1,11 +1,12 @@
 import itertools
 import os
 import pathlib
+import re
 
 import pytest
 import yaml
 
-from llm_sandbox.cluster import ROOT, LocalApi, Operator, crd_files
+from llm_sandbox.cluster import ROOT, Operator, start_cluster
 from llm_sandbox.metrics import Prometheus, free_port
 from llm_sandbox.registry import MlflowServer, seed_sample_models
 
@@ -14,12 +15,11 @@ _namespaces = itertools.count(1)
 
 @pytest.fixture(scope="session")
 def api(tmp_path_factory):
-    """The local API endpoint, with this project's CRDs applied the way a user installs them."""
-    api = LocalApi(tmp_path_factory.mktemp("api"))
-    for path in crd_files():
-        api.apply_file(path)
-    yield api
-    api.close()
+    """The real control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok GPU nodes), with
+    the upstream CRDs and the operator's install from manifests/ applied; the tests act as its admin."""
+    cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
+    yield cluster
+    cluster.plane.stop()
 
 
 @pytest.fixture(scope="session")
@@ -64,8 +64,9 @@ def mlflow_secret(namespace: str, url: str, name: str = "mlflow-credentials") ->
 
 @pytest.fixture(scope="session")
 def operator(api, prometheus, mlflow, tmp_path_factory):
+    """The operator process under the ServiceAccount and ClusterRole manifests/ ships (a TokenRequest token)."""
     port = free_port()
-    op = Operator(api.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log",
+    op = Operator(api.operator_kubeconfig(), tmp_path_factory.mktemp("operator") / "operator.log",
                   env={"LLMOPS_PROMETHEUS_URL": prometheus.url, "LLMOPS_METRICS_PORT": str(port),
                        "MLFLOW_TRACKING_URI": mlflow.url, "LLMOPS_REGISTRY_POLL_SECONDS": "1"}).start()
     op.metrics_url = f"http://127.0.0.1:{port}/metrics"
@@ -84,9 +85,10 @@ def vllm_python():
 
 
 @pytest.fixture
-def namespace(request) -> str:
-    """A fresh namespace name per test (the local API needs no Namespace object)."""
-    return f"t{next(_namespaces)}-{request.node.name[:40].lower().replace('_', '-').strip('-')}"
+def namespace(api, request) -> str:
+    """A fresh serving namespace per test, with the Pod Security Standard `restricted` enforced."""
+    name = re.sub(r"[^a-z0-9-]+", "-", f"t{next(_namespaces)}-{request.node.name[:40].lower().replace('_', '-')}").strip("-")
+    return api.namespace(name)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -96,6 +98,9 @@ def pytest_runtest_makereport(item, call):
     op = item.funcargs.get("operator") if hasattr(item, "funcargs") else None
     if report.when == "call" and report.failed and op is not None:
         report.sections.append(("operator log", op.log_tail()))
+    api = item.funcargs.get("api") if hasattr(item, "funcargs") else None
+    if report.when == "call" and report.failed and api is not None and hasattr(api, "plane"):
+        report.sections.append(("control plane logs", api.plane.logs(10)))
 
 
 def sample(name: str) -> dict:

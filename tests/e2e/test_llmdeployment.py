@@ -1,9 +1,12 @@
-"""The operator process against the local API endpoint: samples in, valid children and status out."""
+"""The operator process on the real control plane: samples in, valid children, scheduled pods and status out."""
+
+import copy
 
 import pytest
 
 from tests.e2e.conftest import mlflow_secret, sample
-from llm_sandbox.cluster import wait_for
+from llm_sandbox.cluster import OPERATOR_USER, wait_for
+from llm_sandbox.controlplane import HELD_RESOURCES
 from tests.schemas import validate
 
 pytestmark = pytest.mark.e2e
@@ -37,10 +40,13 @@ def _condition(obj, type_):
     return next(c for c in obj["status"]["conditions"] if c["type"] == type_)
 
 
-def _mark_ready(api, namespace, name, ready):
-    dep = api.get("apps/v1", "Deployment", namespace, name)
-    api.patch("apps/v1", "Deployment", namespace, name, {"status": {
-        "observedGeneration": dep["metadata"]["generation"], "replicas": dep["spec"]["replicas"], "readyReplicas": ready}}, status=True)
+def _held(doc):
+    """``doc`` with its pods on the held node, whose readiness the test reports (as their kubelet would)."""
+    doc = copy.deepcopy(doc)
+    resources = doc["spec"]["resources"]
+    resources["nodeSelector"] = {**resources.get("nodeSelector", {}), **HELD_RESOURCES["nodeSelector"]}
+    resources["tolerations"] = resources.get("tolerations", []) + HELD_RESOURCES["tolerations"]
+    return doc
 
 
 def _settle(api, operator, namespace, name, passes=3):
@@ -49,9 +55,9 @@ def _settle(api, operator, namespace, name, passes=3):
     path = f"/llmdeployments/{name}"
     begin = len(api.requests())
     wait_for(lambda: api.operator_reads_of(path, begin) >= 1, timeout=20, what="the next pass")
-    start = next(i for i in range(begin, len(api.requests()))
-                 if api.requests()[i].path.endswith(path) and api.requests()[i].method == "GET"
-                 and api.requests()[i].user_agent != "llmops-sandbox-client")
+    requests = api.requests()
+    start = next(i for i in range(begin, len(requests))
+                 if requests[i].path.endswith(path) and requests[i].verb == "get" and requests[i].user == OPERATOR_USER)
     wait_for(lambda: api.operator_reads_of(path, start) >= passes, timeout=20, what=f"{passes} reconcile passes")
     return api.operator_writes(start)
 
@@ -91,16 +97,28 @@ def test_sample_becomes_valid_owned_children(api, operator, namespace, name, mlf
     assert [r["weight"] for r in vs["spec"]["http"][0]["route"]] == [100, 0]
     (dr,) = children["DestinationRule"]
     assert {s["name"]: s["labels"]["llmops.dev/revision"] for s in dr["spec"]["subsets"]} == {"stable": revision, "canary": revision}
-    assert _condition(obj, "Ready")["reason"] == "ReplicasNotReady"
     assert obj["status"]["endpoint"] == f"http://{doc['metadata']['name']}.{namespace}.svc.cluster.local:8000/v1"
+    # The real scheduler placed the pods by their GPU requests, node selector and tolerations, PodSecurity
+    # (restricted) admitted them, kwok's kubelets report them ready, and the Deployment controller counts them.
+    replicas = deployment["spec"]["replicas"]
+    pods = wait_for(lambda: (p := api.pods_of(namespace, deployment["metadata"]["name"])) and len(p) == replicas
+                    and all(x["spec"].get("nodeName") for x in p) and p, 60, "pods bound") if replicas else []
+    gpus = doc["spec"]["resources"].get("gpus", 1)
+    for pod in pods:
+        node = api.get("v1", "Node", None, pod["spec"]["nodeName"])
+        assert int(node["status"]["capacity"].get("nvidia.com/gpu", "0")) >= gpus
+        for key, value in doc["spec"]["resources"].get("nodeSelector", {}).items():
+            assert node["metadata"]["labels"][key] == value
+    if replicas:
+        obj = wait_for(lambda: (o := _llmd(api, namespace, doc["metadata"]["name"])) and _condition(o, "Ready")["status"] == "True" and o,
+                       60, "Ready=True from the pods' readiness")
+        assert obj["status"]["readyReplicas"] == replicas
 
 
 def test_ready_pods_make_the_deployment_ready_and_idle_passes_write_nothing(api, operator, namespace):
     doc = sample("llmdeployment-minimal")
     api.create(doc, namespace)
     obj = wait_for(lambda: _reconciled(api, namespace, "qwen-small"), what="first reconcile")
-    deployment = f"qwen-small-{obj['status']['stableRevision']}"
-    _mark_ready(api, namespace, deployment, 1)
     obj = wait_for(lambda: (o := _llmd(api, namespace, "qwen-small")) and _condition(o, "Ready")["status"] == "True" and o,
                    what="Ready=True")
     assert (obj["status"]["replicas"], obj["status"]["readyReplicas"]) == (1, 1)
@@ -118,8 +136,8 @@ def test_invalid_spec_is_degraded_with_no_children_and_no_hot_loop(api, operator
     doc = sample("llmdeployment-multigpu")
     doc["spec"]["runtime"]["tensorParallelSize"] = 3
     doc["spec"]["runtime"]["maxModelLen"] = 0
-    with api.validation_disabled():
-        api.create(doc, namespace)
+    with api.without_crd_rules("llmdeployments.llmops.dev"):
+        wait_for(lambda: api.create(doc, namespace), 30, "the CRD without its rules to take effect", interval=0.2)
     obj = wait_for(lambda: _reconciled(api, namespace, "llama-70b"), what="status")
     degraded = _condition(obj, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
@@ -179,10 +197,10 @@ def test_dropped_field_is_removed_from_the_child(api, operator, namespace):
 
 
 def test_a_new_model_in_the_spec_rolls_out_through_an_llmrollout(api, operator, namespace):
-    api.create(sample("llmdeployment-minimal"), namespace)
+    api.create(_held(sample("llmdeployment-minimal")), namespace)
     obj = wait_for(lambda: _reconciled(api, namespace, "qwen-small"), what="first reconcile")
     old = obj["status"]["stableRevision"]
-    _mark_ready(api, namespace, f"qwen-small-{old}", 1)
+    api.set_pods_ready(namespace, f"qwen-small-{old}", 1)
     api.patch(*LLMD, namespace, "qwen-small", {"spec": {"model": {"uri": "hf://Qwen/Qwen2.5-3B-Instruct"},
                                                         "rollout": {"scaleDownDelaySeconds": 0}}})
     obj = wait_for(lambda: (o := _reconciled(api, namespace, "qwen-small", 2)) and o["status"].get("canaryRevision") and o,
@@ -198,7 +216,7 @@ def test_a_new_model_in_the_spec_rolls_out_through_an_llmrollout(api, operator, 
     assert [s["labels"]["llmops.dev/revision"] for s in dr["spec"]["subsets"]] == [old, new]
     vs = api.get("networking.istio.io/v1", "VirtualService", namespace, "qwen-small")
     assert [r["weight"] for r in vs["spec"]["http"][0]["route"]] == [100, 0]  # nothing before the pods are ready
-    _mark_ready(api, namespace, f"qwen-small-{new}", 1)
+    api.set_pods_ready(namespace, f"qwen-small-{new}", 1)
     wait_for(lambda: api.get("apps/v1", "Deployment", namespace, f"qwen-small-{old}") is None, what="old revision removed")
     obj = _llmd(api, namespace, "qwen-small")
     assert obj["status"]["stableRevision"] == new and "canaryRevision" not in obj["status"]
@@ -217,8 +235,7 @@ def test_deleting_the_llmdeployment_collects_its_children(api, operator, namespa
 def test_restarted_operator_resumes_without_writing(api, operator, namespace, mlflow, support_assistant):
     api.create(mlflow_secret(namespace, mlflow.url), namespace)
     api.create(sample("llmdeployment-mlflow"), namespace)
-    obj = wait_for(lambda: _reconciled(api, namespace, "support-assistant"), what="first reconcile")
-    _mark_ready(api, namespace, f"support-assistant-{obj['status']['stableRevision']}", 3)
+    wait_for(lambda: _reconciled(api, namespace, "support-assistant"), what="first reconcile")
     wait_for(lambda: _condition(_llmd(api, namespace, "support-assistant"), "Ready")["status"] == "True", what="ready")
     operator.stop()
     start = len(api.requests())

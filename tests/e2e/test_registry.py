@@ -29,10 +29,10 @@ def _condition(obj, type_):
 
 
 def _ready(api, namespace, revision, n=1):
+    """Until the revision's Deployment has ``n`` ready pods (scheduled onto GPU nodes, reported ready by kwok)."""
     name = f"chat-{revision}"
-    dep = wait_for(lambda: api.get("apps/v1", "Deployment", namespace, name), what=f"Deployment {name}")
-    api.patch("apps/v1", "Deployment", namespace, name, {"status": {
-        "observedGeneration": dep["metadata"]["generation"], "replicas": n, "readyReplicas": n}}, status=True)
+    wait_for(lambda: ((api.get("apps/v1", "Deployment", namespace, name) or {}).get("status") or {}).get("readyReplicas", 0) >= n,
+             60, f"Deployment {name} ready")
 
 
 def _serving(api, namespace):

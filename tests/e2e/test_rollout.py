@@ -1,12 +1,12 @@
-"""LLMRollouts end to end: the operator process, the local API, a real Prometheus scraping per-revision
-vLLM metric endpoints whose error ratio and latency each test sets."""
+"""LLMRollouts end to end: the operator process on the real control plane (the revisions' pods scheduled onto kwok
+CPU nodes and reported ready there), a real Prometheus scraping per-revision vLLM metric endpoints whose error ratio
+and latency each test sets."""
 
 import copy
 
 import pytest
 
 from llm_sandbox.cluster import wait_for
-from llm_sandbox.kubelet import FakeKubelet
 from llm_sandbox.metrics import FakeVllm, Prometheus
 from tests.e2e.conftest import sample
 
@@ -31,8 +31,7 @@ class Scenario:
         doc["spec"]["rollout"] = {"steps": steps, "analysis": {**FAST, **(analysis or {})}, "scaleDownDelaySeconds": 0,
                                   "abortScaleDownDelaySeconds": 3}
         api.create(doc, namespace)
-        self.kubelet = FakeKubelet(api.client, load_seconds=0.5, interval=0.2, namespace=namespace).start()
-        status = wait_for(lambda: self.status().get("readyReplicas") == 2 and self.status(), 30, "stable ready")
+        status = wait_for(lambda: self.status().get("readyReplicas") == 2 and self.status(), 60, "stable ready")
         self.stable = status["stableRevision"]
         self.serve(self.stable, FakeVllm(rate=40, error_ratio=0.0, latency=0.4, seed=1))
 
@@ -80,7 +79,6 @@ class Scenario:
         return [e for e in self.api.list("v1", "Event", self.namespace) if e["reason"] == reason]
 
     def close(self):
-        self.kubelet.stop()
         for exporter in self.exporters:
             exporter.stop()
 
