@@ -439,6 +439,13 @@ class RevisionStatus(_Model):
     ready_replicas: int = 0
 
 
+class DrainingRevision(_Model):
+    """A revision whose traffic went back to stable after its LLMRollout was deleted in flight: its pods stay while the proxies converge on the stable-only routes."""
+
+    revision: str
+    scale_down_at: str = Field(description="When its Deployment is deleted (RFC 3339): abortScaleDownDelaySeconds after the routes went back.")
+
+
 class LLMDeploymentSpec(_Model):
     """Desired state of an LLMDeployment."""
 
@@ -476,6 +483,7 @@ class LLMDeploymentStatus(_Model):
     previous_scale_down_at: str | None = None
     rollout: str | None = Field(None, description="The LLMRollout in progress, if any.")
     revisions: list[RevisionStatus] = Field(default_factory=list)
+    draining: list[DrainingRevision] = Field(default_factory=list, description="Revisions kept until their scale-down time after their LLMRollout was deleted in flight.")
     replicas: int | None = None
     ready_replicas: int | None = None
     endpoint: str | None = None

@@ -174,7 +174,8 @@ class Active:
 def resolve(spec: LLMDeploymentSpec, rollouts: list[Mapping[str, Any]]) -> tuple[Active | None, list[tuple[Mapping[str, Any], InvalidSpec]]]:
     """The active rollout (or None) and the rollouts that are invalid (reported on their own status)."""
     invalid = []
-    for rollout in sorted((r for r in rollouts if wants_pass(r)), key=_created, reverse=True):
+    live = (r for r in rollouts if wants_pass(r) and not r["metadata"].get("deletionTimestamp"))  # one being deleted is gone
+    for rollout in sorted(live, key=_created, reverse=True):
         try:
             rollout_spec = parse_llmrollout(rollout)
             target_spec, target_model = target_of(spec, rollout_spec)

@@ -417,6 +417,14 @@ def plan_llmdeployment(
     status_rollout = active.body["metadata"]["name"] if active is not None else None
     if canary is not None and previous == canary.id:
         previous = previous_at = None  # the spec went back to the previous revision: it is the canary now
+    draining = _draining(old_status, observed, stable_id, canary.id if canary else None, drain,
+                         spec.rollout.abort_scale_down_delay_seconds, now_dt)
+    for item in draining:
+        drain[item["revision"]] = (_ts_parse(item["scaleDownAt"]) - now_dt).total_seconds()
+    if old_status.get("canaryRevision") in {item["revision"] for item in draining} - {d["revision"] for d in old_status.get("draining", [])}:
+        events.append(Event("Warning", "RolloutDeleted",
+                            f"LLMRollout {old_status.get('rollout')} was deleted in flight: all traffic on {stable_id}; "
+                            f"revision {old_status['canaryRevision']}'s pods go at {draining[-1]['scaleDownAt']}"))
     if canary is None:
         routes = b.Routes()  # no canary Deployment: nothing but stable may carry traffic
     if ref is not None and registry is not None and registry.problem is None:
@@ -526,7 +534,7 @@ def plan_llmdeployment(
         nonlocal conditions
         conditions = cond.set_condition(conditions, type_, status, reason, message, now=now, generation=generation)
 
-    pending, behind = _spec_not_served(spec_rev.id, stable_id, canary.id if canary else None, rollouts, actions) \
+    pending, behind = _spec_not_served(spec_rev.id, stable_id, canary.id if canary else None, rollouts, actions, old_status) \
         if _names_revision(spec, registry) else (None, None)
     if want == 0 and canary is None:
         setc(cond.READY, "True", "ScaledToZero", "scaled to zero replicas")
@@ -570,6 +578,7 @@ def plan_llmdeployment(
         "previousScaleDownAt": previous_at,
         "rollout": status_rollout if canary else None,
         "revisions": revisions,
+        "draining": draining or None,
         "replicas": replicas,
         "readyReplicas": ready,
         "endpoint": b.endpoint(name, namespace, spec),
@@ -610,19 +619,39 @@ def _registry_model(spec: LLMDeploymentSpec, old_status: Mapping[str, Any], regi
     return None
 
 
+def _draining(old_status: Mapping[str, Any], observed: Observed, stable_id: str, canary_id: str | None,
+              drain: Mapping[str, float], delay: float, now: datetime.datetime) -> list[dict[str, Any]]:
+    """Revisions kept after their LLMRollout was deleted in flight, as for an abort: the routes go back to stable in
+    the pass that sees the rollout gone, the pods stay ``delay`` seconds (``abortScaleDownDelaySeconds``: the rollout
+    that said otherwise is gone) while the proxies converge, and then go (Argo Rollouts keeps such a deadline as the
+    ``scale-down-deadline`` annotation of the ReplicaSet; here it is ``status.draining``).
+
+    The canary the last pass recorded (``status.canaryRevision``) is orphaned when its Deployment is still there and
+    nothing carries it any more: not stable, not the active rollout's canary, not draining after an abort. Returns
+    the entries still to wait for (``{"revision", "scaleDownAt"}``, RFC 3339), the new one included."""
+    items = [dict(d) for d in old_status.get("draining", []) if d.get("revision") in observed.deployments]
+    orphan = old_status.get("canaryRevision")
+    carried = {stable_id, canary_id, *drain, *(d["revision"] for d in items)}
+    if orphan and orphan in observed.deployments and orphan not in carried:
+        items.append({"revision": orphan, "scaleDownAt": _iso(now + datetime.timedelta(seconds=delay))})
+    return [d for d in items if _ts_parse(d["scaleDownAt"]) > now and d["revision"] not in (stable_id, canary_id)]
+
+
 def _spec_not_served(spec_id: str, stable_id: str, canary_id: str | None, rollouts: list[Mapping[str, Any]],
-                     actions: list[Any]) -> tuple[str | None, tuple[str, str] | None]:
+                     actions: list[Any], old_status: Mapping[str, Any]) -> tuple[str | None, tuple[str, str] | None]:
     """When the spec's revision is neither stable nor the canary: (a message when a rollout to it is about to start
     or waits for its quality gate, None), else (None, (reason, message)) when the last rollout to it ended without
-    promotion: reason ``RolloutAborted`` or ``RolloutFailed`` (after Argo Rollouts' ``RolloutAborted``), the message
-    naming the revision that serves. (None, None) when the spec's revision serves or no rollout was made for it."""
+    promotion: reason ``RolloutAborted`` or ``RolloutFailed`` (after Argo Rollouts' ``RolloutAborted``), or
+    ``RolloutDeleted`` when it was deleted in flight, the message naming the revision that serves. (None, None)
+    when the spec's revision serves or no rollout was made for it."""
     if spec_id in (stable_id, canary_id):
         return None, None
     after = {a.body["metadata"]["name"]: a.status for a in actions if isinstance(a, WriteStatus)}  # this pass's word
     created = [a.obj["metadata"]["name"] for a in actions if isinstance(a, Create)]
     if created:
         return f"LLMRollout {created[0]} created for revision {spec_id}; revision {stable_id} serves meanwhile", None
-    toward = [(r, after.get(r["metadata"]["name"], r.get("status") or {})) for r in rollouts]
+    toward = [(r, after.get(r["metadata"]["name"], r.get("status") or {})) for r in rollouts
+              if not r["metadata"].get("deletionTimestamp")]
     toward = [(r, st) for r, st in toward if st.get("toRevision") == spec_id or (p.is_auto(r) and p.revision_of(r) == spec_id)]
     waiting = [(r, st) for r, st in toward if st.get("phase") not in TERMINAL]
     if waiting:
@@ -631,6 +660,13 @@ def _spec_not_served(spec_id: str, stable_id: str, canary_id: str | None, rollou
                 f"revision {stable_id} serves meanwhile"), None
     ended = [(r, st) for r, st in toward if st.get("phase") in ("Aborted", "Failed")]
     if not ended:
+        degraded = cond.get_condition(old_status.get("conditions", []), cond.DEGRADED) or {}
+        if degraded.get("reason") == "RolloutDeleted" and not toward:  # still so: nothing rolls the spec out
+            return None, ("RolloutDeleted", degraded.get("message") or "")
+        if old_status.get("canaryRevision") == spec_id and not toward:
+            return None, ("RolloutDeleted", f"revision {stable_id} serves, not the spec's revision {spec_id}: LLMRollout "
+                                            f"{old_status.get('rollout')} was deleted before it promoted {spec_id}; change the spec "
+                                            f"to roll out again")
         return None, None
     r, st = p.newest(ended)
     why = (cond.get_condition(st.get("conditions", []), cond.DEGRADED) or {}).get("reason") or st["phase"]

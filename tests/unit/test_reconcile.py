@@ -738,3 +738,53 @@ def test_a_failed_rollout_leaves_the_deployment_degraded(samples):
     cluster.edit_spec(model={"uri": "hf://Qwen/Qwen2.5-1.5B-Instruct"})  # back to what serves
     cluster.reconcile("2026-11-21T10:13:00Z")
     assert _conditions(cluster)["Degraded"][:2] == ("False", "AsExpected")
+
+
+# ------------------------------------------------------------------ deleting an in-flight LLMRollout (issue 13, item 12)
+
+
+@pytest.mark.parametrize("how", ["deleted", "being deleted"])
+def test_deleting_an_in_flight_rollout_routes_back_then_waits_then_scales_down(samples, how):
+    """As for an abort: routes to stable first, the canary's pods kept for abortScaleDownDelaySeconds while the
+    proxies converge (deleting them in the same pass as the weight change gives 503s), then deleted."""
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}], "abortScaleDownDelaySeconds": 30}
+    cluster = Cluster(doc)
+    cluster.reconcile(T0)
+    _all_ready(cluster)
+    a = cluster.body["status"]["stableRevision"]
+    cluster.edit_spec(model={"uri": "hf://org/model-b"})
+    cluster.reconcile(T1)
+    cluster.reconcile(T1)
+    _all_ready(cluster)
+    cluster.reconcile(T1)
+    (name,) = _rollouts(cluster)
+    canary = f"qwen-small-{cluster.body['status']['canaryRevision']}"
+    assert b.routes_of(cluster.child("VirtualService")) == b.Routes(50, 50, 0)
+    key = ("llmops.dev/v1alpha1", "LLMRollout", "default", name)
+    if how == "deleted":
+        del cluster.kube.objects[key]
+    else:  # a finalizer someone else put on it holds the object
+        cluster.kube.objects[key]["metadata"]["deletionTimestamp"] = T2
+
+    plan, writes = cluster.reconcile(T2)
+    assert ("apply", "VirtualService", "qwen-small") in writes and not [w for w in writes if w[0] == "delete"]
+    assert b.routes_of(cluster.child("VirtualService")) == b.Routes(100, 0, 0)
+    assert canary in cluster.deployments()
+    status = cluster.body["status"]
+    assert status["draining"] == [{"revision": canary.rsplit("-", 1)[1], "scaleDownAt": "2026-11-21T10:02:30Z"}]
+    assert "canaryRevision" not in status and status["stableRevision"] == a
+    assert plan.requeue_after == 30
+    assert ("Warning", "RolloutDeleted") in [(e.type, e.reason) for e in plan.events]
+    degraded = _conditions(cluster)["Degraded"]  # the spec's model is not what serves (issue 13, item 11)
+    assert degraded[:2] == ("True", "RolloutDeleted") and f"LLMRollout {name} was deleted" in degraded[2]
+    plan, writes = cluster.reconcile("2026-11-21T10:02:20Z")
+    assert writes == [] and plan.requeue_after == 10
+    plan, writes = cluster.reconcile("2026-11-21T10:02:31Z")
+    assert writes == [("delete", "Deployment", canary), ("status", "LLMDeployment", "qwen-small")]
+    assert "draining" not in cluster.body["status"]
+    assert cluster.reconcile("2026-11-21T10:03:00Z")[1] == []
+    assert _conditions(cluster)["Degraded"][:2] == ("True", "RolloutDeleted")
+    cluster.edit_spec(model={"uri": "hf://Qwen/Qwen2.5-1.5B-Instruct"})
+    cluster.reconcile("2026-11-21T10:04:00Z")
+    assert _conditions(cluster)["Degraded"][:2] == ("False", "AsExpected")
