@@ -107,20 +107,20 @@ def _pydantic_errors(error: pydantic.ValidationError, prefix: str) -> list[Field
     return out
 
 
-def _quantization_errors(body: Mapping[str, Any]) -> list[FieldError]:
-    runtime = (body.get("spec") or {}).get("runtime") or {}
+def _quantization_errors(runtime: Any, path: str) -> list[FieldError]:
+    """``runtime`` (a ``Runtime`` as written, at ``path``) names a quantization the pinned vLLM starts with."""
     value = runtime.get("quantization") if isinstance(runtime, Mapping) else None
     if not isinstance(value, str):
         return []
     version = _vllm_facts.VLLM_VERSION
     if value not in KNOWN_QUANTIZATIONS:
         known = ", ".join(sorted(KNOWN_QUANTIZATIONS))
-        return [FieldError("spec.runtime.quantization", f"unknown quantization {value!r}; vLLM {version} knows {known}")]
+        return [FieldError(f"{path}.quantization", f"unknown quantization {value!r}; vLLM {version} knows {known}")]
     extra_args = runtime.get("extraArgs")
     allowed = isinstance(extra_args, list) and "--allow-deprecated-quantization" in extra_args
     if value in _vllm_facts.DEPRECATED_QUANTIZATION_METHODS and not allowed:
-        return [FieldError("spec.runtime.quantization", f"quantization {value!r} is deprecated in vLLM {version}, which refuses "
-                           "to start with it unless spec.runtime.extraArgs has --allow-deprecated-quantization")]
+        return [FieldError(f"{path}.quantization", f"quantization {value!r} is deprecated in vLLM {version}, which refuses "
+                           f"to start with it unless {path}.extraArgs has --allow-deprecated-quantization")]
     return []
 
 
@@ -145,13 +145,19 @@ def parse_llmdeployment(body: Mapping[str, Any]) -> LLMDeploymentSpec:
     Raises:
         InvalidSpec: naming every field that breaks a CEL rule, a field constraint, or a runtime check.
     """
-    return _parse(LLMDeployment, LLMDeploymentSpec, body, _quantization_errors(body))
+    spec = body.get("spec")
+    runtime = spec.get("runtime") if isinstance(spec, Mapping) else None
+    return _parse(LLMDeployment, LLMDeploymentSpec, body, _quantization_errors(runtime, "spec.runtime"))
 
 
 def parse_llmrollout(body: Mapping[str, Any]) -> LLMRolloutSpec:
     """The validated spec of an LLMRollout object.
 
     Raises:
-        InvalidSpec: naming every field that breaks a CEL rule or a field constraint.
+        InvalidSpec: naming every field that breaks a CEL rule, a field constraint, or the quantization check of
+            ``spec.target.runtime``.
     """
-    return _parse(LLMRollout, LLMRolloutSpec, body, [])
+    spec = body.get("spec")
+    target = spec.get("target") if isinstance(spec, Mapping) else None
+    runtime = target.get("runtime") if isinstance(target, Mapping) else None
+    return _parse(LLMRollout, LLMRolloutSpec, body, _quantization_errors(runtime, "spec.target.runtime"))

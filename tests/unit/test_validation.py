@@ -92,6 +92,17 @@ def test_deprecated_quantization_needs_vllms_opt_in():
     assert parse_llmdeployment(allowed).runtime.quantization == "fbgemm_fp8"
 
 
+def test_a_rollouts_target_runtime_gets_the_same_quantization_check():
+    body = {"metadata": {"name": "r"}, "spec": {"deploymentName": "d", "target": {"model": {"version": "2"},
+                                                                              "runtime": {"quantization": "gguf"}}}}
+    with pytest.raises(InvalidSpec) as info:
+        parse_llmrollout(body)
+    (error,) = info.value.errors
+    assert error.path == "spec.target.runtime.quantization" and "unknown quantization 'gguf'; vLLM 0.32.0" in error.message
+    body["spec"]["target"]["runtime"]["quantization"] = "mxfp8"
+    assert parse_llmrollout(body).target.runtime.quantization == "mxfp8"
+
+
 def test_name_too_long_for_revision_labels():
     body = _llmd()
     body["metadata"]["name"] = "x" * 53
