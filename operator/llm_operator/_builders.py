@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,7 +119,7 @@ def _meta(name: str, namespace: str, owner: str, revision: str | None = None) ->
 
 
 def service_host(name: str, namespace: str) -> str:
-    """The in-cluster DNS name of the LLMDeployment's Service."""
+    """The in-cluster DNS name of the Service ``name`` (the LLMDeployment's own by default)."""
     return f"{name}.{namespace}.svc.cluster.local"
 
 
@@ -339,15 +340,33 @@ def build_deployment(name: str, namespace: str, spec: LLMDeploymentSpec, revisio
 # ------------------------------------------------------------------------------- Service and Istio
 
 
-def build_service(name: str, namespace: str, spec: LLMDeploymentSpec) -> dict[str, Any]:
-    """A ClusterIP Service over every revision's pods; Istio subsets split it by revision."""
+#: The roles an LLMDeployment's Services play: ``stable`` (the Service named after the LLMDeployment, what
+#: clients call) and ``canary`` (``<name>-canary``); the route weights name them.
+ROLES = (c.SUBSET_STABLE, c.SUBSET_CANARY)
+
+
+def service_name(name: str, role: str) -> str:
+    """The Service (and DestinationRule) of one role: ``<name>`` for stable, ``<name>-canary`` for canary."""
+    return name if role == c.SUBSET_STABLE else f"{name}-{role}"
+
+
+def build_service(name: str, namespace: str, spec: LLMDeploymentSpec, role: str, revision: str) -> dict[str, Any]:
+    """The ClusterIP Service of one role, selecting only ``revision``'s pods.
+
+    ``<name>`` (stable) is what clients call: a client outside the mesh (no sidecar, a non-Istio ingress) reaches
+    the stable revision and nothing else, whatever the rollout's weights. ``<name>-canary`` selects the canary
+    revision (the stable one when there is none, so a canary weight never routes to nothing); mesh clients reach
+    it through the VirtualService's weights, mirror and blue-green preview route, and a client outside the mesh
+    only by calling it by name (a preview). As Argo Rollouts' ``stableService``/``canaryService``, pinned to
+    revisions rather than pod-template hashes.
+    """
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(name, namespace, name),
+        "metadata": _meta(service_name(name, role), namespace, name),
         "spec": {
             "type": "ClusterIP",
-            "selector": {c.LABEL_DEPLOYMENT: name},
+            "selector": {c.LABEL_DEPLOYMENT: name, c.LABEL_REVISION: revision},
             "ports": [{
                 "name": c.PORT_NAME, "port": spec.traffic.port, "targetPort": c.PORT_NAME,
                 "protocol": "TCP", "appProtocol": "http",
@@ -356,38 +375,34 @@ def build_service(name: str, namespace: str, spec: LLMDeploymentSpec) -> dict[st
     }
 
 
-def build_destination_rule(name: str, namespace: str, stable: str, canary: str | None) -> dict[str, Any]:
-    """Subsets ``stable`` and ``canary`` selected by revision label; with no canary both name the stable
-    revision, so a weight on ``canary`` can never reach a revision nobody chose."""
+def build_destination_rule(name: str, namespace: str, role: str) -> dict[str, Any]:
+    """The traffic policy for one role's Service: least-request balancing (no subsets: the Services split)."""
     return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "DestinationRule",
-        "metadata": _meta(name, namespace, name),
+        "metadata": _meta(service_name(name, role), namespace, name),
         "spec": {
-            "host": service_host(name, namespace),
+            "host": service_host(service_name(name, role), namespace),
             # vLLM's throughput depends on batch occupancy: send each request to the least busy pod.
             "trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST"}},
-            "subsets": [
-                {"name": c.SUBSET_STABLE, "labels": {c.LABEL_REVISION: stable}},
-                {"name": c.SUBSET_CANARY, "labels": {c.LABEL_REVISION: canary or stable}},
-            ],
         },
     }
 
 
 def build_virtual_service(name: str, namespace: str, spec: LLMDeploymentSpec, routes: Routes,
                           preview_header: str | None = None) -> dict[str, Any]:
-    """The VirtualService routing to the subsets with ``routes``' weights.
+    """The VirtualService on the Service clients call, routing mesh traffic to the stable and canary Services
+    with ``routes``' weights (host-level splitting: each destination is one role's Service).
 
     The weights and mirror are owned by the rollout logic: with no rollout in progress, reconciling an
     LLMDeployment passes in the weights it read from the live object (:func:`routes_of`), so structure changes
     never reset them. ``preview_header`` (blue-green) adds a first route sending requests that carry the
-    header with value ``true`` to the canary subset.
+    header with value ``true`` to the canary Service.
     """
     host = service_host(name, namespace)
 
-    def destination(subset: str) -> dict[str, Any]:
-        return {"host": host, "subset": subset, "port": {"number": spec.traffic.port}}
+    def destination(role: str) -> dict[str, Any]:
+        return {"host": service_host(service_name(name, role), namespace), "port": {"number": spec.traffic.port}}
 
     http: dict[str, Any] = {
         "name": "primary",
@@ -414,14 +429,32 @@ def build_virtual_service(name: str, namespace: str, spec: LLMDeploymentSpec, ro
     }
 
 
+def build_routing(name: str, namespace: str, spec: LLMDeploymentSpec, stable: str, canary: str | None, routes: Routes,
+                  preview_header: str | None = None) -> list[dict[str, Any]]:
+    """Everything that routes to the revisions, in the order it is safe to apply: the stable and canary Services
+    (the canary's on the stable revision when ``canary`` is None), their DestinationRules, the VirtualService."""
+    revisions = {c.SUBSET_STABLE: stable, c.SUBSET_CANARY: canary or stable}
+    return ([build_service(name, namespace, spec, role, revisions[role]) for role in ROLES]
+            + [build_destination_rule(name, namespace, role) for role in ROLES]
+            + [build_virtual_service(name, namespace, spec, routes, preview_header)])
+
+
 def routes_of(virtual_service: dict[str, Any] | None) -> Routes | None:
-    """The weights and mirror percent of a live VirtualService built by :func:`build_virtual_service`."""
+    """The weights and mirror percent of a live VirtualService built by :func:`build_virtual_service` (or by a
+    release that routed to DestinationRule subsets named ``stable`` and ``canary``)."""
     if not virtual_service:
         return None
+    canary_prefix = service_name(virtual_service.get("metadata", {}).get("name", ""), c.SUBSET_CANARY) + "."
+
+    def role(destination: Mapping[str, Any]) -> str:
+        if destination.get("subset"):
+            return str(destination["subset"])
+        return c.SUBSET_CANARY if str(destination.get("host", "")).startswith(canary_prefix) else c.SUBSET_STABLE
+
     for http in virtual_service.get("spec", {}).get("http", []):
         if http.get("name") != "primary":
             continue
-        weights = {r.get("destination", {}).get("subset"): int(r.get("weight", 0)) for r in http.get("route", [])}
+        weights = {role(r.get("destination", {})): int(r.get("weight", 0)) for r in http.get("route", [])}
         mirror = http.get("mirrorPercentage", {}).get("value", 0) if http.get("mirror") else 0
         return Routes(weights.get(c.SUBSET_STABLE, 0), weights.get(c.SUBSET_CANARY, 0), int(mirror))
     return None

@@ -108,10 +108,11 @@ class Event:
 @dataclass
 class Observed:
     """What is live: the revision Deployments of this LLMDeployment (by revision id), its other children
-    (by kind; None when absent), the LLMRollouts that name it, and the names the namespace's other LLMRollouts hold."""
+    (by kind and name; None when absent), the LLMRollouts that name it, and the names the namespace's other
+    LLMRollouts hold."""
 
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
-    children: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    children: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
     rollouts: list[dict[str, Any]] = field(default_factory=list)
     other_rollout_names: frozenset[str] = frozenset()  # LLMRollouts of the namespace that name another deployment
 
@@ -371,7 +372,7 @@ def plan_llmdeployment(
     canary: b.Revision | None = None
     canary_spec = spec
     drain = p.draining(rollouts, spec.rollout.abort_scale_down_delay_seconds, now_dt)
-    routes = b.routes_of(observed.children.get("VirtualService")) or b.Routes()
+    routes = b.routes_of(observed.children.get(("VirtualService", name))) or b.Routes()
     preview = False
     canary_replicas = 0
     previous = old_status.get("previousRevision")
@@ -441,11 +442,8 @@ def plan_llmdeployment(
         desired_objects.append(b.build_deployment(name, namespace, active.spec, active.revision, want))
     if canary is not None:
         desired_objects.append(b.build_deployment(name, namespace, canary_spec, canary, canary_replicas))
-    desired_objects += [
-        b.build_service(name, namespace, spec),
-        b.build_destination_rule(name, namespace, stable_id, canary.id if canary is not None else None),
-        b.build_virtual_service(name, namespace, spec, routes, preview_header=spec.rollout.preview_header if preview else None),
-    ]
+    desired_objects += b.build_routing(name, namespace, spec, stable_id, canary.id if canary is not None else None, routes,
+                                       preview_header=spec.rollout.preview_header if preview else None)
     stable_deployment = c.revision_deployment_name(name, stable_id)
     delete_kinds: list[tuple[str, str]] = []
     if scaling is not None and scaling.provider == "keda" and "ScaledObject" in autoscaler_kinds:
@@ -472,7 +470,7 @@ def plan_llmdeployment(
             if needs_apply(obj, live):
                 (shrink if live and obj["spec"]["replicas"] < _replicas(live) else grow).append(Apply(obj, created=live is None))
         else:
-            live = observed.children.get(obj["kind"])
+            live = observed.children.get((obj["kind"], obj["metadata"]["name"]))
             if needs_apply(obj, live):
                 routing.append(Apply(obj, created=live is None))
     # A stable revision the spec no longer describes keeps its pod template: only its size follows, through a
@@ -492,7 +490,7 @@ def plan_llmdeployment(
     actions += grow + [x for x in scales if x.replicas > _replicas(observed.deployments[stable_id])] + routing
     actions += shrink + [x for x in scales if x.replicas < _replicas(observed.deployments[stable_id])]
     for api_version, kind in delete_kinds:
-        if observed.children.get(kind) is not None:
+        if observed.children.get((kind, name)) is not None:
             actions.append(Delete(api_version, kind, name))
     # The stable revision the status records survives until a pass has recorded the switch away from it.
     keep = {stable_id, canary.id if canary else None, old_status.get("stableRevision")}
@@ -786,18 +784,20 @@ def measurement_due(body: Mapping[str, Any], observed: Observed, now: str) -> tu
 
 
 def observe(kube: Kube, body: Mapping[str, Any], autoscaler_kinds: frozenset[str]) -> Observed:
-    """Read an LLMDeployment's live children: one list of Deployments and one get per other kind."""
+    """Read an LLMDeployment's live children: one list of Deployments and one get per other child."""
     name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
     deployments = {}
     for dep in kube.list("apps/v1", "Deployment", namespace, f"{c.LABEL_DEPLOYMENT}={name}"):
         revision = dep.get("metadata", {}).get("labels", {}).get(c.LABEL_REVISION)
         if revision:
             deployments[revision] = dep
-    kinds = [("v1", "Service"), ("networking.istio.io/v1", "DestinationRule"), ("networking.istio.io/v1", "VirtualService"),
-             ("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget")]
+    routed = [b.service_name(name, role) for role in b.ROLES]  # the Service clients call, and the canary's
+    kinds = [("v1", "Service", n) for n in routed] + [("networking.istio.io/v1", "DestinationRule", n) for n in routed] + [
+        ("networking.istio.io/v1", "VirtualService", name), ("autoscaling/v2", "HorizontalPodAutoscaler", name),
+        ("policy/v1", "PodDisruptionBudget", name)]
     if "ScaledObject" in autoscaler_kinds:
-        kinds.append(("keda.sh/v1alpha1", "ScaledObject"))
-    children = {kind: kube.get(api_version, kind, namespace, name) for api_version, kind in kinds}
+        kinds.append(("keda.sh/v1alpha1", "ScaledObject", name))
+    children = {(kind, n): kube.get(api_version, kind, namespace, n) for api_version, kind, n in kinds}
     every = kube.list(API_VERSION, "LLMRollout", namespace, "")
     rollouts = [r for r in every if r.get("spec", {}).get("deploymentName") == name]
     others = frozenset(r["metadata"]["name"] for r in every if r.get("spec", {}).get("deploymentName") != name)

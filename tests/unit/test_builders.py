@@ -1,5 +1,6 @@
 """Builders: spec in, manifests out. Content, not existence: args, limits, probes, labels, weights."""
 
+import copy
 import math
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from llm_operator._api import LLMDeploymentSpec
 from llm_operator import _builders as b
 from llm_operator._validation import parse_llmdeployment
+from tests.schemas import validate
 
 
 def _spec(doc: dict) -> LLMDeploymentSpec:
@@ -144,16 +146,16 @@ def test_static_model_for_each_source(samples):
 
 def test_istio_routing(samples):
     spec = _spec(samples["llmdeployment-multigpu"])
-    dr = b.build_destination_rule("llama-70b", "llm-serving", "aaaa", None)
-    assert dr["spec"]["host"] == "llama-70b.llm-serving.svc.cluster.local"
-    assert dr["spec"]["subsets"] == [
-        {"name": "stable", "labels": {"llmops.dev/revision": "aaaa"}},
-        {"name": "canary", "labels": {"llmops.dev/revision": "aaaa"}},
-    ]
-    assert b.build_destination_rule("x", "ns", "aaaa", "bbbb")["spec"]["subsets"][1]["labels"] == {"llmops.dev/revision": "bbbb"}
+    dr = b.build_destination_rule("llama-70b", "llm-serving", "stable")
+    assert (dr["metadata"]["name"], dr["spec"]) == ("llama-70b", {
+        "host": "llama-70b.llm-serving.svc.cluster.local", "trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST"}}})
+    canary = b.build_destination_rule("llama-70b", "llm-serving", "canary")
+    assert (canary["metadata"]["name"], canary["spec"]["host"]) == ("llama-70b-canary", "llama-70b-canary.llm-serving.svc.cluster.local")
     vs = b.build_virtual_service("llama-70b", "llm-serving", spec, b.Routes())
     (http,) = vs["spec"]["http"]
-    assert [(r["destination"]["subset"], r["weight"]) for r in http["route"]] == [("stable", 100), ("canary", 0)]
+    assert [(r["destination"]["host"], r["weight"]) for r in http["route"]] == [
+        ("llama-70b.llm-serving.svc.cluster.local", 100), ("llama-70b-canary.llm-serving.svc.cluster.local", 0)]
+    assert all("subset" not in r["destination"] for r in http["route"])  # the Services split, not subsets
     assert vs["spec"]["hosts"] == ["llama-70b.llm-serving.svc.cluster.local", "llama.example.com"]
     assert vs["spec"]["gateways"] == ["istio-ingress/public-gateway", "mesh"]
     assert "mirror" not in http
@@ -164,9 +166,42 @@ def test_virtual_service_weights_round_trip(samples):
     routes = b.Routes(stable_weight=70, canary_weight=30, mirror_percent=5)
     vs = b.build_virtual_service("m", "ns", spec, routes)
     assert b.routes_of(vs) == routes
-    assert vs["spec"]["http"][0]["mirror"]["subset"] == "canary"
+    assert vs["spec"]["http"][0]["mirror"]["host"] == "m-canary.ns.svc.cluster.local"
     assert vs["spec"]["http"][0]["mirrorPercentage"] == {"value": 5.0}
     assert b.routes_of(None) is None
+    # A VirtualService written by an earlier release routed to DestinationRule subsets: its weights still read.
+    legacy = {"metadata": {"name": "m"}, "spec": {"http": [{"name": "primary", "route": [
+        {"destination": {"host": "m.ns.svc.cluster.local", "subset": "canary"}, "weight": 30},
+        {"destination": {"host": "m.ns.svc.cluster.local", "subset": "stable"}, "weight": 70}]}]}}
+    assert b.routes_of(legacy) == b.Routes(70, 30, 0)
+
+
+# (stable revision, canary revision or None) -> the revision each Service selects.
+SERVICES = [
+    ("no rollout", "aaaa", None, {"chat": "aaaa", "chat-canary": "aaaa"}),
+    ("canary or blue-green preview", "aaaa", "bbbb", {"chat": "aaaa", "chat-canary": "bbbb"}),
+]
+
+
+@pytest.mark.parametrize("case,stable,canary,selects", SERVICES, ids=[c[0] for c in SERVICES])
+def test_clients_outside_the_mesh_reach_only_the_stable_revision(samples, case, stable, canary, selects):
+    """The Service clients call selects the stable revision's pods only, so a client without a sidecar (or a
+    non-Istio ingress) never reaches the canary or the preview in proportion to pod counts; the mesh reaches
+    the canary through the VirtualService's weights on the canary's own Service."""
+    spec = _spec(samples["llmdeployment-minimal"])
+    objects = b.build_routing("chat", "ml", spec, stable, canary, b.Routes(90, 10, 0))
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
+        ("Service", "chat"), ("Service", "chat-canary"), ("DestinationRule", "chat"), ("DestinationRule", "chat-canary"),
+        ("VirtualService", "chat")]
+    services = {o["metadata"]["name"]: o["spec"]["selector"] for o in objects if o["kind"] == "Service"}
+    assert services == {n: {"llmops.dev/deployment": "chat", "llmops.dev/revision": rev} for n, rev in selects.items()}
+    hosts = {o["metadata"]["name"]: o["spec"]["host"] for o in objects if o["kind"] == "DestinationRule"}
+    assert hosts == {"chat": "chat.ml.svc.cluster.local", "chat-canary": "chat-canary.ml.svc.cluster.local"}
+    (vs,) = [o for o in objects if o["kind"] == "VirtualService"]
+    assert {r["destination"]["host"]: r["weight"] for r in vs["spec"]["http"][0]["route"]} == {
+        "chat.ml.svc.cluster.local": 90, "chat-canary.ml.svc.cluster.local": 10}
+    for obj in objects:
+        validate(obj)
 
 
 def test_hpa_on_vllm_queue(samples):
@@ -200,6 +235,84 @@ def test_pdb_and_service(samples):
     spec = _spec(samples["llmdeployment-minimal"])
     pdb = b.build_pdb("qwen-small", "default", spec)
     assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": {"llmops.dev/deployment": "qwen-small"}}}
-    svc = b.build_service("qwen-small", "default", spec)
-    assert svc["spec"]["selector"] == {"llmops.dev/deployment": "qwen-small"}
+    svc = b.build_service("qwen-small", "default", spec, "stable", "aaaa")
+    assert svc["metadata"]["name"] == "qwen-small"
+    assert svc["spec"]["selector"] == {"llmops.dev/deployment": "qwen-small", "llmops.dev/revision": "aaaa"}
     assert svc["spec"]["ports"][0]["name"] == "http" and svc["spec"]["ports"][0]["targetPort"] == "http"
+    assert b.build_service("qwen-small", "default", spec, "canary", "bbbb")["metadata"]["name"] == "qwen-small-canary"
+
+
+# ---------------------------------------------------- whole passes (observe, plan, execute against the fake)
+
+
+class _Cluster:
+    """One LLMDeployment in a FakeKube, reconciled as the handler does (observe, plan, execute)."""
+
+    def __init__(self, doc: dict):
+        from tests.unit.fakes import FakeKube
+
+        self.kube = FakeKube()
+        doc = copy.deepcopy(doc)
+        doc["metadata"].setdefault("namespace", "default")
+        self.key = (doc["apiVersion"], doc["kind"], doc["metadata"]["namespace"], doc["metadata"]["name"])
+        self.kube.add(doc)
+
+    def reconcile(self, now: str) -> list[tuple[str, str, str]]:
+        from llm_operator._reconcile import execute, observe, plan_llmdeployment
+
+        body = self.kube.get(*self.key)
+        kinds = frozenset({"HorizontalPodAutoscaler"})
+        plan = plan_llmdeployment(body, observe(self.kube, body, kinds), now, autoscaler_kinds=kinds)
+        before = len(self.kube.writes)
+        execute(self.kube, body, plan, now=now, post_event=lambda e: None, owner=lambda o: None)
+        return self.kube.writes[before:]
+
+    def of(self, kind: str) -> dict[str, dict]:
+        return {k[3]: v for k, v in self.kube.objects.items() if k[1] == kind}
+
+    @property
+    def status(self) -> dict:
+        return self.kube.objects[self.key]["status"]
+
+    def ready(self):
+        for dep in self.of("Deployment").values():
+            dep["status"] = {"observedGeneration": dep["metadata"]["generation"], "replicas": dep["spec"]["replicas"],
+                             "readyReplicas": dep["spec"]["replicas"]}
+
+    def edit(self, **spec):
+        obj = self.kube.objects[self.key]
+        obj["spec"].update(copy.deepcopy(spec))
+        obj["metadata"]["generation"] += 1
+
+
+def _serving(samples) -> _Cluster:
+    """qwen-small, served and ready, under this release's defaults."""
+    cluster = _Cluster(samples["llmdeployment-minimal"])
+    cluster.reconcile("2026-11-21T10:00:00Z")
+    cluster.ready()
+    assert cluster.reconcile("2026-11-21T10:00:30Z") == [("status", "LLMDeployment", "qwen-small")]
+    return cluster
+
+
+def test_a_canary_takes_mesh_traffic_only_and_the_service_switches_at_promotion(samples):
+    """Through a canary at 25%, the Service clients call keeps selecting the stable revision (a client outside
+    the mesh never reaches the canary before promotion); the canary's own Service carries the mesh's 25%."""
+    cluster = _serving(samples)
+    (stable,) = cluster.of("Deployment")
+    cluster.edit(runtime={"maxModelLen": 4096}, rollout={"steps": [{"setWeight": 25}, {"pause": {}}]})
+    cluster.reconcile("2026-11-21T10:01:00Z")
+    cluster.reconcile("2026-11-21T10:01:10Z")
+    cluster.ready()
+    cluster.reconcile("2026-11-21T10:01:20Z")
+    old, new = (name.rsplit("-", 1)[1] for name in (stable, next(n for n in cluster.of("Deployment") if n != stable)))
+    selects = lambda: {n: svc["spec"]["selector"]["llmops.dev/revision"] for n, svc in cluster.of("Service").items()}
+    assert b.routes_of(cluster.of("VirtualService")["qwen-small"]) == b.Routes(75, 25, 0)
+    assert selects() == {"qwen-small": old, "qwen-small-canary": new}
+    rollout = next(iter(cluster.of("LLMRollout").values()))
+    rollout["spec"]["promote"] = True
+    for at in ("2026-11-21T10:02:00Z", "2026-11-21T10:02:10Z", "2026-11-21T10:02:20Z"):
+        cluster.ready()
+        cluster.reconcile(at)
+    assert cluster.status["stableRevision"] == new
+    assert selects() == {"qwen-small": new, "qwen-small-canary": new}
+    assert b.routes_of(cluster.of("VirtualService")["qwen-small"]) == b.Routes(100, 0, 0)

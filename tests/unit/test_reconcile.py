@@ -75,7 +75,8 @@ def test_first_pass_creates_every_child_and_reports_status(samples):
     cluster = Cluster(samples["llmdeployment-multigpu"])
     plan, writes = cluster.reconcile()
     kinds = [a.obj["kind"] for a in plan.actions]
-    assert kinds == ["Deployment", "Service", "DestinationRule", "VirtualService", "HorizontalPodAutoscaler", "PodDisruptionBudget"]
+    assert kinds == ["Deployment", "Service", "Service", "DestinationRule", "DestinationRule", "VirtualService",
+                     "HorizontalPodAutoscaler", "PodDisruptionBudget"]
     assert all(isinstance(a, Apply) and a.created for a in plan.actions)
     assert writes[-1] == ("status", "LLMDeployment", "llama-70b")
     status = cluster.body["status"]
@@ -91,7 +92,7 @@ def test_first_pass_creates_every_child_and_reports_status(samples):
     assert (conditions["Progressing"]["status"], conditions["Progressing"]["reason"]) == ("True", "ScalingUp")
     assert (conditions["Degraded"]["status"], conditions["Degraded"]["reason"]) == ("False", "AsExpected")
     assert all(c["observedGeneration"] == 1 and c["lastTransitionTime"] == T0 for c in status["conditions"])
-    assert [e.reason for e in cluster.events if e.reason == "Created"] == ["Created"] * 6
+    assert [e.reason for e in cluster.events if e.reason == "Created"] == ["Created"] * 8
     assert cluster.child("Deployment")["metadata"]["ownerReferences"][0]["kind"] == "LLMDeployment"
 
 
@@ -214,7 +215,8 @@ def test_a_new_revision_in_the_spec_is_rolled_out_by_an_llmrollout(samples):
     status = cluster.body["status"]
     assert status["stableRevision"] == new_revision and "canaryRevision" not in status
     assert status["previousRevision"] == old_revision and status["previousScaleDownAt"] == "2026-11-21T10:07:00Z"
-    assert [s["labels"]["llmops.dev/revision"] for s in cluster.child("DestinationRule")["spec"]["subsets"]] == [new_revision] * 2
+    services = {k[3]: v["spec"]["selector"]["llmops.dev/revision"] for k, v in cluster.kube.objects.items() if k[1] == "Service"}
+    assert services == {"qwen-small": new_revision, "qwen-small-canary": new_revision}
     (rollout,) = [v for k, v in cluster.kube.objects.items() if k[1] == "LLMRollout"]
     assert rollout["status"]["phase"] == "Succeeded"
     assert old in cluster.deployments()  # kept for the scale-down delay: a switch back is instant
@@ -387,11 +389,11 @@ def test_blue_green_routes_the_preview_header_to_the_new_revision(samples):
     vs = cluster.child("VirtualService")
     preview, primary = vs["spec"]["http"]
     assert preview["match"] == [{"headers": {"x-llmops-preview": {"exact": "true"}}}]
-    assert [(r["destination"]["subset"], r["weight"]) for r in preview["route"]] == [("canary", 100)]
+    assert [(r["destination"]["host"].split(".")[0], r["weight"]) for r in preview["route"]] == [("support-assistant-canary", 100)]
     assert [r["weight"] for r in primary["route"]] == [100, 0]  # live traffic untouched
     validate({k: v for k, v in vs.items() if k != "status"})
-    dr = cluster.child("DestinationRule")
-    assert dr["spec"]["subsets"][1]["labels"]["llmops.dev/revision"] == new.rsplit("-", 1)[1]
+    canary = cluster.kube.objects[("v1", "Service", vs["metadata"]["namespace"], "support-assistant-canary")]
+    assert canary["spec"]["selector"]["llmops.dev/revision"] == new.rsplit("-", 1)[1]
 
 
 def test_shadow_mirrors_live_traffic_to_the_new_revision(samples):
@@ -409,7 +411,7 @@ def test_shadow_mirrors_live_traffic_to_the_new_revision(samples):
     cluster.reconcile(T1)
     vs = cluster.child("VirtualService")
     (primary,) = vs["spec"]["http"]
-    assert primary["mirror"]["subset"] == "canary" and primary["mirrorPercentage"] == {"value": 30.0}
+    assert primary["mirror"]["host"].startswith("support-assistant-canary.") and primary["mirrorPercentage"] == {"value": 30.0}
     assert [r["weight"] for r in primary["route"]] == [100, 0]
     validate({k: v for k, v in vs.items() if k != "status"})
     (rollout,) = [v for k, v in cluster.kube.objects.items() if k[1] == "LLMRollout"]
