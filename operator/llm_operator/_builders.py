@@ -6,12 +6,16 @@ caller (they need the owner's uid, which only the API server knows).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import pydantic
+from pydantic import BaseModel
 
 from . import _contract as c
 from ._api import LLMDeploymentSpec, ResolvedModel, Resources, Runtime
@@ -38,18 +42,148 @@ _ENGINE_FLAGS = {
 }
 
 
+#: The annotation on a revision's Deployment recording the defaults its pods were built with (JSON, the
+#: :data:`REVISION_BASELINE` fields' values), so a later release's defaults never reach a running revision.
+DEFAULTS_ANNOTATION = "llmops.dev/defaults"
+
+#: The defaults that reach a revision's pod template, frozen at the values of the release that introduced them.
+#: A revision id leaves out values equal to these, so ids do not change when a later release changes a default
+#: (a revision built with the new default then differs from one built with the old, as it must), and every field
+#: added later that has a default must be added here with that first default (a unit test checks it). Fields with
+#: no default or an empty one (``None``, ``[]``, ``{}``) are compared with their own default.
+REVISION_BASELINE: dict[str, dict[str, Any]] = {
+    "runtime": {
+        "image": "ghcr.io/llm-operator/runtime:0.1.0-vllm0.32.0",
+        "cache": {"sizeLimit": "200Gi"},
+        "startupTimeoutSeconds": 1800,
+        "terminationGracePeriodSeconds": 120,
+    },
+    "resources": {"gpus": 1, "gpuResourceName": "nvidia.com/gpu", "shmSize": "2Gi"},
+}
+
+
 @dataclass(frozen=True)
 class Revision:
     """One servable revision: a resolved model plus the parts of the spec that shape its pods.
 
-    ``id`` is 10 hex characters of a SHA-256 over those parts, leaving out values equal to their
-    defaults so that a new optional field in a later release does not re-roll every revision.
+    ``id`` is 10 hex characters of a SHA-256 over the model URI, the served name and the effective runtime and
+    resources, leaving out values equal to :data:`REVISION_BASELINE` (or to a field's own empty default), so a
+    new optional field in a later release does not re-roll every revision. ``runtime`` and ``resources`` are the
+    effective ones, fields the spec leaves out filled with ``defaults``: the values of the baseline fields this
+    revision is built with, recorded on its Deployment (:data:`DEFAULTS_ANNOTATION`).
     """
 
     id: str
     model: ResolvedModel
     runtime: Runtime
     resources: Resources
+    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _fill_unset(model: BaseModel, pins: Mapping[str, Any]) -> BaseModel:
+    """``model`` with the fields it was not given (recursively) taken from ``pins`` (wire names).
+
+    Raises:
+        pydantic.ValidationError: when a pinned value no longer fits the field.
+    """
+    wire = model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+    def fill(into: dict[str, Any], values: Mapping[str, Any]) -> None:
+        for key, value in values.items():
+            if key not in into:
+                into[key] = copy.deepcopy(value)
+            elif isinstance(into[key], dict) and isinstance(value, Mapping):
+                fill(into[key], value)
+
+    fill(wire, pins)
+    return type(model).model_validate(wire)
+
+
+def _identity(model: BaseModel, baseline: Mapping[str, Any]) -> dict[str, Any]:
+    """What of ``model`` names a revision: its values without those equal to their defaults, where the
+    ``baseline`` fields (nested mappings entry by entry) compare with the baseline instead of this release's
+    default."""
+    out = model.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    full = model.model_dump(mode="json", by_alias=True)
+
+    def rebase(into: dict[str, Any], values: Mapping[str, Any], base: Mapping[str, Any]) -> None:
+        for key, first in base.items():
+            if isinstance(first, dict):
+                sub = into.setdefault(key, {})
+                if isinstance(sub, dict):
+                    rebase(sub, values.get(key) or {}, first)
+                    if not sub:
+                        del into[key]
+            elif values.get(key) == first:
+                into.pop(key, None)
+            else:
+                into[key] = values.get(key)
+
+    rebase(out, full, baseline)
+    return out
+
+
+def _pick(values: Mapping[str, Any], keys: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``values`` that ``keys`` names (nested mappings picked entry by entry)."""
+    return {key: _pick(values[key], sub) if isinstance(sub, dict) else values[key]
+            for key, sub in keys.items() if key in values and values[key] is not None}
+
+
+def make_revision(spec: LLMDeploymentSpec, model: ResolvedModel, defaults: Mapping[str, Mapping[str, Any]] | None = None) -> Revision:
+    """The :class:`Revision` that serves ``model`` with ``spec``'s runtime and resources.
+
+    ``defaults`` (as recorded by :data:`DEFAULTS_ANNOTATION`) fill the fields the spec leaves out, in place of
+    this release's defaults: how a revision built by an earlier release is named and rendered again.
+
+    Raises:
+        pydantic.ValidationError: when a value in ``defaults`` no longer fits its field.
+    """
+    runtime, resources = spec.runtime, spec.resources
+    if defaults:
+        runtime = _fill_unset(runtime, defaults.get("runtime") or {})  # type: ignore[assignment]
+        resources = _fill_unset(resources, defaults.get("resources") or {})  # type: ignore[assignment]
+    runtime_wire = runtime.model_dump(mode="json", by_alias=True)
+    resources_wire = resources.model_dump(mode="json", by_alias=True)
+    shaping = {
+        "model": model.uri,
+        "runtime": _identity(runtime, REVISION_BASELINE["runtime"]),
+        "resources": _identity(resources, REVISION_BASELINE["resources"]),
+        "servedModelName": spec.model.served_model_name,
+    }
+    digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    pinned = {"runtime": _pick(runtime_wire, REVISION_BASELINE["runtime"]),
+              "resources": _pick(resources_wire, REVISION_BASELINE["resources"])}
+    return Revision(id=digest[:10], model=model, runtime=runtime, resources=resources, defaults=pinned)
+
+
+def recorded_defaults(deployment: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The defaults a live revision Deployment was built with (:data:`DEFAULTS_ANNOTATION`); for one built
+    before the annotation existed, :data:`REVISION_BASELINE` (the defaults of every release until then)."""
+    text = ((deployment or {}).get("metadata") or {}).get("annotations", {}).get(DEFAULTS_ANNOTATION)
+    try:
+        recorded = json.loads(text) if text else None
+    except ValueError:
+        recorded = None
+    return recorded if isinstance(recorded, dict) else copy.deepcopy(REVISION_BASELINE)
+
+
+def spec_revision(spec: LLMDeploymentSpec, model: ResolvedModel, live: Mapping[str, Mapping[str, Any]]) -> Revision:
+    """The revision ``spec`` names, given the live revision Deployments (revision id -> Deployment).
+
+    A live revision that ``spec`` names once the fields it leaves out take the defaults that revision was built
+    with is that revision, rendered as it was built: a release with new defaults (a new runtime image, say) does
+    not re-template a running revision. Otherwise the spec names a new revision, built with this release's
+    defaults, which reaches traffic through a rollout like any other. Pure.
+    """
+    fresh = make_revision(spec, model)
+    for revision_id, deployment in sorted(live.items(), key=lambda kv: kv[0] != fresh.id):
+        try:
+            candidate = make_revision(spec, model, recorded_defaults(deployment))
+        except pydantic.ValidationError:  # a recorded value this release's schema refuses: read as the baseline
+            candidate = make_revision(spec, model, REVISION_BASELINE)
+        if candidate.id == revision_id:
+            return candidate
+    return fresh
 
 
 @dataclass(frozen=True)
@@ -82,18 +216,6 @@ def static_model(spec: LLMDeploymentSpec) -> ResolvedModel:
     if ref.alias is not None:
         return ResolvedModel(name=ref.name, source="mlflow", uri=f"models:/{ref.name}@{ref.alias}")
     return ResolvedModel(name=ref.name, source="mlflow", uri=f"models:/{ref.name}/{ref.stage}")
-
-
-def make_revision(spec: LLMDeploymentSpec, model: ResolvedModel) -> Revision:
-    """The :class:`Revision` that serves ``model`` with ``spec``'s runtime and resources."""
-    shaping = {
-        "model": model.uri,
-        "runtime": spec.runtime.model_dump(mode="json", by_alias=True, exclude_defaults=True),
-        "resources": spec.resources.model_dump(mode="json", by_alias=True, exclude_defaults=True),
-        "servedModelName": spec.model.served_model_name,
-    }
-    digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    return Revision(id=digest[:10], model=model, runtime=spec.runtime, resources=spec.resources)
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -135,12 +257,13 @@ def _quantity(value: float) -> str:
     return f"{round(value * 1000)}m"
 
 
-def tensor_parallel_size(spec: LLMDeploymentSpec) -> int:
-    """``runtime.tensorParallelSize``, defaulting to the GPUs per replica (1 on CPUs)."""
-    if spec.runtime.tensor_parallel_size is not None:
-        return spec.runtime.tensor_parallel_size
-    pipeline = spec.runtime.pipeline_parallel_size or 1
-    return max(1, spec.resources.gpus // pipeline)
+def tensor_parallel_size(spec: LLMDeploymentSpec | Revision) -> int:
+    """``runtime.tensorParallelSize``, defaulting to the GPUs per replica (1 on CPUs), of a spec or a revision."""
+    runtime, resources = spec.runtime, spec.resources
+    if runtime.tensor_parallel_size is not None:
+        return runtime.tensor_parallel_size
+    pipeline = runtime.pipeline_parallel_size or 1
+    return max(1, resources.gpus // pipeline)
 
 
 # -------------------------------------------------------------------------------------- Deployment
@@ -178,7 +301,7 @@ def engine_args(name: str, spec: LLMDeploymentSpec, revision: Revision) -> list[
         "--served-model-name", spec.model.served_model_name or name,
         "--host", "0.0.0.0",
         "--port", str(c.CONTAINER_PORT),
-        "--tensor-parallel-size", str(tensor_parallel_size(spec)),
+        "--tensor-parallel-size", str(tensor_parallel_size(revision)),
     ]
     runtime = revision.runtime
     for field, flag in _ENGINE_FLAGS.items():
@@ -222,7 +345,9 @@ def build_deployment(name: str, namespace: str, spec: LLMDeploymentSpec, revisio
 
     Each pod runs vLLM's OpenAI server with the engine arguments as flags, the GPU limit, a memory-backed
     ``/dev/shm``, a writable model cache, probes on ``/health`` whose startup budget is
-    ``runtime.startupTimeoutSeconds``, and a restricted security context (see docs/security.md).
+    ``runtime.startupTimeoutSeconds``, and a restricted security context (see docs/security.md). The runtime
+    and resources are the revision's (the spec's, with the defaults the revision was built with); those defaults
+    are recorded in the :data:`DEFAULTS_ANNOTATION` annotation.
     """
     runtime, resources = revision.runtime, revision.resources
     _, source_volumes, source_mounts = _model_location(revision)
@@ -246,6 +371,7 @@ def build_deployment(name: str, namespace: str, spec: LLMDeploymentSpec, revisio
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
         {"name": "DO_NOT_TRACK", "value": "1"},
     ] + _registry_env(spec) + [e.to_wire() for e in runtime.env]
+
 
     def probe(period: int, failures: int) -> dict[str, Any]:
         return {"httpGet": {"path": c.HEALTH_PATH, "port": c.PORT_NAME}, "timeoutSeconds": 5,
@@ -310,15 +436,17 @@ def build_deployment(name: str, namespace: str, spec: LLMDeploymentSpec, revisio
         "kind": "Deployment",
         "metadata": {
             **_meta(c.revision_deployment_name(name, revision.id), namespace, name, revision.id),
-            "annotations": {"llmops.dev/model-uri": revision.model.uri},
+            # The defaults the pods are built with, so a later release renders this revision the same way.
+            "annotations": {"llmops.dev/model-uri": revision.model.uri,
+                            DEFAULTS_ANNOTATION: json.dumps(revision.defaults, sort_keys=True, separators=(",", ":"))},
         },
         "spec": {
             "replicas": replicas,
             "revisionHistoryLimit": 2,
             # The startup budget plus ten minutes for scheduling and image pulls.
             "progressDeadlineSeconds": runtime.startup_timeout_seconds + 600,
-            # A revision's pod template changes only when the operator itself is upgraded; surge one pod at a
-            # time and never take a serving pod down first.
+            # A revision is rendered from the defaults it was built with, so its pod template changes only when a
+            # release changes the template itself; then surge one pod at a time, never taking a serving pod down first.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "selector": {"matchLabels": {c.LABEL_DEPLOYMENT: name, c.LABEL_REVISION: revision.id}},
             "template": {

@@ -324,7 +324,7 @@ def plan_llmdeployment(
     model = _registry_model(spec, old_status, registry)
     if model is None:  # the registry has not named a version yet: nothing to serve, nothing touched
         return _unresolved(body, registry, now)
-    spec_rev = b.make_revision(spec, model)
+    spec_rev = b.spec_revision(spec, model, observed.deployments)  # a live revision keeps the defaults it was built with
     rollouts = list(observed.rollouts)
 
     stable_id = old_status.get("stableRevision")

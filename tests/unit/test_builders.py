@@ -1,11 +1,13 @@
 """Builders: spec in, manifests out. Content, not existence: args, limits, probes, labels, weights."""
 
 import copy
+import hashlib
+import json
 import math
 
 import pytest
 
-from llm_operator._api import LLMDeploymentSpec
+from llm_operator._api import DEFAULT_RUNTIME_IMAGE, LLMDeploymentSpec
 from llm_operator import _builders as b
 from llm_operator._validation import parse_llmdeployment
 from tests.schemas import validate
@@ -316,3 +318,183 @@ def test_a_canary_takes_mesh_traffic_only_and_the_service_switches_at_promotion(
     assert cluster.status["stableRevision"] == new
     assert selects() == {"qwen-small": new, "qwen-small-canary": new}
     assert b.routes_of(cluster.of("VirtualService")["qwen-small"]) == b.Routes(100, 0, 0)
+
+
+# ------------------------------------------------------------------------- revisions and their defaults
+
+NEW_IMAGE = "ghcr.io/llm-operator/runtime:0.2.0-vllm0.33.0"
+
+
+@pytest.fixture
+def upgrade():
+    """``upgrade()``: from now on, a later release of the operator whose default runtime image is another (a new
+    vLLM). The pydantic default changes as a release would change it, and every model embedding ``Runtime`` is
+    rebuilt around it; the fixture puts the first default back afterwards."""
+    from llm_operator._api import LLMDeploymentSpec, LLMRolloutSpec, RolloutTarget, Runtime
+
+    field = Runtime.model_fields["image"]
+    first = field.default
+
+    def release(image=NEW_IMAGE):
+        field.default = image
+        for model in (Runtime, RolloutTarget, LLMDeploymentSpec, LLMRolloutSpec):
+            model.model_rebuild(force=True)
+        assert _spec({"metadata": {"name": "x"}, "spec": {"model": {"uri": "hf://a/b"}}}).runtime.image == image
+
+    yield release
+    release(first)
+
+
+def _image(dep: dict) -> str:
+    return dep["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def test_a_release_with_new_defaults_leaves_running_revisions_alone(samples, upgrade):
+    """An operator upgrade that changes a default (the runtime image, with a new vLLM) re-templates no running
+    Deployment and starts no rollout: the revision is rendered from the defaults recorded on it."""
+    cluster = _serving(samples)
+    (before,) = cluster.of("Deployment").values()
+    upgrade()
+    assert cluster.reconcile("2026-11-21T10:01:00Z") == []  # not one write: no pod is replaced
+    assert cluster.reconcile("2026-11-21T10:02:00Z") == []
+    (after,) = cluster.of("Deployment").values()
+    assert _image(after) == DEFAULT_RUNTIME_IMAGE and after == before
+    assert cluster.of("LLMRollout") == {}
+
+
+def test_new_defaults_reach_a_deployment_at_its_next_revision_through_a_rollout(samples, upgrade):
+    cluster = _serving(samples)
+    (stable,) = cluster.of("Deployment")
+    upgrade()
+    cluster.edit(runtime={"maxModelLen": 4096})
+    cluster.reconcile("2026-11-21T10:01:00Z")
+    (rollout,) = cluster.of("LLMRollout").values()  # the new revision goes through the rollout strategy
+    cluster.reconcile("2026-11-21T10:01:10Z")
+    new = {n: d for n, d in cluster.of("Deployment").items() if n != stable}
+    assert [_image(d) for d in new.values()] == [NEW_IMAGE]
+    assert _image(cluster.of("Deployment")[stable]) == DEFAULT_RUNTIME_IMAGE  # stable untouched meanwhile
+    assert json.loads(next(iter(new.values()))["metadata"]["annotations"][b.DEFAULTS_ANNOTATION])["runtime"]["image"] == NEW_IMAGE
+
+
+def test_new_defaults_reach_a_running_revision_by_an_explicit_rollout(samples, upgrade):
+    """Naming the new image in the spec (even though it is now the default) is a new revision, rolled out."""
+    cluster = _serving(samples)
+    upgrade()
+    cluster.edit(runtime={**samples["llmdeployment-minimal"]["spec"]["runtime"], "image": NEW_IMAGE})  # nothing else
+    cluster.reconcile("2026-11-21T10:01:00Z")
+    (rollout,) = cluster.of("LLMRollout").values()
+    assert rollout["metadata"]["labels"]["llmops.dev/revision"] != cluster.status["stableRevision"]
+
+
+def test_new_defaults_reach_a_running_revision_by_an_llmrollout_to_the_same_model(samples, upgrade):
+    """An LLMRollout that names the model the deployment serves, and no runtime, builds its revision with this
+    release's defaults: the way to move one LLMDeployment to a new release's image without editing its spec."""
+    cluster = _serving(samples)
+    upgrade()
+    cluster.kube.add({"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMRollout",
+                      "metadata": {"name": "to-new-image", "namespace": "default", "creationTimestamp": "2026-11-21T10:01:00Z"},
+                      "spec": {"deploymentName": "qwen-small", "target": {"model": {"uri": "hf://Qwen/Qwen2.5-1.5B-Instruct"}}}})
+    cluster.reconcile("2026-11-21T10:01:00Z")
+    images = {n: _image(d) for n, d in cluster.of("Deployment").items()}
+    assert sorted(images.values()) == [DEFAULT_RUNTIME_IMAGE, NEW_IMAGE]  # stable as built, the new revision as released
+    assert cluster.kube.objects[("llmops.dev/v1alpha1", "LLMRollout", "default", "to-new-image")]["status"]["phase"] == "Progressing"
+
+
+def test_an_upgrade_during_a_rollout_keeps_the_revision_it_is_rolling_out(samples, upgrade):
+    cluster = _serving(samples)
+    cluster.edit(runtime={"maxModelLen": 4096})
+    cluster.reconcile("2026-11-21T10:01:00Z")
+    cluster.reconcile("2026-11-21T10:01:10Z")
+    deployments = copy.deepcopy(cluster.of("Deployment"))
+    assert len(deployments) == 2
+    upgrade()
+    assert [w for w in cluster.reconcile("2026-11-21T10:01:20Z") if w[1] != "LLMRollout"] == []
+    assert cluster.of("Deployment") == deployments  # the canary is neither replaced nor re-templated
+    assert len(cluster.of("LLMRollout")) == 1
+
+
+def test_a_revision_built_before_defaults_were_recorded_keeps_its_pod_template(samples, upgrade):
+    """A Deployment without the annotation was built by a release whose defaults were the baseline: after an
+    upgrade it is rendered with those, and the only change is the annotation itself (metadata, no new pods)."""
+    cluster = _serving(samples)
+    (name, dep), = cluster.of("Deployment").items()
+    del dep["metadata"]["annotations"][b.DEFAULTS_ANNOTATION]
+    template = copy.deepcopy(dep["spec"]["template"])
+    upgrade()
+    assert cluster.reconcile("2026-11-21T10:01:00Z") == [("apply", "Deployment", name)]
+    after = cluster.of("Deployment")[name]
+    assert after["spec"]["template"] == template
+    assert json.loads(after["metadata"]["annotations"][b.DEFAULTS_ANNOTATION]) == b.REVISION_BASELINE
+
+
+# (case, the spec's runtime/resources, the defaults recorded on the live revision's Deployment, the defaults it was
+# built with) -> whether the spec names that live revision (else a new one, with this release's defaults)
+OLD = {"runtime": {"image": "old:1"}, "resources": {}}
+SPEC_REVISIONS = [
+    ("same defaults", {}, b.REVISION_BASELINE, b.REVISION_BASELINE, True),
+    ("recorded older image", {}, OLD, OLD, True),
+    ("spec names the image the revision has", {"runtime": {"image": "old:1"}}, OLD, OLD, True),
+    ("spec names another image", {"runtime": {"image": "new:2"}}, OLD, OLD, False),
+    ("spec changes an engine argument", {"runtime": {"maxModelLen": 10}}, b.REVISION_BASELINE, b.REVISION_BASELINE, False),
+    ("recorded value refused: the baseline", {}, {"runtime": {"startupTimeoutSeconds": 5}}, b.REVISION_BASELINE, True),
+]
+
+
+@pytest.mark.parametrize("case,overrides,recorded,built_with,same", SPEC_REVISIONS, ids=[c[0] for c in SPEC_REVISIONS])
+def test_spec_revision_matches_a_live_revision_with_the_defaults_it_was_built_with(case, overrides, recorded, built_with, same):
+    spec = _spec({"metadata": {"name": "m"}, "spec": {"model": {"uri": "hf://org/model"}, **overrides}})
+    model = b.static_model(spec)
+    built = b.make_revision(_spec({"metadata": {"name": "m"}, "spec": {"model": {"uri": "hf://org/model"}}}), model, built_with)
+    live = {built.id: {"metadata": {"annotations": {b.DEFAULTS_ANNOTATION: json.dumps(recorded)}}}}
+    found = b.spec_revision(spec, model, live)
+    assert (found.id == built.id) is same
+    if same:
+        assert (found.runtime, found.resources) == (built.runtime, built.resources)  # rendered as it was built
+    else:
+        assert found == b.make_revision(spec, model)  # a new revision, with this release's defaults
+
+
+def test_revision_ids_are_the_ones_earlier_releases_gave():
+    """Ids name the Deployments and LLMRollouts of running clusters: these were computed by the release that
+    left defaults out by comparing with the pydantic defaults (``exclude_defaults``), and must not change."""
+    cases = [
+        ({}, "d6fae50143"),
+        ({"runtime": {"image": DEFAULT_RUNTIME_IMAGE, "startupTimeoutSeconds": 1800}}, "d6fae50143"),
+        ({"runtime": {"image": "other:1"}}, "737aa7e44b"),
+        ({"runtime": {"cache": {"claimName": "weights"}}, "resources": {"gpus": 2}}, "d5a2ef9c03"),
+        ({"resources": {"tolerations": [{"key": "k", "operator": "Exists"}], "shmSize": "2Gi"}}, "dc8bd96357"),
+        ({"runtime": {"env": [{"name": "A", "value": "1"}], "cache": {"sizeLimit": "100Gi"}}}, "58e9405415"),
+    ]
+    for overrides, expected in cases:
+        spec = _spec({"metadata": {"name": "m"}, "spec": {"model": {"uri": "hf://org/model"}, **overrides}})
+        shaping = {"model": "hf://org/model",
+                   "runtime": spec.runtime.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+                   "resources": spec.resources.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+                   "servedModelName": None}
+        earlier = hashlib.sha256(json.dumps(shaping, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:10]
+        assert b.make_revision(spec, b.static_model(spec)).id == earlier == expected, overrides
+
+
+def test_every_default_that_reaches_the_pods_has_a_baseline():
+    """A field with a default other than None or empty must be in REVISION_BASELINE (with its first default), or a
+    release changing that default would change every revision's id; the baseline holds nothing else."""
+    from llm_operator._api import ModelCache, Resources, Runtime
+
+    def defaults(model, prefix=""):
+        out = {}
+        for name, info in model.model_fields.items():
+            key = prefix + (info.alias or name)
+            value = info.get_default(call_default_factory=True)
+            if isinstance(value, ModelCache):
+                out.update(defaults(ModelCache, key + "."))
+            elif value not in (None, [], {}):
+                out[key] = value
+        return out
+
+    def flat(tree, prefix=""):
+        return {k: v for key, sub in tree.items()
+                for k, v in (flat(sub, prefix + key + ".").items() if isinstance(sub, dict) else [(prefix + key, sub)])}
+
+    assert set(flat(b.REVISION_BASELINE["runtime"])) == set(defaults(Runtime))
+    assert set(flat(b.REVISION_BASELINE["resources"])) == set(defaults(Resources))
+    assert flat(b.REVISION_BASELINE["runtime"]) == defaults(Runtime)  # this release has changed none of them
