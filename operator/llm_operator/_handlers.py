@@ -28,11 +28,13 @@ import kopf
 from . import _contract as c
 from . import _registry as reg
 from ._api import GROUP, VERSION, MlflowModelRef
+from ._backoff import Backoff
+from ._events import Event, EventRecorder
 from ._kube import DynamicKube, Kube, KubeError
 from ._measure import measure
 from ._metrics import MetricsError, MetricsProvider, PrometheusProvider
 from ._progressive import target_versions
-from ._reconcile import Event, WriteStatus, event_manifest, execute, measurement_due, observe, plan_llmdeployment
+from ._reconcile import WriteStatus, execute, measurement_due, observe, plan_llmdeployment
 from ._telemetry import Telemetry
 from ._settings import Settings
 from ._validation import InvalidSpec, parse_llmdeployment
@@ -66,6 +68,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.networking.request_timeout = 60
     if "kube" not in memo:
         memo.kube = await asyncio.to_thread(DynamicKube.from_environment, SETTINGS.kubeconfig)
+    memo.events = EventRecorder(memo.kube, INSTANCE)
+    # Failed passes retry after 1 s doubling to 5 min per object (controller-runtime's item back-off), +-20% jitter.
+    memo.backoff, memo.retry_at, memo.errors_seen = Backoff(base=1.0, cap=300.0), {}, {}
     memo.locks = defaultdict(threading.Lock)
     memo.providers, memo.providers_lock = {}, threading.Lock()
     memo.loop, memo.timers = asyncio.get_running_loop(), {}
@@ -118,7 +123,15 @@ def _registry_for(kube: Kube, memo: kopf.Memo, namespace: str, ref: MlflowModelR
         secret = kube.get("v1", "Secret", namespace, ref.secret_ref.name)
         if secret is None:
             raise reg.RegistryError(f"Secret {namespace}/{ref.secret_ref.name} (spec.model.mlflow.secretRef) not found")
-        data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+        data = {}
+        for k, v in (secret.get("data") or {}).items():
+            if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN"):
+                continue  # other keys are not the operator's business
+            try:
+                data[k] = base64.b64decode(v).decode()
+            except (ValueError, UnicodeDecodeError):
+                raise reg.RegistryError(f"Secret {namespace}/{ref.secret_ref.name} key {k} (spec.model.mlflow.secretRef) "
+                                        "is not UTF-8 text") from None
         data.update(secret.get("stringData") or {})
         uri, token = data.get("MLFLOW_TRACKING_URI"), data.get("MLFLOW_TRACKING_TOKEN") or None
         if not uri:
@@ -192,12 +205,8 @@ def reconcile(kube: Kube, memo: kopf.Memo, namespace: str, name: str) -> float |
             about = dict(event.about or body)
             about.setdefault("apiVersion", f"{GROUP}/{VERSION}")
             about.setdefault("kind", "LLMRollout" if event.about is not None else "LLMDeployment")
-            if not about.get("metadata", {}).get("uid"):
-                return
-            try:
-                kube.create(event_manifest(about, event, now, INSTANCE))
-            except KubeError as error:  # an Event is worth a log line, not a failed pass
-                log.warning("could not post event %s on %s: %s", event.reason, about["metadata"]["name"], error)
+            if about.get("metadata", {}).get("uid"):
+                memo.events.post(about, event, now)  # a repeat counts on the Event it repeats
 
         def own(obj: dict[str, Any]) -> None:
             kopf.append_owner_reference(obj, owner=kopf.Body(body))
@@ -234,14 +243,51 @@ async def _fire(memo: kopf.Memo, namespace: str, name: str) -> None:
 
 
 def _guarded(memo: kopf.Memo, namespace: str, name: str, logger: logging.Logger) -> None:
+    """One pass that never takes its caller down. A failure of any kind (an API error, a Secret that is not
+    UTF-8, a bug) is logged once while it repeats (with its traceback when it is not an API error), counted in
+    ``llmops_reconcile_errors_total``, and retried after the object's back-off (:class:`~._backoff.Backoff`; a
+    server's ``Retry-After`` is a floor). The resync loop skips an object until its retry is due; a watch event
+    (a spec edit, say) still starts a pass at once."""
+    key = (namespace, name)
     try:
         requeue = reconcile(memo.kube, memo, namespace, name)
-    except KubeError as error:  # the next event or resync retries; status already says what failed
-        logger.warning("reconcile of %s/%s failed: %s", namespace, name, error)
+    except Exception as error:
+        delay = memo.backoff.failure(key, getattr(error, "retry_after", None))
+        memo.retry_at[key] = time.monotonic() + delay
+        text = f"{type(error).__name__}: {error}"
+        if memo.errors_seen.get(key) != text:
+            memo.errors_seen[key] = text
+            logger.warning("reconcile of %s/%s failed (failure %d, next try in %.1fs): %s", namespace, name,
+                           memo.backoff.failures(key), delay, text, exc_info=not isinstance(error, KubeError))
+        else:
+            logger.debug("reconcile of %s/%s failed again (failure %d, next try in %.1fs)", namespace, name,
+                         memo.backoff.failures(key), delay)
         memo.telemetry.observe_error(namespace, name)
-        requeue = min(30.0, SETTINGS.resync_seconds)
+        requeue = delay
+    else:
+        if memo.errors_seen.pop(key, None) is not None:
+            logger.info("reconcile of %s/%s succeeded after %d failures", namespace, name, memo.backoff.failures(key))
+        memo.backoff.success(key)
+        memo.retry_at.pop(key, None)
     if requeue is not None:
         _schedule(memo, namespace, name, max(requeue, 0.5))
+
+
+async def _survive(memo: kopf.Memo, loop: str, error: Exception) -> None:
+    """A background loop's iteration failed: log it once while it repeats, count it, and back off (so a loop
+    never dies and never spins)."""
+    delay = memo.backoff.failure(("loop", loop), getattr(error, "retry_after", None))
+    text = f"{type(error).__name__}: {error}"
+    if memo.errors_seen.get(("loop", loop)) != text:
+        memo.errors_seen[("loop", loop)] = text
+        log.warning("%s loop: %s (next try in %.1fs)", loop, text, delay, exc_info=not isinstance(error, KubeError))
+    memo.telemetry.loop_errors.labels(loop).inc()
+    await asyncio.sleep(delay)
+
+
+def _recovered(memo: kopf.Memo, loop: str) -> None:
+    memo.backoff.success(("loop", loop))
+    memo.errors_seen.pop(("loop", loop), None)
 
 
 @kopf.on.event(GROUP, VERSION, "llmdeployments")
@@ -252,18 +298,25 @@ def llmdeployment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logg
 
 
 async def _resync_loop(memo: kopf.Memo) -> None:
-    """Reconcile every LLMDeployment each ``resync_seconds`` (the level-based safety net)."""
+    """Reconcile every LLMDeployment each ``resync_seconds`` (the level-based safety net); an object whose last pass
+    failed waits for its back-off."""
     while True:
         await asyncio.sleep(SETTINGS.resync_seconds)
         try:
             bodies = []
             for namespace in SETTINGS.namespaces or (None,):  # a namespaced install may not list cluster-wide
                 bodies += await asyncio.to_thread(memo.kube.list, f"{GROUP}/{VERSION}", "LLMDeployment", namespace, "")
-        except KubeError as error:
-            log.warning("resync: cannot list LLMDeployments: %s", error)
-            continue
-        for body in bodies:
-            await asyncio.to_thread(_guarded, memo, body["metadata"]["namespace"], body["metadata"]["name"], log)
+            for body in bodies:
+                key = (body["metadata"]["namespace"], body["metadata"]["name"])
+                if memo.retry_at.get(key, 0.0) > time.monotonic():
+                    continue
+                await asyncio.to_thread(_guarded, memo, *key, log)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            await _survive(memo, "resync", error)
+        else:
+            _recovered(memo, "resync")
 
 
 async def _registry_loop(memo: kopf.Memo) -> None:
@@ -271,27 +324,39 @@ async def _registry_loop(memo: kopf.Memo) -> None:
     however many follow it) and start a pass for its followers when its aliases or stages moved."""
     while True:
         await asyncio.sleep(SETTINGS.registry_poll_seconds)
-        groups: dict[tuple[Any, str], list[tuple[str, str]]] = defaultdict(list)
-        clients = {}
-        for obj, (key, registry, model) in list(memo.followers.items()):
-            groups[(key, model)].append(obj)
-            clients[(key, model)] = registry
-        for (key, model), objs in groups.items():
-            try:
-                info = await asyncio.to_thread(memo.registry_cache.model, key, clients[(key, model)], model)
-            except reg.RegistryError as error:  # the followers' own passes report it and back off
-                if memo.registry_seen.get((key, model)) != str(error):  # once per change, not per poll
-                    log.info("registry poll of %s: %s", model, error)
-                memo.registry_seen[(key, model)] = str(error)
-                continue
-            memo.telemetry.registry_sync.labels(model).set(time.time())
-            before = memo.registry_seen.get((key, model))
-            memo.registry_seen[(key, model)] = info
-            if isinstance(before, reg.ModelInfo) and before != info:
-                log.info("registered model %s moved (aliases %s, stages %s): reconciling %d followers",
-                         model, dict(info.aliases), dict(info.stages), len(objs))
-                for namespace, name in objs:
-                    _schedule(memo, namespace, name, 0)
+        try:
+            await _poll_registry(memo)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            await _survive(memo, "registry", error)
+        else:
+            _recovered(memo, "registry")
+
+
+async def _poll_registry(memo: kopf.Memo) -> None:
+    """One round of :func:`_registry_loop`."""
+    groups: dict[tuple[Any, str], list[tuple[str, str]]] = defaultdict(list)
+    clients = {}
+    for obj, (key, registry, model) in list(memo.followers.items()):
+        groups[(key, model)].append(obj)
+        clients[(key, model)] = registry
+    for (key, model), objs in groups.items():
+        try:
+            info = await asyncio.to_thread(memo.registry_cache.model, key, clients[(key, model)], model)
+        except reg.RegistryError as error:  # the followers' own passes report it and back off
+            if memo.registry_seen.get((key, model)) != str(error):  # once per change, not per poll
+                log.info("registry poll of %s: %s", model, error)
+            memo.registry_seen[(key, model)] = str(error)
+            continue
+        memo.telemetry.registry_sync.labels(model).set(time.time())
+        before = memo.registry_seen.get((key, model))
+        memo.registry_seen[(key, model)] = info
+        if isinstance(before, reg.ModelInfo) and before != info:
+            log.info("registered model %s moved (aliases %s, stages %s): reconciling %d followers",
+                     model, dict(info.aliases), dict(info.stages), len(objs))
+            for namespace, name in objs:
+                _schedule(memo, namespace, name, 0)
 
 
 @kopf.on.cleanup()

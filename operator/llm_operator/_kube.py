@@ -18,11 +18,13 @@ log = logging.getLogger(__name__)
 
 
 class KubeError(Exception):
-    """A Kubernetes API call failed; ``status`` is the HTTP status (0 when none was received)."""
+    """A Kubernetes API call failed; ``status`` is the HTTP status (0 when none was received) and
+    ``retry_after`` the server's ``Retry-After`` in seconds (429 from API Priority and Fairness, some 503s)."""
 
-    def __init__(self, message: str, status: int = 0):
+    def __init__(self, message: str, status: int = 0, retry_after: float | None = None):
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 class Conflict(KubeError):
@@ -50,6 +52,9 @@ class Kube(Protocol):
     def patch_status(self, api_version: str, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
         """Apply a JSON patch (RFC 6902) through the status subresource; a failed ``test`` is a :class:`Conflict`."""
 
+    def patch(self, api_version: str, kind: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch (RFC 7386) of the object (an Event's count, say); 404 when it is gone."""
+
     def scale(self, namespace: str, name: str, replicas: int) -> None:
         """Set a Deployment's ``spec.replicas`` with a merge patch."""
 
@@ -63,10 +68,16 @@ def _wrap(error: Exception) -> KubeError:
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
     message = f"{type(error).__name__} ({status}): {str(text)[:300]}" if status else f"{type(error).__name__}: {text}"
+    retry_after = None
+    headers = getattr(error, "headers", None) or {}
+    try:
+        retry_after = float(headers.get("Retry-After")) if headers.get("Retry-After") else None
+    except (TypeError, ValueError):  # an HTTP date: not what kube-apiserver sends
+        retry_after = None
     # A failed JSON-patch ``test`` is a 422 whose message reads "testing value /metadata/resourceVersion failed".
     if status == 409 or (status == 422 and "testing value" in str(text).lower()):
         return Conflict(message, status)
-    return KubeError(message, status)
+    return KubeError(message, status, retry_after)
 
 
 class DynamicKube:
@@ -148,6 +159,14 @@ class DynamicKube:
             self._resource(api_version, kind).delete(name=name, namespace=namespace, body={"propagationPolicy": "Background"})
         except (NotFoundError, ResourceNotFoundError):
             return
+        except Exception as error:
+            raise _wrap(error) from error
+
+    def patch(self, api_version: str, kind: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self._resource(api_version, kind).patch(body=body, name=name, namespace=namespace,
+                                                           content_type="application/merge-patch+json",
+                                                           field_manager=c.FIELD_MANAGER).to_dict()
         except Exception as error:
             raise _wrap(error) from error
 

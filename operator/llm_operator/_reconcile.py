@@ -31,6 +31,7 @@ from . import _contract as c
 from . import _progressive as p
 from . import _registry as reg
 from ._api import API_VERSION, LLMDeploymentSpec, ResolvedModel
+from ._events import Event
 from ._kube import Conflict, Kube, KubeError
 from ._measure import Run
 from ._rollout import TERMINAL, decide
@@ -93,16 +94,6 @@ class RecordOutcome:
     body: Mapping[str, Any]
     outcome: reg.Outcome
     status: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Event:
-    """A Kubernetes Event about the reconciled object, or about ``about`` (an LLMRollout) when given."""
-
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-    about: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -802,27 +793,6 @@ def observe(kube: Kube, body: Mapping[str, Any], autoscaler_kinds: frozenset[str
     rollouts = [r for r in every if r.get("spec", {}).get("deploymentName") == name]
     others = frozenset(r["metadata"]["name"] for r in every if r.get("spec", {}).get("deploymentName") != name)
     return Observed(deployments=deployments, children=children, rollouts=rollouts, other_rollout_names=others)
-
-
-def event_manifest(about: Mapping[str, Any], event: Event, now: str, instance: str) -> dict[str, Any]:
-    """A ``v1`` Event about ``about`` (which must carry apiVersion, kind, name, namespace and uid)."""
-    meta = about["metadata"]
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-        "involvedObject": {"apiVersion": about.get("apiVersion", API_VERSION), "kind": about["kind"], "name": meta["name"],
-                           "namespace": meta["namespace"], "uid": meta["uid"]},
-        "type": event.type,
-        "reason": event.reason,
-        "message": event.message[:1024],
-        "source": {"component": c.MANAGER},
-        "reportingComponent": f"llmops.dev/{c.MANAGER}",
-        "reportingInstance": instance,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    }
 
 
 def status_patch(body: Mapping[str, Any], status: dict[str, Any]) -> list[dict[str, Any]]:

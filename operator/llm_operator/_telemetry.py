@@ -25,7 +25,7 @@ class Telemetry:
         r = self.registry
         self.reconcile_seconds = Histogram("llmops_reconcile_duration_seconds", "Duration of a reconcile pass",
                                            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
-        self.reconcile_errors = Counter("llmops_reconcile_errors", "Reconcile passes that failed on an API call",
+        self.reconcile_errors = Counter("llmops_reconcile_errors", "Reconcile passes that failed (any error)",
                                         ["namespace", DEPLOYMENT], registry=r)
         self.api_writes = Counter("llmops_api_writes", "API writes made by reconcile passes", ["namespace", DEPLOYMENT], registry=r)
         self.slo_target = Gauge("llmops_slo_availability_ratio", "SLO availability target of an LLMDeployment, ratio 0..1",
@@ -44,6 +44,8 @@ class Telemetry:
         self.registry_errors = Counter("llmops_registry_errors", "Failed model registry reads and writes",
                                        ["registered_model", "reason"], registry=r)
         self.verdicts = Counter("llmops_analysis_runs", "Analysis runs by verdict", ["namespace", "rollout", "verdict"], registry=r)
+        self.loop_errors = Counter("llmops_loop_errors", "Failed iterations of the operator's background loops (resync, registry)",
+                                   ["loop"], registry=r)
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
         start_http_server(port, addr=address, registry=self.registry)

@@ -117,6 +117,29 @@ class FakeKube:
         self.objects[(api_version, kind, namespace, name)] = patched
         return copy.deepcopy(patched)
 
+    def patch(self, api_version: str, kind: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A merge patch (RFC 7386: null deletes a key, maps merge, anything else replaces)."""
+        self._inject("patch", kind, name)
+        self.writes.append(("patch", kind, name))
+        live = self.objects.get((api_version, kind, namespace, name))
+        if live is None:
+            raise KubeError(f"{kind} {name} not found", 404)
+
+        def merge(into: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+            for key, value in patch.items():
+                if value is None:
+                    into.pop(key, None)
+                elif isinstance(value, dict) and isinstance(into.get(key), dict):
+                    merge(into[key], value)
+                else:
+                    into[key] = copy.deepcopy(value)
+            return into
+
+        patched = stored(merge(copy.deepcopy(live), body))
+        patched["metadata"]["resourceVersion"] = str(next(self._rv))
+        self.objects[(api_version, kind, namespace, name)] = patched
+        return copy.deepcopy(patched)
+
     def scale(self, namespace: str, name: str, replicas: int) -> None:
         self._inject("scale", "Deployment", name)
         self.writes.append(("scale", "Deployment", name))
