@@ -34,7 +34,7 @@ from ._api import API_VERSION, LLMDeploymentSpec, ResolvedModel
 from ._events import Event
 from ._kube import Conflict, Kube, KubeError
 from ._measure import Run
-from ._rollout import TERMINAL, decide
+from ._rollout import TERMINAL, decide, promotion_size, stable_floor
 from ._rollout import Observed as RolloutObserved
 from ._validation import InvalidSpec, parse_llmdeployment
 
@@ -364,6 +364,15 @@ def plan_llmdeployment(
     canary_spec = spec
     drain = p.draining(rollouts, spec.rollout.abort_scale_down_delay_seconds, now_dt)
     routes = b.routes_of(observed.children.get(("VirtualService", name))) or b.Routes()
+    # While a canary runs, the autoscaler (which sees only stable's pods) may not shrink stable below what it
+    # needs to take all the traffic back, and the promoted revision is sized for all of it (_rollout.stable_floor,
+    # _rollout.promotion_size).
+    floor = full = None
+    if scaling is not None:
+        floor = stable_floor(scaling.min_replicas, scaling.max_replicas, want, _autoscaler_minimum(observed, name),
+                             routes.canary_weight)
+        full = promotion_size(floor, want, routes.canary_weight, scaling.max_replicas)
+    promoted_replicas = want  # the stable revision's size; at a promotion, what the new one was sized to
     preview = False
     canary_replicas = 0
     previous = old_status.get("previousRevision")
@@ -386,9 +395,9 @@ def plan_llmdeployment(
             actions.append(WriteStatus(active.body, rollout_status))
         elif target.id != stable_id:
             decision = decide(active.plan, rollout_status, RolloutObserved(
-                stable_revision=stable_id, target_revision=target.id, stable_replicas=max(want, 1),
+                stable_revision=stable_id, target_revision=target.id, stable_replicas=max(want, floor or 0, 1),
                 canary_ready=_ready(observed.deployments.get(target.id)),
-                generation=active.body["metadata"].get("generation")), run, now_dt)
+                generation=active.body["metadata"].get("generation"), full_replicas=full), run, now_dt)
             if decision.status != read_status:
                 actions.append(WriteStatus(active.body, decision.status))
             events += [Event(t, r, m, about=active.body) for t, r, m in decision.events]
@@ -399,6 +408,7 @@ def plan_llmdeployment(
                 previous, previous_at = stable_id, _iso(now_dt + datetime.timedelta(seconds=active.plan.scale_down_delay_seconds))
                 stable_id = target.id
                 routes = b.Routes()
+                promoted_replicas = decision.canary_replicas
             elif decision.status.get("phase") in TERMINAL:
                 routes = b.Routes()
                 drain[target.id] = active.plan.abort_scale_down_delay_seconds
@@ -428,9 +438,9 @@ def plan_llmdeployment(
     # ---- desired children
     desired_objects: list[dict[str, Any]] = []
     if stable_id == spec_rev.id:
-        desired_objects.append(b.build_deployment(name, namespace, spec, spec_rev, want))
+        desired_objects.append(b.build_deployment(name, namespace, spec, spec_rev, promoted_replicas))
     elif active is not None and stable_id == active.revision.id:  # promoted in this pass
-        desired_objects.append(b.build_deployment(name, namespace, active.spec, active.revision, want))
+        desired_objects.append(b.build_deployment(name, namespace, active.spec, active.revision, promoted_replicas))
     if canary is not None:
         desired_objects.append(b.build_deployment(name, namespace, canary_spec, canary, canary_replicas))
     desired_objects += b.build_routing(name, namespace, spec, stable_id, canary.id if canary is not None else None, routes,
@@ -438,10 +448,12 @@ def plan_llmdeployment(
     stable_deployment = c.revision_deployment_name(name, stable_id)
     delete_kinds: list[tuple[str, str]] = []
     if scaling is not None and scaling.provider == "keda" and "ScaledObject" in autoscaler_kinds:
-        desired_objects.append(b.build_scaled_object(name, namespace, spec, stable_deployment, stable_id))
+        desired_objects.append(_held(b.build_scaled_object(name, namespace, spec, stable_deployment, stable_id),
+                                     "minReplicaCount", floor if canary is not None else None))
         delete_kinds.append(("autoscaling/v2", "HorizontalPodAutoscaler"))
     elif scaling is not None:
-        desired_objects.append(b.build_hpa(name, namespace, spec, stable_deployment))
+        desired_objects.append(_held(b.build_hpa(name, namespace, spec, stable_deployment), "minReplicas",
+                                     floor if canary is not None else None))
         delete_kinds.append(("keda.sh/v1alpha1", "ScaledObject"))
     else:
         delete_kinds += [("autoscaling/v2", "HorizontalPodAutoscaler"), ("keda.sh/v1alpha1", "ScaledObject")]
@@ -532,8 +544,10 @@ def plan_llmdeployment(
     else:
         setc(cond.READY, "False", "ReplicasNotReady", f"0/{want} replicas of revision {stable_id} ready (the model may still be loading)")
     if canary is not None:
+        held = f"; stable kept at >= {floor} replicas" if floor else ""
         setc(cond.PROGRESSING, "True", "RolloutInProgress",
-             f"LLMRollout {status_rollout}: {routes.canary_weight}% to revision {canary.id}, {_ready(observed.deployments.get(canary.id))}/{canary_replicas} pods ready")
+             f"LLMRollout {status_rollout}: {routes.canary_weight}% to revision {canary.id}, "
+             f"{_ready(observed.deployments.get(canary.id))}/{canary_replicas} pods ready{held}")
     elif pending is not None:
         setc(cond.PROGRESSING, "True", "RolloutPending", pending)
     elif behind is not None:
@@ -606,6 +620,23 @@ def _registry_model(spec: LLMDeploymentSpec, old_status: Mapping[str, Any], regi
     if last.get("name") == ref.name and last.get("alias") == ref.alias and last.get("stage") == ref.stage and last.get("version"):
         return ResolvedModel.model_validate(last)
     return None
+
+
+def _autoscaler_minimum(observed: Observed, name: str) -> int | None:
+    """The live autoscaler's minimum (HPA ``minReplicas``, ScaledObject ``minReplicaCount``): the floor an earlier
+    pass of the rollout set, or the spec's minimum; None without one."""
+    for kind, key in (("HorizontalPodAutoscaler", "minReplicas"), ("ScaledObject", "minReplicaCount")):
+        value = ((observed.children.get((kind, name)) or {}).get("spec") or {}).get(key)
+        if value is not None:
+            return int(value)
+    return None
+
+
+def _held(autoscaler: dict[str, Any], key: str, floor: int | None) -> dict[str, Any]:
+    """``autoscaler`` with its minimum raised to ``floor`` (while a canary runs), else as built."""
+    if floor is not None:
+        autoscaler["spec"][key] = max(autoscaler["spec"][key], floor)
+    return autoscaler
 
 
 def _draining(old_status: Mapping[str, Any], observed: Observed, stable_id: str, canary_id: str | None,

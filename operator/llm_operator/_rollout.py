@@ -121,6 +121,11 @@ class Observed:
     stable_replicas: int  # the stable revision's desired size: the base of canary sizing
     canary_ready: int  # ready pods of the target revision's Deployment (0 when absent)
     generation: int | None = None
+    full_replicas: int | None = None  # what the new revision needs to take 100% (promotion_size); default stable_replicas
+
+    @property
+    def full_size(self) -> int:
+        return self.full_replicas if self.full_replicas is not None else canary_size(100, self.stable_replicas)
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,43 @@ def canary_size(percent: int, stable_replicas: int) -> int:
     (1, 4, 1, 3)
     """
     return max(1, math.ceil(percent / 100 * max(stable_replicas, 1)))
+
+
+def stable_floor(min_replicas: int, max_replicas: int, stable_replicas: int, held: int | None, canary_weight: int) -> int:
+    """The fewest replicas the autoscaler may give the stable revision while a canary runs: what stable needs to
+    take all the traffic back on an abort.
+
+    While the canary has no live traffic (``canary_weight`` 0, as read), stable carries everything, and its size
+    then is that need: ``stable_replicas``. Once traffic moved, the floor ``held`` by the autoscaler (its live
+    minimum, set by an earlier pass) stays; the autoscaler may still scale stable up, never below it. This is
+    Argo Rollouts' default with traffic routing (``dynamicStableScale: false``: "the stable ReplicaSet is left
+    scaled to 100% during the update", so an abort shifts traffic back "without delay"). Within
+    ``min_replicas..max_replicas``.
+
+    >>> stable_floor(1, 10, 8, None, 0), stable_floor(1, 10, 5, 8, 40), stable_floor(2, 6, 9, None, 0)
+    (8, 8, 6)
+    """
+    floor = stable_replicas if canary_weight <= 0 or held is None else held
+    return min(max(min_replicas, floor), max_replicas)
+
+
+def promotion_size(floor: int, stable_replicas: int, canary_weight: int, max_replicas: int | None = None) -> int:
+    """Replicas the new revision needs before it takes 100% of the traffic at promotion.
+
+    ``floor`` is what carried all the traffic when the canary had none (:func:`stable_floor`). While stable sits at
+    that floor the autoscaler wanted no more for its share, and the floor is the need. When it scaled stable above
+    it (the load grew), that size carried only ``100 - canary_weight`` percent: all of it needs the autoscaler's own
+    proportion, ``ceil(stable x 100 / (100 - canary_weight))`` (the HPA's ``desired = ceil(current x
+    metric / target)`` with the metric scaled to the whole traffic). Never below the floor; at most ``max_replicas``.
+
+    >>> promotion_size(8, 8, 50), promotion_size(8, 10, 50), promotion_size(4, 3, 20), promotion_size(4, 9, 50, 12)
+    (8, 20, 4, 12)
+    """
+    need = floor
+    if stable_replicas > floor and canary_weight < 100:
+        need = math.ceil(stable_replicas * 100 / (100 - canary_weight))
+    need = max(need, floor, 1)
+    return min(need, max_replicas) if max_replicas is not None else need
 
 
 def run_window(analysis: Analysis) -> float:
@@ -289,7 +331,8 @@ def decide(plan: RolloutPlan, status: dict[str, Any], observed: Observed, run: R
         step = plan.steps[index]
         if step.kind in ("weight", "mirror", "preview"):
             percent = 100 if step.kind == "preview" else (step.value or 0)
-            need = canary_size(percent, observed.stable_replicas) if percent > 0 else (replicas or 1)
+            need = (observed.full_size if percent >= 100 else canary_size(percent, observed.stable_replicas)) if percent > 0 \
+                else (replicas or 1)
             if observed.canary_ready < need:
                 return wait_for_pods(need, f"step {index} ({step.kind} {percent}%)")
             replicas = max(replicas, need)
@@ -353,8 +396,8 @@ def decide(plan: RolloutPlan, status: dict[str, Any], observed: Observed, run: R
         st["message"] = f"step {index}: analysing ({analysis.get('runs', 0)} runs, last {analysis.get('verdict') or 'none yet'})"
         break
     else:
-        # ---- every step done (or promote): full size, then switch
-        need = canary_size(100, observed.stable_replicas)
+        # ---- every step done (or promote): sized for all the traffic, then switch
+        need = observed.full_size
         if observed.canary_ready < need:
             return wait_for_pods(need, "the switch")
         st.update(phase="Succeeded", finishedAt=stamp, canaryWeight=0, mirrorWeight=0, preview=False,

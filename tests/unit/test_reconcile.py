@@ -62,7 +62,7 @@ class Cluster:
         return next((v for k, v in self.kube.objects.items() if k[1] == kind), None)
 
     def set_ready(self, name: str, ready: int):
-        dep = self.kube.objects[("apps/v1", "Deployment", "default", name)]
+        dep = self.kube.objects[("apps/v1", "Deployment", self.key[2], name)]
         dep["status"] = {"observedGeneration": dep["metadata"]["generation"], "replicas": dep["spec"]["replicas"], "readyReplicas": ready}
 
     def edit_spec(self, **changes):
@@ -680,7 +680,7 @@ def _conditions(cluster) -> dict[str, tuple[str, str, str]]:
 
 
 def _rollout_spec(cluster, name, **fields):
-    obj = cluster.kube.objects[("llmops.dev/v1alpha1", "LLMRollout", "default", name)]
+    obj = cluster.kube.objects[("llmops.dev/v1alpha1", "LLMRollout", cluster.key[2], name)]
     obj["spec"].update(fields)
     obj["metadata"]["generation"] += 1
 
@@ -790,3 +790,80 @@ def test_deleting_an_in_flight_rollout_routes_back_then_waits_then_scales_down(s
     cluster.edit_spec(model={"uri": "hf://Qwen/Qwen2.5-1.5B-Instruct"})
     cluster.reconcile("2026-11-21T10:04:00Z")
     assert _conditions(cluster)["Degraded"][:2] == ("False", "AsExpected")
+
+
+# ------------------------------------------------------------------ the HPA capacity cliff (issue 13, item 14)
+
+
+def _hpa_min(cluster) -> int:
+    return cluster.child("HorizontalPodAutoscaler")["spec"]["minReplicas"]
+
+
+def _hpa_scales(cluster, revision: str, replicas: int):
+    """What the HPA does to the Deployment it targets: set its replicas (all ready, for the test)."""
+    dep = cluster.deployments()[f"llama-70b-{revision}"]
+    dep["spec"]["replicas"] = replicas
+    cluster.set_ready(dep["metadata"]["name"], replicas)
+
+
+def test_stable_keeps_the_size_that_takes_traffic_back_and_the_promoted_revision_gets_it(samples):
+    """4 replicas carry all the traffic; with 50% on the canary the HPA (which sees only stable's pods) would shrink
+    stable. It may not go below 4 while the canary runs (an abort sends it everything back), and the promoted
+    revision is sized 4 before it takes 100%, not the 2 the HPA left stable with (Argo Rollouts' default: stable
+    left at full size during the update)."""
+    doc = copy.deepcopy(samples["llmdeployment-multigpu"])  # HPA 2..6
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}]}
+    cluster = Cluster(doc)
+    cluster.reconcile(T0)
+    stable = cluster.body["status"]["stableRevision"]
+    _hpa_scales(cluster, stable, 4)  # the load needs 4
+    cluster.reconcile(T0)
+    assert _hpa_min(cluster) == 2
+
+    cluster.edit_spec(model={"uri": "s3://models/meta-llama/Llama-3.1-70B-Instruct-AWQ-v2"})
+    cluster.reconcile(T1)
+    cluster.reconcile(T1)  # the canary is created: 50% of 4 is 2 pods; stable may not shrink below 4 from now on
+    canary = cluster.body["status"]["canaryRevision"]
+    assert _hpa_min(cluster) == 4
+    _hpa_scales(cluster, canary, 2)
+    cluster.reconcile(T1)
+    assert b.routes_of(cluster.child("VirtualService")).canary_weight == 50
+    assert _hpa_min(cluster) == 4  # held while the canary carries traffic
+    assert "stable kept at >= 4 replicas" in _conditions(cluster)["Progressing"][2]
+    _hpa_scales(cluster, stable, 2)  # had the HPA shrunk it anyway (as it did without a floor)
+    cluster.reconcile(T1)
+    assert _hpa_min(cluster) == 4
+
+    (name,) = _rollouts(cluster)
+    _rollout_spec(cluster, name, promote=True)
+    cluster.reconcile(T2)
+    assert cluster.deployments()[f"llama-70b-{canary}"]["spec"]["replicas"] == 4  # sized for all the traffic first
+    assert cluster.body["status"]["stableRevision"] == stable  # not promoted on 2 ready pods
+    _hpa_scales(cluster, canary, 4)
+    cluster.reconcile(T2)
+    status = cluster.body["status"]
+    assert status["stableRevision"] == canary
+    assert cluster.deployments()[f"llama-70b-{canary}"]["spec"]["replicas"] == 4
+    hpa = cluster.child("HorizontalPodAutoscaler")
+    assert (hpa["spec"]["scaleTargetRef"]["name"], hpa["spec"]["minReplicas"]) == (f"llama-70b-{canary}", 2)  # the HPA's again
+
+
+def test_the_floor_is_lifted_when_the_rollout_aborts(samples):
+    doc = copy.deepcopy(samples["llmdeployment-multigpu"])
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}]}
+    cluster = Cluster(doc)
+    cluster.reconcile(T0)
+    stable = cluster.body["status"]["stableRevision"]
+    _hpa_scales(cluster, stable, 5)
+    cluster.edit_spec(model={"uri": "s3://models/meta-llama/Llama-3.1-70B-Instruct-AWQ-v2"})
+    cluster.reconcile(T1)
+    cluster.reconcile(T1)
+    _hpa_scales(cluster, cluster.body["status"]["canaryRevision"], 3)
+    cluster.reconcile(T1)
+    assert _hpa_min(cluster) == 5
+    (name,) = _rollouts(cluster)
+    _rollout_spec(cluster, name, abort=True)
+    cluster.reconcile(T2)
+    assert b.routes_of(cluster.child("VirtualService")) == b.Routes(100, 0, 0)
+    assert cluster.deployments()[f"llama-70b-{stable}"]["spec"]["replicas"] == 5  # ready to take it all back
+    assert _hpa_min(cluster) == 2

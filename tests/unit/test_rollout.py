@@ -6,7 +6,7 @@ import pytest
 
 from llm_operator._api import LLMRolloutSpec, RolloutTemplate
 from llm_operator._measure import MetricResult, Run
-from llm_operator._rollout import Observed, Traffic, canary_size, decide, needs_measurement, plan_rollout
+from llm_operator._rollout import Observed, Traffic, canary_size, decide, needs_measurement, plan_rollout, promotion_size, stable_floor
 
 T0 = datetime.datetime(2026, 11, 21, 10, 0, 0, tzinfo=datetime.UTC)
 
@@ -293,3 +293,44 @@ def test_a_hold_right_after_a_weight_keeps_the_canary_sized(steps, run):
     assert (d.canary_replicas, walk.status["canaryReplicas"]) == (2, 2)
     d = walk.step(60, ready=2)
     assert d.canary_replicas == 2 and d.traffic.canary_weight == 50
+
+
+# ---------------------------------------------------------------- the HPA capacity cliff (issue 13, item 14)
+
+
+@pytest.mark.parametrize("low,high,stable,held,weight,floor", [
+    (1, 10, 8, None, 0, 8),  # no traffic on the canary yet: stable's size is what all the traffic needs
+    (1, 10, 8, 2, 0, 8),  # still none: follows stable (the HPA may have grown it)
+    (1, 10, 5, 8, 40, 8),  # 40% on the canary, the HPA shrank stable to 5: the floor set before holds
+    (1, 10, 9, 8, 40, 8),  # stable grew above it: the floor stays, the HPA may grow stable
+    (2, 6, 9, None, 0, 6),  # within min..max
+    (3, 6, 1, None, 0, 3),
+    (1, 10, 5, None, 40, 5),  # traffic moved before any floor was held (an operator upgrade mid-rollout)
+])
+def test_stable_floor(low, high, stable, held, weight, floor):
+    assert stable_floor(low, high, stable, held, weight) == floor
+
+
+@pytest.mark.parametrize("floor,stable,weight,high,size", [
+    (8, 5, 50, None, 8),  # the HPA shrank stable under the canary's share: the promoted revision gets the floor
+    (8, 8, 50, None, 8),  # stable held at the floor
+    (8, 10, 50, None, 20),  # the HPA grew stable carrying 50%: all of it needs twice that
+    (8, 10, 50, 12, 12),  # at most maxReplicas
+    (4, 6, 100, None, 4),  # the canary already carries everything: stable's size says nothing
+    (0, 0, 0, None, 1),  # scaled to zero: one pod to switch to
+])
+def test_promotion_size(floor, stable, weight, high, size):
+    assert promotion_size(floor, stable, weight, high) == size
+
+
+def test_promotion_waits_for_the_size_of_all_the_traffic_not_the_shrunken_stable():
+    """8 replicas carried everything; with 50% on the canary the HPA shrank stable to 4. Promoting a revision of 4
+    pods would then send it all 8 pods' traffic: it waits for the full size first."""
+    walk = Walk(plan_rollout(spec(steps=[{"setWeight": 50}]), TEMPLATE))
+    walk.step(0, ready=4, stable=8)
+    d = decide(walk.plan, walk.status, Observed("old", "new", stable_replicas=8, canary_ready=4, generation=1,
+                                                full_replicas=promotion_size(8, 4, 50)), None, at(10))
+    assert (d.promote, d.canary_replicas) == (False, 8)
+    d = decide(walk.plan, d.status, Observed("old", "new", stable_replicas=8, canary_ready=8, generation=1,
+                                             full_replicas=8), None, at(20))
+    assert d.promote and d.canary_replicas == 8
