@@ -1,6 +1,7 @@
 """Rollout benchmark: how fast a breach is acted on, how often a healthy canary is wrongly aborted, and what an
-idle analysis tick costs in API writes. Everything real but the API server and the pods: the operator process,
-Debian's Prometheus scraping every second, and stand-in vLLM metric endpoints.
+idle analysis tick costs in API writes. On the real control plane (the revisions' pods on kwok CPU nodes), with the
+operator process under its own ServiceAccount, Debian's Prometheus scraping every second, and stand-in vLLM metric
+endpoints; writes are counted from kube-apiserver's audit log.
 
     PYTHONPATH=sandbox:. .venv/bin/python benchmarks/rollout.py [--detections 5] [--healthy 20]
 
@@ -24,8 +25,7 @@ import time
 
 import yaml
 
-from llm_sandbox.cluster import ROOT, LocalApi, Operator, crd_files, wait_for
-from llm_sandbox.kubelet import FakeKubelet
+from llm_sandbox.cluster import ROOT, Operator, start_cluster, wait_for
 from llm_sandbox.metrics import FakeVllm, Prometheus
 
 INTERVAL = 5  # analysis interval, seconds
@@ -43,14 +43,11 @@ def deployment(name: str, steps: list[dict]) -> dict:
 
 class Bench:
     def __init__(self, workdir: pathlib.Path):
-        self.api = LocalApi(workdir)
-        for path in crd_files():
-            self.api.apply_file(path)
+        self.api = start_cluster(workdir / "cluster")
         (workdir / "prom").mkdir()
         self.prometheus = Prometheus(workdir / "prom").start()
-        self.operator = Operator(self.api.kubeconfig, workdir / "operator.log", resync_seconds=1.0, verbose=False,
+        self.operator = Operator(self.api.operator_kubeconfig(), workdir / "operator.log", resync_seconds=1.0, verbose=False,
                                  env={"LLMOPS_PROMETHEUS_URL": self.prometheus.url}).start()
-        self.kubelet = FakeKubelet(self.api.client, load_seconds=0.5, interval=0.2).start()
         self.exporters: list[FakeVllm] = []
 
     def serve(self, namespace: str, name: str, revision: str, **behaviour) -> FakeVllm:
@@ -60,6 +57,7 @@ class Bench:
         return exporter
 
     def ready_deployment(self, namespace: str, name: str, steps: list[dict]) -> str:
+        self.api.namespace(namespace)
         self.api.create(deployment(name, steps), namespace)
         status = wait_for(lambda: (s := (self.api.get("llmops.dev/v1alpha1", "LLMDeployment", namespace, name) or {}).get("status", {}))
                           .get("readyReplicas") == 2 and s, 60, "stable ready")
@@ -77,15 +75,14 @@ class Bench:
     def canary_weight(self, namespace: str, name: str) -> int:
         vs = self.api.get("networking.istio.io/v1", "VirtualService", namespace, name)
         primary = next(h for h in vs["spec"]["http"] if h["name"] == "primary")
-        return next(r["weight"] for r in primary["route"] if r["destination"]["subset"] == "canary")
+        return next(r["weight"] for r in primary["route"] if r["destination"]["host"].split(".")[0] == f"{name}-canary")
 
     def close(self) -> None:
-        self.kubelet.stop()
         for exporter in self.exporters:
             exporter.stop()
         self.operator.stop()
         self.prometheus.stop()
-        self.api.close()
+        self.api.plane.stop()
 
 
 def detection(bench: Bench, run: int) -> dict:

@@ -14,13 +14,11 @@ user did what, and whether it was allowed. The certificates are made with ``cryp
 
 from __future__ import annotations
 
-import base64
 import datetime
 import ipaddress
 import json
 import os
 import pathlib
-import shutil
 import signal
 import socket
 import ssl
@@ -502,6 +500,7 @@ class Request:
     code: int
     decision: str | None
     user_agent: str
+    at: float  # when the API server received it (Unix seconds)
 
     @classmethod
     def from_event(cls, event: dict[str, Any]) -> Request:
@@ -514,7 +513,8 @@ class Request:
                    subresource=ref.get("subresource"), namespace=ref.get("namespace"), name=ref.get("name"),
                    code=int((event.get("responseStatus") or {}).get("code") or 0),
                    decision=(event.get("annotations") or {}).get("authorization.k8s.io/decision"),
-                   user_agent=event.get("userAgent", ""))
+                   user_agent=event.get("userAgent", ""),
+                   at=datetime.datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp())
 
     @property
     def write(self) -> bool:
@@ -546,13 +546,3 @@ class AuditLog:
     def mark(self) -> int:
         """A position to count requests from (``requests()[mark:]``)."""
         return len(self.requests())
-
-
-def b64(data: str) -> str:
-    return base64.b64encode(data.encode()).decode()
-
-
-def copy_binaries(src: pathlib.Path, dst: pathlib.Path) -> None:  # pragma: no cover - used by make only
-    dst.mkdir(parents=True, exist_ok=True)
-    for item in src.iterdir():
-        shutil.copy2(item, dst / item.name)

@@ -40,6 +40,17 @@ def _condition(obj, type_):
     return next(c for c in obj["status"]["conditions"] if c["type"] == type_)
 
 
+def _selected(children):
+    """Which revision each of the LLMDeployment's Services selects."""
+    return {svc["metadata"]["name"]: svc["spec"]["selector"]["llmops.dev/revision"] for svc in children["Service"]}
+
+
+def rollout_of(api, namespace, revision):
+    """The LLMRollout the operator created for ``revision`` (its name carries the revision)."""
+    return next((r for r in api.list("llmops.dev/v1alpha1", "LLMRollout", namespace) if (r.get("spec") or {}).get("target")
+                 and r["metadata"]["name"].startswith(f"qwen-small-{revision}")), None)
+
+
 def _held(doc):
     """``doc`` with its pods on the held node, whose readiness the test reports (as their kubelet would)."""
     doc = copy.deepcopy(doc)
@@ -95,8 +106,11 @@ def test_sample_becomes_valid_owned_children(api, operator, namespace, name, mlf
     assert args[args.index("--served-model-name") + 1] == doc["spec"]["model"].get("servedModelName", doc["metadata"]["name"])
     (vs,) = children["VirtualService"]
     assert [r["weight"] for r in vs["spec"]["http"][0]["route"]] == [100, 0]
-    (dr,) = children["DestinationRule"]
-    assert {s["name"]: s["labels"]["llmops.dev/revision"] for s in dr["spec"]["subsets"]} == {"stable": revision, "canary": revision}
+    name = doc["metadata"]["name"]
+    # Host-level splitting: the Service clients call selects the stable revision only; the canary's selects the
+    # canary revision (stable's while there is none); a DestinationRule each.
+    assert _selected(children) == {name: revision, f"{name}-canary": revision}
+    assert sorted(dr["metadata"]["name"] for dr in children["DestinationRule"]) == [name, f"{name}-canary"]
     assert obj["status"]["endpoint"] == f"http://{doc['metadata']['name']}.{namespace}.svc.cluster.local:8000/v1"
     # The real scheduler placed the pods by their GPU requests, node selector and tolerations, PodSecurity
     # (restricted) admitted them, kwok's kubelets report them ready, and the Deployment controller counts them.
@@ -207,22 +221,19 @@ def test_a_new_model_in_the_spec_rolls_out_through_an_llmrollout(api, operator, 
                    what="a canary revision")
     new = obj["status"]["canaryRevision"]
     # The LLMDeployment's status lands before the rollout's in the same pass (by design): wait for the second.
-    rollout = wait_for(lambda: (r := api.get("llmops.dev/v1alpha1", "LLMRollout", namespace, f"qwen-small-{new}"))
-                       and r.get("status") and r, what="the rollout's status")
+    rollout = wait_for(lambda: (r := rollout_of(api, namespace, new)) and r.get("status") and r, what="the rollout's status")
     assert rollout["spec"]["target"]["model"] == {"uri": "hf://Qwen/Qwen2.5-3B-Instruct"}
     assert rollout["status"]["phase"] == "Progressing" and rollout["status"]["toRevision"] == new
-    assert obj["status"]["stableRevision"] == old and obj["status"]["rollout"] == f"qwen-small-{new}"
-    dr = api.get("networking.istio.io/v1", "DestinationRule", namespace, "qwen-small")
-    assert [s["labels"]["llmops.dev/revision"] for s in dr["spec"]["subsets"]] == [old, new]
+    assert obj["status"]["stableRevision"] == old and obj["status"]["rollout"].startswith(f"qwen-small-{new}")
+    assert _selected(_children(api, namespace, "qwen-small")) == {"qwen-small": old, "qwen-small-canary": new}
     vs = api.get("networking.istio.io/v1", "VirtualService", namespace, "qwen-small")
     assert [r["weight"] for r in vs["spec"]["http"][0]["route"]] == [100, 0]  # nothing before the pods are ready
     api.set_pods_ready(namespace, f"qwen-small-{new}", 1)
     wait_for(lambda: api.get("apps/v1", "Deployment", namespace, f"qwen-small-{old}") is None, what="old revision removed")
     obj = _llmd(api, namespace, "qwen-small")
     assert obj["status"]["stableRevision"] == new and "canaryRevision" not in obj["status"]
-    dr = api.get("networking.istio.io/v1", "DestinationRule", namespace, "qwen-small")
-    assert [s["labels"]["llmops.dev/revision"] for s in dr["spec"]["subsets"]] == [new, new]
-    assert api.get("llmops.dev/v1alpha1", "LLMRollout", namespace, f"qwen-small-{new}")["status"]["phase"] == "Succeeded"
+    assert _selected(_children(api, namespace, "qwen-small")) == {"qwen-small": new, "qwen-small-canary": new}
+    assert rollout_of(api, namespace, new)["status"]["phase"] == "Succeeded"
 
 
 def test_deleting_the_llmdeployment_collects_its_children(api, operator, namespace):
@@ -259,3 +270,29 @@ def test_switching_the_autoscaler_replaces_it(api, operator, namespace):
     api.patch(*LLMD, namespace, name, {"spec": {"autoscaling": None}})  # a merge patch: null removes the field
     wait_for(lambda: api.get("autoscaling/v2", "HorizontalPodAutoscaler", namespace, name) is None, what="HPA deleted")
     assert api.get("keda.sh/v1alpha1", "ScaledObject", namespace, name) is None
+
+
+def test_a_pass_that_keeps_failing_is_one_warning_with_a_count_and_backs_off(api, operator, namespace):
+    """A ResourceQuota that admits no Service: every pass is refused the same way (403, exceeded quota). One
+    Warning Event counts the repeats instead of one per pass, the retries space out (per-object back-off, not the
+    1 s resync), and lifting the quota recovers without a restart."""
+    api.create({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-services"},
+                "spec": {"hard": {"services": "0"}}}, namespace)
+    api.create(sample("llmdeployment-minimal"), namespace)
+
+    def refused():
+        return [r for r in api.requests() if r.user == OPERATOR_USER and r.namespace == namespace
+                and r.resource == "services" and r.code == 403]
+
+    wait_for(lambda: len(refused()) >= 6, 90, "six refused passes")
+    (event,) = [e for e in api.list("v1", "Event", namespace) if e["reason"] == "ReconcileError"]
+    assert event["type"] == "Warning" and "exceeded quota" in event["message"]
+    assert event["count"] >= 5 and event["lastTimestamp"] > event["firstTimestamp"]
+    degraded = _condition(_llmd(api, namespace, "qwen-small"), "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "ReconcileError")
+    at = [r.at for r in refused()]
+    gaps = [b - a for a, b in zip(at, at[1:])]
+    assert max(gaps[-2:]) >= 3.5, gaps  # doubling from 1 s; the operator resyncs every 1 s in this suite
+    api.delete("v1", "ResourceQuota", namespace, "no-services")
+    wait_for(lambda: api.get("v1", "Service", namespace, "qwen-small"), 120, "the Service once the quota is gone")
+    wait_for(lambda: _condition(_llmd(api, namespace, "qwen-small"), "Degraded")["status"] == "False", 60, "Degraded=False")
