@@ -32,6 +32,8 @@ _QUANTITY_RE = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 _DNS_LABEL_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: A DNS-1035 label (a Service name): lower-case letters, digits and '-', starting with a letter, ending alphanumeric.
+_DNS_1035_RE = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
 #: A duration such as ``"30s"``, ``"5m"``, ``"1h30m"`` (Go ``time.ParseDuration`` units ms, s, m, h).
 Duration = Annotated[str, StringConstraints(pattern=_DURATION_RE)]
@@ -619,6 +621,14 @@ class _Kind:
     spec_model: ClassVar[type[_Model]]
     status_model: ClassVar[type[_Model]]
     root_rules: ClassVar[list[tuple[str, str, str]]] = []  # (rule, message, fieldPath) on the whole object
+    #: Constraints on ``metadata.name``, declared on that property (kube-apiserver allows ``name`` and
+    #: ``generateName`` there): at most ``name_max_length`` characters, and CEL rules (rule, message) whose ``self``
+    #: is the name. A rule on ``metadata.name`` is ratcheted (an object stored before it keeps being writable, spec
+    #: and status, as long as its name is unchanged, which it always is); a root rule is not (measured on
+    #: kube-apiserver 1.37: a status write of such an object is refused).
+    name_max_length: ClassVar[int | None] = None
+    name_rules: ClassVar[list[tuple[str, str]]] = []
+    name_description: ClassVar[str | None] = None
 
 
 def _col(name: str, type_: str, path: str, priority: int = 0, description: str | None = None) -> PrinterColumn:
@@ -632,8 +642,15 @@ class LLMDeployment(_Kind):
     short_names = ["llmd"]
     spec_model = LLMDeploymentSpec
     status_model = LLMDeploymentStatus
-    # '<name>-<10-char revision>' must fit a 63-character label value.
-    root_rules = [("self.metadata.name.size() <= 52", "must be at most 52 characters", ".metadata.name")]
+    # '<name>-<10-char revision>' names a Deployment and must fit a 63-character label value; '<name>' and
+    # '<name>-canary' name Services, which must be DNS-1035 labels (a custom resource's name need only be a DNS-1123
+    # subdomain: 'llama-3.1-8b' and '7b-chat' are valid LLMDeployment names, not valid Service names).
+    name_max_length = 52
+    name_rules = [(f"self.matches('{_DNS_1035_RE}')",
+                   "must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter and ending with a "
+                   "letter or digit, e.g. llama-3-1-8b): the LLMDeployment's Services are named after it")]
+    name_description = ("At most 52 characters and a DNS-1035 label: the revision Deployments (<name>-<revision>) and "
+                        "the Services (<name>, <name>-canary) are named after it.")
     printer_columns = [
         _col("Model", "string", ".status.model.name"),
         _col("Version", "string", ".status.model.version"),

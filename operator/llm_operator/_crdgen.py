@@ -94,6 +94,20 @@ def _api_server_view(node: Any) -> Any:
     return node
 
 
+def _metadata(kind: type[_Kind]) -> dict[str, Any]:
+    """The ``metadata`` schema: the constraints ``kind`` puts on ``metadata.name`` (kube-apiserver accepts those on
+    ``name`` and ``generateName`` only), else an untyped object."""
+    name: dict[str, Any] = {}
+    if kind.name_max_length is not None:
+        name["maxLength"] = kind.name_max_length
+    if kind.name_rules:
+        name["x-kubernetes-validations"] = [{"rule": rule, "message": message} for rule, message in kind.name_rules]
+    if not name:
+        return {"type": "object"}
+    return {"type": "object", "properties": {"name": {"type": "string", **({"description": kind.name_description}
+                                                                           if kind.name_description else {}), **name}}}
+
+
 def crd_manifest(kind: type[_Kind], *, operator_view: bool = False) -> dict[str, Any]:
     """One ``apiextensions.k8s.io/v1`` CustomResourceDefinition for ``kind``; ``operator_view`` keeps the
     operator-only keys (detailed messages, root rules' field paths) that the committed CRD leaves out."""
@@ -103,7 +117,7 @@ def crd_manifest(kind: type[_Kind], *, operator_view: bool = False) -> dict[str,
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            "metadata": _metadata(kind),
             "spec": structural(kind.spec_model),
             "status": structural(kind.status_model),
         },

@@ -5,9 +5,13 @@ Three layers, all reported as :class:`FieldError` with the full field path (``sp
 1. the CRD's CEL rules (``x-kubernetes-validations``), read from the generated schema and evaluated with
    cel-python, so the operator enforces exactly the rules the API server enforces (an object may predate a
    CRD upgrade, or come from a server without CEL);
-2. the pydantic field constraints (types, bounds, patterns: the same ones the schema carries);
+2. the pydantic field constraints (types, bounds, patterns: the same ones the schema carries), and the schema's
+   constraints pydantic does not see (``metadata.name``'s length);
 3. checks that need the operator's knowledge rather than the schema's (vLLM's quantization methods change
    between releases, so they are not frozen into the CRD).
+
+kube-apiserver ratchets a rule on a value that did not change, so an object stored before a stricter rule keeps
+being writable; the operator still reports it (``InvalidSpec``), as if it were new.
 """
 
 from __future__ import annotations
@@ -124,8 +128,17 @@ def _quantization_errors(runtime: Any, path: str) -> list[FieldError]:
     return []
 
 
+def _name_errors(kind: type[_Kind], body: Mapping[str, Any]) -> list[FieldError]:
+    """``metadata.name`` within the CRD's ``maxLength`` (its CEL rules are checked with the others)."""
+    limit = _schema(kind)["properties"]["metadata"].get("properties", {}).get("name", {}).get("maxLength")
+    name = (body.get("metadata") or {}).get("name")
+    if limit is not None and isinstance(name, str) and len(name) > limit:
+        return [FieldError("metadata.name", f"must be at most {limit} characters (it has {len(name)}): the children's names add to it")]
+    return []
+
+
 def _parse(kind: type[_Kind], model: type[pydantic.BaseModel], body: Mapping[str, Any], extra: list[FieldError]) -> Any:
-    errors = cel_errors(kind, body) + extra
+    errors = cel_errors(kind, body) + _name_errors(kind, body) + extra
     spec = None
     if not isinstance(body.get("spec"), Mapping):
         errors.append(FieldError("spec", "required"))

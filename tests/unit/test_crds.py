@@ -138,3 +138,16 @@ def test_the_crds_carry_no_rule_kube_apiserver_refuses():
             assert not any(key.startswith("x-llmops-") for key in entry), (name, path, entry)
             if "fieldPath" in entry:
                 assert not entry["fieldPath"].startswith(".metadata"), (name, path, entry)
+
+
+def test_name_rules_sit_on_metadata_name_where_kube_apiserver_ratchets_them():
+    """An LLMDeployment's name must fit its children's (Services are DNS-1035 labels). The rules are declared on
+    metadata.name, which kube-apiserver ratchets (an object stored before them keeps taking spec and status
+    writes): a rule on the root object is re-checked on every write, status writes included (measured on 1.37)."""
+    schema = _schema("llmdeployments")
+    name = schema["properties"]["metadata"]["properties"]["name"]
+    assert name["type"] == "string" and name["maxLength"] == 52
+    assert [r["rule"] for r in name["x-kubernetes-validations"]] == ["self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"]
+    assert "x-kubernetes-validations" not in schema
+    assert _schema("llmrollouts")["properties"]["metadata"] == {"type": "object"}
+

@@ -110,6 +110,44 @@ def test_name_too_long_for_revision_labels():
         parse_llmdeployment(body)
 
 
+# Valid LLMDeployment names (a custom resource's name need only be a DNS-1123 subdomain) that cannot name a Service
+# (a DNS-1035 label): refused with the message kube-apiserver 1.37 gives for them, measured with this CRD.
+NAMES = [
+    # (name, accepted)
+    ("llama-3-1-8b", True), ("chat-7b", True), ("a", True), ("x" * 52, True),
+    ("llama-3.1-8b", False), ("7b-chat", False), ("chat.v2", False), ("x" * 53, False),
+]
+
+
+@pytest.mark.parametrize("name,accepted", NAMES, ids=[n[:20] for n, _ in NAMES])
+def test_names_that_cannot_name_the_services_are_refused(name, accepted):
+    body = _llmd()
+    body["metadata"]["name"] = name
+    if accepted:
+        assert parse_llmdeployment(body) is not None
+        return
+    with pytest.raises(InvalidSpec) as info:
+        parse_llmdeployment(body)
+    (error,) = info.value.errors
+    assert error.path == "metadata.name"
+    assert ("must be a DNS-1035 label" in error.message and "Services are named after it" in error.message) or \
+        error.message.startswith("must be at most 52 characters")
+
+
+def test_an_object_stored_before_the_name_rule_creates_nothing():
+    """kube-apiserver lets such an object stay (the rule on metadata.name is ratcheted): the operator refuses it as
+    InvalidSpec before any child exists, so no GPU pod is created that no Service could route to."""
+    from llm_operator._reconcile import Observed, plan_llmdeployment
+
+    body = _llmd()
+    body["metadata"].update(name="llama-3.1-8b", generation=1)
+    plan = plan_llmdeployment(body, Observed(), "2026-11-21T10:00:00Z")
+    assert plan.actions == []
+    degraded = next(c for c in plan.status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec") and degraded["message"].startswith("metadata.name: ")
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "InvalidSpec")]
+
+
 def test_all_errors_are_reported_together():
     body = _llmd(runtime={"tensorParallelSize": 3, "maxModelLen": 0, "quantization": "nope"})
     with pytest.raises(InvalidSpec) as info:
