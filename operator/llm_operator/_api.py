@@ -34,6 +34,10 @@ _QUANTITY_RE = (
 _DNS_LABEL_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 #: A DNS-1035 label (a Service name): lower-case letters, digits and '-', starting with a letter, ending alphanumeric.
 _DNS_1035_RE = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+#: The prefix of the environment variables the operator sets on the serving container (``_contract.ENV_*``).
+RESERVED_ENV_PREFIX = "LLMOPS_"
+#: The variables the operator sets from ``model.mlflow.secretRef`` when it is given.
+REGISTRY_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN")
 
 #: A duration such as ``"30s"``, ``"5m"``, ``"1h30m"`` (Go ``time.ParseDuration`` units ms, s, m, h).
 Duration = Annotated[str, StringConstraints(pattern=_DURATION_RE)]
@@ -160,6 +164,14 @@ class ModelSource(_Model):
 class EnvVar(_Model):
     """A container environment variable (``valueFrom`` as in a Pod spec)."""
 
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            (f"!self.name.startsWith('{RESERVED_ENV_PREFIX}')",
+             f"{RESERVED_ENV_PREFIX}* variables are the operator's contract with the serving image (set from the spec); "
+             "use another name", ".name"),
+        )
+    )
+
     name: Annotated[str, Field(min_length=1)]
     value: str | None = None
     value_from: dict[str, Any] | None = Field(None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
@@ -192,7 +204,12 @@ class Runtime(_Model):
     max_num_seqs: Annotated[int, Field(ge=1)] | None = None
     max_num_batched_tokens: Annotated[int, Field(ge=1)] | None = None
     extra_args: list[str] = Field(default_factory=list, description="Further vLLM flags, passed verbatim.")
-    env: list[EnvVar] = Field(default_factory=list)
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=256,
+        description="Environment of the serving container, one entry per name. An entry replaces the operator's default "
+                    "of the same name (HOME, HF_HOME, VLLM_NO_USAGE_STATS, DO_NOT_TRACK); LLMOPS_* names are refused, "
+                    "as are MLFLOW_TRACKING_URI and MLFLOW_TRACKING_TOKEN when model.mlflow.secretRef sets them.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
     cache: ModelCache = Field(default_factory=ModelCache)
     startup_timeout_seconds: Annotated[int, Field(ge=60)] = Field(
         1800, description="Budget for downloading and loading the model before the startupProbe gives up."
@@ -458,6 +475,10 @@ class LLMDeploymentSpec(_Model):
              ".runtime.tensorParallelSize",
              f"'tensorParallelSize ' + string({_TP}) + ' x pipelineParallelSize ' + string({_PP}) + "
              f"' must divide resources.gpus (' + string({_GPUS}) + ' per replica; 1 x 1 when it is 0)'"),
+            ("!has(self.model.mlflow) || !has(self.model.mlflow.secretRef) || !has(self.runtime) || !has(self.runtime.env) || "
+             f"self.runtime.env.all(e, {' && '.join(f'e.name != {n!r}' for n in REGISTRY_ENV)})",
+             f"{' and '.join(REGISTRY_ENV)} come from model.mlflow.secretRef: set them there or in runtime.env, not both",
+             ".runtime.env"),
         )
     )
 

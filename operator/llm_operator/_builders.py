@@ -18,7 +18,7 @@ import pydantic
 from pydantic import BaseModel
 
 from . import _contract as c
-from ._api import LLMDeploymentSpec, ResolvedModel, Resources, Runtime
+from ._api import REGISTRY_ENV, RESERVED_ENV_PREFIX, LLMDeploymentSpec, ResolvedModel, Resources, Runtime
 
 #: Pods metric names under which prometheus-adapter exposes vLLM's gauges (colons are not allowed).
 ADAPTER_METRICS = {
@@ -283,6 +283,11 @@ def _model_location(revision: Revision) -> tuple[str, list[dict], list[dict]]:
     return f"{c.MODEL_CACHE_DIR}/models/{revision.id}", [], []
 
 
+#: Environment variables the operator sets by default, (name, value): conventions and privacy defaults, not the
+#: runtime contract (``RESERVED_ENV_PREFIX``, and ``REGISTRY_ENV`` from a secretRef); ``runtime.env`` may replace them.
+DEFAULT_ENV = (("HOME", c.HOME_DIR), ("HF_HOME", f"{c.MODEL_CACHE_DIR}/hf"), ("VLLM_NO_USAGE_STATS", "1"), ("DO_NOT_TRACK", "1"))
+
+
 def _registry_env(spec: LLMDeploymentSpec) -> list[dict[str, Any]]:
     """The MLflow tracking URI and token from the Secret the model reference names (the entrypoint downloads
     ``models:/`` URIs with them); without a secretRef, set them through ``runtime.env``."""
@@ -290,7 +295,33 @@ def _registry_env(spec: LLMDeploymentSpec) -> list[dict[str, Any]]:
     if ref is None or ref.secret_ref is None:
         return []
     return [{"name": key, "valueFrom": {"secretKeyRef": {"name": ref.secret_ref.name, "key": key, **({"optional": True} if optional else {})}}}
-            for key, optional in (("MLFLOW_TRACKING_URI", False), ("MLFLOW_TRACKING_TOKEN", True))]
+            for key, optional in zip(REGISTRY_ENV, (False, True))]
+
+
+def container_env(name: str, spec: LLMDeploymentSpec, revision: Revision) -> list[dict[str, Any]]:
+    """The serving container's environment: the runtime contract (``LLMOPS_*``), the registry credentials from
+    ``model.mlflow.secretRef``, the operator's defaults (:data:`DEFAULT_ENV`) and ``runtime.env``.
+
+    Each name appears once (server-side apply refuses a list with two entries of one name). A ``runtime.env``
+    entry replaces an operator default of the same name; the contract and the secretRef credentials are the
+    operator's (validation refuses a ``runtime.env`` entry that names one, as ``InvalidSpec``), and of
+    ``runtime.env`` entries sharing a name (also refused) the last is kept, as the kubelet would.
+    """
+    contract = [
+        {"name": c.ENV_MODEL_URI, "value": revision.model.uri},
+        {"name": c.ENV_MODEL_DIR, "value": f"{c.MODEL_CACHE_DIR}/models/{revision.id}"},
+        {"name": c.ENV_REVISION, "value": revision.id},
+        {"name": c.ENV_GPUS, "value": str(revision.resources.gpus)},
+        {"name": c.ENV_SERVED_MODEL_NAME, "value": spec.model.served_model_name or name},
+    ] + _registry_env(spec)
+    reserved = {e["name"] for e in contract}
+    user: dict[str, dict[str, Any]] = {}
+    for entry in revision.runtime.env:
+        if entry.name not in reserved and not entry.name.startswith(RESERVED_ENV_PREFIX):
+            user.pop(entry.name, None)
+            user[entry.name] = entry.to_wire()
+    defaults = [{"name": key, "value": value} for key, value in DEFAULT_ENV if key not in user]
+    return contract + defaults + list(user.values())
 
 
 def engine_args(name: str, spec: LLMDeploymentSpec, revision: Revision) -> list[str]:
@@ -360,18 +391,7 @@ def build_deployment(name: str, namespace: str, spec: LLMDeploymentSpec, revisio
         if runtime.cache.claim_name
         else {"name": "model-cache", "emptyDir": {"sizeLimit": str(runtime.cache.size_limit)}}
     )
-    env = [
-        {"name": c.ENV_MODEL_URI, "value": revision.model.uri},
-        {"name": c.ENV_MODEL_DIR, "value": f"{c.MODEL_CACHE_DIR}/models/{revision.id}"},
-        {"name": c.ENV_REVISION, "value": revision.id},
-        {"name": c.ENV_GPUS, "value": str(resources.gpus)},
-        {"name": c.ENV_SERVED_MODEL_NAME, "value": spec.model.served_model_name or name},
-        {"name": "HOME", "value": c.HOME_DIR},
-        {"name": "HF_HOME", "value": f"{c.MODEL_CACHE_DIR}/hf"},
-        {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
-        {"name": "DO_NOT_TRACK", "value": "1"},
-    ] + _registry_env(spec) + [e.to_wire() for e in runtime.env]
-
+    env = container_env(name, spec, revision)
 
     def probe(period: int, failures: int) -> dict[str, Any]:
         return {"httpGet": {"path": c.HEALTH_PATH, "port": c.PORT_NAME}, "timeoutSeconds": 5,

@@ -6,7 +6,7 @@ Three layers, all reported as :class:`FieldError` with the full field path (``sp
    cel-python, so the operator enforces exactly the rules the API server enforces (an object may predate a
    CRD upgrade, or come from a server without CEL);
 2. the pydantic field constraints (types, bounds, patterns: the same ones the schema carries), and the schema's
-   constraints pydantic does not see (``metadata.name``'s length);
+   constraints pydantic does not see (``metadata.name``'s length, ``runtime.env`` as a map keyed by name);
 3. checks that need the operator's knowledge rather than the schema's (vLLM's quantization methods change
    between releases, so they are not frozen into the CRD).
 
@@ -128,6 +128,24 @@ def _quantization_errors(runtime: Any, path: str) -> list[FieldError]:
     return []
 
 
+def _env_errors(runtime: Any, path: str) -> list[FieldError]:
+    """``runtime.env`` (as written, at ``path``) names each variable once: the CRD declares it a map keyed by
+    ``name``, which kube-apiserver enforces only for objects written after it did (and server-side apply of the
+    Deployment refuses two entries of one name)."""
+    env = runtime.get("env") if isinstance(runtime, Mapping) else None
+    seen: dict[str, int] = {}
+    errors = []
+    for index, entry in enumerate(env if isinstance(env, list) else []):
+        name = entry.get("name") if isinstance(entry, Mapping) else None
+        if not isinstance(name, str):
+            continue
+        if name in seen:
+            errors.append(FieldError(f"{path}.env[{index}]", f"duplicate name {name!r} (env[{seen[name]}] has it too): one entry per name"))
+        else:
+            seen[name] = index
+    return errors
+
+
 def _name_errors(kind: type[_Kind], body: Mapping[str, Any]) -> list[FieldError]:
     """``metadata.name`` within the CRD's ``maxLength`` (its CEL rules are checked with the others)."""
     limit = _schema(kind)["properties"]["metadata"].get("properties", {}).get("name", {}).get("maxLength")
@@ -160,17 +178,17 @@ def parse_llmdeployment(body: Mapping[str, Any]) -> LLMDeploymentSpec:
     """
     spec = body.get("spec")
     runtime = spec.get("runtime") if isinstance(spec, Mapping) else None
-    return _parse(LLMDeployment, LLMDeploymentSpec, body, _quantization_errors(runtime, "spec.runtime"))
+    return _parse(LLMDeployment, LLMDeploymentSpec, body, _quantization_errors(runtime, "spec.runtime") + _env_errors(runtime, "spec.runtime"))
 
 
 def parse_llmrollout(body: Mapping[str, Any]) -> LLMRolloutSpec:
     """The validated spec of an LLMRollout object.
 
     Raises:
-        InvalidSpec: naming every field that breaks a CEL rule, a field constraint, or the quantization check of
-            ``spec.target.runtime``.
+        InvalidSpec: naming every field that breaks a CEL rule, a field constraint, or the quantization and
+            environment checks of ``spec.target.runtime``.
     """
     spec = body.get("spec")
     target = spec.get("target") if isinstance(spec, Mapping) else None
     runtime = target.get("runtime") if isinstance(target, Mapping) else None
-    return _parse(LLMRollout, LLMRolloutSpec, body, _quantization_errors(runtime, "spec.target.runtime"))
+    return _parse(LLMRollout, LLMRolloutSpec, body, _quantization_errors(runtime, "spec.target.runtime") + _env_errors(runtime, "spec.target.runtime"))

@@ -206,6 +206,29 @@ def test_clients_outside_the_mesh_reach_only_the_stable_revision(samples, case, 
         validate(obj)
 
 
+def test_runtime_env_overrides_the_operators_defaults_and_names_each_variable_once():
+    """A runtime.env entry replaces the operator's default of the same name (the user's value wins); the runtime
+    contract (LLMOPS_*) and the secretRef's credentials stay the operator's (validation refuses entries naming them,
+    so these never reach the builder from a valid object; if they do, the list still has each name once, which
+    server-side apply needs: it refuses two entries of one name)."""
+    spec = LLMDeploymentSpec.model_validate({
+        "model": {"mlflow": {"name": "m", "version": "3", "secretRef": {"name": "creds"}}},
+        "runtime": {"env": [{"name": "HF_HOME", "value": "/var/cache/llmops/hub"}, {"name": "LLMOPS_REVISION", "value": "x"},
+                            {"name": "MLFLOW_TRACKING_URI", "value": "http://elsewhere"}, {"name": "A", "value": "1"},
+                            {"name": "A", "value": "2"}]}})
+    dep = b.build_deployment("chat", "ml", spec, b.make_revision(spec, b.static_model(spec)), 1)
+    env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    names = [e["name"] for e in env]
+    assert len(names) == len(set(names)), names
+    by_name = {e["name"]: e for e in env}
+    assert by_name["HF_HOME"]["value"] == "/var/cache/llmops/hub"  # the user's value wins over the default
+    assert by_name["HOME"]["value"] == "/home/vllm" and by_name["VLLM_NO_USAGE_STATS"]["value"] == "1"
+    assert by_name["LLMOPS_REVISION"]["value"] == dep["metadata"]["labels"]["llmops.dev/revision"]
+    assert by_name["MLFLOW_TRACKING_URI"]["valueFrom"]["secretKeyRef"]["name"] == "creds"
+    assert by_name["A"]["value"] == "2"  # as the kubelet would: the last of two
+    validate(dep)
+
+
 def test_hpa_on_vllm_queue(samples):
     spec = _spec(samples["llmdeployment-multigpu"])
     hpa = b.build_hpa("llama-70b", "llm-serving", spec, "llama-70b-abc")

@@ -151,3 +151,13 @@ def test_name_rules_sit_on_metadata_name_where_kube_apiserver_ratchets_them():
     assert "x-kubernetes-validations" not in schema
     assert _schema("llmrollouts")["properties"]["metadata"] == {"type": "object"}
 
+
+@pytest.mark.parametrize("plural,path", [("llmdeployments", ("spec", "runtime")), ("llmrollouts", ("spec", "target", "runtime"))])
+def test_runtime_env_is_a_map_keyed_by_name(plural, path):
+    """kube-apiserver then refuses two entries of one name (server-side apply of the Deployment would)."""
+    node = _schema(plural)
+    for key in path:
+        node = node["properties"][key]
+    env = node["properties"]["env"]
+    assert (env["x-kubernetes-list-type"], env["x-kubernetes-list-map-keys"], env["maxItems"]) == ("map", ["name"], 256)
+    assert env["items"]["required"] == ["name"]

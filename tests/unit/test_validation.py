@@ -148,6 +148,37 @@ def test_an_object_stored_before_the_name_rule_creates_nothing():
     assert [(e.type, e.reason) for e in plan.events] == [("Warning", "InvalidSpec")]
 
 
+# runtime.env entries named like the operator's own: (case, spec, path or None when accepted, words)
+ENV = [
+    ("a default is overridable", {"runtime": {"env": [{"name": "HF_HOME", "value": "/cache/hf"}, {"name": "VLLM_NO_USAGE_STATS", "value": "0"}]}}, None, ""),
+    ("registry env without secretRef", {"runtime": {"env": [{"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow"}]}}, None, ""),
+    ("the runtime contract", {"runtime": {"env": [{"name": "LLMOPS_MODEL_URI", "value": "s3://x"}]}}, "spec.runtime.env[0].name", "LLMOPS_* variables are the operator's contract"),
+    ("any LLMOPS_ name", {"runtime": {"env": [{"name": "A", "value": "1"}, {"name": "LLMOPS_FUTURE", "value": "1"}]}}, "spec.runtime.env[1].name", "use another name"),
+    ("twice the same name", {"runtime": {"env": [{"name": "A", "value": "1"}, {"name": "B"}, {"name": "A", "value": "2"}]}}, "spec.runtime.env[2]", "duplicate name 'A' (env[0] has it too)"),
+    ("registry env with secretRef", {"model": {"mlflow": {"name": "m", "alias": "champion", "secretRef": {"name": "creds"}}},
+                                     "runtime": {"env": [{"name": "MLFLOW_TRACKING_TOKEN", "value": "t"}]}}, "spec.runtime.env", "come from model.mlflow.secretRef"),
+]
+
+
+@pytest.mark.parametrize("case,spec,path,words", ENV, ids=[c[0] for c in ENV])
+def test_runtime_env_names_that_collide_with_the_operators(case, spec, path, words):
+    body = _llmd(**spec)
+    if path is None:
+        assert parse_llmdeployment(body) is not None
+        return
+    with pytest.raises(InvalidSpec) as info:
+        parse_llmdeployment(body)
+    assert [(e.path, words in e.message) for e in info.value.errors] == [(path, True)], str(info.value)
+
+
+def test_a_rollout_target_runtime_gets_the_same_env_checks():
+    body = {"metadata": {"name": "r"}, "spec": {"deploymentName": "d", "target": {"model": {"uri": "hf://a/b"}, "runtime": {
+        "env": [{"name": "LLMOPS_GPUS", "value": "8"}, {"name": "A"}, {"name": "A"}]}}}}
+    with pytest.raises(InvalidSpec) as info:
+        parse_llmrollout(body)
+    assert [e.path for e in info.value.errors] == ["spec.target.runtime.env[0].name", "spec.target.runtime.env[2]"]
+
+
 def test_all_errors_are_reported_together():
     body = _llmd(runtime={"tensorParallelSize": 3, "maxModelLen": 0, "quantization": "nope"})
     with pytest.raises(InvalidSpec) as info:
