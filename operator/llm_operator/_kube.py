@@ -8,6 +8,7 @@ removed and fields other managers own (an HPA's replicas) are left alone.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import Any, Protocol
@@ -78,6 +79,21 @@ def _wrap(error: Exception) -> KubeError:
     if status == 409 or (status == 422 and "testing value" in str(text).lower()):
         return Conflict(message, status)
     return KubeError(message, status, retry_after)
+
+
+def json_patch_not_applicable(error: Exception) -> bool:
+    """Whether kube-apiserver refused a JSON patch because it does not apply to the stored object (a ``test`` that
+    failed, a path that is gone): a 422 with reason ``Invalid``, the generic message and no causes. Its patch handler
+    (``k8s.io/apiserver/pkg/endpoints/handlers/patch.go``) answers any ``jsonpatch`` apply error with
+    ``NewGenericServerResponse(422, ...)``, which drops the error's text, so "testing value ... failed" never reaches
+    the client; a patch the schema refuses is a 422 that names its field causes instead."""
+    if int(getattr(error, "status", 0) or 0) != 422:
+        return False
+    try:
+        body = json.loads(getattr(error, "body", None) or "{}")
+    except (TypeError, ValueError):
+        return False
+    return body.get("reason") == "Invalid" and not (body.get("details") or {}).get("causes")
 
 
 class DynamicKube:
@@ -186,4 +202,7 @@ class DynamicKube:
                 field_manager=c.FIELD_MANAGER,
             ).to_dict()
         except Exception as error:
-            raise _wrap(error) from error
+            wrapped = _wrap(error)
+            if any(op.get("op") == "test" for op in ops) and json_patch_not_applicable(error):
+                raise Conflict(str(wrapped), 422) from error
+            raise wrapped from error

@@ -867,3 +867,24 @@ def test_the_floor_is_lifted_when_the_rollout_aborts(samples):
     assert b.routes_of(cluster.child("VirtualService")) == b.Routes(100, 0, 0)
     assert cluster.deployments()[f"llama-70b-{stable}"]["spec"]["replicas"] == 5  # ready to take it all back
     assert _hpa_min(cluster) == 2
+
+
+def test_a_json_patch_that_no_longer_applies_is_a_conflict_as_kube_apiserver_says_it():
+    """kube-apiserver answers a failed `test` (the resourceVersion guard on status writes) with a bare 422 and no
+    causes; read as an error, a concurrent write looked like a failed pass (seen on the real control plane). A
+    422 naming field causes is a real error."""
+    import json as _json
+
+    from llm_operator._kube import json_patch_not_applicable
+
+    class ApiError(Exception):
+        def __init__(self, status, body):
+            self.status, self.body = status, _json.dumps(body)
+
+    generic = {"kind": "Status", "status": "Failure", "reason": "Invalid", "details": {}, "code": 422,
+               "message": "the server rejected our request due to an error in our request"}
+    fields = {**generic, "message": "LLMDeployment.llmops.dev x is invalid: status.replicas: Invalid value",
+              "details": {"causes": [{"reason": "FieldValueInvalid", "field": "status.replicas"}]}}
+    assert json_patch_not_applicable(ApiError(422, generic))
+    assert not json_patch_not_applicable(ApiError(422, fields))
+    assert not json_patch_not_applicable(ApiError(409, {**generic, "code": 409}))
