@@ -14,12 +14,12 @@ doubling to 5 min), so a down registry is asked at most once per back-off step p
 
 from __future__ import annotations
 
-import contextlib
 import datetime
+import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -127,13 +127,20 @@ def evaluate_gate(thresholds: list[GateThreshold], metrics: Mapping[str, float])
     ...               {"accuracy": 0.9, "hallucination_rate": 0.04})
     (True, 'accuracy 0.9 >= min 0.86; hallucination_rate 0.04 <= max 0.1')
 
-    A metric the run did not log fails the gate (missing data never passes).
+    A metric the run did not log fails the gate, and so does one that is not a finite number (missing data never
+    passes; NaN compares False with every bound, so it would otherwise slip through both ``<`` and ``>``):
+
+    >>> evaluate_gate([GateThreshold(metric="accuracy", min=0.86)], {"accuracy": float("nan")})
+    (False, 'accuracy nan is not a finite number')
     """
     failed, notes = [], []
     for t in thresholds:
         value = metrics.get(t.metric)
         if value is None:
             failed.append(f"{t.metric} missing from the version's run")
+            continue
+        if not math.isfinite(value):
+            failed.append(f"{t.metric} {value} is not a finite number")
             continue
         if t.min is not None and value < t.min:
             failed.append(f"{t.metric} {value:g} < min {t.min:g}")
@@ -225,26 +232,48 @@ def resolve(cache: RegistryCache, key: Any, registry: ModelRegistry, ref: Mlflow
 # -------------------------------------------------------------------------------------- MLflow
 
 
-_ENV_LOCK = threading.Lock()
+class _TokenClient:
+    """The calls :class:`MlflowRegistry` makes, straight on MLflow's REST stores with this registry's own token.
 
+    MLflow's client reads ``MLFLOW_TRACKING_TOKEN`` from the process environment on every request, so a client
+    with a token of its own (an LLMDeployment's ``secretRef``) would have to swap it into ``os.environ`` around each
+    call, which races every other thread that reads the environment (the Kubernetes client's proxy lookup iterates
+    it: a ``KeyError`` the real control plane showed). MLflow's ``RestStore``s take a ``get_host_creds`` callable
+    instead (the interface its store plugins use): here it returns the default credentials for the URI (TLS and
+    proxy settings from the environment, read only) with this token.
+    """
 
-@contextlib.contextmanager
-def _token(token: str | None) -> Iterator[None]:
-    """MLflow's REST client reads ``MLFLOW_TRACKING_TOKEN`` from the environment on every request; a client
-    with its own token swaps it in for the call (under a lock, restored after)."""
-    if token is None:
-        yield
-        return
-    with _ENV_LOCK:
-        before = os.environ.get("MLFLOW_TRACKING_TOKEN")
-        os.environ["MLFLOW_TRACKING_TOKEN"] = token
-        try:
-            yield
-        finally:
-            if before is None:
-                os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
-            else:
-                os.environ["MLFLOW_TRACKING_TOKEN"] = before
+    def __init__(self, tracking_uri: str, token: str):
+        from mlflow.store.model_registry.rest_store import RestStore as RegistryStore
+        from mlflow.store.tracking.rest_store import RestStore as TrackingStore
+        from mlflow.tracking._tracking_service.utils import get_default_host_creds
+
+        def creds() -> Any:
+            host = get_default_host_creds(tracking_uri)
+            host.token = token
+            return host
+
+        self._registry, self._tracking = RegistryStore(creds), TrackingStore(creds)
+
+    def get_registered_model(self, name: str) -> Any:
+        return self._registry.get_registered_model(name)
+
+    def get_model_version(self, name: str, version: str) -> Any:
+        return self._registry.get_model_version(name, version)
+
+    def get_run(self, run_id: str) -> Any:
+        return self._tracking.get_run(run_id)
+
+    def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
+        self._registry.set_registered_model_alias(name, alias, version)
+
+    def transition_model_version_stage(self, name: str, version: str, stage: str, archive_existing_versions: bool) -> Any:
+        return self._registry.transition_model_version_stage(name, version, stage, archive_existing_versions)
+
+    def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        from mlflow.entities.model_registry import ModelVersionTag
+
+        self._registry.set_model_version_tag(name, version, ModelVersionTag(key, value))
 
 
 class MlflowRegistry:
@@ -260,8 +289,10 @@ class MlflowRegistry:
         from mlflow import MlflowClient  # deferred: importing mlflow takes a second
 
         self.tracking_uri = tracking_uri
-        self._token = token
-        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        if token is not None and not tracking_uri.startswith(("http://", "https://")):
+            raise RegistryError(f"a tracking token needs an http(s) tracking URI, not {tracking_uri.split(':', 1)[0]}:")
+        self._client: Any = (_TokenClient(tracking_uri, token) if token is not None
+                             else MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri))
 
     def __repr__(self) -> str:  # never the token
         return f"MlflowRegistry({self.tracking_uri!r})"
@@ -270,8 +301,7 @@ class MlflowRegistry:
         from mlflow.exceptions import MlflowException
 
         try:
-            with _token(self._token):
-                return fn()
+            return fn()
         except MlflowException as error:
             code = getattr(error, "error_code", "")
             text = str(error).splitlines()[0][:300]

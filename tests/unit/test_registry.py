@@ -348,3 +348,51 @@ def test_a_failed_write_back_is_reported_and_retried(mlflow_doc):
     cluster.reconcile(T3)
     (rollout,) = cluster.rollouts().values()
     assert rollout["status"]["registry"] == {"outcome": "failed", "recordedAt": T3}
+
+
+def test_a_client_with_its_own_token_sends_it_and_never_touches_the_environment(monkeypatch):
+    """MLflow reads MLFLOW_TRACKING_TOKEN from os.environ on every request; swapping it in per call raced every
+    thread that iterates the environment (a KeyError in the Kubernetes client's proxy lookup, seen on the real
+    control plane). The token now travels in the client's own credentials."""
+    import http.server
+    import json as _json
+    import os
+    import threading
+
+    from llm_operator._registry import MlflowRegistry
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            body = _json.dumps({"registered_model": {"name": "m", "aliases": [{"alias": "champion", "version": "3"}]}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    writes = []
+
+    class Watched(dict):
+        def __setitem__(self, key, value):
+            writes.append(key)
+            super().__setitem__(key, value)
+
+    try:
+        monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
+        registry = MlflowRegistry(f"http://127.0.0.1:{server.server_address[1]}", token="team-a-token")
+        watched = Watched(os.environ)
+        monkeypatch.setattr(os, "environ", watched)
+        info = registry.get_model("m")
+    finally:
+        server.shutdown()
+    assert info.aliases == {"champion": "3"}
+    assert seen == ["Bearer team-a-token"]
+    assert "MLFLOW_TRACKING_TOKEN" not in writes
