@@ -66,6 +66,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    # Serving named namespaces: no cluster-wide LIST of namespaces (for patterns) or CRDs (for resources added
+    # later); kopf serves exactly these namespaces and the resources discovery shows at start-up (the install
+    # applies the CRDs first), so the namespaced install needs no cluster-wide grant at all.
+    settings.scanning.disabled = bool(SETTINGS.namespaces)
     if "kube" not in memo:
         memo.kube = await asyncio.to_thread(DynamicKube.from_environment, SETTINGS.kubeconfig)
     memo.events = EventRecorder(memo.kube, INSTANCE)

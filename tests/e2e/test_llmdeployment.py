@@ -293,6 +293,13 @@ def test_a_pass_that_keeps_failing_is_one_warning_with_a_count_and_backs_off(api
     at = [r.at for r in refused()]
     gaps = [b - a for a, b in zip(at, at[1:])]
     assert max(gaps[-2:]) >= 3.5, gaps  # doubling from 1 s; the operator resyncs every 1 s in this suite
+    # A restarted operator finds its Event by name and counts on (no second Warning for the same failure).
+    operator.stop()
+    counted = event["count"]
+    operator.start()
+    again = wait_for(lambda: (e := [x for x in api.list("v1", "Event", namespace) if x["reason"] == "ReconcileError"])
+                     and e[0]["count"] > counted and e, 60, "the count carried on after a restart")
+    assert len(again) == 1
     api.delete("v1", "ResourceQuota", namespace, "no-services")
     wait_for(lambda: api.get("v1", "Service", namespace, "qwen-small"), 120, "the Service once the quota is gone")
     wait_for(lambda: _condition(_llmd(api, namespace, "qwen-small"), "Degraded")["status"] == "False", 60, "Degraded=False")

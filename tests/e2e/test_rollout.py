@@ -67,10 +67,12 @@ class Scenario:
                         timeout, "the rollout to finish")
 
     def routes(self):
+        """([stable weight, canary weight], [the revision the stable Service selects, the canary Service's])."""
         vs = self.api.get("networking.istio.io/v1", "VirtualService", self.namespace, NAME)
-        dr = self.api.get("networking.istio.io/v1", "DestinationRule", self.namespace, NAME)
         primary = next(h for h in vs["spec"]["http"] if h["name"] == "primary")
-        return ([r["weight"] for r in primary["route"]], [s["labels"]["llmops.dev/revision"] for s in dr["spec"]["subsets"]])
+        selected = [self.api.get("v1", "Service", self.namespace, svc)["spec"]["selector"]["llmops.dev/revision"]
+                    for svc in (NAME, f"{NAME}-canary")]
+        return [r["weight"] for r in primary["route"]], selected
 
     def deployment(self, revision):
         return self.api.get("apps/v1", "Deployment", self.namespace, f"{NAME}-{revision}")
