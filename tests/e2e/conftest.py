@@ -19,6 +19,9 @@ def api(tmp_path_factory):
     the upstream CRDs and the operator's install from manifests/ applied; the tests act as its admin."""
     cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
     yield cluster
+    if os.environ.get("LLMOPS_E2E_KEEP"):  # debugging: leave it up for kubectl (kill its processes by hand)
+        print(f"\ncontrol plane left running: KUBECONFIG={cluster.kubeconfig}")
+        return
     cluster.plane.stop()
 
 
