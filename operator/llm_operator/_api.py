@@ -78,9 +78,6 @@ class _Model(BaseModel):
 #: ``message`` and :mod:`._crdgen` leaves keys with this prefix out of the generated YAML.
 OPERATOR_ONLY = "x-llmops-"
 OPERATOR_MESSAGE = OPERATOR_ONLY + "message-expression"
-#: Where the operator reports a root-level rule's error (``metadata.name``): kube-apiserver accepts a ``fieldPath``
-#: only inside the declared schema, and an object's schema does not declare ``metadata``'s fields.
-OPERATOR_FIELD_PATH = OPERATOR_ONLY + "field-path"
 
 
 def _cel(*rules: tuple[str, ...]) -> dict[str, Any]:
@@ -641,7 +638,6 @@ class _Kind:
     printer_columns: ClassVar[list[PrinterColumn]]
     spec_model: ClassVar[type[_Model]]
     status_model: ClassVar[type[_Model]]
-    root_rules: ClassVar[list[tuple[str, str, str]]] = []  # (rule, message, fieldPath) on the whole object
     #: Constraints on ``metadata.name``, declared on that property (kube-apiserver allows ``name`` and
     #: ``generateName`` there): at most ``name_max_length`` characters, and CEL rules (rule, message) whose ``self``
     #: is the name. A rule on ``metadata.name`` is ratcheted (an object stored before it keeps being writable, spec

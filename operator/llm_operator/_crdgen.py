@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ._api import GROUP, KINDS, OPERATOR_FIELD_PATH, OPERATOR_ONLY, VERSION, _Kind
+from ._api import GROUP, KINDS, OPERATOR_ONLY, VERSION, _Kind
 
 _DROP = {"title", "default", "$defs"}
 
@@ -110,7 +110,7 @@ def _metadata(kind: type[_Kind]) -> dict[str, Any]:
 
 def crd_manifest(kind: type[_Kind], *, operator_view: bool = False) -> dict[str, Any]:
     """One ``apiextensions.k8s.io/v1`` CustomResourceDefinition for ``kind``; ``operator_view`` keeps the
-    operator-only keys (detailed messages, root rules' field paths) that the committed CRD leaves out."""
+    operator-only keys (the detailed CEL messages) that the committed CRD leaves out."""
     root: dict[str, Any] = {
         "type": "object",
         "description": kind.spec_model.__doc__.strip().split("\n")[0].replace("Desired state of", "An") if kind.spec_model.__doc__ else kind.kind,
@@ -123,10 +123,6 @@ def crd_manifest(kind: type[_Kind], *, operator_view: bool = False) -> dict[str,
         },
         "required": ["spec"],
     }
-    if kind.root_rules:
-        root["x-kubernetes-validations"] = [
-            {"rule": rule, "message": message, OPERATOR_FIELD_PATH: field_path} for rule, message, field_path in kind.root_rules
-        ]
     if not operator_view:
         root = _api_server_view(root)
     subresources: dict[str, Any] = {"status": {}}

@@ -25,7 +25,7 @@ import celpy
 import pydantic
 
 from . import _vllm_facts
-from ._api import OPERATOR_FIELD_PATH, OPERATOR_MESSAGE, LLMDeployment, LLMDeploymentSpec, LLMRollout, LLMRolloutSpec, _Kind
+from ._api import OPERATOR_MESSAGE, LLMDeployment, LLMDeploymentSpec, LLMRollout, LLMRolloutSpec, _Kind
 from ._crdgen import crd_manifest
 
 #: Quantization methods the pinned vLLM accepts for ``--quantization``: generated from vLLM itself (``_vllmgen``).
@@ -82,7 +82,7 @@ def _walk(schema: Mapping[str, Any], value: Any, path: str) -> Iterator[FieldErr
         except Exception:  # an ill-typed object makes the rule unevaluable; the server refuses it too
             result = None
         if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
-            yield FieldError((path + entry.get("fieldPath", entry.get(OPERATOR_FIELD_PATH, ""))).lstrip("."), _message(entry, value))
+            yield FieldError((path + entry.get("fieldPath", "")).lstrip("."), _message(entry, value))
     if isinstance(value, Mapping):
         for name, sub in schema.get("properties", {}).items():
             if name in value and name != "status":
