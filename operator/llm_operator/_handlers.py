@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import functools
 import hashlib
 import socket
 import time
@@ -74,7 +75,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         memo.kube = await asyncio.to_thread(DynamicKube.from_environment, SETTINGS.kubeconfig)
     memo.events = EventRecorder(memo.kube, INSTANCE)
     # Failed passes retry after 1 s doubling to 5 min per object (controller-runtime's item back-off), +-20% jitter.
-    memo.backoff, memo.retry_at, memo.errors_seen = Backoff(base=1.0, cap=300.0), {}, {}
+    memo.backoff, memo.retry_at, memo.errors_seen, memo.generations = Backoff(base=1.0, cap=300.0), {}, {}, {}
     memo.locks = defaultdict(threading.Lock)
     memo.providers, memo.providers_lock = {}, threading.Lock()
     memo.loop, memo.timers = asyncio.get_running_loop(), {}
@@ -246,13 +247,17 @@ async def _fire(memo: kopf.Memo, namespace: str, name: str) -> None:
     await asyncio.to_thread(_guarded, memo, namespace, name, log)
 
 
-def _guarded(memo: kopf.Memo, namespace: str, name: str, logger: logging.Logger) -> None:
+def _guarded(memo: kopf.Memo, namespace: str, name: str, logger: logging.Logger, *, urgent: bool = True) -> None:
     """One pass that never takes its caller down. A failure of any kind (an API error, a Secret that is not
     UTF-8, a bug) is logged once while it repeats (with its traceback when it is not an API error), counted in
     ``llmops_reconcile_errors_total``, and retried after the object's back-off (:class:`~._backoff.Backoff`; a
-    server's ``Retry-After`` is a floor). The resync loop skips an object until its retry is due; a watch event
-    (a spec edit, say) still starts a pass at once."""
+    server's ``Retry-After`` is a floor). Until that retry is due, only an ``urgent`` trigger (a new generation of
+    the LLMDeployment: someone edited the spec, which may fix it) starts a pass at once; the resync and the events
+    of its children (a Deployment's status moving as its pods start) wait for the retry, so a failing object is
+    not retried at the pace of its children's events."""
     key = (namespace, name)
+    if not urgent and memo.retry_at.get(key, 0.0) > time.monotonic():
+        return  # the retry is already scheduled
     try:
         requeue = reconcile(memo.kube, memo, namespace, name)
     except Exception as error:
@@ -296,9 +301,16 @@ def _recovered(memo: kopf.Memo, loop: str) -> None:
 
 @kopf.on.event(GROUP, VERSION, "llmdeployments")
 def llmdeployment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
-    if type == "DELETED":
+    key = (body.metadata.namespace, body.metadata.name)
+    if type == "DELETED":  # forget it: per-object state never outlives the object
+        for table in (memo.generations, memo.retry_at, memo.errors_seen):
+            table.pop(key, None)
+        memo.backoff.success(key)
         return
-    _guarded(memo, body.metadata.namespace, body.metadata.name, logger)
+    generation = body.metadata.get("generation")
+    urgent = memo.generations.get(key) != generation  # a spec edit, or the first sight of it
+    memo.generations[key] = generation
+    _guarded(memo, *key, logger, urgent=urgent)
 
 
 async def _resync_loop(memo: kopf.Memo) -> None:
@@ -312,9 +324,7 @@ async def _resync_loop(memo: kopf.Memo) -> None:
                 bodies += await asyncio.to_thread(memo.kube.list, f"{GROUP}/{VERSION}", "LLMDeployment", namespace, "")
             for body in bodies:
                 key = (body["metadata"]["namespace"], body["metadata"]["name"])
-                if memo.retry_at.get(key, 0.0) > time.monotonic():
-                    continue
-                await asyncio.to_thread(_guarded, memo, *key, log)
+                await asyncio.to_thread(functools.partial(_guarded, memo, *key, log, urgent=False))
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -374,11 +384,11 @@ def llmrollout_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger:
     """An LLMRollout's spec or status moved: its LLMDeployment's pass carries the rollout forward."""
     deployment = body.spec.get("deploymentName")
     if deployment:
-        _guarded(memo, body.metadata.namespace, deployment, logger)
+        _guarded(memo, body.metadata.namespace, deployment, logger, urgent=False)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_MANAGED_BY: c.MANAGER})
 def revision_deployment_event(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     for ref in body.metadata.get("ownerReferences", []):
         if ref.get("controller") and ref.get("kind") == "LLMDeployment" and ref.get("apiVersion", "").startswith(GROUP + "/"):
-            _guarded(memo, body.metadata.namespace, ref["name"], logger)
+            _guarded(memo, body.metadata.namespace, ref["name"], logger, urgent=False)

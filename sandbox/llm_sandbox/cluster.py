@@ -154,6 +154,15 @@ class Cluster:
         wait_for(lambda: self.get("v1", "ServiceAccount", name, "default"), 30, f"the default ServiceAccount of {name}")
         return name
 
+    def delete_namespace(self, name: str) -> None:
+        """Delete a namespace :meth:`namespace` made, and its model-store volume (the namespace controller removes
+        the rest; this does not wait for it)."""
+        for api_version, kind, obj in (("v1", "Namespace", name), ("v1", "PersistentVolume", f"model-store-{name}")):
+            try:
+                self.delete(api_version, kind, None, obj)
+            except kubernetes.dynamic.exceptions.NotFoundError:
+                pass
+
     # ------------------------------------------------------------------------------ installation
 
     def install_crds(self, paths: list[pathlib.Path]) -> None:

@@ -88,10 +88,13 @@ def vllm_python():
 
 
 @pytest.fixture
-def namespace(api, request) -> str:
+def namespace(api, request):
     """A fresh serving namespace per test, with the Pod Security Standard `restricted` enforced."""
     name = re.sub(r"[^a-z0-9-]+", "-", f"t{next(_namespaces)}-{request.node.name[:40].lower().replace('_', '-')}").strip("-")
-    return api.namespace(name)
+    yield api.namespace(name)
+    # The GPUs are finite (the scheduler says "Insufficient nvidia.com/gpu" otherwise): the namespace controller
+    # deletes what the test left, pods included.
+    api.delete_namespace(name)
 
 
 @pytest.hookimpl(hookwrapper=True)
