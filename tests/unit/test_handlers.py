@@ -1,0 +1,93 @@
+"""The kopf-facing loop guards: a pass or a loop iteration that raises anything survives, is logged once while it
+repeats, is counted, and backs off (issue: a non-API exception used to end the resync loop for every object)."""
+
+import asyncio
+import logging
+
+import kopf
+import pytest
+
+from llm_operator import _handlers as h
+from llm_operator._backoff import Backoff
+from llm_operator._telemetry import Telemetry
+
+
+def _memo(monkeypatch, reconcile):
+    memo = kopf.Memo()
+    memo.backoff, memo.retry_at, memo.errors_seen, memo.generations = Backoff(base=1.0, cap=300.0, jitter=0.0), {}, {}, {}
+    memo.telemetry, memo.kube = Telemetry(), object()  # the pass is stubbed; it never reaches the client
+    scheduled = []
+    monkeypatch.setattr(h, "reconcile", reconcile)
+    monkeypatch.setattr(h, "_schedule", lambda memo, ns, name, delay: scheduled.append(round(delay, 3)))
+    return memo, scheduled
+
+
+def test_any_exception_in_a_pass_is_survived_logged_once_and_backed_off(monkeypatch, caplog):
+    def reconcile(kube, memo, namespace, name):
+        b"\xff".decode()  # a Secret value that is not UTF-8, say: not a KubeError
+
+    memo, scheduled = _memo(monkeypatch, reconcile)
+    log = logging.getLogger("test")
+    with caplog.at_level(logging.DEBUG, logger="test"):
+        for _ in range(4):
+            h._guarded(memo, "team-a", "chat", log)  # urgent: a spec edit each time
+    assert scheduled == [1.0, 2.0, 4.0, 8.0]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "UnicodeDecodeError" in warnings[0].getMessage() and warnings[0].exc_info
+    assert memo.telemetry.reconcile_errors.labels("team-a", "chat")._value.get() == 4
+
+
+def test_child_events_wait_for_the_retry_but_a_spec_edit_does_not(monkeypatch):
+    calls = []
+
+    def reconcile(kube, memo, namespace, name):
+        calls.append(name)
+        raise RuntimeError("boom")
+
+    memo, scheduled = _memo(monkeypatch, reconcile)
+    log = logging.getLogger("test")
+    h._guarded(memo, "team-a", "chat", log)
+    for _ in range(5):  # the Deployment's status moving as its pods start
+        h._guarded(memo, "team-a", "chat", log, urgent=False)
+    assert len(calls) == 1 and scheduled == [1.0]
+    h._guarded(memo, "team-a", "chat", log, urgent=True)  # an edit may fix it: try at once
+    assert len(calls) == 2
+
+
+def test_success_forgets_the_failures(monkeypatch):
+    outcomes = iter([RuntimeError("once"), None])
+
+    def reconcile(kube, memo, namespace, name):
+        error = next(outcomes)
+        if error:
+            raise error
+        return None
+
+    memo, scheduled = _memo(monkeypatch, reconcile)
+    h._guarded(memo, "team-a", "chat", logging.getLogger("test"))
+    memo.retry_at.clear()
+    h._guarded(memo, "team-a", "chat", logging.getLogger("test"))
+    assert memo.backoff.failures(("team-a", "chat")) == 0 and ("team-a", "chat") not in memo.errors_seen
+
+
+def test_a_loop_iteration_that_raises_backs_off_and_the_loop_goes_on(monkeypatch, caplog):
+    memo = kopf.Memo()
+    memo.backoff, memo.errors_seen, memo.telemetry = Backoff(base=1.0, cap=300.0, jitter=0.0), {}, Telemetry()
+    slept = []
+
+    async def sleep(seconds):
+        slept.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+
+    async def twice():
+        await h._survive(memo, "resync", ValueError("bad"))
+        await h._survive(memo, "resync", ValueError("bad"))
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(twice())
+    assert slept == [1.0, 2.0]
+    assert sum("resync loop: ValueError: bad" in r.getMessage() for r in caplog.records) == 1
+    assert memo.telemetry.loop_errors.labels("resync")._value.get() == 2
+    h._recovered(memo, "resync")
+    assert memo.backoff.failures(("loop", "resync")) == 0
