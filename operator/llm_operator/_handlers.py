@@ -145,10 +145,12 @@ def _registry_for(kube: Kube, memo: kopf.Memo, namespace: str, ref: MlflowModelR
         uri = SETTINGS.mlflow_tracking_uri
         if not uri:
             raise reg.RegistryError("no MLflow tracking URI: set spec.model.mlflow.secretRef or MLFLOW_TRACKING_URI on the operator")
-    key = (uri, hashlib.sha256(token.encode()).hexdigest()[:16] if token else None)
+    tenant = ref.secret_ref is not None
+    key = (uri, hashlib.sha256(token.encode()).hexdigest()[:16] if token else None, tenant)
     with memo.registry_lock:
         if key not in memo.registries:
-            memo.registries[key] = reg.MlflowRegistry(uri, token)
+            # A tenant's Secret names the URI: that client carries the tenant's token (or none), never the operator's.
+            memo.registries[key] = reg.MlflowRegistry(uri, token, own_credentials=tenant)
         return key, memo.registries[key]
 
 

@@ -233,25 +233,28 @@ def resolve(cache: RegistryCache, key: Any, registry: ModelRegistry, ref: Mlflow
 
 
 class _TokenClient:
-    """The calls :class:`MlflowRegistry` makes, straight on MLflow's REST stores with this registry's own token.
+    """The calls :class:`MlflowRegistry` makes, straight on MLflow's REST stores with credentials of this registry's
+    own: a tenant's tracking URI (an LLMDeployment's ``secretRef``) with the tenant's token or none.
 
-    MLflow's client reads ``MLFLOW_TRACKING_TOKEN`` from the process environment on every request, so a client
-    with a token of its own (an LLMDeployment's ``secretRef``) would have to swap it into ``os.environ`` around each
-    call, which races every other thread that reads the environment (the Kubernetes client's proxy lookup iterates
-    it: a ``KeyError`` the real control plane showed). MLflow's ``RestStore``s take a ``get_host_creds`` callable
-    instead (the interface its store plugins use): here it returns the default credentials for the URI (TLS and
-    proxy settings from the environment, read only) with this token.
+    MLflow's client takes its credentials from the process environment on every request (``MLFLOW_TRACKING_TOKEN``,
+    ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``, an auth plugin, SigV4, a client certificate), and Basic credentials
+    win over a token. A tenant's registry built that way would send the operator's own credentials to whatever URI
+    the tenant's Secret names, and swapping the tenant's token into ``os.environ`` raced every thread reading the
+    environment. MLflow's ``RestStore``s take a ``get_host_creds`` callable instead (the interface its store plugins
+    use): here it carries the tenant's URI and token and, from the operator's environment, only how to verify TLS
+    (``MLFLOW_TRACKING_INSECURE_TLS``, ``MLFLOW_TRACKING_SERVER_CERT_PATH``).
     """
 
-    def __init__(self, tracking_uri: str, token: str):
+    def __init__(self, tracking_uri: str, token: str | None):
         from mlflow.store.model_registry.rest_store import RestStore as RegistryStore
         from mlflow.store.tracking.rest_store import RestStore as TrackingStore
-        from mlflow.tracking._tracking_service.utils import get_default_host_creds
+        from mlflow.utils.rest_utils import MlflowHostCreds
+
+        insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("1", "true")
+        cert = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None
 
         def creds() -> Any:
-            host = get_default_host_creds(tracking_uri)
-            host.token = token
-            return host
+            return MlflowHostCreds(host=tracking_uri, token=token, ignore_tls_verification=insecure, server_cert_path=cert)
 
         self._registry, self._tracking = RegistryStore(creds), TrackingStore(creds)
 
@@ -277,21 +280,24 @@ class _TokenClient:
 
 
 class MlflowRegistry:
-    """:class:`ModelRegistry` over ``mlflow.MlflowClient`` (mlflow-skinny).
+    """:class:`ModelRegistry` over ``mlflow.MlflowClient`` (mlflow-skinny), or over MLflow's REST stores with
+    credentials of its own when ``own_credentials`` (a tenant's ``secretRef``: see :class:`_TokenClient`).
 
     MLflow's own HTTP retries (7 by default, about 4 minutes) are turned off for this process unless set:
     a pass must not hang on a down registry; the operator's cache backs off and retries instead.
     """
 
-    def __init__(self, tracking_uri: str, token: str | None = None, *, timeout_seconds: int = 10):
+    def __init__(self, tracking_uri: str, token: str | None = None, *, own_credentials: bool = False, timeout_seconds: int = 10):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_seconds))
         from mlflow import MlflowClient  # deferred: importing mlflow takes a second
 
         self.tracking_uri = tracking_uri
-        if token is not None and not tracking_uri.startswith(("http://", "https://")):
-            raise RegistryError(f"a tracking token needs an http(s) tracking URI, not {tracking_uri.split(':', 1)[0]}:")
-        self._client: Any = (_TokenClient(tracking_uri, token) if token is not None
+        isolated = own_credentials or token is not None
+        if isolated and not tracking_uri.startswith(("http://", "https://")):
+            raise RegistryError(f"a tracking URI from a Secret must be http(s), not {tracking_uri.split(':', 1)[0]}:")
+        # A tenant's registry (own_credentials: from an LLMDeployment's Secret) never sees the operator's credentials.
+        self._client: Any = (_TokenClient(tracking_uri, token) if isolated
                              else MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri))
 
     def __repr__(self) -> str:  # never the token

@@ -396,3 +396,59 @@ def test_a_client_with_its_own_token_sends_it_and_never_touches_the_environment(
     assert info.aliases == {"champion": "3"}
     assert seen == ["Bearer team-a-token"]
     assert "MLFLOW_TRACKING_TOKEN" not in writes
+
+
+def _auth_server():
+    import http.server
+    import json as _json
+    import threading
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            body = _json.dumps({"registered_model": {"name": "m"}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen
+
+
+@pytest.mark.parametrize("token, sent", [(None, [None]), ("tenant-token", ["Bearer tenant-token"])])
+def test_a_tenants_registry_never_carries_the_operators_credentials(monkeypatch, token, sent):
+    """A Secret names the tracking URI: the operator's own token or Basic credentials (its environment) must not go
+    there, with or without the tenant's token (MLflow sends Basic before Bearer, and reads both from os.environ)."""
+    from llm_operator._registry import MlflowRegistry
+
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "OPERATORS-OWN-TOKEN")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "operator")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "operator-password")
+    server, seen = _auth_server()
+    try:
+        MlflowRegistry(f"http://127.0.0.1:{server.server_address[1]}", token, own_credentials=True).get_model("m")
+    finally:
+        server.shutdown()
+    assert seen == sent
+
+
+def test_the_operators_own_registry_uses_its_environment(monkeypatch):
+    from llm_operator._registry import MlflowRegistry
+
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "OPERATORS-OWN-TOKEN")
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    server, seen = _auth_server()
+    try:
+        MlflowRegistry(f"http://127.0.0.1:{server.server_address[1]}").get_model("m")
+    finally:
+        server.shutdown()
+    assert seen == ["Bearer OPERATORS-OWN-TOKEN"]
