@@ -16,6 +16,7 @@ Figures (seconds are wall-clock on the machine it runs on):
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import pathlib
 import statistics
@@ -26,6 +27,7 @@ import time
 import yaml
 
 from llm_sandbox.cluster import ROOT, Operator, start_cluster, wait_for
+from llm_sandbox.controlplane import DEFAULT_POOLS
 from llm_sandbox.metrics import FakeVllm, Prometheus
 
 INTERVAL = 5  # analysis interval, seconds
@@ -43,7 +45,10 @@ def deployment(name: str, steps: list[dict]) -> dict:
 
 class Bench:
     def __init__(self, workdir: pathlib.Path):
-        self.api = start_cluster(workdir / "cluster")
+        # 20 concurrent rollouts of the CPU sample (2 replicas x 4 CPUs, plus canaries) need more than the default
+        # two 32-core kwok nodes: the real scheduler would leave them Pending.
+        pools = tuple(replace(p, count=12) if p.name == "cpu" else p for p in DEFAULT_POOLS)
+        self.api = start_cluster(workdir / "cluster", pools=pools)
         (workdir / "prom").mkdir()
         self.prometheus = Prometheus(workdir / "prom").start()
         self.operator = Operator(self.api.operator_kubeconfig(), workdir / "operator.log", resync_seconds=1.0, verbose=False,

@@ -128,6 +128,13 @@ def test_schema_violations_are_refused_like_a_real_api_server(applied):
     assert "spec.runtime.tensorParallelSize: Invalid value" in result.stderr
     assert "tensorParallelSize x pipelineParallelSize must divide resources.gpus" in result.stderr
     assert kubectl(applied, "get", "llmd", "-A", "-o", "name").stdout.count("qwen-bad") == 0
+    # A name that cannot name the Services (dots, a leading digit) is refused before anything is created.
+    for name in ("llama-3.1-8b", "7b-chat"):
+        dotted = yaml.safe_load((ROOT / "samples" / "llmdeployment-minimal.yaml").read_text())
+        dotted["metadata"]["name"] = name
+        result = kubectl(applied, "apply", "-f", "-", stdin=yaml.safe_dump(dotted), check=False)
+        assert result.returncode == 1 and f'metadata.name: Invalid value: "{name}"' in result.stderr, result.stderr
+        assert "DNS-1035" in result.stderr
 
 
 def test_kubectl_apply_updates_and_the_operator_follows(applied):

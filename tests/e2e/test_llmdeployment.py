@@ -70,7 +70,7 @@ def _settle(api, operator, namespace, name, passes=3):
     start = next(i for i in range(begin, len(requests))
                  if requests[i].path.endswith(path) and requests[i].verb == "get" and requests[i].user == OPERATOR_USER)
     wait_for(lambda: api.operator_reads_of(path, start) >= passes, timeout=20, what=f"{passes} reconcile passes")
-    return api.operator_writes(start)
+    return [w for w in api.operator_writes(start) if f"/namespaces/{namespace}/" in w]  # not other tests' teardown
 
 
 EXPECTED = {

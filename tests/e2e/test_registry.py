@@ -171,3 +171,24 @@ def test_a_registry_stopped_mid_way_keeps_stable_serving_and_recovers(api, opera
         server.stop()
     log = operator.log_tail(100000)
     assert "e2e-token-not-logged" not in log
+
+
+def test_whole_number_and_non_finite_run_metrics_converge_on_the_real_api_server(api, operator, mlflow, model_dir, namespace,
+                                                                                 model_name):
+    """kube-apiserver stores custom resources as JSON and decodes an integral number as an integer: a run metric
+    `epochs: 3.0` reads back as 3. Compared as written, the status was rewritten on every pass; a NaN made every
+    status write a 400. Both now converge: no write once the status is in place."""
+    from tests.e2e.test_llmdeployment import _settle
+
+    client = mlflow.client()
+    version = register_version(client, model_name, model_dir, metrics={**GOOD_METRICS, "epochs": 3.0, "loss": float("nan")},
+                               alias="champion")
+    api.create(mlflow_secret(namespace, mlflow.url), namespace)
+    api.create(_doc(model_name, alias="champion"), namespace)
+    _ready(api, namespace, _serving(api, namespace)["status"]["stableRevision"])
+    model = wait_for(lambda: (m := api.get(*LLMD, namespace, "chat")["status"]["model"]) and m.get("version") == version and m,
+                     what="the resolved model")
+    assert model["metrics"]["epochs"] == 3 and isinstance(model["metrics"]["epochs"], int)  # as the server stores it
+    assert "loss" not in model["metrics"]
+    assert "metrics.loss=nan" in _condition(api.get(*LLMD, namespace, "chat"), "ModelResolved")["message"]
+    assert _settle(api, operator, namespace, "chat", passes=4) == []
