@@ -177,20 +177,70 @@ def _snake(key: str) -> str:
     return "".join("_" + ch.lower() if ch.isupper() else ch for ch in key)
 
 
-def pod_monitor_scrape_config(pod_monitor: dict[str, Any], *, api_server: str, ca_file: str, token_file: str,
-                              node: str | None = None, interval: float = 1.0) -> dict[str, Any]:
-    """The Prometheus scrape configuration a PodMonitor stands for, as Prometheus Operator generates it: pods found
-    through ``kubernetes_sd_configs`` against ``api_server`` (a ServiceAccount's token in ``token_file``), kept by the
-    PodMonitor's label selector and port name, then its own relabelings. ``node`` limits discovery to the pods bound
-    to one node (the node agent's: the only pods that really serve here). Prometheus 2.42 has no
-    ``scrape_protocols``; the OpenMetrics name rewrite (``vllm_x`` back to ``vllm:x``) stands in for the
-    PodMonitor's text format."""
+class PodDiscovery:
+    """Prometheus's Kubernetes pod discovery, served as HTTP service discovery: Debian's Prometheus is built without
+    ``kubernetes_sd_configs`` (its client-go dependency is not packaged), so this lists pods through the API server
+    with the ``prometheus`` ServiceAccount's token, exactly as that plugin's ``role: pod`` would, and answers
+    ``http_sd_configs`` with one target per declared container port carrying the same ``__meta_kubernetes_*``
+    labels. Prometheus then applies the PodMonitor's relabelling itself. Discovery only: no relabelling here.
+    ``node`` limits it to the pods bound to one node (as a ``spec.nodeName`` field selector would)."""
+
+    def __init__(self, kubeconfig: str, node: str | None = None):
+        import kubernetes
+
+        self.core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(config_file=kubeconfig))
+        self.node = node
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/targets"
+        self._server = make_server("127.0.0.1", self.port, self._app, ThreadingWSGIServer, handler_class=_QuietHandler)
+
+    def start(self) -> PodDiscovery:
+        threading.Thread(target=self._server.serve_forever, name="pod-discovery", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+
+    def targets(self) -> list[dict[str, Any]]:
+        selector = f"spec.nodeName={self.node}" if self.node else None
+        out = []
+        for pod in self.core.list_pod_for_all_namespaces(field_selector=selector).items:
+            if not pod.status.pod_ip:
+                continue
+            ready = next((c.status for c in pod.status.conditions or [] if c.type == "Ready"), "False")
+            meta = {"__meta_kubernetes_namespace": pod.metadata.namespace, "__meta_kubernetes_pod_name": pod.metadata.name,
+                    "__meta_kubernetes_pod_ip": pod.status.pod_ip, "__meta_kubernetes_pod_node_name": pod.spec.node_name or "",
+                    "__meta_kubernetes_pod_phase": pod.status.phase or "", "__meta_kubernetes_pod_ready": ready.lower(),
+                    "__meta_kubernetes_pod_uid": pod.metadata.uid}
+            for key, value in (pod.metadata.labels or {}).items():
+                name = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in key)
+                meta[f"__meta_kubernetes_pod_label_{name}"] = value
+                meta[f"__meta_kubernetes_pod_labelpresent_{name}"] = "true"
+            for container in pod.spec.containers:
+                for port in container.ports or []:
+                    out.append({"targets": [f"{pod.status.pod_ip}:{port.container_port}"],
+                                "labels": {**meta, "__meta_kubernetes_pod_container_name": container.name,
+                                           "__meta_kubernetes_pod_container_port_name": port.name or "",
+                                           "__meta_kubernetes_pod_container_port_number": str(port.container_port)}})
+        return out
+
+    def _app(self, environ: dict, start_response: Any) -> list[bytes]:
+        try:
+            body = json.dumps(self.targets()).encode()
+        except Exception as error:  # Prometheus keeps its last targets on an error
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [str(error).encode()]
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
+
+
+def pod_monitor_scrape_config(pod_monitor: dict[str, Any], *, discovery_url: str, interval: float = 1.0) -> dict[str, Any]:
+    """The Prometheus scrape configuration a PodMonitor stands for, as Prometheus Operator generates it: pods kept by
+    the PodMonitor's label selector and port name, then its own relabelings, over targets from the pod discovery at
+    ``discovery_url`` (:class:`PodDiscovery`). Prometheus 2.42 has no ``scrape_protocols``; the OpenMetrics name
+    rewrite (``vllm_x`` back to ``vllm:x``) stands in for the PodMonitor's text format."""
     spec = pod_monitor["spec"]
     (endpoint,) = spec["podMetricsEndpoints"]
-    sd: dict[str, Any] = {"role": "pod", "api_server": api_server, "tls_config": {"ca_file": ca_file},
-                          "authorization": {"credentials_file": token_file}}
-    if node:
-        sd["selectors"] = [{"role": "pod", "field": f"spec.nodeName={node}"}]
     relabel: list[dict[str, Any]] = []
     for key, value in spec["selector"].get("matchLabels", {}).items():
         name = "".join(ch if ch.isalnum() else "_" for ch in key)
@@ -205,7 +255,7 @@ def pod_monitor_scrape_config(pod_monitor: dict[str, Any], *, api_server: str, c
         "job_name": f"podMonitor/{meta.get('namespace', 'default')}/{meta['name']}/0",
         "scrape_interval": f"{int(interval * 1000)}ms",
         "metrics_path": endpoint.get("path", "/metrics"),
-        "kubernetes_sd_configs": [sd],
+        "http_sd_configs": [{"url": discovery_url, "refresh_interval": "1s"}],
         "relabel_configs": relabel,
         "metric_relabel_configs": [{"source_labels": ["__name__"], "regex": "vllm_(.+)", "target_label": "__name__",
                                     "replacement": "vllm:$1"}],

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from .cluster import ROOT, Cluster, Operator, start_cluster
-from .metrics import Prometheus, free_port, pod_monitor_scrape_config
+from .metrics import PodDiscovery, Prometheus, free_port, pod_monitor_scrape_config
 from .nodeagent import PLACEMENT, NodeAgent
 from .registry import MlflowServer, register_version
 from .shim import Load, Shim
@@ -128,7 +128,7 @@ class Story:
         return self
 
     def _pod_monitor(self) -> dict[str, Any]:
-        """The shipped PodMonitor as Prometheus's scrape configuration, discovering pods through the API server
+        """The shipped PodMonitor as Prometheus's scrape configuration over pods discovered through the API server
         with a `prometheus` ServiceAccount's token (get/list/watch pods), limited to the node agent's pods."""
         assert self.api is not None
         ns = "monitoring"
@@ -139,15 +139,12 @@ class Story:
         self.api.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "prometheus"},
                         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "prometheus"},
                         "subjects": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": ns}]})
-        kubeconfig = yaml.safe_load(pathlib.Path(self.api.plane.token_kubeconfig(ns, "prometheus")).read_text())
-        token = self.workdir / "prometheus" / "token"
-        token.write_text(kubeconfig["users"][0]["user"]["token"])
+        self.discovery = PodDiscovery(self.api.plane.token_kubeconfig(ns, "prometheus"), node="local-0").start()
         monitor = yaml.safe_load((ROOT / "manifests" / "monitoring" / "podmonitor.yaml").read_text())
-        return pod_monitor_scrape_config(monitor, api_server=self.api.url, ca_file=str(self.api.plane.pki.ca_path),
-                                         token_file=str(token), node="local-0")
+        return pod_monitor_scrape_config(monitor, discovery_url=self.discovery.url)
 
     def stop(self) -> None:
-        for part in (self.load, self.shim, self.agent, self.operator, self.prometheus, self.mlflow):
+        for part in (self.load, self.shim, self.agent, self.operator, self.prometheus, getattr(self, "discovery", None), self.mlflow):
             if part is not None:
                 try:
                     part.stop()
