@@ -484,9 +484,12 @@ def plan_llmdeployment(
         if _replicas(observed.deployments[stable_id]) != want:
             scales.append(Scale(stable_deployment, want))
     # Order is safety: pods up before traffic moves to them (DestinationRule before VirtualService), traffic
-    # away before pods go down, deletions last.
+    # away before pods go down, deletions last; and nothing traffic still flows to changes under it.
     order = {"Service": 0, "DestinationRule": 1, "VirtualService": 2}
     routing.sort(key=lambda a: order.get(a.obj["kind"], 3))
+    routing, deferred = make_before_break(routing, observed, name)
+    if deferred:
+        requeue.append(1.0)  # the deferred change follows once the routes it waited for have landed
     # A rollout's status is written after the routes it records and after this LLMDeployment's status.
     status_writes = [a for a in actions if isinstance(a, WriteStatus)]
     actions = [a for a in actions if not isinstance(a, WriteStatus)]
@@ -601,6 +604,37 @@ def plan_llmdeployment(
         text = f"{changed['type']}={changed['status']}" + (f": {changed['message']}" if changed["message"] else "")
         events.append(Event("Warning" if warning else "Normal", changed["reason"], text))
     return Plan(actions=actions, events=events, status=status, requeue_after=min(requeue) if requeue else None, spec=spec)
+
+
+def make_before_break(routing: list[Apply], observed: Observed, name: str) -> tuple[list[Apply], bool]:
+    """Hold back the routing changes that would pull endpoints from under traffic that still flows to them, as
+    Istio's make-before-break rule asks (update the VirtualService, let it propagate, then what it stopped using).
+    Returns the applies for this pass and whether any was held for a later one.
+
+    - The canary Service is not re-pointed to another revision while the live VirtualService still sends it weight
+      or mirrored traffic (a newer rollout taking over mid-canary): this pass moves the weight, the next re-points.
+    - A DestinationRule is not stripped of the ``stable``/``canary`` subsets while the live VirtualService still
+      routes to them (the first pass after upgrading from the release that split by subsets).
+    """
+    live_vs = observed.children.get(("VirtualService", name))
+    live_routes = b.routes_of(live_vs)
+    canary_flowing = live_routes is not None and (live_routes.canary_weight > 0 or live_routes.mirror_percent > 0)
+    subsets_in_use = any(r.get("destination", {}).get("subset") for http in (live_vs or {}).get("spec", {}).get("http", [])
+                         for r in http.get("route", []) + ([http["mirror"]] if http.get("mirror") else []))
+    canary_service = b.service_name(name, c.SUBSET_CANARY)
+    kept, held = [], False
+    for action in routing:
+        obj = action.obj
+        live = observed.children.get((obj["kind"], obj["metadata"]["name"]))
+        if (obj["kind"] == "Service" and obj["metadata"]["name"] == canary_service and live is not None and canary_flowing
+                and (live.get("spec", {}).get("selector") or {}).get(c.LABEL_REVISION) != obj["spec"]["selector"][c.LABEL_REVISION]):
+            held = True
+            continue
+        if obj["kind"] == "DestinationRule" and subsets_in_use and (live or {}).get("spec", {}).get("subsets"):
+            held = True
+            continue
+        kept.append(action)
+    return kept, held
 
 
 MODEL_RESOLVED = "ModelResolved"

@@ -776,10 +776,14 @@ def test_deleting_an_in_flight_rollout_routes_back_then_waits_then_scales_down(s
     status = cluster.body["status"]
     assert status["draining"] == [{"revision": canary.rsplit("-", 1)[1], "scaleDownAt": "2026-11-21T10:02:30Z"}]
     assert "canaryRevision" not in status and status["stableRevision"] == a
-    assert plan.requeue_after == 30
+    # Make before break: the weight leaves the canary Service in this pass; its selector follows in the next.
+    assert ("apply", "Service", "qwen-small-canary") not in writes and plan.requeue_after == 1.0
     assert ("Warning", "RolloutDeleted") in [(e.type, e.reason) for e in plan.events]
     degraded = _conditions(cluster)["Degraded"]  # the spec's model is not what serves (issue 13, item 11)
     assert degraded[:2] == ("True", "RolloutDeleted") and f"LLMRollout {name} was deleted" in degraded[2]
+    plan, writes = cluster.reconcile("2026-11-21T10:02:01Z")
+    assert writes == [("apply", "Service", "qwen-small-canary")] and plan.requeue_after == 29
+    assert cluster.kube.get("v1", "Service", "default", "qwen-small-canary")["spec"]["selector"]["llmops.dev/revision"] == a
     plan, writes = cluster.reconcile("2026-11-21T10:02:20Z")
     assert writes == [] and plan.requeue_after == 10
     plan, writes = cluster.reconcile("2026-11-21T10:02:31Z")
@@ -888,3 +892,61 @@ def test_a_json_patch_that_no_longer_applies_is_a_conflict_as_kube_apiserver_say
     assert json_patch_not_applicable(ApiError(422, generic))
     assert not json_patch_not_applicable(ApiError(422, fields))
     assert not json_patch_not_applicable(ApiError(409, {**generic, "code": 409}))
+
+
+def _applies(plan):
+    return [(a.obj["kind"], a.obj["metadata"]["name"]) for a in plan.actions if isinstance(a, Apply)]
+
+
+def test_a_newer_rollout_mid_canary_moves_the_weight_before_it_repoints_the_canary_service(samples):
+    """Make before break (review finding): a newer LLMRollout takes over while 50% of traffic is on the canary. The
+    canary Service must not select the new, not-yet-ready revision while the VirtualService still sends it half the
+    traffic: this pass moves the weight to stable, the next re-points the Service."""
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}]}
+    cluster = Cluster(doc)
+    cluster.reconcile(T0)
+    (old,) = cluster.deployments()
+    cluster.set_ready(old, 1)
+    cluster.reconcile(T0)
+    cluster.edit_spec(model={"uri": "hf://Qwen/Qwen2.5-3B-Instruct"})
+    cluster.reconcile(T1)
+    cluster.reconcile(T1)
+    canary = next(n for n in cluster.deployments() if n != old)
+    cluster.set_ready(canary, 1)
+    cluster.reconcile(T1)
+    assert b.routes_of(cluster.child("VirtualService")) == b.Routes(50, 50, 0)
+    cluster.kube.add({"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMRollout",
+                      "metadata": {"name": "manual", "namespace": "default", "creationTimestamp": "2026-11-21T10:01:30Z",
+                                   "uid": "m", "generation": 1},
+                      "spec": {"deploymentName": doc["metadata"]["name"], "target": {"model": {"uri": "hf://org/other"}}}})
+    plan, _ = cluster.reconcile(T2)
+    assert ("VirtualService", "qwen-small") in _applies(plan) and ("Service", "qwen-small-canary") not in _applies(plan)
+    assert b.routes_of(cluster.child("VirtualService")) == b.Routes(100, 0, 0)
+    served = cluster.kube.get("v1", "Service", "default", "qwen-small-canary")["spec"]["selector"]["llmops.dev/revision"]
+    assert served == canary.rsplit("-", 1)[1] and plan.requeue_after == 1.0  # still the ready revision
+    plan, _ = cluster.reconcile("2026-11-21T10:02:01Z")
+    assert ("Service", "qwen-small-canary") in _applies(plan)  # weight 0 now: safe to re-point
+
+
+def test_an_upgrade_from_subset_routing_moves_the_virtual_service_before_the_subsets_go(samples):
+    """Make before break (review finding): the release before routed to DestinationRule subsets. The first pass of
+    this one switches the VirtualService to the Services but keeps the subsets it was using; the next drops them."""
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    cluster = Cluster(doc)
+    cluster.reconcile(T0)
+    vs = cluster.child("VirtualService")
+    host = vs["spec"]["http"][0]["route"][0]["destination"]["host"]
+    rev = next(iter(cluster.deployments())).rsplit("-", 1)[1]
+    for i, role in enumerate(("stable", "canary")):  # as the previous release wrote them
+        vs["spec"]["http"][0]["route"][i]["destination"] = {"host": host, "subset": role, "port": {"number": 8000}}
+    dr = cluster.kube.objects[("networking.istio.io/v1", "DestinationRule", "default", "qwen-small")]
+    dr["spec"]["subsets"] = [{"name": n, "labels": {"llmops.dev/revision": rev}} for n in ("stable", "canary")]
+    for obj in (vs, dr):
+        obj["metadata"]["annotations"]["llmops.dev/applied-hash"] = "previous-release"
+    plan, _ = cluster.reconcile(T1)
+    assert ("VirtualService", "qwen-small") in _applies(plan) and ("DestinationRule", "qwen-small") not in _applies(plan)
+    assert cluster.kube.get("networking.istio.io/v1", "DestinationRule", "default", "qwen-small")["spec"]["subsets"]
+    plan, _ = cluster.reconcile("2026-11-21T10:01:01Z")
+    assert ("DestinationRule", "qwen-small") in _applies(plan)
+    assert "subsets" not in cluster.kube.get("networking.istio.io/v1", "DestinationRule", "default", "qwen-small")["spec"]
