@@ -1,15 +1,18 @@
-"""Kubernetes Events, aggregated the way client-go's ``EventCorrelator`` aggregates repeats.
+"""Kubernetes Events, with identical repeats aggregated as client-go's ``EventCorrelator`` does.
 
 An Event that repeats one already posted about the same object (same involved object uid, type, reason and
 message) is not posted again: the existing Event's ``count`` goes up by one and its ``lastTimestamp`` moves to
 now, as ``kubectl describe`` shows it ("3x over 2m"). A pass that fails the same way every time therefore leaves
 one Warning with a count, not one per pass. Events are named deterministically from that key
 (``<object>.<16 hex>``), so an operator restarted mid-way finds its Event by name (a 409 on create) and carries
-the count on rather than starting a second one.
+the count on rather than starting a second one; an Event the API server expired (``--event-ttl``) is posted again
+with the count it had reached.
 
-Source: client-go ``tools/record/events_cache.go`` (``EventCorrelator``, ``eventLogger.eventObserve``: identical
-events are keyed by source, involved object, type, reason and message, and update ``count`` and
-``lastTimestamp`` of one Event with a patch).
+Source: client-go ``tools/record/events_cache.go`` (``eventLogger.eventObserve``: identical events are keyed by
+source, involved object, type, reason and message, and update ``count`` and ``lastTimestamp`` of one Event with a
+patch). Not done here: client-go's ``EventAggregator`` (ten *similar* events with different messages within ten
+minutes combined into one) and its per-object spam filter (a token bucket); the operator's messages repeat
+verbatim when a failure repeats, which the identical-event path covers.
 """
 
 from __future__ import annotations
@@ -106,8 +109,9 @@ class EventRecorder:
             except KubeError as error:
                 if error.status != 404:
                     raise
-                self.kube.create(manifest)  # the Event expired (kube-apiserver's --event-ttl): start again
-                self._remember(key, 1)
+                # The Event expired (kube-apiserver's --event-ttl): post it again with the count reached, as client-go.
+                self.kube.create({**manifest, "count": seen + 1})
+                self._remember(key, seen + 1)
         except KubeError as error:
             log.warning("could not post event %s on %s: %s", event.reason, about["metadata"]["name"], error)
 

@@ -76,6 +76,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.events = EventRecorder(memo.kube, INSTANCE)
     # Failed passes retry after 1 s doubling to 5 min per object (controller-runtime's item back-off), +-20% jitter.
     memo.backoff, memo.retry_at, memo.errors_seen, memo.generations = Backoff(base=1.0, cap=300.0), {}, {}, {}
+    memo.loop_backoff, memo.loop_errors = Backoff(base=1.0, cap=300.0), {}  # apart: no object key can collide
     memo.locks = defaultdict(threading.Lock)
     memo.providers, memo.providers_lock = {}, threading.Lock()
     memo.loop, memo.timers = asyncio.get_running_loop(), {}
@@ -287,32 +288,18 @@ def _guarded(memo: kopf.Memo, namespace: str, name: str, logger: logging.Logger,
 async def _survive(memo: kopf.Memo, loop: str, error: Exception) -> None:
     """A background loop's iteration failed: log it once while it repeats, count it, and back off (so a loop
     never dies and never spins)."""
-    delay = memo.backoff.failure(("loop", loop), getattr(error, "retry_after", None))
+    delay = memo.loop_backoff.failure(loop, getattr(error, "retry_after", None))
     text = f"{type(error).__name__}: {error}"
-    if memo.errors_seen.get(("loop", loop)) != text:
-        memo.errors_seen[("loop", loop)] = text
+    if memo.loop_errors.get(loop) != text:
+        memo.loop_errors[loop] = text
         log.warning("%s loop: %s (next try in %.1fs)", loop, text, delay, exc_info=not isinstance(error, KubeError))
     memo.telemetry.loop_errors.labels(loop).inc()
     await asyncio.sleep(delay)
 
 
 def _recovered(memo: kopf.Memo, loop: str) -> None:
-    memo.backoff.success(("loop", loop))
-    memo.errors_seen.pop(("loop", loop), None)
-
-
-@kopf.on.event(GROUP, VERSION, "llmdeployments")
-def llmdeployment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
-    key = (body.metadata.namespace, body.metadata.name)
-    if type == "DELETED":  # forget it: per-object state never outlives the object
-        for table in (memo.generations, memo.retry_at, memo.errors_seen):
-            table.pop(key, None)
-        memo.backoff.success(key)
-        return
-    generation = body.metadata.get("generation")
-    urgent = memo.generations.get(key) != generation  # a spec edit, or the first sight of it
-    memo.generations[key] = generation
-    _guarded(memo, *key, logger, urgent=urgent)
+    memo.loop_backoff.success(loop)
+    memo.loop_errors.pop(loop, None)
 
 
 async def _resync_loop(memo: kopf.Memo) -> None:
@@ -360,9 +347,9 @@ async def _poll_registry(memo: kopf.Memo) -> None:
     for (key, model), objs in groups.items():
         try:
             info = await asyncio.to_thread(memo.registry_cache.model, key, clients[(key, model)], model)
-        except reg.RegistryError as error:  # the followers' own passes report it and back off
+        except Exception as error:  # one model's trouble never stops the poll of the others; its followers report it
             if memo.registry_seen.get((key, model)) != str(error):  # once per change, not per poll
-                log.info("registry poll of %s: %s", model, error)
+                log.info("registry poll of %s: %s: %s", model, type(error).__name__, error)
             memo.registry_seen[(key, model)] = str(error)
             continue
         memo.telemetry.registry_sync.labels(model).set(time.time())

@@ -81,6 +81,11 @@ def _wrap(error: Exception) -> KubeError:
     return KubeError(message, status, retry_after)
 
 
+#: kube-apiserver's message for a 422 it did not explain (apimachinery's ``NewGenericServerResponse``); a validating
+#: webhook's 422 carries its own.
+GENERIC_422 = "the server rejected our request due to an error in our request"
+
+
 def json_patch_not_applicable(error: Exception) -> bool:
     """Whether kube-apiserver refused a JSON patch because it does not apply to the stored object (a ``test`` that
     failed, a path that is gone): a 422 with reason ``Invalid``, the generic message and no causes. Its patch handler
@@ -93,7 +98,8 @@ def json_patch_not_applicable(error: Exception) -> bool:
         body = json.loads(getattr(error, "body", None) or "{}")
     except (TypeError, ValueError):
         return False
-    return body.get("reason") == "Invalid" and not (body.get("details") or {}).get("causes")
+    return (body.get("reason") == "Invalid" and body.get("message") == GENERIC_422
+            and not (body.get("details") or {}).get("causes"))
 
 
 class DynamicKube:

@@ -303,3 +303,25 @@ def test_a_pass_that_keeps_failing_is_one_warning_with_a_count_and_backs_off(api
     api.delete("v1", "ResourceQuota", namespace, "no-services")
     wait_for(lambda: api.get("v1", "Service", namespace, "qwen-small"), 120, "the Service once the quota is gone")
     wait_for(lambda: _condition(_llmd(api, namespace, "qwen-small"), "Degraded")["status"] == "False", 60, "Degraded=False")
+
+
+def test_a_recreated_llmdeployment_adopts_its_orphaned_children(api, operator, namespace):
+    """`kubectl delete --cascade=orphan`, then apply again: the garbage collector strips the old owner reference,
+    the new object's uid differs, and the operator's apply changes every child's owner reference, which
+    OwnerReferencesPermissionEnforcement allows only to who may delete that child."""
+    doc = sample("llmdeployment-minimal")
+    api.create(doc, namespace)
+    wait_for(lambda: all(_children(api, namespace, "qwen-small")[k] for k in ("Service", "DestinationRule", "VirtualService")), 60,
+             "children")
+    api.resource(*LLMD).delete(name="qwen-small", namespace=namespace, body={"propagationPolicy": "Orphan"})
+    wait_for(lambda: _llmd(api, namespace, "qwen-small") is None, 60, "the LLMDeployment gone, its children orphaned")
+    wait_for(lambda: all(not c["metadata"].get("ownerReferences") for items in _children(api, namespace, "qwen-small").values()
+                         for c in items), 60, "owner references removed by the garbage collector")
+    created = api.create(doc, namespace)
+    uid = created["metadata"]["uid"]
+    adopted = wait_for(lambda: (c := _children(api, namespace, "qwen-small")) and all(
+        [r["uid"] for r in x["metadata"].get("ownerReferences", [])] == [uid]
+        for kind in ("Service", "DestinationRule", "VirtualService", "PodDisruptionBudget") for x in c[kind]) and c, 90,
+        "every child owned by the new object")
+    assert adopted["Service"] and not [r for r in api.requests() if r.user == OPERATOR_USER and r.namespace == namespace
+                                       and r.code == 403]

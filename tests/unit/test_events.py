@@ -54,7 +54,7 @@ def test_an_expired_event_is_posted_again():
     kube.objects.pop(("v1", "Event", "team-a", event_name(LLMD, event)))  # kube-apiserver's --event-ttl (1 h)
     recorder.post(LLMD, event, "2026-12-01T12:00:00Z")
     (again,) = _events(kube)
-    assert (again["count"], again["firstTimestamp"]) == (1, "2026-12-01T12:00:00Z")
+    assert (again["count"], again["firstTimestamp"]) == (2, "2026-12-01T12:00:00Z")  # the count carries on
 
 
 def test_an_api_error_is_logged_not_raised(caplog):

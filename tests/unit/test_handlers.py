@@ -72,7 +72,7 @@ def test_success_forgets_the_failures(monkeypatch):
 
 def test_a_loop_iteration_that_raises_backs_off_and_the_loop_goes_on(monkeypatch, caplog):
     memo = kopf.Memo()
-    memo.backoff, memo.errors_seen, memo.telemetry = Backoff(base=1.0, cap=300.0, jitter=0.0), {}, Telemetry()
+    memo.loop_backoff, memo.loop_errors, memo.telemetry = Backoff(base=1.0, cap=300.0, jitter=0.0), {}, Telemetry()
     slept = []
 
     async def sleep(seconds):
@@ -90,4 +90,4 @@ def test_a_loop_iteration_that_raises_backs_off_and_the_loop_goes_on(monkeypatch
     assert sum("resync loop: ValueError: bad" in r.getMessage() for r in caplog.records) == 1
     assert memo.telemetry.loop_errors.labels("resync")._value.get() == 2
     h._recovered(memo, "resync")
-    assert memo.backoff.failures(("loop", "resync")) == 0
+    assert memo.loop_backoff.failures("resync") == 0
