@@ -1,6 +1,7 @@
 """A traffic shim standing in for the Istio sidecars in front of one LLMDeployment: it reads the
-VirtualService the operator writes and the EndpointSlices of the Services it routes to, as Envoy gets them from
-istiod, splits requests across the destinations by the route's weights (and mirrors the configured share to the
+VirtualService the operator writes and the endpoints of the Services it routes to (computed from their selectors
+and the pods' readiness as the EndpointSlice controller computes them: see :meth:`Shim._endpoints`), as Envoy gets
+them from istiod, splits requests across the destinations by the route's weights (and mirrors the configured share to the
 mirror destination, discarding the answers), sends each to a ready endpoint of that Service (the pods' own
 addresses, which the node agent serves), and exports request metrics under Istio's names
 (``istio_requests_total`` with ``response_code`` and the destination labels,
@@ -103,16 +104,33 @@ class Shim:
         services = set(weights) | ({mirror} if mirror else set())
         revisions, endpoints = {}, {}
         for service in services:
-            svc = self.api.get("v1", "Service", self.namespace, service)
-            revisions[service] = ((svc or {}).get("spec", {}).get("selector") or {}).get(LABEL_REVISION, "")
-            endpoints[service] = [f"{address}:{port['port']}"
-                                  for sl in self.api.list("discovery.k8s.io/v1", "EndpointSlice", self.namespace,
-                                                          f"kubernetes.io/service-name={service}")
-                                  for ep in sl.get("endpoints") or [] if (ep.get("conditions") or {}).get("ready")
-                                  for address in ep.get("addresses", []) if _loopback(address)
-                                  for port in sl.get("ports") or [] if port.get("port")]
+            svc = self.api.get("v1", "Service", self.namespace, service) or {}
+            selector = svc.get("spec", {}).get("selector") or {}
+            revisions[service] = selector.get(LABEL_REVISION, "")
+            endpoints[service] = self._endpoints(svc) if selector else []
         with self._lock:
             self.routes = (weights, revisions, endpoints, mirror, mirror_percent)
+
+    def _endpoints(self, svc: dict[str, Any]) -> list[str]:
+        """A Service's ready endpoints ("ip:port"), computed as the EndpointSlice controller does: the pods its selector
+        matches that are Ready and not terminating, on the port its ``targetPort`` names. (kube-apiserver refuses
+        loopback addresses in EndpointSlices, so for the node agent's 127.0.0.x pods the controller's slices stay
+        empty: "FailedToUpdateEndpointSlices ... may not be in the loopback range".)"""
+        spec = svc["spec"]
+        selector = ",".join(f"{k}={v}" for k, v in spec["selector"].items())
+        target = spec["ports"][0].get("targetPort", spec["ports"][0]["port"])
+        out = []
+        for pod in self.api.list("v1", "Pod", self.namespace, selector):
+            status = pod.get("status") or {}
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+            ip = status.get("podIP")
+            if not ready or not ip or pod["metadata"].get("deletionTimestamp") or not _loopback(ip):
+                continue
+            ports = {p.get("name"): p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports") or []}
+            port = ports.get(target) if isinstance(target, str) else target
+            if port:
+                out.append(f"{ip}:{port}")
+        return out
 
     def forward(self, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes, str | None]:
         with self._lock:
