@@ -302,39 +302,40 @@ def _recovered(memo: kopf.Memo, loop: str) -> None:
     memo.loop_errors.pop(loop, None)
 
 
-async def _resync_loop(memo: kopf.Memo) -> None:
-    """Reconcile every LLMDeployment each ``resync_seconds`` (the level-based safety net); an object whose last pass
-    failed waits for its back-off."""
+async def _forever(memo: kopf.Memo, loop: str, seconds: float, round_: Any) -> None:
+    """Run ``round_(memo)`` every ``seconds``; a round that raises is survived (:func:`_survive`), never fatal."""
     while True:
-        await asyncio.sleep(SETTINGS.resync_seconds)
+        await asyncio.sleep(seconds)
         try:
-            bodies = []
-            for namespace in SETTINGS.namespaces or (None,):  # a namespaced install may not list cluster-wide
-                bodies += await asyncio.to_thread(memo.kube.list, f"{GROUP}/{VERSION}", "LLMDeployment", namespace, "")
-            for body in bodies:
-                key = (body["metadata"]["namespace"], body["metadata"]["name"])
-                await asyncio.to_thread(functools.partial(_guarded, memo, *key, log, urgent=False))
+            await round_(memo)
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            await _survive(memo, "resync", error)
+            await _survive(memo, loop, error)
         else:
-            _recovered(memo, "resync")
+            _recovered(memo, loop)
+
+
+async def _resync_loop(memo: kopf.Memo) -> None:
+    """Reconcile every LLMDeployment each ``resync_seconds`` (the level-based safety net); an object whose last pass
+    failed waits for its back-off."""
+    await _forever(memo, "resync", SETTINGS.resync_seconds, _resync)
+
+
+async def _resync(memo: kopf.Memo) -> None:
+    """One round of :func:`_resync_loop`."""
+    bodies = []
+    for namespace in SETTINGS.namespaces or (None,):  # a namespaced install may not list cluster-wide
+        bodies += await asyncio.to_thread(memo.kube.list, f"{GROUP}/{VERSION}", "LLMDeployment", namespace, "")
+    for body in bodies:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        await asyncio.to_thread(functools.partial(_guarded, memo, *key, log, urgent=False))
 
 
 async def _registry_loop(memo: kopf.Memo) -> None:
     """Each ``registry_poll_seconds``: read every registered model some LLMDeployment follows (once per model,
     however many follow it) and start a pass for its followers when its aliases or stages moved."""
-    while True:
-        await asyncio.sleep(SETTINGS.registry_poll_seconds)
-        try:
-            await _poll_registry(memo)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            await _survive(memo, "registry", error)
-        else:
-            _recovered(memo, "registry")
+    await _forever(memo, "registry", SETTINGS.registry_poll_seconds, _poll_registry)
 
 
 async def _poll_registry(memo: kopf.Memo) -> None:

@@ -525,11 +525,10 @@ def test_returning_to_an_earlier_revision_rolls_it_out_like_a_new_one(samples):
     assert set(_rollouts(cluster)) == {f"qwen-small-{b_rev}", f"qwen-small-{c_rev}", f"qwen-small-{b_rev}-2"}
 
 
-def test_going_back_to_stable_mid_rollout_supersedes_it(samples):
-    """The spec goes back to the stable revision while a rollout to another is in flight: that rollout is aborted
-    (Argo Rollouts' fast rollback to the canary's stable), never promoted."""
+def _canary_at_half(samples, **rollout):
+    """An LLMDeployment whose rollout to model-b holds at 50% with every pod ready: (cluster, the stable revision)."""
     doc = copy.deepcopy(samples["llmdeployment-minimal"])
-    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}]}
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}], **rollout}
     cluster = Cluster(doc)
     cluster.reconcile(T0)
     _all_ready(cluster)
@@ -539,6 +538,13 @@ def test_going_back_to_stable_mid_rollout_supersedes_it(samples):
     cluster.reconcile(T1)
     _all_ready(cluster)
     cluster.reconcile(T1)
+    return cluster, a
+
+
+def test_going_back_to_stable_mid_rollout_supersedes_it(samples):
+    """The spec goes back to the stable revision while a rollout to another is in flight: that rollout is aborted
+    (Argo Rollouts' fast rollback to the canary's stable), never promoted."""
+    cluster, a = _canary_at_half(samples)
     (name, rollout), = _rollouts(cluster).items()
     assert rollout["status"]["canaryWeight"] == 50
     cluster.edit_spec(model={"uri": "hf://Qwen/Qwen2.5-1.5B-Instruct"})
@@ -749,17 +755,7 @@ def test_a_failed_rollout_leaves_the_deployment_degraded(samples):
 def test_deleting_an_in_flight_rollout_routes_back_then_waits_then_scales_down(samples, how):
     """As for an abort: routes to stable first, the canary's pods kept for abortScaleDownDelaySeconds while the
     proxies converge (deleting them in the same pass as the weight change gives 503s), then deleted."""
-    doc = copy.deepcopy(samples["llmdeployment-minimal"])
-    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}], "abortScaleDownDelaySeconds": 30}
-    cluster = Cluster(doc)
-    cluster.reconcile(T0)
-    _all_ready(cluster)
-    a = cluster.body["status"]["stableRevision"]
-    cluster.edit_spec(model={"uri": "hf://org/model-b"})
-    cluster.reconcile(T1)
-    cluster.reconcile(T1)
-    _all_ready(cluster)
-    cluster.reconcile(T1)
+    cluster, a = _canary_at_half(samples, abortScaleDownDelaySeconds=30)
     (name,) = _rollouts(cluster)
     canary = f"qwen-small-{cluster.body['status']['canaryRevision']}"
     assert b.routes_of(cluster.child("VirtualService")) == b.Routes(50, 50, 0)

@@ -354,30 +354,11 @@ def test_a_client_with_its_own_token_sends_it_and_never_touches_the_environment(
     """MLflow reads MLFLOW_TRACKING_TOKEN from os.environ on every request; swapping it in per call raced every
     thread that iterates the environment (a KeyError in the Kubernetes client's proxy lookup, seen on the real
     control plane). The token now travels in the client's own credentials."""
-    import http.server
-    import json as _json
     import os
-    import threading
 
     from llm_operator._registry import MlflowRegistry
 
-    seen = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            seen.append(self.headers.get("Authorization"))
-            body = _json.dumps({"registered_model": {"name": "m", "aliases": [{"alias": "champion", "version": "3"}]}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server, seen = _auth_server({"registered_model": {"name": "m", "aliases": [{"alias": "champion", "version": "3"}]}})
     writes = []
 
     class Watched(dict):
@@ -398,7 +379,8 @@ def test_a_client_with_its_own_token_sends_it_and_never_touches_the_environment(
     assert "MLFLOW_TRACKING_TOKEN" not in writes
 
 
-def _auth_server():
+def _auth_server(answer=None):
+    """A local MLflow stand-in answering GETs with ``answer``; returns (server, the Authorization headers seen)."""
     import http.server
     import json as _json
     import threading
@@ -411,7 +393,7 @@ def _auth_server():
 
         def do_GET(self):
             seen.append(self.headers.get("Authorization"))
-            body = _json.dumps({"registered_model": {"name": "m"}}).encode()
+            body = _json.dumps(answer or {"registered_model": {"name": "m"}}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
