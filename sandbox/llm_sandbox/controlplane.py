@@ -273,7 +273,7 @@ AUDIT_POLICY = {
         # The control plane's own chatter and kwok's node simulation: not what the tests read.
         {"level": "None", "users": ["system:kube-scheduler", "system:kube-controller-manager", "system:apiserver", "kwok"]},
         {"level": "None", "userGroups": ["system:serviceaccounts:kube-system", "system:nodes"]},
-        {"level": "None", "resources": [{"group": "coordination.k8s.io", "resources": ["leases"]}]},
+        {"level": "None", "resources": [{"group": "coordination.k8s.io", "resources": ["leases"]}], "namespaces": ["kube-node-lease"]},
         {"level": "None", "nonResourceURLs": ["/healthz*", "/readyz*", "/livez*", "/version"]},
         {"level": "Metadata"},
     ],
@@ -501,6 +501,7 @@ class Request:
     decision: str | None
     user_agent: str
     at: float  # when the API server received it (Unix seconds)
+    message: str = ""  # responseStatus.message: why a request was refused
 
     @classmethod
     def from_event(cls, event: dict[str, Any]) -> Request:
@@ -514,7 +515,8 @@ class Request:
                    code=int((event.get("responseStatus") or {}).get("code") or 0),
                    decision=(event.get("annotations") or {}).get("authorization.k8s.io/decision"),
                    user_agent=event.get("userAgent", ""),
-                   at=datetime.datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp())
+                   at=datetime.datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp(),
+                   message=(event.get("responseStatus") or {}).get("message", ""))
 
     @property
     def write(self) -> bool:
