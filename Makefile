@@ -80,7 +80,7 @@ $(CP_STAMP): sandbox/controlplane/go.mod sandbox/controlplane/go.sum sandbox/con
 	  2>&1 | awk '/^go: downloading/ {d++; next} /^#|\.go:[0-9]+/ {print; next} {n++} n % 250 == 0 {printf "control-plane       %d packages compiled, %d modules downloaded\n", n, d; fflush()}'
 	@test -x $(CP_DIR)/bin/kube-apiserver -a -x $(CP_DIR)/bin/kube-controller-manager -a -x $(CP_DIR)/bin/kube-scheduler -a -x $(CP_DIR)/bin/etcd
 	@echo "control-plane [2/2] kwok $(KWOK)"
-	@GOBIN=$(CP_DIR)/bin $(GO) install -trimpath -ldflags=-s sigs.k8s.io/kwok/cmd/kwok@v$(KWOK)
+	@set -o pipefail; GOBIN=$(CP_DIR)/bin $(GO) install -trimpath -ldflags=-s sigs.k8s.io/kwok/cmd/kwok@v$(KWOK) 2>&1 | { grep -v '^go: downloading' || true; }
 	@for s in $(KWOK_STAGES); do cp "$$($(GO) env GOMODCACHE)/sigs.k8s.io/kwok@v$(KWOK)/kustomize/stage/$$s.yaml" $(CP_DIR)/bin/kwok-stages/; done
 	@chmod u+w $(CP_DIR)/bin/kwok-stages/*
 	@du -sh $(CP_DIR)/bin | awk '{print "control-plane ready: " $$1 " of binaries"}'
