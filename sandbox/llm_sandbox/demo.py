@@ -202,7 +202,7 @@ def run(workdir: pathlib.Path, keep: bool = False) -> int:
 
 
 def run_story(workdir: pathlib.Path, vllm_python: str) -> int:
-    from .story import Story, live_view
+    from .story import NAMESPACE, Story, live_view
 
     story = Story(workdir, vllm_python, say=say)
     try:
@@ -220,8 +220,10 @@ def run_story(workdir: pathlib.Path, vllm_python: str) -> int:
             tags = client.get_model_version("assistant", version).tags
             say(f"    MLflow version {version}: llmops.dev/rollout={tags.get('llmops.dev/rollout')}")
         say(f"    MLflow alias production -> {client.get_model_version_by_alias('assistant', 'production').version}")
-        say("    $ kubectl get llmd,llmro -o wide")
-        say(indent(kubectl(story.api, "get", "llmd,llmro", "-o", "wide").stdout))
+        say(f"    $ kubectl get llmd,llmro -n {NAMESPACE} -o wide")
+        say(indent(kubectl(story.api, "get", "llmd,llmro", "-n", NAMESPACE, "-o", "wide").stdout))
+        say(f"    $ kubectl get pods -n {NAMESPACE} -o wide   (on the node agent's Node; v1's and v3's pods are gone)")
+        say(indent(kubectl(story.api, "get", "pods", "-n", NAMESPACE, "-o", "wide").stdout))
         ok = figures["v2"]["phase"] == "Succeeded" and figures["v3"]["phase"] == "Aborted" and story.serving_version() == v2
         say(f"    logs: {workdir} (operator.log, node/pods/*.log)")
         return 0 if ok else 1
