@@ -108,7 +108,7 @@ def test_healthy_canary_goes_through_every_step_to_succeeded(scenario, operator)
     status = s.finished()
     assert status["phase"] == "Succeeded", status.get("message")
     assert s.status()["stableRevision"] == target
-    assert s.routes() == ([100, 0], [target, target])
+    wait_for(lambda: s.routes() == ([100, 0], [target, target]), 10, "both Services on the promoted revision")
     steps = sorted(e["message"] for e in s.events("StepCompleted") if e["involvedObject"]["name"] == "to-v2")
     assert steps == ["step 0: weight 25", "step 2: weight 50"]
     passed = [e["message"] for e in s.events("AnalysisPassed")]
@@ -135,7 +135,9 @@ def test_errors_abort_with_traffic_back_on_stable_and_stable_untouched(scenario)
     assert degraded["reason"] == "AnalysisFailed" and "error-ratio" in degraded["message"]
     failing = {m["name"]: m for m in status["analysis"]["metrics"] if m["verdict"] == "Fail"}
     assert failing["error-ratio"]["value"] > failing["error-ratio"]["max"] == 0.01
-    assert s.routes() == ([100, 0], [s.stable, s.stable])  # routes went back in the pass that aborted
+    assert s.routes()[0] == [100, 0]  # the weight went back in the pass that aborted
+    # ... and the canary Service follows it to stable in the next pass (make before break), never the other way
+    wait_for(lambda: s.routes() == ([100, 0], [s.stable, s.stable]), 10, "the canary Service back on stable")
     assert s.deployment(target) is not None  # its pods stay while proxies converge (abortScaleDownDelaySeconds: 3)
     wait_for(lambda: s.deployment(target) is None, 20, "the aborted revision removed")
     stable_after = s.deployment(s.stable)
