@@ -175,9 +175,15 @@ def with_applied_hash(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
-    """Whether applying ``desired`` (with its hash annotation) would change ``live``."""
+def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None, owner_uid: str | None = None) -> bool:
+    """Whether applying ``desired`` (with its hash annotation) would change ``live``, or ``live`` is not owned by
+    the object with uid ``owner_uid`` (the owner reference is added when the apply is executed, so it is not in
+    ``desired``): a child orphaned by ``kubectl delete --cascade=orphan`` is adopted by the object recreated under
+    the same name, and a later deletion collects it."""
     if live is None:
+        return True
+    if owner_uid and not any(ref.get("uid") == owner_uid and ref.get("controller")
+                             for ref in live.get("metadata", {}).get("ownerReferences") or []):
         return True
     live_hash = live.get("metadata", {}).get("annotations", {}).get(APPLIED_HASH)
     if live_hash != desired["metadata"]["annotations"][APPLIED_HASH]:
@@ -470,11 +476,11 @@ def plan_llmdeployment(
         if obj["kind"] == "Deployment":
             revision = obj["metadata"]["labels"][c.LABEL_REVISION]
             live = observed.deployments.get(revision)
-            if needs_apply(obj, live):
+            if needs_apply(obj, live, meta.get("uid")):
                 (shrink if live and obj["spec"]["replicas"] < _replicas(live) else grow).append(Apply(obj, created=live is None))
         else:
             live = observed.children.get((obj["kind"], obj["metadata"]["name"]))
-            if needs_apply(obj, live):
+            if needs_apply(obj, live, meta.get("uid")):
                 routing.append(Apply(obj, created=live is None))
     # A stable revision the spec no longer describes keeps its pod template: only its size follows, through a
     # plain scale (an apply of just the replicas would drop every other field the operator's manager owns).

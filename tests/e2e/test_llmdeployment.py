@@ -137,9 +137,10 @@ def test_ready_pods_make_the_deployment_ready_and_idle_passes_write_nothing(api,
                    what="Ready=True")
     assert (obj["status"]["replicas"], obj["status"]["readyReplicas"]) == (1, 1)
     assert _condition(obj, "Progressing")["reason"] == "RevisionAvailable"
-    events = api.list("v1", "Event", namespace)
-    reasons = {(e["type"], e["reason"]) for e in events if e["involvedObject"]["name"] == "qwen-small"}
-    assert {("Normal", "Created"), ("Normal", "Available")} <= reasons
+    # Events follow the status write that records the transition: wait for them rather than race them.
+    wait_for(lambda: {("Normal", "Created"), ("Normal", "Available")} <= {
+        (e["type"], e["reason"]) for e in api.list("v1", "Event", namespace) if e["involvedObject"]["name"] == "qwen-small"},
+        30, "the Created and Available Events")
     # Converged: further passes (resync timer, watch events) make no write at all.
     writes = _settle(api, operator, namespace, "qwen-small", passes=4)
     assert writes == []

@@ -32,6 +32,10 @@ def _granted(rules, need):
     return any(group in r.get("apiGroups", []) and resource in r.get("resources", []) and verb in r.get("verbs", []) for r in rules)
 
 
+def _need(r: Request) -> tuple[str, str, str]:
+    return (r.group or "", f"{r.resource}/{r.subresource}" if r.subresource else r.resource or "", r.verb)
+
+
 def _uses(requests: list[Request], user: str) -> set[tuple[str, str, str]]:
     """(group, resource[/subresource], verb) the API server authorised for ``user``. A server-side apply that
     created its object (201) was authorised as `create` as well as `patch`."""
@@ -56,9 +60,15 @@ def test_every_request_of_the_operator_was_allowed(api, operator):
     assert len(mine) > 200  # the session drove the operator through its paths
     # The authoriser's verdict, not the status code: a 403 from admission (an Event posted into a namespace being
     # deleted: NamespaceLifecycle) was authorised.
-    refused = sorted({(r.verb, r.path, r.code) for r in mine if r.decision == "forbid"})
+    rules = _role(ROOT / "manifests")["rules"]
+    forbidden = [r for r in mine if r.decision == "forbid"]
+    refused = sorted({(r.verb, r.path) for r in forbidden if not _granted(rules, _need(r))})
     assert refused == [], f"requests kube-apiserver's authoriser refused the operator: {refused}"
-    assert all(r.decision == "allow" for r in mine if r.resource)
+    # What the role grants was refused only while a restarted kube-apiserver's RBAC authoriser warmed up (its
+    # informers sync after it answers; test_faults restarts it): each such request was allowed on a retry.
+    for r in (r for r in forbidden if _granted(rules, _need(r))):
+        assert any(x.decision == "allow" and _need(x) == _need(r) and x.at > r.at for x in mine), (r.verb, r.path)
+    assert len([r for r in forbidden if _granted(rules, _need(r))]) <= 20
 
 
 def test_the_role_grants_nothing_unused(api, operator):

@@ -231,3 +231,12 @@ class FakeRegistry:
     def set_tags(self, name: str, version: str, tags) -> None:
         self._check()
         self.writes.append(("tags", name, version, dict(tags)))
+
+
+def owned_by(body: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """What the handler's ``kopf.append_owner_reference`` does to each child: a controller reference to ``body``."""
+    def add(obj: dict[str, Any]) -> None:
+        obj["metadata"].setdefault("ownerReferences", []).append({
+            "apiVersion": "llmops.dev/v1alpha1", "kind": "LLMDeployment", "name": body["metadata"]["name"],
+            "uid": body["metadata"].get("uid"), "controller": True, "blockOwnerDeletion": True})
+    return add

@@ -289,7 +289,9 @@ class _Cluster:
         kinds = frozenset({"HorizontalPodAutoscaler"})
         plan = plan_llmdeployment(body, observe(self.kube, body, kinds), now, autoscaler_kinds=kinds)
         before = len(self.kube.writes)
-        execute(self.kube, body, plan, now=now, post_event=lambda e: None, owner=lambda o: None)
+        from tests.unit.fakes import owned_by
+
+        execute(self.kube, body, plan, now=now, post_event=lambda e: None, owner=owned_by(body))
         return self.kube.writes[before:]
 
     def of(self, kind: str) -> dict[str, dict]:

@@ -10,13 +10,9 @@ from llm_operator import _progressive as p
 from llm_operator import _registry as reg
 from llm_operator._api import MlflowModelRef
 from llm_operator._reconcile import Apply, Delete, execute, is_subset, needs_apply, observe, plan_llmdeployment, with_applied_hash
-from tests.unit.fakes import FakeKube, FakeRegistry
+from tests.unit.fakes import FakeKube, FakeRegistry, owned_by
 
 T0, T1, T2 = "2026-11-21T10:00:00Z", "2026-11-21T10:01:00Z", "2026-11-21T10:02:00Z"
-
-
-def _add_owner(obj):
-    obj["metadata"].setdefault("ownerReferences", []).append({"kind": "LLMDeployment", "name": "owner", "uid": "u"})
 
 
 class Cluster:
@@ -49,7 +45,7 @@ class Cluster:
         plan = plan_llmdeployment(body, observed, now, registry=resolution, autoscaler_kinds=self.served)
         before = len(self.kube.writes)
         try:
-            execute(self.kube, body, plan, now=now, post_event=self.events.append, owner=_add_owner,
+            execute(self.kube, body, plan, now=now, post_event=self.events.append, owner=owned_by(body),
                     record=(lambda outcome: reg.record(self.registry, outcome)) if self.registry else None)
         finally:
             self.last_writes = self.kube.writes[before:]
@@ -288,7 +284,7 @@ def test_stale_status_write_is_a_conflict_not_an_error(samples):
     body = cluster.body
     plan = plan_llmdeployment(body, observe(cluster.kube, body, cluster.served), T0)
     cluster.kube.objects[cluster.key]["metadata"]["resourceVersion"] = "999"  # someone wrote in between
-    writes = execute(cluster.kube, body, plan, now=T0, post_event=lambda e: None, owner=_add_owner)
+    writes = execute(cluster.kube, body, plan, now=T0, post_event=lambda e: None, owner=owned_by(body))
     assert writes == len(plan.actions)  # children applied, status skipped for the next pass
     assert "status" not in cluster.body
 
@@ -355,7 +351,7 @@ def test_a_conflict_on_the_deployment_status_leaves_the_rollout_status_alone(sam
     plan = plan_llmdeployment(body, observe(cluster.kube, body, cluster.served), T2)
     assert any(e.reason == "Promoted" for e in plan.events)
     cluster.kube.objects[cluster.key]["metadata"]["resourceVersion"] = "999"  # someone wrote in between
-    execute(cluster.kube, body, plan, now=T2, post_event=cluster.events.append, owner=_add_owner)
+    execute(cluster.kube, body, plan, now=T2, post_event=cluster.events.append, owner=owned_by(body))
     (rollout,) = [v for k, v in cluster.kube.objects.items() if k[1] == "LLMRollout"]
     assert rollout["status"]["phase"] == "Progressing"  # not Succeeded while the LLMDeployment says otherwise
     assert not any(e.reason == "Promoted" for e in cluster.events)
@@ -946,3 +942,21 @@ def test_an_upgrade_from_subset_routing_moves_the_virtual_service_before_the_sub
     plan, _ = cluster.reconcile("2026-11-21T10:01:01Z")
     assert ("DestinationRule", "qwen-small") in _applies(plan)
     assert "subsets" not in cluster.kube.get("networking.istio.io/v1", "DestinationRule", "default", "qwen-small")["spec"]
+
+
+def test_a_recreated_llmdeployment_adopts_its_orphaned_children(samples):
+    """The owner reference is added when an apply is executed, so the comparison with the live child never saw it:
+    after `kubectl delete --cascade=orphan` and a re-create, the new object never owned its children (found writing
+    the e2e test). A child not controlled by this object's uid is applied again."""
+    cluster = Cluster(samples["llmdeployment-minimal"])
+    cluster.reconcile(T0)
+    for (_, kind, _, _), obj in cluster.kube.objects.items():
+        if kind != "LLMDeployment":
+            obj["metadata"].pop("ownerReferences", None)  # orphaned by the garbage collector
+    cluster.kube.objects[cluster.key]["metadata"]["uid"] = "recreated"
+    plan, writes = cluster.reconcile(T1)
+    children = {(kind, name) for (_, kind, _, name) in cluster.kube.objects if kind not in ("LLMDeployment", "Event")}
+    assert {(w[1], w[2]) for w in writes if w[0] == "apply"} == children
+    assert all(o["metadata"]["ownerReferences"][0]["uid"] == "recreated" for (_, kind, _, _), o in cluster.kube.objects.items()
+               if kind not in ("LLMDeployment", "Event"))
+    assert cluster.reconcile(T2)[1] == []  # and then nothing more

@@ -10,7 +10,7 @@ from llm_operator import _progressive as p
 from llm_operator import _registry as reg
 from llm_operator._api import GateThreshold, MlflowModelRef
 from llm_operator._reconcile import RecordOutcome, execute, observe, plan_llmdeployment
-from tests.unit.fakes import FakeKube, FakeRegistry
+from tests.unit.fakes import owned_by, FakeKube, FakeRegistry
 
 T0, T1, T2, T3 = "2026-11-21T10:00:00Z", "2026-11-21T10:01:00Z", "2026-11-21T10:02:00Z", "2026-11-21T10:03:00Z"
 GOOD = {"accuracy": 0.91, "hallucination_rate": 0.04}
@@ -168,7 +168,7 @@ class Cluster:
             reg.record(self.registry, outcome)
             self.cache.forget("k", outcome.name)
         before = len(self.kube.writes)
-        execute(self.kube, body, plan, now=now, post_event=self.events.append, owner=lambda o: None, record=record)
+        execute(self.kube, body, plan, now=now, post_event=self.events.append, owner=owned_by(body), record=record)
         return plan, self.kube.writes[before:]
 
     def deployment(self, revision):
