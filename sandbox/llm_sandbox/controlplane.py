@@ -487,8 +487,7 @@ VERB_METHODS = {"get": "GET", "list": "GET", "watch": "GET", "create": "POST", "
 
 @dataclass(frozen=True)
 class Request:
-    """One request as kube-apiserver's audit log recorded it (stage ResponseComplete, or ResponseStarted for a
-    watch): who, the authoriser's verb, the resource, the HTTP status and the authorisation decision."""
+    """One request as kube-apiserver's audit log recorded it (at its first response stage): who, the authoriser's verb, the resource, the HTTP status and the authorisation decision."""
 
     user: str
     verb: str
@@ -533,6 +532,7 @@ class AuditLog:
         self.path = path
         self._offset = 0
         self._events: list[Request] = []
+        self._seen: set[str] = set()
 
     def requests(self) -> list[Request]:
         if self.path.exists():
@@ -545,8 +545,10 @@ class AuditLog:
             self._offset += end
             for line in chunk[:end].splitlines():
                 event = json.loads(line)
-                watch = event.get("verb") == "watch"
-                if event.get("stage") == ("ResponseStarted" if watch else "ResponseComplete"):
+                # Once per request, at its first response stage: a watch has ResponseStarted then ResponseComplete,
+                # other requests (and some watches, custom resources' among them) ResponseComplete only.
+                if event.get("stage") in ("ResponseStarted", "ResponseComplete") and event.get("auditID") not in self._seen:
+                    self._seen.add(event.get("auditID"))
                     self._events.append(Request.from_event(event))
         return self._events
 
