@@ -369,6 +369,21 @@ async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
     memo.registry_poll.cancel()
 
 
+@kopf.on.event(GROUP, VERSION, "llmdeployments")
+def llmdeployment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    """An LLMDeployment moved: a pass now if its spec changed (a new generation), else when its back-off allows."""
+    key = (body.metadata.namespace, body.metadata.name)
+    if type == "DELETED":  # forget it: per-object state never outlives the object
+        for table in (memo.generations, memo.retry_at, memo.errors_seen):
+            table.pop(key, None)
+        memo.backoff.success(key)
+        return
+    generation = body.metadata.get("generation")
+    urgent = memo.generations.get(key) != generation  # a spec edit, or the first sight of it
+    memo.generations[key] = generation
+    _guarded(memo, *key, logger, urgent=urgent)
+
+
 @kopf.on.event(GROUP, VERSION, "llmrollouts")
 def llmrollout_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     """An LLMRollout's spec or status moved: its LLMDeployment's pass carries the rollout forward."""

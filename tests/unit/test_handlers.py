@@ -91,3 +91,12 @@ def test_a_loop_iteration_that_raises_backs_off_and_the_loop_goes_on(monkeypatch
     assert memo.telemetry.loop_errors.labels("resync")._value.get() == 2
     h._recovered(memo, "resync")
     assert memo.loop_backoff.failures("resync") == 0
+
+
+def test_the_operator_registers_a_watch_for_each_kind_it_reconciles_from():
+    """A handler lost in an edit left kopf watching no LLMDeployment (only the resync noticed changes); the RBAC
+    test's unused `watch` grant caught it on the real control plane. kopf's registry must hold all three."""
+    import kopf
+
+    selectors = {(h.selector.group, h.selector.any_name) for h in kopf.get_default_registry()._watching.get_all_handlers()}
+    assert {("llmops.dev", "llmdeployments"), ("llmops.dev", "llmrollouts"), ("apps", "deployments")} <= selectors, selectors
