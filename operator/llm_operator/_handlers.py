@@ -35,7 +35,8 @@ from ._kube import DynamicKube, Kube, KubeError
 from ._measure import measure
 from ._metrics import MetricsError, MetricsProvider, PrometheusProvider
 from ._progressive import target_versions
-from ._reconcile import WriteStatus, execute, measurement_due, observe, plan_llmdeployment
+from ._planner import WriteStatus, measurement_due, plan_llmdeployment
+from ._reconcile import execute, observe
 from ._telemetry import Telemetry
 from ._settings import Settings
 from ._validation import InvalidSpec, parse_llmdeployment

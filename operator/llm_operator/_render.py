@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ._api import API_VERSION
-from ._reconcile import Apply, Observed, plan_llmdeployment
+from ._planner import Apply, Observed, plan_llmdeployment
 from ._validation import InvalidSpec, parse_llmdeployment, parse_llmrollout
 
 

@@ -283,7 +283,8 @@ class _Cluster:
         self.kube.add(doc)
 
     def reconcile(self, now: str) -> list[tuple[str, str, str]]:
-        from llm_operator._reconcile import execute, observe, plan_llmdeployment
+        from llm_operator._planner import plan_llmdeployment
+        from llm_operator._reconcile import execute, observe
 
         body = self.kube.get(*self.key)
         kinds = frozenset({"HorizontalPodAutoscaler"})

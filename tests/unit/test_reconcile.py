@@ -9,7 +9,8 @@ from llm_operator import _builders as b
 from llm_operator import _progressive as p
 from llm_operator import _registry as reg
 from llm_operator._api import MlflowModelRef
-from llm_operator._reconcile import Apply, Delete, execute, is_subset, needs_apply, observe, plan_llmdeployment, with_applied_hash
+from llm_operator._planner import Apply, Delete, is_subset, needs_apply, plan_llmdeployment, with_applied_hash
+from llm_operator._reconcile import execute, observe
 from tests.unit.fakes import FakeKube, FakeRegistry, owned_by
 
 T0, T1, T2 = "2026-11-21T10:00:00Z", "2026-11-21T10:01:00Z", "2026-11-21T10:02:00Z"
@@ -448,7 +449,7 @@ def test_whole_number_and_non_finite_run_metrics_converge(samples):
     ({"v": None}, {"v": None}, []),
 ])
 def test_as_stored(value, stored, notes):
-    from llm_operator._reconcile import as_stored
+    from llm_operator._planner import as_stored
 
     assert as_stored(value, "m") == (stored, notes)
 

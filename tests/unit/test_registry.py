@@ -9,7 +9,8 @@ from llm_operator import _builders as b
 from llm_operator import _progressive as p
 from llm_operator import _registry as reg
 from llm_operator._api import GateThreshold, MlflowModelRef
-from llm_operator._reconcile import RecordOutcome, execute, observe, plan_llmdeployment
+from llm_operator._planner import RecordOutcome, plan_llmdeployment
+from llm_operator._reconcile import execute, observe
 from tests.unit.fakes import owned_by, FakeKube, FakeRegistry
 
 T0, T1, T2, T3 = "2026-11-21T10:00:00Z", "2026-11-21T10:01:00Z", "2026-11-21T10:02:00Z", "2026-11-21T10:03:00Z"

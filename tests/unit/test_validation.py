@@ -137,7 +137,7 @@ def test_names_that_cannot_name_the_services_are_refused(name, accepted):
 def test_an_object_stored_before_the_name_rule_creates_nothing():
     """kube-apiserver lets such an object stay (the rule on metadata.name is ratcheted): the operator refuses it as
     InvalidSpec before any child exists, so no GPU pod is created that no Service could route to."""
-    from llm_operator._reconcile import Observed, plan_llmdeployment
+    from llm_operator._planner import Observed, plan_llmdeployment
 
     body = _llmd()
     body["metadata"].update(name="llama-3.1-8b", generation=1)

@@ -1,0 +1,1028 @@
+"""Planning one reconcile pass of an LLMDeployment: pure.
+
+:func:`plan_llmdeployment` takes the object, what is live in the cluster and the time, and returns the
+objects to apply or delete, the Events to post and the complete new status. It does no I/O, so it is
+table-tested; :mod:`llm_operator._reconcile` reads the cluster and carries a plan out. The planner is an
+orchestrator over named phases (the model and revision, the rollouts started or superseded, the replica target,
+the rollout advanced, the revisions retained, the desired children, the ordered actions, the status, the Events),
+each a function of the pass's one snapshot (:class:`_Pass`) and the frozen results of the phases before it.
+
+Level-based: every pass recomputes everything from the present state, so a pass may be repeated or
+skipped without harm, and a pass that finds nothing to do writes nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import InvalidOperation
+from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
+
+from . import _builders as b
+from . import _conditions as cond
+from . import _contract as c
+from . import _progressive as p
+from . import _registry as reg
+from ._api import LLMDeploymentSpec, ResolvedModel
+from ._events import Event
+from ._measure import Run
+from ._rollout import TERMINAL, decide, promotion_size, stable_floor
+from ._rollout import Observed as RolloutObserved
+from ._validation import InvalidSpec, parse_llmdeployment
+
+APPLIED_HASH = "llmops.dev/applied-hash"
+
+
+# ------------------------------------------------------------------------------------- plan types
+
+
+@dataclass(frozen=True)
+class Apply:
+    """Server-side apply ``obj`` (create or update) under the operator's field manager."""
+
+    obj: dict[str, Any]
+    created: bool
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Delete one object (background propagation)."""
+
+    api_version: str
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Set a Deployment's replicas (a merge patch of ``spec.replicas``, leaving the rest as it is)."""
+
+    name: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class Create:
+    """Create ``obj`` unless it exists (used for the LLMRollouts the operator starts)."""
+
+    obj: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WriteStatus:
+    """Patch another object's status (an LLMRollout's) from ``body``'s to ``status``."""
+
+    body: Mapping[str, Any]
+    status: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    """Write a finished rollout's outcome to the model registry, then ``status`` onto the rollout
+    (``status.registry`` says it was recorded, so it is written once)."""
+
+    body: Mapping[str, Any]
+    outcome: reg.Outcome
+    status: dict[str, Any]
+
+
+#: One step of a plan, carried out by :func:`llm_operator._reconcile.execute`.
+Action = Apply | Delete | Create | WriteStatus | Scale | RecordOutcome
+
+
+@dataclass
+class Observed:
+    """What is live: the revision Deployments of this LLMDeployment (by revision id), its other children
+    (by kind and name; None when absent), the LLMRollouts that name it, and the names the namespace's other
+    LLMRollouts hold."""
+
+    deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    children: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
+    rollouts: list[dict[str, Any]] = field(default_factory=list)
+    other_rollout_names: frozenset[str] = frozenset()  # LLMRollouts of the namespace that name another deployment
+
+    @property
+    def rollout_names(self) -> frozenset[str]:
+        """Every LLMRollout name the namespace holds (a new one must not take any of them)."""
+        return self.other_rollout_names | {r["metadata"]["name"] for r in self.rollouts}
+
+
+@dataclass
+class Plan:
+    """The outcome of one pass: actions in safe order, events, the full new status, and when to look again
+    (seconds; None: on the next watch event or resync)."""
+
+    actions: list[Action]
+    events: list[Event]
+    status: dict[str, Any]
+    requeue_after: float | None = None
+    spec: LLMDeploymentSpec | None = None  # the parsed spec (None when invalid), for callers that need it too
+
+
+# ------------------------------------------------------------------------------------ comparison
+
+
+def _equal_leaf(want: Any, have: Any) -> bool:
+    if isinstance(want, bool) or isinstance(have, bool):
+        return want is have  # True == 1 in Python, not in Kubernetes
+    if want == have:
+        return True
+    if isinstance(want, (str, int, float)) and isinstance(have, (str, int, float)) and not isinstance(want, bool):
+        try:  # the API server canonicalises quantities ("1024Mi" -> "1Gi")
+            return parse_quantity(want) == parse_quantity(have)
+        except (ValueError, TypeError, InvalidOperation):
+            return False
+    return False
+
+
+def is_subset(want: Any, have: Any) -> bool:
+    """True when every field set in ``want`` has the same value in ``have`` (which may hold more, such as
+    fields the API server defaulted). Lists compare element-wise and must have the same length."""
+    if isinstance(want, Mapping):
+        return isinstance(have, Mapping) and all(k in have and is_subset(v, have[k]) for k, v in want.items())
+    if isinstance(want, list):
+        return isinstance(have, list) and len(want) == len(have) and all(is_subset(w, h) for w, h in zip(want, have))
+    return _equal_leaf(want, have)
+
+
+def _owned_view(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` without the fields whose values others own: a Deployment's replicas (the autoscaler's,
+    echoed back when autoscaling) and a VirtualService's weights and mirror (the rollout's)."""
+    view = copy.deepcopy(obj)
+    if view.get("kind") == "Deployment":
+        view.get("spec", {}).pop("replicas", None)
+    elif view.get("kind") == "VirtualService":
+        for http in view.get("spec", {}).get("http", []):
+            http.pop("mirror", None)
+            http.pop("mirrorPercentage", None)
+            for route in http.get("route", []):
+                route.pop("weight", None)
+    return view
+
+
+def with_applied_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with an annotation hashing what the LLMDeployment owns of it, so a field dropped from the
+    desired object (which a subset check cannot see) still triggers an apply that removes it."""
+    view = json.dumps(_owned_view(obj), sort_keys=True, separators=(",", ":"))
+    out = copy.deepcopy(obj)
+    out["metadata"].setdefault("annotations", {})[APPLIED_HASH] = hashlib.sha256(view.encode()).hexdigest()[:16]
+    return out
+
+
+def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None, owner_uid: str | None = None) -> bool:
+    """Whether applying ``desired`` (with its hash annotation) would change ``live``, or ``live`` is not owned by
+    the object with uid ``owner_uid`` (the owner reference is added when the apply is executed, so it is not in
+    ``desired``): a child orphaned by ``kubectl delete --cascade=orphan`` is adopted by the object recreated under
+    the same name, and a later deletion collects it."""
+    if live is None:
+        return True
+    if owner_uid and not any(ref.get("uid") == owner_uid and ref.get("controller")
+                             for ref in live.get("metadata", {}).get("ownerReferences") or []):
+        return True
+    live_hash = live.get("metadata", {}).get("annotations", {}).get(APPLIED_HASH)
+    if live_hash != desired["metadata"]["annotations"][APPLIED_HASH]:
+        return True
+    desired_body = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind")}
+    return not is_subset(desired_body, live)
+
+
+def as_stored(value: Any, path: str = "") -> tuple[Any, list[str]]:
+    """``value`` as kube-apiserver stores and returns it, and what it could not hold.
+
+    A custom resource is stored as JSON and decoded into ``int64`` where it can be (sigs.k8s.io/json), and Go's
+    encoding/json writes a ``float64`` below 1e21 with no fractional part without one: ``3.0`` comes back as
+    ``3``. JSON has no NaN or infinity (the server answers 400): such a number is left out of its object (or
+    written as null in a list) and named in the returned notes as ``"path=value"`` (``path`` dotted, under the
+    given prefix), so the caller can say why it is missing.
+    """
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None, [f"{path}={value}"]
+        return (int(value) if value.is_integer() and abs(value) < 1e21 else value), []
+    notes: list[str] = []
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            item_stored, item_notes = as_stored(item, f"{path}.{key}" if path else str(key))
+            notes += item_notes
+            if item_stored is not None or item is None:
+                out[key] = item_stored
+        return out, notes
+    if isinstance(value, (list, tuple)):
+        items = []
+        for i, item in enumerate(value):
+            item_stored, item_notes = as_stored(item, f"{path}[{i}]")
+            notes += item_notes
+            items.append(item_stored)
+        return items, notes
+    return value, notes
+
+
+# ---------------------------------------------------------------------------------------- planner
+
+
+def _int(value: Any) -> int:
+    return int(value or 0)
+
+
+def _deadline_exceeded(dep: dict[str, Any]) -> str | None:
+    for item in dep.get("status", {}).get("conditions", []):
+        if item.get("type") == "Progressing" and item.get("status") == "False" and item.get("reason") == "ProgressDeadlineExceeded":
+            return item.get("message") or "progress deadline exceeded"
+    return None
+
+
+def _invalid(body: Mapping[str, Any], error: InvalidSpec, now: str) -> Plan:
+    status = copy.deepcopy(dict(body.get("status") or {}))
+    generation = body.get("metadata", {}).get("generation")
+    old_conditions = status.get("conditions", [])
+    message = str(error)
+    conditions = cond.set_condition(old_conditions, cond.DEGRADED, "True", "InvalidSpec", message, now=now, generation=generation)
+    conditions = cond.set_condition(conditions, cond.PROGRESSING, "False", "InvalidSpec", "the spec cannot be acted on; nothing was changed", now=now, generation=generation)
+    if cond.get_condition(conditions, cond.READY) is None:
+        conditions = cond.set_condition(conditions, cond.READY, "False", "InvalidSpec", "nothing is deployed", now=now, generation=generation)
+    status.update(conditions=conditions, observedGeneration=generation)
+    events = [Event("Warning", "InvalidSpec", message)] if cond.transitions(old_conditions, conditions) or status != body.get("status") else []
+    return Plan(actions=[], events=events, status=status)
+
+
+def _replicas(dep: Mapping[str, Any] | None) -> int:
+    return _int((dep or {}).get("spec", {}).get("replicas"))
+
+
+def _ready(dep: Mapping[str, Any] | None) -> int:
+    """Ready pods of a Deployment, counted only when its status reflects its current spec."""
+    if not dep:
+        return 0
+    status = dep.get("status") or {}
+    if _int(dep.get("metadata", {}).get("generation")) > _int(status.get("observedGeneration")):
+        return 0
+    return _int(status.get("readyReplicas"))
+
+
+def _ts_parse(ts: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+def plan_llmdeployment(
+    body: Mapping[str, Any], observed: Observed, now: str, *, registry: reg.Resolution | None = None,
+    autoscaler_kinds: frozenset[str] = frozenset({"HorizontalPodAutoscaler"}), run: Run | None = None,
+) -> Plan:
+    """Decide one reconcile pass for an LLMDeployment, including its active LLMRollout's step.
+
+    Args:
+        body: the LLMDeployment as read from the API (``metadata``, ``spec``, ``status``).
+        observed: its live children and the LLMRollouts that name it.
+        now: the current time, RFC 3339.
+        registry: what the model registry said in this pass (for an ``mlflow`` model): the version the alias
+            or stage names, the rollout targets' run metrics, or why it could not say. None: the registry was not
+            asked (``render``), and the spec is read as it stands (``models:/name@alias``).
+        autoscaler_kinds: the autoscaler kinds the cluster serves (``ScaledObject`` needs KEDA).
+        run: the analysis measured in this pass for the active rollout (see :func:`measurement_due`).
+
+    Returns:
+        The :class:`Plan`. An invalid spec yields no actions and a ``Degraded``/``InvalidSpec`` status.
+
+    Registry: a model that follows an alias or stage is served at the version the registry names; when the
+    registry cannot answer, the last resolved version keeps serving, no rollout starts, and ``ModelResolved``
+    says why. A rollout to an MLflow version is gated on ``qualityGate`` before any traffic, and its outcome
+    is written back (:class:`RecordOutcome`) once it has finished.
+
+    Revisions: the first revision the spec names becomes stable directly. Later, when the spec names a new
+    revision, the pass creates an LLMRollout for it from ``spec.rollout``; the active LLMRollout's decision
+    (``_rollout.decide``) sizes the new revision's Deployment, sets the route weights and, at the end, makes it
+    the stable revision. The previous revision is kept for ``scaleDownDelaySeconds``, then deleted.
+
+    The pass is a chain of pure phases, each handing a small frozen result to the next (docs/design.md):
+    target -> started -> size -> serving -> retained -> desired -> ordered -> status -> events.
+    """
+    try:
+        spec: LLMDeploymentSpec = parse_llmdeployment(body)
+    except InvalidSpec as error:
+        return _invalid(body, error, now)
+    pass_ = _Pass(body["metadata"]["name"], body["metadata"]["namespace"], body["metadata"].get("generation"),
+                  body["metadata"].get("uid"), dict(body.get("status") or {}), spec, observed, registry, now, _ts_parse(now))
+    target = _target(pass_)
+    if target is None:  # the registry has not named a version yet: nothing to serve, nothing touched
+        return _unresolved(body, spec, registry, now)
+    started = _start_or_supersede(pass_, target)
+    size = _replica_target(pass_, target.stable_id)
+    serving = _advance_rollout(pass_, target, started, size, run)
+    retained = _retain(pass_, serving)
+    desired = _desired(pass_, target, serving, size, autoscaler_kinds)
+    ordered = _order(pass_, serving, retained, size, desired, started.actions + serving.actions + _outcomes(pass_))
+    status = _status(pass_, target, started, size, serving, retained, ordered)
+    events = started.events + serving.events + retained.events + _action_events(ordered.actions) + _condition_events(
+        pass_.old_status.get("conditions", []), status["conditions"])
+    requeue = serving.requeue + retained.requeue + ordered.requeue + (
+        (registry.retry_in,) if registry is not None and registry.retry_in is not None else ())
+    return Plan(actions=list(ordered.actions), events=list(events), status=status,
+                requeue_after=min(requeue) if requeue else None, spec=spec)
+
+
+# ------------------------------------------------------------------------------------ the phases
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """What every phase of one pass reads: the object as read (parsed once), what is live, the registry's word and
+    the time. Nothing in it changes during the pass."""
+
+    name: str
+    namespace: str
+    generation: int | None
+    uid: str | None
+    old_status: dict[str, Any]
+    spec: LLMDeploymentSpec
+    observed: Observed
+    registry: reg.Resolution | None
+    now: str
+    now_dt: datetime.datetime
+
+    @property
+    def names_revision(self) -> bool:
+        return _names_revision(self.spec, self.registry)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The model the spec names now, its revision, and the stable revision the pass starts from (the one the
+    status records, or the spec's own when there is none yet or it vanished)."""
+
+    model: ResolvedModel
+    revision: b.Revision
+    stable_id: str
+
+
+def _target(pass_: _Pass) -> _Target | None:
+    """Phase 1: the model and revision; None when the registry names no version and none was resolved before."""
+    model = _registry_model(pass_.spec, pass_.old_status, pass_.registry)
+    if model is None:
+        return None
+    revision = b.spec_revision(pass_.spec, model, pass_.observed.deployments)  # a live revision keeps the defaults it was built with
+    stable_id = pass_.old_status.get("stableRevision")
+    if stable_id is None or (stable_id not in pass_.observed.deployments and stable_id != revision.id):
+        stable_id = revision.id  # the first revision (or a stable one that vanished) is served directly
+    return _Target(model, revision, stable_id)
+
+
+@dataclass(frozen=True)
+class _Started:
+    """The LLMRollouts as this pass leaves them (superseded ones with their new status), the revision the spec
+    names as far as this pass knows (``status.specRevision``), and the writes and Events that got there."""
+
+    rollouts: tuple[dict[str, Any], ...]
+    spec_revision: str
+    actions: tuple[Action, ...] = ()
+    events: tuple[Event, ...] = ()
+
+
+def _start_or_supersede(pass_: _Pass, target: _Target) -> _Started:
+    """Phase 2: rollouts started or superseded for the spec.
+
+    An operator-made rollout to a revision the spec no longer names is superseded: aborted, all traffic on stable,
+    never promoted. Level-based (any pass, not only the one that saw the edit), so one whose status write failed is
+    caught by the next pass. A revision the spec names anew (a new one, or one served before: A -> B -> C -> B) is
+    rolled out like any other, by an LLMRollout of its own, unless one of the operator's is already carrying it
+    (created by an earlier pass whose status write did not land: a create is never repeated). Nothing is started
+    or superseded while the registry cannot say which revision the spec names."""
+    rollouts = list(pass_.observed.rollouts)
+    spec_revision = pass_.old_status.get("specRevision") or target.stable_id
+    if not pass_.names_revision:
+        return _Started(tuple(rollouts), spec_revision)
+    actions: list[Action] = []
+    events: list[Event] = []
+    wanted = target.revision.id
+    for i, old in enumerate(rollouts):
+        if p.is_auto(old) and p.wants_pass(old) and p.revision_of(old) != wanted:
+            superseded = p.supersede(old, wanted, pass_.now)
+            rollouts[i] = {**old, "status": superseded}
+            actions.append(WriteStatus(old, superseded))
+            events.append(Event("Normal", "Superseded", superseded["message"], about=old))
+    carried = any(p.is_auto(r) and p.wants_pass(r) and p.revision_of(r) == wanted for r in rollouts)
+    if wanted != spec_revision and wanted != target.stable_id and not carried:
+        rollout = p.auto_rollout(pass_.name, pass_.namespace, pass_.spec, target.model, wanted, taken=pass_.observed.rollout_names)
+        actions.append(Create(rollout))
+        events.append(Event("Normal", "RolloutCreated", f"the spec names revision {wanted}: created LLMRollout {rollout['metadata']['name']}"))
+    return _Started(tuple(rollouts), wanted, tuple(actions), tuple(events))
+
+
+@dataclass(frozen=True)
+class _Size:
+    """The stable revision's replica target, and while a canary runs with an autoscaler, the floor stable may not
+    go below (:func:`~llm_operator._rollout.stable_floor`) and the size the promoted revision gets
+    (:func:`~llm_operator._rollout.promotion_size`); both None without an autoscaler."""
+
+    want: int
+    floor: int | None = None
+    full: int | None = None
+
+
+def _replica_target(pass_: _Pass, stable_id: str) -> _Size:
+    """Phase 3: the replica target. The autoscaler owns replicas when there is one: what is live is echoed so an
+    apply never fights it; while a canary runs, stable keeps what it needs to take all the traffic back."""
+    scaling = pass_.spec.autoscaling
+    if scaling is None:
+        return _Size(pass_.spec.replicas)
+    stable_live = pass_.observed.deployments.get(stable_id)
+    want = _replicas(stable_live) if stable_live else max(scaling.min_replicas, 1)
+    live_routes = b.routes_of(pass_.observed.children.get(("VirtualService", pass_.name))) or b.Routes()
+    floor = stable_floor(scaling.min_replicas, scaling.max_replicas, want, _autoscaler_minimum(pass_.observed, pass_.name),
+                         live_routes.canary_weight)
+    return _Size(want, floor, promotion_size(floor, want, live_routes.canary_weight, scaling.max_replicas))
+
+
+@dataclass(frozen=True)
+class _Serving:
+    """What serves after the active rollout's step: the stable revision (the promoted one after a promotion), the
+    canary and the spec its pods run, their sizes, the route weights, whether the preview header route is on, the
+    previous revision kept after a promotion (and until when), the revisions whose pods drain after an abort
+    (revision -> seconds left), and the writes, Events and requeue delays (seconds) the step asks for."""
+
+    stable_id: str
+    active: p.Active | None  # None also when the active rollout waits for (or failed) its quality gate
+    canary: b.Revision | None = None
+    canary_spec: LLMDeploymentSpec | None = None
+    canary_replicas: int = 0
+    promoted_replicas: int = 0
+    routes: b.Routes = field(default_factory=b.Routes)
+    preview: bool = False
+    previous: str | None = None
+    previous_at: str | None = None
+    drain: Mapping[str, float] = field(default_factory=dict)
+    actions: tuple[Action, ...] = ()
+    events: tuple[Event, ...] = ()
+    requeue: tuple[float, ...] = ()
+
+    @property
+    def canary_id(self) -> str | None:
+        return self.canary.id if self.canary is not None else None
+
+
+def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Size, run: Run | None) -> _Serving:
+    """Phase 4: the rollouts advanced. Invalid rollouts are failed on their own status; the active one is held at
+    its quality gate, closed when its revision is already stable, or stepped by :func:`~llm_operator._rollout.decide`
+    (promoted, ended, or still carrying a canary)."""
+    rollouts = list(started.rollouts)
+    active, invalid = p.resolve(pass_.spec, rollouts)
+    actions: list[Action] = [*_fail_invalid(pass_, invalid)]
+    events = [Event("Warning", "InvalidSpec", str(error), about=rollout) for rollout, error in invalid
+              if any(isinstance(a, WriteStatus) and a.body is rollout for a in actions)]
+    drain = dict(p.draining(rollouts, pass_.spec.rollout.abort_scale_down_delay_seconds, pass_.now_dt))
+    base = dict(stable_id=target.stable_id, promoted_replicas=size.want, previous=pass_.old_status.get("previousRevision"),
+                previous_at=pass_.old_status.get("previousScaleDownAt"), drain=drain)
+    if active is None:
+        return _Serving(active=None, actions=tuple(actions), events=tuple(events), **base)
+    read_status = dict(active.body.get("status") or {})
+    stable_id, revision = target.stable_id, active.revision
+    gate, rollout_status = (_quality_gate(active, read_status, pass_.registry, stable_id, pass_.now) if revision.id != stable_id
+                            else (None, read_status))
+    if gate is not None:  # waiting for the registry, or failed the gate: no pods, no traffic
+        if gate != read_status:
+            actions.append(WriteStatus(active.body, gate))
+            if gate.get("phase") == "Failed":
+                events.append(Event("Warning", "QualityGateFailed", gate["message"], about=active.body))
+        return _Serving(active=None, actions=tuple(actions), events=tuple(events), **base)
+    if revision.id == stable_id:
+        if rollout_status.get("phase") not in TERMINAL:
+            rollout_status.update(phase="Succeeded", toRevision=revision.id, fromRevision=stable_id, finishedAt=pass_.now,
+                                  message=f"{revision.id} is already stable")
+            actions.append(WriteStatus(active.body, rollout_status))
+        return _Serving(active=active, actions=tuple(actions), events=tuple(events), **base)
+    decision = decide(active.plan, rollout_status, RolloutObserved(
+        stable_revision=stable_id, target_revision=revision.id, stable_replicas=max(size.want, size.floor or 0, 1),
+        canary_ready=_ready(pass_.observed.deployments.get(revision.id)),
+        generation=active.body["metadata"].get("generation"), full_replicas=size.full), run, pass_.now_dt)
+    if decision.status != read_status:
+        actions.append(WriteStatus(active.body, decision.status))
+    events += [Event(t, r, m, about=active.body) for t, r, m in decision.events]
+    requeue = (decision.requeue_after,) if decision.requeue_after is not None else ()
+    if decision.promote:
+        events.append(Event("Normal", "RevisionPromoted", f"revision {revision.id} replaces {stable_id} as stable"))
+        return _Serving(**{**base, "stable_id": revision.id, "promoted_replicas": decision.canary_replicas, "previous": stable_id,
+                           "previous_at": _iso(pass_.now_dt + datetime.timedelta(seconds=active.plan.scale_down_delay_seconds))},
+                        active=active, actions=tuple(actions), events=tuple(events), requeue=requeue)
+    if decision.status.get("phase") in TERMINAL:
+        drain[revision.id] = active.plan.abort_scale_down_delay_seconds
+        return _Serving(active=active, actions=tuple(actions), events=tuple(events), requeue=requeue, **base)
+    routes = b.Routes(100 - decision.traffic.canary_weight, decision.traffic.canary_weight, decision.traffic.mirror_percent)
+    previous = base["previous"]
+    if previous == revision.id:  # the spec went back to the previous revision: it is the canary now
+        base.update(previous=None, previous_at=None)
+    return _Serving(active=active, canary=revision, canary_spec=active.spec, canary_replicas=decision.canary_replicas,
+                    routes=routes, preview=decision.traffic.preview, actions=tuple(actions), events=tuple(events),
+                    requeue=requeue, **base)
+
+
+def _fail_invalid(pass_: _Pass, invalid: list[tuple[Mapping[str, Any], InvalidSpec]]) -> list[WriteStatus]:
+    """``Failed`` with ``Degraded=True``/``InvalidSpec`` on each invalid rollout whose status does not say so yet."""
+    writes = []
+    for rollout, error in invalid:
+        status = dict(rollout.get("status") or {})
+        if status.get("phase") != "Failed" or status.get("message") != str(error):
+            status.update(phase="Failed", message=str(error))
+            status["conditions"] = cond.set_condition(status.get("conditions", []), cond.DEGRADED, "True", "InvalidSpec",
+                                                      str(error), now=pass_.now, generation=rollout["metadata"].get("generation"))
+            writes.append(WriteStatus(rollout, status))
+    return writes
+
+
+def _outcomes(pass_: _Pass) -> tuple[RecordOutcome, ...]:
+    """The outcomes of finished rollouts still to write to the registry, from the rollouts as read (an outcome is
+    written only once the API holds it), and only while the registry answers."""
+    ref, registry = pass_.spec.model.mlflow, pass_.registry
+    if ref is None or registry is None or registry.problem is not None:
+        return ()
+    return tuple(RecordOutcome(finished, *pending) for finished in pass_.observed.rollouts
+                 if (pending := p.pending_outcome(ref, finished)) is not None)
+
+
+@dataclass(frozen=True)
+class _Retained:
+    """Revisions whose pods stay although they serve no traffic: the draining entries of ``status.draining``, the
+    set of revision ids not to delete, the previous revision while its scale-down time has not come (else None),
+    and the Events and requeue delays (seconds) that follow from them."""
+
+    draining: tuple[dict[str, Any], ...]
+    keep: frozenset[str]
+    previous: str | None
+    previous_at: str | None
+    events: tuple[Event, ...] = ()
+    requeue: tuple[float, ...] = ()
+
+
+def _retain(pass_: _Pass, serving: _Serving) -> _Retained:
+    """Phase 5: what is kept. A canary whose LLMRollout was deleted in flight drains as after an abort; the stable
+    revision the status records survives until a pass has recorded the switch away from it; the previous revision
+    stays until ``previousScaleDownAt``."""
+    old_status, now_dt = pass_.old_status, pass_.now_dt
+    drain = dict(serving.drain)
+    draining = _draining(old_status, pass_.observed, serving.stable_id, serving.canary_id, drain,
+                         pass_.spec.rollout.abort_scale_down_delay_seconds, now_dt)
+    for item in draining:
+        drain[item["revision"]] = (_ts_parse(item["scaleDownAt"]) - now_dt).total_seconds()
+    events = []
+    if old_status.get("canaryRevision") in {item["revision"] for item in draining} - {d["revision"] for d in old_status.get("draining", [])}:
+        events.append(Event("Warning", "RolloutDeleted",
+                            f"LLMRollout {old_status.get('rollout')} was deleted in flight: all traffic on {serving.stable_id}; "
+                            f"revision {old_status['canaryRevision']}'s pods go at {draining[-1]['scaleDownAt']}"))
+    keep = {serving.stable_id, serving.canary_id, old_status.get("stableRevision")} | {rev for rev, left in drain.items() if left > 0}
+    requeue = [left for left in drain.values() if left > 0]
+    previous, previous_at = serving.previous, serving.previous_at
+    if previous and previous_at and now_dt < _ts_parse(previous_at):
+        keep.add(previous)
+        requeue.append((_ts_parse(previous_at) - now_dt).total_seconds())
+    else:
+        previous = previous_at = None
+    return _Retained(tuple(draining), frozenset(k for k in keep if k), previous, previous_at, tuple(events), tuple(requeue))
+
+
+@dataclass(frozen=True)
+class _Desired:
+    """The children this pass wants (with their applied-hash annotation) and the optional kinds to delete."""
+
+    objects: tuple[dict[str, Any], ...]
+    delete_kinds: tuple[tuple[str, str], ...]
+
+
+def _desired(pass_: _Pass, target: _Target, serving: _Serving, size: _Size, autoscaler_kinds: frozenset[str]) -> _Desired:
+    """Phase 6: the desired children: the stable revision's Deployment while the spec (or the rollout promoted in this
+    pass) describes it, the canary's, the routing, the autoscaler (its minimum held at the floor while a canary runs)
+    and the PodDisruptionBudget."""
+    name, namespace, spec = pass_.name, pass_.namespace, pass_.spec
+    objects: list[dict[str, Any]] = []
+    active, stable_id = serving.active, serving.stable_id
+    if stable_id == target.revision.id:
+        objects.append(b.build_deployment(name, namespace, spec, target.revision, serving.promoted_replicas))
+    elif active is not None and stable_id == active.revision.id:  # promoted in this pass
+        objects.append(b.build_deployment(name, namespace, active.spec, active.revision, serving.promoted_replicas))
+    if serving.canary is not None:
+        objects.append(b.build_deployment(name, namespace, serving.canary_spec or spec, serving.canary, serving.canary_replicas))
+    routes = serving.routes if serving.canary is not None else b.Routes()  # no canary Deployment: only stable carries traffic
+    objects += b.build_routing(name, namespace, spec, stable_id, serving.canary_id, routes,
+                               preview_header=spec.rollout.preview_header if serving.preview else None)
+    stable_deployment = c.revision_deployment_name(name, stable_id)
+    scaling, floor = spec.autoscaling, size.floor if serving.canary is not None else None
+    delete_kinds: list[tuple[str, str]] = []
+    if scaling is not None and scaling.provider == "keda" and "ScaledObject" in autoscaler_kinds:
+        objects.append(_held(b.build_scaled_object(name, namespace, spec, stable_deployment, stable_id), "minReplicaCount", floor))
+        delete_kinds.append(("autoscaling/v2", "HorizontalPodAutoscaler"))
+    elif scaling is not None:
+        objects.append(_held(b.build_hpa(name, namespace, spec, stable_deployment), "minReplicas", floor))
+        delete_kinds.append(("keda.sh/v1alpha1", "ScaledObject"))
+    else:
+        delete_kinds += [("autoscaling/v2", "HorizontalPodAutoscaler"), ("keda.sh/v1alpha1", "ScaledObject")]
+    if spec.disruption_budget.enabled:
+        objects.append(b.build_pdb(name, namespace, spec))
+    else:
+        delete_kinds.append(("policy/v1", "PodDisruptionBudget"))
+    return _Desired(tuple(with_applied_hash(obj) for obj in objects), tuple(delete_kinds))
+
+
+@dataclass(frozen=True)
+class _Ordered:
+    """Every action of the pass in the order it is safe to carry out, and the requeue delays (seconds) it asks for."""
+
+    actions: tuple[Action, ...]
+    requeue: tuple[float, ...] = ()
+
+
+#: Routing objects are applied in this order: a Service before the DestinationRule over it, both before the
+#: VirtualService that routes to them.
+ROUTING_ORDER = {"Service": 0, "DestinationRule": 1, "VirtualService": 2}
+
+
+def _order(pass_: _Pass, serving: _Serving, retained: _Retained, size: _Size, desired: _Desired,
+           planned: tuple[Action, ...]) -> _Ordered:
+    """Phase 7: the ordered actions. Order is safety: pods up before traffic moves to them (DestinationRule before
+    VirtualService), traffic away before pods go down, deletions last, and nothing traffic still flows to changes
+    under it (:func:`make_before_break`). A rollout's status is written after the routes it records (and, by the
+    executor, after this LLMDeployment's status); the creates and registry outcomes of ``planned`` go first."""
+    observed, uid = pass_.observed, pass_.uid
+    grow: list[Apply] = []
+    routing: list[Apply] = []
+    shrink: list[Apply] = []
+    for obj in desired.objects:
+        if obj["kind"] == "Deployment":
+            live = observed.deployments.get(obj["metadata"]["labels"][c.LABEL_REVISION])
+            if needs_apply(obj, live, uid):
+                (shrink if live and obj["spec"]["replicas"] < _replicas(live) else grow).append(Apply(obj, created=live is None))
+        else:
+            live = observed.children.get((obj["kind"], obj["metadata"]["name"]))
+            if needs_apply(obj, live, uid):
+                routing.append(Apply(obj, created=live is None))
+    routing.sort(key=lambda a: ROUTING_ORDER.get(a.obj["kind"], 3))
+    routing, deferred = make_before_break(routing, observed, pass_.name)
+    # A stable revision the spec no longer describes keeps its pod template: only its size follows, through a
+    # plain scale (an apply of just the replicas would drop every other field the operator's manager owns).
+    stable_id = serving.stable_id
+    stable_deployment = c.revision_deployment_name(pass_.name, stable_id)
+    built = {o["metadata"]["name"] for o in desired.objects}
+    live_size = _replicas(observed.deployments.get(stable_id))
+    scale = (Scale(stable_deployment, size.want) if stable_id in observed.deployments and stable_deployment not in built
+             and pass_.spec.autoscaling is None and live_size != size.want else None)
+    up, down = ([scale], []) if scale and scale.replicas > live_size else ([], [scale] if scale else [])
+    deletes = [Delete(api_version, kind, pass_.name) for api_version, kind in desired.delete_kinds
+               if observed.children.get((kind, pass_.name)) is not None]
+    deletes += [Delete("apps/v1", "Deployment", dep["metadata"]["name"]) for revision, dep in sorted(observed.deployments.items())
+                if revision not in retained.keep]
+    first = [a for a in planned if not isinstance(a, WriteStatus)]
+    status_writes = [a for a in planned if isinstance(a, WriteStatus)]
+    actions = (*first, *grow, *up, *routing, *shrink, *down, *deletes, *status_writes)
+    return _Ordered(actions, (1.0,) if deferred else ())  # a deferred change follows once the routes it waited for landed
+
+
+def _status(pass_: _Pass, target: _Target, started: _Started, size: _Size, serving: _Serving, retained: _Retained,
+            ordered: _Ordered) -> dict[str, Any]:
+    """Phase 8: the status and its conditions, computed whole (the executor writes the difference once)."""
+    name, observed, old_status = pass_.name, pass_.observed, pass_.old_status
+    stable_id, canary, active = serving.stable_id, serving.canary, serving.active
+    revisions = []
+    roles = {stable_id: "stable", **({canary.id: "canary"} if canary else {}),
+             **({retained.previous: "previous"} if retained.previous else {})}
+    for revision, role in sorted(roles.items(), key=lambda kv: ("stable", "canary", "previous").index(kv[1])):
+        live = observed.deployments.get(revision)
+        uri = (live or {}).get("metadata", {}).get("annotations", {}).get("llmops.dev/model-uri")
+        if uri is None:
+            uri = canary.model.uri if canary and revision == canary.id else (
+                active.revision.model.uri if active and revision == active.revision.id else target.model.uri)
+        revisions.append({"revision": revision, "deployment": c.revision_deployment_name(name, revision), "role": role,
+                          "modelUri": uri, "replicas": _int((live or {}).get("status", {}).get("replicas")),
+                          "readyReplicas": _ready(live)})
+    stable_live = observed.deployments.get(stable_id)
+    serving_model = _serving_model(pass_, target, serving, stable_live)
+    model_wire, unstorable = as_stored(serving_model.to_wire()) if serving_model else (None, [])
+    conditions = _conditions(pass_, target, started, size, serving, ordered, _ready(stable_live), unstorable)
+    status: dict[str, Any] = {
+        "observedGeneration": pass_.generation,
+        "conditions": conditions,
+        "model": model_wire,
+        "stableRevision": stable_id,
+        "canaryRevision": canary.id if canary else None,
+        "specRevision": started.spec_revision,
+        "previousRevision": retained.previous,
+        "previousScaleDownAt": retained.previous_at,
+        "rollout": active.body["metadata"]["name"] if canary and active else None,
+        "revisions": revisions,
+        "draining": list(retained.draining) or None,
+        "replicas": _int((stable_live or {}).get("status", {}).get("replicas")),
+        "readyReplicas": _ready(stable_live),
+        "endpoint": b.endpoint(name, pass_.namespace, pass_.spec),
+    }
+    return {k: v for k, v in status.items() if v is not None}
+
+
+def _serving_model(pass_: _Pass, target: _Target, serving: _Serving, stable_live: Mapping[str, Any] | None) -> ResolvedModel | None:
+    """The model the stable revision serves: the promoted rollout's, the spec's, or the one recorded before; with
+    its run from the registry when the record lacks it."""
+    active, stable_id = serving.active, serving.stable_id
+    model = (active.revision.model if active and stable_id == active.revision.id
+             else target.model if stable_id == target.revision.id else _model_of(pass_.old_status, stable_live))
+    ref, registry = pass_.spec.model.mlflow, pass_.registry
+    if model is not None and ref is not None and registry is not None and model.version in registry.versions and model.run_id is None:
+        model = reg.resolved_model(ref, registry.versions[model.version])
+    return model
+
+
+def _conditions(pass_: _Pass, target: _Target, started: _Started, size: _Size, serving: _Serving, ordered: _Ordered,
+                ready: int, unstorable: list[str]) -> list[dict[str, Any]]:
+    """``Ready``, ``Progressing``, ``ModelResolved`` and ``Degraded``, from what this pass decided."""
+    now, generation, observed = pass_.now, pass_.generation, pass_.observed
+    stable_id, canary, want = serving.stable_id, serving.canary, size.want
+    conditions = pass_.old_status.get("conditions", [])
+
+    def setc(conditions: list[dict[str, Any]], type_: str, status: cond.Status, reason: str, message: str) -> list[dict[str, Any]]:
+        return cond.set_condition(conditions, type_, status, reason, message, now=now, generation=generation)
+
+    pending, behind = _spec_not_served(target.revision.id, stable_id, serving.canary_id, list(started.rollouts),
+                                       list(ordered.actions), pass_.old_status) if pass_.names_revision else (None, None)
+    if want == 0 and canary is None:
+        conditions = setc(conditions, cond.READY, "True", "ScaledToZero", "scaled to zero replicas")
+    elif ready >= 1:
+        conditions = setc(conditions, cond.READY, "True", "Available", f"{ready}/{want} replicas of revision {stable_id} ready")
+    else:
+        conditions = setc(conditions, cond.READY, "False", "ReplicasNotReady",
+                          f"0/{want} replicas of revision {stable_id} ready (the model may still be loading)")
+    if canary is not None:
+        held = f"; stable kept at >= {size.floor} replicas" if size.floor else ""
+        rollout = serving.active.body["metadata"]["name"] if serving.active else None
+        conditions = setc(conditions, cond.PROGRESSING, "True", "RolloutInProgress",
+                          f"LLMRollout {rollout}: {serving.routes.canary_weight}% to revision {canary.id}, "
+                          f"{_ready(observed.deployments.get(canary.id))}/{serving.canary_replicas} pods ready{held}")
+    elif pending is not None:
+        conditions = setc(conditions, cond.PROGRESSING, "True", "RolloutPending", pending)
+    elif behind is not None:
+        conditions = setc(conditions, cond.PROGRESSING, "False", *behind)
+    elif ready < want:
+        conditions = setc(conditions, cond.PROGRESSING, "True", "ScalingUp", f"{ready}/{want} replicas of revision {stable_id} ready")
+    else:
+        conditions = setc(conditions, cond.PROGRESSING, "False", "RevisionAvailable", f"revision {stable_id} serves all traffic")
+    conditions = _model_condition(conditions, pass_.spec, pass_.registry, target.model, now, generation,
+                                  note=f"; left out of status.model, as JSON has no NaN or infinity: {', '.join(unstorable)}"
+                                  if unstorable else "")
+    stuck = [(dep["metadata"]["name"], msg) for dep in observed.deployments.values() if (msg := _deadline_exceeded(dep))]
+    if stuck:
+        return setc(conditions, cond.DEGRADED, "True", "ProgressDeadlineExceeded", "; ".join(f"{n}: {m}" for n, m in stuck))
+    if behind is not None:  # stable serves, but not the model the spec names: not Healthy in Argo CD
+        return setc(conditions, cond.DEGRADED, "True", *behind)
+    return setc(conditions, cond.DEGRADED, "False", "AsExpected", "")
+
+
+def _action_events(actions: tuple[Action, ...]) -> tuple[Event, ...]:
+    """Phase 9a: one Normal Event per child created, updated, scaled or deleted."""
+    events = []
+    for action in actions:
+        if isinstance(action, Apply):
+            verb = "Created" if action.created else "Updated"
+            events.append(Event("Normal", verb, f"{verb} {action.obj['kind']} {action.obj['metadata']['name']}"))
+        elif isinstance(action, Delete):
+            events.append(Event("Normal", "Deleted", f"Deleted {action.kind} {action.name}"))
+        elif isinstance(action, Scale):
+            events.append(Event("Normal", "Scaled", f"Scaled Deployment {action.name} to {action.replicas}"))
+    return tuple(events)
+
+
+def _condition_events(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> tuple[Event, ...]:
+    """Phase 9b: one Event per condition whose status or reason changed (Warning for ``Degraded=True``)."""
+    events = []
+    for changed in cond.transitions(old, new):
+        warning = changed["type"] == cond.DEGRADED and changed["status"] == "True"
+        text = f"{changed['type']}={changed['status']}" + (f": {changed['message']}" if changed["message"] else "")
+        events.append(Event("Warning" if warning else "Normal", changed["reason"], text))
+    return tuple(events)
+
+
+def make_before_break(routing: list[Apply], observed: Observed, name: str) -> tuple[list[Apply], bool]:
+    """Hold back the routing changes that would pull endpoints from under traffic that still flows to them, as
+    Istio's make-before-break rule asks (update the VirtualService, let it propagate, then what it stopped using).
+    Returns the applies for this pass and whether any was held for a later one.
+
+    - The canary Service is not re-pointed to another revision while the live VirtualService still sends it weight
+      or mirrored traffic (a newer rollout taking over mid-canary): this pass moves the weight, the next re-points.
+    - A DestinationRule is not stripped of the ``stable``/``canary`` subsets while the live VirtualService still
+      routes to them (the first pass after upgrading from the release that split by subsets).
+    """
+    live_vs = observed.children.get(("VirtualService", name))
+    live_routes = b.routes_of(live_vs)
+    canary_flowing = live_routes is not None and (live_routes.canary_weight > 0 or live_routes.mirror_percent > 0)
+    subsets_in_use = any(r.get("destination", {}).get("subset") for http in (live_vs or {}).get("spec", {}).get("http", [])
+                         for r in http.get("route", []) + ([http["mirror"]] if http.get("mirror") else []))
+    canary_service = b.service_name(name, c.SUBSET_CANARY)
+    kept, held = [], False
+    for action in routing:
+        obj = action.obj
+        live = observed.children.get((obj["kind"], obj["metadata"]["name"]))
+        if (obj["kind"] == "Service" and obj["metadata"]["name"] == canary_service and live is not None and canary_flowing
+                and (live.get("spec", {}).get("selector") or {}).get(c.LABEL_REVISION) != obj["spec"]["selector"][c.LABEL_REVISION]):
+            held = True
+            continue
+        if obj["kind"] == "DestinationRule" and subsets_in_use and (live or {}).get("spec", {}).get("subsets"):
+            held = True
+            continue
+        kept.append(action)
+    return kept, held
+
+
+MODEL_RESOLVED = "ModelResolved"
+
+
+def _registry_model(spec: LLMDeploymentSpec, old_status: Mapping[str, Any], registry: reg.Resolution | None) -> ResolvedModel | None:
+    """The model the spec names now: the registry's answer; when the registry could not answer, the version
+    last resolved for the same reference (the stable revision keeps serving); None when there is none."""
+    ref = spec.model.mlflow
+    if ref is None or registry is None:
+        return b.static_model(spec)
+    if registry.model is not None:
+        return registry.model
+    if ref.version is not None:
+        return b.static_model(spec)  # a pinned version needs no look-up to be served
+    last = old_status.get("model") or {}
+    if last.get("name") == ref.name and last.get("alias") == ref.alias and last.get("stage") == ref.stage and last.get("version"):
+        return ResolvedModel.model_validate(last)
+    return None
+
+
+def _autoscaler_minimum(observed: Observed, name: str) -> int | None:
+    """The live autoscaler's minimum (HPA ``minReplicas``, ScaledObject ``minReplicaCount``): the floor an earlier
+    pass of the rollout set, or the spec's minimum; None without one."""
+    for kind, key in (("HorizontalPodAutoscaler", "minReplicas"), ("ScaledObject", "minReplicaCount")):
+        value = ((observed.children.get((kind, name)) or {}).get("spec") or {}).get(key)
+        if value is not None:
+            return int(value)
+    return None
+
+
+def _held(autoscaler: dict[str, Any], key: str, floor: int | None) -> dict[str, Any]:
+    """``autoscaler`` with its minimum raised to ``floor`` (while a canary runs), else as built."""
+    if floor is not None:
+        autoscaler["spec"][key] = max(autoscaler["spec"][key], floor)
+    return autoscaler
+
+
+def _draining(old_status: Mapping[str, Any], observed: Observed, stable_id: str, canary_id: str | None,
+              drain: Mapping[str, float], delay: float, now: datetime.datetime) -> list[dict[str, Any]]:
+    """Revisions kept after their LLMRollout was deleted in flight, as for an abort: the routes go back to stable in
+    the pass that sees the rollout gone, the pods stay ``delay`` seconds (``abortScaleDownDelaySeconds``: the rollout
+    that said otherwise is gone) while the proxies converge, and then go (Argo Rollouts keeps such a deadline as the
+    ``scale-down-deadline`` annotation of the ReplicaSet; here it is ``status.draining``).
+
+    The canary the last pass recorded (``status.canaryRevision``) is orphaned when its Deployment is still there and
+    nothing carries it any more: not stable, not the active rollout's canary, not draining after an abort. Returns
+    the entries still to wait for (``{"revision", "scaleDownAt"}``, RFC 3339), the new one included."""
+    items = [dict(d) for d in old_status.get("draining", []) if d.get("revision") in observed.deployments]
+    orphan = old_status.get("canaryRevision")
+    carried = {stable_id, canary_id, *drain, *(d["revision"] for d in items)}
+    if orphan and orphan in observed.deployments and orphan not in carried:
+        items.append({"revision": orphan, "scaleDownAt": _iso(now + datetime.timedelta(seconds=delay))})
+    return [d for d in items if _ts_parse(d["scaleDownAt"]) > now and d["revision"] not in (stable_id, canary_id)]
+
+
+def _spec_not_served(spec_id: str, stable_id: str, canary_id: str | None, rollouts: list[Mapping[str, Any]],
+                     actions: list[Any], old_status: Mapping[str, Any]) -> tuple[str | None, tuple[str, str] | None]:
+    """When the spec's revision is neither stable nor the canary: (a message when a rollout to it is about to start
+    or waits for its quality gate, None), else (None, (reason, message)) when the last rollout to it ended without
+    promotion: reason ``RolloutAborted`` or ``RolloutFailed`` (after Argo Rollouts' ``RolloutAborted``), or
+    ``RolloutDeleted`` when it was deleted in flight, the message naming the revision that serves. (None, None)
+    when the spec's revision serves or no rollout was made for it."""
+    if spec_id in (stable_id, canary_id):
+        return None, None
+    after = {a.body["metadata"]["name"]: a.status for a in actions if isinstance(a, WriteStatus)}  # this pass's word
+    created = [a.obj["metadata"]["name"] for a in actions if isinstance(a, Create)]
+    if created:
+        return f"LLMRollout {created[0]} created for revision {spec_id}; revision {stable_id} serves meanwhile", None
+    toward = [(r, after.get(r["metadata"]["name"], r.get("status") or {})) for r in rollouts
+              if not r["metadata"].get("deletionTimestamp")]
+    toward = [(r, st) for r, st in toward if st.get("toRevision") == spec_id or (p.is_auto(r) and p.revision_of(r) == spec_id)]
+    waiting = [(r, st) for r, st in toward if st.get("phase") not in TERMINAL]
+    if waiting:
+        r, st = p.newest(waiting)
+        return (f"LLMRollout {r['metadata']['name']} for revision {spec_id}: {st.get('message') or 'not started yet'}; "
+                f"revision {stable_id} serves meanwhile"), None
+    ended = [(r, st) for r, st in toward if st.get("phase") in ("Aborted", "Failed")]
+    if not ended:
+        degraded = cond.get_condition(old_status.get("conditions", []), cond.DEGRADED) or {}
+        if degraded.get("reason") == "RolloutDeleted" and not toward:  # still so: nothing rolls the spec out
+            return None, ("RolloutDeleted", degraded.get("message") or "")
+        if old_status.get("canaryRevision") == spec_id and not toward:
+            return None, ("RolloutDeleted", f"revision {stable_id} serves, not the spec's revision {spec_id}: LLMRollout "
+                                            f"{old_status.get('rollout')} was deleted before it promoted {spec_id}; change the spec "
+                                            f"to roll out again")
+        return None, None
+    r, st = p.newest(ended)
+    why = (cond.get_condition(st.get("conditions", []), cond.DEGRADED) or {}).get("reason") or st["phase"]
+    return None, (f"Rollout{st['phase']}",
+                  f"revision {stable_id} serves, not the spec's revision {spec_id}: LLMRollout {r['metadata']['name']} "
+                  f"{st['phase'].lower()} ({why}): {st.get('message') or ''}; increment its spec.retry to try again, or change the spec")
+
+
+def _names_revision(spec: LLMDeploymentSpec, registry: reg.Resolution | None) -> bool:
+    """Whether this pass knows which revision the spec names: not when it follows an alias or stage the registry
+    could not resolve in this pass (the version held then is what serves, not what the spec may name by now), so
+    no rollout is started or superseded on a registry outage."""
+    ref = spec.model.mlflow
+    return ref is None or registry is None or registry.model is not None or ref.version is not None
+
+
+def _model_condition(conditions: list[dict[str, Any]], spec: LLMDeploymentSpec, registry: reg.Resolution | None,
+                     model: ResolvedModel | None, now: str, generation: int | None, note: str = "") -> list[dict[str, Any]]:
+    """``ModelResolved``: how the registry resolved the spec's model, or why it could not; ``note`` is appended
+    (what of the served model's record status cannot carry)."""
+    if spec.model.mlflow is None or registry is None:
+        return conditions
+    if registry.problem is not None:
+        reason, message = registry.problem
+        held = f"; still serving version {model.version}" if model is not None and model.version else ""
+        return cond.set_condition(conditions, MODEL_RESOLVED, "False", reason, message + held + note, now=now, generation=generation)
+    assert model is not None
+    ref = spec.model.mlflow
+    by = f"alias {ref.alias}" if ref.alias else f"stage {ref.stage}" if ref.stage else "a pinned version"
+    return cond.set_condition(conditions, MODEL_RESOLVED, "True", "Resolved",
+                              f"{ref.name} version {model.version} (by {by}), run {model.run_id or 'none'}{note}",
+                              now=now, generation=generation)
+
+
+def _unresolved(body: Mapping[str, Any], spec: LLMDeploymentSpec, registry: reg.Resolution | None, now: str) -> Plan:
+    """The registry names no version and none was resolved before: report it, touch nothing."""
+    assert registry is not None and registry.problem is not None
+    status = copy.deepcopy(dict(body.get("status") or {}))
+    generation = body["metadata"].get("generation")
+    conditions = _model_condition(status.get("conditions", []), spec, registry, None, now, generation)
+    if cond.get_condition(conditions, cond.READY) is None or not status.get("stableRevision"):
+        conditions = cond.set_condition(conditions, cond.READY, "False", registry.problem[0],
+                                        "no model version to serve yet", now=now, generation=generation)
+    events = [Event("Warning", c["reason"], c["message"]) for c in cond.transitions(status.get("conditions", []), conditions)
+              if c["type"] == MODEL_RESOLVED]
+    status.update(conditions=conditions, observedGeneration=generation)
+    return Plan(actions=[], events=events, status=status, requeue_after=registry.retry_in, spec=spec)
+
+
+def _quality_gate(active: p.Active, status: dict[str, Any], registry: reg.Resolution | None, stable: str,
+                  now: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Gate an MLflow version on its run metrics before its rollout sends it any traffic.
+
+    Returns (a status that holds the rollout back, None) when it waits for the registry or failed the gate,
+    else (None, the status to carry on from, with the verdict recorded)."""
+    thresholds = active.plan.quality_gate
+    version = active.revision.model.version
+    record = status.get("qualityGate")
+    retried = status.get("phase") in ("Aborted", "Failed") and active.plan.retry > (status.get("observedRetry") or 0)
+    if not thresholds or active.revision.model.source != "mlflow" or version is None or (record and record.get("passed") and not retried):
+        return None, status
+    generation = active.body["metadata"].get("generation")
+    st = copy.deepcopy(status)
+    info = registry.versions.get(version) if registry is not None else None
+    if info is None:
+        why = registry.problem[1] if registry is not None and registry.problem else "the registry was not consulted"
+        st.update(phase="Pending", toRevision=active.revision.id, fromRevision=stable,
+                  message=f"waiting for the registry to check the quality gate of version {version}: {why}")
+        return st, status
+    passed, detail = reg.evaluate_gate(list(thresholds), info.metrics)
+    st["qualityGate"] = {"passed": passed, "message": detail, "evaluatedAt": now}
+    if passed:
+        return None, st
+    message = f"quality gate: version {version}: {detail}; no traffic was sent to {active.revision.id}"
+    st.update(phase="Failed", message=message, finishedAt=now, toRevision=active.revision.id, fromRevision=stable,
+              canaryWeight=0, mirrorWeight=0, canaryReplicas=0, observedRetry=active.plan.retry)
+    st.pop("waitingSince", None)
+    for type_, value, text in ((cond.PROGRESSING, "False", message), (cond.DEGRADED, "True", message)):
+        st["conditions"] = cond.set_condition(st.get("conditions", []), type_, value, "QualityGateFailed", text,
+                                              now=now, generation=generation)
+    if generation is not None:
+        st["observedGeneration"] = generation
+    return st, status
+
+
+def _iso(moment: datetime.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _model_of(old_status: Mapping[str, Any], live: Mapping[str, Any] | None) -> ResolvedModel | None:
+    """The model a stable revision that the spec no longer names was serving (from status or its annotation)."""
+    if old_status.get("model"):
+        return ResolvedModel.model_validate(old_status["model"])
+    uri = (live or {}).get("metadata", {}).get("annotations", {}).get("llmops.dev/model-uri")
+    return ResolvedModel(name=uri.split("://", 1)[-1], source="uri", uri=uri) if uri else None
+
+
+def measurement_due(body: Mapping[str, Any], observed: Observed, now: str) -> tuple[Any, Any, Any] | None:
+    """If this pass should run an analysis: (the active rollout's Analysis, a measurement Context, the SLO),
+    else None. Pure; the caller measures and hands the Run to :func:`plan_llmdeployment`."""
+    try:
+        spec = parse_llmdeployment(body)
+    except InvalidSpec:
+        return None
+    active, _ = p.resolve(spec, observed.rollouts)
+    if not p.due(active, _ts_parse(now)):
+        return None
+    assert active is not None
+    stable = (body.get("status") or {}).get("stableRevision") or active.body.get("status", {}).get("fromRevision")
+    context = p.measurement_context(body["metadata"]["name"], body["metadata"]["namespace"], active, stable,
+                                    _ready(observed.deployments.get(active.revision.id)), active.plan.analysis)
+    return active.plan.analysis, context, spec.slo
+
