@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 VLLM_VENV  ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: demo demo-samples test unit e2e crds argocd-cm render clean prometheus vllm-env control-plane deps
+.PHONY: demo demo-samples test lint unit e2e crds argocd-cm render clean prometheus vllm-env control-plane deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -94,8 +94,15 @@ TESTENV := LLMOPS_CONTROLPLANE_DIR=$(CP_DIR) LLMOPS_VLLM_PYTHON=$(abspath $(VLLM
 deps:  ## everything below, in parallel: .venv, Prometheus, .venv-vllm, the control plane
 	@$(MAKE) --no-print-directory -j4 $(DEPS)
 
-test: deps  ## every test: unit, e2e on the real control plane (with real Prometheus, MLflow, vLLM)
+test: deps  ## every test: the linters, then unit and e2e on the real control plane (with real Prometheus, MLflow, vLLM)
+	@$(MAKE) --no-print-directory lint
 	$(TESTENV) $(BIN)/python -m pytest
+
+# ruff, mypy and import-linter, configured in pyproject.toml ([tool.ruff], [tool.mypy], [tool.importlinter]).
+lint: $(STAMP)  ## the linters: ruff (style, bugs), mypy (types), import-linter (the modules' layers)
+	$(BIN)/ruff check --no-fix
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
@@ -113,4 +120,4 @@ render: $(STAMP)  ## print what the operator would apply for every sample
 	$(BIN)/llm-operator render $(foreach f,$(wildcard samples/*.yaml),-f $(f))
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) .sandbox .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .sandbox .pytest_cache .ruff_cache .mypy_cache .import_linter_cache

@@ -22,24 +22,22 @@ import time
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from . import _contract as c
 from . import _registry as reg
-from ._api import GROUP, VERSION, MlflowModelRef
+from ._api import GROUP, VERSION, LLMDeploymentSpec, MlflowModelRef
 from ._backoff import Backoff
-from ._events import Event, EventRecorder
+from ._events import EventRecorder
 from ._kube import DynamicKube, Kube, KubeError
-from ._measure import measure
 from ._metrics import MetricsError, MetricsProvider, PrometheusProvider
 from ._progressive import target_versions
-from ._planner import WriteStatus, measurement_due, plan_llmdeployment
-from ._reconcile import execute, observe
-from ._telemetry import Telemetry
+from ._reconcile import Deps, run_pass
 from ._settings import Settings
-from ._validation import InvalidSpec, parse_llmdeployment
+from ._telemetry import Telemetry
 
 SETTINGS = Settings.from_env()
 INSTANCE = socket.gethostname()
@@ -108,16 +106,6 @@ def _provider(memo: kopf.Memo, url: str | None) -> MetricsProvider:
         return memo.providers[url]
 
 
-class _Unavailable:
-    """A provider whose every query fails with the same error (no address configured)."""
-
-    def __init__(self, error: MetricsError):
-        self.error = error
-
-    def query(self, promql: str) -> Any:
-        raise self.error
-
-
 def _registry_for(kube: Kube, memo: kopf.Memo, namespace: str, ref: MlflowModelRef) -> tuple[Any, reg.ModelRegistry]:
     """The registry client for ``ref``: from its Secret (``MLFLOW_TRACKING_URI``, ``MLFLOW_TRACKING_TOKEN``) or
     the operator's settings; one client per tracking URI and token, built on first use and kept.
@@ -156,13 +144,11 @@ def _registry_for(kube: Kube, memo: kopf.Memo, namespace: str, ref: MlflowModelR
         return key, memo.registries[key]
 
 
-def _resolve(kube: Kube, memo: kopf.Memo, body: dict[str, Any], rollouts: list[dict[str, Any]]) -> tuple[reg.Resolution | None, Any]:
-    """Ask the registry about an LLMDeployment's MLflow model (None when it names a URI or is invalid) and
-    return the resolution with a function that writes rollout outcomes back."""
-    try:
-        ref = parse_llmdeployment(body).model.mlflow
-    except InvalidSpec:
-        return None, None
+def _resolve(kube: Kube, memo: kopf.Memo, body: Mapping[str, Any], spec: LLMDeploymentSpec,
+             rollouts: list[dict[str, Any]]) -> tuple[reg.Resolution | None, Any]:
+    """Ask the registry about an LLMDeployment's MLflow model (None when it names a URI) and return the
+    resolution with a function that writes rollout outcomes back."""
+    ref = spec.model.mlflow
     meta = body["metadata"]
     if ref is None:
         memo.followers.pop((meta["namespace"], meta["name"]), None)
@@ -189,45 +175,24 @@ def _resolve(kube: Kube, memo: kopf.Memo, body: dict[str, Any], rollouts: list[d
 
 
 def reconcile(kube: Kube, memo: kopf.Memo, namespace: str, name: str) -> float | None:
-    """One level-based pass over one LLMDeployment (re-read, observe, measure if due, plan, execute).
-    Returns when the plan wants the next pass (seconds), or None."""
+    """One pass over one LLMDeployment (:func:`~._reconcile.run_pass`), one at a time per object. Returns when the
+    plan wants the next pass (seconds), or None."""
     with memo.locks[(namespace, name)]:
-        body = kube.get(f"{GROUP}/{VERSION}", "LLMDeployment", namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
+        result = run_pass(_deps(kube, memo), namespace, name)
+        if result.plan is None:  # gone or being deleted
             memo.followers.pop((namespace, name), None)
-            return None
-        now = _now()
-        observed = observe(kube, body, memo.autoscalers)
-        resolution, record = _resolve(kube, memo, body, observed.rollouts)
-        run = None
-        wanted = measurement_due(body, observed, now)
-        if wanted is not None:
-            analysis, context, slo = wanted
-            try:
-                provider = _provider(memo, analysis.prometheus_address)
-            except MetricsError as error:
-                provider = _Unavailable(error)
-            run = measure(provider, analysis, slo, context)
-        plan = plan_llmdeployment(body, observed, now, registry=resolution, autoscaler_kinds=memo.autoscalers, run=run)
+        return result.requeue_after
 
-        def post(event: Event) -> None:
-            about = dict(event.about or body)
-            about.setdefault("apiVersion", f"{GROUP}/{VERSION}")
-            about.setdefault("kind", "LLMRollout" if event.about is not None else "LLMDeployment")
-            if about.get("metadata", {}).get("uid"):
-                memo.events.post(about, event, now)  # a repeat counts on the Event it repeats
 
-        def own(obj: dict[str, Any]) -> None:
-            kopf.append_owner_reference(obj, owner=kopf.Body(body))
-
-        started = time.monotonic()
-        writes = execute(kube, body, plan, now=now, post_event=post, owner=own, record=record)
-        new_status = {id(a.body): a.status for a in plan.actions if isinstance(a, WriteStatus)}
-        availability = plan.spec.slo.availability if plan.spec is not None else None
-        memo.telemetry.observe_pass(body, availability,
-                                    [(r, new_status.get(id(r), r.get("status") or {})) for r in observed.rollouts if r.get("metadata", {}).get("uid")],
-                                    time.monotonic() - started, writes)
-        return plan.requeue_after
+def _deps(kube: Kube, memo: kopf.Memo) -> Deps:
+    """The pass's dependencies over the clients built at start-up."""
+    if memo.get("deps") is None or memo.deps.kube is not kube:
+        memo.deps = Deps(
+            kube=kube, resolve=functools.partial(_resolve, kube, memo), provider=functools.partial(_provider, memo),
+            post=lambda about, event, now: memo.events.post(about, event, now),  # a repeat counts on the Event it repeats
+            owner=lambda body, obj: kopf.append_owner_reference(obj, owner=kopf.Body(body)),
+            clock=_now, telemetry=memo.telemetry, autoscaler_kinds=memo.autoscalers)
+    return memo.deps
 
 
 def _schedule(memo: kopf.Memo, namespace: str, name: str, delay: float) -> None:

@@ -273,6 +273,7 @@ def _ts_parse(ts: str) -> datetime.datetime:
 def plan_llmdeployment(
     body: Mapping[str, Any], observed: Observed, now: str, *, registry: reg.Resolution | None = None,
     autoscaler_kinds: frozenset[str] = frozenset({"HorizontalPodAutoscaler"}), run: Run | None = None,
+    spec: LLMDeploymentSpec | None = None,
 ) -> Plan:
     """Decide one reconcile pass for an LLMDeployment, including its active LLMRollout's step.
 
@@ -285,6 +286,7 @@ def plan_llmdeployment(
             asked (``render``), and the spec is read as it stands (``models:/name@alias``).
         autoscaler_kinds: the autoscaler kinds the cluster serves (``ScaledObject`` needs KEDA).
         run: the analysis measured in this pass for the active rollout (see :func:`measurement_due`).
+        spec: ``body``'s spec as the caller already parsed it (parsed here when None).
 
     Returns:
         The :class:`Plan`. An invalid spec yields no actions and a ``Degraded``/``InvalidSpec`` status.
@@ -302,10 +304,11 @@ def plan_llmdeployment(
     The pass is a chain of pure phases, each handing a small frozen result to the next (docs/design.md):
     target -> started -> size -> serving -> retained -> desired -> ordered -> status -> events.
     """
-    try:
-        spec: LLMDeploymentSpec = parse_llmdeployment(body)
-    except InvalidSpec as error:
-        return _invalid(body, error, now)
+    if spec is None:
+        try:
+            spec = parse_llmdeployment(body)
+        except InvalidSpec as error:
+            return _invalid(body, error, now)
     pass_ = _Pass(body["metadata"]["name"], body["metadata"]["namespace"], body["metadata"].get("generation"),
                   body["metadata"].get("uid"), dict(body.get("status") or {}), spec, observed, registry, now, _ts_parse(now))
     target = _target(pass_)
@@ -681,7 +684,7 @@ def _order(pass_: _Pass, serving: _Serving, retained: _Retained, size: _Size, de
 def _status(pass_: _Pass, target: _Target, started: _Started, size: _Size, serving: _Serving, retained: _Retained,
             ordered: _Ordered) -> dict[str, Any]:
     """Phase 8: the status and its conditions, computed whole (the executor writes the difference once)."""
-    name, observed, old_status = pass_.name, pass_.observed, pass_.old_status
+    name, observed = pass_.name, pass_.observed
     stable_id, canary, active = serving.stable_id, serving.canary, serving.active
     revisions = []
     roles = {stable_id: "stable", **({canary.id: "canary"} if canary else {}),
@@ -1010,13 +1013,16 @@ def _model_of(old_status: Mapping[str, Any], live: Mapping[str, Any] | None) -> 
     return ResolvedModel(name=uri.split("://", 1)[-1], source="uri", uri=uri) if uri else None
 
 
-def measurement_due(body: Mapping[str, Any], observed: Observed, now: str) -> tuple[Any, Any, Any] | None:
+def measurement_due(body: Mapping[str, Any], observed: Observed, now: str, *,
+                    spec: LLMDeploymentSpec | None = None) -> tuple[Any, Any, Any] | None:
     """If this pass should run an analysis: (the active rollout's Analysis, a measurement Context, the SLO),
-    else None. Pure; the caller measures and hands the Run to :func:`plan_llmdeployment`."""
-    try:
-        spec = parse_llmdeployment(body)
-    except InvalidSpec:
-        return None
+    else None. Pure; the caller measures and hands the Run to :func:`plan_llmdeployment`. ``spec``: ``body``'s,
+    when the caller parsed it already."""
+    if spec is None:
+        try:
+            spec = parse_llmdeployment(body)
+        except InvalidSpec:
+            return None
     active, _ = p.resolve(spec, observed.rollouts)
     if not p.due(active, _ts_parse(now)):
         return None

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jsonpatch
@@ -18,10 +20,14 @@ from . import _builders as b
 from . import _conditions as cond
 from . import _contract as c
 from . import _registry as reg
-from ._api import API_VERSION
+from ._api import API_VERSION, LLMDeploymentSpec
 from ._events import Event
 from ._kube import Conflict, Kube, KubeError
-from ._planner import Apply, Create, Observed, Plan, RecordOutcome, Scale, WriteStatus, as_stored
+from ._measure import measure
+from ._metrics import MetricsError, MetricsProvider
+from ._planner import Apply, Create, Observed, Plan, RecordOutcome, Scale, WriteStatus, as_stored, measurement_due, plan_llmdeployment
+from ._telemetry import Telemetry
+from ._validation import InvalidSpec, parse_llmdeployment
 
 log = logging.getLogger(__name__)
 
@@ -165,3 +171,106 @@ def _write_status(kube: Kube, body: Mapping[str, Any], status: dict[str, Any]) -
         log.info("status of %s/%s changed while reconciling; the next pass retries", meta["namespace"], meta["name"])
         return None
     return 1
+
+
+# ------------------------------------------------------------------------------------- one pass
+
+
+#: ``(body, spec, rollouts) -> (resolution, record)``: what the model registry says about an LLMDeployment's MLflow
+#: model (None for a URI model) and a function writing a finished rollout's outcome back (None when there is none).
+Resolve = Callable[[Mapping[str, Any], LLMDeploymentSpec, list[dict[str, Any]]],
+                   tuple[reg.Resolution | None, Callable[[reg.Outcome], None] | None]]
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What one pass needs of the world, built once at start-up (the handlers) or from fakes (the unit tests).
+
+    Attributes:
+        kube: the Kubernetes boundary (reads and writes).
+        resolve: the model registry, behind its cache (:data:`Resolve`).
+        provider: the metrics provider for a Prometheus address (None: the operator's default); raises
+            :class:`~llm_operator._metrics.MetricsError` when there is none.
+        post: posts one Event about an object (``about``: the object as read, with apiVersion and kind).
+        owner: adds the owner reference of ``body`` to a child about to be applied.
+        clock: the current time, RFC 3339 (UTC, seconds).
+        telemetry: the operator's own metrics, or None.
+        autoscaler_kinds: the autoscaler kinds the cluster serves (``ScaledObject`` needs KEDA).
+    """
+
+    kube: Kube
+    resolve: Resolve
+    provider: Callable[[str | None], MetricsProvider]
+    post: Callable[[Mapping[str, Any], Event, str], None]
+    owner: Callable[[Mapping[str, Any], dict[str, Any]], None]
+    clock: Callable[[], str]
+    telemetry: Telemetry | None = None
+    autoscaler_kinds: frozenset[str] = frozenset({"HorizontalPodAutoscaler"})
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What a pass did: the plan it carried out (None when the object is gone or being deleted), the API writes it
+    made, and when it wants the next pass (seconds; None: on the next watch event or resync)."""
+
+    plan: Plan | None
+    writes: int = 0
+    requeue_after: float | None = None
+
+
+def run_pass(deps: Deps, namespace: str, name: str) -> PassResult:
+    """One level-based pass over one LLMDeployment, kopf-free: read it once, parse it once, observe its children,
+    ask the registry, measure the active rollout's analysis when it is due, plan, execute, and record telemetry.
+
+    Raises:
+        KubeError: a read or write failed (the status records the failure when it could be written); the caller
+            retries after its back-off.
+    """
+    body = deps.kube.get(API_VERSION, "LLMDeployment", namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return PassResult(None)
+    now = deps.clock()
+    try:
+        spec: LLMDeploymentSpec | None = parse_llmdeployment(body)
+    except InvalidSpec:
+        spec = None  # the planner reports it; nothing to resolve or measure
+    observed = observe(deps.kube, body, deps.autoscaler_kinds)
+    resolution, record = deps.resolve(body, spec, observed.rollouts) if spec is not None else (None, None)
+    run = None
+    wanted = measurement_due(body, observed, now, spec=spec) if spec is not None else None
+    if wanted is not None:
+        analysis, context, slo = wanted
+        try:
+            provider = deps.provider(analysis.prometheus_address)
+        except MetricsError as error:
+            provider = _Unavailable(error)
+        run = measure(provider, analysis, slo, context)
+    plan = plan_llmdeployment(body, observed, now, registry=resolution, autoscaler_kinds=deps.autoscaler_kinds, run=run,
+                              spec=spec)
+
+    def post(event: Event) -> None:
+        about = dict(event.about or body)
+        about.setdefault("apiVersion", API_VERSION)
+        about.setdefault("kind", "LLMRollout" if event.about is not None else "LLMDeployment")
+        if about.get("metadata", {}).get("uid"):
+            deps.post(about, event, now)
+
+    started = time.monotonic()
+    writes = execute(deps.kube, body, plan, now=now, post_event=post, owner=lambda obj: deps.owner(body, obj), record=record)
+    if deps.telemetry is not None:
+        after = {r.body["metadata"]["name"]: r.status for r in plan.actions if isinstance(r, WriteStatus)}
+        rollouts = [(r, after.get(r["metadata"]["name"], r.get("status") or {})) for r in observed.rollouts
+                    if r.get("metadata", {}).get("uid")]
+        deps.telemetry.observe_pass(body, spec.slo.availability if spec is not None else None, rollouts,
+                                    time.monotonic() - started, writes)
+    return PassResult(plan, writes, plan.requeue_after)
+
+
+class _Unavailable:
+    """A provider whose every query fails with the same error (no address configured)."""
+
+    def __init__(self, error: MetricsError):
+        self.error = error
+
+    def query(self, promql: str) -> Any:
+        raise self.error

@@ -8,9 +8,8 @@ import pytest
 from llm_operator import _builders as b
 from llm_operator import _progressive as p
 from llm_operator import _registry as reg
-from llm_operator._api import MlflowModelRef
 from llm_operator._planner import Apply, Delete, is_subset, needs_apply, plan_llmdeployment, with_applied_hash
-from llm_operator._reconcile import execute, observe
+from llm_operator._reconcile import Deps, execute, observe, run_pass
 from tests.unit.fakes import FakeKube, FakeRegistry, owned_by
 
 T0, T1, T2 = "2026-11-21T10:00:00Z", "2026-11-21T10:01:00Z", "2026-11-21T10:02:00Z"
@@ -37,20 +36,26 @@ class Cluster:
         return self.kube.get(*self.key)
 
     def reconcile(self, now: str = T0):
-        body = self.body
-        observed = observe(self.kube, body, self.served)
-        resolution = None
-        if self.registry is not None:
-            ref = MlflowModelRef.model_validate(body["spec"]["model"]["mlflow"])
-            resolution = reg.resolve(self.cache, "k", self.registry, ref, p.target_versions(observed.rollouts))
-        plan = plan_llmdeployment(body, observed, now, registry=resolution, autoscaler_kinds=self.served)
+        """One pass through the handler's own entry point (run_pass) over fakes; (the plan, the writes it made)."""
         before = len(self.kube.writes)
         try:
-            execute(self.kube, body, plan, now=now, post_event=self.events.append, owner=owned_by(body),
-                    record=(lambda outcome: reg.record(self.registry, outcome)) if self.registry else None)
+            result = run_pass(self.deps(now), self.key[2], self.key[3])
         finally:
             self.last_writes = self.kube.writes[before:]
-        return plan, self.kube.writes[before:]
+        return result.plan, self.kube.writes[before:]
+
+    def deps(self, now: str) -> Deps:
+        def resolve(body, spec, rollouts):
+            if self.registry is None:
+                return None, None
+            resolution = reg.resolve(self.cache, "k", self.registry, spec.model.mlflow, p.target_versions(rollouts))
+            return resolution, lambda outcome: reg.record(self.registry, outcome)
+
+        def no_metrics(address):
+            raise AssertionError("these passes measure nothing")
+
+        return Deps(kube=self.kube, resolve=resolve, provider=no_metrics, post=lambda about, event, at: self.events.append(event),
+                    owner=lambda body, obj: owned_by(body)(obj), clock=lambda: now, autoscaler_kinds=self.served)
 
     def deployments(self) -> dict[str, dict]:
         return {k[3]: v for k, v in self.kube.objects.items() if k[1] == "Deployment"}
