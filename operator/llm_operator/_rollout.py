@@ -37,6 +37,34 @@ COMPLETED = "Completed"
 PAUSED = "Paused"
 
 
+class Reason:
+    """The ``reason`` of the rollout's conditions and Events, one CamelCase word each. Tests, the Argo CD health
+    scripts and people's alerts match on these strings: never reword one."""
+
+    ROLLOUT_STARTED = "RolloutStarted"  # (re)start: a new rollout
+    TARGET_CHANGED = "TargetChanged"  # the deployment's spec moved to another revision mid-rollout
+    RETRIED = "Retried"  # spec.retry incremented after an abort or failure
+    STEPS_CHANGED = "StepsChanged"  # the steps were edited mid-rollout
+    AS_EXPECTED = "AsExpected"  # Degraded=False on a (re)start
+    ABORTED_BY_USER = "AbortedByUser"
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    WAITING_FOR_PODS = "WaitingForPods"
+    PAUSED_BY_USER = "PausedByUser"
+    PAUSED = "Paused"  # Progressing=True while spec.paused holds the rollout
+    RESUMED = "Resumed"
+    UNPAUSED = "Unpaused"
+    STEP_COMPLETED = "StepCompleted"
+    WAITING_FOR_RESUME = "WaitingForResume"
+    ANALYSIS_FAILED = "AnalysisFailed"
+    METRICS_UNAVAILABLE = "MetricsUnavailable"
+    INCONCLUSIVE_ANALYSIS = "InconclusiveAnalysis"
+    ANALYSIS_PASSED = "AnalysisPassed"
+    ROLLOUT_COMPLETED = "RolloutCompleted"
+    PROMOTED = "Promoted"
+    STEP_IN_PROGRESS = "StepInProgress"
+    PROGRESSING = "Progressing"  # Paused=False while the steps run
+
+
 @dataclass(frozen=True)
 class Step:
     """One effective step: a weight/mirror percent (0..100), the blue-green preview, or a pause/analysis of
@@ -155,7 +183,7 @@ def _ts(now: datetime.datetime) -> str:
 
 
 def _parse(ts: str | None) -> datetime.datetime | None:
-    return datetime.datetime.fromisoformat(ts.replace("Z", "+00:00")) if ts else None
+    return datetime.datetime.fromisoformat(ts) if ts else None
 
 
 def canary_size(percent: int, stable_replicas: int) -> int:
@@ -228,192 +256,302 @@ def needs_measurement(plan: RolloutPlan, status: dict[str, Any], now: datetime.d
 
 def decide(plan: RolloutPlan, status: dict[str, Any], observed: Observed, run: Run | None, now: datetime.datetime) -> Decision:
     """One pass of the state machine. ``status`` is the LLMRollout's status as read (not modified);
-    ``run`` is the analysis measured in this pass (see :func:`needs_measurement`), or None."""
-    st = copy.deepcopy(status)
-    events: list[tuple[str, str, str]] = []
-    stamp = _ts(now)
-    if observed.generation is not None:
-        st["observedGeneration"] = observed.generation
+    ``run`` is the analysis measured in this pass (see :func:`needs_measurement`), or None.
 
-    def condition(type_: str, value: cond.Status, reason: str, message: str) -> None:
-        st["conditions"] = cond.set_condition(st.get("conditions", []), type_, value, reason, message,
-                                              now=stamp, generation=observed.generation)
+    The guards below run top to bottom, each ending the pass or falling through; then the cursor walks the
+    steps, one function per step kind, each advancing, holding (a requeue in seconds) or ending the pass."""
+    p = _Pass.begin(plan, status, observed, now)
+    restart = _restart_reason(plan, p.st, observed)  # a new rollout, a new target, edited steps, a retry
+    if restart:
+        p.restart(restart)
 
-    def traffic() -> Traffic:
-        return Traffic(st.get("canaryWeight") or 0, st.get("mirrorWeight") or 0, bool(st.get("preview")))
-
-    def finish(phase: str, reason: str, message: str, *, event_type: str = "Warning") -> Decision:
-        st.update(phase=phase, message=message, finishedAt=stamp, canaryWeight=0, mirrorWeight=0, preview=False,
-                  canaryReplicas=0, waitingSince=None)
-        condition(cond.PROGRESSING, "False", reason, message)
-        condition(PAUSED, "False", reason, "")
-        condition(cond.DEGRADED, "True", reason, message)
-        events.append((event_type, reason, message))
-        return Decision(_clean(st), 0, Traffic(), events=events)
-
-    # ---- (re)start: a new rollout, a new target, edited steps, or a retry after an abort
-    restart_reason = None
-    if st.get("phase") is None:
-        restart_reason = "RolloutStarted"
-    elif st.get("toRevision") != observed.target_revision and st.get("phase") != "Succeeded":
-        restart_reason = "TargetChanged"
-    elif st.get("phase") in ("Aborted", "Failed") and plan.retry > (st.get("observedRetry") or 0):
-        restart_reason = "Retried"
-    elif st.get("phase") not in TERMINAL and st.get("stepsHash") != plan.steps_hash:
-        restart_reason = "StepsChanged"
-    if restart_reason:
-        st.update(phase="Progressing", fromRevision=observed.stable_revision, toRevision=observed.target_revision,
-                  currentStepIndex=0, stepsTotal=len(plan.steps), stepsHash=plan.steps_hash, stepStartedAt=stamp,
-                  waitingSince=None, canaryWeight=0, mirrorWeight=0, preview=False, analysis=None,
-                  observedRetry=plan.retry, observedResume=plan.resume, startedAt=stamp, finishedAt=None, message="")
-        condition(cond.DEGRADED, "False", "AsExpected", "")
-        events.append(("Normal", restart_reason,
-                       f"{plan.strategy} rollout from {observed.stable_revision} to {observed.target_revision} "
-                       f"({len(plan.steps)} steps)"))
-
-    phase = st["phase"]
-    if phase == "Succeeded":
-        return Decision(_clean(st), 0, Traffic(), events=events)
-    if phase in ("Aborted", "Failed"):
-        return Decision(_clean(st), 0, Traffic(), events=events)  # stable keeps everything
+    if p.st["phase"] in TERMINAL:
+        return p.decision(0, Traffic())  # stable keeps everything
 
     if plan.abort:
-        return finish("Aborted", "AbortedByUser", f"aborted by spec.abort at step {st['currentStepIndex']}; all traffic on {observed.stable_revision}")
+        return p.finish("Aborted", Reason.ABORTED_BY_USER,
+                        f"aborted by spec.abort at step {p.index}; all traffic on {observed.stable_revision}")
 
-    waiting = _parse(st.get("waitingSince"))
+    waiting = _parse(p.st.get("waitingSince"))
     if waiting and (now - waiting).total_seconds() > plan.progress_deadline_seconds:
-        return finish("Failed", "ProgressDeadlineExceeded",
-                      f"the new revision's pods were not ready within {plan.progress_deadline_seconds:g}s "
-                      f"({observed.canary_ready} ready); all traffic on {observed.stable_revision}")
-
-    replicas = st.get("canaryReplicas") or 0
-    current = traffic()
-
-    def wait_for_pods(need: int, why: str) -> Decision:
-        nonlocal replicas
-        replicas = max(replicas, need)
-        if not st.get("waitingSince"):
-            st["waitingSince"] = stamp
-        st.update(phase="Progressing", canaryReplicas=replicas,
-                  message=f"waiting for {need} ready pods of {observed.target_revision} ({observed.canary_ready} ready) before {why}")
-        condition(cond.PROGRESSING, "True", "WaitingForPods", st["message"])
-        condition(PAUSED, "False", "Progressing", "")
-        return Decision(_clean(st), replicas, current, events=events)
+        return p.finish("Failed", Reason.PROGRESS_DEADLINE_EXCEEDED,
+                        f"the new revision's pods were not ready within {plan.progress_deadline_seconds:g}s "
+                        f"({observed.canary_ready} ready); all traffic on {observed.stable_revision}")
 
     if plan.paused:
-        st.update(phase="Paused", message="paused by spec.paused")
-        condition(PAUSED, "True", "PausedByUser", "spec.paused is true")
-        condition(cond.PROGRESSING, "True", "Paused", "holding at step %d" % st["currentStepIndex"])
-        return Decision(_clean(st), replicas, current, events=events)
+        p.st.update(phase="Paused", message="paused by spec.paused")
+        p.condition(PAUSED, "True", Reason.PAUSED_BY_USER, "spec.paused is true")
+        p.condition(cond.PROGRESSING, "True", Reason.PAUSED, f"holding at step {p.index}")
+        return p.decision()
 
-    if plan.resume > (st.get("observedResume") or 0):
-        st["observedResume"] = plan.resume
-        index = st["currentStepIndex"]
-        if st.get("phase") == "Paused" and index < len(plan.steps):
-            events.append(("Normal", "Resumed", f"resumed past step {index} by spec.resume"))
-            _advance(st, stamp)
+    if plan.resume > (p.st.get("observedResume") or 0):
+        p.st["observedResume"] = plan.resume
+        if p.st.get("phase") == "Paused" and p.index < len(plan.steps):
+            p.advance(Reason.RESUMED, f"resumed past step {p.index} by spec.resume")
 
-    if st["phase"] == "Paused" and not plan.promote:
-        reason = (cond.get_condition(st.get("conditions", []), PAUSED) or {}).get("reason")
-        if reason != "PausedByUser":  # an indefinite pause or an inconclusive analysis holds until resumed
-            return Decision(_clean(st), replicas, current, events=events)
-        st["phase"] = "Progressing"  # spec.paused is false again: carry on from the same step
-        condition(PAUSED, "False", "Unpaused", "")
-        events.append(("Normal", "Unpaused", f"spec.paused is false: continuing at step {st['currentStepIndex']}"))
+    if p.st["phase"] == "Paused" and not plan.promote:
+        paused = cond.get_condition(p.st.get("conditions", []), PAUSED) or {}
+        if paused.get("reason") != Reason.PAUSED_BY_USER:  # an indefinite pause or an inconclusive analysis
+            return p.decision()                              # holds until resumed
+        p.st["phase"] = "Progressing"  # spec.paused is false again: carry on from the same step
+        p.condition(PAUSED, "False", Reason.UNPAUSED, "")
+        p.events.append(("Normal", Reason.UNPAUSED, f"spec.paused is false: continuing at step {p.index}"))
 
-    # ---- walk the steps as far as the present allows
-    requeue: float | None = None
-    promote_now = plan.promote
-    if promote_now:
-        st["currentStepIndex"] = len(plan.steps)
-    while st["currentStepIndex"] < len(plan.steps):
-        index = st["currentStepIndex"]
-        step = plan.steps[index]
-        if step.kind in ("weight", "mirror", "preview"):
-            percent = 100 if step.kind == "preview" else (step.value or 0)
-            need = (observed.full_size if percent >= 100 else canary_size(percent, observed.stable_replicas)) if percent > 0 \
-                else (replicas or 1)
-            if observed.canary_ready < need:
-                return wait_for_pods(need, f"step {index} ({step.kind} {percent}%)")
-            replicas = max(replicas, need)
-            st["waitingSince"] = None
-            if step.kind == "weight":
-                st["canaryWeight"] = step.value
-            elif step.kind == "mirror":
-                st["mirrorWeight"] = step.value
-            else:
-                st["preview"] = True
-            current = traffic()
-            events.append(("Normal", "StepCompleted", f"step {index}: {step.kind} {percent if step.kind != 'preview' else ''}".rstrip()))
-            _advance(st, stamp)
-            continue
-        started = _parse(st.get("stepStartedAt")) or now
-        elapsed = (now - started).total_seconds()
+    return _walk(p, run)
+
+
+@dataclass(frozen=True)
+class _Advance:
+    """The step is done: post a Normal Event ``reason``/``message`` and move the cursor to the next step."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class _Hold:
+    """The step is still running: the pass ends Progressing at this step, looking again in ``requeue_after``
+    seconds (None: on the next event), with ``message`` as the status message (None: keep it)."""
+
+    requeue_after: float | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class _Stop:
+    """The pass ends with ``decision`` as it is (waiting for pods, a pause until resumed, an abort)."""
+
+    decision: Decision
+
+
+_StepResult = _Advance | _Hold | _Stop
+
+
+@dataclass
+class _Pass:
+    """One pass's working state, after Argo Rollouts' ``rolloutContext``: the status being built (``st``, a copy
+    of the one read), the Events to post, the canary's size so far (``replicas``, pods), the pass's timestamp
+    (``stamp``, RFC 3339), and the ways a pass ends."""
+
+    plan: RolloutPlan
+    observed: Observed
+    now: datetime.datetime
+    st: dict[str, Any]
+    stamp: str
+    replicas: int
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @classmethod
+    def begin(cls, plan: RolloutPlan, status: dict[str, Any], observed: Observed, now: datetime.datetime) -> _Pass:
+        st = copy.deepcopy(status)
+        if observed.generation is not None:
+            st["observedGeneration"] = observed.generation
+        return cls(plan, observed, now, st, _ts(now), st.get("canaryReplicas") or 0)
+
+    @property
+    def index(self) -> int:
+        """The cursor: the step being worked on (``len(plan.steps)`` once all are done)."""
+        return self.st["currentStepIndex"]
+
+    def step_elapsed(self) -> float:
+        """Seconds since the current step started (0 when its start is unknown)."""
+        started = _parse(self.st.get("stepStartedAt")) or self.now
+        return (self.now - started).total_seconds()
+
+    def condition(self, type_: str, value: cond.Status, reason: str, message: str) -> None:
+        self.st["conditions"] = cond.set_condition(self.st.get("conditions", []), type_, value, reason, message,
+                                                   now=self.stamp, generation=self.observed.generation)
+
+    def traffic(self) -> Traffic:
+        """The routes as the status being built says."""
+        return Traffic(self.st.get("canaryWeight") or 0, self.st.get("mirrorWeight") or 0, bool(self.st.get("preview")))
+
+    def decision(self, replicas: int | None = None, traffic: Traffic | None = None, *, promote: bool = False,
+                 requeue_after: float | None = None) -> Decision:
+        """The pass's outcome; the canary's size and the routes default to the pass's own."""
+        return Decision(_clean(self.st), self.replicas if replicas is None else replicas,
+                        self.traffic() if traffic is None else traffic, promote=promote, events=self.events,
+                        requeue_after=requeue_after)
+
+    def restart(self, reason: str) -> None:
+        """Back to step 0 for the present target, all traffic on stable."""
+        plan, observed = self.plan, self.observed
+        self.st.update(phase="Progressing", fromRevision=observed.stable_revision, toRevision=observed.target_revision,
+                       currentStepIndex=0, stepsTotal=len(plan.steps), stepsHash=plan.steps_hash, stepStartedAt=self.stamp,
+                       waitingSince=None, canaryWeight=0, mirrorWeight=0, preview=False, analysis=None,
+                       observedRetry=plan.retry, observedResume=plan.resume, startedAt=self.stamp, finishedAt=None,
+                       message="")
+        self.condition(cond.DEGRADED, "False", Reason.AS_EXPECTED, "")
+        self.events.append(("Normal", reason, (f"{plan.strategy} rollout from {observed.stable_revision} to "
+                                               f"{observed.target_revision} ({len(plan.steps)} steps)")))
+
+    def advance(self, reason: str, message: str) -> None:
+        """Post the step's Normal Event and move the cursor on."""
+        self.events.append(("Normal", reason, message))
+        _advance(self.st, self.stamp)
+
+    def finish(self, phase: str, reason: str, message: str, *, event_type: str = "Warning") -> Decision:
+        """End the rollout unpromoted (Aborted, Failed): all traffic to stable, no canary."""
+        self.st.update(phase=phase, message=message, finishedAt=self.stamp, canaryWeight=0, mirrorWeight=0,
+                       preview=False, canaryReplicas=0, waitingSince=None)
+        self.condition(cond.PROGRESSING, "False", reason, message)
+        self.condition(PAUSED, "False", reason, "")
+        self.condition(cond.DEGRADED, "True", reason, message)
+        self.events.append((event_type, reason, message))
+        return self.decision(0, Traffic())
+
+    def wait_for_pods(self, need: int, why: str) -> Decision:
+        """Scale the canary to ``need`` pods (never down) and hold the routes until they are ready; the progress
+        deadline counts from the first such pass (``waitingSince``)."""
+        self.replicas = max(self.replicas, need)
+        if not self.st.get("waitingSince"):
+            self.st["waitingSince"] = self.stamp
+        self.st.update(phase="Progressing", canaryReplicas=self.replicas,
+                       message=f"waiting for {need} ready pods of {self.observed.target_revision} "
+                               f"({self.observed.canary_ready} ready) before {why}")
+        self.condition(cond.PROGRESSING, "True", Reason.WAITING_FOR_PODS, self.st["message"])
+        self.condition(PAUSED, "False", Reason.PROGRESSING, "")
+        return self.decision()
+
+    def pause(self, reason: str, message: str) -> Decision:
+        """Hold at the current step until ``spec.resume`` is incremented (or ``spec.promote`` set)."""
+        self.st.update(phase="Paused", canaryReplicas=self.replicas, message=message)
+        self.condition(PAUSED, "True", reason, message)
+        return self.decision()
+
+    def hold(self, held: _Hold) -> Decision:
+        """End the pass Progressing at the current step."""
+        if held.message is not None:
+            self.st["message"] = held.message
+        self.st["phase"] = "Progressing"
+        self.st["canaryReplicas"] = self.replicas
+        self.condition(cond.PROGRESSING, "True", Reason.STEP_IN_PROGRESS, self.st.get("message") or f"step {self.index}")
+        self.condition(PAUSED, "False", Reason.PROGRESSING, "")
+        return self.decision(requeue_after=held.requeue_after)
+
+
+def _restart_reason(plan: RolloutPlan, st: dict[str, Any], observed: Observed) -> str | None:
+    """Why this pass starts the rollout over at step 0, or None."""
+    phase = st.get("phase")
+    if phase is None:
+        return Reason.ROLLOUT_STARTED
+    if st.get("toRevision") != observed.target_revision and phase != "Succeeded":
+        return Reason.TARGET_CHANGED
+    if phase in ("Aborted", "Failed") and plan.retry > (st.get("observedRetry") or 0):
+        return Reason.RETRIED
+    if phase not in TERMINAL and st.get("stepsHash") != plan.steps_hash:
+        return Reason.STEPS_CHANGED
+    return None
+
+
+def _walk(p: _Pass, run: Run | None) -> Decision:
+    """Move the cursor as far as the present allows; past the last step (at once on ``spec.promote``), switch."""
+    if p.plan.promote:
+        p.st["currentStepIndex"] = len(p.plan.steps)
+    while p.index < len(p.plan.steps):
+        step = p.plan.steps[p.index]
         if step.kind == "pause":
-            if step.seconds is None:
-                st.update(phase="Paused", canaryReplicas=replicas,
-                          message=f"step {index}: paused until spec.resume is incremented or spec.promote is set")
-                condition(PAUSED, "True", "WaitingForResume", st["message"])
-                return Decision(_clean(st), replicas, current, events=events)
-            if elapsed >= step.seconds:
-                events.append(("Normal", "StepCompleted", f"step {index}: pause {step.seconds:g}s"))
-                _advance(st, stamp)
-                continue
-            requeue = step.seconds - elapsed
-            st["message"] = f"step {index}: pausing {step.seconds - elapsed:.0f}s more"
-            break
-        # analysis
-        analysis = st.get("analysis") or {}
-        if run is not None:
-            analysis = _record(analysis, run, stamp)
-            st["analysis"] = analysis
-            failing = [m for m in run.metrics if m.verdict == "Fail"]
-            if run.verdict == "Fail":
-                detail = "; ".join(f"{m.name}: {m.message}" for m in failing)
-                return finish("Aborted", "AnalysisFailed", f"step {index}: {detail}; all traffic on {observed.stable_revision}")
-            if run.verdict == "Error" and analysis["consecutiveErrors"] > plan.analysis.consecutive_error_limit:
-                errors = "; ".join(f"{m.name}: {m.message}" for m in run.metrics if m.verdict == "Error")[:300]
-                return finish("Aborted", "MetricsUnavailable",
-                              f"step {index}: {analysis['consecutiveErrors']} consecutive analysis errors ({errors}); "
-                              f"all traffic on {observed.stable_revision}")
-            if run.verdict == "Inconclusive" and analysis["inconclusive"] >= plan.analysis.inconclusive_limit:
-                st.update(phase="Paused", canaryReplicas=replicas, message=(
-                    f"step {index}: {analysis['inconclusive']} inconclusive analysis runs (no data or fewer than "
-                    f"{plan.analysis.min_requests} requests); increment spec.resume to analyse again, or abort"))
-                analysis["inconclusive"] = 0
-                condition(PAUSED, "True", "InconclusiveAnalysis", st["message"])
-                events.append(("Warning", "InconclusiveAnalysis", st["message"]))
-                return Decision(_clean(st), replicas, current, events=events)
-        duration = step.seconds or 0.0
-        if analysis.get("passed", 0) >= 1 and elapsed >= duration and analysis.get("verdict") == "Pass":
-            events.append(("Normal", "AnalysisPassed", f"step {index}: {analysis['passed']}/{analysis['runs']} runs passed"))
-            _advance(st, stamp)
-            continue
-        interval = parse_duration(plan.analysis.interval)
-        last = _parse(analysis.get("lastRunAt"))
-        next_run = interval - (now - last).total_seconds() if last else run_window(plan.analysis) - elapsed
-        requeue = max(1.0, min(next_run, duration - elapsed) if duration > elapsed else next_run)
-        st["message"] = f"step {index}: analysing ({analysis.get('runs', 0)} runs, last {analysis.get('verdict') or 'none yet'})"
-        break
-    else:
-        # ---- every step done (or promote): sized for all the traffic, then switch
-        need = observed.full_size
-        if observed.canary_ready < need:
-            return wait_for_pods(need, "the switch")
-        st.update(phase="Succeeded", finishedAt=stamp, canaryWeight=0, mirrorWeight=0, preview=False,
-                  canaryReplicas=0, waitingSince=None,
-                  message=f"{observed.target_revision} is stable" + (" (promoted by spec.promote)" if promote_now else ""))
-        condition(cond.PROGRESSING, "False", "RolloutCompleted", st["message"])
-        condition(PAUSED, "False", "RolloutCompleted", "")
-        condition(COMPLETED, "True", "Promoted", st["message"])
-        events.append(("Normal", "Promoted", f"{observed.target_revision} replaces {observed.stable_revision} as stable"))
-        return Decision(_clean(st), need, Traffic(), promote=True, events=events)
+            result = _pause_step(p, step)
+        elif step.kind == "analysis":
+            result = _analysis_step(p, step, run)
+        else:
+            result = _traffic_step(p, step)
+        if isinstance(result, _Stop):
+            return result.decision
+        if isinstance(result, _Hold):
+            return p.hold(result)
+        p.advance(result.reason, result.message)
+    return _switch(p)
 
-    st["phase"] = "Progressing"
-    st["canaryReplicas"] = replicas
-    condition(cond.PROGRESSING, "True", "StepInProgress", st.get("message") or f"step {st['currentStepIndex']}")
-    condition(PAUSED, "False", "Progressing", "")
-    return Decision(_clean(st), replicas, traffic(), events=events, requeue_after=requeue)
+
+def _traffic_step(p: _Pass, step: Step) -> _StepResult:
+    """weight / mirror / preview: once the canary has the ready pods for its new share, route it."""
+    percent = 100 if step.kind == "preview" else (step.value or 0)
+    if percent > 0:
+        need = p.observed.full_size if percent >= 100 else canary_size(percent, p.observed.stable_replicas)
+    else:
+        need = p.replicas or 1
+    if p.observed.canary_ready < need:
+        return _Stop(p.wait_for_pods(need, f"step {p.index} ({step.kind} {percent}%)"))
+    p.replicas = max(p.replicas, need)
+    p.st["waitingSince"] = None
+    if step.kind == "weight":
+        p.st["canaryWeight"] = step.value
+    elif step.kind == "mirror":
+        p.st["mirrorWeight"] = step.value
+    else:
+        p.st["preview"] = True
+    shown = "" if step.kind == "preview" else f" {percent}"
+    return _Advance(Reason.STEP_COMPLETED, f"step {p.index}: {step.kind}{shown}")
+
+
+def _pause_step(p: _Pass, step: Step) -> _StepResult:
+    """pause: for ``step.seconds``, or (None) until resumed or promoted."""
+    if step.seconds is None:
+        return _Stop(p.pause(Reason.WAITING_FOR_RESUME,
+                             f"step {p.index}: paused until spec.resume is incremented or spec.promote is set"))
+    elapsed = p.step_elapsed()
+    if elapsed >= step.seconds:
+        return _Advance(Reason.STEP_COMPLETED, f"step {p.index}: pause {step.seconds:g}s")
+    return _Hold(step.seconds - elapsed, f"step {p.index}: pausing {step.seconds - elapsed:.0f}s more")
+
+
+def _analysis_step(p: _Pass, step: Step, run: Run | None) -> _StepResult:
+    """analysis: record this pass's run; advance once a run passed and ``step.seconds`` (if any) are up."""
+    analysis = p.st.get("analysis") or {}
+    if run is not None:
+        analysis = _record(analysis, run, p.stamp)
+        p.st["analysis"] = analysis
+        stop = _judge(p, run, analysis)
+        if stop is not None:
+            return stop
+    elapsed = p.step_elapsed()
+    duration = step.seconds or 0.0
+    if analysis.get("passed", 0) >= 1 and elapsed >= duration and analysis.get("verdict") == "Pass":
+        return _Advance(Reason.ANALYSIS_PASSED, f"step {p.index}: {analysis['passed']}/{analysis['runs']} runs passed")
+    interval = parse_duration(p.plan.analysis.interval)
+    last = _parse(analysis.get("lastRunAt"))
+    next_run = interval - (p.now - last).total_seconds() if last else run_window(p.plan.analysis) - elapsed
+    requeue = max(1.0, min(next_run, duration - elapsed) if duration > elapsed else next_run)
+    return _Hold(requeue, f"step {p.index}: analysing ({analysis.get('runs', 0)} runs, "
+                          f"last {analysis.get('verdict') or 'none yet'})")
+
+
+def _judge(p: _Pass, run: Run, analysis: dict[str, Any]) -> _Stop | None:
+    """What a run ends, if anything: a failing metric or too many errors abort, too many inconclusive runs pause
+    (``analysis`` is the step's record, ``run`` already counted in it)."""
+    limits, stable = p.plan.analysis, p.observed.stable_revision
+    if run.verdict == "Fail":
+        detail = "; ".join(f"{m.name}: {m.message}" for m in run.metrics if m.verdict == "Fail")
+        return _Stop(p.finish("Aborted", Reason.ANALYSIS_FAILED, f"step {p.index}: {detail}; all traffic on {stable}"))
+    if run.verdict == "Error" and analysis["consecutiveErrors"] > limits.consecutive_error_limit:
+        errors = "; ".join(f"{m.name}: {m.message}" for m in run.metrics if m.verdict == "Error")[:300]
+        return _Stop(p.finish("Aborted", Reason.METRICS_UNAVAILABLE,
+                              f"step {p.index}: {analysis['consecutiveErrors']} consecutive analysis errors ({errors}); "
+                              f"all traffic on {stable}"))
+    if run.verdict == "Inconclusive" and analysis["inconclusive"] >= limits.inconclusive_limit:
+        message = (f"step {p.index}: {analysis['inconclusive']} inconclusive analysis runs (no data or fewer than "
+                   f"{limits.min_requests} requests); increment spec.resume to analyse again, or abort")
+        analysis["inconclusive"] = 0
+        p.events.append(("Warning", Reason.INCONCLUSIVE_ANALYSIS, message))
+        return _Stop(p.pause(Reason.INCONCLUSIVE_ANALYSIS, message))
+    return None
+
+
+def _switch(p: _Pass) -> Decision:
+    """Every step done (or promote): once the new revision is sized for all the traffic, make it stable."""
+    observed = p.observed
+    need = observed.full_size
+    if observed.canary_ready < need:
+        return p.wait_for_pods(need, "the switch")
+    message = f"{observed.target_revision} is stable" + (" (promoted by spec.promote)" if p.plan.promote else "")
+    p.st.update(phase="Succeeded", finishedAt=p.stamp, canaryWeight=0, mirrorWeight=0, preview=False,
+                canaryReplicas=0, waitingSince=None, message=message)
+    p.condition(cond.PROGRESSING, "False", Reason.ROLLOUT_COMPLETED, message)
+    p.condition(PAUSED, "False", Reason.ROLLOUT_COMPLETED, "")
+    p.condition(COMPLETED, "True", Reason.PROMOTED, message)
+    p.events.append(("Normal", Reason.PROMOTED, f"{observed.target_revision} replaces {observed.stable_revision} as stable"))
+    return p.decision(need, Traffic(), promote=True)
 
 
 def _advance(st: dict[str, Any], stamp: str) -> None:
