@@ -129,7 +129,7 @@ def kl_divergence(p: Sequence[float], q: Sequence[float], epsilon: float = 1e-6)
     ps = [x + epsilon for x in p]
     qs = [x + epsilon for x in q]
     sp, sq = sum(ps), sum(qs)
-    return max(0.0, sum((a / sp) * math.log((a / sp) / (b / sq)) for a, b in zip(ps, qs)))
+    return max(0.0, sum((a / sp) * math.log((a / sp) / (b / sq)) for a, b in zip(ps, qs, strict=True)))
 
 
 def cost_per_1k_tokens(gpu_hour_price: float, gpus: float, window_seconds: float, generated_tokens: float) -> float | None:

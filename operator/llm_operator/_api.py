@@ -371,7 +371,8 @@ class Analysis(_Model):
     inconclusive_limit: Annotated[int, Field(ge=1)] = 3
     consecutive_error_limit: Annotated[int, Field(ge=1)] = 4
     metrics: list[AnalysisMetric] = Field(default_factory=list, max_length=32,
-                                          description="Empty: error ratio within budget, burn rate, errors and latency against stable, and the SLO latencies.")
+                                          description="Empty: error ratio within budget, burn rate, errors and latency against stable, "
+                                                      "and the SLO latencies.")
     gpu_hour_price: Annotated[float, Field(ge=0)] | None = Field(None, description="Price of one GPU-hour, for costPer1kTokens.")
 
 
@@ -429,7 +430,7 @@ _CONDITIONS_LIST = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys
 
 
 class ResolvedModel(_Model):
-    """The model the stable revision serves, resolved from the spec and the MLflow registry: which model and version, trained by which run with which parameters."""
+    """The model the stable revision serves, resolved from the spec and the MLflow registry: which model and version, trained by which run with which parameters."""  # noqa: E501 (the CRD's description: one line)
 
     name: str
     source: Literal["mlflow", "uri"]
@@ -456,7 +457,7 @@ class RevisionStatus(_Model):
 
 
 class DrainingRevision(_Model):
-    """A revision whose traffic went back to stable after its LLMRollout was deleted in flight: its pods stay while the proxies converge on the stable-only routes."""
+    """A revision whose traffic went back to stable after its LLMRollout was deleted in flight: its pods stay while the proxies converge on the stable-only routes."""  # noqa: E501 (the CRD's description: one line)
 
     revision: str
     scale_down_at: str = Field(description="When its Deployment is deleted (RFC 3339): abortScaleDownDelaySeconds after the routes went back.")
@@ -503,7 +504,8 @@ class LLMDeploymentStatus(_Model):
     previous_scale_down_at: str | None = None
     rollout: str | None = Field(None, description="The LLMRollout in progress, if any.")
     revisions: list[RevisionStatus] = Field(default_factory=list)
-    draining: list[DrainingRevision] = Field(default_factory=list, description="Revisions kept until their scale-down time after their LLMRollout was deleted in flight.")
+    draining: list[DrainingRevision] = Field(
+        default_factory=list, description="Revisions kept until their scale-down time after their LLMRollout was deleted in flight.")
     replicas: int | None = None
     ready_replicas: int | None = None
     endpoint: str | None = None

@@ -295,7 +295,7 @@ def _registry_env(spec: LLMDeploymentSpec) -> list[dict[str, Any]]:
     if ref is None or ref.secret_ref is None:
         return []
     return [{"name": key, "valueFrom": {"secretKeyRef": {"name": ref.secret_ref.name, "key": key, **({"optional": True} if optional else {})}}}
-            for key, optional in zip(REGISTRY_ENV, (False, True))]
+            for key, optional in zip(REGISTRY_ENV, (False, True), strict=True)]
 
 
 def container_env(name: str, spec: LLMDeploymentSpec, revision: Revision) -> list[dict[str, Any]]:
@@ -335,8 +335,8 @@ def engine_args(name: str, spec: LLMDeploymentSpec, revision: Revision) -> list[
         "--tensor-parallel-size", str(tensor_parallel_size(revision)),
     ]
     runtime = revision.runtime
-    for field, flag in _ENGINE_FLAGS.items():
-        value = getattr(runtime, field)
+    for attribute, flag in _ENGINE_FLAGS.items():
+        value = getattr(runtime, attribute)
         if value is None:
             continue
         if isinstance(value, bool):

@@ -249,7 +249,7 @@ def evaluate(metrics: list[AnalysisMetric], raw: Raw, slo: Slo, ctx: Context, mi
         shown = "no data" if value is None else f"{value:.6g}"
         bounds = " ".join(p for p in (f">= {low:g}" if low is not None else "", f"<= {high:g}" if high is not None else "") if p)
         results.append(MetricResult(metric.name, value, low, high, verdict, f"{shown} (want {bounds or 'any'}): {note}"))
-    judged = [r.verdict for r, m in zip(results, metrics)
+    judged = [r.verdict for r, m in zip(results, metrics, strict=True)
               if not (r.min is None and r.max is None and m.builtin == "costPer1kTokens")]
     return Run(verdict=a.overall(judged), requests=requests, metrics=tuple(results))
 

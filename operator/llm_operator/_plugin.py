@@ -81,7 +81,7 @@ def _step_text(rollout: Mapping[str, Any]) -> str:
 
 def _table(rows: list[list[str]], headers: list[str]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    return ["   ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in [headers, *rows]]
+    return ["   ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in [headers, *rows]]
 
 
 def describe(rollout: Mapping[str, Any]) -> str:

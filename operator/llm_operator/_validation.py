@@ -191,4 +191,5 @@ def parse_llmrollout(body: Mapping[str, Any]) -> LLMRolloutSpec:
     spec = body.get("spec")
     target = spec.get("target") if isinstance(spec, Mapping) else None
     runtime = target.get("runtime") if isinstance(target, Mapping) else None
-    return _parse(LLMRollout, LLMRolloutSpec, body, _quantization_errors(runtime, "spec.target.runtime") + _env_errors(runtime, "spec.target.runtime"))
+    where = "spec.target.runtime"
+    return _parse(LLMRollout, LLMRolloutSpec, body, _quantization_errors(runtime, where) + _env_errors(runtime, where))
