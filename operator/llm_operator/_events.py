@@ -22,28 +22,18 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from . import _contract as c
 from ._api import API_VERSION
 from ._kube import Conflict, Kube, KubeError
+from ._vocabulary import Event
 
 log = logging.getLogger(__name__)
 
 #: Events remembered for aggregation (client-go keeps 4096 in its LRU).
 CACHE_SIZE = 4096
 MESSAGE_LIMIT = 1024
-
-
-@dataclass(frozen=True)
-class Event:
-    """A Kubernetes Event about the reconciled object, or about ``about`` (an LLMRollout) when given."""
-
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-    about: Mapping[str, Any] | None = None
 
 
 def event_name(about: Mapping[str, Any], event: Event) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 import functools
 import hashlib
 import socket
@@ -38,14 +37,11 @@ from ._progressive import target_versions
 from ._reconcile import Deps, run_pass
 from ._settings import Settings
 from ._telemetry import Telemetry
+from ._vocabulary import utc_now
 
 SETTINGS = Settings.from_env()
 INSTANCE = socket.gethostname()
 log = logging.getLogger(__name__)
-
-
-def _now() -> str:
-    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @kopf.on.login()
@@ -191,7 +187,7 @@ def _deps(kube: Kube, memo: kopf.Memo) -> Deps:
             kube=kube, resolve=functools.partial(_resolve, kube, memo), provider=functools.partial(_provider, memo),
             post=lambda about, event, now: memo.events.post(about, event, now),  # a repeat counts on the Event it repeats
             owner=lambda body, obj: kopf.append_owner_reference(obj, owner=kopf.Body(body)),
-            clock=_now, telemetry=memo.telemetry, autoscaler_kinds=memo.autoscalers)
+            clock=utc_now, telemetry=memo.telemetry, autoscaler_kinds=memo.autoscalers)
     return memo.deps
 
 

@@ -31,11 +31,11 @@ from . import _contract as c
 from . import _progressive as p
 from . import _registry as reg
 from ._api import LLMDeploymentSpec, ResolvedModel
-from ._events import Event
 from ._measure import Run
 from ._rollout import TERMINAL, decide, promotion_size, stable_floor
 from ._rollout import Observed as RolloutObserved
 from ._validation import InvalidSpec, parse_llmdeployment
+from ._vocabulary import Event, parse_rfc3339, rfc3339
 
 APPLIED_HASH = "llmops.dev/applied-hash"
 
@@ -267,9 +267,6 @@ def _ready(dep: Mapping[str, Any] | None) -> int:
     return _int(status.get("readyReplicas"))
 
 
-def _ts_parse(ts: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(ts.replace("Z", "+00:00"))
-
 def plan_llmdeployment(
     body: Mapping[str, Any], observed: Observed, now: str, *, registry: reg.Resolution | None = None,
     autoscaler_kinds: frozenset[str] = frozenset({"HorizontalPodAutoscaler"}), run: Run | None = None,
@@ -310,7 +307,7 @@ def plan_llmdeployment(
         except InvalidSpec as error:
             return _invalid(body, error, now)
     pass_ = _Pass(body["metadata"]["name"], body["metadata"]["namespace"], body["metadata"].get("generation"),
-                  body["metadata"].get("uid"), dict(body.get("status") or {}), spec, observed, registry, now, _ts_parse(now))
+                  body["metadata"].get("uid"), dict(body.get("status") or {}), spec, observed, registry, now, parse_rfc3339(now))
     target = _target(pass_)
     if target is None:  # the registry has not named a version yet: nothing to serve, nothing touched
         return _unresolved(body, spec, registry, now)
@@ -509,7 +506,7 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
     if decision.promote:
         events.append(Event("Normal", "RevisionPromoted", f"revision {revision.id} replaces {stable_id} as stable"))
         return _Serving(**{**base, "stable_id": revision.id, "promoted_replicas": decision.canary_replicas, "previous": stable_id,
-                           "previous_at": _iso(pass_.now_dt + datetime.timedelta(seconds=active.plan.scale_down_delay_seconds))},
+                           "previous_at": rfc3339(pass_.now_dt + datetime.timedelta(seconds=active.plan.scale_down_delay_seconds))},
                         active=active, actions=tuple(actions), events=tuple(events), requeue=requeue)
     if decision.status.get("phase") in TERMINAL:
         drain[revision.id] = active.plan.abort_scale_down_delay_seconds
@@ -569,7 +566,7 @@ def _retain(pass_: _Pass, serving: _Serving) -> _Retained:
     draining = _draining(old_status, pass_.observed, serving.stable_id, serving.canary_id, drain,
                          pass_.spec.rollout.abort_scale_down_delay_seconds, now_dt)
     for item in draining:
-        drain[item["revision"]] = (_ts_parse(item["scaleDownAt"]) - now_dt).total_seconds()
+        drain[item["revision"]] = (parse_rfc3339(item["scaleDownAt"]) - now_dt).total_seconds()
     events = []
     if old_status.get("canaryRevision") in {item["revision"] for item in draining} - {d["revision"] for d in old_status.get("draining", [])}:
         events.append(Event("Warning", "RolloutDeleted",
@@ -578,9 +575,9 @@ def _retain(pass_: _Pass, serving: _Serving) -> _Retained:
     keep = {serving.stable_id, serving.canary_id, old_status.get("stableRevision")} | {rev for rev, left in drain.items() if left > 0}
     requeue = [left for left in drain.values() if left > 0]
     previous, previous_at = serving.previous, serving.previous_at
-    if previous and previous_at and now_dt < _ts_parse(previous_at):
+    if previous and previous_at and now_dt < parse_rfc3339(previous_at):
         keep.add(previous)
-        requeue.append((_ts_parse(previous_at) - now_dt).total_seconds())
+        requeue.append((parse_rfc3339(previous_at) - now_dt).total_seconds())
     else:
         previous = previous_at = None
     return _Retained(tuple(draining), frozenset(k for k in keep if k), previous, previous_at, tuple(events), tuple(requeue))
@@ -882,8 +879,8 @@ def _draining(old_status: Mapping[str, Any], observed: Observed, stable_id: str,
     orphan = old_status.get("canaryRevision")
     carried = {stable_id, canary_id, *drain, *(d["revision"] for d in items)}
     if orphan and orphan in observed.deployments and orphan not in carried:
-        items.append({"revision": orphan, "scaleDownAt": _iso(now + datetime.timedelta(seconds=delay))})
-    return [d for d in items if _ts_parse(d["scaleDownAt"]) > now and d["revision"] not in (stable_id, canary_id)]
+        items.append({"revision": orphan, "scaleDownAt": rfc3339(now + datetime.timedelta(seconds=delay))})
+    return [d for d in items if parse_rfc3339(d["scaleDownAt"]) > now and d["revision"] not in (stable_id, canary_id)]
 
 
 def _spec_not_served(spec_id: str, stable_id: str, canary_id: str | None, rollouts: list[Mapping[str, Any]],
@@ -1001,10 +998,6 @@ def _quality_gate(active: p.Active, status: dict[str, Any], registry: reg.Resolu
     return st, status
 
 
-def _iso(moment: datetime.datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _model_of(old_status: Mapping[str, Any], live: Mapping[str, Any] | None) -> ResolvedModel | None:
     """The model a stable revision that the spec no longer names was serving (from status or its annotation)."""
     if old_status.get("model"):
@@ -1024,7 +1017,7 @@ def measurement_due(body: Mapping[str, Any], observed: Observed, now: str, *,
         except InvalidSpec:
             return None
     active, _ = p.resolve(spec, observed.rollouts)
-    if not p.due(active, _ts_parse(now)):
+    if not p.due(active, parse_rfc3339(now)):
         return None
     assert active is not None
     stable = (body.get("status") or {}).get("stableRevision") or active.body.get("status", {}).get("fromRevision")

@@ -21,13 +21,13 @@ from . import _conditions as cond
 from . import _contract as c
 from . import _registry as reg
 from ._api import API_VERSION, LLMDeploymentSpec
-from ._events import Event
 from ._kube import Conflict, Kube, KubeError
 from ._measure import measure
 from ._metrics import MetricsError, MetricsProvider
 from ._planner import Apply, Create, Observed, Plan, RecordOutcome, Scale, WriteStatus, as_stored, measurement_due, plan_llmdeployment
 from ._telemetry import Telemetry
 from ._validation import InvalidSpec, parse_llmdeployment
+from ._vocabulary import Event
 
 log = logging.getLogger(__name__)
 

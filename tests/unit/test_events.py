@@ -1,6 +1,7 @@
 """Events aggregated as client-go's EventCorrelator does: a repeat counts on one Event, across restarts too."""
 
-from llm_operator._events import Event, EventRecorder, event_name
+from llm_operator._events import EventRecorder, event_name
+from llm_operator._vocabulary import Event
 from llm_operator._kube import KubeError
 from tests.unit.fakes import FakeKube
 
