@@ -14,6 +14,7 @@ skipped without harm, and a pass that finds nothing to do writes nothing.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -501,7 +502,7 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
         generation=active.body["metadata"].get("generation"), full_replicas=size.full), run, pass_.now_dt)
     if decision.status != read_status:
         actions.append(WriteStatus(active.body, decision.status))
-    events += [Event(t, r, m, about=active.body) for t, r, m in decision.events]
+    events += [dataclasses.replace(e, about=active.body) for e in decision.events]
     requeue = (decision.requeue_after,) if decision.requeue_after is not None else ()
     if decision.promote:
         events.append(Event("Normal", "RevisionPromoted", f"revision {revision.id} replaces {stable_id} as stable"))

@@ -30,9 +30,9 @@ from typing import Any, Literal
 from . import _conditions as cond
 from ._api import Analysis, CanaryStep, GateThreshold, LLMRolloutSpec, RolloutTemplate, parse_duration
 from ._measure import Run
+from ._vocabulary import TERMINAL, Event
 
 StepKind = Literal["weight", "mirror", "preview", "pause", "analysis"]
-TERMINAL = ("Succeeded", "Aborted", "Failed")
 COMPLETED = "Completed"
 PAUSED = "Paused"
 
@@ -174,7 +174,7 @@ class Decision:
     canary_replicas: int
     traffic: Traffic
     promote: bool = False
-    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
 
 
@@ -295,7 +295,7 @@ def decide(plan: RolloutPlan, status: dict[str, Any], observed: Observed, run: R
             return p.decision()                              # holds until resumed
         p.st["phase"] = "Progressing"  # spec.paused is false again: carry on from the same step
         p.condition(PAUSED, "False", Reason.UNPAUSED, "")
-        p.events.append(("Normal", Reason.UNPAUSED, f"spec.paused is false: continuing at step {p.index}"))
+        p.events.append(Event("Normal", Reason.UNPAUSED, f"spec.paused is false: continuing at step {p.index}"))
 
     return _walk(p, run)
 
@@ -339,7 +339,7 @@ class _Pass:
     st: dict[str, Any]
     stamp: str
     replicas: int
-    events: list[tuple[str, str, str]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
 
     @classmethod
     def begin(cls, plan: RolloutPlan, status: dict[str, Any], observed: Observed, now: datetime.datetime) -> _Pass:
@@ -382,12 +382,12 @@ class _Pass:
                        observedRetry=plan.retry, observedResume=plan.resume, startedAt=self.stamp, finishedAt=None,
                        message="")
         self.condition(cond.DEGRADED, "False", Reason.AS_EXPECTED, "")
-        self.events.append(("Normal", reason, (f"{plan.strategy} rollout from {observed.stable_revision} to "
+        self.events.append(Event("Normal", reason, (f"{plan.strategy} rollout from {observed.stable_revision} to "
                                                f"{observed.target_revision} ({len(plan.steps)} steps)")))
 
     def advance(self, reason: str, message: str) -> None:
         """Post the step's Normal Event and move the cursor on."""
-        self.events.append(("Normal", reason, message))
+        self.events.append(Event("Normal", reason, message))
         _advance(self.st, self.stamp)
 
     def finish(self, phase: str, reason: str, message: str, *, event_type: str = "Warning") -> Decision:
@@ -397,7 +397,7 @@ class _Pass:
         self.condition(cond.PROGRESSING, "False", reason, message)
         self.condition(PAUSED, "False", reason, "")
         self.condition(cond.DEGRADED, "True", reason, message)
-        self.events.append((event_type, reason, message))
+        self.events.append(Event(event_type, reason, message))
         return self.decision(0, Traffic())
 
     def wait_for_pods(self, need: int, why: str) -> Decision:
@@ -533,7 +533,7 @@ def _judge(p: _Pass, run: Run, analysis: dict[str, Any]) -> _Stop | None:
         message = (f"step {p.index}: {analysis['inconclusive']} inconclusive analysis runs (no data or fewer than "
                    f"{limits.min_requests} requests); increment spec.resume to analyse again, or abort")
         analysis["inconclusive"] = 0
-        p.events.append(("Warning", Reason.INCONCLUSIVE_ANALYSIS, message))
+        p.events.append(Event("Warning", Reason.INCONCLUSIVE_ANALYSIS, message))
         return _Stop(p.pause(Reason.INCONCLUSIVE_ANALYSIS, message))
     return None
 
@@ -550,7 +550,7 @@ def _switch(p: _Pass) -> Decision:
     p.condition(cond.PROGRESSING, "False", Reason.ROLLOUT_COMPLETED, message)
     p.condition(PAUSED, "False", Reason.ROLLOUT_COMPLETED, "")
     p.condition(COMPLETED, "True", Reason.PROMOTED, message)
-    p.events.append(("Normal", Reason.PROMOTED, f"{observed.target_revision} replaces {observed.stable_revision} as stable"))
+    p.events.append(Event("Normal", Reason.PROMOTED, f"{observed.target_revision} replaces {observed.stable_revision} as stable"))
     return p.decision(need, Traffic(), promote=True)
 
 

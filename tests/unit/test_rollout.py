@@ -7,6 +7,7 @@ import pytest
 from llm_operator._api import LLMRolloutSpec, RolloutTemplate
 from llm_operator._measure import MetricResult, Run
 from llm_operator._rollout import Observed, Traffic, canary_size, decide, needs_measurement, plan_rollout, promotion_size, stable_floor
+from llm_operator._vocabulary import Event
 
 T0 = datetime.datetime(2026, 11, 21, 10, 0, 0, tzinfo=datetime.UTC)
 
@@ -82,7 +83,7 @@ def test_healthy_canary_walks_every_step_and_promotes():
     assert (d.canary_replicas, d.promote) == (4, False)  # full size before the switch
     d = walk.step(200, ready=4)
     assert d.promote and walk.phase == "Succeeded" and d.traffic == Traffic()
-    assert ("Normal", "Promoted", "new replaces old as stable") in d.events
+    assert Event("Normal", "Promoted", "new replaces old as stable") in d.events
     assert "analysis" not in walk.status  # cleared when its step completed
     assert {c["type"]: c["status"] for c in walk.status["conditions"]}["Completed"] == "True"
 
@@ -166,7 +167,7 @@ def test_retry_restarts_an_aborted_rollout_from_step_zero():
     walk.plan = plan_rollout(spec(retry=1), TEMPLATE)
     d = walk.step(100, ready=0)
     assert walk.phase == "Progressing" and walk.status["currentStepIndex"] == 0 and d.traffic.canary_weight == 0
-    assert ("Normal", "Retried") == d.events[0][:2]
+    assert (d.events[0].type, d.events[0].reason) == ("Normal", "Retried")
     walk.step(110, ready=0)
     assert walk.phase == "Progressing"  # the retry counter is consumed once
 
@@ -177,7 +178,7 @@ def test_editing_the_steps_restarts_them():
     assert walk.status["currentStepIndex"] == 1
     walk.plan = plan_rollout(spec(steps=[{"setWeight": 5}, {"setWeight": 20}]), TEMPLATE)
     d = walk.step(10, ready=1)
-    assert d.events[0][1] == "StepsChanged"
+    assert d.events[0].reason == "StepsChanged"
     assert walk.status["currentStepIndex"] == 2 and d.traffic.canary_weight == 20  # replayed from 0 with the pods ready
 
 
@@ -185,7 +186,7 @@ def test_a_new_target_restarts_with_no_traffic():
     walk = Walk(plan_rollout(spec(), TEMPLATE))
     walk.step(0, ready=1)
     d = walk.step(10, ready=0, target="newer")
-    assert d.events[0][1] == "TargetChanged" and d.traffic.canary_weight == 0
+    assert d.events[0].reason == "TargetChanged" and d.traffic.canary_weight == 0
     assert walk.status["toRevision"] == "newer" and walk.status["currentStepIndex"] == 0
 
 
