@@ -16,13 +16,13 @@ Figures (seconds are wall-clock on the machine it runs on):
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 import json
 import pathlib
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 
 import yaml
 

@@ -33,8 +33,8 @@ ARGS = ["--served-model-name", "tiny", "--host", "127.0.0.1", "--dtype", "float3
 
 def time_to_ready(command: list[str], env: dict[str, str], port: int, log: pathlib.Path) -> float:
     started = time.monotonic()
-    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                               cwd=ROOT / "runtime-image")
+    with open(log, "ab") as out:  # the child has its own copy of the descriptor
+        process = subprocess.Popen(command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT / "runtime-image")
     try:
         while True:
             if process.poll() is not None:
@@ -86,7 +86,7 @@ def main() -> None:
         for run in range(args.runs):
             cache = work / f"cache{run}" / "models" / "rev"
             variants = [("direct", direct), ("entrypoint, local path", local),
-                        ("entrypoint, cold cache", lambda: registry(cache))]
+                        ("entrypoint, cold cache", lambda cache=cache: registry(cache))]
             for name, measure in variants[run % 3:] + variants[:run % 3]:
                 results[name].append(measure())
             results["entrypoint, warm cache"].append(registry(cache))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import pathlib
+from collections.abc import Mapping
 from typing import Any
 
 import jsonschema

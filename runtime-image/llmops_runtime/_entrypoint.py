@@ -12,6 +12,7 @@ non-zero with the reason in the log and in ``/dev/termination-log``, which ``kub
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -46,10 +47,8 @@ def engine_settings(args: Sequence[str]) -> argparse.Namespace:
 
 
 def _fail(code: int, message: str) -> NoReturn:
-    try:
+    with contextlib.suppress(OSError):
         pathlib.Path(TERMINATION_LOG).write_text(message[:4096])
-    except OSError:
-        pass
     print(message, file=sys.stderr, flush=True)
     raise SystemExit(code)
 

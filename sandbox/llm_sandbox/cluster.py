@@ -158,10 +158,8 @@ class Cluster:
         """Delete a namespace :meth:`namespace` made, and its model-store volume (the namespace controller removes
         the rest; this does not wait for it)."""
         for api_version, kind, obj in (("v1", "Namespace", name), ("v1", "PersistentVolume", f"model-store-{name}")):
-            try:
+            with contextlib.suppress(kubernetes.dynamic.exceptions.NotFoundError):
                 self.delete(api_version, kind, None, obj)
-            except kubernetes.dynamic.exceptions.NotFoundError:
-                pass
 
     # ------------------------------------------------------------------------------ installation
 
@@ -315,8 +313,8 @@ def parse_table(text: str) -> list[dict[str, str]]:
     names = header.split()
     rows = []
     for line in lines[1:]:
-        cells = [line[start:end].strip() for start, end in zip(starts, starts[1:] + [None])]
-        rows.append(dict(zip(names, cells)))
+        cells = [line[start:end].strip() for start, end in zip(starts, starts[1:] + [None], strict=True)]
+        rows.append(dict(zip(names, cells, strict=True)))
     return rows
 
 

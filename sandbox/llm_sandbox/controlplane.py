@@ -487,7 +487,8 @@ VERB_METHODS = {"get": "GET", "list": "GET", "watch": "GET", "create": "POST", "
 
 @dataclass(frozen=True)
 class Request:
-    """One request as kube-apiserver's audit log recorded it (at its first response stage): who, the authoriser's verb, the resource, the HTTP status and the authorisation decision."""
+    """One request as kube-apiserver's audit log recorded it (at its first response stage): who, the authoriser's
+    verb, the resource, the HTTP status and the authorisation decision."""
 
     user: str
     verb: str

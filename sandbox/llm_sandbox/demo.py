@@ -50,8 +50,8 @@ def indent(text: str) -> str:
 
 def render_table(rows: list[list[str]], headers: list[str]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["   ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    return "\n".join(lines + ["   ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows])
+    lines = ["   ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    return "\n".join(lines + ["   ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows])
 
 
 def _summary(kind: str, obj: dict[str, Any]) -> str:
@@ -137,7 +137,9 @@ def run(workdir: pathlib.Path, keep: bool = False) -> int:
         step("Waiting for the replicas: the scheduler places each pod by its GPU request, node selector and tolerations")
         say("    $ kubectl get llmd -A")
         say(indent(kubectl(api, "get", "llmd", "-A").stdout))
-        ready = lambda ns, n: any(c["type"] == "Ready" and c["status"] == "True" for c in status(ns, n).get("conditions", []))
+        def ready(ns: str, n: str) -> bool:
+            return any(c["type"] == "Ready" and c["status"] == "True" for c in status(ns, n).get("conditions", []))
+
         wait_for(lambda: all(ready(ns, n) for ns, n in llmds), 90, "every LLMDeployment Ready")
         say("    $ kubectl get pods -A -o wide   (NODE: where the real scheduler put each vLLM pod)")
         say(indent(kubectl(api, "get", "pods", "-A", "-o", "custom-columns=NAMESPACE:.metadata.namespace,POD:.metadata.name,"
@@ -160,8 +162,10 @@ def run(workdir: pathlib.Path, keep: bool = False) -> int:
         say("    $ kubectl patch llmd llama-70b -n llm-serving --type merge -p '{\"spec\":{\"runtime\":{\"quantization\":\"int3\"}}}'")
         say(indent(kubectl(api, "patch", "llmd", "llama-70b", "-n", "llm-serving", "--type", "merge",
                            "-p", '{"spec":{"runtime":{"quantization":"int3"}}}').stdout))
-        degraded = lambda: next((c for c in status("llm-serving", "llama-70b").get("conditions", [])
-                                 if c["type"] == "Degraded" and c["reason"] == "InvalidSpec"), None)
+        def degraded() -> dict[str, Any] | None:
+            return next((c for c in status("llm-serving", "llama-70b").get("conditions", [])
+                         if c["type"] == "Degraded" and c["reason"] == "InvalidSpec"), None)
+
         condition = wait_for(degraded, 30, "Degraded/InvalidSpec")
         say(f"    condition Degraded=True reason={condition['reason']}: {condition['message'][:140]}...")
         say("    $ kubectl get events -n llm-serving --field-selector reason=InvalidSpec")

@@ -21,7 +21,6 @@ import time
 import urllib.parse
 import urllib.request
 from typing import Any
-
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -153,11 +152,11 @@ class Prometheus:
     def start(self) -> Prometheus:
         if not pathlib.Path(self.binary).exists():
             raise RuntimeError("Prometheus is not installed: `apt-get install -y prometheus` (make test does it)")
-        log = open(self.workdir / "prometheus.log", "ab")
-        self.process = subprocess.Popen(
-            [self.binary, f"--config.file={self.workdir / 'prometheus.yml'}", f"--storage.tsdb.path={self.workdir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h"],
-            stdout=log, stderr=subprocess.STDOUT)
+        with open(self.workdir / "prometheus.log", "ab") as log:  # the child has its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [self.binary, f"--config.file={self.workdir / 'prometheus.yml'}", f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h"],
+                stdout=log, stderr=subprocess.STDOUT)
         wait_until_serving(self.process, f"{self.url}/-/ready", 60, "Prometheus", self.workdir / "prometheus.log")
         return self
 

@@ -27,14 +27,14 @@ class MlflowServer:
 
     def start(self, timeout: float = 90) -> MlflowServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log = open(self.workdir / "mlflow.log", "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.workdir / 'mlflow.db'}",
-             "--artifacts-destination", str(self.workdir / "artifacts"), "--serve-artifacts",
-             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            # No job workers (MLflow 3 starts a pool of huey consumers, ~270 MB each): nothing here uses jobs.
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+        with open(self.workdir / "mlflow.log", "ab") as log:  # the child has its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.workdir / 'mlflow.db'}",
+                 "--artifacts-destination", str(self.workdir / "artifacts"), "--serve-artifacts",
+                 "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                # No job workers (MLflow 3 starts a pool of huey consumers, ~270 MB each): nothing here uses jobs.
+                env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         wait_until_serving(self.process, f"{self.url}/health", timeout, "mlflow server", self.workdir / "mlflow.log")
         return self
 

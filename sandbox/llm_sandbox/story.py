@@ -9,8 +9,8 @@ shortened through the LLMDeployment's own fields (``analysis.interval``, step du
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import json
 import os
 import pathlib
 import subprocess
@@ -146,10 +146,8 @@ class Story:
     def stop(self) -> None:
         for part in (self.load, self.shim, self.agent, self.operator, self.prometheus, getattr(self, "discovery", None), self.mlflow):
             if part is not None:
-                try:
+                with contextlib.suppress(Exception):
                     part.stop()
-                except Exception:
-                    pass
         if self.api is not None and self.owns_cluster:
             self.api.plane.stop()
 

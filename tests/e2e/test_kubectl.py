@@ -6,7 +6,6 @@ import yaml
 
 from llm_sandbox.cluster import ROOT, Cluster, Operator, kubectl, parse_table, wait_for
 from llm_sandbox.controlplane import ControlPlane
-from tests.e2e.conftest import mlflow_secret
 
 pytestmark = pytest.mark.e2e
 
@@ -86,7 +85,10 @@ def test_get_llmro_and_short_names_and_the_category(applied):
     rows = {r["NAME"]: r for r in parse_table(out)}
     assert set(rows) == {"support-assistant-v7", "support-assistant-v8-bluegreen", "support-assistant-v9-shadow"}
     assert {r["DEPLOYMENT"] for r in rows.values()} == {"support-assistant"}
-    names = lambda resource: [r["NAME"] for r in parse_table(kubectl(applied, "get", resource, "-A").stdout)]
+
+    def names(resource: str) -> list[str]:
+        return [r["NAME"] for r in parse_table(kubectl(applied, "get", resource, "-A").stdout)]
+
     assert names("llmd") == names("llmdeployments") == names("llmdeployment") == names("llmdeployments.llmops.dev")
     assert names("llmro") == names("llmrollouts") == ["support-assistant-v7", "support-assistant-v8-bluegreen", "support-assistant-v9-shadow"]
     both = kubectl(applied, "get", "llmd,llmro", "-o", "wide").stdout

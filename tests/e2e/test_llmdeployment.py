@@ -1,12 +1,13 @@
 """The operator process on the real control plane: samples in, valid children, scheduled pods and status out."""
 
 import copy
+import itertools
 
 import pytest
 
-from tests.e2e.conftest import mlflow_secret, sample
 from llm_sandbox.cluster import OPERATOR_USER, wait_for
 from llm_sandbox.controlplane import HELD_RESOURCES
+from tests.e2e.conftest import mlflow_secret, sample
 from tests.schemas import validate
 
 pytestmark = pytest.mark.e2e
@@ -292,7 +293,7 @@ def test_a_pass_that_keeps_failing_is_one_warning_with_a_count_and_backs_off(api
     degraded = _condition(_llmd(api, namespace, "qwen-small"), "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "ReconcileError")
     at = [r.at for r in refused()]
-    gaps = [b - a for a, b in zip(at, at[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(at)]
     assert max(gaps[-2:]) >= 3.5, gaps  # doubling from 1 s; the operator resyncs every 1 s in this suite
     # A restarted operator finds its Event by name and counts on (no second Warning for the same failure).
     operator.stop()

@@ -66,7 +66,8 @@ def test_resolution_by_alias_stage_and_version(api, operator, mlflow, model_dir,
     version = register_version(client, model_name, model_dir, metrics=GOOD_METRICS, params={"dataset": "v2", "lr": "2e-5"},
                                alias="champion", stage="Production")
     api.create(mlflow_secret(namespace, mlflow.url), namespace)
-    api.create(_doc(model_name, **{"alias": {"alias": "champion"}, "stage": {"stage": "Production"}, "version": {"version": version}}[ref]), namespace)
+    follow = {"alias": {"alias": "champion"}, "stage": {"stage": "Production"}, "version": {"version": version}}[ref]
+    api.create(_doc(model_name, **follow), namespace)
     model = _serving(api, namespace)["status"]["model"]
     assert model["version"] == version == "2"
     assert model["uri"] == f"models:/{model_name}/2"

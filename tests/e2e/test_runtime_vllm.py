@@ -5,6 +5,7 @@ refuse a GPU request on a machine without a driver.
 Runs in the vLLM environment that ``make vllm-env`` builds (``LLMOPS_VLLM_PYTHON``, default ``.venv-vllm``).
 """
 
+import contextlib
 import json
 import os
 import pathlib
@@ -45,10 +46,8 @@ def _events(log_path):
     out = []
     for line in pathlib.Path(log_path).read_text(errors="replace").splitlines():
         if line.startswith("{"):
-            try:
+            with contextlib.suppress(ValueError):
                 out.append(json.loads(line))
-            except ValueError:
-                pass
     return out
 
 

@@ -2,8 +2,9 @@
 agent, the traffic shim, real Prometheus, and the operator promoting version 2 and aborting version 3."""
 
 import pytest
-from llm_sandbox.story import MODEL, SPEC, Story
 from scipy.stats import binom
+
+from llm_sandbox.story import MODEL, SPEC, Story
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
 

@@ -106,7 +106,8 @@ def test_actions(folder, case):
 
 def test_every_action_has_a_test_and_matches_the_plugin():
     """The Argo CD actions and `kubectl llm` make the same spec patch for the same rollout."""
-    from llm_operator._plugin import ACTIONS as PLUGIN_ACTIONS, action_patch
+    from llm_operator._plugin import ACTIONS as PLUGIN_ACTIONS
+    from llm_operator._plugin import action_patch
 
     folder = CUSTOMIZATIONS / "LLMRollout" / "actions"
     scripts = sorted(p.name for p in folder.iterdir() if (p / "action.lua").exists())

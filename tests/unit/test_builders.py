@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from llm_operator._api import DEFAULT_RUNTIME_IMAGE, LLMDeploymentSpec
 from llm_operator import _builders as b
+from llm_operator._api import DEFAULT_RUNTIME_IMAGE, LLMDeploymentSpec
 from llm_operator._validation import parse_llmdeployment
 from tests.schemas import validate
 
@@ -333,7 +333,10 @@ def test_a_canary_takes_mesh_traffic_only_and_the_service_switches_at_promotion(
     cluster.ready()
     cluster.reconcile("2026-11-21T10:01:20Z")
     old, new = (name.rsplit("-", 1)[1] for name in (stable, next(n for n in cluster.of("Deployment") if n != stable)))
-    selects = lambda: {n: svc["spec"]["selector"]["llmops.dev/revision"] for n, svc in cluster.of("Service").items()}
+
+    def selects() -> dict[str, str]:
+        return {n: svc["spec"]["selector"]["llmops.dev/revision"] for n, svc in cluster.of("Service").items()}
+
     assert b.routes_of(cluster.of("VirtualService")["qwen-small"]) == b.Routes(75, 25, 0)
     assert selects() == {"qwen-small": old, "qwen-small-canary": new}
     rollout = next(iter(cluster.of("LLMRollout").values()))

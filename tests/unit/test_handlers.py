@@ -5,7 +5,6 @@ import asyncio
 import logging
 
 import kopf
-import pytest
 
 from llm_operator import _handlers as h
 from llm_operator._backoff import Backoff

@@ -11,12 +11,12 @@ import tomllib
 import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
+from packaging.requirements import Requirement
+
 from llm_operator import _builders as b
 from llm_operator import _contract as c
 from llm_operator._api import DEFAULT_RUNTIME_IMAGE, LLMDeploymentSpec
 from llmops_runtime._fetch import FETCHED_SCHEMES
-from packaging.requirements import Requirement
-
 from tests.conftest import ROOT
 
 OPERATOR = ROOT / "Dockerfile"

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 
-import pytest
 import yaml
 
 from llm_operator import _contract as c
@@ -99,7 +98,8 @@ def test_the_dashboards_error_panels_count_server_errors_not_client_aborts(tmp_p
     (ratio,) = panels["Error ratio per revision"]
     (burn,) = panels["Error-budget burn rate (1h) per revision"]
     series = _finished("r1", MIX) + [
-        {"series": 'llmops_slo_availability_ratio{namespace="ns",llmops_dev_deployment="chat",job="llm-operator"}', "values": "0.875x120"}]  # a budget of 0.125
+        {"series": 'llmops_slo_availability_ratio{namespace="ns",llmops_dev_deployment="chat",job="llm-operator"}',
+         "values": "0.875x120"}]  # a budget of 0.125
     result = _promtool_test(tmp_path, series, [
         {"expr": promql(ratio), "eval_time": "70m", "exp_samples": [{"labels": '{llmops_dev_revision="r1"}', "value": 0.125}]},
         {"expr": promql(burn), "eval_time": "70m", "exp_samples": [{"labels": '{llmops_dev_revision="r1"}', "value": 1.0}]},

@@ -11,7 +11,7 @@ from llm_operator import _registry as reg
 from llm_operator._api import GateThreshold, MlflowModelRef
 from llm_operator._planner import RecordOutcome, plan_llmdeployment
 from llm_operator._reconcile import execute, observe
-from tests.unit.fakes import owned_by, FakeKube, FakeRegistry
+from tests.unit.fakes import FakeKube, FakeRegistry, owned_by
 
 T0, T1, T2, T3 = "2026-11-21T10:00:00Z", "2026-11-21T10:01:00Z", "2026-11-21T10:02:00Z", "2026-11-21T10:03:00Z"
 GOOD = {"accuracy": 0.91, "hallucination_rate": 0.04}

@@ -5,8 +5,8 @@ import copy
 import pytest
 
 from llm_operator import InvalidSpec, parse_duration, parse_llmdeployment, parse_llmrollout
-from llm_operator._validation import cel_errors
 from llm_operator._api import LLMDeployment
+from llm_operator._validation import cel_errors
 
 
 def _llmd(**spec) -> dict:
@@ -23,9 +23,11 @@ def test_every_sample_is_valid(samples):
 
 INVALID = [
     # (case, spec overrides, field path, words in the message)
-    ("tp does not divide gpus", {"runtime": {"tensorParallelSize": 3}}, "spec.runtime.tensorParallelSize", "tensorParallelSize 3 x pipelineParallelSize 1 must divide resources.gpus (4 per replica"),
+    ("tp does not divide gpus", {"runtime": {"tensorParallelSize": 3}},
+     "spec.runtime.tensorParallelSize", "tensorParallelSize 3 x pipelineParallelSize 1 must divide resources.gpus (4 per replica"),
     ("tp x pp exceeds gpus", {"runtime": {"tensorParallelSize": 4, "pipelineParallelSize": 2}}, "spec.runtime.tensorParallelSize", "divide"),
-    ("tp on CPU", {"resources": {"gpus": 0}, "runtime": {"tensorParallelSize": 2}}, "spec.runtime.tensorParallelSize", "tensorParallelSize 2 x pipelineParallelSize 1 must divide resources.gpus (0 per replica"),
+    ("tp on CPU", {"resources": {"gpus": 0}, "runtime": {"tensorParallelSize": 2}},
+     "spec.runtime.tensorParallelSize", "tensorParallelSize 2 x pipelineParallelSize 1 must divide resources.gpus (0 per replica"),
     ("zero maxModelLen", {"runtime": {"maxModelLen": 0}}, "spec.runtime.maxModelLen", "greater than or equal to 1"),
     ("negative maxModelLen", {"runtime": {"maxModelLen": -4096}}, "spec.runtime.maxModelLen", "got -4096"),
     ("min above max replicas", {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "spec.autoscaling.minReplicas", "must not exceed maxReplicas"),
@@ -34,14 +36,16 @@ INVALID = [
     ("keda without server", {"autoscaling": {"provider": "keda", "maxReplicas": 2}}, "spec.autoscaling.keda", "keda.serverAddress"),
     ("uri and mlflow", {"model": {"uri": "hf://a/b", "mlflow": {"name": "x", "version": "1"}}}, "spec.model", "exactly one of mlflow or uri"),
     ("neither uri nor mlflow", {"model": {"servedModelName": "x"}}, "spec.model", "exactly one of mlflow or uri"),
-    ("alias and version", {"model": {"mlflow": {"name": "x", "alias": "champion", "version": "3"}}}, "spec.model.mlflow", "exactly one of alias, stage or version"),
+    ("alias and version", {"model": {"mlflow": {"name": "x", "alias": "champion", "version": "3"}}},
+     "spec.model.mlflow", "exactly one of alias, stage or version"),
     ("bad uri scheme", {"model": {"uri": "ftp://host/model"}}, "spec.model.uri", "should match pattern"),
     ("gpu memory ratio above 1", {"runtime": {"gpuMemoryUtilization": 1.5}}, "spec.runtime.gpuMemoryUtilization", "less than or equal to 1"),
     ("unknown field", {"runtime": {"maxModelLength": 4096}}, "spec.runtime.maxModelLength", "Extra inputs are not permitted"),
     ("step with two actions", {"rollout": {"steps": [{"setWeight": 10, "pause": {}}]}}, "spec.rollout.steps[0]", "exactly one of setWeight"),
     ("weight above 100", {"rollout": {"steps": [{"setWeight": 120}]}}, "spec.rollout.steps[0].setWeight", "less than or equal to 100"),
     ("bad duration", {"rollout": {"steps": [{"pause": {"duration": "5 minutes"}}]}}, "spec.rollout.steps[0].pause.duration", "pattern"),
-    ("metric with builtin and query", {"rollout": {"analysis": {"metrics": [{"name": "m", "builtin": "errorRatio", "query": "up"}]}}}, "spec.rollout.analysis.metrics[0]", "exactly one of builtin or query"),
+    ("metric with builtin and query", {"rollout": {"analysis": {"metrics": [{"name": "m", "builtin": "errorRatio", "query": "up"}]}}},
+     "spec.rollout.analysis.metrics[0]", "exactly one of builtin or query"),
 ]
 
 
@@ -150,13 +154,18 @@ def test_an_object_stored_before_the_name_rule_creates_nothing():
 
 # runtime.env entries named like the operator's own: (case, spec, path or None when accepted, words)
 ENV = [
-    ("a default is overridable", {"runtime": {"env": [{"name": "HF_HOME", "value": "/cache/hf"}, {"name": "VLLM_NO_USAGE_STATS", "value": "0"}]}}, None, ""),
+    ("a default is overridable", {"runtime": {"env": [{"name": "HF_HOME", "value": "/cache/hf"}, {"name": "VLLM_NO_USAGE_STATS", "value": "0"}]}},
+     None, ""),
     ("registry env without secretRef", {"runtime": {"env": [{"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow"}]}}, None, ""),
-    ("the runtime contract", {"runtime": {"env": [{"name": "LLMOPS_MODEL_URI", "value": "s3://x"}]}}, "spec.runtime.env[0].name", "LLMOPS_* variables are the operator's contract"),
-    ("any LLMOPS_ name", {"runtime": {"env": [{"name": "A", "value": "1"}, {"name": "LLMOPS_FUTURE", "value": "1"}]}}, "spec.runtime.env[1].name", "use another name"),
-    ("twice the same name", {"runtime": {"env": [{"name": "A", "value": "1"}, {"name": "B"}, {"name": "A", "value": "2"}]}}, "spec.runtime.env[2]", "duplicate name 'A' (env[0] has it too)"),
+    ("the runtime contract", {"runtime": {"env": [{"name": "LLMOPS_MODEL_URI", "value": "s3://x"}]}},
+     "spec.runtime.env[0].name", "LLMOPS_* variables are the operator's contract"),
+    ("any LLMOPS_ name", {"runtime": {"env": [{"name": "A", "value": "1"}, {"name": "LLMOPS_FUTURE", "value": "1"}]}},
+     "spec.runtime.env[1].name", "use another name"),
+    ("twice the same name", {"runtime": {"env": [{"name": "A", "value": "1"}, {"name": "B"}, {"name": "A", "value": "2"}]}},
+     "spec.runtime.env[2]", "duplicate name 'A' (env[0] has it too)"),
     ("registry env with secretRef", {"model": {"mlflow": {"name": "m", "alias": "champion", "secretRef": {"name": "creds"}}},
-                                     "runtime": {"env": [{"name": "MLFLOW_TRACKING_TOKEN", "value": "t"}]}}, "spec.runtime.env", "come from model.mlflow.secretRef"),
+                                     "runtime": {"env": [{"name": "MLFLOW_TRACKING_TOKEN", "value": "t"}]}},
+     "spec.runtime.env", "come from model.mlflow.secretRef"),
 ]
 
 
