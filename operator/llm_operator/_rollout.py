@@ -264,6 +264,7 @@ def decide(plan: RolloutPlan, status: dict[str, Any], observed: Observed, run: R
     restart = _restart_reason(plan, p.st, observed)  # a new rollout, a new target, edited steps, a retry
     if restart:
         p.restart(restart)
+    measured = None if restart else status.get("currentStepIndex")  # the step ``run`` measured (the one as read)
 
     if p.st["phase"] in TERMINAL:
         return p.decision(0, Traffic())  # stable keeps everything
@@ -297,7 +298,7 @@ def decide(plan: RolloutPlan, status: dict[str, Any], observed: Observed, run: R
         p.condition(PAUSED, "False", Reason.UNPAUSED, "")
         p.events.append(Event("Normal", Reason.UNPAUSED, f"spec.paused is false: continuing at step {p.index}"))
 
-    return _walk(p, run)
+    return _walk(p, run, measured)
 
 
 @dataclass(frozen=True)
@@ -444,8 +445,12 @@ def _restart_reason(plan: RolloutPlan, st: dict[str, Any], observed: Observed) -
     return None
 
 
-def _walk(p: _Pass, run: Run | None) -> Decision:
-    """Move the cursor as far as the present allows; past the last step (at once on ``spec.promote``), switch."""
+def _walk(p: _Pass, run: Run | None, measured: int | None) -> Decision:
+    """Move the cursor as far as the present allows; past the last step (at once on ``spec.promote``), switch.
+
+    ``run`` counts only at step ``measured``, the step it was measured for: an analysis step the cursor reaches
+    later in the same pass (after a passing analysis, or a traffic step whose pods were ready) waits for a run of
+    its own, on traffic from after it began."""
     if p.plan.promote:
         p.st["currentStepIndex"] = len(p.plan.steps)
     while p.index < len(p.plan.steps):
@@ -453,7 +458,7 @@ def _walk(p: _Pass, run: Run | None) -> Decision:
         if step.kind == "pause":
             result = _pause_step(p, step)
         elif step.kind == "analysis":
-            result = _analysis_step(p, step, run)
+            result = _analysis_step(p, step, run if p.index == measured else None)
         else:
             result = _traffic_step(p, step)
         if isinstance(result, _Stop):

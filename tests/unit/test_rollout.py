@@ -335,3 +335,20 @@ def test_promotion_waits_for_the_size_of_all_the_traffic_not_the_shrunken_stable
     d = decide(walk.plan, d.status, Observed("old", "new", stable_replicas=8, canary_ready=8, generation=1,
                                              full_replicas=8), None, at(20))
     assert d.promote and d.canary_replicas == 8
+
+
+def test_a_run_counts_only_at_the_step_it_measured():
+    """Two analysis steps back to back (or behind a traffic step whose pods are ready): the run that passes the
+    first does not pass the second, which waits for a run of its own (found by review: it promoted at once)."""
+    template = RolloutTemplate.model_validate({
+        "steps": [{"setWeight": 10}, {"analysis": {}}, {"setWeight": 20}, {"analysis": {}}],
+        "analysis": {"interval": "30s"},
+    })
+    walk = Walk(plan_rollout(spec(), template))
+    walk.step(0, ready=1)
+    assert walk.status["currentStepIndex"] == 1
+    d = walk.step(35, ready=1, run=PASS)
+    assert walk.status["currentStepIndex"] == 3 and d.traffic.canary_weight == 20 and not d.promote
+    assert "analysis" not in walk.status  # step 3 has no run yet
+    d = walk.step(70, ready=4, run=PASS)  # its own run; all four pods for the switch
+    assert d.promote
