@@ -162,5 +162,5 @@ def overall(verdicts: Sequence[Verdict]) -> Verdict:
     Inconclusive; an empty run is Inconclusive (never a pass on no evidence)."""
     for verdict in ("Fail", "Error", "Inconclusive"):
         if verdict in verdicts:
-            return verdict  # type: ignore[return-value]
+            return verdict
     return "Pass" if verdicts else "Inconclusive"

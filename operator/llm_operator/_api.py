@@ -426,7 +426,7 @@ class Condition(_Model):
     observed_generation: int | None = None
 
 
-_CONDITIONS_LIST = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+_CONDITIONS_LIST: dict[str, Any] = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
 
 
 class ResolvedModel(_Model):
@@ -621,9 +621,12 @@ class LLMRolloutStatus(_Model):
 # ------------------------------------------------------------------------------------------ kinds
 
 
+ColumnType = Literal["string", "integer", "number", "boolean", "date"]
+
+
 class PrinterColumn(_Model):
     name: str
-    type: Literal["string", "integer", "number", "boolean", "date"]
+    type: ColumnType
     json_path: str
     priority: int = 0
     description: str | None = None
@@ -650,7 +653,7 @@ class _Kind:
     name_description: ClassVar[str | None] = None
 
 
-def _col(name: str, type_: str, path: str, priority: int = 0, description: str | None = None) -> PrinterColumn:
+def _col(name: str, type_: ColumnType, path: str, priority: int = 0, description: str | None = None) -> PrinterColumn:
     return PrinterColumn(name=name, type=type_, json_path=path, priority=priority, description=description)
 
 

@@ -126,7 +126,7 @@ def crd_manifest(kind: type[_Kind], *, operator_view: bool = False) -> dict[str,
     if not operator_view:
         root = _api_server_view(root)
     subresources: dict[str, Any] = {"status": {}}
-    if "replicas" in kind.spec_model.model_fields:  # type: ignore[attr-defined]
+    if "replicas" in kind.spec_model.model_fields:
         subresources["scale"] = {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

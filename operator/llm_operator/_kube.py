@@ -17,6 +17,9 @@ from . import _contract as c
 
 log = logging.getLogger(__name__)
 
+#: A JSON patch (RFC 6902): its operations. (A name of its own: inside the classes below, ``list`` is their method.)
+JsonPatch = list[dict[str, Any]]
+
 
 class KubeError(Exception):
     """A Kubernetes API call failed; ``status`` is the HTTP status (0 when none was received) and
@@ -50,7 +53,7 @@ class Kube(Protocol):
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         """Delete with background propagation; an absent object is not an error."""
 
-    def patch_status(self, api_version: str, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+    def patch_status(self, api_version: str, kind: str, namespace: str, name: str, ops: JsonPatch) -> dict[str, Any]:
         """Apply a JSON patch (RFC 6902) through the status subresource; a failed ``test`` is a :class:`Conflict`."""
 
     def patch(self, api_version: str, kind: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +75,8 @@ def _wrap(error: Exception) -> KubeError:
     retry_after = None
     headers = getattr(error, "headers", None) or {}
     try:
-        retry_after = float(headers.get("Retry-After")) if headers.get("Retry-After") else None
+        value = headers.get("Retry-After")
+        retry_after = float(value) if value else None
     except (TypeError, ValueError):  # an HTTP date: not what kube-apiserver sends
         retry_after = None
     # A failed JSON-patch ``test`` is a 422 whose message reads "testing value /metadata/resourceVersion failed".
@@ -200,7 +204,7 @@ class DynamicKube:
         except Exception as error:
             raise _wrap(error) from error
 
-    def patch_status(self, api_version: str, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+    def patch_status(self, api_version: str, kind: str, namespace: str, name: str, ops: JsonPatch) -> dict[str, Any]:
         try:
             resource = self._resource(api_version, kind)
             return resource.status.patch(

@@ -206,10 +206,10 @@ def _builtin_value(metric: AnalysisMetric, raw: Raw, slo: Slo, ctx: Context) -> 
     if kind == "interTokenLatencyP95":
         return _num(raw, "canary.itl"), "p95 inter-token latency, seconds"
     if kind == "outputLengthDrift":
-        canary, stable = _buckets(raw, "canary.lengths"), _buckets(raw, "stable.lengths")
-        if not canary or not stable or len(canary) != len(stable):
+        canary_lengths, stable_lengths = _buckets(raw, "canary.lengths"), _buckets(raw, "stable.lengths")
+        if not canary_lengths or not stable_lengths or len(canary_lengths) != len(stable_lengths):
             return None, "no output-length histogram on one side"
-        return a.kl_divergence(canary, stable), "KL(canary || stable) of generated tokens per request, nats"
+        return a.kl_divergence(canary_lengths, stable_lengths), "KL(canary || stable) of generated tokens per request, nats"
     if kind == "costPer1kTokens":
         if ctx.gpu_hour_price is None:
             return None, "no gpuHourPrice configured"

@@ -17,8 +17,9 @@ from . import _promql as q
 from . import _registry as reg
 from ._api import API_VERSION, Analysis, LLMDeploymentSpec, LLMRolloutSpec, MlflowModelRef, ResolvedModel, parse_duration
 from ._measure import Context
-from ._rollout import TERMINAL, RolloutPlan, needs_measurement, plan_rollout, run_window
+from ._rollout import RolloutPlan, needs_measurement, plan_rollout, run_window
 from ._validation import FieldError, InvalidSpec, parse_llmrollout
+from ._vocabulary import TERMINAL
 
 AUTO_LABEL = "llmops.dev/created-by"
 
@@ -66,6 +67,7 @@ def target_of(spec: LLMDeploymentSpec, rollout: LLMRolloutSpec) -> tuple[LLMDepl
     """The LLMDeployment spec as the rollout's target revision would run it: its model (an MLflow version of
     the deployment's registered model, or a URI) and, when given, its runtime in place of the deployment's."""
     target = rollout.target
+    source: dict[str, Any]
     if target.model.uri is not None:
         source = {"uri": target.model.uri, "servedModelName": spec.model.served_model_name}
     else:
@@ -136,7 +138,8 @@ def supersede(rollout: Mapping[str, Any], revision: str, now: str) -> dict[str, 
               observedRetry=max(st.get("observedRetry") or 0, rollout.get("spec", {}).get("retry") or 0))
     st.pop("waitingSince", None)
     generation = rollout["metadata"].get("generation")
-    for type_, value in ((cond.PROGRESSING, "False"), (cond.DEGRADED, "True")):
+    superseded: tuple[tuple[str, cond.Status], ...] = ((cond.PROGRESSING, "False"), (cond.DEGRADED, "True"))
+    for type_, value in superseded:
         st["conditions"] = cond.set_condition(st.get("conditions", []), type_, value, "Superseded", message, now=now, generation=generation)
     return st
 

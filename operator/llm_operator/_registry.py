@@ -15,6 +15,7 @@ doubling to 5 min), so a down registry is asked at most once per back-off step p
 from __future__ import annotations
 
 import datetime
+import functools
 import math
 import os
 import threading
@@ -97,7 +98,7 @@ def select_version(model: ModelInfo, ref: MlflowModelRef) -> str:
             raise ModelNotFound(f"registered model {model.name!r} has no alias {ref.alias!r}"
                                 f" (aliases: {', '.join(sorted(model.aliases)) or 'none'})")
         return model.aliases[ref.alias]
-    if ref.stage not in model.stages:
+    if ref.stage is None or ref.stage not in model.stages:
         raise ModelNotFound(f"registered model {model.name!r} has no version in stage {ref.stage!r}")
     return model.stages[ref.stage]
 
@@ -342,7 +343,7 @@ class MlflowRegistry:
 
     def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():
-            self._call(f"tag {name}/{version}", lambda k=key, v=value: self._client.set_model_version_tag(name, version, k, v))
+            self._call(f"tag {name}/{version}", functools.partial(self._client.set_model_version_tag, name, version, key, value))
 
 
 # -------------------------------------------------------------------------------------- cache

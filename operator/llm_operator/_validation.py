@@ -23,6 +23,7 @@ from typing import Any
 
 import celpy
 import pydantic
+from celpy.adapter import json_to_cel
 
 from . import _vllm_facts
 from ._api import OPERATOR_MESSAGE, LLMDeployment, LLMDeploymentSpec, LLMRollout, LLMRolloutSpec, _Kind
@@ -54,9 +55,14 @@ class InvalidSpec(ValueError):
 # ------------------------------------------------------------------------------------------- CEL
 
 
-@functools.cache
+# A dict rather than functools.cache: mypy takes a type[...] argument for unhashable (python/mypy#11470).
+_SCHEMAS: dict[type[_Kind], dict[str, Any]] = {}
+
+
 def _schema(kind: type[_Kind]) -> dict[str, Any]:
-    return crd_manifest(kind, operator_view=True)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    if kind not in _SCHEMAS:
+        _SCHEMAS[kind] = crd_manifest(kind, operator_view=True)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return _SCHEMAS[kind]
 
 
 @functools.cache
@@ -69,7 +75,7 @@ def _message(entry: Mapping[str, Any], value: Any) -> str:
     """The rule's detailed message (the operator-only expression, with the figures), else its ``message``."""
     if OPERATOR_MESSAGE in entry:
         try:
-            return str(_program(entry[OPERATOR_MESSAGE]).evaluate({"self": celpy.json_to_cel(value)}))
+            return str(_program(entry[OPERATOR_MESSAGE]).evaluate({"self": json_to_cel(value)}))
         except Exception:
             pass
     return entry["message"]
@@ -78,7 +84,7 @@ def _message(entry: Mapping[str, Any], value: Any) -> str:
 def _walk(schema: Mapping[str, Any], value: Any, path: str) -> Iterator[FieldError]:
     for entry in schema.get("x-kubernetes-validations", []):
         try:
-            result = _program(entry["rule"]).evaluate({"self": celpy.json_to_cel(value)})
+            result = _program(entry["rule"]).evaluate({"self": json_to_cel(value)})
         except Exception:  # an ill-typed object makes the rule unevaluable; the server refuses it too
             result = None
         if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):

@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None, *, environ: dict[str, str] | None = 
     dest = pathlib.Path(env.get(c.ENV_MODEL_DIR) or settings.model or f"{c.MODEL_CACHE_DIR}/models/default")
     log("runtime_started", uri=uri, model_dir=str(dest), revision=env.get(c.ENV_REVISION), gpus=env.get(c.ENV_GPUS, "0"))
     try:
-        fetched = fetch(uri, dest, log=log, **({"download": download} if download else {}))
+        fetched = fetch(uri, dest, log=log, download=download) if download else fetch(uri, dest, log=log)
     except Exception as error:  # the message names the URI; credentials never appear in it
         _fail(EXIT_FETCH, f"could not fetch {uri}: {type(error).__name__}: {str(error)[:500]}")
     model_bytes = int(env.get(c.ENV_MODEL_BYTES) or 0) or (fetched.bytes or (size_of(pathlib.Path(fetched.path))[1]

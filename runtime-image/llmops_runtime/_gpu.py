@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 GIB = 1024 ** 3
 #: vLLM's GPU kernels need compute capability 7.0 (Volta) or newer.
@@ -91,7 +91,7 @@ class Report:
     weights_per_gpu_bytes: int = 0
     budget_per_gpu_bytes: int = 0
 
-    def to_log(self) -> dict[str, object]:
+    def to_log(self) -> dict[str, Any]:
         return {
             "event": "gpu_preflight", "device": self.device, "visible_gpus": len(self.gpus), "needed_gpus": self.needed_gpus,
             "weights_per_gpu_gib": round(self.weights_per_gpu_bytes / GIB, 3),
