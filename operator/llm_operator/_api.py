@@ -19,8 +19,11 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
+#: The custom resources' API group.
 GROUP = "llmops.dev"
+#: Their API version: the one version served and stored.
 VERSION = "v1alpha1"
+#: ``apiVersion`` of every LLMDeployment and LLMRollout: ``llmops.dev/v1alpha1``.
 API_VERSION = f"{GROUP}/{VERSION}"
 
 #: The serving image (runtime-image/: vLLM 0.32.0 plus the llmops_runtime entrypoint).

@@ -1,8 +1,8 @@
 """Events aggregated as client-go's EventCorrelator does: a repeat counts on one Event, across restarts too."""
 
 from llm_operator._events import EventRecorder, event_name
-from llm_operator._vocabulary import Event
 from llm_operator._kube import KubeError
+from llm_operator._vocabulary import Event
 from tests.unit.fakes import FakeKube
 
 LLMD = {"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMDeployment",
