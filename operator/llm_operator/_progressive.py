@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +47,7 @@ def active_rollout(rollouts: list[Mapping[str, Any]]) -> Mapping[str, Any] | Non
     return candidates[-1] if candidates else None
 
 
-def draining(rollouts: list[Mapping[str, Any]], template_delay: float, now: datetime.datetime) -> dict[str, float]:
+def draining(rollouts: Sequence[Mapping[str, Any]], template_delay: float, now: datetime.datetime) -> dict[str, float]:
     """Revisions of aborted or failed rollouts whose pods stay up a little longer (``abortScaleDownDelaySeconds``
     after the abort, while proxies converge on the stable-only routes): revision -> seconds left."""
     out = {}
@@ -144,7 +144,7 @@ def supersede(rollout: Mapping[str, Any], revision: str, now: str) -> dict[str, 
     return st
 
 
-def target_versions(rollouts: list[Mapping[str, Any]]) -> list[str]:
+def target_versions(rollouts: Sequence[Mapping[str, Any]]) -> list[str]:
     """MLflow versions that unfinished rollouts target (the registry is asked for their run metrics)."""
     return sorted({v for r in rollouts if (r.get("status") or {}).get("phase") not in TERMINAL
                    and (v := (r.get("spec", {}).get("target", {}).get("model") or {}).get("version"))})
@@ -174,7 +174,7 @@ class Active:
     revision: b.Revision
 
 
-def resolve(spec: LLMDeploymentSpec, rollouts: list[Mapping[str, Any]]) -> tuple[Active | None, list[tuple[Mapping[str, Any], InvalidSpec]]]:
+def resolve(spec: LLMDeploymentSpec, rollouts: Sequence[Mapping[str, Any]]) -> tuple[Active | None, list[tuple[Mapping[str, Any], InvalidSpec]]]:
     """The active rollout (or None) and the rollouts that are invalid (reported on their own status)."""
     invalid = []
     live = (r for r in rollouts if wants_pass(r) and not r["metadata"].get("deletionTimestamp"))  # one being deleted is gone

@@ -6,7 +6,7 @@ Names carry the ``llmops_`` prefix and the labels the rest of the project uses (
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -50,7 +50,7 @@ class Telemetry:
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
         start_http_server(port, addr=address, registry=self.registry)
 
-    def observe_pass(self, body: Mapping[str, Any], availability: float | None, rollouts: list[tuple[Mapping[str, Any], Mapping[str, Any]]],
+    def observe_pass(self, body: Mapping[str, Any], availability: float | None, rollouts: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
                      seconds: float, writes: int) -> None:
         """Record one pass: the LLMDeployment ``body``, its SLO (percent), and (rollout as read, its new status)."""
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
