@@ -1,12 +1,14 @@
 """The monitoring add-on: the PrometheusRule validates against the Prometheus Operator's CRD and its alerts behave
-as tested with promtool (Debian's prometheus package ships it; make test installs it); the dashboard, the rules and
-the rollout analysis agree on which vLLM requests are server errors."""
+as tested with promtool (Debian's prometheus package ships it; make test installs it), each alert with a scenario
+that fires and one that stays silent, kube-prometheus's severities and a runbook section in docs/runbook.md; the
+dashboard, the rules and the rollout analysis agree on which vLLM requests are server errors."""
 
 import json
 import re
 import shutil
 import subprocess
 
+import pytest
 import yaml
 
 from llm_operator import _contract as c
@@ -18,23 +20,81 @@ from tests.schemas import validate
 RULE = ROOT / "manifests" / "monitoring" / "prometheusrule.yaml"
 DASHBOARD = ROOT / "manifests" / "monitoring" / "dashboard.json"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+DATA = ROOT / "tests" / "unit" / "data"
+#: promtool scenarios: the burn-rate and rollout alerts.
+RULE_TESTS = (DATA / "slo_rules_test.yaml",)
+RUNBOOK = ROOT / "docs" / "runbook.md"
+#: Where runbook_url points: docs/runbook.md where the repository is hosted (the Argo CD Application's placeholder host).
+RUNBOOK_URL = "https://git.example.com/platform/llm-operator/blob/main/docs/runbook.md#"
 
 
 def test_prometheus_rule_validates_against_the_prometheus_operator_crd():
     validate(yaml.safe_load(RULE.read_text()))
 
 
-def test_alerts_fire_as_the_sre_workbook_rules_say(tmp_path):
-    promtool = PROMTOOL
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(yaml.safe_dump({"groups": yaml.safe_load(RULE.read_text())["spec"]["groups"]}))
-    check = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
+def _rule_file(tmp_path) -> None:
+    """The PrometheusRule's groups as a Prometheus rule file, tmp_path/rules.yaml."""
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": yaml.safe_load(RULE.read_text())["spec"]["groups"]}))
+
+
+def test_the_rules_are_valid_prometheus_rules(tmp_path):
+    _rule_file(tmp_path)
+    check = subprocess.run([PROMTOOL, "check", "rules", str(tmp_path / "rules.yaml")], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "SUCCESS: 12 rules found" in check.stdout  # 7 recording rules, 5 alerts
-    shutil.copy(ROOT / "tests" / "unit" / "data" / "slo_rules_test.yaml", tmp_path / "test.yaml")
-    result = subprocess.run([promtool, "test", "rules", "test.yaml"], capture_output=True, text=True, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("scenarios", RULE_TESTS, ids=lambda p: p.stem)
+def test_alerts_fire_as_their_promtool_scenarios_say(tmp_path, scenarios):
+    _rule_file(tmp_path)
+    shutil.copy(scenarios, tmp_path / "test.yaml")
+    result = subprocess.run([PROMTOOL, "test", "rules", "test.yaml"], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+def _alerts() -> dict[str, dict]:
+    groups = yaml.safe_load(RULE.read_text())["spec"]["groups"]
+    return {r["alert"]: r for g in groups for r in g["rules"] if "alert" in r}
+
+
+def scenario_counts() -> dict[str, tuple[int, int]]:
+    """Per alert, the promtool checks that expect it to fire and those that expect silence."""
+    counts: dict[str, list[int]] = {}
+    for path in RULE_TESTS:
+        for test in yaml.safe_load(path.read_text())["tests"]:
+            for check in test.get("alert_rule_test", []):
+                counts.setdefault(check["alertname"], [0, 0])[0 if check.get("exp_alerts") else 1] += 1
+    return {name: (firing, silent) for name, (firing, silent) in counts.items()}
+
+
+def test_every_alert_has_a_scenario_that_fires_and_one_that_stays_silent():
+    counts = scenario_counts()
+    assert set(counts) <= set(_alerts())  # no scenario of an alert that is gone
+    for name in _alerts():
+        firing, silent = counts.get(name, (0, 0))
+        assert firing >= 1 and silent >= 1, f"{name}: {firing} firing, {silent} silent scenarios"
+
+
+def _anchors(markdown: str) -> set[str]:
+    """The anchors GitHub (and GitLab) give a document's headings: lower case, punctuation dropped, spaces as '-'."""
+    anchors = set()
+    for line in markdown.splitlines():
+        heading = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if heading:
+            anchors.add(re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-"))
+    return anchors
+
+
+def test_every_alert_follows_kube_prometheus_conventions_and_has_its_runbook_section():
+    anchors = _anchors(RUNBOOK.read_text())
+    for name, alert in _alerts().items():
+        assert alert["labels"]["severity"] in ("critical", "warning", "info"), name
+        annotations = alert["annotations"]
+        assert annotations.get("summary") and annotations.get("description"), name
+        url = annotations["runbook_url"]
+        assert url == RUNBOOK_URL + name.lower(), name  # its own section, titled by the alert's name
+        assert url.removeprefix(RUNBOOK_URL) in anchors, f"{name}: no section #{url.removeprefix(RUNBOOK_URL)} in docs/runbook.md"
 
 
 # ------------------------------------------------------------------ which vLLM requests are errors
