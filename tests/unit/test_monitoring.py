@@ -1,8 +1,8 @@
 """The monitoring add-on: the PrometheusRule validates against the Prometheus Operator's CRD and its alerts behave
 as tested with promtool (Debian's prometheus package ships it; make test installs it), each alert with a scenario
 that fires and one that stays silent, kube-prometheus's severities and a runbook section in docs/runbook.md; the
-rules and the dashboard use the metric names vLLM 0.32 and the operator export; the dashboard, the rules and the
-rollout analysis agree on which vLLM requests are server errors."""
+rules and the dashboard use the metric names vLLM 0.32 and the operator export; the dashboard's panels compute what
+their titles say; the dashboard, the rules and the rollout analysis agree on which vLLM requests are server errors."""
 
 import json
 import re
@@ -12,6 +12,7 @@ import subprocess
 import pytest
 import yaml
 
+from llm_operator import _analysis
 from llm_operator import _contract as c
 from llm_operator import _promql as q
 from llm_operator import _vllm_facts
@@ -105,8 +106,8 @@ def test_every_alert_follows_kube_prometheus_conventions_and_has_its_runbook_sec
 #: histograms and counters by their base name. vLLM 0.32 has no vllm:gpu_cache_usage_perc (it became
 #: vllm:kv_cache_usage_perc).
 VLLM_METRICS = {"vllm:request_success", "vllm:e2e_request_latency_seconds", "vllm:time_to_first_token_seconds",
-                "vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc",
-                "vllm:generation_tokens"}
+                "vllm:inter_token_latency_seconds", "vllm:num_requests_waiting", "vllm:num_requests_running",
+                "vllm:kv_cache_usage_perc", "vllm:generation_tokens", "vllm:prompt_tokens"}
 #: The SLO gauges the latency alerts read when the operator exports them (it does not yet; until then the rules hold
 #: every LLMDeployment to a default), beside llmops_slo_availability_ratio.
 NOT_YET_EXPORTED = {"llmops_slo_latency_p99_seconds", "llmops_slo_time_to_first_token_p95_seconds"}
@@ -226,5 +227,160 @@ def test_the_analysis_and_the_rules_count_the_same_errors_as_the_dashboard(tmp_p
             {"expr": "llmops:request_error_ratio:rate5m", "eval_time": "70m",
              "exp_samples": [{"labels": 'llmops:request_error_ratio:rate5m{namespace="ns",llmops_dev_deployment="chat"}', "value": 0.125}]},
         ]}]}))
+    result = subprocess.run([PROMTOOL, "test", "rules", "test.yaml"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------ the dashboard's serving panels
+
+#: What Grafana puts in for the dashboard's variables.
+GRAFANA = {"$__rate_interval": "5m", "$namespace": "ns", "$deployment": "chat"}
+
+
+def _promql(expr: str) -> str:
+    for variable, value in GRAFANA.items():
+        expr = expr.replace(variable, value)
+    return expr
+
+
+def _series(name: str, values: str, **labels: str) -> dict:
+    return {"series": name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}", "values": values}
+
+
+def _vllm(name: str, values: str, revision: str = "r1", pod: str = "chat-r1-a", **labels: str) -> dict:
+    return _series(name, values, namespace="ns", llmops_dev_deployment="chat", llmops_dev_revision=revision, pod=pod, **labels)
+
+
+def _pod(pod: str, revision: str, ready: int = 1, namespace: str = "ns", deployment: str = "chat") -> list[dict]:
+    """A pod as kube-state-metrics reports it (with the pod-label allowlist): its labels and its Ready condition."""
+    uid = f"uid-{pod}"
+    return [_series("kube_pod_labels", "1x40", namespace=namespace, pod=pod, uid=uid, label_llmops_dev_deployment=deployment,
+                    label_llmops_dev_revision=revision),
+            _series("kube_pod_status_ready", f"{ready}x40", namespace=namespace, pod=pod, uid=uid, condition="true")]
+
+
+def _histogram(name: str, revision: str, upper: str) -> list[dict]:
+    """One request a second, every one in the bucket (lower, upper] of buckets 1, 2 and +Inf."""
+    return [_vllm(f"{name}_bucket", "0+60x40" if float(le) >= float(upper) else "0x40", revision, f"chat-{revision}-a", le=le)
+            for le in ("1", "2", "+Inf")] + [_vllm(f"{name}_count", "0+60x40", revision, f"chat-{revision}-a")]
+
+
+def _eval_panel(tmp_path, title: str, series: list[dict], expected: dict[str, list[tuple[str, float]]]) -> None:
+    """Evaluate each target of the panel (by legend) with promtool at minute 30, with the PrometheusRule's recording
+    rules loaded, and compare with ``expected``: legend -> [(labels, value)]."""
+    (panel,) = [p for p in json.loads(DASHBOARD.read_text())["panels"] if p["title"] == title]
+    targets = {t["legendFormat"]: t["expr"] for t in panel["targets"]}
+    assert set(targets) == set(expected), title
+    _rule_file(tmp_path)
+    checks = [{"expr": _promql(targets[legend]), "eval_time": "30m", "exp_samples": [{"labels": l, "value": v} for l, v in samples]}
+              for legend, samples in expected.items()]
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m",
+                                                        "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": checks}]}))
+    result = subprocess.run([PROMTOOL, "test", "rules", "test.yaml"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+R1, R2 = '{llmops_dev_revision="r1"}', '{llmops_dev_revision="r2"}'
+
+
+def test_the_latency_panels_show_each_quantile_per_revision_and_the_slo(tmp_path):
+    # r1's requests all take 1-2 s (the q quantile interpolates to 1 + q), r2's under a second (q).
+    series = _histogram("vllm:e2e_request_latency_seconds", "r1", "2") + _histogram("vllm:e2e_request_latency_seconds", "r2", "1")
+    _eval_panel(tmp_path, "End-to-end latency p50 / p95 / p99 and the p99 SLO", series, {
+        "p50 {{llmops_dev_revision}}": [(R1, 1.5), (R2, 0.5)],
+        "p95 {{llmops_dev_revision}}": [(R1, 1.95), (R2, 0.95)],
+        "p99 {{llmops_dev_revision}}": [(R1, 1.99), (R2, 0.99)],
+        "SLO (p99)": [("{}", 30)],  # the default: the operator exports no llmops_slo_latency_p99_seconds yet
+    })
+    series = _histogram("vllm:time_to_first_token_seconds", "r1", "2") + [
+        _series("llmops_slo_time_to_first_token_p95_seconds", "1.5x40", namespace="ns", llmops_dev_deployment="chat")]
+    _eval_panel(tmp_path, "Time to first token p50 / p95 and the p95 SLO", series, {
+        "p50 {{llmops_dev_revision}}": [(R1, 1.5)], "p95 {{llmops_dev_revision}}": [(R1, 1.95)], "SLO (p95)": [("{}", 1.5)]})
+    _eval_panel(tmp_path, "Inter-token latency p50 / p95", _histogram("vllm:inter_token_latency_seconds", "r2", "1"), {
+        "p50 {{llmops_dev_revision}}": [(R2, 0.5)], "p95 {{llmops_dev_revision}}": [(R2, 0.95)]})
+
+
+def test_the_throughput_and_kv_cache_panels(tmp_path):
+    _eval_panel(tmp_path, "Generated and prompt tokens/s", [
+        _vllm("vllm:generation_tokens_total", "0+600x40"), _vllm("vllm:generation_tokens_total", "0+600x40", pod="chat-r1-b"),
+        _vllm("vllm:prompt_tokens_total", "0+1200x40")], {
+        "generated {{llmops_dev_revision}}": [(R1, 20)], "prompt {{llmops_dev_revision}}": [(R1, 20)]})
+    _eval_panel(tmp_path, "KV-cache use (mean and fullest pod)", [
+        _vllm("vllm:kv_cache_usage_perc", "0.5x40"), _vllm("vllm:kv_cache_usage_perc", "0.75x40", pod="chat-r1-b")], {
+        "mean {{llmops_dev_revision}}": [(R1, 0.625)], "fullest pod {{llmops_dev_revision}}": [(R1, 0.75)]})
+
+
+def test_the_http_5xx_panel_counts_the_api_servers_5xx_responses(tmp_path):
+    # prometheus-fastapi-instrumentator (vLLM's API server) groups status codes: 2 requests/s answered 2xx, 1 4xx
+    # (a client's mistake, in the denominator only), 1 5xx; another LLMDeployment's 5xx are not counted.
+    def http(status: str, per_minute: int, deployment: str = "chat") -> dict:
+        return _series("http_requests_total", f"0+{per_minute}x40", namespace="ns", llmops_dev_deployment=deployment,
+                       llmops_dev_revision="r1", pod=f"{deployment}-r1-a", handler="/v1/chat/completions", method="POST", status=status)
+    _eval_panel(tmp_path, "HTTP 5xx ratio per revision (vLLM API server)",
+                [http("2xx", 120), http("4xx", 60), http("5xx", 60), http("5xx", 600, "other")],
+                {"{{llmops_dev_revision}}": [(R1, 0.25)]})
+
+
+def test_the_gpu_memory_panel_shows_each_gpu_of_the_deployments_pods(tmp_path):
+    def dcgm(name: str, values: str, gpu: str, pod: str = "chat-r1-a") -> dict:
+        return _series(name, values, gpu=gpu, UUID=f"GPU-{pod}-{gpu}", device=f"nvidia{gpu}", Hostname="gpu-node", namespace="ns",
+                       pod=pod, container="vllm")
+    series = _pod("chat-r1-a", "r1") + _pod("other-r1-a", "r1", deployment="other") + [
+        dcgm("DCGM_FI_DEV_FB_USED", "60x40", "0"), dcgm("DCGM_FI_DEV_FB_FREE", "20x40", "0"),
+        dcgm("DCGM_FI_DEV_FB_USED", "40x40", "1"), dcgm("DCGM_FI_DEV_FB_FREE", "40x40", "1"),
+        dcgm("DCGM_FI_DEV_FB_USED", "80x40", "0", "other-r1-a"), dcgm("DCGM_FI_DEV_FB_FREE", "0x40", "0", "other-r1-a")]
+    _eval_panel(tmp_path, "GPU memory used (DCGM exporter)", series, {
+        "{{pod}} GPU {{gpu}}": [('{pod="chat-r1-a",gpu="0"}', 0.75), ('{pod="chat-r1-a",gpu="1"}', 0.5)]})
+
+
+def test_the_autoscaler_panels_follow_the_hpa_of_the_deployment(tmp_path):
+    def hpa(name: str, value: int, hpa_name: str = "chat", **labels: str) -> dict:
+        return _series(name, f"{value}x40", namespace="ns", horizontalpodautoscaler=hpa_name, job="kube-state-metrics", **labels)
+    waiting = {"metric_name": "vllm_num_requests_waiting", "metric_target_type": "average"}
+    series = [hpa("kube_horizontalpodautoscaler_status_current_replicas", 3), hpa("kube_horizontalpodautoscaler_status_desired_replicas", 4),
+              hpa("kube_horizontalpodautoscaler_spec_max_replicas", 4), hpa("kube_horizontalpodautoscaler_spec_max_replicas", 9, "chat2"),
+              hpa("kube_horizontalpodautoscaler_status_target_metric", 6, **waiting),
+              hpa("kube_horizontalpodautoscaler_spec_target_metric", 4, **waiting)]
+    _eval_panel(tmp_path, "Autoscaler replicas: current, desired, maxReplicas", series,
+                {"current": [("{}", 3)], "desired": [("{}", 4)], "maxReplicas": [("{}", 4)]})
+    _eval_panel(tmp_path, "Autoscaler metric per pod against its target", series, {
+        "current {{metric_name}}": [('{metric_name="vllm_num_requests_waiting"}', 6)],
+        "target {{metric_name}}": [('{metric_name="vllm_num_requests_waiting"}', 4)]})
+    keda = [hpa("kube_horizontalpodautoscaler_spec_max_replicas", 2, "keda-hpa-chat")]  # KEDA's HPA of ScaledObject chat
+    _eval_panel(tmp_path, "Autoscaler replicas: current, desired, maxReplicas", keda,
+                {"current": [], "desired": [], "maxReplicas": [("{}", 2)]})
+
+
+def test_the_pod_panels_count_ready_pods_restarts_and_oom_kills_per_revision(tmp_path):
+    _eval_panel(tmp_path, "Ready pods per revision",
+                _pod("chat-r1-a", "r1") + _pod("chat-r1-b", "r1") + _pod("chat-r2-a", "r2") + _pod("chat-r2-b", "r2", ready=0),
+                {"{{llmops_dev_revision}}": [(R1, 2), (R2, 1)]})
+
+    def container(name: str, values: str, pod: str, name_of_container: str = "vllm", **labels: str) -> dict:
+        return _series(name, values, namespace="ns", pod=pod, uid=f"uid-{pod}", container=name_of_container, **labels)
+    series = _pod("chat-r1-a", "r1") + _pod("chat-r1-b", "r1") + [
+        container("kube_pod_container_status_restarts_total", "0x27 1x13", "chat-r1-a"),  # restarted at minute 28
+        container("kube_pod_container_status_last_terminated_reason", "_x27 1x13", "chat-r1-a", reason="OOMKilled"),
+        container("kube_pod_container_status_restarts_total", "0x40", "chat-r1-b"),
+        container("kube_pod_container_status_restarts_total", "0x27 3x13", "chat-r1-b", "istio-proxy")]  # not vLLM
+    _eval_panel(tmp_path, "vLLM container restarts and OOM kills per revision", series, {
+        "restarts {{llmops_dev_revision}}": [(R1, 1)], "last terminated OOMKilled {{llmops_dev_revision}}": [(R1, 1)]})
+
+
+def test_the_gpu_hours_panel_is_the_analysis_cost_per_1k_tokens_at_a_price_of_one(tmp_path):
+    # Two Ready pods of 4 GPUs and one not Ready (holding GPUs the analysis does not count) generate 20 tokens/s.
+    def gpus(pod: str) -> dict:
+        return _series("kube_pod_container_resource_requests", "4x40", namespace="ns", pod=pod, uid=f"uid-{pod}", container="vllm",
+                       node="gpu-node", resource="nvidia_com_gpu", unit="integer")
+    series = (_pod("chat-r1-a", "r1") + _pod("chat-r1-b", "r1") + _pod("chat-r1-c", "r1", ready=0)
+              + [gpus("chat-r1-a"), gpus("chat-r1-b"), gpus("chat-r1-c"), _vllm("vllm:generation_tokens_total", "0+1200x40")])
+    (panel,) = [p for p in json.loads(DASHBOARD.read_text())["panels"] if p["title"] == "GPU-hours per 1k generated tokens per revision"]
+    (target,) = panel["targets"]
+    cost = _analysis.cost_per_1k_tokens(1.0, gpus=8, window_seconds=300, generated_tokens=20 * 300)
+    _rule_file(tmp_path)
+    check = {"expr": f"abs(({_promql(target['expr'])}) - {cost!r}) < bool 1e-12", "eval_time": "30m",
+             "exp_samples": [{"labels": R1, "value": 1}]}  # equal but for rounding: the two compute in another order
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m",
+                                                        "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": [check]}]}))
     result = subprocess.run([PROMTOOL, "test", "rules", "test.yaml"], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
