@@ -99,10 +99,12 @@ test: deps  ## every test: the linters, then unit and e2e on the real control pl
 	$(TESTENV) $(BIN)/python -m pytest
 
 # ruff, mypy and import-linter, configured in pyproject.toml ([tool.ruff], [tool.mypy], [tool.importlinter]).
+# All three run, so one pass shows every finding; it fails if any of them does.
 lint: $(STAMP)  ## the linters: ruff (style, bugs), mypy (types), import-linter (the modules' layers)
-	$(BIN)/ruff check --no-fix
-	$(BIN)/mypy
-	$(BIN)/lint-imports --no-cache
+	@status=0; \
+	for linter in "ruff check --no-fix" "mypy" "lint-imports --no-cache"; do \
+	  echo "$(BIN)/$$linter"; $(BIN)/$$linter || status=1; \
+	done; exit $$status
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
