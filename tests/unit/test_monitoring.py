@@ -12,10 +12,9 @@ import subprocess
 import pytest
 import yaml
 
-from llm_operator import _analysis
+from llm_operator import _analysis, _vllm_facts
 from llm_operator import _contract as c
 from llm_operator import _promql as q
-from llm_operator import _vllm_facts
 from llm_operator._telemetry import Telemetry
 from tests.conftest import ROOT
 from tests.schemas import validate
@@ -272,7 +271,7 @@ def _eval_panel(tmp_path, title: str, series: list[dict], expected: dict[str, li
     targets = {t["legendFormat"]: t["expr"] for t in panel["targets"]}
     assert set(targets) == set(expected), title
     _rule_file(tmp_path)
-    checks = [{"expr": _promql(targets[legend]), "eval_time": "30m", "exp_samples": [{"labels": l, "value": v} for l, v in samples]}
+    checks = [{"expr": _promql(targets[legend]), "eval_time": "30m", "exp_samples": [{"labels": labels, "value": v} for labels, v in samples]}
               for legend, samples in expected.items()]
     (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m",
                                                         "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": checks}]}))
