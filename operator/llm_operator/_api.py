@@ -413,6 +413,11 @@ class RolloutTemplate(_Model):
         default_factory=list, max_length=32,
         description="Offline-evaluation gate: bounds on the new MLflow version's run metrics. A version that misses "
                     "one (or lacks the metric) gets no traffic; its rollout ends Failed with reason QualityGateFailed.")
+    history_limit: Annotated[int, Field(ge=0, le=1000)] = Field(
+        10, description="Finished LLMRollouts the operator created for this LLMDeployment that are kept (the newest "
+                        "first); older ones are deleted once their outcome is in the registry. The rollout that "
+                        "explains why the spec's revision does not serve, and one whose pods still drain, are always "
+                        "kept; LLMRollouts people wrote are never deleted.")
 
 
 # ----------------------------------------------------------------------------------------- status

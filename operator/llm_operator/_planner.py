@@ -31,7 +31,7 @@ from . import _conditions as cond
 from . import _contract as c
 from . import _progressive as p
 from . import _registry as reg
-from ._api import LLMDeploymentSpec, ResolvedModel
+from ._api import API_VERSION, LLMDeploymentSpec, ResolvedModel
 from ._measure import Run
 from ._rollout import TERMINAL, decide, promotion_size, stable_floor
 from ._rollout import Observed as RolloutObserved
@@ -317,7 +317,8 @@ def plan_llmdeployment(
     serving = _advance_rollout(pass_, target, started, size, run)
     retained = _retain(pass_, serving)
     desired = _desired(pass_, target, serving, size, autoscaler_kinds)
-    ordered = _order(pass_, serving, retained, size, desired, started.actions + serving.actions + _outcomes(pass_))
+    ordered = _order(pass_, serving, retained, size, desired, started.actions + serving.actions + _outcomes(pass_),
+                     target.revision.id)
     status = _status(pass_, target, started, size, serving, retained, ordered)
     events = started.events + serving.events + retained.events + _action_events(ordered.actions) + _condition_events(
         pass_.old_status.get("conditions", []), status["conditions"])
@@ -640,11 +641,13 @@ ROUTING_ORDER = {"Service": 0, "DestinationRule": 1, "VirtualService": 2}
 
 
 def _order(pass_: _Pass, serving: _Serving, retained: _Retained, size: _Size, desired: _Desired,
-           planned: tuple[Action, ...]) -> _Ordered:
+           planned: tuple[Action, ...], spec_revision: str) -> _Ordered:
     """Phase 7: the ordered actions. Order is safety: pods up before traffic moves to them (DestinationRule before
     VirtualService), traffic away before pods go down, deletions last, and nothing traffic still flows to changes
     under it (:func:`make_before_break`). A rollout's status is written after the routes it records (and, by the
-    executor, after this LLMDeployment's status); the creates and registry outcomes of ``planned`` go first."""
+    executor, after this LLMDeployment's status); the creates and registry outcomes of ``planned`` go first.
+    Finished LLMRollouts beyond ``spec.rollout.historyLimit`` are deleted with the rest
+    (:func:`~llm_operator._progressive.pruned`; ``spec_revision`` is the revision the spec names)."""
     observed, uid = pass_.observed, pass_.uid
     grow: list[Apply] = []
     routing: list[Apply] = []
@@ -673,6 +676,9 @@ def _order(pass_: _Pass, serving: _Serving, retained: _Retained, size: _Size, de
                if observed.children.get((kind, pass_.name)) is not None]
     deletes += [Delete("apps/v1", "Deployment", dep["metadata"]["name"]) for revision, dep in sorted(observed.deployments.items())
                 if revision not in retained.keep]
+    deletes += [Delete(API_VERSION, "LLMRollout", r["metadata"]["name"]) for r in p.pruned(
+        list(observed.rollouts), pass_.spec.rollout.history_limit, spec_revision, pass_.spec.model.mlflow,
+        {d["revision"] for d in retained.draining} | set(serving.drain))]
     first = [a for a in planned if not isinstance(a, WriteStatus)]
     status_writes = [a for a in planned if isinstance(a, WriteStatus)]
     actions = (*first, *grow, *up, *routing, *shrink, *down, *deletes, *status_writes)

@@ -317,13 +317,36 @@ def test_a_recreated_llmdeployment_adopts_its_orphaned_children(api, operator, n
              "children")
     api.resource(*LLMD).delete(name="qwen-small", namespace=namespace, body={"propagationPolicy": "Orphan"})
     wait_for(lambda: _llmd(api, namespace, "qwen-small") is None, 60, "the LLMDeployment gone, its children orphaned")
-    wait_for(lambda: all(not c["metadata"].get("ownerReferences") for items in _children(api, namespace, "qwen-small").values()
-                         for c in items), 60, "owner references removed by the garbage collector")
+    kinds = ("Service", "DestinationRule", "VirtualService", "PodDisruptionBudget")
+    # Each kind present (an empty list would make all() true and the wait vacuous): an orphan keeps existing.
+    wait_for(lambda: (c := _children(api, namespace, "qwen-small")) and all(c[k] for k in kinds) and all(
+        not x["metadata"].get("ownerReferences") for items in c.values() for x in items), 60,
+        "owner references removed by the garbage collector")
     created = api.create(doc, namespace)
     uid = created["metadata"]["uid"]
-    adopted = wait_for(lambda: (c := _children(api, namespace, "qwen-small")) and all(
-        [r["uid"] for r in x["metadata"].get("ownerReferences", [])] == [uid]
-        for kind in ("Service", "DestinationRule", "VirtualService", "PodDisruptionBudget") for x in c[kind]) and c, 90,
+    adopted = wait_for(lambda: (c := _children(api, namespace, "qwen-small")) and all(c[k] for k in kinds) and all(
+        [r["uid"] for r in x["metadata"].get("ownerReferences", [])] == [uid] for kind in kinds for x in c[kind]) and c, 90,
         "every child owned by the new object")
     assert adopted["Service"] and not [r for r in api.requests() if r.user == OPERATOR_USER and r.namespace == namespace
                                        and r.code == 403]
+
+
+def test_finished_rollouts_beyond_the_history_limit_are_deleted(api, operator, namespace):
+    """spec.rollout.historyLimit on the real API server: with a limit of 1, three model edits leave one finished
+    LLMRollout (the newest), each older one deleted by the operator under its own ServiceAccount (the RBAC test
+    counts that `delete` grant as used)."""
+    doc = sample("llmdeployment-minimal")
+    doc["spec"]["rollout"] = {"scaleDownDelaySeconds": 0, "historyLimit": 1}
+    api.create(doc, namespace)
+    wait_for(lambda: (o := _llmd(api, namespace, "qwen-small")) and _condition(o, "Ready")["status"] == "True", 60, "Ready=True")
+    rollouts = lambda: api.list("llmops.dev/v1alpha1", "LLMRollout", namespace)  # noqa: E731
+    for n, uri in enumerate(("hf://org/model-b", "hf://org/model-c", "hf://org/model-d"), start=2):
+        api.patch(*LLMD, namespace, "qwen-small", {"spec": {"model": {"uri": uri}}})
+        wait_for(lambda: (o := _llmd(api, namespace, "qwen-small"))["status"].get("observedGeneration") == n
+                 and o["status"]["stableRevision"] == o["status"]["specRevision"], 90, f"{uri} stable")
+    newest = _llmd(api, namespace, "qwen-small")["status"]["stableRevision"]
+    left = wait_for(lambda: (r := rollouts()) and len(r) == 1 and r, 60, "one LLMRollout left")
+    assert left[0]["metadata"]["labels"]["llmops.dev/revision"] == newest and left[0]["status"]["phase"] == "Succeeded"
+    deletes = [r for r in api.requests() if r.user == OPERATOR_USER and r.namespace == namespace
+               and r.resource == "llmrollouts" and r.verb == "delete"]
+    assert len(deletes) == 2 and all(r.code == 200 for r in deletes)

@@ -49,6 +49,7 @@ class FakeKube:
         self.served = served or {"HorizontalPodAutoscaler"}
         self.fail: dict[tuple[str, str], Callable[[str], KubeError | None]] = {}
         self._rv = itertools.count(1)
+        self._created = itertools.count(1)
 
     def _inject(self, verb: str, kind: str, name: str) -> None:
         error = self.fail.get((verb, kind), lambda _: None)(name)
@@ -96,6 +97,8 @@ class FakeKube:
         self.writes.append(("create", obj["kind"], obj["metadata"]["name"]))
         if self._key(obj) in self.objects:
             raise Conflict("exists", 409)
+        created = next(self._created)  # the API server stamps creation (to the second); here one second apart
+        obj.setdefault("metadata", {}).setdefault("creationTimestamp", f"2026-01-01T{created // 3600:02d}:{created // 60 % 60:02d}:{created % 60:02d}Z")
         return self.add(obj)
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:

@@ -8,6 +8,7 @@ import pytest
 from llm_operator import _builders as b
 from llm_operator import _progressive as p
 from llm_operator import _registry as reg
+from llm_operator._api import MlflowModelRef
 from llm_operator._planner import Apply, Delete, is_subset, needs_apply, plan_llmdeployment, with_applied_hash
 from llm_operator._reconcile import Deps, execute, observe, run_pass
 from tests.unit.fakes import FakeKube, FakeRegistry, owned_by
@@ -966,3 +967,53 @@ def test_a_recreated_llmdeployment_adopts_its_orphaned_children(samples):
     assert all(o["metadata"]["ownerReferences"][0]["uid"] == "recreated" for (_, kind, _, _), o in cluster.kube.objects.items()
                if kind not in ("LLMDeployment", "Event"))
     assert cluster.reconcile(T2)[1] == []  # and then nothing more
+
+
+def test_finished_rollouts_beyond_the_history_limit_are_deleted_oldest_first(samples):
+    """spec.rollout.historyLimit: the operator's own finished LLMRollouts beyond the limit go, once nothing needs
+    them; people's LLMRollouts and the one toward the spec's revision stay (issue 15)."""
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["rollout"] = {"scaleDownDelaySeconds": 0, "historyLimit": 1}
+    cluster = Cluster(doc)
+    cluster.reconcile(T0)
+    _all_ready(cluster)
+    people = {"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMRollout",
+              "metadata": {"name": "by-hand", "namespace": "default"},
+              "spec": {"deploymentName": "qwen-small", "target": {"model": {"uri": "hf://org/other"}}, "abort": True},
+              "status": {"phase": "Aborted", "finishedAt": "2026-11-21T09:00:00Z", "toRevision": "0000000000"}}
+    cluster.kube.create(people)
+    b_rev = _edit_and_roll_out(cluster, "hf://org/model-b", T1)
+    c_rev = _edit_and_roll_out(cluster, "hf://org/model-c", T1)  # c's done: b's is beyond the limit of 1
+    cluster.reconcile(T2)  # the pass that reads c's rollout finished
+    assert set(_rollouts(cluster)) == {f"qwen-small-{c_rev}", "by-hand"}
+    assert ("delete", "LLMRollout", f"qwen-small-{b_rev}") in cluster.kube.writes
+    assert f"Deleted LLMRollout qwen-small-{b_rev}" in [e.message for e in cluster.events]
+    d_rev = _edit_and_roll_out(cluster, "hf://org/model-d", T1)
+    cluster.reconcile(T2)
+    assert set(_rollouts(cluster)) == {f"qwen-small-{d_rev}", "by-hand"}  # people's LLMRollout is never touched
+    assert cluster.reconcile(T2)[1] == []  # converged
+
+
+def test_history_keeps_what_still_matters():
+    """The pure rule: never a rollout still running or retried, one whose outcome the registry lacks, one toward the
+    spec's revision, or one whose pods still drain."""
+    def auto(name, created, phase="Succeeded", revision=None, **status):
+        return {"metadata": {"name": name, "namespace": "default", "creationTimestamp": created,
+                             "labels": {p.AUTO_LABEL: "llm-operator", "llmops.dev/revision": revision or name}},
+                "spec": {"target": {"model": {"version": name[-1]}}}, "status": {"phase": phase, **status}}
+    ref = MlflowModelRef.model_validate({"name": "m", "alias": "champion"})
+    recorded = {"finishedAt": "t", "registry": {"outcome": "succeeded", "recordedAt": "t"}}
+    rollouts = [
+        auto("r1", "2026-01-01T00:00:01Z", **recorded),
+        auto("r2", "2026-01-01T00:00:02Z", finishedAt="t"),  # outcome not written back yet
+        auto("r3", "2026-01-01T00:00:03Z", phase="Aborted", toRevision="r3", finishedAt="t",
+             registry={"outcome": "aborted", "recordedAt": "t"}),  # still draining
+        auto("r4", "2026-01-01T00:00:04Z", revision="spec", **recorded),  # toward the spec's revision
+        auto("r5", "2026-01-01T00:00:05Z", phase="Progressing"),
+        auto("r6", "2026-01-01T00:00:06Z", **recorded),
+        auto("r7", "2026-01-01T00:00:07Z", **recorded),
+    ]
+    names = lambda out: [r["metadata"]["name"] for r in out]  # noqa: E731
+    assert names(p.pruned(rollouts, 2, "spec", ref, {"r3"})) == ["r1"]  # r7, r6 within the limit
+    assert names(p.pruned(rollouts, 0, "spec", ref, set())) == ["r1", "r3", "r6", "r7"]
+    assert names(p.pruned(rollouts, 0, "spec", None, set())) == ["r1", "r2", "r3", "r6", "r7"]  # no registry to wait for
