@@ -16,13 +16,13 @@ import asyncio
 import base64
 import functools
 import hashlib
-import socket
-import time
 import logging
+import socket
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -186,7 +186,7 @@ def _deps(kube: Kube, memo: kopf.Memo) -> Deps:
         memo.deps = Deps(
             kube=kube, resolve=functools.partial(_resolve, kube, memo), provider=functools.partial(_provider, memo),
             post=lambda about, event, now: memo.events.post(about, event, now),  # a repeat counts on the Event it repeats
-            owner=lambda body, obj: kopf.append_owner_reference(obj, owner=kopf.Body(body)),
+            owner=lambda body, obj: kopf.append_owner_reference(obj, owner=kopf.Body(cast(kopf.RawBody, body))),
             clock=utc_now, telemetry=memo.telemetry, autoscaler_kinds=memo.autoscalers)
     return memo.deps
 
@@ -212,7 +212,7 @@ async def _fire(memo: kopf.Memo, namespace: str, name: str) -> None:
     await asyncio.to_thread(_guarded, memo, namespace, name, log)
 
 
-def _guarded(memo: kopf.Memo, namespace: str, name: str, logger: logging.Logger, *, urgent: bool = True) -> None:
+def _guarded(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger, *, urgent: bool = True) -> None:
     """One pass that never takes its caller down. A failure of any kind (an API error, a Secret that is not
     UTF-8, a bug) is logged once while it repeats (with its traceback when it is not an API error), counted in
     ``llmops_reconcile_errors_total``, and retried after the object's back-off (:class:`~._backoff.Backoff`; a
@@ -332,9 +332,9 @@ async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "llmdeployments")
-def llmdeployment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+def llmdeployment_event(type: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """An LLMDeployment moved: a pass now if its spec changed (a new generation), else when its back-off allows."""
-    key = (body.metadata.namespace, body.metadata.name)
+    key = (str(body.metadata.namespace), str(body.metadata.name))
     if type == "DELETED":  # forget it: per-object state never outlives the object
         for table in (memo.generations, memo.retry_at, memo.errors_seen):
             table.pop(key, None)
@@ -347,15 +347,16 @@ def llmdeployment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logg
 
 
 @kopf.on.event(GROUP, VERSION, "llmrollouts")
-def llmrollout_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+def llmrollout_event(type: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """An LLMRollout's spec or status moved: its LLMDeployment's pass carries the rollout forward."""
     deployment = body.spec.get("deploymentName")
     if deployment:
-        _guarded(memo, body.metadata.namespace, deployment, logger, urgent=False)
+        _guarded(memo, str(body.metadata.namespace), deployment, logger, urgent=False)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_MANAGED_BY: c.MANAGER})
-def revision_deployment_event(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+def revision_deployment_event(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """A revision Deployment moved (its pods becoming ready): its LLMDeployment's pass reports it."""
     for ref in body.metadata.get("ownerReferences", []):
         if ref.get("controller") and ref.get("kind") == "LLMDeployment" and ref.get("apiVersion", "").startswith(GROUP + "/"):
-            _guarded(memo, body.metadata.namespace, ref["name"], logger, urgent=False)
+            _guarded(memo, str(body.metadata.namespace), ref["name"], logger, urgent=False)

@@ -33,10 +33,10 @@ from . import _progressive as p
 from . import _registry as reg
 from ._api import API_VERSION, LLMDeploymentSpec, ResolvedModel
 from ._measure import Run
-from ._rollout import TERMINAL, decide, promotion_size, stable_floor
 from ._rollout import Observed as RolloutObserved
+from ._rollout import decide, promotion_size, stable_floor
 from ._validation import InvalidSpec, parse_llmdeployment
-from ._vocabulary import Event, parse_rfc3339, rfc3339
+from ._vocabulary import TERMINAL, Event, parse_rfc3339, rfc3339
 
 APPLIED_HASH = "llmops.dev/applied-hash"
 
@@ -149,7 +149,7 @@ def is_subset(want: Any, have: Any) -> bool:
     if isinstance(want, Mapping):
         return isinstance(have, Mapping) and all(k in have and is_subset(v, have[k]) for k, v in want.items())
     if isinstance(want, list):
-        return isinstance(have, list) and len(want) == len(have) and all(is_subset(w, h) for w, h in zip(want, have))
+        return isinstance(have, list) and len(want) == len(have) and all(is_subset(w, h) for w, h in zip(want, have, strict=True))
     return _equal_leaf(want, have)
 
 
@@ -246,7 +246,8 @@ def _invalid(body: Mapping[str, Any], error: InvalidSpec, now: str) -> Plan:
     old_conditions = status.get("conditions", [])
     message = str(error)
     conditions = cond.set_condition(old_conditions, cond.DEGRADED, "True", "InvalidSpec", message, now=now, generation=generation)
-    conditions = cond.set_condition(conditions, cond.PROGRESSING, "False", "InvalidSpec", "the spec cannot be acted on; nothing was changed", now=now, generation=generation)
+    conditions = cond.set_condition(conditions, cond.PROGRESSING, "False", "InvalidSpec", "the spec cannot be acted on; nothing was changed",
+                                    now=now, generation=generation)
     if cond.get_condition(conditions, cond.READY) is None:
         conditions = cond.set_condition(conditions, cond.READY, "False", "InvalidSpec", "nothing is deployed", now=now, generation=generation)
     status.update(conditions=conditions, observedGeneration=generation)
@@ -477,10 +478,10 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
     events = [Event("Warning", "InvalidSpec", str(error), about=rollout) for rollout, error in invalid
               if any(isinstance(a, WriteStatus) and a.body is rollout for a in actions)]
     drain = dict(p.draining(rollouts, pass_.spec.rollout.abort_scale_down_delay_seconds, pass_.now_dt))
-    base = dict(stable_id=target.stable_id, promoted_replicas=size.want, previous=pass_.old_status.get("previousRevision"),
-                previous_at=pass_.old_status.get("previousScaleDownAt"), drain=drain)
+    base = _Serving(stable_id=target.stable_id, active=None, promoted_replicas=size.want, drain=drain,
+                    previous=pass_.old_status.get("previousRevision"), previous_at=pass_.old_status.get("previousScaleDownAt"))
     if active is None:
-        return _Serving(active=None, actions=tuple(actions), events=tuple(events), **base)
+        return dataclasses.replace(base, actions=tuple(actions), events=tuple(events))
     read_status = dict(active.body.get("status") or {})
     stable_id, revision = target.stable_id, active.revision
     gate, rollout_status = (_quality_gate(active, read_status, pass_.registry, stable_id, pass_.now) if revision.id != stable_id
@@ -490,13 +491,13 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
             actions.append(WriteStatus(active.body, gate))
             if gate.get("phase") == "Failed":
                 events.append(Event("Warning", "QualityGateFailed", gate["message"], about=active.body))
-        return _Serving(active=None, actions=tuple(actions), events=tuple(events), **base)
+        return dataclasses.replace(base, actions=tuple(actions), events=tuple(events))
     if revision.id == stable_id:
         if rollout_status.get("phase") not in TERMINAL:
             rollout_status.update(phase="Succeeded", toRevision=revision.id, fromRevision=stable_id, finishedAt=pass_.now,
                                   message=f"{revision.id} is already stable")
             actions.append(WriteStatus(active.body, rollout_status))
-        return _Serving(active=active, actions=tuple(actions), events=tuple(events), **base)
+        return dataclasses.replace(base, active=active, actions=tuple(actions), events=tuple(events))
     decision = decide(active.plan, rollout_status, RolloutObserved(
         stable_revision=stable_id, target_revision=revision.id, stable_replicas=max(size.want, size.floor or 0, 1),
         canary_ready=_ready(pass_.observed.deployments.get(revision.id)),
@@ -504,22 +505,21 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
     if decision.status != read_status:
         actions.append(WriteStatus(active.body, decision.status))
     events += [dataclasses.replace(e, about=active.body) for e in decision.events]
-    requeue = (decision.requeue_after,) if decision.requeue_after is not None else ()
+    stepped = dataclasses.replace(base, active=active, actions=tuple(actions), events=tuple(events),
+                                  requeue=(decision.requeue_after,) if decision.requeue_after is not None else ())
     if decision.promote:
-        events.append(Event("Normal", "RevisionPromoted", f"revision {revision.id} replaces {stable_id} as stable"))
-        return _Serving(**{**base, "stable_id": revision.id, "promoted_replicas": decision.canary_replicas, "previous": stable_id,
-                           "previous_at": rfc3339(pass_.now_dt + datetime.timedelta(seconds=active.plan.scale_down_delay_seconds))},
-                        active=active, actions=tuple(actions), events=tuple(events), requeue=requeue)
+        promoted = Event("Normal", "RevisionPromoted", f"revision {revision.id} replaces {stable_id} as stable")
+        return dataclasses.replace(stepped, stable_id=revision.id, promoted_replicas=decision.canary_replicas, previous=stable_id,
+                                   previous_at=rfc3339(pass_.now_dt + datetime.timedelta(seconds=active.plan.scale_down_delay_seconds)),
+                                   events=(*stepped.events, promoted))
     if decision.status.get("phase") in TERMINAL:
         drain[revision.id] = active.plan.abort_scale_down_delay_seconds
-        return _Serving(active=active, actions=tuple(actions), events=tuple(events), requeue=requeue, **base)
+        return stepped
+    if base.previous == revision.id:  # the spec went back to the previous revision: it is the canary now
+        stepped = dataclasses.replace(stepped, previous=None, previous_at=None)
     routes = b.Routes(100 - decision.traffic.canary_weight, decision.traffic.canary_weight, decision.traffic.mirror_percent)
-    previous = base["previous"]
-    if previous == revision.id:  # the spec went back to the previous revision: it is the canary now
-        base.update(previous=None, previous_at=None)
-    return _Serving(active=active, canary=revision, canary_spec=active.spec, canary_replicas=decision.canary_replicas,
-                    routes=routes, preview=decision.traffic.preview, actions=tuple(actions), events=tuple(events),
-                    requeue=requeue, **base)
+    return dataclasses.replace(stepped, canary=revision, canary_spec=active.spec, canary_replicas=decision.canary_replicas,
+                               routes=routes, preview=decision.traffic.preview)
 
 
 def _fail_invalid(pass_: _Pass, invalid: list[tuple[Mapping[str, Any], InvalidSpec]]) -> list[WriteStatus]:
@@ -732,7 +732,8 @@ def _serving_model(pass_: _Pass, target: _Target, serving: _Serving, stable_live
     model = (active.revision.model if active and stable_id == active.revision.id
              else target.model if stable_id == target.revision.id else _model_of(pass_.old_status, stable_live))
     ref, registry = pass_.spec.model.mlflow, pass_.registry
-    if model is not None and ref is not None and registry is not None and model.version in registry.versions and model.run_id is None:
+    if (model is not None and model.version is not None and ref is not None and registry is not None
+            and model.version in registry.versions and model.run_id is None):
         model = reg.resolved_model(ref, registry.versions[model.version])
     return model
 
@@ -997,9 +998,10 @@ def _quality_gate(active: p.Active, status: dict[str, Any], registry: reg.Resolu
     st.update(phase="Failed", message=message, finishedAt=now, toRevision=active.revision.id, fromRevision=stable,
               canaryWeight=0, mirrorWeight=0, canaryReplicas=0, observedRetry=active.plan.retry)
     st.pop("waitingSince", None)
-    for type_, value, text in ((cond.PROGRESSING, "False", message), (cond.DEGRADED, "True", message)):
-        st["conditions"] = cond.set_condition(st.get("conditions", []), type_, value, "QualityGateFailed", text,
-                                              now=now, generation=generation)
+    st["conditions"] = cond.set_condition(st.get("conditions", []), cond.PROGRESSING, "False", "QualityGateFailed", message,
+                                          now=now, generation=generation)
+    st["conditions"] = cond.set_condition(st["conditions"], cond.DEGRADED, "True", "QualityGateFailed", message,
+                                          now=now, generation=generation)
     if generation is not None:
         st["observedGeneration"] = generation
     return st, status

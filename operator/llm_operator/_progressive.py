@@ -164,7 +164,7 @@ def pending_outcome(ref: MlflowModelRef, rollout: Mapping[str, Any]) -> tuple[re
     return outcome, {**status, "registry": {"outcome": outcome.outcome}}
 
 
-def pruned(rollouts: list[Mapping[str, Any]], limit: int, spec_revision: str, ref: MlflowModelRef | None,
+def pruned(rollouts: Sequence[Mapping[str, Any]], limit: int, spec_revision: str, ref: MlflowModelRef | None,
            draining: Collection[str]) -> list[Mapping[str, Any]]:
     """The finished LLMRollouts beyond ``limit`` (``spec.rollout.historyLimit``) to delete, oldest first.
 

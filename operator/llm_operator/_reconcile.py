@@ -134,8 +134,9 @@ def execute(
         writes += _write_status(kube, action.body, action.status) or 0
     for event in plan.events:
         post_event(event)
-    for outcome in (a for a in plan.actions if isinstance(a, RecordOutcome) and record is not None):
-        writes += _record_outcome(kube, outcome, record, now, post_event)
+    if record is not None:
+        for outcome in (a for a in plan.actions if isinstance(a, RecordOutcome)):
+            writes += _record_outcome(kube, outcome, record, now, post_event)
     return writes + written
 
 

@@ -342,7 +342,7 @@ def test_finished_rollouts_beyond_the_history_limit_are_deleted(api, operator, n
     rollouts = lambda: api.list("llmops.dev/v1alpha1", "LLMRollout", namespace)  # noqa: E731
     for n, uri in enumerate(("hf://org/model-b", "hf://org/model-c", "hf://org/model-d"), start=2):
         api.patch(*LLMD, namespace, "qwen-small", {"spec": {"model": {"uri": uri}}})
-        wait_for(lambda: (o := _llmd(api, namespace, "qwen-small"))["status"].get("observedGeneration") == n
+        wait_for(lambda n=n: (o := _llmd(api, namespace, "qwen-small"))["status"].get("observedGeneration") == n
                  and o["status"]["stableRevision"] == o["status"]["specRevision"], 90, f"{uri} stable")
     newest = _llmd(api, namespace, "qwen-small")["status"]["stableRevision"]
     left = wait_for(lambda: (r := rollouts()) and len(r) == 1 and r, 60, "one LLMRollout left")

@@ -98,7 +98,8 @@ class FakeKube:
         if self._key(obj) in self.objects:
             raise Conflict("exists", 409)
         created = next(self._created)  # the API server stamps creation (to the second); here one second apart
-        obj.setdefault("metadata", {}).setdefault("creationTimestamp", f"2026-01-01T{created // 3600:02d}:{created // 60 % 60:02d}:{created % 60:02d}Z")
+        stamp = f"2026-01-01T{created // 3600:02d}:{created // 60 % 60:02d}:{created % 60:02d}Z"
+        obj.setdefault("metadata", {}).setdefault("creationTimestamp", stamp)
         return self.add(obj)
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
