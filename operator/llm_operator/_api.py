@@ -391,11 +391,37 @@ class GateThreshold(_Model):
     max: float | None = Field(None, description="The metric must be at most this.")
 
 
+#: The canary a new revision goes through when ``spec.rollout.steps`` is not written: 5, 10, 25 and 50 percent,
+#: each held until an analysis of ``analysisDuration`` (default 5 minutes) at that weight has passed against the
+#: LLMDeployment's SLOs, then the switch.
+DEFAULT_CANARY_WEIGHTS = (5, 10, 25, 50)
+
+Strategy = Literal["canary", "blueGreen", "shadow", "none"]
+_STRATEGY_DOC = ("canary (the default): steps, or when none are written the default canary 5, 10, 25, 50 percent, each "
+                 "analysed for analysisDuration; blueGreen: the new revision full size behind the preview header, "
+                 "analysed, then switched; shadow: a share of live traffic mirrored to it, analysed, then the steps; "
+                 "none: switched at once once ready, with no analysis (the only way to skip the canary).")
+
+
 class RolloutTemplate(_Model):
     """How an LLMDeployment moves to a new revision; LLMRollouts default to it."""
 
-    strategy: Literal["canary", "blueGreen", "shadow"] = "canary"
-    steps: list[CanaryStep] = Field(default_factory=list, max_length=64)
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            ("self.strategy != 'canary' || !has(self.steps) || size(self.steps) > 0",
+             "an empty canary switches at once: leave steps out for the default canary, or set strategy: none"),
+        )
+    )
+
+    strategy: Strategy = Field("canary", description=_STRATEGY_DOC)
+    steps: list[CanaryStep] | None = Field(
+        None, max_length=64,
+        description="Canary steps. Not written: the default canary (setWeight 5, 10, 25, 50, each followed by an analysis "
+                    "of analysisDuration). A weight or mirror step not followed by an analysis step gets one unless "
+                    "analyzeEveryStep is false.")
+    analyze_every_step: bool = Field(
+        True, description="Hold each weight and mirror step until an analysis at that weight has passed (one of "
+                          "analysisDuration is added after a step that has none of its own). false: the steps run as written.")
     analysis: Analysis | None = None
     progress_deadline_seconds: Annotated[int, Field(ge=60)] = Field(
         1800, description="Time a new revision gets to become ready (models load slowly)."
@@ -405,7 +431,9 @@ class RolloutTemplate(_Model):
     )
     abort_scale_down_delay_seconds: Annotated[int, Field(ge=0)] = Field(
         30, description="After an abort, how long the new revision's pods stay up while proxies converge on the stable-only routes.")
-    analysis_duration: Duration = Field("5m", description="Length of the analysis blue-green and shadow rollouts run before switching.")
+    analysis_duration: Duration = Field(
+        "5m", description="Length of each analysis the operator adds: the default canary's, the one after a weight step "
+                          "with none of its own, and the one blue-green and shadow rollouts run before switching.")
     mirror_percent: Percent = Field(50, description="Shadow: percent 0..100 of live traffic mirrored to the new revision.")
     preview_header: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+$")] = Field(
         "x-llmops-preview", description="Blue-green: requests with this header set to 'true' reach the new revision.")
@@ -541,10 +569,18 @@ class LLMRolloutSpec(_Model):
     """Desired state of an LLMRollout. Strategy fields left out come from the LLMDeployment's
     ``spec.rollout`` template."""
 
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            ("!has(self.strategy) || self.strategy != 'canary' || !has(self.steps) || size(self.steps) > 0",
+             "an empty canary switches at once: leave steps out for the default canary, or set strategy: none"),
+        )
+    )
+
     deployment_name: Annotated[str, StringConstraints(pattern=_DNS_LABEL_RE)]
     target: RolloutTarget
-    strategy: Literal["canary", "blueGreen", "shadow"] | None = None
+    strategy: Strategy | None = Field(None, description="The LLMDeployment's spec.rollout.strategy when not set. " + _STRATEGY_DOC)
     steps: list[CanaryStep] | None = Field(None, max_length=64)
+    analyze_every_step: bool | None = Field(None, description="The LLMDeployment's spec.rollout.analyzeEveryStep when not set.")
     analysis: Analysis | None = None
     analysis_duration: Duration | None = None
     mirror_percent: Percent | None = None

@@ -42,7 +42,7 @@ def cmd_crds(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from ._render import render
+    from ._render import effective_rollouts, render
     from ._validation import InvalidSpec
 
     documents = []
@@ -55,6 +55,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         for item in error.errors:
             print(f"error: {item}", file=sys.stderr)
         return 1
+    for name, summary in effective_rollouts(documents, namespace=args.namespace).items():
+        sys.stdout.write(f"# LLMDeployment {name}: a new revision rolls out by {summary}\n")
     sys.stdout.write(_yaml_stream(objects))
     return 0
 

@@ -6,8 +6,9 @@ import datetime
 from collections.abc import Iterable
 from typing import Any
 
-from ._api import API_VERSION
+from ._api import API_VERSION, LLMRolloutSpec
 from ._planner import Apply, Observed, plan_llmdeployment
+from ._rollout import RolloutPlan, Step, plan_rollout
 from ._validation import InvalidSpec, parse_llmdeployment, parse_llmrollout
 
 
@@ -39,4 +40,38 @@ def render(documents: Iterable[dict[str, Any]], namespace: str = "default") -> l
                 parse_llmrollout(body)
             except InvalidSpec as error:
                 raise InvalidSpec([type(e)(f"{where}: {e.path}", e.message) for e in error.errors]) from None
+    return out
+
+
+def _step_text(step: Step) -> str:
+    if step.kind == "weight":
+        return f"setWeight {step.value}"
+    if step.kind == "mirror":
+        return f"setMirror {step.value}"
+    if step.kind == "preview":
+        return "preview (full size, behind the preview header)"
+    what = "pause" if step.kind == "pause" else "analysis"
+    return f"{what} {step.seconds:g}s" if step.seconds is not None else (f"{what} until resumed" if what == "pause" else what)
+
+
+def rollout_summary(plan: RolloutPlan) -> str:
+    """The effective steps a new revision goes through, one line: ``canary: setWeight 5, analysis 300s, ...``."""
+    steps = ", ".join(_step_text(step) for step in plan.steps) or "switched at once once ready, no analysis"
+    return f"{plan.strategy}: {steps}, then the switch" if plan.steps else f"{plan.strategy}: {steps}"
+
+
+def effective_rollouts(documents: Iterable[dict[str, Any]], namespace: str = "default") -> dict[str, str]:
+    """For each valid LLMDeployment in ``documents`` ("namespace/name"), the steps a new revision of it would go
+    through (:func:`rollout_summary`): the written ones, or the default canary, with the analyses the operator adds."""
+    out = {}
+    for doc in documents:
+        if not doc or doc.get("apiVersion") != API_VERSION or doc.get("kind") != "LLMDeployment":
+            continue
+        body = {**doc, "metadata": {"namespace": namespace, **doc.get("metadata", {})}}
+        try:
+            spec = parse_llmdeployment(body)
+        except InvalidSpec:
+            continue
+        plan = plan_rollout(LLMRolloutSpec.model_validate({"deploymentName": "x", "target": {"model": {"uri": "hf://new/revision"}}}), spec.rollout)
+        out[f"{body['metadata']['namespace']}/{body['metadata']['name']}"] = rollout_summary(plan)
     return out

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import _conditions as cond
-from ._api import Analysis, CanaryStep, GateThreshold, LLMRolloutSpec, RolloutTemplate, parse_duration
+from ._api import DEFAULT_CANARY_WEIGHTS, Analysis, CanaryStep, GateThreshold, LLMRolloutSpec, RolloutTemplate, parse_duration
 from ._measure import Run
 from ._vocabulary import TERMINAL, Event
 
@@ -113,19 +113,32 @@ def _step(raw: CanaryStep) -> Step:
 def plan_rollout(spec: LLMRolloutSpec, template: RolloutTemplate) -> RolloutPlan:
     """Resolve an LLMRollout against its LLMDeployment's ``spec.rollout`` template.
 
-    * canary: the steps as written (an empty list switches as soon as the new revision is ready);
+    * canary: the steps as written, or when none are written (or an empty list) the default canary
+      (:data:`~llm_operator._api.DEFAULT_CANARY_WEIGHTS`, each followed by an analysis of ``analysisDuration``);
+      with ``analyzeEveryStep`` (the default) a weight or mirror step that no analysis step follows gets one of
+      ``analysisDuration``, so no share of traffic is raised before the last one was analysed;
     * blueGreen: full-size new revision behind the preview header, analysis for ``analysisDuration``, switch;
-    * shadow: mirror ``mirrorPercent`` of live traffic, analysis, then the canary steps if any, else switch.
+    * shadow: mirror ``mirrorPercent`` of live traffic, analysis, then the canary steps if any (with the same
+      analysis rule), else switch;
+    * none: no steps, no analysis: the switch once the new revision is ready (only ever by an explicit ``none``).
     """
     strategy = spec.strategy or template.strategy
     raw_steps = spec.steps if spec.steps is not None else template.steps
-    steps = [_step(s) for s in raw_steps]
     analysis_seconds = parse_duration(spec.analysis_duration or template.analysis_duration)
-    if strategy == "blueGreen":
+    every = spec.analyze_every_step if spec.analyze_every_step is not None else template.analyze_every_step
+    steps = [_step(s) for s in raw_steps or ()]
+    if strategy == "canary" and not steps:
+        steps = [x for w in DEFAULT_CANARY_WEIGHTS for x in (Step("weight", w), Step("analysis", seconds=analysis_seconds))]
+    if every:
+        steps = _analysed(steps, analysis_seconds)
+    if strategy == "none":
+        steps = []
+    elif strategy == "blueGreen":
         steps = [Step("preview"), Step("analysis", seconds=analysis_seconds)]
     elif strategy == "shadow":
         mirror = spec.mirror_percent if spec.mirror_percent is not None else template.mirror_percent
-        steps = [Step("mirror", mirror), Step("analysis", seconds=analysis_seconds), Step("mirror", 0)] + steps
+        steps = [Step("mirror", mirror), Step("analysis", seconds=analysis_seconds), Step("mirror", 0)] + (
+            _analysed([_step(s) for s in raw_steps or ()], analysis_seconds) if every else [_step(s) for s in raw_steps or ()])
     return RolloutPlan(
         strategy=strategy,
         steps=tuple(steps),
@@ -138,6 +151,20 @@ def plan_rollout(spec: LLMRolloutSpec, template: RolloutTemplate) -> RolloutPlan
         quality_gate=tuple(spec.quality_gate if spec.quality_gate is not None else template.quality_gate),
         paused=spec.paused, abort=spec.abort, promote=spec.promote, resume=spec.resume, retry=spec.retry,
     )
+
+
+def _analysed(steps: list[Step], seconds: float) -> list[Step]:
+    """``steps`` with an analysis of ``seconds`` after each weight or mirror step (above 0 percent) that is not
+    followed by an analysis step before the next traffic step or the end."""
+    out: list[Step] = []
+    for i, step in enumerate(steps):
+        out.append(step)
+        if step.kind in ("weight", "mirror") and (step.value or 0) > 0:
+            rest = steps[i + 1:]
+            upto = next((j for j, later in enumerate(rest) if later.kind in ("weight", "mirror", "preview")), len(rest))
+            if not any(later.kind == "analysis" for later in rest[:upto]):
+                out.append(Step("analysis", seconds=seconds))
+    return out
 
 
 @dataclass(frozen=True)

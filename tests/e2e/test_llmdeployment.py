@@ -218,7 +218,7 @@ def test_a_new_model_in_the_spec_rolls_out_through_an_llmrollout(api, operator, 
     old = obj["status"]["stableRevision"]
     api.set_pods_ready(namespace, f"qwen-small-{old}", 1)
     api.patch(*LLMD, namespace, "qwen-small", {"spec": {"model": {"uri": "hf://Qwen/Qwen2.5-3B-Instruct"},
-                                                        "rollout": {"scaleDownDelaySeconds": 0}}})
+                                                        "rollout": {"strategy": "none", "scaleDownDelaySeconds": 0}}})
     obj = wait_for(lambda: (o := _reconciled(api, namespace, "qwen-small", 2)) and o["status"].get("canaryRevision") and o,
                    what="a canary revision")
     new = obj["status"]["canaryRevision"]
@@ -336,7 +336,7 @@ def test_finished_rollouts_beyond_the_history_limit_are_deleted(api, operator, n
     LLMRollout (the newest), each older one deleted by the operator under its own ServiceAccount (the RBAC test
     counts that `delete` grant as used)."""
     doc = sample("llmdeployment-minimal")
-    doc["spec"]["rollout"] = {"scaleDownDelaySeconds": 0, "historyLimit": 1}
+    doc["spec"]["rollout"] = {"strategy": "none", "scaleDownDelaySeconds": 0, "historyLimit": 1}
     api.create(doc, namespace)
     wait_for(lambda: (o := _llmd(api, namespace, "qwen-small")) and _condition(o, "Ready")["status"] == "True", 60, "Ready=True")
     rollouts = lambda: api.list("llmops.dev/v1alpha1", "LLMRollout", namespace)  # noqa: E731

@@ -21,15 +21,15 @@ FAST = {"interval": "2s", "minRequests": 10, "inconclusiveLimit": 3, "consecutiv
 class Scenario:
     """An LLMDeployment serving from a healthy stable revision, ready for a rollout."""
 
-    def __init__(self, api, prometheus, namespace, *, steps, analysis=None, slo=None):
+    def __init__(self, api, prometheus, namespace, *, steps, analysis=None, slo=None, **rollout):
         self.api, self.prometheus, self.namespace = api, prometheus, namespace
         self.exporters = []
         doc = copy.deepcopy(sample("llmdeployment-cpu"))
         doc["metadata"]["name"] = NAME
         doc["spec"]["replicas"] = 2
         doc["spec"]["slo"] = slo or {"availability": 99.0, "latencyP99Seconds": 2.0}
-        doc["spec"]["rollout"] = {"steps": steps, "analysis": {**FAST, **(analysis or {})}, "scaleDownDelaySeconds": 0,
-                                  "abortScaleDownDelaySeconds": 3}
+        doc["spec"]["rollout"] = {**({"steps": steps} if steps is not None else {}), "analysis": {**FAST, **(analysis or {})},
+                                  "scaleDownDelaySeconds": 0, "abortScaleDownDelaySeconds": 3, **rollout}
         api.create(doc, namespace)
         status = wait_for(lambda: self.status().get("readyReplicas") == 2 and self.status(), 60, "stable ready")
         self.stable = status["stableRevision"]
@@ -122,6 +122,23 @@ def test_healthy_canary_goes_through_every_step_to_succeeded(scenario, operator)
     assert f'llmops_rollouts_finished_total{{{labels},phase="Succeeded",reason="Promoted"}} 1.0' in metrics
     assert f'llmops_slo_availability_ratio{{{labels}}} 0.99' in metrics
     assert f'llmops_rollout_phase{{{labels},phase="Succeeded",rollout="to-v2"}} 1.0' in metrics
+
+
+def test_no_steps_written_goes_through_the_default_canary(scenario):
+    """Safe by default (issue 16): an LLMDeployment that writes no steps rolls a new revision out through the
+    default canary, 5, 10, 25 and 50 percent, each analysed against real Prometheus before the next (the analysis
+    shortened here to 3 s; it is 5 minutes unless set)."""
+    s = scenario(steps=None, analysisDuration="3s")
+    target = s.start_rollout()
+    s.serve(target, FakeVllm(rate=40, error_ratio=0.0, latency=0.4, seed=5))
+    status = s.finished(timeout=150)
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert status["stepsTotal"] == 8
+    weights = [e["message"] for e in s.events("StepCompleted") if e["involvedObject"]["name"] == "to-v2"]
+    assert sorted(weights, key=lambda m: int(m.split()[1].rstrip(":"))) == [
+        "step 0: weight 5", "step 2: weight 10", "step 4: weight 25", "step 6: weight 50"]
+    assert len([e for e in s.events("AnalysisPassed") if e["involvedObject"]["name"] == "to-v2"]) == 4
+    assert s.status()["stableRevision"] == target
 
 
 def test_errors_abort_with_traffic_back_on_stable_and_stable_untouched(scenario):

@@ -49,3 +49,28 @@ def test_public_api_is_small_and_deliberate():
         "parse_llmrollout", "render",
     ]
     assert all(hasattr(llm_operator, name) for name in llm_operator.__all__)
+
+
+def test_render_shows_the_steps_a_new_revision_goes_through(tmp_path, capsys):
+    """Safe by default (issue 16): render names the effective steps, the default canary when none are written."""
+    doc = yaml.safe_load((ROOT / "samples" / "llmdeployment-minimal.yaml").read_text())
+    none = {**doc, "metadata": {**doc["metadata"], "name": "at-once"}, "spec": {**doc["spec"], "rollout": {"strategy": "none"}}}
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump_all([doc, none]))
+    assert main(["render", "-f", str(path)]) == 0
+    comments = [line for line in capsys.readouterr().out.splitlines() if line.startswith("# ")]
+    assert comments == [
+        "# LLMDeployment default/qwen-small: a new revision rolls out by canary: setWeight 5, analysis 300s, setWeight 10, "
+        "analysis 300s, setWeight 25, analysis 300s, setWeight 50, analysis 300s, then the switch",
+        "# LLMDeployment default/at-once: a new revision rolls out by none: switched at once once ready, no analysis",
+    ]
+
+
+def test_an_empty_canary_is_refused_naming_the_field(tmp_path, capsys):
+    doc = yaml.safe_load((ROOT / "samples" / "llmdeployment-minimal.yaml").read_text())
+    doc["spec"]["rollout"] = {"steps": []}
+    path = tmp_path / "empty.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["render", "-f", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "spec.rollout" in err and "strategy: none" in err

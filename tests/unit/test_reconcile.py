@@ -186,7 +186,9 @@ def test_weights_on_a_canary_that_does_not_exist_go_back_to_stable(samples):
 
 
 def test_a_new_revision_in_the_spec_is_rolled_out_by_an_llmrollout(samples):
-    cluster = Cluster(samples["llmdeployment-minimal"])
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["rollout"] = {"strategy": "none"}  # switched once ready: this test is about the LLMRollout's life
+    cluster = Cluster(doc)
     cluster.reconcile(T0)
     (old,) = cluster.deployments()
     cluster.set_ready(old, 1)
@@ -324,7 +326,7 @@ def test_needs_apply_sees_removed_fields():
 
 def test_the_old_stable_survives_until_the_switch_is_recorded(samples):
     doc = copy.deepcopy(samples["llmdeployment-minimal"])
-    doc["spec"]["rollout"] = {"scaleDownDelaySeconds": 0}
+    doc["spec"]["rollout"] = {"strategy": "none", "scaleDownDelaySeconds": 0}
     cluster = Cluster(doc)
     cluster.reconcile(T0)
     (old,) = cluster.deployments()
@@ -345,6 +347,7 @@ def test_the_old_stable_survives_until_the_switch_is_recorded(samples):
 
 def test_a_conflict_on_the_deployment_status_leaves_the_rollout_status_alone(samples):
     doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["rollout"] = {"strategy": "none"}
     cluster = Cluster(doc)
     cluster.reconcile(T0)
     (old,) = cluster.deployments()
@@ -499,7 +502,7 @@ def test_returning_to_an_earlier_revision_rolls_it_out_like_a_new_one(samples):
     (Argo Rollouts re-runs the steps and analysis for an older manifest re-applied), not a 409 and a status that
     claims B while C serves."""
     doc = copy.deepcopy(samples["llmdeployment-minimal"])
-    doc["spec"]["rollout"] = {"scaleDownDelaySeconds": 0}
+    doc["spec"]["rollout"] = {"strategy": "none", "scaleDownDelaySeconds": 0}
     cluster = Cluster(doc)
     cluster.reconcile(T0)
     _all_ready(cluster)
@@ -531,7 +534,7 @@ def test_returning_to_an_earlier_revision_rolls_it_out_like_a_new_one(samples):
 def _canary_at_half(samples, **rollout):
     """An LLMDeployment whose rollout to model-b holds at 50% with every pod ready: (cluster, the stable revision)."""
     doc = copy.deepcopy(samples["llmdeployment-minimal"])
-    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}], **rollout}
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}], "analyzeEveryStep": False, **rollout}
     cluster = Cluster(doc)
     cluster.reconcile(T0)
     _all_ready(cluster)
@@ -571,7 +574,7 @@ def test_a_failed_llmrollout_create_is_retried_and_supersedes_the_older_one(samp
     from llm_operator._kube import KubeError
 
     doc = copy.deepcopy(samples["llmdeployment-minimal"])
-    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {"duration": "1m"}}]}
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {"duration": "1m"}}], "analyzeEveryStep": False}
     cluster = Cluster(doc)
     cluster.reconcile(T0)
     _all_ready(cluster)
@@ -611,7 +614,7 @@ def test_a_failed_supersession_write_is_caught_by_the_next_pass(samples):
     from llm_operator._kube import KubeError
 
     doc = copy.deepcopy(samples["llmdeployment-minimal"])
-    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}]}
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}], "analyzeEveryStep": False}
     cluster = Cluster(doc)
     cluster.reconcile(T0)
     _all_ready(cluster)
@@ -638,7 +641,7 @@ def test_a_registry_outage_mid_rollout_starts_and_supersedes_nothing(samples):
     registry.register("support-assistant", "4", alias="champion", metrics=good)
     doc = copy.deepcopy(samples["llmdeployment-mlflow"])
     doc["spec"].update(replicas=1)
-    doc["spec"]["rollout"]["steps"] = [{"setWeight": 50}, {"pause": {}}]
+    doc["spec"]["rollout"].update(steps=[{"setWeight": 50}, {"pause": {}}], analyzeEveryStep=False)
     cluster = Cluster(doc, registry=registry)
     cluster.reconcile(T0)
     _all_ready(cluster)
@@ -662,13 +665,14 @@ def test_returning_to_the_previous_revision_within_its_delay_reuses_its_pods(sam
     """B replaced A a minute ago (A kept for scaleDownDelaySeconds); the spec goes back to A: A's ready pods are the
     canary (no new pods, no pods lost under its traffic), listed as the canary rather than the previous revision."""
     doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["rollout"] = {"strategy": "none"}
     cluster = Cluster(doc)
     cluster.reconcile(T0)
     _all_ready(cluster)
     a = cluster.body["status"]["stableRevision"]
     b_rev = _edit_and_roll_out(cluster, "hf://org/model-b", T1)
     assert cluster.body["status"]["previousRevision"] == a
-    cluster.kube.objects[cluster.key]["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}]}
+    cluster.kube.objects[cluster.key]["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}], "analyzeEveryStep": False}
     cluster.edit_spec(model={"uri": "hf://Qwen/Qwen2.5-1.5B-Instruct"})
     cluster.reconcile(T2)  # creates the rollout back to A
     plan, writes = cluster.reconcile(T2)  # A's pods are ready: 50% at once, then the pause
@@ -699,7 +703,7 @@ def test_an_aborted_rollout_leaves_the_deployment_degraded_until_the_spec_serves
     (reason RolloutAborted, naming both revisions), as Argo Rollouts reports an aborted Rollout, so Argo CD does
     not show Healthy. A retry clears it."""
     doc = copy.deepcopy(samples["llmdeployment-minimal"])
-    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}]}
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}], "analyzeEveryStep": False}
     cluster = Cluster(doc)
     cluster.reconcile(T0)
     _all_ready(cluster)
@@ -736,7 +740,7 @@ def test_an_aborted_rollout_leaves_the_deployment_degraded_until_the_spec_serves
 
 def test_a_failed_rollout_leaves_the_deployment_degraded(samples):
     doc = copy.deepcopy(samples["llmdeployment-minimal"])
-    doc["spec"]["rollout"] = {"progressDeadlineSeconds": 600}
+    doc["spec"]["rollout"] = {"strategy": "none", "progressDeadlineSeconds": 600}
     cluster = Cluster(doc)
     cluster.reconcile(T0)
     _all_ready(cluster)
@@ -815,7 +819,7 @@ def test_stable_keeps_the_size_that_takes_traffic_back_and_the_promoted_revision
     revision is sized 4 before it takes 100%, not the 2 the HPA left stable with (Argo Rollouts' default: stable
     left at full size during the update)."""
     doc = copy.deepcopy(samples["llmdeployment-multigpu"])  # HPA 2..6
-    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}]}
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}], "analyzeEveryStep": False}
     cluster = Cluster(doc)
     cluster.reconcile(T0)
     stable = cluster.body["status"]["stableRevision"]
@@ -853,7 +857,7 @@ def test_stable_keeps_the_size_that_takes_traffic_back_and_the_promoted_revision
 
 def test_the_floor_is_lifted_when_the_rollout_aborts(samples):
     doc = copy.deepcopy(samples["llmdeployment-multigpu"])
-    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}]}
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}], "analyzeEveryStep": False}
     cluster = Cluster(doc)
     cluster.reconcile(T0)
     stable = cluster.body["status"]["stableRevision"]
@@ -902,7 +906,7 @@ def test_a_newer_rollout_mid_canary_moves_the_weight_before_it_repoints_the_cana
     canary Service must not select the new, not-yet-ready revision while the VirtualService still sends it half the
     traffic: this pass moves the weight to stable, the next re-points the Service."""
     doc = copy.deepcopy(samples["llmdeployment-minimal"])
-    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}]}
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}], "analyzeEveryStep": False}
     cluster = Cluster(doc)
     cluster.reconcile(T0)
     (old,) = cluster.deployments()
@@ -973,7 +977,7 @@ def test_finished_rollouts_beyond_the_history_limit_are_deleted_oldest_first(sam
     """spec.rollout.historyLimit: the operator's own finished LLMRollouts beyond the limit go, once nothing needs
     them; people's LLMRollouts and the one toward the spec's revision stay (issue 15)."""
     doc = copy.deepcopy(samples["llmdeployment-minimal"])
-    doc["spec"]["rollout"] = {"scaleDownDelaySeconds": 0, "historyLimit": 1}
+    doc["spec"]["rollout"] = {"strategy": "none", "scaleDownDelaySeconds": 0, "historyLimit": 1}
     cluster = Cluster(doc)
     cluster.reconcile(T0)
     _all_ready(cluster)

@@ -137,7 +137,7 @@ def test_the_cache_backs_off_after_a_failure():
 def mlflow_doc(samples):
     doc = copy.deepcopy(samples["llmdeployment-mlflow"])
     doc["spec"]["replicas"] = 1
-    doc["spec"]["rollout"]["steps"] = [{"setWeight": 50}, {"pause": {"duration": "1m"}}]
+    doc["spec"]["rollout"].update(steps=[{"setWeight": 50}, {"pause": {"duration": "1m"}}], analyzeEveryStep=False)
     return doc
 
 

@@ -20,8 +20,9 @@ def spec(**fields) -> LLMRolloutSpec:
     return LLMRolloutSpec.model_validate({"deploymentName": "chat", "target": {"model": {"version": "2"}}, **fields})
 
 
-TEMPLATE = RolloutTemplate.model_validate({
+TEMPLATE = RolloutTemplate.model_validate({  # the steps as written: these tables are about the step machine
     "steps": [{"setWeight": 10}, {"analysis": {"duration": "2m"}}, {"setWeight": 50}, {"pause": {"duration": "1m"}}],
+    "analyzeEveryStep": False,
     "analysis": {"interval": "30s", "inconclusiveLimit": 2, "consecutiveErrorLimit": 2},
 })
 
@@ -235,8 +236,9 @@ def test_shadow_mirrors_analyses_then_follows_the_steps():
     assert d.traffic == Traffic(50, 0, False)
 
 
-def test_empty_canary_steps_switch_when_ready():
-    walk = Walk(plan_rollout(spec(steps=[]), TEMPLATE))
+def test_strategy_none_switches_when_ready():
+    walk = Walk(plan_rollout(spec(strategy="none"), TEMPLATE))
+    assert walk.plan.steps == ()
     d = walk.step(0, ready=0)
     assert d.canary_replicas == 4 and not d.promote
     assert walk.step(5, ready=4).promote
@@ -352,3 +354,46 @@ def test_a_run_counts_only_at_the_step_it_measured():
     assert "analysis" not in walk.status  # step 3 has no run yet
     d = walk.step(70, ready=4, run=PASS)  # its own run; all four pods for the switch
     assert d.promote
+
+
+def _kinds(plan):
+    return [(st.kind, st.value if st.kind != "analysis" else st.seconds) for st in plan.steps]
+
+
+def test_no_steps_written_is_the_default_canary_analysed_at_every_weight():
+    """Safe by default (issue 16): no steps means 5, 10, 25, 50 percent, each held for an analysis of
+    analysisDuration (5 minutes unless set), then the switch; never an instant switch."""
+    plan = plan_rollout(spec(), RolloutTemplate())
+    assert _kinds(plan) == [("weight", 5), ("analysis", 300), ("weight", 10), ("analysis", 300),
+                            ("weight", 25), ("analysis", 300), ("weight", 50), ("analysis", 300)]
+    assert plan.strategy == "canary"
+    assert _kinds(plan_rollout(spec(steps=[]), RolloutTemplate())) == _kinds(plan)  # an empty list is no instant switch
+    assert _kinds(plan_rollout(spec(), RolloutTemplate(analysis_duration="10m")))[1] == ("analysis", 600)
+
+
+@pytest.mark.parametrize("steps,every,expected", [
+    # a weight with no analysis after it gets one; an existing one is kept as written
+    ([{"setWeight": 20}, {"pause": {"duration": "1m"}}, {"setWeight": 50}], True,
+     [("weight", 20), ("analysis", 300), ("pause", None), ("weight", 50), ("analysis", 300)]),
+    ([{"setWeight": 20}, {"analysis": {"duration": "2m"}}, {"setWeight": 50}], True,
+     [("weight", 20), ("analysis", 120), ("weight", 50), ("analysis", 300)]),
+    ([{"setMirror": 30}, {"setMirror": 0}, {"setWeight": 10}], True,
+     [("mirror", 30), ("analysis", 300), ("mirror", 0), ("weight", 10), ("analysis", 300)]),
+    # analyzeEveryStep: false is the explicit way to run the steps as written
+    ([{"setWeight": 20}, {"setWeight": 50}], False, [("weight", 20), ("weight", 50)]),
+])
+def test_every_traffic_step_is_analysed_unless_said_otherwise(steps, every, expected):
+    plan = plan_rollout(spec(steps=steps), RolloutTemplate(analyze_every_step=every))
+    assert [(k, v) if k != "pause" else (k, None) for k, v in _kinds(plan)] == expected
+
+
+def test_an_inserted_analysis_holds_the_weight_until_it_passed():
+    walk = Walk(plan_rollout(spec(steps=[{"setWeight": 20}, {"setWeight": 50}]), RolloutTemplate(analysis={"interval": "30s"})))
+    d = walk.step(0, ready=1)
+    assert d.traffic.canary_weight == 20 and walk.status["currentStepIndex"] == 1
+    d = walk.step(40, ready=2, run=Run("Inconclusive", 3.0, ()))
+    assert d.traffic.canary_weight == 20  # inconclusive holds, never passes
+    d = walk.step(80, ready=2, run=PASS)
+    assert d.traffic.canary_weight == 20  # a pass before the 5 minutes are up does not end the step
+    d = walk.step(330, ready=2, run=PASS)
+    assert d.traffic.canary_weight == 50
