@@ -33,6 +33,7 @@ from ._backoff import Backoff
 from ._events import EventRecorder
 from ._kube import DynamicKube, Kube, KubeError
 from ._metrics import MetricsError, MetricsProvider, PrometheusProvider
+from ._mlflow import MlflowRegistry
 from ._progressive import target_versions
 from ._reconcile import Deps, run_pass
 from ._settings import Settings
@@ -136,7 +137,7 @@ def _registry_for(kube: Kube, memo: kopf.Memo, namespace: str, ref: MlflowModelR
     with memo.registry_lock:
         if key not in memo.registries:
             # A tenant's Secret names the URI: that client carries the tenant's token (or none), never the operator's.
-            memo.registries[key] = reg.MlflowRegistry(uri, token, own_credentials=tenant)
+            memo.registries[key] = MlflowRegistry(uri, token, own_credentials=tenant)
         return key, memo.registries[key]
 
 

@@ -357,7 +357,7 @@ def test_a_client_with_its_own_token_sends_it_and_never_touches_the_environment(
     control plane). The token now travels in the client's own credentials."""
     import os
 
-    from llm_operator._registry import MlflowRegistry
+    from llm_operator._mlflow import MlflowRegistry
 
     server, seen = _auth_server({"registered_model": {"name": "m", "aliases": [{"alias": "champion", "version": "3"}]}})
     writes = []
@@ -410,7 +410,7 @@ def _auth_server(answer=None):
 def test_a_tenants_registry_never_carries_the_operators_credentials(monkeypatch, token, sent):
     """A Secret names the tracking URI: the operator's own token or Basic credentials (its environment) must not go
     there, with or without the tenant's token (MLflow sends Basic before Bearer, and reads both from os.environ)."""
-    from llm_operator._registry import MlflowRegistry
+    from llm_operator._mlflow import MlflowRegistry
 
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "OPERATORS-OWN-TOKEN")
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "operator")
@@ -424,7 +424,7 @@ def test_a_tenants_registry_never_carries_the_operators_credentials(monkeypatch,
 
 
 def test_the_operators_own_registry_uses_its_environment(monkeypatch):
-    from llm_operator._registry import MlflowRegistry
+    from llm_operator._mlflow import MlflowRegistry
 
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "OPERATORS-OWN-TOKEN")
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
