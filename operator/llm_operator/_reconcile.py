@@ -262,8 +262,10 @@ def run_pass(deps: Deps, namespace: str, name: str) -> PassResult:
         after = {r.body["metadata"]["name"]: r.status for r in plan.actions if isinstance(r, WriteStatus)}
         rollouts = [(r, after.get(r["metadata"]["name"], r.get("status") or {})) for r in observed.rollouts
                     if r.get("metadata", {}).get("uid")]
-        deps.telemetry.observe_pass(body, spec.slo.availability if spec is not None else None, rollouts,
-                                    time.monotonic() - started, writes)
+        slo = spec.slo if spec is not None else None
+        deps.telemetry.observe_pass(body, slo.availability if slo else None, rollouts, time.monotonic() - started, writes,
+                                    latency_p99_seconds=slo.latency_p99_seconds if slo else None,
+                                    ttft_p95_seconds=slo.time_to_first_token_p95_seconds if slo else None)
     return PassResult(plan, writes, plan.requeue_after)
 
 

@@ -6,6 +6,7 @@ Names carry the ``llmops_`` prefix and the labels the rest of the project uses (
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,6 +31,10 @@ class Telemetry:
         self.api_writes = Counter("llmops_api_writes", "API writes made by reconcile passes", ["namespace", DEPLOYMENT], registry=r)
         self.slo_target = Gauge("llmops_slo_availability_ratio", "SLO availability target of an LLMDeployment, ratio 0..1",
                                 ["namespace", DEPLOYMENT], registry=r)
+        self.slo_latency = Gauge("llmops_slo_latency_p99_seconds", "spec.slo.latencyP99Seconds of an LLMDeployment, seconds",
+                                 ["namespace", DEPLOYMENT], registry=r)
+        self.slo_ttft = Gauge("llmops_slo_time_to_first_token_p95_seconds",
+                              "spec.slo.timeToFirstTokenP95Seconds of an LLMDeployment, seconds", ["namespace", DEPLOYMENT], registry=r)
         self.rollout_phase = Gauge("llmops_rollout_phase", "1 for the LLMRollout's current phase, 0 for the others",
                                    ["namespace", "rollout", DEPLOYMENT, "phase"], registry=r)
         self.canary_weight = Gauge("llmops_rollout_canary_weight_percent", "Percent 0..100 of traffic on the new revision",
@@ -51,14 +56,23 @@ class Telemetry:
         start_http_server(port, addr=address, registry=self.registry)
 
     def observe_pass(self, body: Mapping[str, Any], availability: float | None, rollouts: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
-                     seconds: float, writes: int) -> None:
-        """Record one pass: the LLMDeployment ``body``, its SLO (percent), and (rollout as read, its new status)."""
+                     seconds: float, writes: int, *, latency_p99_seconds: float | None = None,
+                     ttft_p95_seconds: float | None = None) -> None:
+        """Record one pass: the LLMDeployment ``body``, its SLO (availability in percent 0..100, the latency
+        objectives in seconds; a latency objective the spec leaves out is not exported, so the alerts fall back to
+        their default), and (rollout as read, its new status)."""
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         self.reconcile_seconds.observe(seconds)
         if writes:
             self.api_writes.labels(ns, name).inc(writes)
         if availability is not None:
             self.slo_target.labels(ns, name).set(availability / 100)
+        for gauge, value in ((self.slo_latency, latency_p99_seconds), (self.slo_ttft, ttft_p95_seconds)):
+            if value is not None:
+                gauge.labels(ns, name).set(value)
+            else:
+                with contextlib.suppress(KeyError):  # never set
+                    gauge.remove(ns, name)
         for before, after in rollouts:
             rollout = before["metadata"]["name"]
             phase = after.get("phase") or "Pending"

@@ -42,3 +42,16 @@ def test_an_outcome_is_counted_once_and_a_run_only_when_new():
     text = scrape(t)
     assert 'llmops_rollouts_finished_total{llmops_dev_deployment="chat",namespace="ns",phase="Aborted",reason="AnalysisFailed"} 1.0' in text
     assert 'llmops_analysis_runs_total{namespace="ns",rollout="to-v2",verdict="Fail"} 1.0' in text
+
+
+def test_the_latency_slos_are_exported_for_the_alerts_and_withdrawn_when_unset():
+    """The serving alerts read llmops_slo_latency_p99_seconds and llmops_slo_time_to_first_token_p95_seconds; an
+    LLMDeployment that drops an objective stops exporting it (the rules then hold it to their default)."""
+    t = Telemetry()
+    t.observe_pass(body(), 99.5, [], 0.1, writes=0, latency_p99_seconds=20.0, ttft_p95_seconds=1.5)
+    text = scrape(t)
+    assert 'llmops_slo_latency_p99_seconds{llmops_dev_deployment="chat",namespace="ns"} 20.0' in text
+    assert 'llmops_slo_time_to_first_token_p95_seconds{llmops_dev_deployment="chat",namespace="ns"} 1.5' in text
+    t.observe_pass(body(), 99.5, [], 0.1, writes=0, latency_p99_seconds=20.0)
+    text = scrape(t)
+    assert "llmops_slo_time_to_first_token_p95_seconds{" not in text and "llmops_slo_latency_p99_seconds{" in text
