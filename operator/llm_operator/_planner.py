@@ -895,8 +895,9 @@ def _spec_not_served(spec_id: str, stable_id: str, canary_id: str | None, rollou
                      actions: list[Any], old_status: Mapping[str, Any]) -> tuple[str | None, tuple[str, str] | None]:
     """When the spec's revision is neither stable nor the canary: (a message when a rollout to it is about to start
     or waits for its quality gate, None), else (None, (reason, message)) when the last rollout to it ended without
-    promotion: reason ``RolloutAborted`` or ``RolloutFailed`` (after Argo Rollouts' ``RolloutAborted``), or
-    ``RolloutDeleted`` when it was deleted in flight, the message naming the revision that serves. (None, None)
+    promotion: reason ``RolloutAborted`` or ``RolloutFailed`` (after Argo Rollouts' ``RolloutAborted``),
+    ``RolloutDeleted`` when it was deleted in flight, or ``RolledBack`` when a later rollout brought an earlier
+    revision back, the message naming the revision that serves. (None, None)
     when the spec's revision serves or no rollout was made for it."""
     if spec_id in (stable_id, canary_id):
         return None, None
@@ -912,6 +913,16 @@ def _spec_not_served(spec_id: str, stable_id: str, canary_id: str | None, rollou
         r, st = p.newest(waiting)
         return (f"LLMRollout {r['metadata']['name']} for revision {spec_id}: {st.get('message') or 'not started yet'}; "
                 f"revision {stable_id} serves meanwhile"), None
+    # Rolled back (kubectl llm rollback): the newest finished rollout brought back the revision that serves, after the
+    # spec's own had succeeded. Stable serves, not what the spec names: Degraded, until the spec names it again.
+    back = [(r, after.get(r["metadata"]["name"], r.get("status") or {})) for r in rollouts if not r["metadata"].get("deletionTimestamp")]
+    back = [(r, st) for r, st in back if st.get("phase") == "Succeeded" and st.get("toRevision") == stable_id]
+    finished = [(r, st) for r, st in toward if st.get("phase") in TERMINAL]
+    if back and finished and p.newest(back + finished) in back:
+        r, _ = p.newest(back)
+        return None, ("RolledBack", f"revision {stable_id} serves, not the spec's revision {spec_id}: LLMRollout "
+                                    f"{r['metadata']['name']} rolled back to it; change the spec (or move the MLflow alias) "
+                                    f"to roll out again, or to {stable_id} to make it the spec's")
     ended = [(r, st) for r, st in toward if st.get("phase") in ("Aborted", "Failed")]
     if not ended:
         degraded = cond.get_condition(old_status.get("conditions", []), cond.DEGRADED) or {}

@@ -11,6 +11,7 @@ pause       ``spec.paused: true``
 resume      ``spec.paused: false`` when paused by hand; otherwise ``spec.resume`` + 1 (past ``pause: {}`` or an
             inconclusive analysis)
 retry       ``spec.retry`` + 1: start an aborted or failed rollout again
+rollback    (of an LLMDeployment) create an LLMRollout back to the previous stable revision, or ``--to-revision``
 ==========  ==================================================================================================
 """
 
@@ -62,6 +63,65 @@ def action_patch(action: str, rollout: Mapping[str, Any]) -> dict[str, Any]:
             raise ActionError(f"llmrollout {name} is {phase or 'not started'}, not paused")
         return {"spec": {"resume": int(spec.get("resume") or 0) + 1}}
     raise ActionError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
+
+
+def rollback_rollout(deployment: Mapping[str, Any], rollouts: list[Mapping[str, Any]], to_revision: str | None = None,
+                     *, canary: bool = False) -> dict[str, Any]:
+    """The LLMRollout that takes ``deployment`` (an LLMDeployment as read) back to an earlier revision.
+
+    The revision is ``to_revision``, or the previous stable one: ``status.previousRevision`` while its pods are
+    kept (``scaleDownDelaySeconds``), else the ``fromRevision`` of the last LLMRollout that succeeded. Its model and
+    runtime are those of the LLMRollout that once made it stable (``rollouts``: the LLMRollouts naming the
+    deployment, kept by ``spec.rollout.historyLimit``); a revision that was never rolled out (the first one) is
+    taken from ``status.revisions`` with the deployment's runtime. The previous revision's pods, when still there,
+    become the new revision's (no new pods, no model download: the revision ids match). The rollback switches at
+    once when the pods are ready (``strategy: none``: it goes back to what served before); ``canary`` makes it go
+    through the deployment's steps and analysis instead.
+
+    An MLflow-followed deployment's alias is left where it is: the rollback serves the older version, the
+    registry gets the outcome on that version (and ``promoteAlias`` follows it), and ``Degraded`` says the spec's
+    version does not serve until the alias is moved back (or forward to a fixed version).
+
+    Raises:
+        ActionError: a rollout is in flight (abort it instead), or no earlier revision is known.
+    """
+    meta, status = deployment["metadata"], deployment.get("status") or {}
+    name = meta["name"]
+    running = [r for r in rollouts if (r.get("status") or {}).get("phase") not in FINISHED and not r["metadata"].get("deletionTimestamp")]
+    if running:
+        raise ActionError(f"llmrollout {running[0]['metadata']['name']} is in flight; abort it instead "
+                          f"(kubectl llm abort {running[0]['metadata']['name']}): stable never stopped serving")
+    stable = status.get("stableRevision")
+    succeeded = sorted((r for r in rollouts if (r.get("status") or {}).get("phase") == "Succeeded"),
+                       key=lambda r: ((r.get("status") or {}).get("finishedAt") or "", r["metadata"]["name"]))
+    target_revision = to_revision or status.get("previousRevision") or next(
+        (r["status"].get("fromRevision") for r in reversed(succeeded) if r["status"].get("fromRevision") != stable), None)
+    if not target_revision:
+        raise ActionError(f"llmdeployment {name} has no earlier revision to go back to (none is recorded in its status or "
+                          "its LLMRollouts); name one with --to-revision")
+    if target_revision == stable:
+        raise ActionError(f"revision {target_revision} is already stable for llmdeployment {name}")
+    made = [r for r in reversed(succeeded) if r["status"].get("toRevision") == target_revision]
+    if made:
+        target = dict((made[0].get("spec") or {}).get("target") or {})
+    else:
+        uri = next((r.get("modelUri") for r in status.get("revisions") or [] if r.get("revision") == target_revision), None)
+        first = status.get("model") or {}
+        if uri is None:
+            raise ActionError(f"revision {target_revision} of llmdeployment {name} is not known: it is neither in its status "
+                              "nor the target of a kept LLMRollout")
+        version = first.get("version") if first.get("uri") == uri else None
+        target = {"model": {"version": version} if version and first.get("source") == "mlflow" else {"uri": uri}}
+    taken = {r["metadata"]["name"] for r in rollouts}
+    base = f"{name}-rollback-{target_revision}"[:253]
+    rollout_name = next(n for n in (base, *(f"{base}-{i}" for i in range(2, 1000))) if n not in taken)
+    spec: dict[str, Any] = {"deploymentName": name, "target": target}
+    if not canary:
+        spec["strategy"] = "none"
+    return {"apiVersion": API_VERSION, "kind": "LLMRollout",
+            "metadata": {"name": rollout_name, "namespace": meta.get("namespace"),
+                         "labels": {"llmops.dev/deployment": name, "llmops.dev/rollback-to": target_revision}},
+            "spec": spec}
 
 
 def _step_text(rollout: Mapping[str, Any]) -> str:
@@ -121,8 +181,10 @@ def _num(value: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kubectl llm", description="LLMRollouts at a glance, and their manual controls.")
-    parser.add_argument("action", choices=("get", *ACTIONS))
-    parser.add_argument("name", help="the LLMRollout")
+    parser.add_argument("action", choices=("get", *ACTIONS, "rollback"))
+    parser.add_argument("name", help="the LLMRollout (rollback: the LLMDeployment)")
+    parser.add_argument("--to-revision", help="rollback: the revision to go back to (default: the previous stable one)")
+    parser.add_argument("--canary", action="store_true", help="rollback: through the deployment's steps and analysis")
     parser.add_argument("-n", "--namespace", help="default: the kubeconfig context's namespace")
     parser.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")
     args = parser.parse_args(argv)
@@ -138,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         print(f"error: cannot reach the cluster: {error}", file=sys.stderr)
         return 1
+    if args.action == "rollback":
+        return _rollback(client, resource, namespace, args)
     try:
         rollout = resource.get(name=args.name, namespace=namespace).to_dict()
     except kubernetes.dynamic.exceptions.NotFoundError:
@@ -154,6 +218,27 @@ def main(argv: list[str] | None = None) -> int:
     resource.patch(body=patch, name=args.name, namespace=namespace, content_type="application/merge-patch+json")
     done = {"promote": "promoted", "abort": "aborted", "pause": "paused", "resume": "resumed", "retry": "retried"}
     print(f"llmrollout.llmops.dev/{args.name} {done[args.action]}")
+    return 0
+
+
+def _rollback(client: Any, rollouts: Any, namespace: str, args: argparse.Namespace) -> int:
+    import kubernetes
+
+    try:
+        deployment = client.resources.get(api_version=API_VERSION, kind="LLMDeployment").get(name=args.name, namespace=namespace).to_dict()
+    except kubernetes.dynamic.exceptions.NotFoundError:
+        print(f"error: llmdeployment {args.name!r} not found in namespace {namespace!r}", file=sys.stderr)
+        return 1
+    mine = [r for r in rollouts.get(namespace=namespace).to_dict()["items"] if (r.get("spec") or {}).get("deploymentName") == args.name]
+    try:
+        rollout = rollback_rollout(deployment, mine, args.to_revision, canary=args.canary)
+    except ActionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    rollouts.create(body=rollout, namespace=namespace)
+    how = "through its steps" if args.canary else "at once when its pods are ready"
+    print(f"llmrollout.llmops.dev/{rollout['metadata']['name']} created: llmdeployment {args.name} goes back to revision "
+          f"{rollout['metadata']['labels']['llmops.dev/rollback-to']} {how}")
     return 0
 
 

@@ -183,6 +183,37 @@ def test_kubectl_llm_plugin_controls_a_rollout(applied):
     assert missing.returncode == 1 and "llmrollout 'nope' not found in namespace 'default'" in missing.stderr
 
 
+def test_kubectl_llm_rollback_brings_back_the_previous_revision(applied, tmp_path):
+    """issue 16: B replaced A; `kubectl llm rollback` makes A stable again on A's pods (kept for
+    scaleDownDelaySeconds: the same Deployment, not a new one), and the LLMDeployment says it serves A, not the
+    spec's B (Degraded RolledBack)."""
+    doc = yaml.safe_load((ROOT / "samples" / "llmdeployment-minimal.yaml").read_text())
+    doc["metadata"] = {"name": "rb-chat", "namespace": "default"}
+    doc["spec"]["rollout"] = {"strategy": "none", "scaleDownDelaySeconds": 600}
+    path = tmp_path / "rb.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    kubectl(applied, "apply", "-f", str(path))
+
+    def status():
+        return (yaml.safe_load(kubectl(applied, "get", "llmd", "rb-chat", "-o", "yaml").stdout).get("status") or {})
+
+    a = wait_for(lambda: (s := status()).get("readyReplicas") == 1 and s["stableRevision"], 60, "A ready")
+    a_uid = yaml.safe_load(kubectl(applied, "get", "deploy", f"rb-chat-{a}", "-o", "yaml").stdout)["metadata"]["uid"]
+    kubectl(applied, "patch", "llmd", "rb-chat", "--type=merge", "-p", '{"spec": {"model": {"uri": "hf://org/model-b"}}}')
+    b = wait_for(lambda: (s := status()).get("stableRevision") not in (None, a) and s.get("readyReplicas") == 1 and s["stableRevision"],
+                 90, "B stable")
+    assert status()["previousRevision"] == a
+    out = kubectl(applied, "llm", "rollback", "rb-chat").stdout
+    assert f"llmrollout.llmops.dev/rb-chat-rollback-{a} created: llmdeployment rb-chat goes back to revision {a}" in out
+    back = wait_for(lambda: (s := status()).get("stableRevision") == a and s, 90, "A stable again")
+    assert yaml.safe_load(kubectl(applied, "get", "deploy", f"rb-chat-{a}", "-o", "yaml").stdout)["metadata"]["uid"] == a_uid
+    degraded = wait_for(lambda: next((c for c in status().get("conditions", []) if c["type"] == "Degraded" and c["reason"] == "RolledBack"), None),
+                        30, "Degraded RolledBack")
+    assert f"revision {a} serves, not the spec's revision {b}" in degraded["message"] and back["specRevision"] == b
+    again = kubectl(applied, "llm", "rollback", "rb-chat", "--to-revision", a, check=False)
+    assert again.returncode == 1 and "already stable" in again.stderr
+
+
 def test_kubectl_explain_reads_the_real_openapi(applied):
     """kube-apiserver publishes the CRD's structural schema, descriptions included, at /openapi/v3."""
     out = kubectl(applied, "explain", "llmd.spec.runtime").stdout

@@ -48,3 +48,43 @@ def test_describe_shows_steps_traffic_and_metrics_against_bounds():
     assert "3 runs, 2 passed, last Pass" in text and "on 812 requests" in text
     (row,) = [line for line in text.splitlines() if "error-ratio" in line]
     assert row.split() == ["error-ratio", "0.0012", "-", "0.01", "Pass"]
+
+
+def _llmd(**status):
+    return {"metadata": {"name": "chat", "namespace": "ns"}, "status": status}
+
+
+def _done(name, frm, to, target, phase="Succeeded", finished="2026-11-21T10:00:00Z"):
+    return {"metadata": {"name": name}, "spec": {"deploymentName": "chat", "target": target},
+            "status": {"phase": phase, "fromRevision": frm, "toRevision": to, "finishedAt": finished}}
+
+
+def test_rollback_goes_to_the_previous_revision_with_the_target_that_made_it():
+    from llm_operator._plugin import rollback_rollout
+
+    history = [_done("chat-b", "a", "b", {"model": {"version": "2"}, "runtime": {"maxModelLen": 4096}}, finished="2026-11-21T10:00:00Z"),
+               _done("chat-c", "b", "c", {"model": {"version": "3"}}, finished="2026-11-21T11:00:00Z")]
+    out = rollback_rollout(_llmd(stableRevision="c"), history)  # previousRevision gone: the last success's fromRevision
+    assert out["metadata"]["name"] == "chat-rollback-b" and out["metadata"]["labels"]["llmops.dev/rollback-to"] == "b"
+    assert out["spec"] == {"deploymentName": "chat", "target": {"model": {"version": "2"}, "runtime": {"maxModelLen": 4096}},
+                           "strategy": "none"}
+    assert "strategy" not in rollback_rollout(_llmd(stableRevision="c"), history, canary=True)["spec"]
+    taken = history + [{"metadata": {"name": "chat-rollback-b"}, "status": {"phase": "Succeeded"}}]
+    assert rollback_rollout(_llmd(stableRevision="c"), taken)["metadata"]["name"] == "chat-rollback-b-2"
+    # the first revision was never rolled out: its model from status.revisions
+    first = rollback_rollout(_llmd(stableRevision="b", previousRevision="a",
+                                   revisions=[{"revision": "a", "modelUri": "hf://org/a", "role": "previous"}]), [], None)
+    assert first["spec"]["target"] == {"model": {"uri": "hf://org/a"}}
+
+
+@pytest.mark.parametrize("status,rollouts,to,message", [
+    ({"stableRevision": "a"}, [], None, "no earlier revision"),
+    ({"stableRevision": "c"}, [_done("x", "b", "c", {}, phase="Progressing")], None, "abort it instead"),
+    ({"stableRevision": "c", "previousRevision": "b"}, [], "c", "already stable"),
+    ({"stableRevision": "c"}, [], "zz", "not known"),
+])
+def test_rollback_refuses_what_makes_no_sense(status, rollouts, to, message):
+    from llm_operator._plugin import rollback_rollout
+
+    with pytest.raises(ActionError, match=message):
+        rollback_rollout(_llmd(**status), rollouts, to)

@@ -1021,3 +1021,39 @@ def test_history_keeps_what_still_matters():
     assert names(p.pruned(rollouts, 2, "spec", ref, {"r3"})) == ["r1"]  # r7, r6 within the limit
     assert names(p.pruned(rollouts, 0, "spec", ref, set())) == ["r1", "r3", "r6", "r7"]
     assert names(p.pruned(rollouts, 0, "spec", None, set())) == ["r1", "r2", "r3", "r6", "r7"]  # no registry to wait for
+
+
+def test_kubectl_llm_rollback_brings_the_previous_revision_back_on_its_warm_pods(samples):
+    """issue 16: after B replaced A, the rollback's LLMRollout (strategy none) makes A stable again on the pods kept
+    for scaleDownDelaySeconds (no new Deployment), starts no rollout for the spec's B, and says so: Degraded
+    RolledBack until the spec names A (or something new)."""
+    from llm_operator._plugin import rollback_rollout
+
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["rollout"] = {"strategy": "none", "scaleDownDelaySeconds": 600}
+    cluster = Cluster(doc)
+    cluster.reconcile(T0)
+    _all_ready(cluster)
+    a = cluster.body["status"]["stableRevision"]
+    b_rev = _edit_and_roll_out(cluster, "hf://org/model-b", T1)
+    assert cluster.body["status"]["previousRevision"] == a
+    rollback = rollback_rollout(cluster.body, list(_rollouts(cluster).values()))
+    assert rollback["metadata"]["name"] == f"qwen-small-rollback-{a}"
+    assert rollback["spec"] == {"deploymentName": "qwen-small", "target": {"model": {"uri": "hf://Qwen/Qwen2.5-1.5B-Instruct"}},
+                                "strategy": "none"}
+    cluster.kube.create(rollback)
+    before = set(cluster.deployments())
+    cluster.reconcile(T1)
+    cluster.reconcile(T1)
+    status = cluster.body["status"]
+    assert status["stableRevision"] == a and set(cluster.deployments()) <= before  # A's warm pods, no new Deployment
+    assert _rollouts(cluster)[rollback["metadata"]["name"]]["status"]["phase"] == "Succeeded"
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "RolledBack")
+    assert f"revision {a} serves, not the spec's revision {b_rev}" in degraded["message"]
+    assert len(_rollouts(cluster)) == 2  # no new rollout for the spec's B
+    assert cluster.reconcile(T2)[1] == []  # converged
+    cluster.edit_spec(model={"uri": "hf://Qwen/Qwen2.5-1.5B-Instruct"})  # the spec names A again
+    cluster.reconcile(T2)
+    degraded = next(c for c in cluster.body["status"]["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "False"
