@@ -7,6 +7,10 @@ process, so SIGTERM reaches it directly and it drains in-flight requests.
 
 Every step logs one JSON line on stderr (``{"event": ..., ...}``). A failed preflight or download exits
 non-zero with the reason in the log and in ``/dev/termination-log``, which ``kubectl describe pod`` shows.
+
+Nothing logged comes from the environment but the contract's own variables: vLLM's API key (``VLLM_API_KEY``, from
+a Secret) and the registry token pass to vLLM through the environment, unread and unlogged. An ``--api-key`` among
+the args (the operator refuses it in ``extraArgs``) is logged as ``<redacted>``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,31 @@ TERMINATION_LOG = "/dev/termination-log"
 def log(event: str, **fields: Any) -> None:
     """One structured log line (never a credential: fields are URIs, paths, counts and timings)."""
     print(json.dumps({"ts": round(time.time(), 3), "event": event, **fields}, default=str), file=sys.stderr, flush=True)
+
+
+#: Flags whose value is a credential: never written to the log (:func:`redacted`).
+SECRET_FLAGS = ("--api-key",)
+REDACTED = "<redacted>"
+
+
+def redacted(argv: Sequence[str]) -> list[str]:
+    """``argv`` with the values of :data:`SECRET_FLAGS` (``--api-key KEY`` and ``--api-key=KEY``) replaced.
+
+    >>> redacted(["--port", "8000", "--api-key", "s3cret", "--api-key=other"])
+    ['--port', '8000', '--api-key', '<redacted>', '--api-key=<redacted>']
+    """
+    out: list[str] = []
+    hide = False
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if hide:
+            out.append(REDACTED)
+        elif flag in SECRET_FLAGS and "=" in arg:
+            out.append(f"{flag}={REDACTED}")
+        else:
+            out.append(arg)
+        hide = not hide and arg in SECRET_FLAGS
+    return out
 
 
 def engine_settings(args: Sequence[str]) -> argparse.Namespace:
@@ -83,6 +112,6 @@ def main(argv: Sequence[str] | None = None, *, environ: dict[str, str] | None = 
         _fail(EXIT_PREFLIGHT, f"GPU preflight failed: {error}")
     log(**report.to_log())
     command = [sys.executable, "-m", c.VLLM_SERVER_MODULE, *args]
-    log("exec_vllm", argv=command, fetch=fetched.source, seconds=round(time.monotonic() - started, 3))
+    log("exec_vllm", argv=redacted(command), fetch=fetched.source, seconds=round(time.monotonic() - started, 3))
     sys.stderr.flush()
     execv(sys.executable, command)

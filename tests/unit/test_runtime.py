@@ -163,6 +163,21 @@ def test_the_entrypoint_execs_vllm_with_the_operator_args(tmp_path, capsys):
     assert [x["event"] for x in lines] == ["runtime_started", "model_download_started", "model_download_finished", "gpu_preflight", "exec_vllm"]
 
 
+def test_an_api_key_among_the_args_is_never_logged(tmp_path, capsys):
+    """The operator passes vLLM's key through the environment (VLLM_API_KEY) and refuses --api-key in extraArgs; an
+    image started some other way with the flag still keeps the key out of its own log (vLLM gets it as given)."""
+    calls = []
+    args = ["--model", str(tmp_path / "m"), "--api-key", "s3cret-key", "--port", "8000", "--api-key=other-key"]
+    environ = {**_env(tmp_path), "VLLM_API_KEY": "from-the-secret"}
+    entry.main(args, environ=environ, nvml=FakeNvml(error="unused"), execv=lambda *a: calls.append(a), download=Downloads())
+    ((_, argv),) = calls
+    assert argv[-6:] == args[-6:]  # vLLM gets its arguments unchanged
+    log = capsys.readouterr().err
+    assert "s3cret-key" not in log and "other-key" not in log and "from-the-secret" not in log
+    (exec_line,) = [json.loads(line) for line in log.splitlines() if '"exec_vllm"' in line]
+    assert exec_line["argv"][-5:] == ["--api-key", "<redacted>", "--port", "8000", "--api-key=<redacted>"]
+
+
 def test_a_failed_preflight_exits_with_the_reason(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(entry, "TERMINATION_LOG", str(tmp_path / "termination-log"))
     with pytest.raises(SystemExit) as exit_:
