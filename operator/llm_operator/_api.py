@@ -229,6 +229,22 @@ class Toleration(_Model):
     toleration_seconds: int | None = None
 
 
+#: The node label NVIDIA's GPU feature discovery (and the GPU operator) sets to the GPU model, e.g.
+#: ``NVIDIA-A100-SXM4-80GB``: what ``resources.gpuProducts`` matches.
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+
+class TopologySpread(_Model):
+    """One topology spread constraint over a revision's pods (the operator adds the label selector: that
+    revision's pods)."""
+
+    topology_key: Annotated[str, Field(min_length=1, max_length=316)] = Field(
+        description="A node label whose values are the domains, e.g. topology.kubernetes.io/zone or kubernetes.io/hostname.")
+    max_skew: Annotated[int, Field(ge=1)] = Field(1, description="Pods in one domain may exceed those in another by at most this many.")
+    when_unsatisfiable: Literal["ScheduleAnyway", "DoNotSchedule"] = Field(
+        "ScheduleAnyway", description="ScheduleAnyway: a preference (a full cluster still schedules); DoNotSchedule: a hard rule.")
+
+
 class Resources(_Model):
     """Compute for each replica. ``gpus: 0`` serves on CPUs (vLLM's CPU build)."""
 
@@ -238,8 +254,18 @@ class Resources(_Model):
     memory: Quantity | None = None
     shm_size: Quantity = Field("2Gi", description="Size of the memory-backed /dev/shm (NCCL, tensor parallelism).")
     node_selector: dict[str, str] = Field(default_factory=dict)
+    gpu_products: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(
+        default_factory=list, max_length=32,
+        description=f"GPU models any of which will do, as the nodes' {GPU_PRODUCT_LABEL} label names them (e.g. "
+                    "NVIDIA-A100-SXM4-80GB, NVIDIA-H100-80GB-HBM3): a required node affinity, the alternative to a "
+                    "nodeSelector that names one.")
     tolerations: list[Toleration] = Field(default_factory=list)
     priority_class_name: str | None = None
+    topology_spread: list[TopologySpread] | None = Field(
+        None, max_length=8,
+        description="How a revision's pods spread over nodes and zones. Not set: over topology.kubernetes.io/zone and "
+                    "kubernetes.io/hostname, maxSkew 1, ScheduleAnyway, when the LLMDeployment may run more than one "
+                    "replica (replicas or autoscaling.maxReplicas above 1); [] spreads nothing; a list is used as written.")
 
 
 # --------------------------------------------------------------------------------- scale and traffic
@@ -281,12 +307,149 @@ class Autoscaling(_Model):
     keda: KedaOptions | None = None
 
 
+#: Conditions under which the mesh retries a request, each one where the model server never started on it: the
+#: connection failed (``connect-failure``), the server refused the HTTP/2 stream (``refused-stream``), the connection
+#: was reset before the request was sent (``reset-before-request``, Envoy 1.31 / Istio 1.23), or the answer was a 503
+#: (vLLM answers 503 only before it processes a request; Envoy's own 503s are no healthy or overflowing upstream).
+#: ``5xx``, ``reset`` and ``gateway-error`` are left out on purpose: they retry a generation that started.
+RetryCondition = Literal["connect-failure", "refused-stream", "reset-before-request", "503"]
+DEFAULT_RETRY_ON: tuple[RetryCondition, ...] = ("connect-failure", "refused-stream", "reset-before-request", "503")
+#: A duration above zero (Istio refuses a zero timeout: "must be a valid duration greater than 1ms").
+_POSITIVE_DURATION = _cel(("duration(self) >= duration('1ms')", "must be a duration of at least 1ms"))
+
+
+class Retries(_Model):
+    """Retries on the VirtualService's routes, only where the model server never started on the request
+    (Envoy retries only before it has sent the response's headers on, so a streamed answer is never replayed)."""
+
+    attempts: Annotated[int, Field(ge=0, le=10)] = Field(2, description="Retries after the first attempt; 0 turns them off.")
+    retry_on: list[RetryCondition] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_ON), min_length=1, max_length=4,
+        description="Of connect-failure, refused-stream, reset-before-request (Istio 1.23 and later) and 503. Conditions that "
+                    "would replay a generation that started (5xx, reset, gateway-error) are not accepted.",
+        json_schema_extra={"x-kubernetes-list-type": "set"})
+
+
+class OutlierDetection(_Model):
+    """Ejecting a pod from the stable Service's load balancing after consecutive server errors."""
+
+    consecutive_5xx_errors: Annotated[int, Field(ge=0)] = Field(
+        5, alias="consecutive5xxErrors",
+        description="Consecutive 5xx answers (connection failures and timeouts count as 503 and 504) that eject a pod; 0 turns ejection off.")
+    interval: Duration = Field("10s", description="How often the ejections are evaluated.", json_schema_extra=_POSITIVE_DURATION)
+    base_ejection_time: Duration = Field("30s", description="How long a pod stays out the first time (longer each time again).",
+                                         json_schema_extra=_POSITIVE_DURATION)
+    max_ejection_percent: Percent = Field(50, description="Percent 0..100 of the pods that may be ejected at once.")
+
+
+class ConnectionPool(_Model):
+    """Circuit-breaking limits each client proxy applies to a Service; unset values are sized from the runtime's
+    ``maxNumSeqs`` (vLLM's largest default, 1024, when it is not set) and the most replicas the spec allows."""
+
+    max_requests: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Requests in flight to the Service (http2MaxRequests; tcp.maxConnections too, HTTP/1.1 carrying "
+                          "one at a time). Default: 2 x maxNumSeqs x replicas, a full batch on every pod and as many waiting "
+                          "in vLLM's queues (the autoscaler's signal).")
+    max_pending_requests: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Requests waiting in the client proxy for a connection (http1MaxPendingRequests). Default: "
+                          "maxNumSeqs x replicas.")
+
+
 class Traffic(_Model):
-    """How clients reach the model through Istio."""
+    """How clients reach the model through Istio, and how the mesh treats a failing or slow pod."""
 
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     hosts: list[str] = Field(default_factory=list, description="Extra hosts for the VirtualService.")
     gateways: list[str] = Field(default_factory=list, description="Istio gateways; the mesh is always included.")
+    timeout: Duration = Field(
+        "600s", description="Request timeout on every route, retries included: long enough for a long generation (a "
+                            "streamed answer is cut when it runs longer).", json_schema_extra=_POSITIVE_DURATION)
+    retries: Retries = Field(default_factory=Retries)
+    outlier_detection: OutlierDetection = Field(default_factory=OutlierDetection)
+    connection_pool: ConnectionPool = Field(default_factory=ConnectionPool)
+
+
+# ------------------------------------------------------------------------------------------ auth
+
+#: The variable vLLM reads its API key from (``vllm.envs.VLLM_API_KEY``; ``--api-key`` on the command line would be
+#: in every log of the arguments, vLLM's own ``non-default args`` line among them).
+API_KEY_ENV = "VLLM_API_KEY"
+
+
+class SecretKeyRef(_Model):
+    """One key of a Secret in the object's namespace."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    key: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)] = "api-key"
+
+
+class ApiKeyAuth(_Model):
+    """vLLM's own API key: requests to /v1 without ``Authorization: Bearer <key>`` get 401 (/health and /metrics
+    stay open). The key reaches vLLM as the environment variable VLLM_API_KEY from the Secret, never as an argument."""
+
+    secret_ref: SecretKeyRef
+
+
+class JwtIssuer(_Model):
+    """A JWT issuer whose tokens the serving pods' sidecars verify (an Istio RequestAuthentication rule)."""
+
+    issuer: Annotated[str, Field(min_length=1, max_length=1024)] = Field(description="The tokens' iss claim.")
+    jwks_uri: Annotated[str, StringConstraints(pattern=r"^https?://", max_length=2048)] = Field(
+        description="URL of the issuer's JSON Web Key Set.")
+    audiences: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, max_length=16, description="Accepted aud values; empty: any.")
+
+
+class ClaimMatch(_Model):
+    """A top-level JWT claim that must hold one of ``values`` (a list claim: contain one)."""
+
+    claim: Annotated[str, StringConstraints(pattern=r"^[^\[\]]+$", max_length=256)] = Field(description="e.g. groups, scope.")
+    values: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, max_length=32)
+
+
+class AllowRule(_Model):
+    """Who may call: every field that is set must match (a value of each); requests matching any rule are allowed."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            ("[has(self.principals), has(self.namespaces), has(self.requestPrincipals), has(self.claims)].exists(x, x)",
+             "set at least one of principals, namespaces, requestPrincipals, claims"),
+        )
+    )
+
+    principals: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, max_length=32, description="Workload identities (mTLS), e.g. cluster.local/ns/apps/sa/chat-frontend.")
+    namespaces: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, max_length=32, description="Namespaces the calling workloads run in (mTLS).")
+    request_principals: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, max_length=32, description="JWT issuer/subject pairs, e.g. https://auth.example.com/user-1; '*': any valid token.")
+    claims: list[ClaimMatch] | None = Field(None, max_length=8, description="JWT claims that must hold (a valid token is needed).")
+
+
+class Auth(_Model):
+    """Who may call the model: vLLM's API key, and/or Istio's JWT verification (RequestAuthentication) with an
+    AuthorizationPolicy allowing only the listed callers, and mutual TLS for the serving pods (PeerAuthentication)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            ("!has(self.apiKey) || !has(self.jwt) || size(self.jwt) == 0",
+             "apiKey and jwt both read the Authorization header (Istio removes a verified JWT before vLLM sees it): use one",
+             ".jwt"),
+        )
+    )
+
+    api_key: ApiKeyAuth | None = None
+    jwt: list[JwtIssuer] = Field(
+        default_factory=list, max_length=8,
+        description="Issuers whose tokens are verified. A request with an invalid token gets 401; with no token, 403 "
+                    "(the AuthorizationPolicy allows any valid token when allow is empty).")
+    allow: list[AllowRule] = Field(
+        default_factory=list, max_length=32,
+        description="An ALLOW AuthorizationPolicy on the serving pods: only requests matching a rule (and GET /health, "
+                    "/metrics for probes and Prometheus) pass; others get 403. Empty: none, unless jwt is set.")
+    mtls: Literal["STRICT", "PERMISSIVE"] | None = Field(
+        None, description="A PeerAuthentication for the serving pods: STRICT refuses plaintext callers (principals and "
+                          "namespaces need mTLS). Not set: the mesh's default.")
 
 
 class DisruptionBudget(_Model):
@@ -513,6 +676,9 @@ class LLMDeploymentSpec(_Model):
              f"self.runtime.env.all(e, {' && '.join(f'e.name != {n!r}' for n in REGISTRY_ENV)})",
              f"{' and '.join(REGISTRY_ENV)} come from model.mlflow.secretRef: set them there or in runtime.env, not both",
              ".runtime.env"),
+            (f"!has(self.auth) || !has(self.auth.apiKey) || !has(self.runtime) || !has(self.runtime.env) || "
+             f"self.runtime.env.all(e, e.name != '{API_KEY_ENV}')",
+             f"{API_KEY_ENV} comes from auth.apiKey.secretRef: set it there or in runtime.env, not both", ".runtime.env"),
         )
     )
 
@@ -522,6 +688,7 @@ class LLMDeploymentSpec(_Model):
     replicas: Annotated[int, Field(ge=0)] = Field(1, description="Replicas of the stable revision when autoscaling is off.")
     autoscaling: Autoscaling | None = None
     traffic: Traffic = Field(default_factory=Traffic)
+    auth: Auth = Field(default_factory=Auth)
     slo: Slo = Field(default_factory=Slo)
     rollout: RolloutTemplate = Field(default_factory=RolloutTemplate)
     disruption_budget: DisruptionBudget = Field(default_factory=DisruptionBudget)

@@ -18,7 +18,17 @@ import pydantic
 from pydantic import BaseModel
 
 from . import _contract as c
-from ._api import REGISTRY_ENV, RESERVED_ENV_PREFIX, LLMDeploymentSpec, ResolvedModel, Resources, Runtime
+from ._api import (
+    API_KEY_ENV,
+    GPU_PRODUCT_LABEL,
+    REGISTRY_ENV,
+    RESERVED_ENV_PREFIX,
+    AllowRule,
+    LLMDeploymentSpec,
+    ResolvedModel,
+    Resources,
+    Runtime,
+)
 
 #: Pods metric names under which prometheus-adapter exposes vLLM's gauges (colons are not allowed).
 ADAPTER_METRICS = {
@@ -61,6 +71,16 @@ REVISION_BASELINE: dict[str, dict[str, Any]] = {
     "resources": {"gpus": 1, "gpuResourceName": "nvidia.com/gpu", "shmSize": "2Gi"},
 }
 
+#: The key of :data:`DEFAULTS_ANNOTATION` recording the topology spread a revision's pods get when
+#: ``resources.topologySpread`` is not set (absent: none, as for every revision built before this default existed).
+SPREAD_DEFAULT_KEY = "topologySpread"
+#: This release's default spread, recorded on each revision it builds: zones, then nodes, one pod of skew, as a
+#: preference (``ScheduleAnyway``: a full cluster still schedules). Applied when the spec may run more than one replica.
+DEFAULT_TOPOLOGY_SPREAD: tuple[dict[str, Any], ...] = (
+    {"topologyKey": "topology.kubernetes.io/zone", "maxSkew": 1, "whenUnsatisfiable": "ScheduleAnyway"},
+    {"topologyKey": "kubernetes.io/hostname", "maxSkew": 1, "whenUnsatisfiable": "ScheduleAnyway"},
+)
+
 
 @dataclass(frozen=True)
 class Revision:
@@ -70,14 +90,15 @@ class Revision:
     resources, leaving out values equal to :data:`REVISION_BASELINE` (or to a field's own empty default), so a
     new optional field in a later release does not re-roll every revision. ``runtime`` and ``resources`` are the
     effective ones, fields the spec leaves out filled with ``defaults``: the values of the baseline fields this
-    revision is built with, recorded on its Deployment (:data:`DEFAULTS_ANNOTATION`).
+    revision is built with, and the pod defaults outside the revision's identity (:data:`SPREAD_DEFAULT_KEY`),
+    recorded on its Deployment (:data:`DEFAULTS_ANNOTATION`).
     """
 
     id: str
     model: ResolvedModel
     runtime: Runtime
     resources: Resources
-    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 def _fill_unset(model: BaseModel, pins: Mapping[str, Any]) -> BaseModel:
@@ -129,11 +150,13 @@ def _pick(values: Mapping[str, Any], keys: Mapping[str, Any]) -> dict[str, Any]:
             for key, sub in keys.items() if key in values and values[key] is not None}
 
 
-def make_revision(spec: LLMDeploymentSpec, model: ResolvedModel, defaults: Mapping[str, Mapping[str, Any]] | None = None) -> Revision:
+def make_revision(spec: LLMDeploymentSpec, model: ResolvedModel, defaults: Mapping[str, Any] | None = None) -> Revision:
     """The :class:`Revision` that serves ``model`` with ``spec``'s runtime and resources.
 
     ``defaults`` (as recorded by :data:`DEFAULTS_ANNOTATION`) fill the fields the spec leaves out, in place of
-    this release's defaults: how a revision built by an earlier release is named and rendered again.
+    this release's defaults: how a revision built by an earlier release is named and rendered again. A pod default
+    the record lacks (:data:`SPREAD_DEFAULT_KEY`) is one that revision was built without; ``defaults=None`` (a new
+    revision) takes this release's (:data:`DEFAULT_TOPOLOGY_SPREAD`).
 
     Raises:
         pydantic.ValidationError: when a value in ``defaults`` no longer fits its field.
@@ -151,12 +174,15 @@ def make_revision(spec: LLMDeploymentSpec, model: ResolvedModel, defaults: Mappi
         "servedModelName": spec.model.served_model_name,
     }
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    pinned = {"runtime": _pick(runtime_wire, REVISION_BASELINE["runtime"]),
-              "resources": _pick(resources_wire, REVISION_BASELINE["resources"])}
+    pinned: dict[str, Any] = {"runtime": _pick(runtime_wire, REVISION_BASELINE["runtime"]),
+                              "resources": _pick(resources_wire, REVISION_BASELINE["resources"])}
+    spread = [dict(c) for c in DEFAULT_TOPOLOGY_SPREAD] if defaults is None else (defaults or {}).get(SPREAD_DEFAULT_KEY)
+    if isinstance(spread, list):
+        pinned[SPREAD_DEFAULT_KEY] = copy.deepcopy(spread)
     return Revision(id=digest[:10], model=model, runtime=runtime, resources=resources, defaults=pinned)
 
 
-def recorded_defaults(deployment: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+def recorded_defaults(deployment: Mapping[str, Any] | None) -> dict[str, Any]:
     """The defaults a live revision Deployment was built with (:data:`DEFAULTS_ANNOTATION`); for one built
     before the annotation existed, :data:`REVISION_BASELINE` (the defaults of every release until then)."""
     text = ((deployment or {}).get("metadata") or {}).get("annotations", {}).get(DEFAULTS_ANNOTATION)
@@ -298,9 +324,19 @@ def _registry_env(spec: LLMDeploymentSpec) -> list[dict[str, Any]]:
             for key, optional in zip(REGISTRY_ENV, (False, True), strict=True)]
 
 
+def _api_key_env(spec: LLMDeploymentSpec) -> list[dict[str, Any]]:
+    """vLLM's API key (``VLLM_API_KEY``) from the Secret key ``auth.apiKey.secretRef`` names: in the environment, so
+    it is never an argument (vLLM logs its non-default arguments, and argv is readable in /proc)."""
+    key = spec.auth.api_key
+    if key is None:
+        return []
+    return [{"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": key.secret_ref.name, "key": key.secret_ref.key}}}]
+
+
 def container_env(name: str, spec: LLMDeploymentSpec, revision: Revision) -> list[dict[str, Any]]:
     """The serving container's environment: the runtime contract (``LLMOPS_*``), the registry credentials from
-    ``model.mlflow.secretRef``, the operator's defaults (:data:`DEFAULT_ENV`) and ``runtime.env``.
+    ``model.mlflow.secretRef``, vLLM's API key from ``auth.apiKey``, the operator's defaults (:data:`DEFAULT_ENV`)
+    and ``runtime.env``.
 
     Each name appears once (server-side apply refuses a list with two entries of one name). A ``runtime.env``
     entry replaces an operator default of the same name; the contract and the secretRef credentials are the
@@ -313,7 +349,7 @@ def container_env(name: str, spec: LLMDeploymentSpec, revision: Revision) -> lis
         {"name": c.ENV_REVISION, "value": revision.id},
         {"name": c.ENV_GPUS, "value": str(revision.resources.gpus)},
         {"name": c.ENV_SERVED_MODEL_NAME, "value": spec.model.served_model_name or name},
-    ] + _registry_env(spec)
+    ] + _registry_env(spec) + _api_key_env(spec)
     reserved = {e["name"] for e in contract}
     user: dict[str, dict[str, Any]] = {}
     for entry in revision.runtime.env:
@@ -369,6 +405,34 @@ def _tolerations(resources: Resources) -> list[dict[str, Any]]:
         # GPU nodes are commonly tainted with the GPU resource name (GKE and AKS do it by default).
         tolerations.append({"key": resources.gpu_resource_name, "operator": "Exists", "effect": "NoSchedule"})
     return tolerations
+
+
+def may_scale_out(spec: LLMDeploymentSpec) -> bool:
+    """Whether the spec may run more than one replica of a revision (``autoscaling.maxReplicas``, else ``replicas``)."""
+    return (spec.autoscaling.max_replicas if spec.autoscaling is not None else spec.replicas) > 1
+
+
+def topology_spread(name: str, spec: LLMDeploymentSpec, revision: Revision) -> list[dict[str, Any]]:
+    """The pods' ``topologySpreadConstraints``, each over ``revision``'s pods: ``resources.topologySpread`` as
+    written; when it is not set, the default the revision was built with (:data:`SPREAD_DEFAULT_KEY`; none for a
+    revision built before that default) if the spec may run more than one replica (:func:`may_scale_out`)."""
+    written = revision.resources.topology_spread
+    if written is not None:
+        constraints = [t.model_dump(mode="json", by_alias=True) for t in written]
+    elif may_scale_out(spec):
+        constraints = copy.deepcopy(revision.defaults.get(SPREAD_DEFAULT_KEY) or [])
+    else:
+        constraints = []
+    selector = {"matchLabels": {c.LABEL_DEPLOYMENT: name, c.LABEL_REVISION: revision.id}}
+    return [{**constraint, "labelSelector": copy.deepcopy(selector)} for constraint in constraints]
+
+
+def node_affinity(resources: Resources) -> dict[str, Any] | None:
+    """A required node affinity for ``resources.gpuProducts`` (nodes whose GPU product label is any of them)."""
+    if not resources.gpu_products:
+        return None
+    term = {"matchExpressions": [{"key": GPU_PRODUCT_LABEL, "operator": "In", "values": list(resources.gpu_products)}]}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
 
 
 def build_deployment(name: str, namespace: str, spec: LLMDeploymentSpec, revision: Revision, replicas: int) -> dict[str, Any]:
@@ -446,6 +510,12 @@ def build_deployment(name: str, namespace: str, spec: LLMDeploymentSpec, revisio
     }
     if resources.node_selector:
         pod_spec["nodeSelector"] = dict(resources.node_selector)
+    affinity = node_affinity(resources)
+    if affinity:
+        pod_spec["affinity"] = affinity
+    spread = topology_spread(name, spec, revision)
+    if spread:
+        pod_spec["topologySpreadConstraints"] = spread
     tolerations = _tolerations(resources)
     if tolerations:
         pod_spec["tolerations"] = tolerations
@@ -523,18 +593,65 @@ def build_service(name: str, namespace: str, spec: LLMDeploymentSpec, role: str,
     }
 
 
-def build_destination_rule(name: str, namespace: str, role: str) -> dict[str, Any]:
-    """The traffic policy for one role's Service: least-request balancing (no subsets: the Services split)."""
+#: Concurrent sequences per pod assumed when ``runtime.maxNumSeqs`` is not set: the largest default of vLLM's API
+#: server (1024 on H100/H200/B200-class GPUs, 256 on others, 128 per CPU socket; ``EngineArgs.get_batch_defaults``
+#: in vllm/engine/arg_utils.py), so the mesh's limits never bound a pod below what it runs.
+VLLM_MAX_NUM_SEQS_CEILING = 1024
+
+
+def connection_pool(spec: LLMDeploymentSpec) -> dict[str, Any]:
+    """Istio ``connectionPool`` limits for one of the LLMDeployment's Services, per client proxy (Envoy's circuit
+    breakers): ``traffic.connectionPool`` where set, else sized from ``runtime.maxNumSeqs`` (or
+    :data:`VLLM_MAX_NUM_SEQS_CEILING`) and the most replicas the spec allows: 2 x sequences x replicas requests in
+    flight (a full batch on every pod and as many in vLLM's queues, which the autoscaler reads), as many connections
+    (HTTP/1.1 carries one request at a time), and sequences x replicas waiting for a connection."""
+    pool = spec.traffic.connection_pool
+    replicas = max(1, spec.autoscaling.max_replicas if spec.autoscaling is not None else spec.replicas)
+    seqs = spec.runtime.max_num_seqs or VLLM_MAX_NUM_SEQS_CEILING
+    requests = pool.max_requests or 2 * seqs * replicas
+    pending = pool.max_pending_requests or seqs * replicas
+    return {"tcp": {"maxConnections": requests}, "http": {"http2MaxRequests": requests, "http1MaxPendingRequests": pending}}
+
+
+def outlier_detection(spec: LLMDeploymentSpec) -> dict[str, Any] | None:
+    """Istio ``outlierDetection`` from ``traffic.outlierDetection`` (None when ``consecutive5xxErrors`` is 0)."""
+    outliers = spec.traffic.outlier_detection
+    if outliers.consecutive_5xx_errors == 0:
+        return None
+    return {"consecutive5xxErrors": outliers.consecutive_5xx_errors, "interval": outliers.interval,
+            "baseEjectionTime": outliers.base_ejection_time, "maxEjectionPercent": outliers.max_ejection_percent}
+
+
+def build_destination_rule(name: str, namespace: str, role: str, spec: LLMDeploymentSpec) -> dict[str, Any]:
+    """The traffic policy for one role's Service: least-request balancing (no subsets: the Services split) and
+    the connection limits (:func:`connection_pool`); the stable Service also ejects pods after consecutive 5xx
+    (:func:`outlier_detection`). The canary's does not: ejecting a failing canary pod would answer its share with
+    the client proxy's own 503s, which neither vLLM's metrics nor Istio's destination-reported ones count, and
+    hide from the analysis the errors it is there to see."""
+    policy: dict[str, Any] = {
+        # vLLM's throughput depends on batch occupancy: send each request to the least busy pod.
+        "loadBalancer": {"simple": "LEAST_REQUEST"},
+        "connectionPool": connection_pool(spec),
+    }
+    outliers = outlier_detection(spec) if role == c.SUBSET_STABLE else None
+    if outliers:
+        policy["outlierDetection"] = outliers
     return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "DestinationRule",
         "metadata": _meta(service_name(name, role), namespace, name),
-        "spec": {
-            "host": service_host(service_name(name, role), namespace),
-            # vLLM's throughput depends on batch occupancy: send each request to the least busy pod.
-            "trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST"}},
-        },
+        "spec": {"host": service_host(service_name(name, role), namespace), "trafficPolicy": policy},
     }
+
+
+def route_policy(spec: LLMDeploymentSpec) -> dict[str, Any]:
+    """The ``timeout`` and ``retries`` of every route of the VirtualService (``traffic.timeout``, ``traffic.retries``;
+    ``attempts: 0`` turns Istio's default retries off as well)."""
+    retries = spec.traffic.retries
+    policy: dict[str, Any] = {"timeout": spec.traffic.timeout, "retries": {"attempts": retries.attempts}}
+    if retries.attempts:
+        policy["retries"]["retryOn"] = ",".join(retries.retry_on)
+    return policy
 
 
 def build_virtual_service(name: str, namespace: str, spec: LLMDeploymentSpec, routes: Routes,
@@ -545,19 +662,22 @@ def build_virtual_service(name: str, namespace: str, spec: LLMDeploymentSpec, ro
     The weights and mirror are owned by the rollout logic: with no rollout in progress, reconciling an
     LLMDeployment passes in the weights it read from the live object (:func:`routes_of`), so structure changes
     never reset them. ``preview_header`` (blue-green) adds a first route sending requests that carry the
-    header with value ``true`` to the canary Service.
+    header with value ``true`` to the canary Service. Every route has the request timeout and the retries of
+    :func:`route_policy` (a mirror is never retried: Istio sends it and drops the answer).
     """
     host = service_host(name, namespace)
 
     def destination(role: str) -> dict[str, Any]:
         return {"host": service_host(service_name(name, role), namespace), "port": {"number": spec.traffic.port}}
 
+    policy = route_policy(spec)
     http: dict[str, Any] = {
         "name": "primary",
         "route": [
             {"destination": destination(c.SUBSET_STABLE), "weight": routes.stable_weight},
             {"destination": destination(c.SUBSET_CANARY), "weight": routes.canary_weight},
         ],
+        **copy.deepcopy(policy),
     }
     if routes.mirror_percent > 0:
         http["mirror"] = destination(c.SUBSET_CANARY)
@@ -565,7 +685,7 @@ def build_virtual_service(name: str, namespace: str, spec: LLMDeploymentSpec, ro
     routes_list = [http]
     if preview_header:
         routes_list.insert(0, {"name": "preview", "match": [{"headers": {preview_header: {"exact": "true"}}}],
-                               "route": [{"destination": destination(c.SUBSET_CANARY), "weight": 100}]})
+                               "route": [{"destination": destination(c.SUBSET_CANARY), "weight": 100}], **copy.deepcopy(policy)})
     vs_spec: dict[str, Any] = {"hosts": [host, *spec.traffic.hosts], "http": routes_list}
     if spec.traffic.gateways:
         vs_spec["gateways"] = [*spec.traffic.gateways, "mesh"]
@@ -583,7 +703,7 @@ def build_routing(name: str, namespace: str, spec: LLMDeploymentSpec, stable: st
     (the canary's on the stable revision when ``canary`` is None), their DestinationRules, the VirtualService."""
     revisions = {c.SUBSET_STABLE: stable, c.SUBSET_CANARY: canary or stable}
     return ([build_service(name, namespace, spec, role, revisions[role]) for role in ROLES]
-            + [build_destination_rule(name, namespace, role) for role in ROLES]
+            + [build_destination_rule(name, namespace, role, spec) for role in ROLES]
             + [build_virtual_service(name, namespace, spec, routes, preview_header)])
 
 
@@ -606,6 +726,62 @@ def routes_of(virtual_service: dict[str, Any] | None) -> Routes | None:
         mirror = http.get("mirrorPercentage", {}).get("value", 0) if http.get("mirror") else 0
         return Routes(weights.get(c.SUBSET_STABLE, 0), weights.get(c.SUBSET_CANARY, 0), int(mirror))
     return None
+
+
+# ---------------------------------------------------------------------------------------- security
+
+#: The Istio security kinds an LLMDeployment may own, in the order they are applied (a token is verified before a
+#: policy requires one) and the reverse of the order they are deleted in (:data:`SECURITY_KINDS_DELETE_ORDER`).
+SECURITY_KINDS = (("security.istio.io/v1", "PeerAuthentication"), ("security.istio.io/v1", "RequestAuthentication"),
+                  ("security.istio.io/v1", "AuthorizationPolicy"))
+#: Deleted policy first: an AuthorizationPolicy asking for a JWT outliving its RequestAuthentication refuses everyone.
+SECURITY_KINDS_DELETE_ORDER = tuple(reversed(SECURITY_KINDS))
+#: What an AuthorizationPolicy always lets through, from anyone: the kubelet's probes (unless Istio rewrites them,
+#: which it does by default) and Prometheus scraping vLLM's metrics on the serving port.
+OPEN_PATHS = ("/health", "/metrics")
+
+
+def _pods(name: str) -> dict[str, Any]:
+    """The ``selector`` of a workload policy: every revision's pods of the LLMDeployment ``name``."""
+    return {"matchLabels": {c.LABEL_DEPLOYMENT: name}}
+
+
+def _allow_rule(rule: AllowRule) -> dict[str, Any]:
+    source = {key: list(values) for key, values in (("principals", rule.principals), ("namespaces", rule.namespaces),
+                                                     ("requestPrincipals", rule.request_principals)) if values}
+    out: dict[str, Any] = {"from": [{"source": source}]} if source else {}
+    if rule.claims:
+        out["when"] = [{"key": f"request.auth.claims[{m.claim}]", "values": list(m.values)} for m in rule.claims]
+    return out
+
+
+def build_auth(name: str, namespace: str, spec: LLMDeploymentSpec) -> list[dict[str, Any]]:
+    """The Istio policies ``spec.auth`` asks for, on every revision's pods, in :data:`SECURITY_KINDS` order:
+
+    - a ``PeerAuthentication`` with ``mtls`` (STRICT: plaintext callers refused);
+    - a ``RequestAuthentication`` verifying the ``jwt`` issuers' tokens (an invalid token gets 401; Istio removes
+      a verified token before the request reaches vLLM);
+    - an ALLOW ``AuthorizationPolicy`` when ``allow`` or ``jwt`` is set: a rule per ``allow`` entry (every field
+      set must match; claims as ``request.auth.claims[...]`` conditions), or any valid token when ``allow`` is
+      empty, plus GET of :data:`OPEN_PATHS` from anyone; every other request gets 403.
+
+    Empty when ``spec.auth`` sets none of them (``apiKey`` is vLLM's own, in the pods' environment).
+    """
+    auth, out = spec.auth, []
+    if auth.mtls is not None:
+        out.append({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication", "metadata": _meta(name, namespace, name),
+                    "spec": {"selector": _pods(name), "mtls": {"mode": auth.mtls}}})
+    if auth.jwt:
+        rules = [{"issuer": j.issuer, "jwksUri": j.jwks_uri, **({"audiences": list(j.audiences)} if j.audiences else {})}
+                 for j in auth.jwt]
+        out.append({"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication", "metadata": _meta(name, namespace, name),
+                    "spec": {"selector": _pods(name), "jwtRules": rules}})
+    if auth.allow or auth.jwt:
+        allowed = [_allow_rule(rule) for rule in auth.allow] or [{"from": [{"source": {"requestPrincipals": ["*"]}}]}]
+        allowed.append({"to": [{"operation": {"methods": ["GET"], "paths": list(OPEN_PATHS)}}]})
+        out.append({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": _meta(name, namespace, name),
+                    "spec": {"selector": _pods(name), "action": "ALLOW", "rules": allowed}})
+    return out
 
 
 # ---------------------------------------------------------------------------------- scaling, PDB

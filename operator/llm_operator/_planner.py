@@ -624,6 +624,9 @@ def _desired(pass_: _Pass, target: _Target, serving: _Serving, size: _Size, auto
         objects.append(b.build_pdb(name, namespace, spec))
     else:
         delete_kinds.append(("policy/v1", "PodDisruptionBudget"))
+    security = b.build_auth(name, namespace, spec)
+    objects += security
+    delete_kinds += [kind for kind in b.SECURITY_KINDS_DELETE_ORDER if kind[1] not in {o["kind"] for o in security}]
     return _Desired(tuple(with_applied_hash(obj) for obj in objects), tuple(delete_kinds))
 
 
@@ -636,8 +639,10 @@ class _Ordered:
 
 
 #: Routing objects are applied in this order: a Service before the DestinationRule over it, both before the
-#: VirtualService that routes to them.
-ROUTING_ORDER = {"Service": 0, "DestinationRule": 1, "VirtualService": 2}
+#: VirtualService that routes to them; the security policies after, a token's verification before the policy that
+#: asks for one (:data:`~llm_operator._builders.SECURITY_KINDS`); the rest last.
+ROUTING_ORDER = {"Service": 0, "DestinationRule": 1, "VirtualService": 2,
+                 **{kind: 3 + i for i, (_, kind) in enumerate(b.SECURITY_KINDS)}}
 
 
 def _order(pass_: _Pass, serving: _Serving, retained: _Retained, size: _Size, desired: _Desired,
@@ -661,7 +666,7 @@ def _order(pass_: _Pass, serving: _Serving, retained: _Retained, size: _Size, de
             live = observed.children.get((obj["kind"], obj["metadata"]["name"]))
             if needs_apply(obj, live, uid):
                 routing.append(Apply(obj, created=live is None))
-    routing.sort(key=lambda a: ROUTING_ORDER.get(a.obj["kind"], 3))
+    routing.sort(key=lambda a: ROUTING_ORDER.get(a.obj["kind"], len(ROUTING_ORDER)))
     routing, deferred = make_before_break(routing, observed, pass_.name)
     # A stable revision the spec no longer describes keeps its pod template: only its size follows, through a
     # plain scale (an apply of just the replicas would drop every other field the operator's manager owns).

@@ -45,7 +45,7 @@ def observe(kube: Kube, body: Mapping[str, Any], autoscaler_kinds: frozenset[str
     routed = [b.service_name(name, role) for role in b.ROLES]  # the Service clients call, and the canary's
     kinds = [("v1", "Service", n) for n in routed] + [("networking.istio.io/v1", "DestinationRule", n) for n in routed] + [
         ("networking.istio.io/v1", "VirtualService", name), ("autoscaling/v2", "HorizontalPodAutoscaler", name),
-        ("policy/v1", "PodDisruptionBudget", name)]
+        ("policy/v1", "PodDisruptionBudget", name)] + [(api_version, kind, name) for api_version, kind in b.SECURITY_KINDS]
     if "ScaledObject" in autoscaler_kinds:
         kinds.append(("keda.sh/v1alpha1", "ScaledObject", name))
     children = {(kind, n): kube.get(api_version, kind, namespace, n) for api_version, kind, n in kinds}

@@ -8,7 +8,8 @@ Three layers, all reported as :class:`FieldError` with the full field path (``sp
 2. the pydantic field constraints (types, bounds, patterns: the same ones the schema carries), and the schema's
    constraints pydantic does not see (``metadata.name``'s length, ``runtime.env`` as a map keyed by name);
 3. checks that need the operator's knowledge rather than the schema's (vLLM's quantization methods change
-   between releases, so they are not frozen into the CRD).
+   between releases, so they are not frozen into the CRD; ``--api-key`` is refused in ``extraArgs``, where the key
+   would be logged).
 
 kube-apiserver ratchets a rule on a value that did not change, so an object stored before a stricter rule keeps
 being writable; the operator still reports it (``InvalidSpec``), as if it were new.
@@ -152,6 +153,17 @@ def _env_errors(runtime: Any, path: str) -> list[FieldError]:
     return errors
 
 
+def _api_key_arg_errors(runtime: Any, path: str) -> list[FieldError]:
+    """``runtime.extraArgs`` (as written, at ``path``) carries no ``--api-key``: on the command line the key would be
+    in vLLM's log of its non-default arguments, the entrypoint's and in /proc; ``spec.auth.apiKey`` puts it in the
+    environment from a Secret."""
+    extra_args = runtime.get("extraArgs") if isinstance(runtime, Mapping) else None
+    return [FieldError(f"{path}.extraArgs[{index}]", "--api-key would put the key on the command line and in vLLM's log: "
+                       "use spec.auth.apiKey.secretRef (the key reaches vLLM as VLLM_API_KEY from the Secret)")
+            for index, arg in enumerate(extra_args if isinstance(extra_args, list) else [])
+            if isinstance(arg, str) and (arg == "--api-key" or arg.startswith("--api-key="))]
+
+
 def _name_errors(kind: type[_Kind], body: Mapping[str, Any]) -> list[FieldError]:
     """``metadata.name`` within the CRD's ``maxLength`` (its CEL rules are checked with the others)."""
     limit = _schema(kind)["properties"]["metadata"].get("properties", {}).get("name", {}).get("maxLength")
@@ -184,18 +196,21 @@ def parse_llmdeployment(body: Mapping[str, Any]) -> LLMDeploymentSpec:
     """
     spec = body.get("spec")
     runtime = spec.get("runtime") if isinstance(spec, Mapping) else None
-    return _parse(LLMDeployment, LLMDeploymentSpec, body, _quantization_errors(runtime, "spec.runtime") + _env_errors(runtime, "spec.runtime"))
+    where = "spec.runtime"
+    return _parse(LLMDeployment, LLMDeploymentSpec, body,
+                  _quantization_errors(runtime, where) + _env_errors(runtime, where) + _api_key_arg_errors(runtime, where))
 
 
 def parse_llmrollout(body: Mapping[str, Any]) -> LLMRolloutSpec:
     """The validated spec of an LLMRollout object.
 
     Raises:
-        InvalidSpec: naming every field that breaks a CEL rule, a field constraint, or the quantization and
-            environment checks of ``spec.target.runtime``.
+        InvalidSpec: naming every field that breaks a CEL rule, a field constraint, or the quantization,
+            environment and ``--api-key`` checks of ``spec.target.runtime``.
     """
     spec = body.get("spec")
     target = spec.get("target") if isinstance(spec, Mapping) else None
     runtime = target.get("runtime") if isinstance(target, Mapping) else None
     where = "spec.target.runtime"
-    return _parse(LLMRollout, LLMRolloutSpec, body, _quantization_errors(runtime, where) + _env_errors(runtime, where))
+    return _parse(LLMRollout, LLMRolloutSpec, body,
+                  _quantization_errors(runtime, where) + _env_errors(runtime, where) + _api_key_arg_errors(runtime, where))

@@ -148,11 +148,17 @@ def test_static_model_for_each_source(samples):
 
 def test_istio_routing(samples):
     spec = _spec(samples["llmdeployment-multigpu"])
-    dr = b.build_destination_rule("llama-70b", "llm-serving", "stable")
+    dr = b.build_destination_rule("llama-70b", "llm-serving", "stable", spec)
     assert (dr["metadata"]["name"], dr["spec"]) == ("llama-70b", {
-        "host": "llama-70b.llm-serving.svc.cluster.local", "trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST"}}})
-    canary = b.build_destination_rule("llama-70b", "llm-serving", "canary")
+        "host": "llama-70b.llm-serving.svc.cluster.local", "trafficPolicy": {
+            "loadBalancer": {"simple": "LEAST_REQUEST"},
+            # maxNumSeqs 128 x maxReplicas 6: a full batch on every pod and as many waiting, per client proxy
+            "connectionPool": {"tcp": {"maxConnections": 1536}, "http": {"http2MaxRequests": 1536, "http1MaxPendingRequests": 768}},
+            "outlierDetection": {"consecutive5xxErrors": 5, "interval": "10s", "baseEjectionTime": "30s", "maxEjectionPercent": 50}}})
+    canary = b.build_destination_rule("llama-70b", "llm-serving", "canary", spec)
     assert (canary["metadata"]["name"], canary["spec"]["host"]) == ("llama-70b-canary", "llama-70b-canary.llm-serving.svc.cluster.local")
+    assert "outlierDetection" not in canary["spec"]["trafficPolicy"]  # a failing canary pod stays visible to the analysis
+    assert canary["spec"]["trafficPolicy"]["connectionPool"] == dr["spec"]["trafficPolicy"]["connectionPool"]
     vs = b.build_virtual_service("llama-70b", "llm-serving", spec, b.Routes())
     (http,) = vs["spec"]["http"]
     assert [(r["destination"]["host"], r["weight"]) for r in http["route"]] == [
@@ -527,3 +533,236 @@ def test_every_default_that_reaches_the_pods_has_a_baseline():
     assert set(flat(b.REVISION_BASELINE["runtime"])) == set(defaults(Runtime))
     assert set(flat(b.REVISION_BASELINE["resources"])) == set(defaults(Resources))
     assert flat(b.REVISION_BASELINE["runtime"]) == defaults(Runtime)  # this release has changed none of them
+
+
+# ------------------------------------------------------------------ serving policy: auth, resilience, spreading
+
+
+def _doc(**spec) -> dict:
+    return {"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMDeployment", "metadata": {"name": "chat", "namespace": "ml"},
+            "spec": {"model": {"uri": "hf://org/model"}, **spec}}
+
+
+def _pod(doc: dict, revision: b.Revision | None = None) -> dict:
+    spec = _spec(doc)
+    revision = revision or b.make_revision(spec, b.static_model(spec))
+    return b.build_deployment("chat", "ml", spec, revision, 2)["spec"]["template"]["spec"]
+
+
+def test_the_api_key_reaches_vllm_from_its_secret_through_the_environment_only():
+    spec = _spec(_doc(auth={"apiKey": {"secretRef": {"name": "chat-key", "key": "token"}}}))
+    dep = b.build_deployment("chat", "ml", spec, b.make_revision(spec, b.static_model(spec)), 1)
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    (key,) = [e for e in container["env"] if e["name"] == "VLLM_API_KEY"]
+    assert key == {"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": "chat-key", "key": "token"}}}
+    assert not [a for a in container["args"] if "api-key" in a]  # never an argument (vLLM logs its non-default args)
+    validate(dep)
+    # Without auth.apiKey, no key: vLLM serves everyone (the default).
+    plain = _pod(_doc())["containers"][0]
+    assert "VLLM_API_KEY" not in {e["name"] for e in plain["env"]}
+
+
+def test_a_rollout_targets_runtime_env_cannot_replace_the_api_key():
+    """An LLMRollout's target.runtime replaces the runtime (and its env) but not auth: the key stays the Secret's."""
+    spec = LLMDeploymentSpec.model_validate({"model": {"uri": "hf://org/model"}, "auth": {"apiKey": {"secretRef": {"name": "chat-key"}}},
+                                             "runtime": {"env": [{"name": "VLLM_API_KEY", "value": "guessable"}]}})
+    env = b.build_deployment("chat", "ml", spec, b.make_revision(spec, b.static_model(spec)), 1)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert [e for e in env if e["name"] == "VLLM_API_KEY"] == [
+        {"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": "chat-key", "key": "api-key"}}}]
+
+
+SELECT = {"matchLabels": {"llmops.dev/deployment": "chat"}}
+OPEN = {"to": [{"operation": {"methods": ["GET"], "paths": ["/health", "/metrics"]}}]}
+JWT = {"issuer": "https://auth.example.com", "jwksUri": "https://auth.example.com/.well-known/jwks.json"}
+AUTH = [
+    # (case, spec.auth, {kind: spec} of the Istio objects built, in the order they are applied)
+    ("none", {}, {}),
+    ("api key only: vLLM's, no Istio object", {"apiKey": {"secretRef": {"name": "k"}}}, {}),
+    ("mtls strict", {"mtls": "STRICT"}, {"PeerAuthentication": {"selector": SELECT, "mtls": {"mode": "STRICT"}}}),
+    ("jwt, any valid token", {"jwt": [{**JWT, "audiences": ["chat"]}]}, {
+        "RequestAuthentication": {"selector": SELECT, "jwtRules": [{**JWT, "audiences": ["chat"]}]},
+        "AuthorizationPolicy": {"selector": SELECT, "action": "ALLOW", "rules": [
+            {"from": [{"source": {"requestPrincipals": ["*"]}}]}, OPEN]}}),
+    ("jwt with a claim", {"jwt": [JWT], "allow": [{"requestPrincipals": ["https://auth.example.com/*"],
+                                                  "claims": [{"claim": "groups", "values": ["llm-users", "admins"]}]}]}, {
+        "RequestAuthentication": {"selector": SELECT, "jwtRules": [JWT]},
+        "AuthorizationPolicy": {"selector": SELECT, "action": "ALLOW", "rules": [
+            {"from": [{"source": {"requestPrincipals": ["https://auth.example.com/*"]}}],
+             "when": [{"key": "request.auth.claims[groups]", "values": ["llm-users", "admins"]}]}, OPEN]}}),
+    ("workloads and namespaces over mtls", {"mtls": "STRICT", "allow": [
+        {"principals": ["cluster.local/ns/apps/sa/chat-frontend"]}, {"namespaces": ["batch", "eval"]}]}, {
+        "PeerAuthentication": {"selector": SELECT, "mtls": {"mode": "STRICT"}},
+        "AuthorizationPolicy": {"selector": SELECT, "action": "ALLOW", "rules": [
+            {"from": [{"source": {"principals": ["cluster.local/ns/apps/sa/chat-frontend"]}}]},
+            {"from": [{"source": {"namespaces": ["batch", "eval"]}}]}, OPEN]}}),
+    ("every field of one rule must match", {"allow": [{"namespaces": ["apps"], "principals": ["cluster.local/ns/apps/sa/a"]}]}, {
+        "AuthorizationPolicy": {"selector": SELECT, "action": "ALLOW", "rules": [
+            {"from": [{"source": {"principals": ["cluster.local/ns/apps/sa/a"], "namespaces": ["apps"]}}]}, OPEN]}}),
+]
+
+
+@pytest.mark.parametrize("case,auth,expected", AUTH, ids=[c[0] for c in AUTH])
+def test_auth_is_rendered_as_istio_policies_on_every_revisions_pods(case, auth, expected):
+    objects = b.build_auth("chat", "ml", _spec(_doc(auth=auth)))
+    assert {o["kind"]: o["spec"] for o in objects} == expected
+    assert [o["kind"] for o in objects] == [k for _, k in b.SECURITY_KINDS if k in expected]  # verified before required
+    for obj in objects:
+        assert obj["apiVersion"] == "security.istio.io/v1" and obj["metadata"]["name"] == "chat"
+        assert obj["metadata"]["labels"]["llmops.dev/deployment"] == "chat"
+        validate(obj)  # Istio's own CRD schema (../shared/schemas/istio-crds.yaml)
+
+
+TRAFFIC = [
+    # (case, spec.traffic, the primary route's timeout and retries)
+    ("defaults", {}, {"timeout": "600s", "retries": {"attempts": 2, "retryOn": "connect-failure,refused-stream,reset-before-request,503"}}),
+    ("a longer budget", {"timeout": "30m"}, {"timeout": "30m", "retries": {
+        "attempts": 2, "retryOn": "connect-failure,refused-stream,reset-before-request,503"}}),
+    ("an Istio before 1.23", {"retries": {"retryOn": ["connect-failure", "refused-stream", "503"]}},
+     {"timeout": "600s", "retries": {"attempts": 2, "retryOn": "connect-failure,refused-stream,503"}}),
+    ("retries off, Istio's default retries too", {"retries": {"attempts": 0}}, {"timeout": "600s", "retries": {"attempts": 0}}),
+]
+
+
+@pytest.mark.parametrize("case,traffic,expected", TRAFFIC, ids=[c[0] for c in TRAFFIC])
+def test_every_route_has_the_timeout_and_retries_only_before_a_generation_starts(case, traffic, expected):
+    spec = _spec(_doc(traffic=traffic))
+    vs = b.build_virtual_service("chat", "ml", spec, b.Routes(90, 10, 5), preview_header="x-llmops-preview")
+    assert [h["name"] for h in vs["spec"]["http"]] == ["preview", "primary"]
+    for http in vs["spec"]["http"]:
+        assert {k: http[k] for k in ("timeout", "retries")} == expected
+        assert not {"5xx", "reset", "gateway-error"} & set(http["retries"].get("retryOn", "").split(","))
+    assert b.routes_of(vs) == b.Routes(90, 10, 5)  # the weights still read back
+    validate(vs)
+
+
+POOLS = [
+    # (case, spec overrides, (maxConnections = http2MaxRequests, http1MaxPendingRequests))
+    ("vLLM's default sequences, one replica", {}, (2048, 1024)),
+    ("maxNumSeqs x replicas", {"runtime": {"maxNumSeqs": 64}, "replicas": 3}, (384, 192)),
+    ("the autoscaler's maximum", {"runtime": {"maxNumSeqs": 64}, "replicas": 1, "autoscaling": {"maxReplicas": 8}}, (1024, 512)),
+    ("scaled to zero by the spec", {"runtime": {"maxNumSeqs": 64}, "replicas": 0}, (128, 64)),
+    ("written", {"traffic": {"connectionPool": {"maxRequests": 100, "maxPendingRequests": 10}}}, (100, 10)),
+]
+
+
+@pytest.mark.parametrize("case,overrides,expected", POOLS, ids=[c[0] for c in POOLS])
+def test_connection_pool_is_sized_from_max_num_seqs_and_replicas(case, overrides, expected):
+    spec = _spec(_doc(**overrides))
+    for role in ("stable", "canary"):
+        dr = b.build_destination_rule("chat", "ml", role, spec)
+        pool = dr["spec"]["trafficPolicy"]["connectionPool"]
+        assert (pool["tcp"]["maxConnections"], pool["http"]["http1MaxPendingRequests"]) == expected
+        assert pool["http"]["http2MaxRequests"] == pool["tcp"]["maxConnections"]
+        validate(dr)
+
+
+def test_outlier_detection_ejects_stable_pods_after_consecutive_5xx_and_can_be_turned_off():
+    spec = _spec(_doc(traffic={"outlierDetection": {"consecutive5xxErrors": 3, "baseEjectionTime": "1m", "maxEjectionPercent": 34}}))
+    stable = b.build_destination_rule("chat", "ml", "stable", spec)["spec"]["trafficPolicy"]
+    assert stable["outlierDetection"] == {"consecutive5xxErrors": 3, "interval": "10s", "baseEjectionTime": "1m", "maxEjectionPercent": 34}
+    assert "outlierDetection" not in b.build_destination_rule("chat", "ml", "canary", spec)["spec"]["trafficPolicy"]
+    off = _spec(_doc(traffic={"outlierDetection": {"consecutive5xxErrors": 0}}))
+    assert "outlierDetection" not in b.build_destination_rule("chat", "ml", "stable", off)["spec"]["trafficPolicy"]
+
+
+def _spread(pod: dict) -> list[tuple[str, int, str]]:
+    return [(t["topologyKey"], t["maxSkew"], t["whenUnsatisfiable"]) for t in pod.get("topologySpreadConstraints", [])]
+
+
+ZONES_THEN_NODES = [("topology.kubernetes.io/zone", 1, "ScheduleAnyway"), ("kubernetes.io/hostname", 1, "ScheduleAnyway")]
+SPREADS = [
+    # (case, spec overrides, the constraints)
+    ("one replica: nothing to spread", {"replicas": 1}, []),
+    ("replicas", {"replicas": 3}, ZONES_THEN_NODES),
+    ("autoscaling up to several", {"autoscaling": {"minReplicas": 1, "maxReplicas": 4}}, ZONES_THEN_NODES),
+    ("autoscaling to one at most", {"replicas": 5, "autoscaling": {"maxReplicas": 1}}, []),
+    ("overridden: a hard rule over nodes", {"replicas": 3, "resources": {"topologySpread": [
+        {"topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"}]}},
+     [("kubernetes.io/hostname", 1, "DoNotSchedule")]),
+    ("turned off", {"replicas": 3, "resources": {"topologySpread": []}}, []),
+    ("written, with one replica", {"replicas": 1, "resources": {"topologySpread": [{"topologyKey": "topology.kubernetes.io/zone", "maxSkew": 2}]}},
+     [("topology.kubernetes.io/zone", 2, "ScheduleAnyway")]),
+]
+
+
+@pytest.mark.parametrize("case,overrides,expected", SPREADS, ids=[c[0] for c in SPREADS])
+def test_replicas_spread_over_zones_and_nodes(case, overrides, expected):
+    doc = _doc(**overrides)
+    pod = _pod(doc)
+    assert _spread(pod) == expected
+    spec = _spec(doc)
+    revision = b.make_revision(spec, b.static_model(spec)).id
+    for constraint in pod.get("topologySpreadConstraints", []):  # each revision spreads its own pods
+        assert constraint["labelSelector"] == {"matchLabels": {"llmops.dev/deployment": "chat", "llmops.dev/revision": revision}}
+    validate(b.build_deployment("chat", "ml", spec, b.make_revision(spec, b.static_model(spec)), 2))
+
+
+def test_gpu_products_are_a_required_node_affinity_beside_the_node_selector():
+    pod = _pod(_doc(resources={"gpuProducts": ["NVIDIA-A100-SXM4-80GB", "NVIDIA-H100-80GB-HBM3"], "nodeSelector": {"pool": "llm"}}))
+    assert pod["affinity"] == {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In",
+                               "values": ["NVIDIA-A100-SXM4-80GB", "NVIDIA-H100-80GB-HBM3"]}]}]}}}
+    assert pod["nodeSelector"] == {"pool": "llm"}  # both apply
+    assert "affinity" not in _pod(_doc())
+
+
+def test_serving_policy_fields_name_no_new_revision():
+    """auth and traffic are not part of a revision; the new resources fields left at their defaults change no id
+    (ids name running Deployments): only a value written for them does."""
+    def revision(**overrides) -> str:
+        spec = _spec(_doc(**overrides))
+        return b.make_revision(spec, b.static_model(spec)).id
+
+    base = revision()
+    assert base == "d6fae50143"  # the id every earlier release gave this spec (test_revision_ids_are_the_ones_earlier_releases_gave)
+    for overrides in ({"auth": {"apiKey": {"secretRef": {"name": "k"}}, "mtls": "STRICT"}},
+                      {"traffic": {"timeout": "60s", "retries": {"attempts": 0}, "connectionPool": {"maxRequests": 9}}},
+                      {"replicas": 4}, {"resources": {"gpuProducts": []}}):
+        assert revision(**overrides) == base, overrides
+    for overrides in ({"resources": {"gpuProducts": ["NVIDIA-L4"]}}, {"resources": {"topologySpread": []}}):
+        assert revision(**overrides) != base, overrides
+
+
+def test_a_revision_built_before_the_spread_default_keeps_its_pod_template():
+    """The default spread is recorded on the revisions this release builds (llmops.dev/defaults); one built before
+    it (its record has no topologySpread) is rendered without it, so upgrading the operator replaces no pod of a
+    running multi-replica revision. Its next revision gets the spread, through its rollout."""
+    cluster = _Cluster(_doc(replicas=3))
+    cluster.reconcile("2026-11-21T10:00:00Z")
+    ((name, dep),) = cluster.of("Deployment").items()
+    assert _spread(dep["spec"]["template"]["spec"]) == ZONES_THEN_NODES
+    assert json.loads(dep["metadata"]["annotations"][b.DEFAULTS_ANNOTATION])[b.SPREAD_DEFAULT_KEY] == list(b.DEFAULT_TOPOLOGY_SPREAD)
+    # The same revision as the previous release built it: its record lacks the spread, its pods have none.
+    old = copy.deepcopy(dep)
+    recorded = json.loads(old["metadata"]["annotations"][b.DEFAULTS_ANNOTATION])
+    del recorded[b.SPREAD_DEFAULT_KEY]
+    old["metadata"]["annotations"][b.DEFAULTS_ANNOTATION] = json.dumps(recorded, sort_keys=True, separators=(",", ":"))
+    del old["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    del old["metadata"]["annotations"]["llmops.dev/applied-hash"]
+    cluster.kube.objects[("apps/v1", "Deployment", "ml", name)] = old
+    template = copy.deepcopy(old["spec"]["template"])
+    cluster.ready()
+    cluster.reconcile("2026-11-21T10:00:30Z")
+    assert cluster.of("Deployment")[name]["spec"]["template"] == template  # no spread added under running pods
+    assert cluster.reconcile("2026-11-21T10:01:00Z") == []
+    cluster.edit(runtime={"maxModelLen": 4096})  # the next revision
+    cluster.reconcile("2026-11-21T10:01:30Z")
+    cluster.reconcile("2026-11-21T10:01:40Z")
+    (new,) = [d for n, d in cluster.of("Deployment").items() if n != name]
+    assert _spread(new["spec"]["template"]["spec"]) == ZONES_THEN_NODES
+
+
+def test_auth_objects_are_applied_in_order_and_deleted_when_the_spec_drops_them():
+    cluster = _Cluster(_doc(auth={"jwt": [JWT], "mtls": "STRICT"}))
+    writes = cluster.reconcile("2026-11-21T10:00:00Z")
+    security = [(verb, kind) for verb, kind, _ in writes if kind in {k for _, k in b.SECURITY_KINDS}]
+    assert security == [("apply", "PeerAuthentication"), ("apply", "RequestAuthentication"), ("apply", "AuthorizationPolicy")]
+    assert writes.index(("apply", "VirtualService", "chat")) < writes.index(("apply", "PeerAuthentication", "chat"))
+    cluster.ready()
+    cluster.reconcile("2026-11-21T10:00:30Z")
+    assert [w for w in cluster.reconcile("2026-11-21T10:01:00Z") if w[1] != "LLMDeployment"] == []  # idle: no write
+    cluster.edit(auth={"mtls": "STRICT"})
+    writes = cluster.reconcile("2026-11-21T10:02:00Z")
+    # The policy requiring a token goes before the token's verification, or everyone would be refused meanwhile.
+    assert [(v, k) for v, k, _ in writes if v == "delete"] == [("delete", "AuthorizationPolicy"), ("delete", "RequestAuthentication")]
+    assert set(cluster.of("PeerAuthentication")) == {"chat"} and not cluster.of("AuthorizationPolicy")

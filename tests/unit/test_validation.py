@@ -46,6 +46,33 @@ INVALID = [
     ("bad duration", {"rollout": {"steps": [{"pause": {"duration": "5 minutes"}}]}}, "spec.rollout.steps[0].pause.duration", "pattern"),
     ("metric with builtin and query", {"rollout": {"analysis": {"metrics": [{"name": "m", "builtin": "errorRatio", "query": "up"}]}}},
      "spec.rollout.analysis.metrics[0]", "exactly one of builtin or query"),
+    # serving policy: auth, resilience, placement
+    ("api key on the command line", {"runtime": {"extraArgs": ["--port-retries", "3", "--api-key", "k"]}},
+     "spec.runtime.extraArgs[2]", "use spec.auth.apiKey.secretRef"),
+    ("api key on the command line, one argument", {"runtime": {"extraArgs": ["--api-key=k"]}}, "spec.runtime.extraArgs[0]", "vLLM's log"),
+    ("api key twice", {"auth": {"apiKey": {"secretRef": {"name": "key"}}}, "runtime": {"env": [{"name": "VLLM_API_KEY", "value": "k"}]}},
+     "spec.runtime.env", "VLLM_API_KEY comes from auth.apiKey.secretRef"),
+    ("api key and jwt", {"auth": {"apiKey": {"secretRef": {"name": "key"}}, "jwt": [{"issuer": "i", "jwksUri": "https://i/jwks"}]}},
+     "spec.auth.jwt", "both read the Authorization header"),
+    ("allow rule naming nobody", {"auth": {"allow": [{"principals": ["cluster.local/ns/a/sa/b"]}, {}]}},
+     "spec.auth.allow[1]", "at least one of principals, namespaces"),
+    ("jwks uri not a URL", {"auth": {"jwt": [{"issuer": "i", "jwksUri": "file:///keys"}]}}, "spec.auth.jwt[0].jwksUri", "pattern"),
+    ("a nested claim", {"auth": {"allow": [{"claims": [{"claim": "realm[roles]", "values": ["x"]}]}]}},
+     "spec.auth.allow[0].claims[0].claim", "pattern"),
+    ("mtls mode unknown", {"auth": {"mtls": "DISABLE"}}, "spec.auth.mtls", "'STRICT' or 'PERMISSIVE'"),
+    ("zero timeout", {"traffic": {"timeout": "0s"}}, "spec.traffic.timeout", "at least 1ms"),
+    ("retry on any 5xx", {"traffic": {"retries": {"retryOn": ["connect-failure", "5xx"]}}}, "spec.traffic.retries.retryOn[1]",
+     "'reset-before-request' or '503'"),
+    ("retry on nothing", {"traffic": {"retries": {"retryOn": []}}}, "spec.traffic.retries.retryOn", "at least 1 item"),
+    ("negative ejection threshold", {"traffic": {"outlierDetection": {"consecutive5xxErrors": -1}}},
+     "spec.traffic.outlierDetection.consecutive5xxErrors", "greater than or equal to 0"),
+    ("zero connection pool", {"traffic": {"connectionPool": {"maxRequests": 0}}}, "spec.traffic.connectionPool.maxRequests",
+     "greater than or equal to 1"),
+    ("spread skew zero", {"resources": {"topologySpread": [{"topologyKey": "kubernetes.io/hostname", "maxSkew": 0}]}},
+     "spec.resources.topologySpread[0].maxSkew", "greater than or equal to 1"),
+    ("spread without a key", {"resources": {"topologySpread": [{"whenUnsatisfiable": "DoNotSchedule"}]}},
+     "spec.resources.topologySpread[0].topologyKey", "Field required"),
+    ("empty gpu product", {"resources": {"gpuProducts": [""]}}, "spec.resources.gpuProducts[0]", "at least 1 character"),
 ]
 
 
@@ -186,6 +213,14 @@ def test_a_rollout_target_runtime_gets_the_same_env_checks():
     with pytest.raises(InvalidSpec) as info:
         parse_llmrollout(body)
     assert [e.path for e in info.value.errors] == ["spec.target.runtime.env[0].name", "spec.target.runtime.env[2]"]
+
+
+def test_a_rollout_target_runtime_cannot_put_the_api_key_on_the_command_line():
+    body = {"metadata": {"name": "r"}, "spec": {"deploymentName": "d", "target": {"model": {"uri": "hf://a/b"}, "runtime": {
+        "extraArgs": ["--api-key", "k"]}}}}
+    with pytest.raises(InvalidSpec) as info:
+        parse_llmrollout(body)
+    assert [e.path for e in info.value.errors] == ["spec.target.runtime.extraArgs[0]"]
 
 
 def test_all_errors_are_reported_together():
