@@ -41,7 +41,9 @@ SPEC: dict[str, Any] = {
         "runtime": {"maxModelLen": 256, "gpuMemoryUtilization": 0.2, "dtype": "float32", "startupTimeoutSeconds": 600},
         "resources": {"gpus": 0, "cpu": "1", "memory": "4Gi", **PLACEMENT},  # on the node agent's Node
         "replicas": 1,
-        "slo": {"availability": 99.0, "latencyP99Seconds": 1.0, "timeToFirstTokenP95Seconds": 1.0},
+        # p99 3 s: v2 (healthy) measured 1.5 s at 50% on two busy cores once each step had a run of its own; v3 (the
+        # regression) runs about 15 s.
+        "slo": {"availability": 99.0, "latencyP99Seconds": 3.0, "timeToFirstTokenP95Seconds": 3.0},
         "rollout": {
             "strategy": "canary",
             "qualityGate": [{"metric": "accuracy", "min": 0.8}],
@@ -50,7 +52,7 @@ SPEC: dict[str, Any] = {
             "abortScaleDownDelaySeconds": 5,
             "analysis": {"interval": "10s", "minRequests": 3, "inconclusiveLimit": 6, "metrics": [
                 {"name": "error-ratio", "builtin": "errorRatio", "max": 0.05},
-                {"name": "latency-p99", "builtin": "latencyP99", "max": 1.0},
+                {"name": "latency-p99", "builtin": "latencyP99", "max": 3.0},
             ]},
         },
     },
