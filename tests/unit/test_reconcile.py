@@ -497,16 +497,21 @@ def _edit_and_roll_out(cluster, uri, now):
     return status["stableRevision"]
 
 
+def _serving_a(samples, **rollout):
+    """The minimal sample serving its first revision A, ready, under ``spec.rollout`` = ``rollout``: (cluster, A)."""
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["rollout"] = rollout
+    cluster = Cluster(doc)
+    cluster.reconcile(T0)
+    _all_ready(cluster)
+    return cluster, cluster.body["status"]["stableRevision"]
+
+
 def test_returning_to_an_earlier_revision_rolls_it_out_like_a_new_one(samples):
     """A -> B -> C -> B by spec edits: B's first rollout is long finished; going back to B needs a rollout of its own
     (Argo Rollouts re-runs the steps and analysis for an older manifest re-applied), not a 409 and a status that
     claims B while C serves."""
-    doc = copy.deepcopy(samples["llmdeployment-minimal"])
-    doc["spec"]["rollout"] = {"strategy": "none", "scaleDownDelaySeconds": 0}
-    cluster = Cluster(doc)
-    cluster.reconcile(T0)
-    _all_ready(cluster)
-    a = cluster.body["status"]["stableRevision"]
+    cluster, a = _serving_a(samples, strategy='none', scaleDownDelaySeconds=0)
     b_rev = _edit_and_roll_out(cluster, "hf://org/model-b", T1)
     c_rev = _edit_and_roll_out(cluster, "hf://org/model-c", T1)
     assert len({a, b_rev, c_rev}) == 3
@@ -664,12 +669,7 @@ def test_a_registry_outage_mid_rollout_starts_and_supersedes_nothing(samples):
 def test_returning_to_the_previous_revision_within_its_delay_reuses_its_pods(samples):
     """B replaced A a minute ago (A kept for scaleDownDelaySeconds); the spec goes back to A: A's ready pods are the
     canary (no new pods, no pods lost under its traffic), listed as the canary rather than the previous revision."""
-    doc = copy.deepcopy(samples["llmdeployment-minimal"])
-    doc["spec"]["rollout"] = {"strategy": "none"}
-    cluster = Cluster(doc)
-    cluster.reconcile(T0)
-    _all_ready(cluster)
-    a = cluster.body["status"]["stableRevision"]
+    cluster, a = _serving_a(samples, strategy='none')
     b_rev = _edit_and_roll_out(cluster, "hf://org/model-b", T1)
     assert cluster.body["status"]["previousRevision"] == a
     cluster.kube.objects[cluster.key]["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}], "analyzeEveryStep": False}
@@ -702,12 +702,7 @@ def test_an_aborted_rollout_leaves_the_deployment_degraded_until_the_spec_serves
     """After an abort the stable revision serves, Ready stays True, but the spec's model is not what serves: Degraded
     (reason RolloutAborted, naming both revisions), as Argo Rollouts reports an aborted Rollout, so Argo CD does
     not show Healthy. A retry clears it."""
-    doc = copy.deepcopy(samples["llmdeployment-minimal"])
-    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}], "analyzeEveryStep": False}
-    cluster = Cluster(doc)
-    cluster.reconcile(T0)
-    _all_ready(cluster)
-    a = cluster.body["status"]["stableRevision"]
+    cluster, a = _serving_a(samples, steps=[{'setWeight': 50}, {'pause': {}}], analyzeEveryStep=False)
     cluster.edit_spec(model={"uri": "hf://org/model-b"})
     cluster.reconcile(T1)
     (name,) = _rollouts(cluster)
@@ -1029,12 +1024,7 @@ def test_kubectl_llm_rollback_brings_the_previous_revision_back_on_its_warm_pods
     RolledBack until the spec names A (or something new)."""
     from llm_operator._plugin import rollback_rollout
 
-    doc = copy.deepcopy(samples["llmdeployment-minimal"])
-    doc["spec"]["rollout"] = {"strategy": "none", "scaleDownDelaySeconds": 600}
-    cluster = Cluster(doc)
-    cluster.reconcile(T0)
-    _all_ready(cluster)
-    a = cluster.body["status"]["stableRevision"]
+    cluster, a = _serving_a(samples, strategy='none', scaleDownDelaySeconds=600)
     b_rev = _edit_and_roll_out(cluster, "hf://org/model-b", T1)
     assert cluster.body["status"]["previousRevision"] == a
     rollback = rollback_rollout(cluster.body, list(_rollouts(cluster).values()))
