@@ -534,6 +534,10 @@ class Analysis(_Model):
         "vllm", description="vllm: vllm:request_success_total by finished_reason; istio: istio_requests_total 5xx (reporter=destination).")
     prometheus_address: str | None = Field(None, description="Prometheus base URL; the operator's setting otherwise.")
     min_requests: Annotated[int, Field(ge=0)] = Field(20, description="Below this many requests a measurement is inconclusive.")
+    confidence: Annotated[float, Field(ge=0.5, lt=1)] = Field(
+        0.95, description="Ratio 0.5..1: errorRatio and burnRate fail only when an exact binomial test shows a breach at this "
+                          "confidence (the one-sided Clopper-Pearson lower bound above the bound), pass only when it shows "
+                          "the ratio within it (the upper bound below), and are inconclusive otherwise.")
     inconclusive_limit: Annotated[int, Field(ge=1)] = 3
     consecutive_error_limit: Annotated[int, Field(ge=1)] = 4
     metrics: list[AnalysisMetric] = Field(default_factory=list, max_length=32,

@@ -3,11 +3,15 @@
 :func:`collect` does the I/O (one query per number, each failure recorded rather than raised), and
 :func:`evaluate` is pure: it turns those numbers into per-metric verdicts with the maths in ``_analysis``.
 A run is never a pass on missing evidence: no data, or fewer canary requests than ``minRequests``, is
-Inconclusive; a failed query is an Error.
+Inconclusive; a failed query is an Error. The SLO checks on counts (``errorRatio``, ``burnRate``) also need the
+counts to show it: an exact binomial test at ``analysis.confidence`` (:func:`_analysis.ratio_evidence`) fails
+only on evidence of a breach, passes only on evidence of staying within the bound, and otherwise is
+Inconclusive, saying how many requests a verdict needs.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +22,7 @@ from ._metrics import MetricsError, MetricsProvider, scalar
 
 _DEFAULT_BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "burnRate": (None, 14.4),  # the SRE Workbook's fast-burn factor
-    "errorRatioVsStable": (0.05, None),  # the z-test's p-value must stay above the significance level
+    "errorRatioVsStable": (0.05, None),  # the test's p-value must stay above the significance level
     "repetitionRatioVsStable": (0.05, None),  # the same test on outputs vLLM cut off as repetitive
     "latencyVsStable": (None, 1.5),  # canary p99 at most 1.5x stable's
     "outputLengthDrift": (None, 0.1),  # KL divergence in nats
@@ -169,6 +173,36 @@ def _ratio(errors: float | None, total: float | None) -> float | None:
     return (errors or 0.0) / total
 
 
+def _on_counts(metric: AnalysisMetric, raw: Raw, slo: Slo, ctx: Context, high: float, confidence: float) -> tuple[a.Verdict, str] | None:
+    """The verdict and its evidence for ``errorRatio`` and ``burnRate`` judged on their counts against ``high``
+    (an error ratio, or a burn-rate factor times the budget), or None when the counts cannot decide it that way
+    (another built-in, no requests in a window, or a bound of 0 or of 100% and more, which the plain comparison
+    judges: a zero-tolerance bound, or one no ratio can exceed)."""
+    if metric.builtin == "errorRatio":
+        total = _num(raw, "canary.requests")
+        if not 0 < high < 1 or total is None or a.whole(total) <= 0:
+            return None
+        evidence = a.ratio_evidence(_num(raw, "canary.errors") or 0.0, total, high, confidence)
+        budget = math.isclose(high, a.error_budget(slo.availability))
+        return evidence.verdict, evidence.describe(f"the {a.percent(high)} {'budget' if budget else 'bound'}")
+    if metric.builtin != "burnRate":
+        return None
+    threshold = high * a.error_budget(slo.availability)
+    windows = ctx.burn
+    spans = (("long", windows.long_seconds), ("short", windows.short_seconds))
+    totals = {label: _num(raw, f"canary.requests.{label}") for label, _ in spans}
+    if not 0 < threshold < 1 or any(t is None or a.whole(t) <= 0 for t in totals.values()):
+        return None
+    found = {label: a.ratio_evidence(_num(raw, f"canary.errors.{label}") or 0.0, totals[label] or 0.0, threshold, confidence)
+             for label, _ in spans}
+    # The rule fires when both windows burn faster than the factor: a fail needs evidence of it in both, a pass
+    # evidence against it in either.
+    verdicts = [e.verdict for e in found.values()]
+    verdict: a.Verdict = "Fail" if verdicts == ["Fail", "Fail"] else "Pass" if "Pass" in verdicts else "Inconclusive"
+    return verdict, (f"against a {high:g}x burn ({a.percent(threshold)} errors) at {confidence * 100:g}%, "
+                     + "; ".join(f"over {q.duration(span)} {found[label].counts()}: {found[label].finding()}" for label, span in spans))
+
+
 def _builtin_value(metric: AnalysisMetric, raw: Raw, slo: Slo, ctx: Context) -> tuple[float | None, str]:
     """The metric's value and a note (the numbers behind it) for one built-in."""
     kind = metric.builtin
@@ -192,8 +226,8 @@ def _builtin_value(metric: AnalysisMetric, raw: Raw, slo: Slo, ctx: Context) -> 
         if not canary_total or not stable_total:
             return None, "no requests on one side"
         canary_count, stable_count = _num(raw, f"canary.{counted}") or 0.0, _num(raw, f"stable.{counted}") or 0.0
-        test = a.two_proportion_z_test(min(canary_count, canary_total), canary_total, min(stable_count, stable_total), stable_total)
-        return test.p_value, f"{counted}: canary {test.canary_ratio:.4f} vs stable {test.stable_ratio:.4f}, z={test.z:.2f}"
+        test = a.compare_proportions(min(canary_count, canary_total), canary_total, min(stable_count, stable_total), stable_total)
+        return test.p_value, f"{counted}: canary {test.canary_ratio:.4f} vs stable {test.stable_ratio:.4f}, {test.method}"
     if kind == "latencyP99":
         return _num(raw, "canary.p99"), "p99 end-to-end latency, seconds"
     if kind == "latencyVsStable":
@@ -219,8 +253,9 @@ def _builtin_value(metric: AnalysisMetric, raw: Raw, slo: Slo, ctx: Context) -> 
     raise ValueError(f"unknown builtin {kind!r}")
 
 
-def evaluate(metrics: list[AnalysisMetric], raw: Raw, slo: Slo, ctx: Context, min_requests: int) -> Run:
-    """Judge every metric from ``raw`` (pure). Metrics with neither bound are reported, not judged."""
+def evaluate(metrics: list[AnalysisMetric], raw: Raw, slo: Slo, ctx: Context, min_requests: int, confidence: float = 0.95) -> Run:
+    """Judge every metric from ``raw`` (pure). Metrics with neither bound are reported, not judged; ``errorRatio``
+    and ``burnRate`` with only a ``max`` are judged on their counts at ``confidence`` (:func:`_on_counts`)."""
     try:
         requests = _num(raw, "canary.requests")
     except MetricsError:
@@ -231,17 +266,23 @@ def evaluate(metrics: list[AnalysisMetric], raw: Raw, slo: Slo, ctx: Context, mi
         low, high = metric.min, metric.max
         if metric.builtin is not None and low is None and high is None:
             low, high = _DEFAULT_BOUNDS.get(metric.builtin, (None, None))
+        counted: tuple[a.Verdict, str] | None = None
         try:
             if metric.query is not None:
                 value, note = _num(raw, f"query.{metric.name}"), "query"
             else:
                 value, note = _builtin_value(metric, raw, slo, ctx)
+                if enough and low is None and high is not None:
+                    counted = _on_counts(metric, raw, slo, ctx, high, confidence)
         except MetricsError as error:
             results.append(MetricResult(metric.name, None, low, high, "Error", str(error)))
             continue
         if metric.builtin is not None and metric.builtin != "costPer1kTokens" and not enough:
             verdict: a.Verdict = "Inconclusive"
             note = f"{int(requests or 0)} canary requests, fewer than minRequests {min_requests}"
+        elif counted is not None:
+            verdict, evidence = counted
+            note = evidence if metric.builtin == "errorRatio" else f"{note}; {evidence}"
         elif low is None and high is None:
             verdict = "Pass" if value is not None else "Inconclusive"
         else:
@@ -257,4 +298,4 @@ def evaluate(metrics: list[AnalysisMetric], raw: Raw, slo: Slo, ctx: Context, mi
 def measure(provider: MetricsProvider, analysis: Analysis, slo: Slo, ctx: Context) -> Run:
     """Collect and evaluate one run of ``analysis`` (its metrics, or :func:`default_metrics`)."""
     metrics = list(analysis.metrics) or default_metrics(slo)
-    return evaluate(metrics, collect(provider, queries(metrics, ctx)), slo, ctx, analysis.min_requests)
+    return evaluate(metrics, collect(provider, queries(metrics, ctx)), slo, ctx, analysis.min_requests, analysis.confidence)

@@ -11,8 +11,9 @@ Safety rules built in:
   sized for the traffic it is about to get: ``ceil(weight/100 x stable replicas)`` pods, at least 1;
 * going back (abort, failure) routes everything to stable first; the executor applies routes before it
   scales the canary down;
-* a rollout is never promoted on missing data: an analysis step needs a passing run, and no data or too few
-  requests is Inconclusive, which pauses after ``inconclusiveLimit`` runs;
+* a rollout is never promoted on missing data: an analysis step needs a passing run, and no data, too few
+  requests, or too few for a verdict on the error counts (``_analysis.ratio_evidence``) is Inconclusive, which
+  pauses after ``inconclusiveLimit`` runs;
 * an unreachable metrics backend aborts after ``consecutiveErrorLimit`` consecutive errors
   (``MetricsUnavailable``), never promotes.
 """
@@ -562,8 +563,10 @@ def _judge(p: _Pass, run: Run, analysis: dict[str, Any]) -> _Stop | None:
                               f"step {p.index}: {analysis['consecutiveErrors']} consecutive analysis errors ({errors}); "
                               f"all traffic on {stable}"))
     if run.verdict == "Inconclusive" and analysis["inconclusive"] >= limits.inconclusive_limit:
-        message = (f"step {p.index}: {analysis['inconclusive']} inconclusive analysis runs (no data or fewer than "
-                   f"{limits.min_requests} requests); increment spec.resume to analyse again, or abort")
+        why = "; ".join(f"{m.name}: {m.message}" for m in run.metrics if m.verdict == "Inconclusive")[:600]
+        message = (f"step {p.index}: {analysis['inconclusive']} inconclusive analysis runs (no data, fewer than "
+                   f"{limits.min_requests} requests, or too few for a verdict at confidence {limits.confidence:g}"
+                   f"{': ' + why if why else ''}); increment spec.resume to analyse again, or abort")
         analysis["inconclusive"] = 0
         p.events.append(Event("Warning", Reason.INCONCLUSIVE_ANALYSIS, message))
         return _Stop(p.pause(Reason.INCONCLUSIVE_ANALYSIS, message))

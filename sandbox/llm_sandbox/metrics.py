@@ -79,9 +79,11 @@ class FakeVllm:
 
     def _traffic(self) -> None:
         labels = {"model_name": "model", "engine": "0"}
-        tick, carry = 0.1, 0.0
+        tick, carry, last = 0.1, 0.0, time.monotonic()
         while not self._stop.wait(tick):
-            carry += self.rate * tick
+            now = time.monotonic()
+            carry += self.rate * (now - last)  # by the clock: a thread starved on a busy machine still keeps the rate
+            last = now
             count, carry = int(carry), carry - int(carry)
             for _ in range(count):
                 error = self._random.random() < self.error_ratio

@@ -184,6 +184,41 @@ def test_no_data_pauses_and_never_promotes(scenario):
     assert s.status()["stableRevision"] == s.stable
 
 
+def test_a_quiet_canary_with_one_error_neither_aborts_nor_promotes(scenario):
+    """Low traffic (issue 16): at a 99.9% target, a canary seeing ~200 requests per run window (a fifteenth of the
+    2995 a verdict needs at 95%) and one error. The observed ratio, about 0.5%, is five times the 0.1% budget, which
+    a plain threshold (and the z-test against stable) aborted on; the exact binomial test finds it no evidence of a
+    breach, nor the error-free runs evidence of staying within the budget (a plain threshold promoted on the first
+    of those): the step holds, then pauses."""
+    s = scenario(steps=[{"setWeight": 5}, {"analysis": {"duration": "4s"}}], slo={"availability": 99.9, "latencyP99Seconds": 2.0},
+                 analysis={"inconclusiveLimit": 4})
+    target = s.start_rollout()
+    quiet = FakeVllm(rate=20, error_ratio=0.0, latency=0.4, seed=8)
+    errors = quiet.success.labels(model_name="model", engine="0", finished_reason="error")  # the series, at 0, from the start
+    s.serve(target, quiet)
+    wait_for(lambda: (s.rollout_status().get("analysis") or {}).get("runs", 0) >= 1, 60, "a first analysis run")
+    errors.inc()  # one error, inside the window of the runs that follow
+    seen = set()
+
+    def paused():
+        status = s.rollout_status()
+        seen.update(m["message"] for m in (status.get("analysis") or {}).get("metrics", []) if m["name"] == "error-ratio")
+        return status.get("phase") in ("Paused", "Aborted", "Succeeded", "Failed") and status
+
+    status = wait_for(paused, 60, "the rollout to pause")
+    assert status["phase"] == "Paused", status.get("message")
+    condition = next(c for c in status["conditions"] if c["type"] == "Paused")
+    assert condition["reason"] == "InconclusiveAnalysis"
+    assert "a verdict needs >= 2995 requests with no errors" in condition["message"]
+    one_error = [m for m in seen if ": 1 error in " in m]
+    assert one_error, seen  # a run saw the error ...
+    assert all("not evidence of a breach of the 0.1% budget at 95%, nor of staying within it" in m for m in one_error)
+    assert next(m for m in status["analysis"]["metrics"] if m["name"] == "error-ratio")["verdict"] == "Inconclusive"
+    # ... and nothing moved on it: traffic where the step put it, stable still stable, no analysis passed.
+    assert s.routes()[0] == [95, 5] and s.status()["stableRevision"] == s.stable
+    assert not [e for e in s.events("AnalysisPassed") if e["involvedObject"]["name"] == "to-v2"]
+
+
 def test_prometheus_unreachable_aborts_with_metrics_unavailable(scenario, tmp_path):
     own = Prometheus(tmp_path).start()  # this test stops its Prometheus mid-rollout
     try:

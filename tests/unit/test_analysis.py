@@ -266,3 +266,186 @@ def test_repetitions_are_counted_against_vllms_finished_requests_with_istio_as_t
     wanted = queries([AnalysisMetric(name="repetition", builtin="repetitionRatioVsStable")], ctx)
     assert wanted["canary.repetitions"] == q.repetitions(SCOPE, 60) and wanted["canary.finished"] == q.requests(SCOPE, 60)
     assert "istio_requests_total" in wanted["canary.requests"]  # minRequests still counts what the router saw
+
+
+# ------------------------------------------------------------------- low traffic: evidence on counts (issue 16)
+
+scipy_stats = pytest.importorskip("scipy.stats")  # a test dependency only: the operator does the sums itself
+
+
+@pytest.mark.parametrize("k,n,p", [(0, 10, 0.1), (1, 40, 0.001), (1, 500, 0.001), (30, 1000, 0.001), (3, 10_000, 0.001),
+                                   (50, 100, 0.5), (999, 1000, 0.99), (12, 1_000_000, 0.00001), (5000, 1_000_000, 0.005)])
+def test_binomial_tails_match_scipy(k, n, p):
+    assert a.binomial_sf(k, n, p) == pytest.approx(scipy_stats.binom.sf(k - 1, n, p), rel=1e-7, abs=1e-15)
+    assert a.binomial_cdf(k, n, p) == pytest.approx(scipy_stats.binom.cdf(k, n, p), rel=1e-7, abs=1e-15)
+
+
+@pytest.mark.parametrize("k,n", [(0, 1), (0, 3000), (1, 40), (1, 500), (2, 100), (30, 1000), (7, 7), (499, 1000)])
+@pytest.mark.parametrize("confidence", [0.5, 0.9, 0.95, 0.99])
+def test_clopper_pearson_bounds_match_the_beta_quantiles(k, n, confidence):
+    # The one-sided bounds are the Beta quantiles: lower = B^-1(1 - c; k, n - k + 1), upper = B^-1(c; k + 1, n - k).
+    lower, upper = a.clopper_pearson(k, n, confidence)
+    assert lower == (pytest.approx(scipy_stats.beta.ppf(1 - confidence, k, n - k + 1), rel=1e-7) if k else 0.0)
+    assert upper == (pytest.approx(scipy_stats.beta.ppf(confidence, k + 1, n - k), rel=1e-7) if k < n else 1.0)
+
+
+REQUESTS_NEEDED = [
+    # (availability %, confidence, errors, requests a pass needs): the smallest n with P(X <= errors | n, budget) < 1 - c
+    (99.9, 0.95, 0, 2995),  # ln(0.05) / ln(0.999) = 2994.2; the rule of three says 3 / 0.001 = 3000
+    (99.0, 0.95, 0, 299),  # ln(0.05) / ln(0.99) = 298.1; 3 / 0.01 = 300
+    (99.9, 0.99, 0, 4603),  # ln(0.01) / ln(0.999) = 4602.9 (the "rule of 4.6" at 99%)
+    (99.5, 0.95, 0, 598),
+    (99.9, 0.95, 1, 4742),  # one error already seen: about 4.74 / budget
+    (99.9, 0.95, 3, 7752),
+    (99.5, 0.95, 1, 947),
+    (99.0, 0.99, 0, 459),
+    (99.0, 0.95, 1, 473),
+]
+
+
+@pytest.mark.parametrize("availability,confidence,errors,needed", REQUESTS_NEEDED)
+def test_requests_a_verdict_needs(availability, confidence, errors, needed):
+    budget = a.error_budget(availability)
+    assert a.requests_needed(budget, confidence, errors) == needed
+    # ... checked against scipy: the upper bound falls below the budget at `needed` requests, not one fewer.
+    assert scipy_stats.binomtest(errors, needed, budget, alternative="less").pvalue < 1 - confidence
+    assert scipy_stats.binomtest(errors, needed - 1, budget, alternative="less").pvalue >= 1 - confidence
+    if errors == 0:
+        assert needed == pytest.approx(-math.log(1 - confidence) / budget, rel=0.01)  # the rule of three: -ln(0.05) = 3.0
+
+
+def test_requests_a_burn_rate_verdict_needs():
+    # burnRate's threshold is the factor times the budget: 14.4 x 0.1% = 1.44% at 99.9% (docs/rollouts.md's table).
+    assert [a.requests_needed(14.4 * a.error_budget(t)) for t in (99.9, 99.5, 99.0)] == [207, 41, 20]
+
+
+LOW_TRAFFIC = [
+    # (errors, requests, verdict) against a 99.9% target's 0.1% budget at 95%, with the exact test's p-values
+    (1, 500, "Inconclusive"),  # the issue's example: 0.2% observed, but P(X >= 1 | 500, 0.1%) = 39%
+    (1, 999, "Inconclusive"),  # P(X >= 1) = 63%: a single error among fewer than 1,000 is no evidence ...
+    (1, 52, "Inconclusive"),  # ... down to 52 requests (P = 5.07%) ...
+    (1, 51, "Fail"),  # ... but at 51 or fewer, one error is itself improbable at the budget: P = 4.97% < 5%
+    (1, 40, "Fail"),  # P(X >= 1 | 40, 0.1%) = 1 - 0.999^40 = 3.9%
+    (2, 100, "Fail"),  # P(X >= 2 | 100, 0.1%) = 0.46%
+    (30, 1000, "Fail"),  # a clear breach: 3% observed, the lower bound 2.17%
+    (0, 100, "Inconclusive"),  # no errors, but far too few requests to show 99.9%
+    (0, 2994, "Inconclusive"),  # P(X = 0 | 2994, 0.1%) = 5.001%
+    (0, 2995, "Pass"),  # 4.996%: the requests-needed figure
+    (0, 5000, "Pass"),  # the upper bound 0.0599%
+    (3, 10_000, "Pass"),  # 0.03% observed, P(X <= 3 | 10000, 0.1%) = 1.0%
+    (8, 5000, "Inconclusive"),  # 0.16% observed on 5000: P(X >= 8) = 13%, P(X <= 8) = 93%
+]
+
+
+@pytest.mark.parametrize("errors,requests,verdict", LOW_TRAFFIC)
+def test_the_low_traffic_rule_worked_examples(errors, requests, verdict):
+    evidence = a.ratio_evidence(errors, requests, a.error_budget(99.9), 0.95)
+    assert evidence.verdict == verdict
+    # The same verdicts from scipy's exact binomial test, one-sided each way.
+    breach = scipy_stats.binomtest(errors, requests, 0.001, alternative="greater").pvalue < 0.05
+    within = scipy_stats.binomtest(errors, requests, 0.001, alternative="less").pvalue < 0.05
+    assert verdict == ("Fail" if breach else "Pass" if within else "Inconclusive")
+    assert (evidence.lower > 0.001) == breach and (evidence.upper < 0.001) == within
+
+
+def test_the_evidence_sentence():
+    budget = "the 0.1% budget"
+    assert a.ratio_evidence(1, 500, 0.001).describe(budget) == (
+        "1 error in 500 requests: not evidence of a breach of the 0.1% budget at 95%, nor of staying within it "
+        "(a verdict needs >= 2995 requests with no errors, >= 4742 with 1)")
+    assert a.ratio_evidence(0, 100, 0.001).describe(budget) == (
+        "0 errors in 100 requests: not evidence of a breach of the 0.1% budget at 95%, nor of staying within it "
+        "(a verdict needs >= 2995 requests with no errors)")
+    assert a.ratio_evidence(30, 1000, 0.001).describe(budget) == (
+        "30 errors in 1000 requests: evidence of a breach of the 0.1% budget at 95% (the error ratio is at least 2.17%)")
+    assert a.ratio_evidence(0, 5000, 0.001).describe(budget) == (
+        "0 errors in 5000 requests: within the 0.1% budget at 95% (the error ratio is at most 0.0599%)")
+    assert a.ratio_evidence(1, 500, 0.001, confidence=0.99).describe(budget).endswith(
+        "at 99%, nor of staying within it (a verdict needs >= 4603 requests with no errors, >= 6636 with 1)")
+
+
+def test_prometheus_counts_are_rounded_to_whole_requests():
+    # increase() extrapolates to the window's edges: one error over a 10 s window scraped every second reads ~1.1.
+    assert a.whole(1.11) == 1 and a.whole(0.4) == 0 and a.whole(2.5) == 3 and a.whole(-0.0) == 0
+    assert a.ratio_evidence(1.11, 111.1, 0.001) == a.ratio_evidence(1, 111, 0.001)
+
+
+def test_evidence_rejects_what_it_cannot_judge():
+    for bad in ({"threshold": 0.0}, {"threshold": 1.0}, {"requests": 0.2}, {"confidence": 0.4}, {"confidence": 1.0}):
+        args = {"errors": 0, "requests": 100, "threshold": 0.001, "confidence": 0.95, **bad}
+        with pytest.raises(ValueError):
+            a.ratio_evidence(**args)
+
+
+@pytest.mark.parametrize("x1,n1,x2,n2", [(1, 100, 0, 400), (2, 1000, 3, 1000), (3, 50, 0, 2000), (0, 10, 5, 10), (4, 4, 0, 9)])
+def test_fisher_exact_test_matches_scipy(x1, n1, x2, n2):
+    expected = scipy_stats.fisher_exact([[x1, n1 - x1], [x2, n2 - x2]], alternative="greater").pvalue
+    assert a.fisher_exact_greater(x1, n1, x2, n2) == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_handful_of_errors_is_compared_exactly_not_by_the_normal_approximation():
+    # One error in 100 canary requests, none in 400 on stable: the z-test says z = 2.00, p = 0.0226 (a "significant"
+    # regression), but with 0.2 errors expected on the canary side the normal approximation does not hold; exactly,
+    # the one error landed on the side holding a fifth of the requests: p = 0.2.
+    assert a.two_proportion_z_test(1, 100, 0, 400).p_value == pytest.approx(0.0226, abs=1e-4)
+    exact = a.compare_proportions(1, 100, 0, 400)
+    assert exact.p_value == pytest.approx(0.2) and exact.method == "Fisher's exact test"
+    large = a.compare_proportions(30, 1000, 10, 1000)  # every expected cell >= 5: the z-test, as before
+    assert large.method == "z=3.19" and large.p_value == pytest.approx(0.000701, abs=1e-5)
+
+
+SLO_999 = Slo(availability=99.9)
+
+
+def _quiet(canary_errors, canary_total, confidence=0.95, metrics=None):
+    analysis = Analysis(metrics=metrics or [], min_requests=20, confidence=confidence)
+    run = measure(cluster(canary_errors=canary_errors, canary_total=canary_total, stable_total=4000), analysis, SLO_999, CTX)
+    return run, {m.name: m for m in run.metrics}
+
+
+def test_one_error_on_a_quiet_canary_holds_instead_of_aborting():
+    # 1 error in 500 canary requests at a 99.9% target: the observed 0.2% is twice the budget (a plain threshold
+    # aborts), but it is no evidence of a breach; nor is 500 requests enough to show the target is met.
+    run, by_name = _quiet(1, 500)
+    assert run.verdict == "Inconclusive"
+    ratio = by_name["error-ratio"]
+    assert (ratio.verdict, ratio.value, ratio.max) == ("Inconclusive", 0.002, pytest.approx(0.001))
+    assert ratio.message == ("0.002 (want <= 0.001): 1 error in 500 requests: not evidence of a breach of the 0.1% budget "
+                             "at 95%, nor of staying within it (a verdict needs >= 2995 requests with no errors, >= 4742 with 1)")
+    burn = by_name["burn-rate"]  # 0.2% burns at 2x: confidently under 14.4x (1.44%) on 500 requests
+    assert burn.verdict == "Pass" and "against a 14.4x burn (1.44% errors) at 95%, over 600s 1 error in 500 requests: within it" in burn.message
+    assert by_name["errors-vs-stable"].verdict == "Pass" and "Fisher's exact test" in by_name["errors-vs-stable"].message
+
+
+def test_no_errors_on_too_few_requests_never_passes():
+    run, by_name = _quiet(0, 100)
+    assert run.verdict == "Inconclusive" and by_name["error-ratio"].verdict == by_name["burn-rate"].verdict == "Inconclusive"
+    assert "a verdict needs >= 2995 requests with no errors" in by_name["error-ratio"].message
+    assert "a verdict needs >= 207 requests with no errors" in by_name["burn-rate"].message  # 14.4 x 0.1%: ln(0.05)/ln(0.9856)
+    assert _quiet(0, 5000)[0].verdict == "Pass"
+
+
+def test_a_clear_breach_still_fails_on_few_requests():
+    run, by_name = _quiet(30, 1000)
+    assert run.verdict == "Fail" and by_name["error-ratio"].verdict == by_name["burn-rate"].verdict == "Fail"
+    assert "30 errors in 1000 requests: evidence of a breach of the 0.1% budget at 95% (the error ratio is at least 2.17%)" in (
+        by_name["error-ratio"].message)
+
+
+def test_confidence_is_a_field_of_the_analysis():
+    assert Analysis().confidence == 0.95
+    _, by_name = _quiet(1, 40, confidence=0.99)  # evidence at 95% (P = 3.9%), not at 99%
+    assert by_name["error-ratio"].verdict == "Inconclusive" and "at 99%" in by_name["error-ratio"].message
+    assert _quiet(1, 40)[1]["error-ratio"].verdict == "Fail"
+    for bad in (0.4, 1.0, 95):
+        with pytest.raises(ValueError):
+            Analysis(confidence=bad)
+
+
+def test_a_written_bound_is_judged_on_counts_too_and_a_zero_bound_plainly():
+    # A user's max on errorRatio is a bound like the budget, named as a bound.
+    _, by_name = _quiet(0, 100, metrics=[AnalysisMetric(name="errors", builtin="errorRatio", max=0.05)])
+    assert by_name["errors"].verdict == "Pass" and "within the 5% bound at 95%" in by_name["errors"].message
+    # max: 0 means "no error at all": no statistics can show a ratio below 0, so it is the plain comparison.
+    _, by_name = _quiet(0, 100, metrics=[AnalysisMetric(name="errors", builtin="errorRatio", max=0)])
+    assert by_name["errors"].verdict == "Pass" and by_name["errors"].message == "0 (want <= 0): errors / finished requests"
