@@ -375,10 +375,13 @@ def percent(ratio: float) -> str:
 class Evidence:
     """What ``errors`` in ``requests`` show about an error ratio against ``threshold`` at ``confidence``.
 
-    The verdict is a one-sided exact binomial test each way: ``Fail`` when ``P(X >= errors | requests,
-    threshold) < 1 - confidence`` (the lower bound is above the threshold: evidence of a breach), ``Pass`` when
-    ``P(X <= errors | requests, threshold) < 1 - confidence`` (the upper bound is below it: evidence of staying
-    within), ``Inconclusive`` otherwise. With ``confidence >= 0.5`` the two cannot both hold.
+    ``Fail`` when a one-sided exact binomial test shows a breach: ``P(X >= errors | requests, threshold) <
+    1 - confidence`` (the lower bound is above the threshold). Otherwise, by default, ``Pass`` when the observed
+    ratio is within the threshold and ``Inconclusive`` when it is above it without evidence (noise on few
+    requests holds, never aborts). With ``strict``, ``Pass`` needs evidence too: ``P(X <= errors | requests,
+    threshold) < 1 - confidence`` (the upper bound below the threshold; with no errors, the rule of three's
+    ``needed`` requests), which at a 99.9% target takes about 3,000 requests a run. ``proven`` says whether a
+    pass had that evidence. With ``confidence >= 0.5`` a fail and an evidenced pass cannot both hold.
     """
 
     errors: int
@@ -388,6 +391,7 @@ class Evidence:
     verdict: Verdict
     needed: int  # requests a pass needs with no error
     needed_with_errors: int  # ... and with this many errors (worked out when inconclusive, else ``needed``)
+    proven: bool = True  # a Pass with evidence of staying within (always so when strict)
 
     def counts(self) -> str:
         return f"{self.errors} error{'' if self.errors == 1 else 's'} in {self.requests} requests"
@@ -405,14 +409,18 @@ class Evidence:
     def _detail(self) -> str:
         if self.verdict == "Fail":
             return f"the error ratio is at least {percent(self.lower)}"
-        if self.verdict == "Pass":
+        if self.verdict == "Pass" and self.proven:
             return f"the error ratio is at most {percent(self.upper)}"
+        if self.verdict == "Pass":
+            return (f"{percent(self.errors / self.requests)} observed; evidence of staying within would need >= "
+                    f"{self.needed} requests with no errors")
         more = f", >= {self.needed_with_errors} with {self.errors}" if self.errors else ""
         return f"a verdict needs >= {self.needed} requests with no errors{more}"
 
     def finding(self) -> str:
         """What the counts show, in a few words."""
-        head = {"Fail": "evidence of a breach", "Pass": "within it"}.get(self.verdict, "not evidence either way")
+        head = {"Fail": "evidence of a breach", "Pass": "within it" if self.proven else "no evidence of a breach"}.get(
+            self.verdict, "not evidence either way")
         return f"{head} ({self._detail()})"
 
     def describe(self, bound: str) -> str:
@@ -423,16 +431,19 @@ class Evidence:
         (a verdict needs >= 2995 requests with no errors, >= 4742 with 1)
         """
         at = f"at {self.confidence * 100:g}%"
-        head = {"Fail": f"evidence of a breach of {bound} {at}", "Pass": f"within {bound} {at}"}.get(
+        passed = f"within {bound} {at}" if self.proven else f"within {bound}, no evidence of a breach {at}"
+        head = {"Fail": f"evidence of a breach of {bound} {at}", "Pass": passed}.get(
             self.verdict, f"not evidence of a breach of {bound} {at}, nor of staying within it")
         return f"{self.counts()}: {head} ({self._detail()})"
 
 
-def ratio_evidence(errors: float, requests: float, threshold: float, confidence: float = 0.95) -> Evidence:
+def ratio_evidence(errors: float, requests: float, threshold: float, confidence: float = 0.95, *, strict: bool = False) -> Evidence:
     """Judge an error ratio on its counts (rounded by :func:`whole`) against ``threshold`` (see :class:`Evidence`).
 
     >>> ratio_evidence(1, 500, 0.001).verdict, ratio_evidence(30, 1000, 0.001).verdict, ratio_evidence(0, 5000, 0.001).verdict
     ('Inconclusive', 'Fail', 'Pass')
+    >>> ratio_evidence(0, 100, 0.001).verdict, ratio_evidence(0, 100, 0.001, strict=True).verdict
+    ('Pass', 'Inconclusive')
 
     Raises:
         ValueError: unless requests > 0, 0 < threshold < 1 and 0.5 <= confidence < 1.
@@ -444,11 +455,12 @@ def ratio_evidence(errors: float, requests: float, threshold: float, confidence:
         raise ValueError(f"need requests > 0 and 0 < threshold < 1, got {requests} and {threshold}")
     k = min(whole(errors), n)
     alpha = 1 - confidence
+    proven = binomial_cdf(k, n, threshold) < alpha
     verdict: Verdict = ("Fail" if binomial_sf(k, n, threshold) < alpha
-                        else "Pass" if binomial_cdf(k, n, threshold) < alpha else "Inconclusive")
+                        else "Pass" if proven or (not strict and k <= threshold * n) else "Inconclusive")
     needed = requests_needed(threshold, confidence)
     with_errors = needed if k == 0 or verdict != "Inconclusive" else requests_needed(threshold, confidence, k)  # shown when inconclusive
-    return Evidence(k, n, threshold, confidence, verdict, needed, with_errors)
+    return Evidence(k, n, threshold, confidence, verdict, needed, with_errors, proven)
 
 
 def judge(value: float | None, minimum: float | None, maximum: float | None) -> Verdict:

@@ -536,8 +536,12 @@ class Analysis(_Model):
     min_requests: Annotated[int, Field(ge=0)] = Field(20, description="Below this many requests a measurement is inconclusive.")
     confidence: Annotated[float, Field(ge=0.5, lt=1)] = Field(
         0.95, description="Ratio 0.5..1: errorRatio and burnRate fail only when an exact binomial test shows a breach at this "
-                          "confidence (the one-sided Clopper-Pearson lower bound above the bound), pass only when it shows "
-                          "the ratio within it (the upper bound below), and are inconclusive otherwise.")
+                          "confidence (the one-sided Clopper-Pearson lower bound above the bound); a ratio above the bound "
+                          "without that evidence is inconclusive (held, never aborted on noise).")
+    require_evidence_to_pass: bool = Field(
+        False, description="errorRatio and burnRate pass only when the counts show the ratio within the bound at "
+                           "confidence (the upper bound below it: about 3,000 error-free requests a run at a 99.9% target); "
+                           "false: a ratio within the bound on at least minRequests requests passes.")
     inconclusive_limit: Annotated[int, Field(ge=1)] = 3
     consecutive_error_limit: Annotated[int, Field(ge=1)] = 4
     metrics: list[AnalysisMetric] = Field(default_factory=list, max_length=32,

@@ -173,7 +173,8 @@ def _ratio(errors: float | None, total: float | None) -> float | None:
     return (errors or 0.0) / total
 
 
-def _on_counts(metric: AnalysisMetric, raw: Raw, slo: Slo, ctx: Context, high: float, confidence: float) -> tuple[a.Verdict, str] | None:
+def _on_counts(metric: AnalysisMetric, raw: Raw, slo: Slo, ctx: Context, high: float, confidence: float,
+               strict: bool = False) -> tuple[a.Verdict, str] | None:
     """The verdict and its evidence for ``errorRatio`` and ``burnRate`` judged on their counts against ``high``
     (an error ratio, or a burn-rate factor times the budget), or None when the counts cannot decide it that way
     (another built-in, no requests in a window, or a bound of 0 or of 100% and more, which the plain comparison
@@ -182,7 +183,7 @@ def _on_counts(metric: AnalysisMetric, raw: Raw, slo: Slo, ctx: Context, high: f
         total = _num(raw, "canary.requests")
         if not 0 < high < 1 or total is None or a.whole(total) <= 0:
             return None
-        evidence = a.ratio_evidence(_num(raw, "canary.errors") or 0.0, total, high, confidence)
+        evidence = a.ratio_evidence(_num(raw, "canary.errors") or 0.0, total, high, confidence, strict=strict)
         budget = math.isclose(high, a.error_budget(slo.availability))
         return evidence.verdict, evidence.describe(f"the {a.percent(high)} {'budget' if budget else 'bound'}")
     if metric.builtin != "burnRate":
@@ -193,7 +194,8 @@ def _on_counts(metric: AnalysisMetric, raw: Raw, slo: Slo, ctx: Context, high: f
     totals = {label: _num(raw, f"canary.requests.{label}") for label, _ in spans}
     if not 0 < threshold < 1 or any(t is None or a.whole(t) <= 0 for t in totals.values()):
         return None
-    found = {label: a.ratio_evidence(_num(raw, f"canary.errors.{label}") or 0.0, totals[label] or 0.0, threshold, confidence)
+    found = {label: a.ratio_evidence(_num(raw, f"canary.errors.{label}") or 0.0, totals[label] or 0.0, threshold, confidence,
+                                     strict=strict)
              for label, _ in spans}
     # The rule fires when both windows burn faster than the factor: a fail needs evidence of it in both, a pass
     # evidence against it in either.
@@ -253,7 +255,8 @@ def _builtin_value(metric: AnalysisMetric, raw: Raw, slo: Slo, ctx: Context) -> 
     raise ValueError(f"unknown builtin {kind!r}")
 
 
-def evaluate(metrics: list[AnalysisMetric], raw: Raw, slo: Slo, ctx: Context, min_requests: int, confidence: float = 0.95) -> Run:
+def evaluate(metrics: list[AnalysisMetric], raw: Raw, slo: Slo, ctx: Context, min_requests: int, confidence: float = 0.95,
+             strict: bool = False) -> Run:
     """Judge every metric from ``raw`` (pure). Metrics with neither bound are reported, not judged; ``errorRatio``
     and ``burnRate`` with only a ``max`` are judged on their counts at ``confidence`` (:func:`_on_counts`)."""
     try:
@@ -273,7 +276,7 @@ def evaluate(metrics: list[AnalysisMetric], raw: Raw, slo: Slo, ctx: Context, mi
             else:
                 value, note = _builtin_value(metric, raw, slo, ctx)
                 if enough and low is None and high is not None:
-                    counted = _on_counts(metric, raw, slo, ctx, high, confidence)
+                    counted = _on_counts(metric, raw, slo, ctx, high, confidence, strict)
         except MetricsError as error:
             results.append(MetricResult(metric.name, None, low, high, "Error", str(error)))
             continue
@@ -298,4 +301,5 @@ def evaluate(metrics: list[AnalysisMetric], raw: Raw, slo: Slo, ctx: Context, mi
 def measure(provider: MetricsProvider, analysis: Analysis, slo: Slo, ctx: Context) -> Run:
     """Collect and evaluate one run of ``analysis`` (its metrics, or :func:`default_metrics`)."""
     metrics = list(analysis.metrics) or default_metrics(slo)
-    return evaluate(metrics, collect(provider, queries(metrics, ctx)), slo, ctx, analysis.min_requests, analysis.confidence)
+    return evaluate(metrics, collect(provider, queries(metrics, ctx)), slo, ctx, analysis.min_requests, analysis.confidence,
+                    analysis.require_evidence_to_pass)

@@ -164,14 +164,15 @@ def pending_outcome(ref: MlflowModelRef, rollout: Mapping[str, Any]) -> tuple[re
     return outcome, {**status, "registry": {"outcome": outcome.outcome}}
 
 
-def pruned(rollouts: Sequence[Mapping[str, Any]], limit: int, spec_revision: str, ref: MlflowModelRef | None,
-           draining: Collection[str]) -> list[Mapping[str, Any]]:
+def pruned(rollouts: Sequence[Mapping[str, Any]], limit: int, protected: Collection[str],
+           ref: MlflowModelRef | None) -> list[Mapping[str, Any]]:
     """The finished LLMRollouts beyond ``limit`` (``spec.rollout.historyLimit``) to delete, oldest first.
 
     Only the operator's own (people's LLMRollouts, say from Git, are theirs: a deleted one would be recreated by
     Argo CD and start over), and never one that still matters: not finished (or asked to retry), its outcome not
-    yet in the registry, toward the spec's revision (it explains why that revision does not serve), or whose
-    revision's pods still drain. The newest ``limit`` finished ones are kept, by creation time."""
+    yet in the registry, or toward one of the ``protected`` revisions (the caller's: the spec's revision, now and
+    as last recorded, since that rollout explains why it does not serve; those whose pods still drain). The newest
+    ``limit`` finished ones are kept, by creation time."""
     finished = sorted((r for r in rollouts if is_auto(r) and not wants_pass(r) and not r["metadata"].get("deletionTimestamp")),
                       key=_created, reverse=True)
     out = []
@@ -179,7 +180,7 @@ def pruned(rollouts: Sequence[Mapping[str, Any]], limit: int, spec_revision: str
         status = rollout.get("status") or {}
         if ref is not None and pending_outcome(ref, rollout) is not None:
             continue
-        if revision_of(rollout) == spec_revision or status.get("toRevision") == spec_revision or status.get("toRevision") in draining:
+        if revision_of(rollout) in protected or status.get("toRevision") in protected:
             continue
         out.append(rollout)
     return sorted(out, key=_created)

@@ -339,8 +339,12 @@ LOW_TRAFFIC = [
 
 @pytest.mark.parametrize("errors,requests,verdict", LOW_TRAFFIC)
 def test_the_low_traffic_rule_worked_examples(errors, requests, verdict):
-    evidence = a.ratio_evidence(errors, requests, a.error_budget(99.9), 0.95)
+    """The strict rule (requireEvidenceToPass): a verdict either way needs evidence at 95%."""
+    evidence = a.ratio_evidence(errors, requests, a.error_budget(99.9), 0.95, strict=True)
     assert evidence.verdict == verdict
+    # The default: the same fails, but a ratio within the budget passes without that evidence.
+    default = a.ratio_evidence(errors, requests, a.error_budget(99.9), 0.95).verdict
+    assert default == (verdict if verdict != "Inconclusive" or errors > 0.001 * requests else "Pass")
     # The same verdicts from scipy's exact binomial test, one-sided each way.
     breach = scipy_stats.binomtest(errors, requests, 0.001, alternative="greater").pvalue < 0.05
     within = scipy_stats.binomtest(errors, requests, 0.001, alternative="less").pvalue < 0.05
@@ -353,9 +357,12 @@ def test_the_evidence_sentence():
     assert a.ratio_evidence(1, 500, 0.001).describe(budget) == (
         "1 error in 500 requests: not evidence of a breach of the 0.1% budget at 95%, nor of staying within it "
         "(a verdict needs >= 2995 requests with no errors, >= 4742 with 1)")
-    assert a.ratio_evidence(0, 100, 0.001).describe(budget) == (
+    assert a.ratio_evidence(0, 100, 0.001, strict=True).describe(budget) == (
         "0 errors in 100 requests: not evidence of a breach of the 0.1% budget at 95%, nor of staying within it "
         "(a verdict needs >= 2995 requests with no errors)")
+    assert a.ratio_evidence(0, 100, 0.001).describe(budget) == (
+        "0 errors in 100 requests: within the 0.1% budget, no evidence of a breach at 95% (0% observed; evidence of "
+        "staying within would need >= 2995 requests with no errors)")
     assert a.ratio_evidence(30, 1000, 0.001).describe(budget) == (
         "30 errors in 1000 requests: evidence of a breach of the 0.1% budget at 95% (the error ratio is at least 2.17%)")
     assert a.ratio_evidence(0, 5000, 0.001).describe(budget) == (
@@ -397,8 +404,8 @@ def test_a_handful_of_errors_is_compared_exactly_not_by_the_normal_approximation
 SLO_999 = Slo(availability=99.9)
 
 
-def _quiet(canary_errors, canary_total, confidence=0.95, metrics=None):
-    analysis = Analysis(metrics=metrics or [], min_requests=20, confidence=confidence)
+def _quiet(canary_errors, canary_total, confidence=0.95, metrics=None, strict=False):
+    analysis = Analysis(metrics=metrics or [], min_requests=20, confidence=confidence, require_evidence_to_pass=strict)
     run = measure(cluster(canary_errors=canary_errors, canary_total=canary_total, stable_total=4000), analysis, SLO_999, CTX)
     return run, {m.name: m for m in run.metrics}
 
@@ -417,12 +424,15 @@ def test_one_error_on_a_quiet_canary_holds_instead_of_aborting():
     assert by_name["errors-vs-stable"].verdict == "Pass" and "Fisher's exact test" in by_name["errors-vs-stable"].message
 
 
-def test_no_errors_on_too_few_requests_never_passes():
-    run, by_name = _quiet(0, 100)
+def test_no_errors_on_too_few_requests_passes_only_by_default():
+    """By default no error on minRequests or more passes (the canary steps stay usable on a quiet service); with
+    requireEvidenceToPass it holds until the counts show the target is met."""
+    assert _quiet(0, 100)[0].verdict == "Pass"
+    run, by_name = _quiet(0, 100, strict=True)
     assert run.verdict == "Inconclusive" and by_name["error-ratio"].verdict == by_name["burn-rate"].verdict == "Inconclusive"
     assert "a verdict needs >= 2995 requests with no errors" in by_name["error-ratio"].message
     assert "a verdict needs >= 207 requests with no errors" in by_name["burn-rate"].message  # 14.4 x 0.1%: ln(0.05)/ln(0.9856)
-    assert _quiet(0, 5000)[0].verdict == "Pass"
+    assert _quiet(0, 5000, strict=True)[0].verdict == "Pass"
 
 
 def test_a_clear_breach_still_fails_on_few_requests():

@@ -1013,9 +1013,9 @@ def test_history_keeps_what_still_matters():
         auto("r7", "2026-01-01T00:00:07Z", **recorded),
     ]
     names = lambda out: [r["metadata"]["name"] for r in out]  # noqa: E731
-    assert names(p.pruned(rollouts, 2, "spec", ref, {"r3"})) == ["r1"]  # r7, r6 within the limit
-    assert names(p.pruned(rollouts, 0, "spec", ref, set())) == ["r1", "r3", "r6", "r7"]
-    assert names(p.pruned(rollouts, 0, "spec", None, set())) == ["r1", "r2", "r3", "r6", "r7"]  # no registry to wait for
+    assert names(p.pruned(rollouts, 2, {"spec", "r3"}, ref)) == ["r1"]  # r7, r6 within the limit
+    assert names(p.pruned(rollouts, 0, {"spec"}, ref)) == ["r1", "r3", "r6", "r7"]
+    assert names(p.pruned(rollouts, 0, {"spec"}, None)) == ["r1", "r2", "r3", "r6", "r7"]  # no registry to wait for
 
 
 def test_kubectl_llm_rollback_brings_the_previous_revision_back_on_its_warm_pods(samples):
@@ -1047,3 +1047,33 @@ def test_kubectl_llm_rollback_brings_the_previous_revision_back_on_its_warm_pods
     cluster.reconcile(T2)
     degraded = next(c for c in cluster.body["status"]["conditions"] if c["type"] == "Degraded")
     assert degraded["status"] == "False"
+
+
+def test_a_registry_outage_prunes_nothing_and_keeps_the_rollout_that_explains_degraded(samples):
+    """Found by review: with historyLimit 0, a pass during a registry outage (its target the held stable model)
+    deleted the Failed rollout toward the spec's revision, and once the registry was back the LLMDeployment
+    reported AsExpected although the spec's version never served."""
+    registry = FakeRegistry()
+    registry.register("chat", "1", metrics={"accuracy": 0.9}, alias="champion")
+    registry.register("chat", "2", metrics={"accuracy": 0.5})
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["model"] = {"mlflow": {"name": "chat", "alias": "champion"}}
+    doc["spec"]["rollout"] = {"historyLimit": 0, "qualityGate": [{"metric": "accuracy", "min": 0.8}]}
+    cluster = Cluster(doc, registry=registry)
+    cluster.reconcile(T0)
+    _all_ready(cluster)
+    cluster.reconcile(T0)
+    registry.aliases["chat"]["champion"] = "2"
+    for _ in range(4):
+        cluster.reconcile(T1)
+
+    def degraded():
+        return next((c["status"], c["reason"]) for c in cluster.body["status"]["conditions"] if c["type"] == "Degraded")
+
+    assert len(_rollouts(cluster)) == 1 and degraded() == ("True", "RolloutFailed")
+    registry.down = True
+    cluster.reconcile(T2)
+    registry.down = False
+    for _ in range(3):
+        cluster.reconcile("2026-11-21T10:05:00Z")
+    assert len(_rollouts(cluster)) == 1 and degraded() == ("True", "RolloutFailed")
