@@ -87,6 +87,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         kind for api_version, kind in (("autoscaling/v2", "HorizontalPodAutoscaler"), ("keda.sh/v1alpha1", "ScaledObject"))
         if await asyncio.to_thread(memo.kube.serves, api_version, kind)
     ])
+    # kopf hands each object a shallow copy of this memo: what is set here is shared by every object's passes.
+    memo.deps = None
+    _deps(memo.kube, memo)
     # A task of kopf's own loop, so passes it starts can post Events through kopf like any handler.
     memo.resync = asyncio.create_task(_resync_loop(memo), name="llm-operator-resync")
     memo.registry_poll = asyncio.create_task(_registry_loop(memo), name="llm-operator-registry")
@@ -182,7 +185,8 @@ def reconcile(kube: Kube, memo: kopf.Memo, namespace: str, name: str) -> float |
 
 
 def _deps(kube: Kube, memo: kopf.Memo) -> Deps:
-    """The pass's dependencies over the clients built at start-up."""
+    """The pass's dependencies over the clients built at start-up (:func:`configure` builds them once, on the memo
+    every object's copy shares; built here on first use when a test gives a memo of its own)."""
     if memo.get("deps") is None or memo.deps.kube is not kube:
         memo.deps = Deps(
             kube=kube, resolve=functools.partial(_resolve, kube, memo), provider=functools.partial(_provider, memo),

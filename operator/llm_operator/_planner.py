@@ -124,7 +124,6 @@ class Plan:
     events: list[Event]
     status: dict[str, Any]
     requeue_after: float | None = None
-    spec: LLMDeploymentSpec | None = None  # the parsed spec (None when invalid), for callers that need it too
 
 
 # ------------------------------------------------------------------------------------ comparison
@@ -326,7 +325,7 @@ def plan_llmdeployment(
     requeue = serving.requeue + retained.requeue + ordered.requeue + (
         (registry.retry_in,) if registry is not None and registry.retry_in is not None else ())
     return Plan(actions=list(ordered.actions), events=list(events), status=status,
-                requeue_after=min(requeue) if requeue else None, spec=spec)
+                requeue_after=min(requeue) if requeue else None)
 
 
 # ------------------------------------------------------------------------------------ the phases
@@ -984,7 +983,7 @@ def _unresolved(body: Mapping[str, Any], spec: LLMDeploymentSpec, registry: reg.
     events = [Event("Warning", c["reason"], c["message"]) for c in cond.transitions(status.get("conditions", []), conditions)
               if c["type"] == MODEL_RESOLVED]
     status.update(conditions=conditions, observedGeneration=generation)
-    return Plan(actions=[], events=events, status=status, requeue_after=registry.retry_in, spec=spec)
+    return Plan(actions=[], events=events, status=status, requeue_after=registry.retry_in)
 
 
 def _quality_gate(active: p.Active, status: dict[str, Any], registry: reg.Resolution | None, stable: str,
