@@ -188,10 +188,11 @@ def test_a_quiet_canary_with_one_error_neither_aborts_nor_promotes(scenario):
     """Low traffic (issue 16): at a 99.9% target, a canary seeing ~200 requests per run window (a fifteenth of the
     2995 a verdict needs at 95%) and one error. The observed ratio, about 0.5%, is five times the 0.1% budget, which
     a plain threshold (and the z-test against stable) aborted on; the exact binomial test finds it no evidence of a
-    breach, nor the error-free runs evidence of staying within the budget (a plain threshold promoted on the first
-    of those): the step holds, then pauses."""
+    breach, nor (with requireEvidenceToPass, the strict rule) the error-free runs evidence of staying within the
+    budget (a plain threshold promoted on the first of those): the step holds, then pauses. By default an error-free
+    run on minRequests passes (tests/unit/test_analysis.py); the run that sees the error holds either way."""
     s = scenario(steps=[{"setWeight": 5}, {"analysis": {"duration": "4s"}}], slo={"availability": 99.9, "latencyP99Seconds": 2.0},
-                 analysis={"inconclusiveLimit": 4})
+                 analysis={"inconclusiveLimit": 4, "requireEvidenceToPass": True})
     target = s.start_rollout()
     quiet = FakeVllm(rate=20, error_ratio=0.0, latency=0.4, seed=8)
     errors = quiet.success.labels(model_name="model", engine="0", finished_reason="error")  # the series, at 0, from the start
