@@ -12,6 +12,7 @@ import pathlib
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -122,3 +123,49 @@ def test_the_entrypoint_serves_a_registry_model_with_vllm(vllm_python, tiny_mode
     assert "GPU preflight failed: no NVIDIA driver: NVML could not be initialised" in result.stderr
     assert "asked for 1 GPU(s)" in result.stderr
     assert time.monotonic() - started < 60
+
+
+def test_vllm_refuses_a_request_without_the_api_key_it_got_from_the_environment(vllm_python, tiny_model, tmp_path):
+    """spec.auth.apiKey as the pod runs it: VLLM_API_KEY in the environment (the kubelet's secretKeyRef), the operator's
+    args unchanged. vLLM answers /v1 without the key (or with another) with 401 and with it 200; /health and /metrics
+    stay open for the probes and Prometheus; the key is in neither the log nor the server's command line."""
+    key = "e2e-" + os.urandom(12).hex()
+    env = {"LLMOPS_MODEL_URI": str(tiny_model), "LLMOPS_REVISION": "keyed", "VLLM_API_KEY": key}
+    port, log_path = free_port(), tmp_path / "runtime.log"
+    process = _start(vllm_python, env, port, log_path, tiny_model)
+    base = f"http://127.0.0.1:{port}"
+
+    def status(path, token=None, data=None):
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+        request = urllib.request.Request(base + path, data=json.dumps(data).encode() if data else None, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    try:
+        def up_or_exited():
+            if process.poll() is not None:
+                return True
+            try:
+                return status("/health") == 200
+            except OSError:
+                return False
+        wait_for(up_or_exited, timeout=300, what="vLLM /health", interval=1.0)
+        assert process.poll() is None, f"the entrypoint exited ({process.returncode}): {log_path.read_text()[-3000:]}"
+        completion = {"model": "tiny", "prompt": "Kubernetes", "max_tokens": 4}
+        assert status("/v1/models") == 401
+        assert status("/v1/completions", data=completion) == 401
+        assert status("/v1/completions", token="not-" + key, data=completion) == 401
+        assert status("/v1/completions", token=key, data=completion) == 200
+        assert (status("/health"), status("/metrics")) == (200, 200)  # no key: probes and scraping
+        cmdline = pathlib.Path(f"/proc/{process.pid}/cmdline").read_bytes()
+        assert b"vllm.entrypoints.openai.api_server" in cmdline and key.encode() not in cmdline
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert key not in log_path.read_text(errors="replace")  # the entrypoint's lines and vLLM's own output
