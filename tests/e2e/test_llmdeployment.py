@@ -330,9 +330,17 @@ def test_a_recreated_llmdeployment_adopts_its_orphaned_children(api, operator, n
     wait_for(lambda: _llmd(api, namespace, "qwen-small") is None, 60, "the LLMDeployment gone, its children orphaned")
     kinds = ("Service", "DestinationRule", "VirtualService", "PodDisruptionBudget")
     # Each kind present (an empty list would make all() true and the wait vacuous): an orphan keeps existing.
-    wait_for(lambda: (c := _children(api, namespace, "qwen-small")) and all(c[k] for k in kinds) and all(
-        not x["metadata"].get("ownerReferences") for items in c.values() for x in items), 60,
-        "owner references removed by the garbage collector")
+    seen = {}
+
+    def orphaned():
+        seen["children"] = {k: [(x["metadata"]["name"], [r["uid"] for r in x["metadata"].get("ownerReferences") or []])
+                                for x in items] for k, items in (c := _children(api, namespace, "qwen-small")).items()}
+        return c and all(c[k] for k in kinds) and all(not x["metadata"].get("ownerReferences") for items in c.values() for x in items)
+
+    try:  # the garbage collector is slow under load: 120 s
+        wait_for(orphaned, 120, "owner references removed by the garbage collector")
+    except AssertionError as error:  # what was there, for the flake seen twice under load (issue 13 notes)
+        raise AssertionError(f"{error}; children (name, owner uids): {seen.get('children')}") from None
     created = api.create(doc, namespace)
     uid = created["metadata"]["uid"]
     adopted = wait_for(lambda: (c := _children(api, namespace, "qwen-small")) and all(c[k] for k in kinds) and all(
