@@ -333,8 +333,9 @@ def test_a_recreated_llmdeployment_adopts_its_orphaned_children(api, operator, n
     seen = {}
 
     def orphaned():
+        c = _children(api, namespace, "qwen-small")
         seen["children"] = {k: [(x["metadata"]["name"], [r["uid"] for r in x["metadata"].get("ownerReferences") or []])
-                                for x in items] for k, items in (c := _children(api, namespace, "qwen-small")).items()}
+                                for x in items] for k, items in c.items()}
         return c and all(c[k] for k in kinds) and all(not x["metadata"].get("ownerReferences") for items in c.values() for x in items)
 
     try:  # the garbage collector is slow under load: 120 s
