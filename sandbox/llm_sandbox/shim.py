@@ -194,10 +194,12 @@ def _service(host: str) -> str:
 
 
 class Load:
-    """Chat completions through the shim at ``rate`` requests per second (one thread per request)."""
+    """Chat completions through the shim at ``rate`` requests per second (one thread per request), each with
+    ``headers`` (an ``Authorization: Bearer`` key, say)."""
 
-    def __init__(self, url: str, model: str, rate: float = 2.0, max_tokens: int = 16):
+    def __init__(self, url: str, model: str, rate: float = 2.0, max_tokens: int = 16, headers: dict[str, str] | None = None):
         self.url, self.model, self.rate, self.max_tokens = url, model, rate, max_tokens
+        self.headers = dict(headers or {})
         self.sent = 0
         self.statuses: collections.Counter[int] = collections.Counter()
         self._stop = threading.Event()
@@ -216,7 +218,8 @@ class Load:
     def _one(self) -> None:
         body = json.dumps({"model": self.model, "max_tokens": self.max_tokens,
                            "messages": [{"role": "user", "content": "How does a canary release work?"}]}).encode()
-        request = urllib.request.Request(self.url + "/v1/chat/completions", data=body, headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(self.url + "/v1/chat/completions", data=body,
+                                         headers={"Content-Type": "application/json", **self.headers})
         self.sent += 1
         try:
             with urllib.request.urlopen(request, timeout=120) as response:

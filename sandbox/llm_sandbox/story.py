@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import pathlib
+import secrets
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +32,8 @@ from .registry import MlflowServer, register_version
 from .shim import Load, Shim
 
 NAMESPACE, NAME, MODEL = "llm-serving", "assistant", "assistant"
+#: The Secret holding vLLM's API key (spec.auth.apiKey): the pods get it as VLLM_API_KEY, every client sends it.
+API_KEY_SECRET = "assistant-api-key"
 LLMD = ("llmops.dev/v1alpha1", "LLMDeployment")
 LLMRO = ("llmops.dev/v1alpha1", "LLMRollout")
 
@@ -41,6 +47,7 @@ SPEC: dict[str, Any] = {
         "runtime": {"maxModelLen": 256, "gpuMemoryUtilization": 0.2, "dtype": "float32", "startupTimeoutSeconds": 600},
         "resources": {"gpus": 0, "cpu": "1", "memory": "4Gi", **PLACEMENT},  # on the node agent's Node
         "replicas": 1,
+        "auth": {"apiKey": {"secretRef": {"name": API_KEY_SECRET, "key": "api-key"}}},
         # p99 3 s: v2 (healthy) measured 1.5 s at 50% on two busy cores once each step had a run of its own; v3 (the
         # regression) runs about 15 s.
         "slo": {"availability": 99.0, "latencyP99Seconds": 3.0, "timeToFirstTokenP95Seconds": 3.0},
@@ -114,6 +121,9 @@ class Story:
         self.prometheus = Prometheus(self.workdir / "prometheus", scrape_configs=[self._pod_monitor()]).start()
         self.api.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mlflow-credentials", "namespace": NAMESPACE},
                          "stringData": {"MLFLOW_TRACKING_URI": self.mlflow.url}}, NAMESPACE)
+        self.api_key = secrets.token_hex(24)  # made here, never written to a file: the log checks look for it
+        self.api.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": API_KEY_SECRET, "namespace": NAMESPACE},
+                         "stringData": {"api-key": self.api_key}}, NAMESPACE)
         metrics_port = free_port()
         self.operator = Operator(self.api.operator_kubeconfig(), self.workdir / "operator.log", resync_seconds=2.0, verbose=False,
                                  env={"LLMOPS_PROMETHEUS_URL": self.prometheus.url, "LLMOPS_REGISTRY_POLL_SECONDS": "2",
@@ -172,6 +182,17 @@ class Story:
     def ready(self) -> bool:
         return any(c["type"] == "Ready" and c["status"] == "True" for c in (self.llmd().get("status") or {}).get("conditions", []))
 
+    def call(self, key: str | None) -> int:
+        """One chat completion through the shim (the mesh path), with ``key`` as the bearer token or none: the status."""
+        body = json.dumps({"model": "assistant", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}).encode()
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(self.shim.url + "/v1/chat/completions", data=body, headers=headers),
+                                        timeout=60) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
     def register(self, version: str, metrics: dict[str, float]) -> str:
         return register_version(self.mlflow.client(), MODEL, self.model_dirs[version], metrics=metrics,
                                 params={"model": version}, alias="champion")
@@ -186,8 +207,10 @@ class Story:
         v1 = self.register("v1", {"accuracy": 0.88})
         self.api.create(copy.deepcopy(SPEC), NAMESPACE)
         self._wait(lambda: self.ready() and self.serving_version() == v1, timeout, "version 1 ready", watch)
-        self.load = Load(self.shim.url, "assistant", rate=2.0, max_tokens=24).start()
-        self.note(f"   version {v1} serves; load: 2 chat completions/s through the shim")
+        figures["auth"] = {"no key": self.call(None), "wrong key": self.call("not-" + self.api_key), "key": self.call(self.api_key)}
+        self.note(f"   vLLM's API key (spec.auth.apiKey) through the shim: {figures['auth']}")
+        self.load = Load(self.shim.url, "assistant", rate=2.0, max_tokens=24, headers={"Authorization": f"Bearer {self.api_key}"}).start()
+        self.note(f"   version {v1} serves; load: 2 chat completions/s through the shim, with the key")
         time.sleep(15)  # traffic on stable before anything moves: the baseline the canary is compared with
 
         self.note("2. register version 2 (healthy) and move `champion` to it")

@@ -14,6 +14,14 @@ def test_v2_is_promoted_and_v3_aborted_on_real_measurements(vllm_python, tmp_pat
     try:
         figures = story.run(timeout=600)
         _, v2, v3 = figures["versions"]
+        # vLLM's API key (spec.auth.apiKey, from a Secret): enforced by vLLM on the mesh path (the shim forwards
+        # Authorization), sent by the load all along, and in no log of the run (operator, control plane, the pods'
+        # entrypoint and vLLM output: the key was an environment variable, never an argument).
+        assert figures["auth"] == {"no key": 401, "wrong key": 401, "key": 200}, figures["auth"]
+        assert 401 not in story.load.statuses and story.load.statuses[200] > 0, story.load.statuses
+        logs = [path for path in tmp_path.rglob("*.log") if path.is_file()]
+        assert any("pods" in path.parts for path in logs), logs  # vLLM's own output is among them
+        assert [str(path) for path in logs if story.api_key.encode() in path.read_bytes()] == []
         # The API: v2 promoted and serving, v3 aborted by the latency analysis, traffic back on v2.
         assert figures["v2"]["phase"] == "Succeeded", figures["v2"]
         assert figures["v3"]["phase"] == "Aborted", figures["v3"]
