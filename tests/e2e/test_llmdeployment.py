@@ -329,14 +329,16 @@ def test_a_recreated_llmdeployment_adopts_its_orphaned_children(api, operator, n
     api.resource(*LLMD).delete(name="qwen-small", namespace=namespace, body={"propagationPolicy": "Orphan"})
     wait_for(lambda: _llmd(api, namespace, "qwen-small") is None, 60, "the LLMDeployment gone, its children orphaned")
     kinds = ("Service", "DestinationRule", "VirtualService", "PodDisruptionBudget")
-    # Each kind present (an empty list would make all() true and the wait vacuous): an orphan keeps existing.
+    # The routing kinds present (an empty list would make all() true and the wait vacuous) and no child owned. Not the
+    # PDB: twice under heavy load the garbage collector deleted it as garbage despite the settle above (a dependent
+    # its graph had not observed yet, #26120); the recreated object's pass recreates it, as the wait below checks.
     seen = {}
 
     def orphaned():
         c = _children(api, namespace, "qwen-small")
         seen["children"] = {k: [(x["metadata"]["name"], [r["uid"] for r in x["metadata"].get("ownerReferences") or []])
                                 for x in items] for k, items in c.items()}
-        return c and all(c[k] for k in kinds) and all(not x["metadata"].get("ownerReferences") for items in c.values() for x in items)
+        return c and all(c[k] for k in kinds[:3]) and all(not x["metadata"].get("ownerReferences") for items in c.values() for x in items)
 
     try:  # the garbage collector is slow under load: 120 s
         wait_for(orphaned, 120, "owner references removed by the garbage collector")
