@@ -683,7 +683,8 @@ def _order(pass_: _Pass, serving: _Serving, retained: _Retained, size: _Size, de
     if pass_.names_revision:  # not while the registry cannot say which revision the spec names (nothing is pruned blind)
         protected = {spec_revision, pass_.old_status.get("specRevision"), *(d["revision"] for d in retained.draining), *serving.drain}
         deletes += [Delete(API_VERSION, "LLMRollout", r["metadata"]["name"]) for r in p.pruned(
-            list(observed.rollouts), pass_.spec.rollout.history_limit, {x for x in protected if x}, pass_.spec.model.mlflow)]
+            list(observed.rollouts), pass_.spec.rollout.history_limit, {x for x in protected if x}, pass_.spec.model.mlflow,
+            current=spec_revision)]
     first = [a for a in planned if not isinstance(a, WriteStatus)]
     status_writes = [a for a in planned if isinstance(a, WriteStatus)]
     actions = (*first, *grow, *up, *routing, *shrink, *down, *deletes, *status_writes)

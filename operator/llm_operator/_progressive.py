@@ -165,16 +165,22 @@ def pending_outcome(ref: MlflowModelRef, rollout: Mapping[str, Any]) -> tuple[re
 
 
 def pruned(rollouts: Sequence[Mapping[str, Any]], limit: int, protected: Collection[str],
-           ref: MlflowModelRef | None) -> list[Mapping[str, Any]]:
+           ref: MlflowModelRef | None, current: str | None = None) -> list[Mapping[str, Any]]:
     """The finished LLMRollouts beyond ``limit`` (``spec.rollout.historyLimit``) to delete, oldest first.
 
     Only the operator's own (people's LLMRollouts, say from Git, are theirs: a deleted one would be recreated by
     Argo CD and start over), and never one that still matters: not finished (or asked to retry), its outcome not
     yet in the registry, or toward one of the ``protected`` revisions (the caller's: the spec's revision, now and
     as last recorded, since that rollout explains why it does not serve; those whose pods still drain). The newest
-    ``limit`` finished ones are kept, by creation time."""
+    ``limit`` finished ones are kept, by creation time, the ones toward ``current`` (the revision the spec names
+    now) counting as the newest: creationTimestamp has whole seconds, and two rollouts created in the same second
+    must not leave the older one kept by the limit beside the protected newer one, neither ever deleted."""
+    def newness(rollout: Mapping[str, Any]) -> tuple[bool, tuple[str, str]]:
+        toward = {revision_of(rollout), (rollout.get("status") or {}).get("toRevision")}
+        return current is not None and current in toward, _created(rollout)
+
     finished = sorted((r for r in rollouts if is_auto(r) and not wants_pass(r) and not r["metadata"].get("deletionTimestamp")),
-                      key=_created, reverse=True)
+                      key=newness, reverse=True)
     out = []
     for rollout in finished[limit:]:
         status = rollout.get("status") or {}

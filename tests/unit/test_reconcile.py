@@ -1018,6 +1018,20 @@ def test_history_keeps_what_still_matters():
     assert names(p.pruned(rollouts, 0, {"spec"}, None)) == ["r1", "r2", "r3", "r6", "r7"]  # no registry to wait for
 
 
+def test_history_in_one_second_keeps_the_rollout_toward_the_spec_revision_as_the_newest():
+    """creationTimestamp has whole seconds: three model edits in one second (seen in CI) gave three rollouts of equal
+    creation time, the name (a revision hash) broke the tie, and with limit 1 the older "zzz" was kept by the limit
+    beside the protected current "aaa": neither deleted, ever. The rollout toward the spec's revision is the newest."""
+    def auto(name, revision):
+        return {"metadata": {"name": name, "namespace": "default", "creationTimestamp": "2026-01-01T00:00:01Z",
+                             "labels": {p.AUTO_LABEL: "llm-operator", "llmops.dev/revision": revision}},
+                "spec": {}, "status": {"phase": "Succeeded", "toRevision": revision, "finishedAt": "t"}}
+    rollouts = [auto("qwen-small-zzz", "c"), auto("qwen-small-aaa", "d"), auto("qwen-small-mmm", "b")]
+    out = p.pruned(rollouts, 1, {"d"}, None, current="d")
+    assert sorted(r["metadata"]["name"] for r in out) == ["qwen-small-mmm", "qwen-small-zzz"]
+    assert p.pruned(rollouts, 1, {"d"}, None) == [rollouts[2]]  # without ``current``: the name decides, "zzz" stays
+
+
 def test_kubectl_llm_rollback_brings_the_previous_revision_back_on_its_warm_pods(samples):
     """issue 16: after B replaced A, the rollback's LLMRollout (strategy none) makes A stable again on the pods kept
     for scaleDownDelaySeconds (no new Deployment), starts no rollout for the spec's B, and says so: Degraded
