@@ -194,8 +194,8 @@ def _service(host: str) -> str:
 
 
 class Load:
-    """Chat completions through the shim at ``rate`` requests per second (one thread per request), each with
-    ``headers`` (an ``Authorization: Bearer`` key, say)."""
+    """Chat completions through the shim at ``rate`` requests per second (one thread per request), each
+    generating exactly ``max_tokens`` tokens, with ``headers`` (an ``Authorization: Bearer`` key, say)."""
 
     def __init__(self, url: str, model: str, rate: float = 2.0, max_tokens: int = 16, headers: dict[str, str] | None = None):
         self.url, self.model, self.rate, self.max_tokens = url, model, rate, max_tokens
@@ -216,7 +216,8 @@ class Load:
             threading.Thread(target=self._one, daemon=True).start()
 
     def _one(self) -> None:
-        body = json.dumps({"model": self.model, "max_tokens": self.max_tokens,
+        # ignore_eos (a vLLM sampling parameter): exactly max_tokens each, whatever the tiny random models draw
+        body = json.dumps({"model": self.model, "max_tokens": self.max_tokens, "ignore_eos": True,
                            "messages": [{"role": "user", "content": "How does a canary release work?"}]}).encode()
         request = urllib.request.Request(self.url + "/v1/chat/completions", data=body,
                                          headers={"Content-Type": "application/json", **self.headers})
