@@ -71,6 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ["LLMOPS_KUBECONFIG"] = os.environ["KUBECONFIG"] = os.path.abspath(args.kubeconfig)
     if args.resync_seconds:
         os.environ["LLMOPS_RESYNC_SECONDS"] = str(args.resync_seconds)
+    if args.workers:
+        os.environ["LLMOPS_WORKERS"] = str(args.workers)
     if args.metrics_port:
         os.environ["LLMOPS_METRICS_PORT"] = str(args.metrics_port)
     if args.namespace:
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--kubeconfig", help="kubeconfig path (in-cluster credentials are used when present)")
     run.add_argument("--liveness", help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--resync-seconds", type=float, help="periodic reconcile interval (default 60)")
+    run.add_argument("--workers", type=int, help="reconcile passes run at once, one per LLMDeployment (default 8)")
     run.add_argument("--metrics-port", type=int, help="serve the operator's Prometheus metrics on this port")
     run.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("LLMOPS_LOG_FORMAT", "text"),
                      help="text (default) or json: one JSON object per line, for log pipelines")

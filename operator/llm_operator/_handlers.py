@@ -2,8 +2,10 @@
 
 Every LLMDeployment is reconciled level-based: on each watch event of the object itself, on each event
 of a Deployment it owns (so readiness shows in status promptly), and by a periodic resync of all of them
-(one LIST per interval). All three call :func:`reconcile`, which serialises passes per object and re-reads
-the object first, so a pass never acts on a stale spec.
+(one LIST per interval). All three only add the object's key to the work queue (:class:`~._workqueue.WorkQueue`,
+client-go's semantics); ``workers`` passes (``--workers``) run at once, one per object at a time, FIFO so no
+object starves the others, each re-reading the object first, so a pass never acts on a stale spec. A pass that
+wants another (a rollout step, a retry after back-off) adds its key back after the delay.
 
 The operator writes nothing onto the objects it watches but their status: event handlers keep no progress
 annotations, and there are no per-object timers or daemons, which in kopf would each add a finalizer.
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
+import contextlib
 import functools
 import hashlib
 import logging
@@ -39,6 +43,7 @@ from ._reconcile import Deps, run_pass
 from ._settings import Settings
 from ._telemetry import Telemetry
 from ._vocabulary import utc_now
+from ._workqueue import WorkQueue
 
 SETTINGS = Settings.from_env()
 INSTANCE = socket.gethostname()
@@ -61,6 +66,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="llmops.dev", key="last-handled-configuration")
     settings.posting.level = logging.WARNING  # our own Events are posted explicitly
     settings.watching.server_timeout = 300
+    # The Deployment watch filtered by the API server (kopf >= 1.45 sends it as labelSelector on the LIST and the
+    # WATCH; a handler's labels= filter is applied client-side, after every Deployment of the cluster arrived).
+    settings.watching.label_selectors["apps", "v1", "deployments"] = f"{c.LABEL_MANAGED_BY}={c.MANAGER}"
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     # Serving named namespaces: no cluster-wide LIST of namespaces (for patterns) or CRDs (for resources added
@@ -75,7 +83,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.loop_backoff, memo.loop_errors = Backoff(base=1.0, cap=300.0), {}  # apart: no object key can collide
     memo.locks = defaultdict(threading.Lock)
     memo.providers, memo.providers_lock = {}, threading.Lock()
-    memo.loop, memo.timers = asyncio.get_running_loop(), {}
+    memo.loop = asyncio.get_running_loop()
     memo.registries, memo.registry_lock = {}, threading.Lock()
     memo.registry_cache = reg.RegistryCache(SETTINGS.registry_poll_seconds)
     memo.followers, memo.registry_seen = {}, {}
@@ -90,6 +98,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # kopf hands each object a shallow copy of this memo: what is set here is shared by every object's passes.
     memo.deps = None
     _deps(memo.kube, memo)
+    _start_workers(memo, SETTINGS.workers)
+    memo.telemetry.watch_queue(memo.queue)
     # A task of kopf's own loop, so passes it starts can post Events through kopf like any handler.
     memo.resync = asyncio.create_task(_resync_loop(memo), name="llm-operator-resync")
     memo.registry_poll = asyncio.create_task(_registry_loop(memo), name="llm-operator-registry")
@@ -196,25 +206,55 @@ def _deps(kube: Kube, memo: kopf.Memo) -> Deps:
     return memo.deps
 
 
-def _schedule(memo: kopf.Memo, namespace: str, name: str, delay: float) -> None:
-    """Run a pass for the object after ``delay`` seconds (one pending timer per object; the earliest wins)."""
+def _start_workers(memo: kopf.Memo, workers: int) -> None:
+    """The work queue and ``workers`` tasks taking keys from it, each pass in a thread of a pool of that size (the
+    Kubernetes client is synchronous). Called once, on kopf's loop."""
+    loop, wake = asyncio.get_running_loop(), asyncio.Event()
+    memo.wake, memo.urgent = wake, set()
+    memo.queue = WorkQueue(on_ready=lambda: loop.call_soon_threadsafe(wake.set))
+    memo.executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-operator-pass")
+    memo.workers = [asyncio.create_task(_worker(memo), name=f"llm-operator-worker-{i}") for i in range(workers)]
+
+
+async def _worker(memo: kopf.Memo) -> None:
+    """Take a key, run its pass, mark it done; wait for a key (or the next delayed one) when none is ready."""
+    queue, wake, loop = memo.queue, memo.wake, asyncio.get_running_loop()
+    while True:
+        wake.clear()  # before taking: an add after this sets it again, so no wake-up is lost
+        taken = queue.take()
+        if taken is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), queue.next_due())
+            continue
+        if len(queue):
+            wake.set()  # more ready keys: another waiting worker takes the next
+        key = cast(tuple[str, str], taken.key)
+        urgent = key in memo.urgent
+        memo.urgent.discard(key)
+        memo.telemetry.queue_wait.observe(taken.waited)
+        try:
+            await loop.run_in_executor(memo.executor, functools.partial(_guarded, memo, *key, log, urgent=urgent))
+        except Exception as error:  # _guarded survives a pass's errors; this is the executor itself failing
+            log.error("pass of %s/%s could not run: %s", *key, error)
+            _schedule(memo, *key, memo.backoff.failure(key))
+        finally:
+            queue.done(key)
+
+
+def _enqueue(memo: kopf.Memo, namespace: str, name: str, *, urgent: bool) -> None:
+    """Ask for a pass of the object. Until a failed pass's retry is due, only an ``urgent`` ask (a spec edit) is
+    queued; the others are served by that retry (see :func:`_guarded`)."""
     key = (namespace, name)
-
-    def arm() -> None:
-        current = memo.timers.get(key)
-        due = memo.loop.time() + delay
-        if current is not None and current.when() <= due:
-            return
-        if current is not None:
-            current.cancel()
-        memo.timers[key] = memo.loop.call_at(due, lambda: memo.loop.create_task(_fire(memo, namespace, name)))
-
-    memo.loop.call_soon_threadsafe(arm)
+    if urgent:
+        memo.urgent.add(key)
+    elif memo.retry_at.get(key, 0.0) > time.monotonic():
+        return
+    memo.queue.add(key)
 
 
-async def _fire(memo: kopf.Memo, namespace: str, name: str) -> None:
-    memo.timers.pop((namespace, name), None)
-    await asyncio.to_thread(_guarded, memo, namespace, name, log)
+def _schedule(memo: kopf.Memo, namespace: str, name: str, delay: float) -> None:
+    """Run a pass for the object after ``delay`` seconds (of several pending, the earliest wins)."""
+    memo.queue.add_after((namespace, name), delay)
 
 
 def _guarded(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger, *, urgent: bool = True) -> None:
@@ -294,9 +334,8 @@ async def _resync(memo: kopf.Memo) -> None:
     bodies = []
     for namespace in SETTINGS.namespaces or (None,):  # a namespaced install may not list cluster-wide
         bodies += await asyncio.to_thread(memo.kube.list, f"{GROUP}/{VERSION}", "LLMDeployment", namespace, "")
-    for body in bodies:
-        key = (body["metadata"]["namespace"], body["metadata"]["name"])
-        await asyncio.to_thread(functools.partial(_guarded, memo, *key, log, urgent=False))
+    for body in bodies:  # queued, not run here: the workers take them with everything else, in order
+        _enqueue(memo, body["metadata"]["namespace"], body["metadata"]["name"], urgent=False)
 
 
 async def _registry_loop(memo: kopf.Memo) -> None:
@@ -334,34 +373,38 @@ async def _poll_registry(memo: kopf.Memo) -> None:
 async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
     memo.resync.cancel()
     memo.registry_poll.cancel()
+    for worker in memo.workers:
+        worker.cancel()
+    memo.executor.shutdown(wait=False, cancel_futures=True)
 
 
 @kopf.on.event(GROUP, VERSION, "llmdeployments")
-def llmdeployment_event(type: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def llmdeployment_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """An LLMDeployment moved: a pass now if its spec changed (a new generation), else when its back-off allows."""
     key = (str(body.metadata.namespace), str(body.metadata.name))
     if type == "DELETED":  # forget it: per-object state never outlives the object
         for table in (memo.generations, memo.retry_at, memo.errors_seen):
             table.pop(key, None)
         memo.backoff.success(key)
+        memo.queue.forget(key)
         return
     generation = body.metadata.get("generation")
     urgent = memo.generations.get(key) != generation  # a spec edit, or the first sight of it
     memo.generations[key] = generation
-    _guarded(memo, *key, logger, urgent=urgent)
+    _enqueue(memo, *key, urgent=urgent)
 
 
 @kopf.on.event(GROUP, VERSION, "llmrollouts")
-def llmrollout_event(type: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def llmrollout_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """An LLMRollout's spec or status moved: its LLMDeployment's pass carries the rollout forward."""
     deployment = body.spec.get("deploymentName")
     if deployment:
-        _guarded(memo, str(body.metadata.namespace), deployment, logger, urgent=False)
+        _enqueue(memo, str(body.metadata.namespace), deployment, urgent=False)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_MANAGED_BY: c.MANAGER})
-def revision_deployment_event(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def revision_deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A revision Deployment moved (its pods becoming ready): its LLMDeployment's pass reports it."""
     for ref in body.metadata.get("ownerReferences", []):
         if ref.get("controller") and ref.get("kind") == "LLMDeployment" and ref.get("apiVersion", "").startswith(GROUP + "/"):
-            _guarded(memo, str(body.metadata.namespace), ref["name"], logger, urgent=False)
+            _enqueue(memo, str(body.metadata.namespace), ref["name"], urgent=False)

@@ -23,6 +23,8 @@ class Settings:
             A namespaced install lists and watches only these, so it needs no cluster-wide read of its resources.
         registry_poll_seconds: how often each registered model that an LLMDeployment follows is read
             (``LLMOPS_REGISTRY_POLL_SECONDS``): one read per model per interval, however many follow it.
+        workers: how many reconcile passes run at once (``--workers``, ``LLMOPS_WORKERS``), each over a different
+            LLMDeployment; at least 1. Passes wait on the API server mostly, so more workers than cores pay.
         kubeconfig: a kubeconfig path given with ``--kubeconfig`` (``LLMOPS_KUBECONFIG``); without it the
             operator uses in-cluster credentials, or ``KUBECONFIG``/``~/.kube/config`` through the official
             client (exec plugins and all).
@@ -35,6 +37,11 @@ class Settings:
     namespaces: tuple[str, ...] = ()
     mlflow_tracking_uri: str | None = None
     registry_poll_seconds: float = 30.0
+    workers: int = 8
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"LLMOPS_WORKERS (--workers) must be at least 1, not {self.workers}")
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -46,4 +53,5 @@ class Settings:
             namespaces=tuple(n for n in os.environ.get("LLMOPS_NAMESPACES", "").split(",") if n),
             mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,
             registry_poll_seconds=float(os.environ.get("LLMOPS_REGISTRY_POLL_SECONDS", cls.registry_poll_seconds)),
+            workers=int(os.environ.get("LLMOPS_WORKERS", cls.workers)),
         )

@@ -49,8 +49,22 @@ class Telemetry:
         self.registry_errors = Counter("llmops_registry_errors", "Failed model registry reads and writes",
                                        ["registered_model", "reason"], registry=r)
         self.verdicts = Counter("llmops_analysis_runs", "Analysis runs by verdict", ["namespace", "rollout", "verdict"], registry=r)
+        # The work queue, as client-go's workqueue metrics name them (depth, queue duration, longest running).
+        self.queue_wait = Histogram("llmops_workqueue_queue_duration_seconds", "Seconds an LLMDeployment's key waited "
+                                    "in the work queue before a worker took it", registry=r,
+                                    buckets=(0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+        self.queue_depth = Gauge("llmops_workqueue_depth", "Keys waiting for a worker", registry=r)
+        self.queue_delayed = Gauge("llmops_workqueue_delayed", "Keys waiting for their due time (requeues, retries)", registry=r)
+        self.queue_longest = Gauge("llmops_workqueue_longest_running_processor_seconds",
+                                   "Seconds the longest-running pass has run so far", registry=r)
         self.loop_errors = Counter("llmops_loop_errors", "Failed iterations of the operator's background loops (resync, registry)",
                                    ["loop"], registry=r)
+
+    def watch_queue(self, queue: Any) -> None:
+        """Read the work queue's gauges from ``queue`` (a :class:`~._workqueue.WorkQueue`) at each scrape."""
+        self.queue_depth.set_function(lambda: len(queue))
+        self.queue_delayed.set_function(queue.delayed)
+        self.queue_longest.set_function(queue.oldest_processing)
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
         start_http_server(port, addr=address, registry=self.registry)
