@@ -100,7 +100,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     _deps(memo.kube, memo)
     _start_workers(memo, SETTINGS.workers)
     memo.telemetry.watch_queue(memo.queue)
-    # A task of kopf's own loop, so passes it starts can post Events through kopf like any handler.
     memo.resync = asyncio.create_task(_resync_loop(memo), name="llm-operator-resync")
     memo.registry_poll = asyncio.create_task(_registry_loop(memo), name="llm-operator-registry")
 
@@ -211,7 +210,10 @@ def _start_workers(memo: kopf.Memo, workers: int) -> None:
     Kubernetes client is synchronous). Called once, on kopf's loop."""
     loop, wake = asyncio.get_running_loop(), asyncio.Event()
     memo.wake, memo.urgent = wake, set()
-    memo.queue = WorkQueue(on_ready=lambda: loop.call_soon_threadsafe(wake.set))
+    def on_ready() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed under a pass finishing at shutdown
+            loop.call_soon_threadsafe(wake.set)
+    memo.queue = WorkQueue(on_ready=on_ready)
     memo.executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-operator-pass")
     memo.workers = [asyncio.create_task(_worker(memo), name=f"llm-operator-worker-{i}") for i in range(workers)]
 
@@ -375,7 +377,9 @@ async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
     memo.registry_poll.cancel()
     for worker in memo.workers:
         worker.cancel()
-    memo.executor.shutdown(wait=False, cancel_futures=True)
+    # Passes already running finish (their writes are whole); queued ones are dropped. Off the loop, which the
+    # finishing passes still call into (a requeue).
+    await asyncio.to_thread(memo.executor.shutdown, wait=True, cancel_futures=True)
 
 
 @kopf.on.event(GROUP, VERSION, "llmdeployments")

@@ -172,12 +172,14 @@ def pruned(rollouts: Sequence[Mapping[str, Any]], limit: int, protected: Collect
     Argo CD and start over), and never one that still matters: not finished (or asked to retry), its outcome not
     yet in the registry, or toward one of the ``protected`` revisions (the caller's: the spec's revision, now and
     as last recorded, since that rollout explains why it does not serve; those whose pods still drain). The newest
-    ``limit`` finished ones are kept, by creation time, the ones toward ``current`` (the revision the spec names
-    now) counting as the newest: creationTimestamp has whole seconds, and two rollouts created in the same second
-    must not leave the older one kept by the limit beside the protected newer one, neither ever deleted."""
-    def newness(rollout: Mapping[str, Any]) -> tuple[bool, tuple[str, str]]:
+    ``limit`` finished ones are kept, by creation time; among those created in the same second (creationTimestamp
+    has whole seconds) one toward ``current`` (the revision the spec names now) is the newer, or the older one could
+    be kept by the limit beside the protected newer one, neither ever deleted. Only a tie-break: a rollout toward
+    ``current`` from long ago (the spec went B, C, back to B) does not push out the newer ones."""
+    def newness(rollout: Mapping[str, Any]) -> tuple[str, bool, str]:
         toward = {revision_of(rollout), (rollout.get("status") or {}).get("toRevision")}
-        return current is not None and current in toward, _created(rollout)
+        created, name = _created(rollout)
+        return created, current is not None and current in toward, name
 
     finished = sorted((r for r in rollouts if is_auto(r) and not wants_pass(r) and not r["metadata"].get("deletionTimestamp")),
                       key=newness, reverse=True)

@@ -63,7 +63,6 @@ class WorkQueue:
         self.on_ready()
 
     def _add(self, key: Hashable, now: float) -> None:
-        self._due.pop(key, None)  # a pending delayed add is served by this one
         if key in self._dirty:
             return
         self.adds += 1
@@ -78,7 +77,7 @@ class WorkQueue:
             return
         with self._lock:
             due = self._clock() + delay
-            if key in self._dirty or self._due.get(key, float("inf")) <= due:
+            if self._due.get(key, float("inf")) <= due:  # as client-go: whatever the key's state now, it is added then
                 return
             self._due[key] = due
             heapq.heappush(self._waiting, (due, next(self._seq), key))
@@ -88,6 +87,7 @@ class WorkQueue:
         while self._waiting and self._waiting[0][0] <= now:
             due, _, key = heapq.heappop(self._waiting)
             if self._due.get(key) == due:
+                del self._due[key]
                 self._add(key, due)
 
     def take(self) -> Taken | None:

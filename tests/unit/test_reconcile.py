@@ -1032,6 +1032,17 @@ def test_history_in_one_second_keeps_the_rollout_toward_the_spec_revision_as_the
     assert p.pruned(rollouts, 1, {"d"}, None) == [rollouts[2]]  # without ``current``: the name decides, "zzz" stays
 
 
+def test_history_tie_break_never_pushes_out_newer_rollouts():
+    """Review: B (t1), C (t2), back to B (t3) with limit 2 keeps all three (B's are protected, C is within the limit:
+    `kubectl llm rollback --to-revision C` finds it); ``current`` breaks ties of one second only."""
+    def auto(name, created, revision):
+        return {"metadata": {"name": name, "namespace": "default", "creationTimestamp": created,
+                             "labels": {p.AUTO_LABEL: "llm-operator", "llmops.dev/revision": revision}},
+                "spec": {}, "status": {"phase": "Succeeded", "toRevision": revision, "finishedAt": "t"}}
+    rollouts = [auto("x", "2026-01-01T00:00:01Z", "b"), auto("y", "2026-01-01T00:00:02Z", "c"), auto("z", "2026-01-01T00:00:03Z", "b")]
+    assert p.pruned(rollouts, 2, {"b"}, None, current="b") == []
+
+
 def test_kubectl_llm_rollback_brings_the_previous_revision_back_on_its_warm_pods(samples):
     """issue 16: after B replaced A, the rollback's LLMRollout (strategy none) makes A stable again on the pods kept
     for scaleDownDelaySeconds (no new Deployment), starts no rollout for the spec's B, and says so: Degraded

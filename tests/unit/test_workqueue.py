@@ -64,14 +64,16 @@ def test_add_after_waits_and_the_earliest_due_time_wins():
     assert drain(q) == ["b"] and q.next_due() is None
 
 
-def test_an_add_now_serves_a_pending_delayed_add():
+def test_a_delayed_add_stands_whatever_the_key_does_meanwhile():
+    """As client-go's AddAfter: neither an add now nor the key being queued or held drops it (a pass that ran
+    meanwhile may have been one that did nothing: a retry still pending, say)."""
     clock = Clock()
     q = WorkQueue(clock=clock)
-    q.add_after("a", 5.0)
     q.add("a")
+    q.add_after("a", 5.0)  # while queued
     assert drain(q) == ["a"]
     clock.now += 5.0
-    assert q.take() is None  # not a second pass for the same ask
+    assert drain(q) == ["a"] and q.delayed() == 0
 
 
 def test_waited_is_the_time_since_the_key_became_ready():
@@ -142,6 +144,34 @@ def test_workers_run_passes_concurrently_never_two_of_one_object(monkeypatch):
     asyncio.run(main())
     assert not overlap and peak[0] == 3
     assert sorted(set(seen)) == [f"m{i}" for i in range(9)] and 9 <= len(seen) <= 10
+
+
+def test_a_child_event_during_a_failing_pass_does_not_lose_its_retry(monkeypatch):
+    """Review of the work queue: a child's event while the pass runs queues the key again; the pass fails and
+    schedules its retry; the re-queued pass finds the retry pending and does nothing. The retry must still come."""
+    calls = []
+
+    def reconcile(kube, memo, namespace, name):
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            h._enqueue(memo, namespace, name, urgent=False)  # the Deployment it just applied moved
+            raise RuntimeError("a 503, say")
+        return None
+
+    async def main():
+        memo = _workers(monkeypatch, reconcile, 2)
+        memo.backoff = Backoff(base=0.3, cap=1.0, jitter=0.0)
+        h._start_workers(memo, 2)
+        h._enqueue(memo, "ns", "m", urgent=True)
+        deadline = time.monotonic() + 5
+        while len(calls) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for worker in memo.workers:
+            worker.cancel()
+        memo.executor.shutdown(wait=True)
+
+    asyncio.run(main())
+    assert len(calls) == 2 and calls[1] - calls[0] >= 0.3
 
 
 def test_a_failed_pass_is_retried_by_the_queue_after_its_back_off(monkeypatch):
