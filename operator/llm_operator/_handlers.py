@@ -243,15 +243,16 @@ async def _worker(memo: kopf.Memo) -> None:
             queue.done(key)
 
 
-def _enqueue(memo: kopf.Memo, namespace: str, name: str, *, urgent: bool) -> None:
+def _enqueue(memo: kopf.Memo, namespace: str, name: str, *, urgent: bool, low: bool = False) -> None:
     """Ask for a pass of the object. Until a failed pass's retry is due, only an ``urgent`` ask (a spec edit) is
-    queued; the others are served by that retry (see :func:`_guarded`)."""
+    queued; the others are served by that retry (see :func:`_guarded`). ``low``: the resync's, served after every
+    other (a spec edit never waits behind a round over all objects)."""
     key = (namespace, name)
     if urgent:
         memo.urgent.add(key)
     elif memo.retry_at.get(key, 0.0) > time.monotonic():
         return
-    memo.queue.add(key)
+    memo.queue.add(key, low=low)
 
 
 def _schedule(memo: kopf.Memo, namespace: str, name: str, delay: float) -> None:
@@ -337,7 +338,7 @@ async def _resync(memo: kopf.Memo) -> None:
     for namespace in SETTINGS.namespaces or (None,):  # a namespaced install may not list cluster-wide
         bodies += await asyncio.to_thread(memo.kube.list, f"{GROUP}/{VERSION}", "LLMDeployment", namespace, "")
     for body in bodies:  # queued, not run here: the workers take them with everything else, in order
-        _enqueue(memo, body["metadata"]["namespace"], body["metadata"]["name"], urgent=False)
+        _enqueue(memo, body["metadata"]["namespace"], body["metadata"]["name"], urgent=False, low=True)
 
 
 async def _registry_loop(memo: kopf.Memo) -> None:

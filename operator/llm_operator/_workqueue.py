@@ -8,6 +8,11 @@ at a time, any number of objects at once (the workers), and fairness: a key re-a
 object that wants passes often cannot starve the others. ``add_after`` is the delaying queue (a requeue, a retry
 after back-off): the key is added when due, the earliest due time of a key winning.
 
+Two priorities, as controller-runtime's priority queue (``pkg/controller/priorityqueue``, v0.20) has them: a key
+added ``low`` (the periodic resync: every object at once) waits behind every key added normally (a spec edit, a
+child's event, a requeue), FIFO within each; a key added at both is served at the higher. Without it, a spec edit
+at 1,000 objects waited behind the whole resync round (benchmarks/README.md).
+
 Thread-safe (kopf's handlers and the pass threads add keys; the workers take them); ``on_ready`` is called,
 outside the lock, whenever a key may have become ready, so an asyncio driver can wake its workers
 (``loop.call_soon_threadsafe``). Times are seconds of ``clock`` (monotonic).
@@ -43,12 +48,16 @@ class WorkQueue:
     True
     >>> q.done("a"); q.take().key
     'a'
+    >>> q.add("resync", low=True); q.add("edit"); q.take().key
+    'edit'
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, on_ready: Callable[[], object] = lambda: None):
         self._clock, self.on_ready = clock, on_ready
         self._lock = threading.Lock()
-        self._queue: deque[Hashable] = deque()
+        self._queues: tuple[deque[Hashable], deque[Hashable]] = (deque(), deque())  # normal, low; stale entries skipped
+        self._level: dict[Hashable, int] = {}  # queued key -> the level it is served at (0 normal, 1 low)
+        self._held_level: dict[Hashable, int] = {}  # a key added while held -> the level to queue it at when done
         self._dirty: dict[Hashable, float] = {}  # key -> when it was made ready (for ``Taken.waited``)
         self._processing: dict[Hashable, float] = {}  # key -> when a worker took it
         self._waiting: list[tuple[float, int, Hashable]] = []  # heap of (due, seq, key); stale entries skipped
@@ -56,19 +65,25 @@ class WorkQueue:
         self._seq = itertools.count()
         self.adds = 0
 
-    def add(self, key: Hashable) -> None:
-        """Mark ``key`` as needing a pass now."""
+    def add(self, key: Hashable, *, low: bool = False) -> None:
+        """Mark ``key`` as needing a pass now; ``low``: after every key added without it."""
         with self._lock:
-            self._add(key, self._clock())
+            self._add(key, self._clock(), 1 if low else 0)
         self.on_ready()
 
-    def _add(self, key: Hashable, now: float) -> None:
+    def _add(self, key: Hashable, now: float, level: int = 0) -> None:
+        if key in self._processing:
+            self._held_level[key] = min(level, self._held_level.get(key, level))
+        elif key in self._dirty and level < self._level.get(key, level):  # queued low, now wanted sooner
+            self._level[key] = level
+            self._queues[level].append(key)
         if key in self._dirty:
             return
         self.adds += 1
         self._dirty[key] = now
         if key not in self._processing:
-            self._queue.append(key)
+            self._level[key] = level
+            self._queues[level].append(key)
 
     def add_after(self, key: Hashable, delay: float) -> None:
         """Add ``key`` in ``delay`` seconds (at once when ``delay <= 0``); of several pending, the earliest wins."""
@@ -95,27 +110,39 @@ class WorkQueue:
         with self._lock:
             now = self._clock()
             self._promote(now)
-            if not self._queue:
+            key = self._pop()
+            if key is None:
                 return None
-            key = self._queue.popleft()
             ready = self._dirty.pop(key)
             self._processing[key] = now
             return Taken(key, max(0.0, now - ready))
 
+    def _pop(self) -> Hashable | None:
+        for level, queue in enumerate(self._queues):
+            while queue:
+                key = queue.popleft()
+                if self._level.get(key) == level:  # else stale: raised to the normal level, or taken already
+                    del self._level[key]
+                    return key
+        return None
+
     def done(self, key: Hashable) -> None:
-        """The worker holding ``key`` finished its pass; a key added meanwhile is queued again (at the back)."""
+        """The worker holding ``key`` finished its pass; a key added meanwhile is queued again (at the back of its
+        level)."""
         with self._lock:
             self._processing.pop(key, None)
+            level = self._held_level.pop(key, 0)
             requeued = key in self._dirty
             if requeued:
-                self._queue.append(key)
+                self._level[key] = level
+                self._queues[level].append(key)
         if requeued:
             self.on_ready()
 
     def next_due(self) -> float | None:
         """Seconds until the earliest delayed key is due (0 when a key is ready now), None when nothing waits."""
         with self._lock:
-            if self._queue:
+            if self._level:
                 return 0.0
             while self._waiting and self._due.get(self._waiting[0][2]) != self._waiting[0][0]:
                 heapq.heappop(self._waiting)  # stale: superseded by an earlier due time or by an add
@@ -129,7 +156,7 @@ class WorkQueue:
     def __len__(self) -> int:
         """Keys waiting for a worker (client-go's ``workqueue_depth``)."""
         with self._lock:
-            return len(self._queue)
+            return len(self._level)
 
     def delayed(self) -> int:
         """Keys waiting for their due time."""

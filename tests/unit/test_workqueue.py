@@ -208,3 +208,25 @@ def test_workers_below_one_is_refused_naming_the_setting():
     with pytest.raises(ValueError, match="LLMOPS_WORKERS"):
         Settings(workers=0)
     assert Settings().workers == 8
+
+
+def test_the_resync_round_waits_behind_edits_and_events():
+    """controller-runtime's priority queue: a thousand resync keys queued low do not delay a spec edit."""
+    q = WorkQueue(clock=Clock())
+    for i in range(1000):
+        q.add(f"m{i}", low=True)
+    q.add("edited")
+    q.add("m500")  # a child's event for an object the resync also queued: served at the higher level, once
+    assert [q.take().key, q.take().key, q.take().key] == ["edited", "m500", "m0"]
+    assert len(q) == 998 and "m500" not in drain(q)
+
+
+def test_a_key_added_low_while_held_and_then_normally_is_requeued_at_the_normal_level():
+    q = WorkQueue(clock=Clock())
+    q.add("a")
+    held = q.take()
+    q.add("b", low=True)
+    q.add("a", low=True)
+    q.add("a")
+    q.done(held.key)
+    assert drain(q) == ["a", "b"]
