@@ -3,12 +3,14 @@ idle analysis tick costs in API writes. On the real control plane (the revisions
 operator process under its own ServiceAccount, Debian's Prometheus scraping every second, and stand-in vLLM metric
 endpoints; writes are counted from kube-apiserver's audit log.
 
-    PYTHONPATH=sandbox:. .venv/bin/python benchmarks/rollout.py [--detections 5] [--healthy 20]
+    PYTHONPATH=sandbox:. .venv/bin/python benchmarks/rollout.py [--detections 5] [--bakes 3] [--healthy 20]
 
 Figures (seconds are wall-clock on the machine it runs on):
 
 * detection: from the first moment Prometheus itself reports the canary's error ratio above the SLO budget to
   the moment the VirtualService sends the canary 0%; target: one analysis interval + 5 s;
+* bake rollback: a revision that fails only after the switch, in its bake: from the breach visible in Prometheus
+  to the Service clients call selecting the previous revision again; target: one analysis interval + 5 s;
 * false aborts: healthy canaries (0 errors, steady latency) rolled out concurrently; target: 0;
 * idle writes: API writes the operator makes in the passes between two analysis runs; target: 0.
 """
@@ -33,12 +35,12 @@ from llm_sandbox.metrics import FakeVllm, Prometheus
 INTERVAL = 5  # analysis interval, seconds
 
 
-def deployment(name: str, steps: list[dict]) -> dict:
+def deployment(name: str, steps: list[dict], bake: str = "0s") -> dict:
     doc = yaml.safe_load((ROOT / "samples" / "llmdeployment-cpu.yaml").read_text())
     doc["metadata"] = {"name": name}
     doc["spec"]["replicas"] = 2
     doc["spec"]["slo"] = {"availability": 99.0, "latencyP99Seconds": 2.0}
-    doc["spec"]["rollout"] = {"steps": steps, "scaleDownDelaySeconds": 0, "abortScaleDownDelaySeconds": 0,
+    doc["spec"]["rollout"] = {"steps": steps, "scaleDownDelaySeconds": 0, "abortScaleDownDelaySeconds": 0, "bakeDuration": bake,
                               "analysis": {"interval": f"{INTERVAL}s", "minRequests": 10, "inconclusiveLimit": 5}}
     return doc
 
@@ -61,9 +63,9 @@ class Bench:
         self.prometheus.add_target(exporter.port, namespace=namespace, llmops_dev_deployment=name, llmops_dev_revision=revision)
         return exporter
 
-    def ready_deployment(self, namespace: str, name: str, steps: list[dict]) -> str:
+    def ready_deployment(self, namespace: str, name: str, steps: list[dict], bake: str = "0s") -> str:
         self.api.namespace(namespace)
-        self.api.create(deployment(name, steps), namespace)
+        self.api.create(deployment(name, steps, bake), namespace)
         status = wait_for(lambda: (s := (self.api.get("llmops.dev/v1alpha1", "LLMDeployment", namespace, name) or {}).get("status", {}))
                           .get("readyReplicas") == 2 and s, 60, "stable ready")
         self.serve(namespace, name, status["stableRevision"], seed=hash(namespace) % 1000)
@@ -120,6 +122,40 @@ def detection(bench: Bench, run: int) -> dict:
             "phase": status.get("phase"), "reason": next((c["reason"] for c in status.get("conditions", []) if c["type"] == "Degraded"), None)}
 
 
+def bake_rollback(bench: Bench, run: int) -> dict:
+    """A revision healthy through its canary, switched, then failing in its bake: from the first moment Prometheus
+    answers its error ratio above the budget to the Service clients call selecting the previous revision again."""
+    namespace, name = f"bake-{run}", "chat"
+    previous = bench.ready_deployment(namespace, name, [{"setWeight": 50}, {"analysis": {"duration": "6s"}}], bake="10m")
+    target = bench.start_rollout(namespace, name)
+    new = bench.serve(namespace, name, target, seed=100 + run)
+    wait_for(lambda: (r := bench.rollout(namespace)).get("bake") and (r.get("analysis") or {}).get("passed", 0) >= 1, 180,
+             "a passing run in the bake")
+    new.error_ratio = 0.3
+    injected = time.monotonic()
+    scope = f'namespace="{namespace}",llmops_dev_revision="{target}"'
+    ratio = (f'sum(increase(vllm:request_success_total{{{scope},finished_reason="error"}}[10s]))'
+             f' / sum(increase(vllm:request_success_total{{{scope}}}[10s]))')
+    visible = back = None
+    while time.monotonic() - injected < 120:
+        now = time.monotonic()
+        if visible is None:
+            result = bench.prometheus.query(ratio)
+            if result and float(result[0]["value"][1]) > 0.01:
+                visible = time.monotonic()
+        service = bench.api.get("v1", "Service", namespace, name)
+        if service["spec"]["selector"]["llmops.dev/revision"] == previous:
+            back = now
+            break
+        time.sleep(0.05)
+    else:
+        raise RuntimeError("the bake never rolled back")
+    new.stop()
+    status = bench.rollout(namespace)
+    return {"visible_after_injection": round((visible or back) - injected, 2), "back_after_visible": round(back - (visible or back), 2),
+            "phase": status.get("phase"), "reason": next((c["reason"] for c in status.get("conditions", []) if c["type"] == "Degraded"), None)}
+
+
 def healthy_rollouts(bench: Bench, count: int) -> dict:
     namespaces = [f"healthy-{i}" for i in range(count)]
     steps = [{"setWeight": 25}, {"analysis": {"duration": "10s"}}, {"setWeight": 50}, {"analysis": {"duration": "10s"}}]
@@ -158,6 +194,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--detections", type=int, default=5)
     parser.add_argument("--healthy", type=int, default=20)
+    parser.add_argument("--bakes", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         bench = Bench(pathlib.Path(tmp))
@@ -167,12 +204,17 @@ def main() -> int:
             delays = [d["zero_after_visible"] for d in detections]
             results["detection"] = {"runs": detections, "median_seconds": statistics.median(delays), "max_seconds": max(delays),
                                     "target_seconds": INTERVAL + 5, "all_within_target": max(delays) <= INTERVAL + 5}
+            bakes = [bake_rollback(bench, i) for i in range(args.bakes)]
+            back = [b["back_after_visible"] for b in bakes] or [0.0]
+            results["bake_rollback"] = {"runs": bakes, "median_seconds": statistics.median(back), "max_seconds": max(back),
+                                        "target_seconds": INTERVAL + 5, "all_within_target": max(back) <= INTERVAL + 5}
             results["healthy"] = healthy_rollouts(bench, args.healthy)
             results["idle"] = idle_writes(bench)
         finally:
             bench.close()
     print(json.dumps(results, indent=2))
-    ok = results["detection"]["all_within_target"] and results["healthy"]["false_aborts"] == 0 and results["idle"]["writes_per_idle_pass"] == 0
+    ok = (results["detection"]["all_within_target"] and results["bake_rollback"]["all_within_target"]
+          and results["healthy"]["false_aborts"] == 0 and results["idle"]["writes_per_idle_pass"] == 0)
     return 0 if ok else 1
 
 

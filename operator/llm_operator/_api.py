@@ -568,6 +568,11 @@ class GateThreshold(_Model):
 DEFAULT_CANARY_WEIGHTS = (5, 10, 25, 50)
 
 Strategy = Literal["canary", "blueGreen", "shadow", "none"]
+_BAKE_DOC = ("After the switch to the new revision: how long the analysis keeps running on it (now stable) while the "
+             "previous revision stays up at its size; a failed run rolls back to the previous revision (routes first), "
+             "the rollout ends Aborted with reason RolledBack. The rollout is Succeeded once the bake is over, and the "
+             "previous revision goes scaleDownDelaySeconds later. 0s: no bake. Not for strategy none, nor after "
+             "spec.promote.")
 _STRATEGY_DOC = ("canary (the default): steps, or when none are written the default canary 5, 10, 25, 50 percent, each "
                  "analysed for analysisDuration; blueGreen: the new revision full size behind the preview header, "
                  "analysed, then switched; shadow: a share of live traffic mirrored to it, analysed, then the steps; "
@@ -605,6 +610,8 @@ class RolloutTemplate(_Model):
     analysis_duration: Duration = Field(
         "5m", description="Length of each analysis the operator adds: the default canary's, the one after a weight step "
                           "with none of its own, and the one blue-green and shadow rollouts run before switching.")
+    bake_duration: Duration = Field(
+        "30m", description=_BAKE_DOC)
     mirror_percent: Percent = Field(50, description="Shadow: percent 0..100 of live traffic mirrored to the new revision.")
     preview_header: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+$")] = Field(
         "x-llmops-preview", description="Blue-green: requests with this header set to 'true' reach the new revision.")
@@ -758,6 +765,7 @@ class LLMRolloutSpec(_Model):
     analyze_every_step: bool | None = Field(None, description="The LLMDeployment's spec.rollout.analyzeEveryStep when not set.")
     analysis: Analysis | None = None
     analysis_duration: Duration | None = None
+    bake_duration: Duration | None = Field(None, description="The LLMDeployment's spec.rollout.bakeDuration when not set.")
     mirror_percent: Percent | None = None
     progress_deadline_seconds: Annotated[int, Field(ge=60)] | None = None
     scale_down_delay_seconds: Annotated[int, Field(ge=0)] | None = None
@@ -810,6 +818,15 @@ class RegistryRecord(_Model):
     error: str | None = Field(None, description="Why the last write failed (it is retried).")
 
 
+class BakeStatus(_Model):
+    """The bake after the switch (``bakeDuration``): when it started and ends (RFC 3339), the revision kept warm to
+    roll back to."""
+
+    started_at: str
+    ends_at: str
+    previous_revision: str | None = None
+
+
 class LLMRolloutStatus(_Model):
     """Observed state of an LLMRollout: everything needed to resume after a restart."""
 
@@ -835,6 +852,7 @@ class LLMRolloutStatus(_Model):
     finished_at: str | None = None
     quality_gate: GateStatus | None = None
     registry: RegistryRecord | None = None
+    bake: BakeStatus | None = None
 
 
 # ------------------------------------------------------------------------------------------ kinds

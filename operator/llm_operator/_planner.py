@@ -34,7 +34,7 @@ from . import _registry as reg
 from ._api import API_VERSION, LLMDeploymentSpec, ResolvedModel
 from ._measure import Run
 from ._rollout import Observed as RolloutObserved
-from ._rollout import decide, promotion_size, stable_floor
+from ._rollout import baking, decide, promotion_size, stable_floor
 from ._validation import InvalidSpec, parse_llmdeployment
 from ._vocabulary import TERMINAL, Event, parse_rfc3339, rfc3339
 
@@ -491,7 +491,7 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
             if gate.get("phase") == "Failed":
                 events.append(Event("Warning", "QualityGateFailed", gate["message"], about=active.body))
         return dataclasses.replace(base, actions=tuple(actions), events=tuple(events))
-    if revision.id == stable_id:
+    if revision.id == stable_id and not baking(rollout_status):
         if rollout_status.get("phase") not in TERMINAL:
             rollout_status.update(phase="Succeeded", toRevision=revision.id, fromRevision=stable_id, finishedAt=pass_.now,
                                   message=f"{revision.id} is already stable")
@@ -500,7 +500,9 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
     decision = decide(active.plan, rollout_status, RolloutObserved(
         stable_revision=stable_id, target_revision=revision.id, stable_replicas=max(size.want, size.floor or 0, 1),
         canary_ready=_ready(pass_.observed.deployments.get(revision.id)),
-        generation=active.body["metadata"].get("generation"), full_replicas=size.full), run, pass_.now_dt)
+        generation=active.body["metadata"].get("generation"), full_replicas=size.full,
+        previous_revision=base.previous if base.previous in pass_.observed.deployments else None,
+        previous_ready=_ready(pass_.observed.deployments.get(base.previous or ""))), run, pass_.now_dt)
     if decision.status != read_status:
         actions.append(WriteStatus(active.body, decision.status))
     events += [dataclasses.replace(e, about=active.body) for e in decision.events]
@@ -508,9 +510,18 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
                                   requeue=(decision.requeue_after,) if decision.requeue_after is not None else ())
     if decision.promote:
         promoted = Event("Normal", "RevisionPromoted", f"revision {revision.id} replaces {stable_id} as stable")
+        keep = active.plan.scale_down_delay_seconds + (active.plan.bake_seconds if baking(decision.status) else 0.0)
         return dataclasses.replace(stepped, stable_id=revision.id, promoted_replicas=decision.canary_replicas, previous=stable_id,
-                                   previous_at=rfc3339(pass_.now_dt + datetime.timedelta(seconds=active.plan.scale_down_delay_seconds)),
+                                   previous_at=rfc3339(pass_.now_dt + datetime.timedelta(seconds=keep)),
                                    events=(*stepped.events, promoted))
+    if decision.rollback and base.previous:  # a failed bake: the previous revision is stable again, routes first
+        drain[revision.id] = active.plan.abort_scale_down_delay_seconds
+        back = Event("Warning", "RevisionRolledBack", f"revision {revision.id} rolled back to {base.previous}: "
+                                                      f"{decision.status.get('message', '')}")
+        return dataclasses.replace(stepped, stable_id=base.previous, previous=None, previous_at=None, drain=drain,
+                                   events=(*stepped.events, back))
+    if revision.id == stable_id:  # baking, or the bake just ended: it serves as stable, with no canary
+        return stepped
     if decision.status.get("phase") in TERMINAL:
         drain[revision.id] = active.plan.abort_scale_down_delay_seconds
         return stepped
@@ -1047,6 +1058,9 @@ def measurement_due(body: Mapping[str, Any], observed: Observed, now: str, *,
         return None
     assert active is not None
     stable = (body.get("status") or {}).get("stableRevision") or active.body.get("status", {}).get("fromRevision")
+    rollout_status = dict(active.body.get("status") or {})
+    if baking(rollout_status):  # the new revision is stable now: compare against the one kept to roll back to
+        stable = (rollout_status.get("bake") or {}).get("previousRevision") or stable
     context = p.measurement_context(body["metadata"]["name"], body["metadata"]["namespace"], active, stable,
                                     _ready(observed.deployments.get(active.revision.id)), active.plan.analysis)
     return active.plan.analysis, context, spec.slo

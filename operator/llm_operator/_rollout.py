@@ -21,6 +21,7 @@ Safety rules built in:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -61,6 +62,10 @@ class Reason:
     INCONCLUSIVE_ANALYSIS = "InconclusiveAnalysis"
     ANALYSIS_PASSED = "AnalysisPassed"
     ROLLOUT_COMPLETED = "RolloutCompleted"
+    BAKING = "Baking"  # Progressing=True after the switch, while the analysis runs on the new stable
+    BAKE_PASSED = "BakePassed"
+    ROLLED_BACK = "RolledBack"  # a failed bake (or spec.abort during it): traffic back on the previous revision
+    BAKE_FAILED = "BakeFailed"  # a failed bake with no previous revision left to go back to
     PROMOTED = "Promoted"
     STEP_IN_PROGRESS = "StepInProgress"
     PROGRESSING = "Progressing"  # Paused=False while the steps run
@@ -87,6 +92,7 @@ class RolloutPlan:
     scale_down_delay_seconds: float
     preview_header: str
     abort_scale_down_delay_seconds: float = 30.0
+    bake_seconds: float = 0.0
     quality_gate: tuple[GateThreshold, ...] = ()
     paused: bool = False
     abort: bool = False
@@ -121,7 +127,8 @@ def plan_rollout(spec: LLMRolloutSpec, template: RolloutTemplate) -> RolloutPlan
     * blueGreen: full-size new revision behind the preview header, analysis for ``analysisDuration``, switch;
     * shadow: mirror ``mirrorPercent`` of live traffic, analysis, then the canary steps if any (with the same
       analysis rule), else switch;
-    * none: no steps, no analysis: the switch once the new revision is ready (only ever by an explicit ``none``).
+    * none: no steps, no analysis: the switch once the new revision is ready (only ever by an explicit ``none``);
+      and no bake (``bakeDuration``, the analysis after the switch, is for every other strategy).
     """
     strategy = spec.strategy or template.strategy
     raw_steps = spec.steps if spec.steps is not None else template.steps
@@ -149,6 +156,7 @@ def plan_rollout(spec: LLMRolloutSpec, template: RolloutTemplate) -> RolloutPlan
         preview_header=template.preview_header,
         abort_scale_down_delay_seconds=(spec.abort_scale_down_delay_seconds if spec.abort_scale_down_delay_seconds is not None
                                         else template.abort_scale_down_delay_seconds),
+        bake_seconds=0.0 if strategy == "none" else parse_duration(spec.bake_duration or template.bake_duration),
         quality_gate=tuple(spec.quality_gate if spec.quality_gate is not None else template.quality_gate),
         paused=spec.paused, abort=spec.abort, promote=spec.promote, resume=spec.resume, retry=spec.retry,
     )
@@ -178,6 +186,8 @@ class Observed:
     canary_ready: int  # ready pods of the target revision's Deployment (0 when absent)
     generation: int | None = None
     full_replicas: int | None = None  # what the new revision needs to take 100% (promotion_size); default stable_replicas
+    previous_revision: str | None = None  # the revision the switch replaced, kept during the bake (None: gone)
+    previous_ready: int = 0  # its ready pods
 
     @property
     def full_size(self) -> int:
@@ -196,12 +206,14 @@ class Traffic:
 @dataclass
 class Decision:
     """The outcome: the full new status, the canary's size, the routes, whether to make the target the stable
-    revision, Events to post, and when to look again (seconds; None: on the next event)."""
+    revision (``promote``) or to make the previous revision stable again after a failed bake (``rollback``), Events
+    to post, and when to look again (seconds; None: on the next event)."""
 
     status: dict[str, Any]
     canary_replicas: int
     traffic: Traffic
     promote: bool = False
+    rollback: bool = False
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
 
@@ -267,13 +279,18 @@ def run_window(analysis: Analysis) -> float:
     return max(parse_duration(analysis.interval), 10.0)
 
 
+def baking(status: dict[str, Any]) -> bool:
+    """Whether the rollout is in its bake: switched, the analysis running on the new stable."""
+    return status.get("phase") in ("Progressing", "Paused") and bool(status.get("bake"))
+
+
 def needs_measurement(plan: RolloutPlan, status: dict[str, Any], now: datetime.datetime) -> bool:
-    """Whether this pass should run an analysis: the current step is an analysis, it has lasted one run
-    window (a run never looks at traffic from before the step), and the interval since the last run is up."""
+    """Whether this pass should run an analysis: the current step is an analysis (or the bake), it has lasted one
+    run window (a run never looks at traffic from before the step), and the interval since the last run is up."""
     if status.get("phase") not in ("Progressing",) or plan.abort or plan.paused:
         return False
     index = status.get("currentStepIndex")
-    if index is None or index >= len(plan.steps) or plan.steps[index].kind != "analysis":
+    if index is None or not (baking(status) or (index < len(plan.steps) and plan.steps[index].kind == "analysis")):
         return False
     started = _parse(status.get("stepStartedAt"))
     if started and (now - started).total_seconds() < run_window(plan.analysis) - 0.5:
@@ -297,6 +314,8 @@ def decide(plan: RolloutPlan, status: dict[str, Any], observed: Observed, run: R
     if p.st["phase"] in TERMINAL:
         return p.decision(0, Traffic())  # stable keeps everything
 
+    if plan.abort and baking(p.st):
+        return _rollback(p, Reason.ABORTED_BY_USER, "aborted by spec.abort during the bake")
     if plan.abort:
         return p.finish("Aborted", Reason.ABORTED_BY_USER,
                         f"aborted by spec.abort at step {p.index}; all traffic on {observed.stable_revision}")
@@ -468,7 +487,7 @@ def _restart_reason(plan: RolloutPlan, st: dict[str, Any], observed: Observed) -
         return Reason.TARGET_CHANGED
     if phase in ("Aborted", "Failed") and plan.retry > (st.get("observedRetry") or 0):
         return Reason.RETRIED
-    if phase not in TERMINAL and st.get("stepsHash") != plan.steps_hash:
+    if phase not in TERMINAL and st.get("stepsHash") != plan.steps_hash and not baking(st):  # switched: no steps left
         return Reason.STEPS_CHANGED
     return None
 
@@ -481,6 +500,8 @@ def _walk(p: _Pass, run: Run | None, measured: int | None) -> Decision:
     its own, on traffic from after it began."""
     if p.plan.promote:
         p.st["currentStepIndex"] = len(p.plan.steps)
+    if baking(p.st):
+        return _bake(p, run if measured == p.index else None)
     while p.index < len(p.plan.steps):
         step = p.plan.steps[p.index]
         if step.kind == "pause":
@@ -574,19 +595,88 @@ def _judge(p: _Pass, run: Run, analysis: dict[str, Any]) -> _Stop | None:
 
 
 def _switch(p: _Pass) -> Decision:
-    """Every step done (or promote): once the new revision is sized for all the traffic, make it stable."""
+    """Every step done (or promote): once the new revision is sized for all the traffic, make it stable; then the
+    bake (``bake_seconds``), unless there is none or ``spec.promote`` skips it."""
     observed = p.observed
     need = observed.full_size
     if observed.canary_ready < need:
         return p.wait_for_pods(need, "the switch")
-    message = f"{observed.target_revision} is stable" + (" (promoted by spec.promote)" if p.plan.promote else "")
+    if p.plan.bake_seconds > 0 and not p.plan.promote:
+        ends = p.now + datetime.timedelta(seconds=p.plan.bake_seconds)
+        message = (f"{observed.target_revision} is stable, baking until {_ts(ends)}: the analysis runs on it, "
+                   f"{observed.stable_revision} is kept to roll back to")
+        p.st.update(phase="Progressing", canaryWeight=0, mirrorWeight=0, preview=False, canaryReplicas=0, waitingSince=None,
+                    stepStartedAt=p.stamp, analysis=None, message=message,
+                    bake={"startedAt": p.stamp, "endsAt": _ts(ends), "previousRevision": observed.stable_revision})
+        p.condition(cond.PROGRESSING, "True", Reason.BAKING, message)
+        p.condition(PAUSED, "False", Reason.PROGRESSING, "")
+        p.events.append(Event("Normal", Reason.PROMOTED, f"{observed.target_revision} replaces {observed.stable_revision} "
+                                                          f"as stable; baking for {p.plan.bake_seconds:g}s"))
+        return p.decision(need, Traffic(), promote=True, requeue_after=_bake_requeue(p, ends))
+    return _complete(p, need, f"{observed.target_revision} is stable" + (" (promoted by spec.promote)" if p.plan.promote else ""),
+                     promote=True)
+
+
+def _complete(p: _Pass, need: int, message: str, *, promote: bool) -> Decision:
+    """Succeeded: the new revision is stable (``promote``: made so in this pass), the rollout is done."""
+    observed = p.observed
     p.st.update(phase="Succeeded", finishedAt=p.stamp, canaryWeight=0, mirrorWeight=0, preview=False,
                 canaryReplicas=0, waitingSince=None, message=message)
     p.condition(cond.PROGRESSING, "False", Reason.ROLLOUT_COMPLETED, message)
     p.condition(PAUSED, "False", Reason.ROLLOUT_COMPLETED, "")
     p.condition(COMPLETED, "True", Reason.PROMOTED, message)
-    p.events.append(Event("Normal", Reason.PROMOTED, f"{observed.target_revision} replaces {observed.stable_revision} as stable"))
-    return p.decision(need, Traffic(), promote=True)
+    if promote:
+        p.events.append(Event("Normal", Reason.PROMOTED, f"{observed.target_revision} replaces {observed.stable_revision} as stable"))
+    else:
+        p.events.append(Event("Normal", Reason.BAKE_PASSED, message))
+    return p.decision(need, Traffic(), promote=promote)
+
+
+def _bake_requeue(p: _Pass, ends: datetime.datetime) -> float:
+    """When the bake wants its next pass: the next run, or its end, whichever comes first (seconds)."""
+    analysis = p.st.get("analysis") or {}
+    last = _parse(analysis.get("lastRunAt"))
+    interval = parse_duration(p.plan.analysis.interval)
+    next_run = interval - (p.now - last).total_seconds() if last else run_window(p.plan.analysis) - p.step_elapsed()
+    return max(1.0, min(next_run, (ends - p.now).total_seconds()))
+
+
+def _bake(p: _Pass, run: Run | None) -> Decision:
+    """After the switch: each run on the new stable is recorded; a failing one rolls back. Inconclusive runs and
+    analysis errors do not (the comparisons against stable have no stable traffic now, and a Prometheus outage is
+    no evidence against the revision that serves); at ``endsAt`` (or on ``spec.promote``) the rollout is done."""
+    bake = p.st["bake"]
+    ends = _parse(bake["endsAt"]) or p.now
+    analysis = p.st.get("analysis") or {}
+    if run is not None:
+        analysis = _record(analysis, run, p.stamp)
+        p.st["analysis"] = analysis
+        if run.verdict == "Fail":
+            detail = "; ".join(f"{m.name}: {m.message}" for m in run.metrics if m.verdict == "Fail")
+            return _rollback(p, Reason.ROLLED_BACK, f"bake failed: {detail}")
+    if p.now >= ends or p.plan.promote:
+        runs, passed = analysis.get("runs", 0), analysis.get("passed", 0)
+        how = "skipped by spec.promote" if p.now < ends else "passed"
+        return _complete(p, p.replicas or p.observed.full_size,
+                         f"{p.observed.target_revision} is stable; bake {how} ({passed} of {runs} runs passed, none failed)",
+                         promote=False)
+    p.st["phase"] = "Progressing"
+    p.st["message"] = (f"{p.observed.target_revision} is stable, baking until {bake['endsAt']} ({analysis.get('runs', 0)} runs, "
+                       f"last {analysis.get('verdict') or 'none yet'}); {bake.get('previousRevision')} is kept to roll back to")
+    p.condition(cond.PROGRESSING, "True", Reason.BAKING, p.st["message"])
+    return p.decision(0, Traffic(), requeue_after=_bake_requeue(p, ends))
+
+
+def _rollback(p: _Pass, reason: str, why: str) -> Decision:
+    """End a bake unpromoted: all traffic back on the previous revision (the planner routes first and makes it
+    stable again), the new one drains as after an abort. With no ready pod of the previous revision left there is
+    nothing to go back to: Failed, the new revision stays stable."""
+    previous = (p.st.get("bake") or {}).get("previousRevision") or p.observed.previous_revision
+    if not previous or previous != p.observed.previous_revision or p.observed.previous_ready < 1:
+        return p.finish("Failed", Reason.BAKE_FAILED, f"{why}; no ready pod of the previous revision {previous} to roll back "
+                                                      f"to: {p.observed.target_revision} stays stable")
+    decision = p.finish("Aborted", reason, f"{why}; rolled back: all traffic on {previous}")
+    return dataclasses.replace(decision, rollback=True)
 
 
 def _advance(st: dict[str, Any], stamp: str) -> None:

@@ -58,6 +58,7 @@ SPEC: dict[str, Any] = {
             "steps": [{"setWeight": 25}, {"analysis": {"duration": "20s"}}, {"setWeight": 50}, {"analysis": {"duration": "20s"}}],
             "scaleDownDelaySeconds": 0,
             "abortScaleDownDelaySeconds": 5,
+            "bakeDuration": "20s",  # after the switch: the analysis on the new stable, the previous revision kept warm
             "analysis": {"interval": "10s", "minRequests": 3, "inconclusiveLimit": 6, "metrics": [
                 # Errors against stable rather than a fixed bound: 2 requests/s at 25% is ~5 per run, and showing an error
                 # ratio under 5% takes 59 error-free requests in a run (docs/rollouts.md, "Low traffic").

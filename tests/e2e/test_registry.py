@@ -19,7 +19,8 @@ def _doc(model: str, **ref) -> dict:
     doc["metadata"]["name"] = "chat"
     doc["spec"]["model"]["mlflow"] = {"name": model, "secretRef": {"name": "mlflow-credentials"}, "promoteAlias": "production", **ref}
     doc["spec"]["replicas"] = 1
-    doc["spec"]["rollout"].update(steps=[{"setWeight": 50}, {"pause": {"duration": "1s"}}], analyzeEveryStep=False)
+    doc["spec"]["rollout"].update(steps=[{"setWeight": 50}, {"pause": {"duration": "1s"}}], analyzeEveryStep=False,
+                                  bakeDuration="0s")
     doc["spec"]["rollout"].pop("analysis")
     return doc
 

@@ -29,7 +29,8 @@ class Scenario:
         doc["spec"]["replicas"] = 2
         doc["spec"]["slo"] = slo or {"availability": 99.0, "latencyP99Seconds": 2.0}
         doc["spec"]["rollout"] = {**({"steps": steps} if steps is not None else {}), "analysis": {**FAST, **(analysis or {})},
-                                  "scaleDownDelaySeconds": 0, "abortScaleDownDelaySeconds": 3, **rollout}
+                                  "scaleDownDelaySeconds": 0, "abortScaleDownDelaySeconds": 3,
+                                  "bakeDuration": "0s", **rollout}  # the bake's own test sets one
         api.create(doc, namespace)
         status = wait_for(lambda: self.status().get("readyReplicas") == 2 and self.status(), 60, "stable ready")
         self.stable = status["stableRevision"]
@@ -160,6 +161,32 @@ def test_errors_abort_with_traffic_back_on_stable_and_stable_untouched(scenario)
     stable_after = s.deployment(s.stable)
     assert stable_after["metadata"]["generation"] == stable_before["metadata"]["generation"]
     assert stable_after["spec"]["replicas"] == 2 and s.status()["stableRevision"] == s.stable
+
+
+def test_a_regression_after_promotion_is_rolled_back_inside_the_bake(scenario, prometheus):
+    """The bake (issue 16): after the switch the analysis keeps running on the new stable while the previous revision
+    stays up; errors that begin only then roll back to it, routes first, the rollout Aborted with reason RolledBack
+    and the figures. (How fast, from the breach visible in Prometheus: benchmarks/rollout.py.)"""
+    s = scenario(steps=[{"setWeight": 50}, {"analysis": {"duration": "4s"}}], bakeDuration="3m")
+    stable_before = s.deployment(s.stable)
+    target = s.start_rollout()
+    new = s.serve(target, FakeVllm(rate=40, error_ratio=0.0, latency=0.4, seed=11))
+    wait_for(lambda: s.status().get("stableRevision") == target and s.rollout_status().get("bake"), 90, "switched and baking")
+    assert s.rollout_status()["phase"] == "Progressing"
+    assert s.status()["previousRevision"] == s.stable and s.deployment(s.stable)["spec"]["replicas"] == 2  # kept warm
+    wait_for(lambda: (s.rollout_status().get("analysis") or {}).get("verdict") == "Pass", 30, "a passing run in the bake")
+    wait_for(lambda: s.routes() == ([100, 0], [target, target]), 10, "every Service on the new stable")
+    new.error_ratio = 0.3  # shows only after promotion
+    status = s.finished(timeout=60)
+    assert status["phase"] == "Aborted", status.get("message")
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "RolledBack" and "error-ratio" in degraded["message"]
+    assert status["message"].endswith(f"rolled back: all traffic on {s.stable}")
+    assert s.status()["stableRevision"] == s.stable
+    wait_for(lambda: s.routes() == ([100, 0], [s.stable, s.stable]), 10, "every Service back on the previous revision")
+    assert s.deployment(s.stable)["metadata"]["generation"] == stable_before["metadata"]["generation"]  # never re-templated
+    assert s.events("RolledBack") and s.events("RevisionRolledBack")
+    wait_for(lambda: s.deployment(target) is None, 20, "the rolled-back revision removed")
 
 
 def test_latency_regression_is_caught_by_the_latency_sli(scenario):

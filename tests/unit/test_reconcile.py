@@ -11,7 +11,7 @@ from llm_operator import _registry as reg
 from llm_operator._api import MlflowModelRef
 from llm_operator._planner import Apply, Delete, is_subset, needs_apply, plan_llmdeployment, with_applied_hash
 from llm_operator._reconcile import Deps, execute, observe, run_pass
-from tests.unit.fakes import FakeKube, FakeRegistry, owned_by
+from tests.unit.fakes import FakeKube, FakeMetrics, FakeRegistry, owned_by
 
 T0, T1, T2 = "2026-11-21T10:00:00Z", "2026-11-21T10:01:00Z", "2026-11-21T10:02:00Z"
 
@@ -20,8 +20,10 @@ class Cluster:
     """A FakeKube holding one LLMDeployment, reconciled the way the handler does it (with a FakeRegistry for a
     model that follows MLflow, each pass one poll interval after the last)."""
 
-    def __init__(self, doc: dict, served=frozenset({"HorizontalPodAutoscaler"}), registry: FakeRegistry | None = None):
+    def __init__(self, doc: dict, served=frozenset({"HorizontalPodAutoscaler"}), registry: FakeRegistry | None = None,
+                 metrics: FakeMetrics | None = None):
         self.kube = FakeKube(served=set(served))
+        self.metrics = metrics
         self.served = served
         doc = copy.deepcopy(doc)
         doc["metadata"].setdefault("namespace", "default")
@@ -53,7 +55,9 @@ class Cluster:
             return resolution, lambda outcome: reg.record(self.registry, outcome)
 
         def no_metrics(address):
-            raise AssertionError("these passes measure nothing")
+            if self.metrics is None:
+                raise AssertionError("these passes measure nothing")
+            return self.metrics
 
         return Deps(kube=self.kube, resolve=resolve, provider=no_metrics, post=lambda about, event, at: self.events.append(event),
                     owner=lambda body, obj: owned_by(body)(obj), clock=lambda: now, autoscaler_kinds=self.served)
@@ -1102,3 +1106,80 @@ def test_a_registry_outage_prunes_nothing_and_keeps_the_rollout_that_explains_de
     for _ in range(3):
         cluster.reconcile("2026-11-21T10:05:00Z")
     assert len(_rollouts(cluster)) == 1 and degraded() == ("True", "RolloutFailed")
+
+
+def _bake_cluster(samples):
+    """Two replicas on revision A, then a model edit rolled out by setWeight 50 and a 10-minute bake; the metrics
+    answer for each revision from ``errors`` (errors per 1,000 requests)."""
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["replicas"] = 2
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}], "analyzeEveryStep": False, "bakeDuration": "10m",
+                              "scaleDownDelaySeconds": 60, "abortScaleDownDelaySeconds": 30,
+                              "analysis": {"interval": "30s", "minRequests": 10,
+                                           "metrics": [{"name": "errors", "builtin": "errorRatio", "max": 0.01}]}}
+    errors: dict[str, float] = {}
+
+    def answer(promql):
+        if "request_success_total" not in promql:
+            return None
+        rev = next((r for r in errors if f'llmops_dev_revision="{r}"' in promql), None)
+        if rev is None:
+            return None
+        return errors[rev] if 'finished_reason="error"' in promql else 1000.0
+    cluster = Cluster(doc, metrics=FakeMetrics(answer))
+    cluster.reconcile(T0)
+    a = cluster.body["status"]["stableRevision"]
+    cluster.set_ready(f"qwen-small-{a}", 2)
+    cluster.reconcile(T0)
+    cluster.edit_spec(model={"uri": "hf://org/model-b"})
+    cluster.reconcile("2026-11-21T10:01:00Z")  # the LLMRollout created
+    cluster.reconcile("2026-11-21T10:01:00Z")  # and started
+    bad = _rollout_status(cluster)["toRevision"]
+    errors.update({a: 0.0, bad: 0.0})
+    cluster.set_ready(f"qwen-small-{bad}", 2)
+    cluster.reconcile("2026-11-21T10:01:10Z")  # setWeight 50 routed, and the switch (2 ready: full size)
+    return cluster, errors, a, bad
+
+
+def _rollout_status(cluster):
+    (rollout,) = cluster.kube.list("llmops.dev/v1alpha1", "LLMRollout", "default", "")
+    return rollout["status"]
+
+
+def test_a_failed_bake_rolls_back_routes_first_and_keeps_the_new_revision_draining(samples):
+    cluster, errors, a, bad = _bake_cluster(samples)
+    status = _rollout_status(cluster)
+    assert status["phase"] == "Progressing" and status["bake"]["previousRevision"] == a, status
+    body = cluster.body["status"]
+    assert body["stableRevision"] == bad and body["previousRevision"] == a
+    assert body["previousScaleDownAt"] == "2026-11-21T10:12:10Z"  # switched 10:01:10, bake 10 min + scaleDownDelaySeconds 60
+    assert set(cluster.deployments()) == {f"qwen-small-{a}", f"qwen-small-{bad}"}  # A kept warm
+    cluster.reconcile("2026-11-21T10:01:55Z")  # a run on the new stable: healthy
+    assert _rollout_status(cluster)["analysis"]["verdict"] == "Pass"
+    errors[bad] = 300.0  # the regression shows only after promotion
+    plan, writes = cluster.reconcile("2026-11-21T10:02:30Z")
+    status = _rollout_status(cluster)
+    assert status["phase"] == "Aborted" and "rolled back: all traffic on " + a in status["message"]
+    assert cluster.body["status"]["stableRevision"] == a
+    service = cluster.kube.get("v1", "Service", "default", "qwen-small")
+    assert service["spec"]["selector"]["llmops.dev/revision"] == a  # what clients call selects A again
+    kinds = [w[1] for w in writes]
+    assert kinds.index("Service") < kinds.index("LLMDeployment"), writes  # routes first, then the status
+    assert f"qwen-small-{bad}" in cluster.deployments()  # drains abortScaleDownDelaySeconds
+    assert {"RolledBack", "RevisionRolledBack"} <= {e.reason for e in cluster.events}
+    cluster.reconcile("2026-11-21T10:03:10Z")
+    assert f"qwen-small-{bad}" not in cluster.deployments() and f"qwen-small-{a}" in cluster.deployments()
+    degraded = next(c for c in cluster.body["status"]["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "RolloutAborted")
+
+
+def test_a_passed_bake_succeeds_at_its_end_and_the_previous_revision_goes_after_the_scale_down_delay(samples):
+    cluster, errors, a, bad = _bake_cluster(samples)
+    cluster.reconcile("2026-11-21T10:05:00Z")
+    assert _rollout_status(cluster)["phase"] == "Progressing"
+    cluster.reconcile("2026-11-21T10:11:10Z")
+    status = _rollout_status(cluster)
+    assert status["phase"] == "Succeeded" and "bake passed" in status["message"], status
+    assert f"qwen-small-{a}" in cluster.deployments()  # until previousScaleDownAt, 10:12:10
+    cluster.reconcile("2026-11-21T10:12:11Z")
+    assert set(cluster.deployments()) == {f"qwen-small-{bad}"}

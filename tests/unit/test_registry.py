@@ -137,7 +137,8 @@ def test_the_cache_backs_off_after_a_failure():
 def mlflow_doc(samples):
     doc = copy.deepcopy(samples["llmdeployment-mlflow"])
     doc["spec"]["replicas"] = 1
-    doc["spec"]["rollout"].update(steps=[{"setWeight": 50}, {"pause": {"duration": "1m"}}], analyzeEveryStep=False)
+    doc["spec"]["rollout"].update(steps=[{"setWeight": 50}, {"pause": {"duration": "1m"}}], analyzeEveryStep=False,
+                                  bakeDuration="0s")  # the bake's write-back: test_reconcile's test_a_failed_bake_*
     return doc
 
 

@@ -4,6 +4,7 @@ import datetime
 
 import pytest
 
+from llm_operator import _conditions as cond
 from llm_operator._api import LLMRolloutSpec, RolloutTemplate
 from llm_operator._measure import MetricResult, Run
 from llm_operator._rollout import Observed, Traffic, canary_size, decide, needs_measurement, plan_rollout, promotion_size, stable_floor
@@ -23,6 +24,7 @@ def spec(**fields) -> LLMRolloutSpec:
 TEMPLATE = RolloutTemplate.model_validate({  # the steps as written: these tables are about the step machine
     "steps": [{"setWeight": 10}, {"analysis": {"duration": "2m"}}, {"setWeight": 50}, {"pause": {"duration": "1m"}}],
     "analyzeEveryStep": False,
+    "bakeDuration": "0s",  # the bake has tables of its own (test_the_bake_*)
     "analysis": {"interval": "30s", "inconclusiveLimit": 2, "consecutiveErrorLimit": 2},
 })
 
@@ -397,3 +399,95 @@ def test_an_inserted_analysis_holds_the_weight_until_it_passed():
     assert d.traffic.canary_weight == 20  # a pass before the 5 minutes are up does not end the step
     d = walk.step(330, ready=2, run=PASS)
     assert d.traffic.canary_weight == 50
+
+
+# ------------------------------------------------------------------------------ the bake (bakeDuration)
+
+BAKE = RolloutTemplate.model_validate({
+    "steps": [{"setWeight": 50}], "analyzeEveryStep": False, "bakeDuration": "10m",
+    "analysis": {"interval": "30s", "inconclusiveLimit": 2, "consecutiveErrorLimit": 2},
+})
+
+
+def baked_walk(**spec_fields):
+    """A rollout switched at t=0 (after its one weight step), baking until t=600."""
+    walk = Walk(plan_rollout(spec(**spec_fields), BAKE))
+    walk.step(-10, ready=2)  # setWeight 50 routed
+    d = walk.step(0, ready=4)
+    assert d.promote and walk.phase == "Progressing" and walk.status["bake"] == {
+        "startedAt": "2026-11-21T10:00:00Z", "endsAt": "2026-11-21T10:10:00Z", "previousRevision": "old"}
+    assert cond.get_condition(walk.status["conditions"], "Progressing")["reason"] == "Baking"
+    assert d.traffic == Traffic(0, 0, False) and not d.rollback
+    return walk
+
+
+def bake_observed(ready=4, previous_ready=4):
+    """During the bake the target is stable; the previous revision is kept."""
+    return Observed(stable_revision="new", target_revision="new", stable_replicas=4, canary_ready=ready, generation=1,
+                    previous_revision="old" if previous_ready is not None else None, previous_ready=previous_ready or 0)
+
+
+def bake_step(walk, t, run=None, **kw):
+    walk.decision = decide(walk.plan, walk.status, bake_observed(**kw), run, at(t))
+    walk.status = walk.decision.status
+    return walk.decision
+
+
+def test_the_bake_runs_the_analysis_on_the_new_stable_and_succeeds_at_its_end():
+    walk = baked_walk()
+    assert needs_measurement(walk.plan, walk.status, at(5)) is False  # one run window first
+    assert needs_measurement(walk.plan, walk.status, at(30))
+    d = bake_step(walk, 30, run=PASS)
+    assert walk.phase == "Progressing" and walk.status["analysis"]["passed"] == 1 and not d.promote
+    bake_step(walk, 60, run=NODATA)  # inconclusive: no pause in the bake, no rollback
+    d = bake_step(walk, 90, run=ERROR)  # Prometheus away: no evidence against what serves
+    assert walk.phase == "Progressing" and not d.rollback and d.requeue_after == 30.0
+    d = bake_step(walk, 600)
+    assert walk.phase == "Succeeded" and not d.promote and not d.rollback
+    assert walk.status["message"] == "new is stable; bake passed (1 of 3 runs passed, none failed)"
+    assert [e.reason for e in d.events] == ["BakePassed"]
+
+
+def test_a_failed_run_in_the_bake_rolls_back_to_the_previous_revision():
+    walk = baked_walk()
+    d = bake_step(walk, 120, run=FAIL)
+    assert d.rollback and walk.phase == "Aborted" and d.traffic == Traffic(0, 0, False)
+    degraded = cond.get_condition(walk.status["conditions"], "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "RolledBack")
+    assert walk.status["message"] == "bake failed: error-ratio: 0.2 (want <= 0.01); rolled back: all traffic on old"
+    assert [e.reason for e in d.events] == ["RolledBack"]
+
+
+def test_a_failed_bake_with_no_previous_pods_left_fails_and_keeps_the_new_stable():
+    walk = baked_walk()
+    d = bake_step(walk, 120, run=FAIL, previous_ready=0)
+    assert not d.rollback and walk.phase == "Failed"
+    assert cond.get_condition(walk.status["conditions"], "Degraded")["reason"] == "BakeFailed"
+    assert walk.status["message"].endswith("no ready pod of the previous revision old to roll back to: new stays stable")
+
+
+def test_abort_during_the_bake_rolls_back_and_promote_ends_it():
+    walk = baked_walk()
+    walk.plan = plan_rollout(spec(abort=True), BAKE)
+    d = bake_step(walk, 40)
+    assert d.rollback and walk.phase == "Aborted"
+    assert cond.get_condition(walk.status["conditions"], "Degraded")["reason"] == "AbortedByUser"
+    walk = baked_walk()
+    walk.plan = plan_rollout(spec(promote=True), BAKE)
+    d = bake_step(walk, 40)
+    assert walk.phase == "Succeeded" and not d.rollback and "bake skipped by spec.promote" in walk.status["message"]
+
+
+def test_edited_steps_during_the_bake_do_not_restart_the_rollout():
+    walk = baked_walk()
+    walk.plan = plan_rollout(spec(steps=[{"setWeight": 20}]), BAKE)
+    bake_step(walk, 40, run=PASS)
+    assert walk.phase == "Progressing" and walk.status["bake"] and walk.status["currentStepIndex"] == 1
+
+
+def test_strategy_none_and_promote_have_no_bake():
+    assert plan_rollout(spec(strategy="none"), BAKE).bake_seconds == 0
+    walk = Walk(plan_rollout(spec(promote=True), BAKE))
+    d = walk.step(0, ready=4)
+    assert d.promote and walk.phase == "Succeeded" and "bake" not in walk.status
+    assert plan_rollout(spec(), RolloutTemplate()).bake_seconds == 1800  # the default: 30 minutes
