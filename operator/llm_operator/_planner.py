@@ -800,17 +800,23 @@ def _conditions(pass_: _Pass, target: _Target, started: _Started, size: _Size, s
 
 
 def _action_events(actions: tuple[Action, ...]) -> tuple[Event, ...]:
-    """Phase 9a: one Normal Event per child created, updated, scaled or deleted."""
-    events = []
+    """Phase 9a: the children created, updated, scaled or deleted, one Normal Event per verb and pass ("Created
+    Deployment x, Service y, ..."), at most 1,000 characters (events.k8s.io's limit for a note). One Event per child
+    made Events 56% of the operator's writes at 1,000 LLMDeployments (issue 15's baseline)."""
+    done: dict[str, list[str]] = {}
     for action in actions:
         if isinstance(action, Apply):
             verb = "Created" if action.created else "Updated"
-            events.append(Event("Normal", verb, f"{verb} {action.obj['kind']} {action.obj['metadata']['name']}"))
+            done.setdefault(verb, []).append(f"{action.obj['kind']} {action.obj['metadata']['name']}")
         elif isinstance(action, Delete):
-            events.append(Event("Normal", "Deleted", f"Deleted {action.kind} {action.name}"))
+            done.setdefault("Deleted", []).append(f"{action.kind} {action.name}")
         elif isinstance(action, Scale):
-            events.append(Event("Normal", "Scaled", f"Scaled Deployment {action.name} to {action.replicas}"))
-    return tuple(events)
+            done.setdefault("Scaled", []).append(f"Deployment {action.name} to {action.replicas}")
+    return tuple(Event("Normal", verb, _clip(f"{verb} " + ", ".join(what), 1000)) for verb, what in done.items())
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _condition_events(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> tuple[Event, ...]:
