@@ -34,7 +34,7 @@ from . import _registry as reg
 from ._api import API_VERSION, LLMDeploymentSpec, ResolvedModel
 from ._measure import Run
 from ._rollout import Observed as RolloutObserved
-from ._rollout import baking, decide, promotion_size, stable_floor
+from ._rollout import bake_recovered, baking, decide, promotion_size, stable_floor
 from ._validation import InvalidSpec, parse_llmdeployment
 from ._vocabulary import TERMINAL, Event, parse_rfc3339, rfc3339
 
@@ -491,7 +491,17 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
             if gate.get("phase") == "Failed":
                 events.append(Event("Warning", "QualityGateFailed", gate["message"], about=active.body))
         return dataclasses.replace(base, actions=tuple(actions), events=tuple(events))
+    recovered = (revision.id == stable_id and not baking(rollout_status) and rollout_status.get("phase") not in TERMINAL
+                 and active.plan.bake_seconds > 0 and base.previous and rollout_status.get("fromRevision") == base.previous
+                 and base.previous in pass_.observed.deployments)
+    if recovered:  # the switch is recorded on the LLMDeployment only: its bake starts now, not skipped
+        assert base.previous is not None
+        actions.append(WriteStatus(active.body, bake_recovered(active.plan, rollout_status, base.previous, pass_.now_dt)))
+        return dataclasses.replace(base, active=active, actions=tuple(actions), events=tuple(events))
     if revision.id == stable_id and not baking(rollout_status):
+        if rollout_status.get("phase") in TERMINAL and active.plan.retry > (rollout_status.get("observedRetry") or 0):
+            rollout_status.update(observedRetry=active.plan.retry, message=f"{revision.id} is already stable: nothing to retry")
+            actions.append(WriteStatus(active.body, rollout_status))  # consumed, or the retry would be pending forever
         if rollout_status.get("phase") not in TERMINAL:
             rollout_status.update(phase="Succeeded", toRevision=revision.id, fromRevision=stable_id, finishedAt=pass_.now,
                                   message=f"{revision.id} is already stable")
@@ -516,10 +526,15 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
                                    events=(*stepped.events, promoted))
     if decision.rollback and base.previous:  # a failed bake: the previous revision is stable again, routes first
         drain[revision.id] = active.plan.abort_scale_down_delay_seconds
+        previous_live = _replicas(pass_.observed.deployments.get(base.previous))
+        grown = _replicas(pass_.observed.deployments.get(revision.id))
+        scale: tuple[Action, ...] = ()
+        if pass_.spec.autoscaling is not None and grown > previous_live:  # the HPA grew the new one: all of it comes back
+            scale = (Scale(c.revision_deployment_name(pass_.name, base.previous), grown),)
         back = Event("Warning", "RevisionRolledBack", f"revision {revision.id} rolled back to {base.previous}: "
                                                       f"{decision.status.get('message', '')}")
         return dataclasses.replace(stepped, stable_id=base.previous, previous=None, previous_at=None, drain=drain,
-                                   events=(*stepped.events, back))
+                                   actions=(*stepped.actions, *scale), events=(*stepped.events, back))
     if revision.id == stable_id:  # baking, or the bake just ended: it serves as stable, with no canary
         return stepped
     if decision.status.get("phase") in TERMINAL:
@@ -780,6 +795,12 @@ def _conditions(pass_: _Pass, target: _Target, started: _Started, size: _Size, s
         conditions = setc(conditions, cond.PROGRESSING, "True", "RolloutInProgress",
                           f"LLMRollout {rollout}: {serving.routes.canary_weight}% to revision {canary.id}, "
                           f"{_ready(observed.deployments.get(canary.id))}/{serving.canary_replicas} pods ready{held}")
+    elif serving.active is not None and baking(active_status := _this_pass(serving.active.body, ordered.actions)) \
+            and stable_id == serving.active.revision.id:
+        bake = active_status.get("bake") or {}
+        conditions = setc(conditions, cond.PROGRESSING, "True", "Baking",
+                          f"LLMRollout {serving.active.body['metadata']['name']}: revision {stable_id} serves all traffic, baking "
+                          f"until {bake.get('endsAt')}; revision {bake.get('previousRevision')} is kept to roll back to")
     elif pending is not None:
         conditions = setc(conditions, cond.PROGRESSING, "True", "RolloutPending", pending)
     elif behind is not None:
@@ -797,6 +818,12 @@ def _conditions(pass_: _Pass, target: _Target, started: _Started, size: _Size, s
     if behind is not None:  # stable serves, but not the model the spec names: not Healthy in Argo CD
         return setc(conditions, cond.DEGRADED, "True", *behind)
     return setc(conditions, cond.DEGRADED, "False", "AsExpected", "")
+
+
+def _this_pass(rollout: Mapping[str, Any], actions: tuple[Action, ...]) -> dict[str, Any]:
+    """``rollout``'s status as this pass writes it (as read when the pass writes none)."""
+    written = [a.status for a in actions if isinstance(a, WriteStatus) and a.body is rollout]
+    return dict(written[-1] if written else rollout.get("status") or {})
 
 
 def _action_events(actions: tuple[Action, ...]) -> tuple[Event, ...]:

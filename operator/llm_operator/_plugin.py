@@ -89,8 +89,12 @@ def rollback_rollout(deployment: Mapping[str, Any], rollouts: list[Mapping[str, 
     name = meta["name"]
     running = [r for r in rollouts if (r.get("status") or {}).get("phase") not in FINISHED and not r["metadata"].get("deletionTimestamp")]
     if running:
-        raise ActionError(f"llmrollout {running[0]['metadata']['name']} is in flight; abort it instead "
-                          f"(kubectl llm abort {running[0]['metadata']['name']}): stable never stopped serving")
+        name_ = running[0]["metadata"]["name"]
+        if (running[0].get("status") or {}).get("bake"):
+            raise ActionError(f"llmrollout {name_} is baking; abort it instead (kubectl llm abort {name_}): that rolls back "
+                              f"to {(running[0]['status']['bake'] or {}).get('previousRevision')}, whose pods are still up")
+        raise ActionError(f"llmrollout {name_} is in flight; abort it instead (kubectl llm abort {name_}): stable never "
+                          "stopped serving")
     stable = status.get("stableRevision")
     succeeded = sorted((r for r in rollouts if (r.get("status") or {}).get("phase") == "Succeeded"),
                        key=lambda r: ((r.get("status") or {}).get("finishedAt") or "", r["metadata"]["name"]))

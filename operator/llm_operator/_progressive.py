@@ -17,7 +17,7 @@ from . import _promql as q
 from . import _registry as reg
 from ._api import API_VERSION, Analysis, LLMDeploymentSpec, LLMRolloutSpec, MlflowModelRef, ResolvedModel, parse_duration
 from ._measure import Context
-from ._rollout import RolloutPlan, needs_measurement, plan_rollout, run_window
+from ._rollout import COMPLETED, RolloutPlan, baking, needs_measurement, plan_rollout, run_window
 from ._validation import FieldError, InvalidSpec, parse_llmrollout
 from ._vocabulary import TERMINAL
 
@@ -131,8 +131,18 @@ def revision_of(rollout: Mapping[str, Any]) -> str | None:
 def supersede(rollout: Mapping[str, Any], revision: str, now: str) -> dict[str, Any]:
     """The status of an unfinished operator-made rollout whose revision the spec no longer names: aborted,
     all traffic back on stable (its pods drain for ``abortScaleDownDelaySeconds``), and a pending ``retry``
-    consumed (an outdated revision is not retried)."""
+    consumed (an outdated revision is not retried). One in its bake is stable already: it ends Succeeded, its bake
+    cut short (the newer revision's rollout starts from it), not Aborted while it serves all traffic."""
     st = dict(rollout.get("status") or {})
+    if baking(st):
+        message = f"{st.get('toRevision')} is stable; its bake was cut short by revision {revision} (the spec names another)"
+        st.update(phase="Succeeded", message=message, finishedAt=now,
+                  observedRetry=max(st.get("observedRetry") or 0, rollout.get("spec", {}).get("retry") or 0))
+        generation = rollout["metadata"].get("generation")
+        st["conditions"] = cond.set_condition(st.get("conditions", []), cond.PROGRESSING, "False", "Superseded", message,
+                                              now=now, generation=generation)
+        st["conditions"] = cond.set_condition(st["conditions"], COMPLETED, "True", "Superseded", message, now=now, generation=generation)
+        return st
     message = f"superseded by revision {revision} (the spec names another model or runtime); all traffic on stable"
     st.update(phase="Aborted", message=message, finishedAt=now, canaryWeight=0, mirrorWeight=0, preview=False, canaryReplicas=0,
               observedRetry=max(st.get("observedRetry") or 0, rollout.get("spec", {}).get("retry") or 0))

@@ -279,6 +279,22 @@ def run_window(analysis: Analysis) -> float:
     return max(parse_duration(analysis.interval), 10.0)
 
 
+def bake_recovered(plan: RolloutPlan, status: dict[str, Any], previous: str, now: datetime.datetime) -> dict[str, Any]:
+    """The status of a rollout whose switch the LLMDeployment recorded but the rollout did not (its status write was
+    lost to a conflict or a crash between the two writes): its bake, from now, with ``previous`` to roll back to."""
+    st = copy.deepcopy(status)
+    ends = now + datetime.timedelta(seconds=plan.bake_seconds)
+    message = (f"{st.get('toRevision')} is stable, baking until {_ts(ends)}: the analysis runs on it, {previous} is kept "
+               "to roll back to")
+    st.update(phase="Progressing", currentStepIndex=len(plan.steps), canaryWeight=0, mirrorWeight=0, preview=False,
+              canaryReplicas=0, stepStartedAt=_ts(now), analysis=None, message=message,
+              bake={"startedAt": _ts(now), "endsAt": _ts(ends), "previousRevision": previous})
+    st.pop("waitingSince", None)
+    st["conditions"] = cond.set_condition(st.get("conditions", []), cond.PROGRESSING, "True", Reason.BAKING, message,
+                                          now=_ts(now), generation=st.get("observedGeneration"))
+    return st
+
+
 def baking(status: dict[str, Any]) -> bool:
     """Whether the rollout is in its bake: switched, the analysis running on the new stable."""
     return status.get("phase") in ("Progressing", "Paused") and bool(status.get("bake"))
@@ -428,7 +444,7 @@ class _Pass:
                        currentStepIndex=0, stepsTotal=len(plan.steps), stepsHash=plan.steps_hash, stepStartedAt=self.stamp,
                        waitingSince=None, canaryWeight=0, mirrorWeight=0, preview=False, analysis=None,
                        observedRetry=plan.retry, observedResume=plan.resume, startedAt=self.stamp, finishedAt=None,
-                       message="")
+                       message="", bake=None)  # a retried rolled-back rollout bakes again only after a new switch
         self.condition(cond.DEGRADED, "False", Reason.AS_EXPECTED, "")
         self.events.append(Event("Normal", reason, (f"{plan.strategy} rollout from {observed.stable_revision} to "
                                                f"{observed.target_revision} ({len(plan.steps)} steps)")))

@@ -1184,3 +1184,90 @@ def test_a_passed_bake_succeeds_at_its_end_and_the_previous_revision_goes_after_
     assert f"qwen-small-{a}" in cluster.deployments()  # until previousScaleDownAt, 10:12:10
     cluster.reconcile("2026-11-21T10:12:11Z")
     assert set(cluster.deployments()) == {f"qwen-small-{bad}"}
+
+
+def _edit_rollout(cluster, **spec):
+    (key,) = [k for k in cluster.kube.objects if k[1] == "LLMRollout"]
+    cluster.kube.objects[key]["spec"].update(spec)
+    cluster.kube.objects[key]["metadata"]["generation"] += 1
+
+
+def _rolled_back(samples):
+    cluster, errors, a, bad = _bake_cluster(samples)
+    errors[bad] = 300.0
+    cluster.reconcile("2026-11-21T10:02:30Z")
+    assert _rollout_status(cluster)["phase"] == "Aborted"
+    return cluster, errors, a, bad
+
+
+def test_a_retried_rolled_back_rollout_starts_over_at_step_0_not_in_its_old_bake(samples):
+    """Review: restart kept status.bake, so a retry went straight to the old bake and ended Succeeded, unpromoted,
+    writing the promote alias for a revision that never served."""
+    cluster, errors, a, bad = _rolled_back(samples)
+    cluster.reconcile("2026-11-21T10:03:10Z")  # drained: its pods are gone
+    errors[bad] = 0.0
+    _edit_rollout(cluster, retry=1)
+    cluster.reconcile("2026-11-21T10:20:00Z")
+    status = _rollout_status(cluster)
+    assert status["phase"] == "Progressing" and status["currentStepIndex"] == 0 and "bake" not in status, status
+    assert status["startedAt"] == "2026-11-21T10:20:00Z" and "waiting for" in status["message"]
+    assert cluster.body["status"]["stableRevision"] == a
+
+
+def test_a_switch_the_rollout_did_not_record_still_bakes(samples):
+    """Review: the LLMDeployment's status landed (stable = the new revision), the rollout's was lost (a conflict);
+    the next pass closed the rollout as "already stable" with no bake. Now its bake starts then."""
+    cluster, errors, a, bad = _bake_cluster(samples)
+    (key,) = [k for k in cluster.kube.objects if k[1] == "LLMRollout"]
+    status = cluster.kube.objects[key]["status"]
+    status.pop("bake")  # as if the switch's rollout status write had been lost
+    status.update(phase="Progressing", currentStepIndex=0, canaryWeight=50)
+    cluster.reconcile("2026-11-21T10:01:30Z")
+    status = _rollout_status(cluster)
+    assert status["phase"] == "Progressing" and status["bake"]["previousRevision"] == a
+    assert status["bake"]["endsAt"] == "2026-11-21T10:11:30Z"
+
+
+def test_a_newer_revision_during_the_bake_ends_it_succeeded_not_aborted(samples):
+    """Review: superseded in its bake, the revision serving all traffic was recorded Aborted (and so in MLflow)."""
+    cluster, errors, a, bad = _bake_cluster(samples)
+    cluster.edit_spec(model={"uri": "hf://org/model-c"})
+    cluster.reconcile("2026-11-21T10:02:00Z")
+    old = {r["metadata"]["name"]: r.get("status", {}) for r in cluster.kube.list("llmops.dev/v1alpha1", "LLMRollout", "default", "")}
+    assert old[f"qwen-small-{bad}"]["phase"] == "Succeeded" and "bake was cut short" in old[f"qwen-small-{bad}"]["message"]
+    assert cluster.body["status"]["stableRevision"] == bad
+
+
+def test_a_failed_bake_with_nothing_to_go_back_to_consumes_a_retry(samples):
+    cluster, errors, a, bad = _bake_cluster(samples)
+    del cluster.kube.objects[("apps/v1", "Deployment", "default", f"qwen-small-{a}")]  # someone deleted A
+    errors[bad] = 300.0
+    cluster.reconcile("2026-11-21T10:02:30Z")
+    assert _rollout_status(cluster)["phase"] == "Failed"
+    _edit_rollout(cluster, retry=1)
+    cluster.reconcile("2026-11-21T10:03:00Z")
+    status = _rollout_status(cluster)
+    assert status["observedRetry"] == 1 and "already stable" in status["message"]
+    assert not p.wants_pass(cluster.kube.list("llmops.dev/v1alpha1", "LLMRollout", "default", "")[0])
+
+
+def test_the_llmdeployment_says_baking_while_its_rollout_bakes(samples):
+    cluster, errors, a, bad = _bake_cluster(samples)
+    progressing = next(c for c in cluster.body["status"]["conditions"] if c["type"] == "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("True", "Baking")
+    assert f"revision {a} is kept to roll back to" in progressing["message"]
+
+
+def test_a_rollback_under_an_autoscaler_brings_back_the_size_it_grew_to(samples):
+    """Review: the HPA grew the new revision to 6 under all the traffic; the previous came back at its old 2."""
+    samples = copy.deepcopy(samples)
+    samples["llmdeployment-minimal"]["spec"]["autoscaling"] = {"minReplicas": 2, "maxReplicas": 8}
+    cluster, errors, a, bad = _bake_cluster(samples)
+    cluster.kube.objects[("apps/v1", "Deployment", "default", f"qwen-small-{bad}")]["spec"]["replicas"] = 6
+    cluster.set_ready(f"qwen-small-{bad}", 6)
+    errors[bad] = 300.0
+    plan, writes = cluster.reconcile("2026-11-21T10:02:30Z")
+    assert cluster.deployments()[f"qwen-small-{a}"]["spec"]["replicas"] == 6
+    assert cluster.child("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] == f"qwen-small-{a}"
+    kinds = [w[1] for w in writes]
+    assert ("scale", "Deployment", f"qwen-small-{a}") in writes or "Deployment" in kinds
