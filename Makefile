@@ -74,7 +74,7 @@ KWOK_STAGES := node/fast/node-initialize node/heartbeat-with-lease/node-heartbea
 $(CP_STAMP): sandbox/controlplane/go.mod sandbox/controlplane/go.sum sandbox/controlplane/VERSIONS sandbox/controlplane/etcd/main.go
 	@command -v $(GO) >/dev/null || { echo "control-plane: needs Go (1.26) on PATH"; exit 1; }
 	@mkdir -p $(CP_DIR)/bin/kwok-stages
-	@echo "control-plane [1/2] kube-apiserver, kube-controller-manager, kube-scheduler $(KUBERNETES) and etcd $(ETCD) from their Go modules into $(CP_DIR) (cold: ~15 min on 2 cores)"
+	@echo "control-plane [1/2] kube-apiserver, kube-controller-manager, kube-scheduler $(KUBERNETES) and etcd $(ETCD) from their Go modules into $(CP_DIR) (cold: ~11 min on 2 cores)"
 	@set -o pipefail; cd sandbox/controlplane && $(GO) build -v -trimpath -ldflags=-s -o $(CP_DIR)/bin/ \
 	  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler ./etcd \
 	  2>&1 | awk '/^go: downloading/ {d++; next} /^#|\.go:[0-9]+/ {print; next} {n++} n % 250 == 0 {printf "control-plane       %d packages compiled, %d modules downloaded\n", n, d; fflush()}'
