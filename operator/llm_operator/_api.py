@@ -825,6 +825,7 @@ class BakeStatus(_Model):
     started_at: str
     ends_at: str
     previous_revision: str | None = None
+    cut_short: bool | None = Field(None, description="Ended by a newer revision before endsAt (no promote alias moved).")
 
 
 class LLMRolloutStatus(_Model):

@@ -34,7 +34,7 @@ from . import _registry as reg
 from ._api import API_VERSION, LLMDeploymentSpec, ResolvedModel
 from ._measure import Run
 from ._rollout import Observed as RolloutObserved
-from ._rollout import bake_recovered, baking, decide, promotion_size, stable_floor
+from ._rollout import bake_lost, bake_recovered, baking, decide, promotion_size, stable_floor
 from ._validation import InvalidSpec, parse_llmdeployment
 from ._vocabulary import TERMINAL, Event, parse_rfc3339, rfc3339
 
@@ -491,9 +491,15 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
             if gate.get("phase") == "Failed":
                 events.append(Event("Warning", "QualityGateFailed", gate["message"], about=active.body))
         return dataclasses.replace(base, actions=tuple(actions), events=tuple(events))
+    if baking(rollout_status) and revision.id != stable_id:  # stale: its rollback, or another switch, was recorded
+        actions.append(WriteStatus(active.body, bake_lost(rollout_status, stable_id, pass_.now_dt)))
+        return dataclasses.replace(base, actions=tuple(actions), events=tuple(events))
+    # The evidence that this rollout switched: the LLMDeployment's status names it (status.rollout, written while a
+    # rollout carries a canary or bakes), and the previous revision is the one it came from.
     recovered = (revision.id == stable_id and not baking(rollout_status) and rollout_status.get("phase") not in TERMINAL
                  and active.plan.bake_seconds > 0 and base.previous and rollout_status.get("fromRevision") == base.previous
-                 and base.previous in pass_.observed.deployments)
+                 and base.previous in pass_.observed.deployments
+                 and pass_.old_status.get("rollout") == active.body["metadata"]["name"])
     if recovered:  # the switch is recorded on the LLMDeployment only: its bake starts now, not skipped
         assert base.previous is not None
         actions.append(WriteStatus(active.body, bake_recovered(active.plan, rollout_status, base.previous, pass_.now_dt)))
@@ -747,7 +753,8 @@ def _status(pass_: _Pass, target: _Target, started: _Started, size: _Size, servi
         "specRevision": started.spec_revision,
         "previousRevision": retained.previous,
         "previousScaleDownAt": retained.previous_at,
-        "rollout": active.body["metadata"]["name"] if canary and active else None,
+        "rollout": active.body["metadata"]["name"] if active and (canary or baking(_this_pass(active.body, ordered.actions)))
+        else None,
         "revisions": revisions,
         "draining": list(retained.draining) or None,
         "replicas": _int((stable_live or {}).get("status", {}).get("replicas")),

@@ -136,7 +136,7 @@ def supersede(rollout: Mapping[str, Any], revision: str, now: str) -> dict[str, 
     st = dict(rollout.get("status") or {})
     if baking(st):
         message = f"{st.get('toRevision')} is stable; its bake was cut short by revision {revision} (the spec names another)"
-        st.update(phase="Succeeded", message=message, finishedAt=now,
+        st.update(phase="Succeeded", message=message, finishedAt=now, bake={**st["bake"], "cutShort": True},
                   observedRetry=max(st.get("observedRetry") or 0, rollout.get("spec", {}).get("retry") or 0))
         generation = rollout["metadata"].get("generation")
         st["conditions"] = cond.set_condition(st.get("conditions", []), cond.PROGRESSING, "False", "Superseded", message,

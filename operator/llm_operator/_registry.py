@@ -181,7 +181,9 @@ def outcome_of(ref: MlflowModelRef, version: str, rollout: Mapping[str, Any]) ->
                if m.get("value") is not None]
     if figures:
         tags[f"{TAG_PREFIX}analysis"] = ", ".join(figures)[:500]
-    promoted = outcome == "succeeded"
+    # A bake cut short by a newer revision: tagged succeeded (it served), but the promote alias or stage does not
+    # move to it (it did not finish its bake, and the newer one's rollout is under way).
+    promoted = outcome == "succeeded" and not (status.get("bake") or {}).get("cutShort")
     return Outcome(ref.name, version, outcome, tags,
                    alias=ref.promote_alias if promoted else None, stage=ref.promote_stage if promoted else None)
 

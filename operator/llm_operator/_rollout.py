@@ -295,6 +295,23 @@ def bake_recovered(plan: RolloutPlan, status: dict[str, Any], previous: str, now
     return st
 
 
+def bake_lost(status: dict[str, Any], stable: str, now: datetime.datetime) -> dict[str, Any]:
+    """The status of a rollout that says it bakes a revision which is not the stable one: the rollback it made was
+    recorded on the LLMDeployment but not on it (``stable`` is its bake's previous revision), or another rollout has
+    switched since. Stale either way: Aborted, traffic left as it is."""
+    st = copy.deepcopy(status)
+    previous = (st.get("bake") or {}).get("previousRevision")
+    reason, message = ((Reason.ROLLED_BACK, f"rolled back: all traffic on {stable} (recorded by the LLMDeployment)")
+                       if previous == stable else ("Superseded", f"revision {stable} serves now; the bake of "
+                                                                 f"{st.get('toRevision')} ended unfinished"))
+    st.update(phase="Aborted", message=message, finishedAt=_ts(now), canaryWeight=0, mirrorWeight=0, preview=False,
+              canaryReplicas=0)
+    for type_, value in ((cond.PROGRESSING, "False"), (cond.DEGRADED, "True")):
+        st["conditions"] = cond.set_condition(st.get("conditions", []), type_, value, reason, message, now=_ts(now),
+                                              generation=st.get("observedGeneration"))
+    return st
+
+
 def baking(status: dict[str, Any]) -> bool:
     """Whether the rollout is in its bake: switched, the analysis running on the new stable."""
     return status.get("phase") in ("Progressing", "Paused") and bool(status.get("bake"))

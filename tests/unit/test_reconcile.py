@@ -1271,3 +1271,33 @@ def test_a_rollback_under_an_autoscaler_brings_back_the_size_it_grew_to(samples)
     assert cluster.child("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] == f"qwen-small-{a}"
     kinds = [w[1] for w in writes]
     assert ("scale", "Deployment", f"qwen-small-{a}") in writes or "Deployment" in kinds
+
+
+def test_a_rollback_the_rollout_did_not_record_ends_it_aborted_not_baking_a_revision_that_does_not_serve(samples):
+    """Second review: the rollback's LLMDeployment status landed (A stable again), the rollout's own was lost; it
+    kept baking B as a 0% canary and at endsAt said Succeeded, moving the promote alias to a revision not serving."""
+    cluster, errors, a, bad = _bake_cluster(samples)
+    (key,) = [k for k in cluster.kube.objects if k[1] == "LLMRollout"]
+    baking_status = copy.deepcopy(cluster.kube.objects[key]["status"])
+    errors[bad] = 300.0
+    cluster.reconcile("2026-11-21T10:02:30Z")
+    assert cluster.body["status"]["stableRevision"] == a
+    cluster.kube.objects[key]["status"] = baking_status  # as if the rollout's status write had been lost
+    cluster.reconcile("2026-11-21T10:02:40Z")
+    status = _rollout_status(cluster)
+    assert status["phase"] == "Aborted" and status["message"].startswith(f"rolled back: all traffic on {a}")
+    assert cluster.body["status"]["stableRevision"] == a
+
+
+def test_an_older_rollout_resuming_after_another_switched_does_not_start_a_bake(samples):
+    """Second review: the recovery of a lost switch write fired for a rollout that had not switched; the evidence now
+    is the LLMDeployment's status.rollout naming it."""
+    cluster, errors, a, bad = _bake_cluster(samples)
+    (key,) = [k for k in cluster.kube.objects if k[1] == "LLMRollout"]
+    assert cluster.body["status"]["rollout"] == key[3]  # named while it bakes
+    status = cluster.kube.objects[key]["status"]
+    status.pop("bake")
+    status.update(phase="Progressing", currentStepIndex=0, canaryWeight=50)
+    cluster.kube.objects[cluster.key]["status"]["rollout"] = "another-rollout"  # another one switched
+    cluster.reconcile("2026-11-21T10:01:30Z")
+    assert "bake" not in _rollout_status(cluster)

@@ -436,3 +436,19 @@ def test_the_operators_own_registry_uses_its_environment(monkeypatch):
     finally:
         server.shutdown()
     assert seen == ["Bearer OPERATORS-OWN-TOKEN"]
+
+
+def test_a_bake_cut_short_by_a_newer_revision_is_tagged_succeeded_without_moving_the_promote_alias():
+    """Second review: with the followed alias equal to promoteAlias, moving it to the cut-short version undid the
+    owner's own move to the newer one."""
+    from llm_operator import _registry as r
+    from llm_operator._api import MlflowModelRef
+
+    ref = MlflowModelRef.model_validate({"name": "m", "alias": "champion", "promoteAlias": "champion"})
+    rollout = {"metadata": {"name": "m-b", "namespace": "default"},
+               "status": {"phase": "Succeeded", "toRevision": "b", "finishedAt": "t",
+                          "bake": {"startedAt": "t", "endsAt": "t", "cutShort": True}}}
+    out = r.outcome_of(ref, "5", rollout)
+    assert out.outcome == "succeeded" and out.alias is None and out.stage is None
+    rollout["status"]["bake"]["cutShort"] = None
+    assert r.outcome_of(ref, "5", rollout).alias == "champion"
