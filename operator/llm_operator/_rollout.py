@@ -306,7 +306,8 @@ def bake_lost(status: dict[str, Any], stable: str, now: datetime.datetime) -> di
                                                                  f"{st.get('toRevision')} ended unfinished"))
     st.update(phase="Aborted", message=message, finishedAt=_ts(now), canaryWeight=0, mirrorWeight=0, preview=False,
               canaryReplicas=0)
-    for type_, value in ((cond.PROGRESSING, "False"), (cond.DEGRADED, "True")):
+    ends: tuple[tuple[str, cond.Status], ...] = ((cond.PROGRESSING, "False"), (cond.DEGRADED, "True"))
+    for type_, value in ends:
         st["conditions"] = cond.set_condition(st.get("conditions", []), type_, value, reason, message, now=_ts(now),
                                               generation=st.get("observedGeneration"))
     return st
