@@ -491,28 +491,11 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
             if gate.get("phase") == "Failed":
                 events.append(Event("Warning", "QualityGateFailed", gate["message"], about=active.body))
         return dataclasses.replace(base, actions=tuple(actions), events=tuple(events))
-    if baking(rollout_status) and revision.id != stable_id:  # stale: its rollback, or another switch, was recorded
-        actions.append(WriteStatus(active.body, bake_lost(rollout_status, stable_id, pass_.now_dt)))
-        return dataclasses.replace(base, actions=tuple(actions), events=tuple(events))
-    # The evidence that this rollout switched: the LLMDeployment's status names it (status.rollout, written while a
-    # rollout carries a canary or bakes), and the previous revision is the one it came from.
-    recovered = (revision.id == stable_id and not baking(rollout_status) and rollout_status.get("phase") not in TERMINAL
-                 and active.plan.bake_seconds > 0 and base.previous and rollout_status.get("fromRevision") == base.previous
-                 and base.previous in pass_.observed.deployments
-                 and pass_.old_status.get("rollout") == active.body["metadata"]["name"])
-    if recovered:  # the switch is recorded on the LLMDeployment only: its bake starts now, not skipped
-        assert base.previous is not None
-        actions.append(WriteStatus(active.body, bake_recovered(active.plan, rollout_status, base.previous, pass_.now_dt)))
-        return dataclasses.replace(base, active=active, actions=tuple(actions), events=tuple(events))
-    if revision.id == stable_id and not baking(rollout_status):
-        if rollout_status.get("phase") in TERMINAL and active.plan.retry > (rollout_status.get("observedRetry") or 0):
-            rollout_status.update(observedRetry=active.plan.retry, message=f"{revision.id} is already stable: nothing to retry")
-            actions.append(WriteStatus(active.body, rollout_status))  # consumed, or the retry would be pending forever
-        if rollout_status.get("phase") not in TERMINAL:
-            rollout_status.update(phase="Succeeded", toRevision=revision.id, fromRevision=stable_id, finishedAt=pass_.now,
-                                  message=f"{revision.id} is already stable")
-            actions.append(WriteStatus(active.body, rollout_status))
-        return dataclasses.replace(base, active=active, actions=tuple(actions), events=tuple(events))
+    kept = _without_steps(pass_, base.previous, active, rollout_status, stable_id)
+    if kept is not None:  # no step to take: the rollout's status is only brought up to date
+        write, carried = kept
+        actions += [write] if write is not None else []
+        return dataclasses.replace(base, active=active if carried else None, actions=tuple(actions), events=tuple(events))
     decision = decide(active.plan, rollout_status, RolloutObserved(
         stable_revision=stable_id, target_revision=revision.id, stable_replicas=max(size.want, size.floor or 0, 1),
         canary_ready=_ready(pass_.observed.deployments.get(revision.id)),
@@ -531,16 +514,7 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
                                    previous_at=rfc3339(pass_.now_dt + datetime.timedelta(seconds=keep)),
                                    events=(*stepped.events, promoted))
     if decision.rollback and base.previous:  # a failed bake: the previous revision is stable again, routes first
-        drain[revision.id] = active.plan.abort_scale_down_delay_seconds
-        previous_live = _replicas(pass_.observed.deployments.get(base.previous))
-        grown = _replicas(pass_.observed.deployments.get(revision.id))
-        scale: tuple[Action, ...] = ()
-        if pass_.spec.autoscaling is not None and grown > previous_live:  # the HPA grew the new one: all of it comes back
-            scale = (Scale(c.revision_deployment_name(pass_.name, base.previous), grown),)
-        back = Event("Warning", "RevisionRolledBack", f"revision {revision.id} rolled back to {base.previous}: "
-                                                      f"{decision.status.get('message', '')}")
-        return dataclasses.replace(stepped, stable_id=base.previous, previous=None, previous_at=None, drain=drain,
-                                   actions=(*stepped.actions, *scale), events=(*stepped.events, back))
+        return _rolled_back(pass_, stepped, active, base.previous, decision.status.get("message", ""))
     if revision.id == stable_id:  # baking, or the bake just ended: it serves as stable, with no canary
         return stepped
     if decision.status.get("phase") in TERMINAL:
@@ -551,6 +525,50 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
     routes = b.Routes(100 - decision.traffic.canary_weight, decision.traffic.canary_weight, decision.traffic.mirror_percent)
     return dataclasses.replace(stepped, canary=revision, canary_spec=active.spec, canary_replicas=decision.canary_replicas,
                                routes=routes, preview=decision.traffic.preview)
+
+
+def _without_steps(pass_: _Pass, previous: str | None, active: p.Active, rollout_status: dict[str, Any],
+                   stable_id: str) -> tuple[WriteStatus | None, bool] | None:
+    """The active rollout's status when it has no step to take, as (the write, or None; whether it stays the active
+    rollout of the pass), else None (:func:`~llm_operator._rollout.decide` steps it):
+
+    - it says it bakes a revision that is not stable: stale (its rollback, or another rollout's switch, was recorded
+      on the LLMDeployment but not on it): Aborted;
+    - its revision is stable but it does not bake although it should: its switch was recorded on the LLMDeployment
+      only (the evidence: ``status.rollout`` names it, and the previous revision is the one it came from): its
+      bake starts now;
+    - its revision is stable already: Succeeded (a pending retry consumed)."""
+    revision, name = active.revision.id, active.body["metadata"]["name"]
+    if baking(rollout_status) and revision != stable_id:
+        return WriteStatus(active.body, bake_lost(rollout_status, stable_id, pass_.now_dt)), False
+    if revision != stable_id or baking(rollout_status):
+        return None
+    terminal = rollout_status.get("phase") in TERMINAL
+    if (not terminal and active.plan.bake_seconds > 0 and previous and rollout_status.get("fromRevision") == previous
+            and previous in pass_.observed.deployments and pass_.old_status.get("rollout") == name):
+        return WriteStatus(active.body, bake_recovered(active.plan, rollout_status, previous, pass_.now_dt)), True
+    if terminal and active.plan.retry > (rollout_status.get("observedRetry") or 0):
+        rollout_status.update(observedRetry=active.plan.retry, message=f"{revision} is already stable: nothing to retry")
+        return WriteStatus(active.body, rollout_status), True  # consumed, or the retry would be pending forever
+    if not terminal:
+        rollout_status.update(phase="Succeeded", toRevision=revision, fromRevision=stable_id, finishedAt=pass_.now,
+                              message=f"{revision} is already stable")
+        return WriteStatus(active.body, rollout_status), True
+    return None, True
+
+
+def _rolled_back(pass_: _Pass, stepped: _Serving, active: p.Active, previous: str, why: str) -> _Serving:
+    """A failed bake: ``previous`` is stable again in this pass (routes first), the baked revision drains as after an
+    abort, and under an autoscaler the previous revision comes back at the size the new one grew to."""
+    revision = active.revision.id
+    drain = {**stepped.drain, revision: active.plan.abort_scale_down_delay_seconds}
+    grown = _replicas(pass_.observed.deployments.get(revision))
+    scale: tuple[Action, ...] = ()
+    if pass_.spec.autoscaling is not None and grown > _replicas(pass_.observed.deployments.get(previous)):
+        scale = (Scale(c.revision_deployment_name(pass_.name, previous), grown),)
+    back = Event("Warning", "RevisionRolledBack", f"revision {revision} rolled back to {previous}: {why}")
+    return dataclasses.replace(stepped, stable_id=previous, previous=None, previous_at=None, drain=drain,
+                               actions=(*stepped.actions, *scale), events=(*stepped.events, back))
 
 
 def _fail_invalid(pass_: _Pass, invalid: list[tuple[Mapping[str, Any], InvalidSpec]]) -> list[WriteStatus]:
