@@ -112,6 +112,16 @@ def _workers(monkeypatch, reconcile, workers):
     return memo
 
 
+async def _until(memo, done, timeout=5.0):
+    """Let the workers run until ``done()`` (a condition awaited, at most ``timeout`` seconds), then stop them."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    for worker in memo.workers:
+        worker.cancel()
+    memo.executor.shutdown(wait=True)
+
+
 def test_workers_run_passes_concurrently_never_two_of_one_object(monkeypatch):
     running, overlap, seen, lock = set(), [], [], threading.Lock()
     peak = [0]
@@ -134,12 +144,7 @@ def test_workers_run_passes_concurrently_never_two_of_one_object(monkeypatch):
         for i in range(9):
             h._enqueue(memo, "ns", f"m{i}", urgent=True)
         h._enqueue(memo, "ns", "m0", urgent=False)  # asked again while queued or held
-        deadline = time.monotonic() + 10
-        while (len(memo.queue) or memo.queue.oldest_processing() or len(seen) < 9) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        for worker in memo.workers:
-            worker.cancel()
-        memo.executor.shutdown(wait=True)
+        await _until(memo, lambda: not (len(memo.queue) or memo.queue.oldest_processing() or len(seen) < 9), timeout=10)
 
     asyncio.run(main())
     assert not overlap and peak[0] == 3
@@ -163,12 +168,7 @@ def test_a_child_event_during_a_failing_pass_does_not_lose_its_retry(monkeypatch
         memo.backoff = Backoff(base=0.3, cap=1.0, jitter=0.0)
         h._start_workers(memo, 2)
         h._enqueue(memo, "ns", "m", urgent=True)
-        deadline = time.monotonic() + 5
-        while len(calls) < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        for worker in memo.workers:
-            worker.cancel()
-        memo.executor.shutdown(wait=True)
+        await _until(memo, lambda: len(calls) >= 2)
 
     asyncio.run(main())
     assert len(calls) == 2 and calls[1] - calls[0] >= 0.3
@@ -191,12 +191,7 @@ def test_a_failed_pass_is_retried_by_the_queue_after_its_back_off(monkeypatch):
         for _ in range(3):  # a child's events during the back-off: served by the retry, not run now
             await asyncio.sleep(0.02)
             h._enqueue(memo, "ns", "m", urgent=False)
-        deadline = time.monotonic() + 5
-        while len(calls) < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        for worker in memo.workers:
-            worker.cancel()
-        memo.executor.shutdown(wait=True)
+        await _until(memo, lambda: len(calls) >= 2)
 
     asyncio.run(main())
     assert len(calls) == 2 and calls[1] - calls[0] >= 0.2
