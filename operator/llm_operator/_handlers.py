@@ -7,6 +7,10 @@ client-go's semantics); ``workers`` passes (``--workers``) run at once, one per 
 object starves the others, each re-reading the object first, so a pass never acts on a stale spec. A pass that
 wants another (a rollout step, a retry after back-off) adds its key back after the delay.
 
+The operator's running state is one :class:`Controller` (the clients built once at start-up, per-object
+bookkeeping, the queue and its workers), the one attribute kopf's memo carries; the kopf handlers below only
+translate kopf's events into its calls.
+
 The operator writes nothing onto the objects it watches but their status: event handlers keep no progress
 annotations, and there are no per-object timers or daemons, which in kopf would each add a finalizer.
 Deleting an LLMDeployment is therefore plain garbage collection of its owned children.
@@ -25,7 +29,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 import kopf
@@ -49,6 +53,327 @@ SETTINGS = Settings.from_env()
 INSTANCE = socket.gethostname()
 log = logging.getLogger(__name__)
 
+Key = tuple[str, str]  # (namespace, name) of an LLMDeployment
+
+
+class Controller:
+    """The operator's running state, built once at start-up: the clients, the per-object bookkeeping, the work
+    queue and its workers, the resync and registry loops.
+
+    Args:
+        kube: the Kubernetes boundary every pass reads and writes through.
+        telemetry: the operator's own metrics.
+        settings: the process's settings (intervals, addresses, namespaces, workers).
+        autoscalers: the autoscaler kinds the cluster serves (``ScaledObject`` needs KEDA).
+        backoff: a failed pass's retry delay per object (1 s doubling to 5 min, +-20% jitter: controller-runtime's
+            item back-off); ``loop_backoff`` the same for the background loops.
+    """
+
+    def __init__(self, kube: Kube, telemetry: Telemetry, *, settings: Settings = SETTINGS,
+                 autoscalers: frozenset[str] = frozenset({"HorizontalPodAutoscaler"}), backoff: Backoff | None = None,
+                 loop_backoff: Backoff | None = None, instance: str = INSTANCE):
+        self.kube, self.telemetry, self.settings = kube, telemetry, settings
+        self.events = EventRecorder(kube, instance)
+        self.backoff = backoff or Backoff(base=1.0, cap=300.0)
+        self.loop_backoff = loop_backoff or Backoff(base=1.0, cap=300.0)  # apart: no object key can collide
+        self.retry_at: dict[Key, float] = {}  # monotonic time a failed pass's retry is due
+        self.errors_seen: dict[Key, str] = {}  # the last failure logged, so a repeat is logged once
+        self.generations: dict[Key, Any] = {}  # the last generation seen, to tell a spec edit from a status move
+        self.loop_errors: dict[str, str] = {}
+        self._locks: defaultdict[Key, threading.Lock] = defaultdict(threading.Lock)
+        self._providers: dict[str, MetricsProvider] = {}
+        self._registries: dict[Any, reg.ModelRegistry] = {}
+        self._clients_lock = threading.Lock()
+        self.registry_cache = reg.RegistryCache(settings.registry_poll_seconds)
+        self.followers: dict[Key, tuple[Any, reg.ModelRegistry, str]] = {}  # who follows which registered model
+        self.registry_seen: dict[tuple[Any, str], Any] = {}
+        self.deps = Deps(
+            kube=kube, resolve=self._resolve, provider=self._provider,
+            post=lambda about, event, now: self.events.post(about, event, now),  # a repeat counts on the Event it repeats
+            owner=lambda body, obj: kopf.append_owner_reference(obj, owner=kopf.Body(cast(kopf.RawBody, body))),
+            clock=utc_now, telemetry=telemetry, autoscaler_kinds=autoscalers)
+        self.urgent: set[Key] = set()  # keys queued by a spec edit: run even while a retry is pending
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self.queue = WorkQueue(on_ready=self._on_ready)
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------------------- start and stop
+
+    def start(self, workers: int, *, loops: bool = True) -> None:
+        """The workers (``workers`` tasks taking keys, each pass in a thread of a pool of that size: the Kubernetes
+        client is synchronous) and, with ``loops``, the resync and registry loops. Called once, on kopf's loop."""
+        self._loop = asyncio.get_running_loop()
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-operator-pass")
+        self._tasks = [asyncio.create_task(self._worker(), name=f"llm-operator-worker-{i}") for i in range(workers)]
+        if loops:
+            self._tasks += [
+                asyncio.create_task(self._forever("resync", self.settings.resync_seconds, self._resync), name="llm-operator-resync"),
+                asyncio.create_task(self._forever("registry", self.settings.registry_poll_seconds, self._poll_registry),
+                                    name="llm-operator-registry"),
+            ]
+
+    async def stop(self) -> None:
+        """Cancel the workers and loops. Passes already running finish (their writes are whole); queued ones are
+        dropped. The pool is shut down off the loop, which the finishing passes still call into (a requeue)."""
+        for task in self._tasks:
+            task.cancel()
+        if self._executor is not None:
+            await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+
+    def _on_ready(self) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed under a pass finishing at shutdown
+                self._loop.call_soon_threadsafe(self._wake.set)
+
+    # ------------------------------------------------------------------------------- the queue
+
+    def enqueue(self, namespace: str, name: str, *, urgent: bool, low: bool = False) -> None:
+        """Ask for a pass of the object. Until a failed pass's retry is due, only an ``urgent`` ask (a spec edit)
+        is queued; the others are served by that retry (see :meth:`guarded`). ``low``: the resync's, served after
+        every other (a spec edit never waits behind a round over all objects)."""
+        key = (namespace, name)
+        if urgent:
+            self.urgent.add(key)
+        elif self.retry_at.get(key, 0.0) > time.monotonic():
+            return
+        self.queue.add(key, low=low)
+
+    def schedule(self, namespace: str, name: str, delay: float) -> None:
+        """Run a pass for the object after ``delay`` seconds (of several pending, the earliest wins)."""
+        self.queue.add_after((namespace, name), delay)
+
+    def seen(self, namespace: str, name: str, generation: Any) -> bool:
+        """Note the object's generation; True when it is new (a spec edit, or the first sight of the object)."""
+        key = (namespace, name)
+        edited = self.generations.get(key) != generation
+        self.generations[key] = generation
+        return edited
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The object is gone: per-object state never outlives it."""
+        key = (namespace, name)
+        self.generations.pop(key, None)
+        self.retry_at.pop(key, None)
+        self.errors_seen.pop(key, None)
+        self.followers.pop(key, None)
+        self.backoff.success(key)
+        self.queue.forget(key)
+
+    async def _worker(self) -> None:
+        """Take a key, run its pass, mark it done; wait for a key (or the next delayed one) when none is ready."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()  # before taking: an add after this sets it again, so no wake-up is lost
+            taken = self.queue.take()
+            if taken is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.queue.next_due())
+                continue
+            if len(self.queue):
+                self._wake.set()  # more ready keys: another waiting worker takes the next
+            key = cast(Key, taken.key)
+            urgent = key in self.urgent
+            self.urgent.discard(key)
+            self.telemetry.queue_wait.observe(taken.waited)
+            try:
+                await loop.run_in_executor(self._executor, functools.partial(self.guarded, *key, log, urgent=urgent))
+            except Exception as error:  # guarded survives a pass's errors; this is the executor itself failing
+                log.error("pass of %s/%s could not run: %s", *key, error)
+                self.schedule(*key, self.backoff.failure(key))
+            finally:
+                self.queue.done(key)
+
+    # ------------------------------------------------------------------------------- one pass
+
+    def reconcile(self, namespace: str, name: str) -> float | None:
+        """One pass over one LLMDeployment (:func:`~._reconcile.run_pass`), one at a time per object. Returns when
+        the plan wants the next pass (seconds), or None."""
+        with self._locks[(namespace, name)]:
+            result = run_pass(self.deps, namespace, name)
+            if result.plan is None:  # gone or being deleted
+                self.followers.pop((namespace, name), None)
+            return result.requeue_after
+
+    def guarded(self, namespace: str, name: str, logger: kopf.Logger | logging.Logger, *, urgent: bool = True) -> None:
+        """One pass that never takes its caller down. A failure of any kind (an API error, a Secret that is not
+        UTF-8, a bug) is logged once while it repeats (with its traceback when it is not an API error), counted in
+        ``llmops_reconcile_errors_total``, and retried after the object's back-off (:class:`~._backoff.Backoff`; a
+        server's ``Retry-After`` is a floor). Until that retry is due, only an ``urgent`` trigger (a new generation
+        of the LLMDeployment: someone edited the spec, which may fix it) starts a pass at once; the resync and the
+        events of its children (a Deployment's status moving as its pods start) wait for the retry, so a failing
+        object is not retried at the pace of its children's events."""
+        key = (namespace, name)
+        if not urgent and self.retry_at.get(key, 0.0) > time.monotonic():
+            return  # the retry is already scheduled
+        try:
+            requeue = self.reconcile(namespace, name)
+        except Exception as error:
+            delay = self.backoff.failure(key, getattr(error, "retry_after", None))
+            self.retry_at[key] = time.monotonic() + delay
+            text = f"{type(error).__name__}: {error}"
+            if self.errors_seen.get(key) != text:
+                self.errors_seen[key] = text
+                logger.warning("reconcile of %s/%s failed (failure %d, next try in %.1fs): %s", namespace, name,
+                               self.backoff.failures(key), delay, text, exc_info=not isinstance(error, KubeError))
+            else:
+                logger.debug("reconcile of %s/%s failed again (failure %d, next try in %.1fs)", namespace, name,
+                             self.backoff.failures(key), delay)
+            self.telemetry.observe_error(namespace, name)
+            requeue = delay
+        else:
+            if self.errors_seen.pop(key, None) is not None:
+                logger.info("reconcile of %s/%s succeeded after %d failures", namespace, name, self.backoff.failures(key))
+            self.backoff.success(key)
+            self.retry_at.pop(key, None)
+        if requeue is not None:
+            self.schedule(namespace, name, max(requeue, 0.5))
+
+    # ------------------------------------------------------------------------------- the pass's clients
+
+    def _provider(self, url: str | None) -> MetricsProvider:
+        """One provider per Prometheus address, built on first use and kept."""
+        url = url or self.settings.prometheus_url
+        if not url:
+            raise MetricsError("no Prometheus address: set analysis.prometheusAddress or LLMOPS_PROMETHEUS_URL")
+        with self._clients_lock:
+            if url not in self._providers:
+                self._providers[url] = PrometheusProvider(url)
+            return self._providers[url]
+
+    def _registry_for(self, namespace: str, ref: MlflowModelRef) -> tuple[Any, reg.ModelRegistry]:
+        """The registry client for ``ref``: from its Secret (``MLFLOW_TRACKING_URI``, ``MLFLOW_TRACKING_TOKEN``) or
+        the operator's settings; one client per tracking URI and token, built on first use and kept.
+
+        Raises:
+            RegistryError: no tracking URI, or the Secret is missing or incomplete.
+        """
+        token = None
+        if ref.secret_ref is not None:
+            secret = self.kube.get("v1", "Secret", namespace, ref.secret_ref.name)
+            if secret is None:
+                raise reg.RegistryError(f"Secret {namespace}/{ref.secret_ref.name} (spec.model.mlflow.secretRef) not found")
+            data = {}
+            for k, v in (secret.get("data") or {}).items():
+                if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN"):
+                    continue  # other keys are not the operator's business
+                try:
+                    data[k] = base64.b64decode(v).decode()
+                except (ValueError, UnicodeDecodeError):
+                    raise reg.RegistryError(f"Secret {namespace}/{ref.secret_ref.name} key {k} (spec.model.mlflow.secretRef) "
+                                            "is not UTF-8 text") from None
+            data.update(secret.get("stringData") or {})
+            uri, token = data.get("MLFLOW_TRACKING_URI"), data.get("MLFLOW_TRACKING_TOKEN") or None
+            if not uri:
+                raise reg.RegistryError(f"Secret {namespace}/{ref.secret_ref.name} has no MLFLOW_TRACKING_URI")
+        else:
+            uri = self.settings.mlflow_tracking_uri
+            if not uri:
+                raise reg.RegistryError("no MLflow tracking URI: set spec.model.mlflow.secretRef or MLFLOW_TRACKING_URI on the operator")
+        tenant = ref.secret_ref is not None
+        key = (uri, hashlib.sha256(token.encode()).hexdigest()[:16] if token else None, tenant)
+        with self._clients_lock:
+            if key not in self._registries:
+                # A tenant's Secret names the URI: that client carries the tenant's token (or none), never the operator's.
+                self._registries[key] = MlflowRegistry(uri, token, own_credentials=tenant)
+            return key, self._registries[key]
+
+    def _resolve(self, body: Mapping[str, Any], spec: LLMDeploymentSpec,
+                 rollouts: list[dict[str, Any]]) -> tuple[reg.Resolution | None, Any]:
+        """Ask the registry about an LLMDeployment's MLflow model (None when it names a URI) and return the
+        resolution with a function that writes rollout outcomes back."""
+        ref = spec.model.mlflow
+        meta = body["metadata"]
+        if ref is None:
+            self.followers.pop((meta["namespace"], meta["name"]), None)
+            return None, None
+        try:
+            key, registry = self._registry_for(meta["namespace"], ref)
+        except reg.RegistryError as error:
+            self.telemetry.registry_errors.labels(ref.name, error.reason).inc()
+            return reg.Resolution(problem=(error.reason, str(error)), retry_in=self.settings.registry_poll_seconds), None
+        resolution = reg.resolve(self.registry_cache, key, registry, ref, target_versions(rollouts))
+        if resolution.problem is None:
+            self.telemetry.registry_sync.labels(ref.name).set(time.time())
+        else:
+            self.telemetry.registry_errors.labels(ref.name, resolution.problem[0]).inc()
+        if ref.alias or ref.stage:
+            self.followers[(meta["namespace"], meta["name"])] = (key, registry, ref.name)
+
+        def record(outcome: reg.Outcome) -> None:
+            try:
+                reg.record(registry, outcome)
+            finally:
+                self.registry_cache.forget(key, outcome.name)
+        return resolution, record
+
+    # ------------------------------------------------------------------------------- background loops
+
+    async def survive(self, loop: str, error: Exception) -> None:
+        """A background loop's iteration failed: log it once while it repeats, count it, and back off (so a loop
+        never dies and never spins)."""
+        delay = self.loop_backoff.failure(loop, getattr(error, "retry_after", None))
+        text = f"{type(error).__name__}: {error}"
+        if self.loop_errors.get(loop) != text:
+            self.loop_errors[loop] = text
+            log.warning("%s loop: %s (next try in %.1fs)", loop, text, delay, exc_info=not isinstance(error, KubeError))
+        self.telemetry.loop_errors.labels(loop).inc()
+        await asyncio.sleep(delay)
+
+    def recovered(self, loop: str) -> None:
+        self.loop_backoff.success(loop)
+        self.loop_errors.pop(loop, None)
+
+    async def _forever(self, loop: str, seconds: float, round_: Callable[[], Awaitable[None]]) -> None:
+        """Run ``round_()`` every ``seconds``; a round that raises is survived (:meth:`survive`), never fatal."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await round_()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                await self.survive(loop, error)
+            else:
+                self.recovered(loop)
+
+    async def _resync(self) -> None:
+        """Every ``resync_seconds``: queue every LLMDeployment (the level-based safety net), at low priority; an
+        object whose last pass failed waits for its back-off."""
+        bodies = []
+        for namespace in self.settings.namespaces or (None,):  # a namespaced install may not list cluster-wide
+            bodies += await asyncio.to_thread(self.kube.list, f"{GROUP}/{VERSION}", "LLMDeployment", namespace, "")
+        for body in bodies:  # queued, not run here: the workers take them with everything else, in order
+            self.enqueue(body["metadata"]["namespace"], body["metadata"]["name"], urgent=False, low=True)
+
+    async def _poll_registry(self) -> None:
+        """Every ``registry_poll_seconds``: read every registered model some LLMDeployment follows (once per model,
+        however many follow it) and start a pass for its followers when its aliases or stages moved."""
+        groups: dict[tuple[Any, str], list[Key]] = defaultdict(list)
+        clients = {}
+        for obj, (key, registry, model) in list(self.followers.items()):
+            groups[(key, model)].append(obj)
+            clients[(key, model)] = registry
+        for (key, model), objs in groups.items():
+            try:
+                info = await asyncio.to_thread(self.registry_cache.model, key, clients[(key, model)], model)
+            except Exception as error:  # one model's trouble never stops the poll of the others; its followers report it
+                if self.registry_seen.get((key, model)) != str(error):  # once per change, not per poll
+                    log.info("registry poll of %s: %s: %s", model, type(error).__name__, error)
+                self.registry_seen[(key, model)] = str(error)
+                continue
+            self.telemetry.registry_sync.labels(model).set(time.time())
+            before = self.registry_seen.get((key, model))
+            self.registry_seen[(key, model)] = info
+            if isinstance(before, reg.ModelInfo) and before != info:
+                log.info("registered model %s moved (aliases %s, stages %s): reconciling %d followers",
+                         model, dict(info.aliases), dict(info.stages), len(objs))
+                for namespace, name in objs:
+                    self.schedule(namespace, name, 0)
+
+
+# ----------------------------------------------------------------------------------- kopf's handlers
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -60,7 +385,8 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Operator-wide settings and the clients, built once."""
+    """Operator-wide settings and the :class:`Controller`, built once (kopf hands each object a shallow copy of
+    the memo: the one Controller is shared by every object's handlers)."""
     settings.persistence.finalizer = "llmops.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="llmops.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="llmops.dev", key="last-handled-configuration")
@@ -75,328 +401,32 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # later); kopf serves exactly these namespaces and the resources discovery shows at start-up (the install
     # applies the CRDs first), so the namespaced install needs no cluster-wide grant at all.
     settings.scanning.disabled = bool(SETTINGS.namespaces)
-    if "kube" not in memo:
-        memo.kube = await asyncio.to_thread(DynamicKube.from_environment, SETTINGS.kubeconfig)
-    memo.events = EventRecorder(memo.kube, INSTANCE)
-    # Failed passes retry after 1 s doubling to 5 min per object (controller-runtime's item back-off), +-20% jitter.
-    memo.backoff, memo.retry_at, memo.errors_seen, memo.generations = Backoff(base=1.0, cap=300.0), {}, {}, {}
-    memo.loop_backoff, memo.loop_errors = Backoff(base=1.0, cap=300.0), {}  # apart: no object key can collide
-    memo.locks = defaultdict(threading.Lock)
-    memo.providers, memo.providers_lock = {}, threading.Lock()
-    memo.loop = asyncio.get_running_loop()
-    memo.registries, memo.registry_lock = {}, threading.Lock()
-    memo.registry_cache = reg.RegistryCache(SETTINGS.registry_poll_seconds)
-    memo.followers, memo.registry_seen = {}, {}
-    if "telemetry" not in memo:
-        memo.telemetry = Telemetry()
-        if SETTINGS.metrics_port:
-            memo.telemetry.serve(SETTINGS.metrics_port)
-    memo.autoscalers = frozenset([
+    kube = await asyncio.to_thread(DynamicKube.from_environment, SETTINGS.kubeconfig)
+    telemetry = Telemetry()
+    if SETTINGS.metrics_port:
+        telemetry.serve(SETTINGS.metrics_port)
+    autoscalers = frozenset([
         kind for api_version, kind in (("autoscaling/v2", "HorizontalPodAutoscaler"), ("keda.sh/v1alpha1", "ScaledObject"))
-        if await asyncio.to_thread(memo.kube.serves, api_version, kind)
+        if await asyncio.to_thread(kube.serves, api_version, kind)
     ])
-    # kopf hands each object a shallow copy of this memo: what is set here is shared by every object's passes.
-    memo.deps = None
-    _deps(memo.kube, memo)
-    _start_workers(memo, SETTINGS.workers)
-    memo.telemetry.watch_queue(memo.queue)
-    memo.resync = asyncio.create_task(_resync_loop(memo), name="llm-operator-resync")
-    memo.registry_poll = asyncio.create_task(_registry_loop(memo), name="llm-operator-registry")
-
-
-def _provider(memo: kopf.Memo, url: str | None) -> MetricsProvider:
-    """One provider per Prometheus address, built on first use and kept."""
-    url = url or SETTINGS.prometheus_url
-    if not url:
-        raise MetricsError("no Prometheus address: set analysis.prometheusAddress or LLMOPS_PROMETHEUS_URL")
-    with memo.providers_lock:
-        if url not in memo.providers:
-            memo.providers[url] = PrometheusProvider(url)
-        return memo.providers[url]
-
-
-def _registry_for(kube: Kube, memo: kopf.Memo, namespace: str, ref: MlflowModelRef) -> tuple[Any, reg.ModelRegistry]:
-    """The registry client for ``ref``: from its Secret (``MLFLOW_TRACKING_URI``, ``MLFLOW_TRACKING_TOKEN``) or
-    the operator's settings; one client per tracking URI and token, built on first use and kept.
-
-    Raises:
-        RegistryError: no tracking URI, or the Secret is missing or incomplete.
-    """
-    token = None
-    if ref.secret_ref is not None:
-        secret = kube.get("v1", "Secret", namespace, ref.secret_ref.name)
-        if secret is None:
-            raise reg.RegistryError(f"Secret {namespace}/{ref.secret_ref.name} (spec.model.mlflow.secretRef) not found")
-        data = {}
-        for k, v in (secret.get("data") or {}).items():
-            if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN"):
-                continue  # other keys are not the operator's business
-            try:
-                data[k] = base64.b64decode(v).decode()
-            except (ValueError, UnicodeDecodeError):
-                raise reg.RegistryError(f"Secret {namespace}/{ref.secret_ref.name} key {k} (spec.model.mlflow.secretRef) "
-                                        "is not UTF-8 text") from None
-        data.update(secret.get("stringData") or {})
-        uri, token = data.get("MLFLOW_TRACKING_URI"), data.get("MLFLOW_TRACKING_TOKEN") or None
-        if not uri:
-            raise reg.RegistryError(f"Secret {namespace}/{ref.secret_ref.name} has no MLFLOW_TRACKING_URI")
-    else:
-        uri = SETTINGS.mlflow_tracking_uri
-        if not uri:
-            raise reg.RegistryError("no MLflow tracking URI: set spec.model.mlflow.secretRef or MLFLOW_TRACKING_URI on the operator")
-    tenant = ref.secret_ref is not None
-    key = (uri, hashlib.sha256(token.encode()).hexdigest()[:16] if token else None, tenant)
-    with memo.registry_lock:
-        if key not in memo.registries:
-            # A tenant's Secret names the URI: that client carries the tenant's token (or none), never the operator's.
-            memo.registries[key] = MlflowRegistry(uri, token, own_credentials=tenant)
-        return key, memo.registries[key]
-
-
-def _resolve(kube: Kube, memo: kopf.Memo, body: Mapping[str, Any], spec: LLMDeploymentSpec,
-             rollouts: list[dict[str, Any]]) -> tuple[reg.Resolution | None, Any]:
-    """Ask the registry about an LLMDeployment's MLflow model (None when it names a URI) and return the
-    resolution with a function that writes rollout outcomes back."""
-    ref = spec.model.mlflow
-    meta = body["metadata"]
-    if ref is None:
-        memo.followers.pop((meta["namespace"], meta["name"]), None)
-        return None, None
-    try:
-        key, registry = _registry_for(kube, memo, meta["namespace"], ref)
-    except reg.RegistryError as error:
-        memo.telemetry.registry_errors.labels(ref.name, error.reason).inc()
-        return reg.Resolution(problem=(error.reason, str(error)), retry_in=SETTINGS.registry_poll_seconds), None
-    resolution = reg.resolve(memo.registry_cache, key, registry, ref, target_versions(rollouts))
-    if resolution.problem is None:
-        memo.telemetry.registry_sync.labels(ref.name).set(time.time())
-    else:
-        memo.telemetry.registry_errors.labels(ref.name, resolution.problem[0]).inc()
-    if ref.alias or ref.stage:
-        memo.followers[(meta["namespace"], meta["name"])] = (key, registry, ref.name)
-
-    def record(outcome: reg.Outcome) -> None:
-        try:
-            reg.record(registry, outcome)
-        finally:
-            memo.registry_cache.forget(key, outcome.name)
-    return resolution, record
-
-
-def reconcile(kube: Kube, memo: kopf.Memo, namespace: str, name: str) -> float | None:
-    """One pass over one LLMDeployment (:func:`~._reconcile.run_pass`), one at a time per object. Returns when the
-    plan wants the next pass (seconds), or None."""
-    with memo.locks[(namespace, name)]:
-        result = run_pass(_deps(kube, memo), namespace, name)
-        if result.plan is None:  # gone or being deleted
-            memo.followers.pop((namespace, name), None)
-        return result.requeue_after
-
-
-def _deps(kube: Kube, memo: kopf.Memo) -> Deps:
-    """The pass's dependencies over the clients built at start-up (:func:`configure` builds them once, on the memo
-    every object's copy shares; built here on first use when a test gives a memo of its own)."""
-    if memo.get("deps") is None or memo.deps.kube is not kube:
-        memo.deps = Deps(
-            kube=kube, resolve=functools.partial(_resolve, kube, memo), provider=functools.partial(_provider, memo),
-            post=lambda about, event, now: memo.events.post(about, event, now),  # a repeat counts on the Event it repeats
-            owner=lambda body, obj: kopf.append_owner_reference(obj, owner=kopf.Body(cast(kopf.RawBody, body))),
-            clock=utc_now, telemetry=memo.telemetry, autoscaler_kinds=memo.autoscalers)
-    return memo.deps
-
-
-def _start_workers(memo: kopf.Memo, workers: int) -> None:
-    """The work queue and ``workers`` tasks taking keys from it, each pass in a thread of a pool of that size (the
-    Kubernetes client is synchronous). Called once, on kopf's loop."""
-    loop, wake = asyncio.get_running_loop(), asyncio.Event()
-    memo.wake, memo.urgent = wake, set()
-    def on_ready() -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed under a pass finishing at shutdown
-            loop.call_soon_threadsafe(wake.set)
-    memo.queue = WorkQueue(on_ready=on_ready)
-    memo.executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-operator-pass")
-    memo.workers = [asyncio.create_task(_worker(memo), name=f"llm-operator-worker-{i}") for i in range(workers)]
-
-
-async def _worker(memo: kopf.Memo) -> None:
-    """Take a key, run its pass, mark it done; wait for a key (or the next delayed one) when none is ready."""
-    queue, wake, loop = memo.queue, memo.wake, asyncio.get_running_loop()
-    while True:
-        wake.clear()  # before taking: an add after this sets it again, so no wake-up is lost
-        taken = queue.take()
-        if taken is None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), queue.next_due())
-            continue
-        if len(queue):
-            wake.set()  # more ready keys: another waiting worker takes the next
-        key = cast(tuple[str, str], taken.key)
-        urgent = key in memo.urgent
-        memo.urgent.discard(key)
-        memo.telemetry.queue_wait.observe(taken.waited)
-        try:
-            await loop.run_in_executor(memo.executor, functools.partial(_guarded, memo, *key, log, urgent=urgent))
-        except Exception as error:  # _guarded survives a pass's errors; this is the executor itself failing
-            log.error("pass of %s/%s could not run: %s", *key, error)
-            _schedule(memo, *key, memo.backoff.failure(key))
-        finally:
-            queue.done(key)
-
-
-def _enqueue(memo: kopf.Memo, namespace: str, name: str, *, urgent: bool, low: bool = False) -> None:
-    """Ask for a pass of the object. Until a failed pass's retry is due, only an ``urgent`` ask (a spec edit) is
-    queued; the others are served by that retry (see :func:`_guarded`). ``low``: the resync's, served after every
-    other (a spec edit never waits behind a round over all objects)."""
-    key = (namespace, name)
-    if urgent:
-        memo.urgent.add(key)
-    elif memo.retry_at.get(key, 0.0) > time.monotonic():
-        return
-    memo.queue.add(key, low=low)
-
-
-def _schedule(memo: kopf.Memo, namespace: str, name: str, delay: float) -> None:
-    """Run a pass for the object after ``delay`` seconds (of several pending, the earliest wins)."""
-    memo.queue.add_after((namespace, name), delay)
-
-
-def _guarded(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger, *, urgent: bool = True) -> None:
-    """One pass that never takes its caller down. A failure of any kind (an API error, a Secret that is not
-    UTF-8, a bug) is logged once while it repeats (with its traceback when it is not an API error), counted in
-    ``llmops_reconcile_errors_total``, and retried after the object's back-off (:class:`~._backoff.Backoff`; a
-    server's ``Retry-After`` is a floor). Until that retry is due, only an ``urgent`` trigger (a new generation of
-    the LLMDeployment: someone edited the spec, which may fix it) starts a pass at once; the resync and the events
-    of its children (a Deployment's status moving as its pods start) wait for the retry, so a failing object is
-    not retried at the pace of its children's events."""
-    key = (namespace, name)
-    if not urgent and memo.retry_at.get(key, 0.0) > time.monotonic():
-        return  # the retry is already scheduled
-    try:
-        requeue = reconcile(memo.kube, memo, namespace, name)
-    except Exception as error:
-        delay = memo.backoff.failure(key, getattr(error, "retry_after", None))
-        memo.retry_at[key] = time.monotonic() + delay
-        text = f"{type(error).__name__}: {error}"
-        if memo.errors_seen.get(key) != text:
-            memo.errors_seen[key] = text
-            logger.warning("reconcile of %s/%s failed (failure %d, next try in %.1fs): %s", namespace, name,
-                           memo.backoff.failures(key), delay, text, exc_info=not isinstance(error, KubeError))
-        else:
-            logger.debug("reconcile of %s/%s failed again (failure %d, next try in %.1fs)", namespace, name,
-                         memo.backoff.failures(key), delay)
-        memo.telemetry.observe_error(namespace, name)
-        requeue = delay
-    else:
-        if memo.errors_seen.pop(key, None) is not None:
-            logger.info("reconcile of %s/%s succeeded after %d failures", namespace, name, memo.backoff.failures(key))
-        memo.backoff.success(key)
-        memo.retry_at.pop(key, None)
-    if requeue is not None:
-        _schedule(memo, namespace, name, max(requeue, 0.5))
-
-
-async def _survive(memo: kopf.Memo, loop: str, error: Exception) -> None:
-    """A background loop's iteration failed: log it once while it repeats, count it, and back off (so a loop
-    never dies and never spins)."""
-    delay = memo.loop_backoff.failure(loop, getattr(error, "retry_after", None))
-    text = f"{type(error).__name__}: {error}"
-    if memo.loop_errors.get(loop) != text:
-        memo.loop_errors[loop] = text
-        log.warning("%s loop: %s (next try in %.1fs)", loop, text, delay, exc_info=not isinstance(error, KubeError))
-    memo.telemetry.loop_errors.labels(loop).inc()
-    await asyncio.sleep(delay)
-
-
-def _recovered(memo: kopf.Memo, loop: str) -> None:
-    memo.loop_backoff.success(loop)
-    memo.loop_errors.pop(loop, None)
-
-
-async def _forever(memo: kopf.Memo, loop: str, seconds: float, round_: Any) -> None:
-    """Run ``round_(memo)`` every ``seconds``; a round that raises is survived (:func:`_survive`), never fatal."""
-    while True:
-        await asyncio.sleep(seconds)
-        try:
-            await round_(memo)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            await _survive(memo, loop, error)
-        else:
-            _recovered(memo, loop)
-
-
-async def _resync_loop(memo: kopf.Memo) -> None:
-    """Reconcile every LLMDeployment each ``resync_seconds`` (the level-based safety net); an object whose last pass
-    failed waits for its back-off."""
-    await _forever(memo, "resync", SETTINGS.resync_seconds, _resync)
-
-
-async def _resync(memo: kopf.Memo) -> None:
-    """One round of :func:`_resync_loop`."""
-    bodies = []
-    for namespace in SETTINGS.namespaces or (None,):  # a namespaced install may not list cluster-wide
-        bodies += await asyncio.to_thread(memo.kube.list, f"{GROUP}/{VERSION}", "LLMDeployment", namespace, "")
-    for body in bodies:  # queued, not run here: the workers take them with everything else, in order
-        _enqueue(memo, body["metadata"]["namespace"], body["metadata"]["name"], urgent=False, low=True)
-
-
-async def _registry_loop(memo: kopf.Memo) -> None:
-    """Each ``registry_poll_seconds``: read every registered model some LLMDeployment follows (once per model,
-    however many follow it) and start a pass for its followers when its aliases or stages moved."""
-    await _forever(memo, "registry", SETTINGS.registry_poll_seconds, _poll_registry)
-
-
-async def _poll_registry(memo: kopf.Memo) -> None:
-    """One round of :func:`_registry_loop`."""
-    groups: dict[tuple[Any, str], list[tuple[str, str]]] = defaultdict(list)
-    clients = {}
-    for obj, (key, registry, model) in list(memo.followers.items()):
-        groups[(key, model)].append(obj)
-        clients[(key, model)] = registry
-    for (key, model), objs in groups.items():
-        try:
-            info = await asyncio.to_thread(memo.registry_cache.model, key, clients[(key, model)], model)
-        except Exception as error:  # one model's trouble never stops the poll of the others; its followers report it
-            if memo.registry_seen.get((key, model)) != str(error):  # once per change, not per poll
-                log.info("registry poll of %s: %s: %s", model, type(error).__name__, error)
-            memo.registry_seen[(key, model)] = str(error)
-            continue
-        memo.telemetry.registry_sync.labels(model).set(time.time())
-        before = memo.registry_seen.get((key, model))
-        memo.registry_seen[(key, model)] = info
-        if isinstance(before, reg.ModelInfo) and before != info:
-            log.info("registered model %s moved (aliases %s, stages %s): reconciling %d followers",
-                     model, dict(info.aliases), dict(info.stages), len(objs))
-            for namespace, name in objs:
-                _schedule(memo, namespace, name, 0)
+    memo.controller = Controller(kube, telemetry, settings=SETTINGS, autoscalers=autoscalers)
+    memo.controller.start(SETTINGS.workers)
+    telemetry.watch_queue(memo.controller.queue)
 
 
 @kopf.on.cleanup()
-async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
-    memo.resync.cancel()
-    memo.registry_poll.cancel()
-    for worker in memo.workers:
-        worker.cancel()
-    # Passes already running finish (their writes are whole); queued ones are dropped. Off the loop, which the
-    # finishing passes still call into (a requeue).
-    await asyncio.to_thread(memo.executor.shutdown, wait=True, cancel_futures=True)
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    await memo.controller.stop()
 
 
 @kopf.on.event(GROUP, VERSION, "llmdeployments")
 async def llmdeployment_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """An LLMDeployment moved: a pass now if its spec changed (a new generation), else when its back-off allows."""
-    key = (str(body.metadata.namespace), str(body.metadata.name))
-    if type == "DELETED":  # forget it: per-object state never outlives the object
-        for table in (memo.generations, memo.retry_at, memo.errors_seen):
-            table.pop(key, None)
-        memo.backoff.success(key)
-        memo.queue.forget(key)
+    namespace, name = str(body.metadata.namespace), str(body.metadata.name)
+    if type == "DELETED":
+        memo.controller.forget(namespace, name)
         return
-    generation = body.metadata.get("generation")
-    urgent = memo.generations.get(key) != generation  # a spec edit, or the first sight of it
-    memo.generations[key] = generation
-    _enqueue(memo, *key, urgent=urgent)
+    memo.controller.enqueue(namespace, name, urgent=memo.controller.seen(namespace, name, body.metadata.get("generation")))
 
 
 @kopf.on.event(GROUP, VERSION, "llmrollouts")
@@ -404,7 +434,7 @@ async def llmrollout_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """An LLMRollout's spec or status moved: its LLMDeployment's pass carries the rollout forward."""
     deployment = body.spec.get("deploymentName")
     if deployment:
-        _enqueue(memo, str(body.metadata.namespace), deployment, urgent=False)
+        memo.controller.enqueue(str(body.metadata.namespace), deployment, urgent=False)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_MANAGED_BY: c.MANAGER})
@@ -412,4 +442,4 @@ async def revision_deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) 
     """A revision Deployment moved (its pods becoming ready): its LLMDeployment's pass reports it."""
     for ref in body.metadata.get("ownerReferences", []):
         if ref.get("controller") and ref.get("kind") == "LLMDeployment" and ref.get("apiVersion", "").startswith(GROUP + "/"):
-            _enqueue(memo, str(body.metadata.namespace), ref["name"], urgent=False)
+            memo.controller.enqueue(str(body.metadata.namespace), ref["name"], urgent=False)

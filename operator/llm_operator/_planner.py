@@ -271,7 +271,7 @@ def _ready(dep: Mapping[str, Any] | None) -> int:
 def plan_llmdeployment(
     body: Mapping[str, Any], observed: Observed, now: str, *, registry: reg.Resolution | None = None,
     autoscaler_kinds: frozenset[str] = frozenset({"HorizontalPodAutoscaler"}), run: Run | None = None,
-    spec: LLMDeploymentSpec | None = None,
+    spec: LLMDeploymentSpec | None = None, resolved: p.Resolved | None = None,
 ) -> Plan:
     """Decide one reconcile pass for an LLMDeployment, including its active LLMRollout's step.
 
@@ -285,6 +285,8 @@ def plan_llmdeployment(
         autoscaler_kinds: the autoscaler kinds the cluster serves (``ScaledObject`` needs KEDA).
         run: the analysis measured in this pass for the active rollout (see :func:`measurement_due`).
         spec: ``body``'s spec as the caller already parsed it (parsed here when None).
+        resolved: the active rollout among ``observed.rollouts`` as the caller already resolved it
+            (:func:`~llm_operator._progressive.resolve`; resolved here when None).
 
     Returns:
         The :class:`Plan`. An invalid spec yields no actions and a ``Degraded``/``InvalidSpec`` status.
@@ -308,7 +310,8 @@ def plan_llmdeployment(
         except InvalidSpec as error:
             return _invalid(body, error, now)
     pass_ = _Pass(body["metadata"]["name"], body["metadata"]["namespace"], body["metadata"].get("generation"),
-                  body["metadata"].get("uid"), dict(body.get("status") or {}), spec, observed, registry, now, parse_rfc3339(now))
+                  body["metadata"].get("uid"), dict(body.get("status") or {}), spec, observed, registry, now, parse_rfc3339(now),
+                  resolved if resolved is not None else p.resolve(spec, observed.rollouts))
     target = _target(pass_)
     if target is None:  # the registry has not named a version yet: nothing to serve, nothing touched
         return _unresolved(body, spec, registry, now)
@@ -346,6 +349,7 @@ class _Pass:
     registry: reg.Resolution | None
     now: str
     now_dt: datetime.datetime
+    resolved: p.Resolved  # the active rollout among observed.rollouts, and the invalid ones
 
     @property
     def names_revision(self) -> bool:
@@ -383,6 +387,7 @@ class _Started:
     spec_revision: str
     actions: tuple[Action, ...] = ()
     events: tuple[Event, ...] = ()
+    superseded: bool = False  # a rollout's status changed in this pass: the active one is resolved anew
 
 
 def _start_or_supersede(pass_: _Pass, target: _Target) -> _Started:
@@ -412,7 +417,7 @@ def _start_or_supersede(pass_: _Pass, target: _Target) -> _Started:
         rollout = p.auto_rollout(pass_.name, pass_.namespace, pass_.spec, target.model, wanted, taken=pass_.observed.rollout_names)
         actions.append(Create(rollout))
         events.append(Event("Normal", "RolloutCreated", f"the spec names revision {wanted}: created LLMRollout {rollout['metadata']['name']}"))
-    return _Started(tuple(rollouts), wanted, tuple(actions), tuple(events))
+    return _Started(tuple(rollouts), wanted, tuple(actions), tuple(events), superseded=any(isinstance(a, WriteStatus) for a in actions))
 
 
 @dataclass(frozen=True)
@@ -472,7 +477,7 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
     its quality gate, closed when its revision is already stable, or stepped by :func:`~llm_operator._rollout.decide`
     (promoted, ended, or still carrying a canary)."""
     rollouts = list(started.rollouts)
-    active, invalid = p.resolve(pass_.spec, rollouts)
+    active, invalid = p.resolve(pass_.spec, rollouts) if started.superseded else pass_.resolved
     actions: list[Action] = [*_fail_invalid(pass_, invalid)]
     events = [Event("Warning", "InvalidSpec", str(error), about=rollout) for rollout, error in invalid
               if any(isinstance(a, WriteStatus) and a.body is rollout for a in actions)]
@@ -1101,17 +1106,17 @@ def _model_of(old_status: Mapping[str, Any], live: Mapping[str, Any] | None) -> 
     return ResolvedModel(name=uri.split("://", 1)[-1], source="uri", uri=uri) if uri else None
 
 
-def measurement_due(body: Mapping[str, Any], observed: Observed, now: str, *,
-                    spec: LLMDeploymentSpec | None = None) -> tuple[Any, Any, Any] | None:
+def measurement_due(body: Mapping[str, Any], observed: Observed, now: str, *, spec: LLMDeploymentSpec | None = None,
+                    resolved: p.Resolved | None = None) -> tuple[Any, Any, Any] | None:
     """If this pass should run an analysis: (the active rollout's Analysis, a measurement Context, the SLO),
     else None. Pure; the caller measures and hands the Run to :func:`plan_llmdeployment`. ``spec``: ``body``'s,
-    when the caller parsed it already."""
+    when the caller parsed it already; ``resolved``: the active rollout, likewise."""
     if spec is None:
         try:
             spec = parse_llmdeployment(body)
         except InvalidSpec:
             return None
-    active, _ = p.resolve(spec, observed.rollouts)
+    active, _ = resolved if resolved is not None else p.resolve(spec, observed.rollouts)
     if not p.due(active, parse_rfc3339(now)):
         return None
     assert active is not None

@@ -214,8 +214,13 @@ class Active:
     revision: b.Revision
 
 
-def resolve(spec: LLMDeploymentSpec, rollouts: Sequence[Mapping[str, Any]]) -> tuple[Active | None, list[tuple[Mapping[str, Any], InvalidSpec]]]:
-    """The active rollout (or None) and the rollouts that are invalid (reported on their own status)."""
+#: What :func:`resolve` returns: the active rollout (or None) and the invalid rollouts with their errors.
+Resolved = tuple[Active | None, list[tuple[Mapping[str, Any], InvalidSpec]]]
+
+
+def resolve(spec: LLMDeploymentSpec, rollouts: Sequence[Mapping[str, Any]]) -> Resolved:
+    """The active rollout (or None: the newest live one that parses) and the rollouts that are invalid (reported
+    on their own status). Parses every live rollout's spec: a pass resolves once (:class:`~._planner._Pass`)."""
     invalid = []
     live = (r for r in rollouts if wants_pass(r) and not r["metadata"].get("deletionTimestamp"))  # one being deleted is gone
     for rollout in sorted(live, key=_created, reverse=True):

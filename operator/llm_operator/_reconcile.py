@@ -25,6 +25,7 @@ from ._kube import Conflict, Kube, KubeError
 from ._measure import measure
 from ._metrics import MetricsError, MetricsProvider
 from ._planner import Apply, Create, Observed, Plan, RecordOutcome, Scale, WriteStatus, as_stored, measurement_due, plan_llmdeployment
+from ._progressive import resolve as resolve_active
 from ._telemetry import Telemetry
 from ._validation import InvalidSpec, parse_llmdeployment
 from ._vocabulary import Event
@@ -237,8 +238,9 @@ def run_pass(deps: Deps, namespace: str, name: str) -> PassResult:
         spec = None  # the planner reports it; nothing to resolve or measure
     observed = observe(deps.kube, body, deps.autoscaler_kinds)
     resolution, record = deps.resolve(body, spec, observed.rollouts) if spec is not None else (None, None)
+    resolved = resolve_active(spec, observed.rollouts) if spec is not None else None  # once per pass
     run = None
-    wanted = measurement_due(body, observed, now, spec=spec) if spec is not None else None
+    wanted = measurement_due(body, observed, now, spec=spec, resolved=resolved) if spec is not None else None
     if wanted is not None:
         analysis, context, slo = wanted
         try:
@@ -247,7 +249,7 @@ def run_pass(deps: Deps, namespace: str, name: str) -> PassResult:
             provider = _Unavailable(error)
         run = measure(provider, analysis, slo, context)
     plan = plan_llmdeployment(body, observed, now, registry=resolution, autoscaler_kinds=deps.autoscaler_kinds, run=run,
-                              spec=spec)
+                              spec=spec, resolved=resolved)
 
     def post(event: Event) -> None:
         about = dict(event.about or body)

@@ -11,67 +11,66 @@ from llm_operator._backoff import Backoff
 from llm_operator._telemetry import Telemetry
 
 
-def _memo(monkeypatch, reconcile):
-    memo = kopf.Memo()
-    memo.backoff, memo.retry_at, memo.errors_seen, memo.generations = Backoff(base=1.0, cap=300.0, jitter=0.0), {}, {}, {}
-    memo.telemetry, memo.kube = Telemetry(), object()  # the pass is stubbed; it never reaches the client
+def _controller(reconcile):
+    """A Controller whose pass is ``reconcile(namespace, name)`` and whose schedule only records the delay."""
+    controller = h.Controller(object(), Telemetry(), backoff=Backoff(base=1.0, cap=300.0, jitter=0.0),
+                              loop_backoff=Backoff(base=1.0, cap=300.0, jitter=0.0))  # the pass never reaches the client
     scheduled = []
-    monkeypatch.setattr(h, "reconcile", reconcile)
-    monkeypatch.setattr(h, "_schedule", lambda memo, ns, name, delay: scheduled.append(round(delay, 3)))
-    return memo, scheduled
+    controller.reconcile = reconcile
+    controller.schedule = lambda ns, name, delay: scheduled.append(round(delay, 3))
+    return controller, scheduled
 
 
-def test_any_exception_in_a_pass_is_survived_logged_once_and_backed_off(monkeypatch, caplog):
-    def reconcile(kube, memo, namespace, name):
+def test_any_exception_in_a_pass_is_survived_logged_once_and_backed_off(caplog):
+    def reconcile(namespace, name):
         b"\xff".decode()  # a Secret value that is not UTF-8, say: not a KubeError
 
-    memo, scheduled = _memo(monkeypatch, reconcile)
+    controller, scheduled = _controller(reconcile)
     log = logging.getLogger("test")
     with caplog.at_level(logging.DEBUG, logger="test"):
         for _ in range(4):
-            h._guarded(memo, "team-a", "chat", log)  # urgent: a spec edit each time
+            controller.guarded("team-a", "chat", log)  # urgent: a spec edit each time
     assert scheduled == [1.0, 2.0, 4.0, 8.0]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "UnicodeDecodeError" in warnings[0].getMessage() and warnings[0].exc_info
-    assert memo.telemetry.reconcile_errors.labels("team-a", "chat")._value.get() == 4
+    assert controller.telemetry.reconcile_errors.labels("team-a", "chat")._value.get() == 4
 
 
-def test_child_events_wait_for_the_retry_but_a_spec_edit_does_not(monkeypatch):
+def test_child_events_wait_for_the_retry_but_a_spec_edit_does_not():
     calls = []
 
-    def reconcile(kube, memo, namespace, name):
+    def reconcile(namespace, name):
         calls.append(name)
         raise RuntimeError("boom")
 
-    memo, scheduled = _memo(monkeypatch, reconcile)
+    controller, scheduled = _controller(reconcile)
     log = logging.getLogger("test")
-    h._guarded(memo, "team-a", "chat", log)
+    controller.guarded("team-a", "chat", log)
     for _ in range(5):  # the Deployment's status moving as its pods start
-        h._guarded(memo, "team-a", "chat", log, urgent=False)
+        controller.guarded("team-a", "chat", log, urgent=False)
     assert len(calls) == 1 and scheduled == [1.0]
-    h._guarded(memo, "team-a", "chat", log, urgent=True)  # an edit may fix it: try at once
+    controller.guarded("team-a", "chat", log, urgent=True)  # an edit may fix it: try at once
     assert len(calls) == 2
 
 
-def test_success_forgets_the_failures(monkeypatch):
+def test_success_forgets_the_failures():
     outcomes = iter([RuntimeError("once"), None])
 
-    def reconcile(kube, memo, namespace, name):
+    def reconcile(namespace, name):
         error = next(outcomes)
         if error:
             raise error
         return None
 
-    memo, scheduled = _memo(monkeypatch, reconcile)
-    h._guarded(memo, "team-a", "chat", logging.getLogger("test"))
-    memo.retry_at.clear()
-    h._guarded(memo, "team-a", "chat", logging.getLogger("test"))
-    assert memo.backoff.failures(("team-a", "chat")) == 0 and ("team-a", "chat") not in memo.errors_seen
+    controller, scheduled = _controller(reconcile)
+    controller.guarded("team-a", "chat", logging.getLogger("test"))
+    controller.retry_at.clear()
+    controller.guarded("team-a", "chat", logging.getLogger("test"))
+    assert controller.backoff.failures(("team-a", "chat")) == 0 and ("team-a", "chat") not in controller.errors_seen
 
 
 def test_a_loop_iteration_that_raises_backs_off_and_the_loop_goes_on(monkeypatch, caplog):
-    memo = kopf.Memo()
-    memo.loop_backoff, memo.loop_errors, memo.telemetry = Backoff(base=1.0, cap=300.0, jitter=0.0), {}, Telemetry()
+    controller, _ = _controller(None)
     slept = []
 
     async def sleep(seconds):
@@ -80,22 +79,21 @@ def test_a_loop_iteration_that_raises_backs_off_and_the_loop_goes_on(monkeypatch
     monkeypatch.setattr(asyncio, "sleep", sleep)
 
     async def twice():
-        await h._survive(memo, "resync", ValueError("bad"))
-        await h._survive(memo, "resync", ValueError("bad"))
+        await controller.survive("resync", ValueError("bad"))
+        await controller.survive("resync", ValueError("bad"))
 
     with caplog.at_level(logging.WARNING):
         asyncio.run(twice())
     assert slept == [1.0, 2.0]
     assert sum("resync loop: ValueError: bad" in r.getMessage() for r in caplog.records) == 1
-    assert memo.telemetry.loop_errors.labels("resync")._value.get() == 2
-    h._recovered(memo, "resync")
-    assert memo.loop_backoff.failures("resync") == 0
+    assert controller.telemetry.loop_errors.labels("resync")._value.get() == 2
+    controller.recovered("resync")
+    assert controller.loop_backoff.failures("resync") == 0
 
 
 def test_the_operator_registers_a_watch_for_each_kind_it_reconciles_from():
     """A handler lost in an edit left kopf watching no LLMDeployment (only the resync noticed changes); the RBAC
     test's unused `watch` grant caught it on the real control plane. kopf's registry must hold all three."""
-    import kopf
 
     selectors = {(h.selector.group, h.selector.any_name) for h in kopf.get_default_registry()._watching.get_all_handlers()}
     assert {("llmops.dev", "llmdeployments"), ("llmops.dev", "llmrollouts"), ("apps", "deployments")} <= selectors, selectors

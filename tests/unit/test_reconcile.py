@@ -1301,3 +1301,27 @@ def test_an_older_rollout_resuming_after_another_switched_does_not_start_a_bake(
     cluster.kube.objects[cluster.key]["status"]["rollout"] = "another-rollout"  # another one switched
     cluster.reconcile("2026-11-21T10:01:30Z")
     assert "bake" not in _rollout_status(cluster)
+
+
+def test_a_measuring_pass_parses_the_spec_and_resolves_the_active_rollout_once(samples, monkeypatch):
+    """Issue 14: one pass reads the object once, parses it once and resolves the active rollout once, however
+    many phases (the measurement, the planner) look at it."""
+    from llm_operator import _planner, _reconcile, _validation
+
+    cluster, errors, a, bad = _bake_cluster(samples)
+    calls = {"llmdeployment": 0, "llmrollout": 0}
+
+    def counting(name, parse):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return parse(*args, **kwargs)
+        return wrapper
+
+    for module in (_planner, _reconcile, _validation):
+        if hasattr(module, "parse_llmdeployment"):
+            monkeypatch.setattr(module, "parse_llmdeployment", counting("llmdeployment", _validation.parse_llmdeployment))
+    monkeypatch.setattr(p, "parse_llmrollout", counting("llmrollout", _validation.parse_llmrollout))
+    queries = len(cluster.metrics.queries)
+    cluster.reconcile("2026-11-21T10:01:55Z")  # a run on the new stable during the bake
+    assert len(cluster.metrics.queries) > queries  # it measured
+    assert calls == {"llmdeployment": 1, "llmrollout": 1}, calls

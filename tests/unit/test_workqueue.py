@@ -5,7 +5,6 @@ import asyncio
 import threading
 import time
 
-import kopf
 import pytest
 
 from llm_operator import _handlers as h
@@ -104,29 +103,27 @@ def test_on_ready_is_called_outside_the_lock():
     assert calls == [1, 1, 0, 1]  # the add while held queues nothing yet; done does
 
 
-def _workers(monkeypatch, reconcile, workers):
-    memo = kopf.Memo()
-    memo.backoff, memo.retry_at, memo.errors_seen, memo.generations = Backoff(base=1.0, cap=300.0, jitter=0.0), {}, {}, {}
-    memo.telemetry, memo.kube = Telemetry(), object()
-    monkeypatch.setattr(h, "reconcile", reconcile)
-    return memo
+def _workers(reconcile, workers, backoff=None):
+    """A Controller whose pass is ``reconcile(controller, namespace, name)``, its ``workers`` started (no loops)."""
+    controller = h.Controller(object(), Telemetry(), backoff=backoff or Backoff(base=1.0, cap=300.0, jitter=0.0))
+    controller.reconcile = lambda namespace, name: reconcile(controller, namespace, name)
+    controller.start(workers, loops=False)
+    return controller
 
 
-async def _until(memo, done, timeout=5.0):
+async def _until(controller, done, timeout=5.0):
     """Let the workers run until ``done()`` (a condition awaited, at most ``timeout`` seconds), then stop them."""
     deadline = time.monotonic() + timeout
     while not done() and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
-    for worker in memo.workers:
-        worker.cancel()
-    memo.executor.shutdown(wait=True)
+    await controller.stop()
 
 
-def test_workers_run_passes_concurrently_never_two_of_one_object(monkeypatch):
+def test_workers_run_passes_concurrently_never_two_of_one_object():
     running, overlap, seen, lock = set(), [], [], threading.Lock()
     peak = [0]
 
-    def reconcile(kube, memo, namespace, name):
+    def reconcile(controller, namespace, name):
         with lock:
             if name in running:
                 overlap.append(name)
@@ -139,59 +136,54 @@ def test_workers_run_passes_concurrently_never_two_of_one_object(monkeypatch):
         return None
 
     async def main():
-        memo = _workers(monkeypatch, reconcile, 3)
-        h._start_workers(memo, 3)
+        controller = _workers(reconcile, 3)
         for i in range(9):
-            h._enqueue(memo, "ns", f"m{i}", urgent=True)
-        h._enqueue(memo, "ns", "m0", urgent=False)  # asked again while queued or held
-        await _until(memo, lambda: not (len(memo.queue) or memo.queue.oldest_processing() or len(seen) < 9), timeout=10)
+            controller.enqueue("ns", f"m{i}", urgent=True)
+        controller.enqueue("ns", "m0", urgent=False)  # asked again while queued or held
+        await _until(controller, lambda: not (len(controller.queue) or controller.queue.oldest_processing() or len(seen) < 9), timeout=10)
 
     asyncio.run(main())
     assert not overlap and peak[0] == 3
     assert sorted(set(seen)) == [f"m{i}" for i in range(9)] and 9 <= len(seen) <= 10
 
 
-def test_a_child_event_during_a_failing_pass_does_not_lose_its_retry(monkeypatch):
+def test_a_child_event_during_a_failing_pass_does_not_lose_its_retry():
     """Review of the work queue: a child's event while the pass runs queues the key again; the pass fails and
     schedules its retry; the re-queued pass finds the retry pending and does nothing. The retry must still come."""
     calls = []
 
-    def reconcile(kube, memo, namespace, name):
+    def reconcile(controller, namespace, name):
         calls.append(time.monotonic())
         if len(calls) == 1:
-            h._enqueue(memo, namespace, name, urgent=False)  # the Deployment it just applied moved
+            controller.enqueue(namespace, name, urgent=False)  # the Deployment it just applied moved
             raise RuntimeError("a 503, say")
         return None
 
     async def main():
-        memo = _workers(monkeypatch, reconcile, 2)
-        memo.backoff = Backoff(base=0.3, cap=1.0, jitter=0.0)
-        h._start_workers(memo, 2)
-        h._enqueue(memo, "ns", "m", urgent=True)
-        await _until(memo, lambda: len(calls) >= 2)
+        controller = _workers(reconcile, 2, Backoff(base=0.3, cap=1.0, jitter=0.0))
+        controller.enqueue("ns", "m", urgent=True)
+        await _until(controller, lambda: len(calls) >= 2)
 
     asyncio.run(main())
     assert len(calls) == 2 and calls[1] - calls[0] >= 0.3
 
 
-def test_a_failed_pass_is_retried_by_the_queue_after_its_back_off(monkeypatch):
+def test_a_failed_pass_is_retried_by_the_queue_after_its_back_off():
     calls = []
 
-    def reconcile(kube, memo, namespace, name):
+    def reconcile(controller, namespace, name):
         calls.append(time.monotonic())
         if len(calls) == 1:
             raise RuntimeError("a 503, say")
         return None
 
     async def main():
-        memo = _workers(monkeypatch, reconcile, 2)
-        memo.backoff = Backoff(base=0.2, cap=1.0, jitter=0.0)
-        h._start_workers(memo, 2)
-        h._enqueue(memo, "ns", "m", urgent=True)
+        controller = _workers(reconcile, 2, Backoff(base=0.2, cap=1.0, jitter=0.0))
+        controller.enqueue("ns", "m", urgent=True)
         for _ in range(3):  # a child's events during the back-off: served by the retry, not run now
             await asyncio.sleep(0.02)
-            h._enqueue(memo, "ns", "m", urgent=False)
-        await _until(memo, lambda: len(calls) >= 2)
+            controller.enqueue("ns", "m", urgent=False)
+        await _until(controller, lambda: len(calls) >= 2)
 
     asyncio.run(main())
     assert len(calls) == 2 and calls[1] - calls[0] >= 0.2
