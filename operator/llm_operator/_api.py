@@ -526,6 +526,26 @@ class AnalysisMetric(_Model):
     max: float | None = None
 
 
+class FailFast(_Model):
+    """A guard between analysis runs: every ``interval`` while the new revision takes user traffic (a canary at a
+    weight above 0, or the new stable in its bake), the canary's error ratio over the last ``window`` is checked
+    for a hard breach, and a breach aborts at once (routes first), whatever the analysis interval. Soft evidence
+    still waits for the analysis."""
+
+    enabled: bool = True
+    interval: Duration = Field("5s", description="How often the guard looks: one Prometheus scrape interval.")
+    window: Duration = Field("30s", description="The counts it looks at: requests and errors over this window (at least "
+                                                "two scrape intervals).")
+    error_budget_factor: Annotated[float, Field(gt=1, le=1000)] = Field(
+        10.0, description="A hard breach is an error ratio of at least this many times the SLO's error budget "
+                          "(1 - availability/100), capped at 0.5: at 99.9% and 10, 1% of requests failing.")
+    confidence: Annotated[float, Field(ge=0.9, lt=1)] = Field(
+        0.999, description="Ratio 0.9..1: the guard aborts only when an exact binomial test shows the error ratio above "
+                           "the hard-breach bound at this confidence (checked every interval, so higher than the "
+                           "analysis's).")
+    min_requests: Annotated[int, Field(ge=1)] = Field(10, description="Below this many requests in the window the guard says nothing.")
+
+
 class Analysis(_Model):
     """How revisions are measured during a rollout."""
 
@@ -548,6 +568,7 @@ class Analysis(_Model):
                                           description="Empty: error ratio within budget, burn rate, errors and latency against stable, "
                                                       "and the SLO latencies.")
     gpu_hour_price: Annotated[float, Field(ge=0)] | None = Field(None, description="Price of one GPU-hour, for costPer1kTokens.")
+    fail_fast: FailFast = Field(default_factory=FailFast)
 
 
 class GateThreshold(_Model):

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import _analysis as a
 from . import _promql as q
-from ._api import Analysis, AnalysisMetric, Slo
+from ._api import Analysis, AnalysisMetric, FailFast, Slo, parse_duration
 from ._metrics import MetricsError, MetricsProvider, scalar
 
 _DEFAULT_BOUNDS: dict[str, tuple[float | None, float | None]] = {
@@ -303,3 +303,61 @@ def measure(provider: MetricsProvider, analysis: Analysis, slo: Slo, ctx: Contex
     metrics = list(analysis.metrics) or default_metrics(slo)
     return evaluate(metrics, collect(provider, queries(metrics, ctx)), slo, ctx, analysis.min_requests, analysis.confidence,
                     analysis.require_evidence_to_pass)
+
+
+# -------------------------------------------------------------------------------------- fail fast
+
+
+@dataclass(frozen=True)
+class Guard:
+    """One fail-fast check (:func:`guard`): ``breach`` says what it found (None: nothing hard enough to act on,
+    including no data or too few requests), over ``requests`` and ``errors`` counted in the window (None when a
+    query failed or had no data)."""
+
+    breach: str | None
+    requests: float | None = None
+    errors: float | None = None
+
+
+def hard_breach_bound(fail_fast: FailFast, slo: Slo) -> float:
+    """The error ratio a hard breach starts at: ``errorBudgetFactor x (1 - availability/100)``, capped at 0.5.
+
+    >>> hard_breach_bound(FailFast(), Slo(availability=99.9)), hard_breach_bound(FailFast(), Slo(availability=90))
+    (0.01, 0.5)
+    """
+    return round(min(0.5, fail_fast.error_budget_factor * a.error_budget(slo.availability)), 12)
+
+
+def judge_guard(errors: float | None, requests: float | None, fail_fast: FailFast, slo: Slo, window: str) -> Guard:
+    """A hard breach (pure): at least ``fail_fast.min_requests`` requests in the window and an exact one-sided
+    binomial test showing the error ratio above :func:`hard_breach_bound` at ``fail_fast.confidence``
+    (``P(X >= errors | requests, bound) < 1 - confidence``, :func:`_analysis.ratio_evidence`). Anything less is
+    no breach: soft evidence is the analysis's to judge.
+
+    >>> print(judge_guard(6, 20, FailFast(), Slo(availability=99.9), "30s").breach)  # doctest: +NORMALIZE_WHITESPACE
+    fail fast: 6 errors in 20 requests over 30s: evidence of a breach of the 1% hard-breach bound (10x the error
+    budget) at 99.9% (the error ratio is at least 6.16%)
+    >>> judge_guard(1, 20, FailFast(), Slo(availability=99.9), "30s").breach is None  # 1 error: the analysis's
+    True
+    """
+    if requests is None or a.whole(requests) < fail_fast.min_requests:
+        return Guard(None, requests, errors)
+    bound = hard_breach_bound(fail_fast, slo)
+    evidence = a.ratio_evidence(errors or 0.0, requests, bound, fail_fast.confidence)
+    if evidence.verdict != "Fail":
+        return Guard(None, requests, errors)
+    head = f"the {a.percent(bound)} hard-breach bound ({fail_fast.error_budget_factor:g}x the error budget)"
+    return Guard(f"fail fast: {evidence.counts()} over {window}: {evidence.describe(head).split(': ', 1)[1]}", requests, errors)
+
+
+def guard(provider: MetricsProvider, fail_fast: FailFast, slo: Slo, ctx: Context) -> Guard:
+    """Read the canary's requests and errors over ``fail_fast.window`` (two queries) and judge them
+    (:func:`judge_guard`). A failed query is no breach: the analysis counts metrics errors."""
+    window = parse_duration(fail_fast.window)
+    raw = collect(provider, {"requests": q.requests(ctx.canary, window, ctx.error_source),
+                             "errors": q.errors(ctx.canary, window, ctx.error_source)})
+    try:
+        requests, errors = _num(raw, "requests"), _num(raw, "errors")
+    except MetricsError:
+        return Guard(None)
+    return judge_guard(errors, requests, fail_fast, slo, fail_fast.window)

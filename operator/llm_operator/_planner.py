@@ -31,10 +31,10 @@ from . import _conditions as cond
 from . import _contract as c
 from . import _progressive as p
 from . import _registry as reg
-from ._api import API_VERSION, LLMDeploymentSpec, ResolvedModel
-from ._measure import Run
+from ._api import API_VERSION, Analysis, LLMDeploymentSpec, ResolvedModel, Slo
+from ._measure import Context, Guard, Run
 from ._rollout import Observed as RolloutObserved
-from ._rollout import bake_lost, bake_recovered, baking, decide, promotion_size, stable_floor
+from ._rollout import bake_lost, bake_recovered, baking, decide, guarded, promotion_size, stable_floor
 from ._validation import InvalidSpec, parse_llmdeployment
 from ._vocabulary import TERMINAL, Event, parse_rfc3339, rfc3339
 
@@ -271,7 +271,7 @@ def _ready(dep: Mapping[str, Any] | None) -> int:
 def plan_llmdeployment(
     body: Mapping[str, Any], observed: Observed, now: str, *, registry: reg.Resolution | None = None,
     autoscaler_kinds: frozenset[str] = frozenset({"HorizontalPodAutoscaler"}), run: Run | None = None,
-    spec: LLMDeploymentSpec | None = None, resolved: p.Resolved | None = None,
+    spec: LLMDeploymentSpec | None = None, resolved: p.Resolved | None = None, guard: Guard | None = None,
 ) -> Plan:
     """Decide one reconcile pass for an LLMDeployment, including its active LLMRollout's step.
 
@@ -284,6 +284,7 @@ def plan_llmdeployment(
             asked (``render``), and the spec is read as it stands (``models:/name@alias``).
         autoscaler_kinds: the autoscaler kinds the cluster serves (``ScaledObject`` needs KEDA).
         run: the analysis measured in this pass for the active rollout (see :func:`measurement_due`).
+        guard: the fail-fast check measured in this pass for the active rollout (likewise).
         spec: ``body``'s spec as the caller already parsed it (parsed here when None).
         resolved: the active rollout among ``observed.rollouts`` as the caller already resolved it
             (:func:`~llm_operator._progressive.resolve`; resolved here when None).
@@ -317,7 +318,7 @@ def plan_llmdeployment(
         return _unresolved(body, spec, registry, now)
     started = _start_or_supersede(pass_, target)
     size = _replica_target(pass_, target.stable_id)
-    serving = _advance_rollout(pass_, target, started, size, run)
+    serving = _advance_rollout(pass_, target, started, size, run, guard)
     retained = _retain(pass_, serving)
     desired = _desired(pass_, target, serving, size, autoscaler_kinds)
     ordered = _order(pass_, serving, retained, size, desired, started.actions + serving.actions + _outcomes(pass_),
@@ -472,12 +473,16 @@ class _Serving:
         return self.canary.id if self.canary is not None else None
 
 
-def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Size, run: Run | None) -> _Serving:
+def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Size, run: Run | None,
+                     guard: Guard | None = None) -> _Serving:
     """Phase 4: the rollouts advanced. Invalid rollouts are failed on their own status; the active one is held at
     its quality gate, closed when its revision is already stable, or stepped by :func:`~llm_operator._rollout.decide`
     (promoted, ended, or still carrying a canary)."""
     rollouts = list(started.rollouts)
     active, invalid = p.resolve(pass_.spec, rollouts) if started.superseded else pass_.resolved
+    measured = pass_.resolved[0]
+    if active is not None and (measured is None or measured.body["metadata"]["name"] != active.body["metadata"]["name"]):
+        run = guard = None  # measured for the rollout this pass superseded, not for this one
     actions: list[Action] = [*_fail_invalid(pass_, invalid)]
     events = [Event("Warning", "InvalidSpec", str(error), about=rollout) for rollout, error in invalid
               if any(isinstance(a, WriteStatus) and a.body is rollout for a in actions)]
@@ -506,7 +511,7 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
         canary_ready=_ready(pass_.observed.deployments.get(revision.id)),
         generation=active.body["metadata"].get("generation"), full_replicas=size.full,
         previous_revision=base.previous if base.previous in pass_.observed.deployments else None,
-        previous_ready=_ready(pass_.observed.deployments.get(base.previous or ""))), run, pass_.now_dt)
+        previous_ready=_ready(pass_.observed.deployments.get(base.previous or ""))), run, pass_.now_dt, guard)
     if decision.status != read_status:
         actions.append(WriteStatus(active.body, decision.status))
     events += [dataclasses.replace(e, about=active.body) for e in decision.events]
@@ -1106,25 +1111,39 @@ def _model_of(old_status: Mapping[str, Any], live: Mapping[str, Any] | None) -> 
     return ResolvedModel(name=uri.split("://", 1)[-1], source="uri", uri=uri) if uri else None
 
 
+@dataclass(frozen=True)
+class Due:
+    """What a pass measures for the active rollout, over one :class:`~._measure.Context`: an analysis run
+    (``run``), the fail-fast guard (``guard``), or both."""
+
+    analysis: Analysis
+    context: Context
+    slo: Slo
+    run: bool
+    guard: bool
+
+
 def measurement_due(body: Mapping[str, Any], observed: Observed, now: str, *, spec: LLMDeploymentSpec | None = None,
-                    resolved: p.Resolved | None = None) -> tuple[Any, Any, Any] | None:
-    """If this pass should run an analysis: (the active rollout's Analysis, a measurement Context, the SLO),
-    else None. Pure; the caller measures and hands the Run to :func:`plan_llmdeployment`. ``spec``: ``body``'s,
-    when the caller parsed it already; ``resolved``: the active rollout, likewise."""
+                    resolved: p.Resolved | None = None) -> Due | None:
+    """What this pass should measure for the active rollout (:class:`Due`), or None: nothing. Pure; the caller
+    measures and hands the Run and the Guard to :func:`plan_llmdeployment`. ``spec``: ``body``'s, when the caller
+    parsed it already; ``resolved``: the active rollout, likewise."""
     if spec is None:
         try:
             spec = parse_llmdeployment(body)
         except InvalidSpec:
             return None
     active, _ = resolved if resolved is not None else p.resolve(spec, observed.rollouts)
-    if not p.due(active, parse_rfc3339(now)):
+    if active is None:
         return None
-    assert active is not None
-    stable = (body.get("status") or {}).get("stableRevision") or active.body.get("status", {}).get("fromRevision")
     rollout_status = dict(active.body.get("status") or {})
+    run, guard = p.due(active, parse_rfc3339(now)), guarded(active.plan, rollout_status)
+    if not (run or guard):
+        return None
+    stable = str((body.get("status") or {}).get("stableRevision") or rollout_status.get("fromRevision") or "")
     if baking(rollout_status):  # the new revision is stable now: compare against the one kept to roll back to
         stable = (rollout_status.get("bake") or {}).get("previousRevision") or stable
     context = p.measurement_context(body["metadata"]["name"], body["metadata"]["namespace"], active, stable,
                                     _ready(observed.deployments.get(active.revision.id)), active.plan.analysis)
-    return active.plan.analysis, context, spec.slo
+    return Due(active.plan.analysis, context, spec.slo, run, guard)
 

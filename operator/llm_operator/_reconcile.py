@@ -22,6 +22,7 @@ from . import _contract as c
 from . import _registry as reg
 from ._api import API_VERSION, LLMDeploymentSpec
 from ._kube import Conflict, Kube, KubeError
+from ._measure import guard as fail_fast
 from ._measure import measure
 from ._metrics import MetricsError, MetricsProvider
 from ._planner import Apply, Create, Observed, Plan, RecordOutcome, Scale, WriteStatus, as_stored, measurement_due, plan_llmdeployment
@@ -239,17 +240,17 @@ def run_pass(deps: Deps, namespace: str, name: str) -> PassResult:
     observed = observe(deps.kube, body, deps.autoscaler_kinds)
     resolution, record = deps.resolve(body, spec, observed.rollouts) if spec is not None else (None, None)
     resolved = resolve_active(spec, observed.rollouts) if spec is not None else None  # once per pass
-    run = None
-    wanted = measurement_due(body, observed, now, spec=spec, resolved=resolved) if spec is not None else None
-    if wanted is not None:
-        analysis, context, slo = wanted
+    due = measurement_due(body, observed, now, spec=spec, resolved=resolved) if spec is not None else None
+    run = guard = None
+    if due is not None:
         try:
-            provider = deps.provider(analysis.prometheus_address)
+            provider = deps.provider(due.analysis.prometheus_address)
         except MetricsError as error:
             provider = _Unavailable(error)
-        run = measure(provider, analysis, slo, context)
+        run = measure(provider, due.analysis, due.slo, due.context) if due.run else None
+        guard = fail_fast(provider, due.analysis.fail_fast, due.slo, due.context) if due.guard else None
     plan = plan_llmdeployment(body, observed, now, registry=resolution, autoscaler_kinds=deps.autoscaler_kinds, run=run,
-                              spec=spec, resolved=resolved)
+                              spec=spec, resolved=resolved, guard=guard)
 
     def post(event: Event) -> None:
         about = dict(event.about or body)

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from . import _conditions as cond
 from ._api import DEFAULT_CANARY_WEIGHTS, Analysis, CanaryStep, GateThreshold, LLMRolloutSpec, RolloutTemplate, parse_duration
-from ._measure import Run
+from ._measure import Guard, Run
 from ._vocabulary import TERMINAL, Event
 
 StepKind = Literal["weight", "mirror", "preview", "pause", "analysis"]
@@ -66,6 +66,8 @@ class Reason:
     BAKE_PASSED = "BakePassed"
     ROLLED_BACK = "RolledBack"  # a failed bake (or spec.abort during it): traffic back on the previous revision
     BAKE_FAILED = "BakeFailed"  # a failed bake with no previous revision left to go back to
+    FAIL_FAST = "FailFast"  # the guard between analysis runs saw a hard breach on the canary
+    CANARY_UNAVAILABLE = "CanaryUnavailable"  # the canary takes traffic with no ready pod
     PROMOTED = "Promoted"
     STEP_IN_PROGRESS = "StepInProgress"
     PROGRESSING = "Progressing"  # Paused=False while the steps run
@@ -333,9 +335,19 @@ def needs_measurement(plan: RolloutPlan, status: dict[str, Any], now: datetime.d
     return last is None or (now - last).total_seconds() >= parse_duration(plan.analysis.interval) - 0.5
 
 
-def decide(plan: RolloutPlan, status: dict[str, Any], observed: Observed, run: Run | None, now: datetime.datetime) -> Decision:
+def guarded(plan: RolloutPlan, status: dict[str, Any]) -> bool:
+    """Whether the fail-fast guard watches this rollout now: it is on (``analysis.failFast.enabled``), and the new
+    revision takes user traffic (a canary at a weight above 0, or the new stable in its bake), paused or not."""
+    if not plan.analysis.fail_fast.enabled or plan.abort or status.get("phase") not in ("Progressing", "Paused"):
+        return False
+    return (status.get("canaryWeight") or 0) > 0 or baking(status)
+
+
+def decide(plan: RolloutPlan, status: dict[str, Any], observed: Observed, run: Run | None, now: datetime.datetime,
+           guard: Guard | None = None) -> Decision:
     """One pass of the state machine. ``status`` is the LLMRollout's status as read (not modified);
-    ``run`` is the analysis measured in this pass (see :func:`needs_measurement`), or None.
+    ``run`` is the analysis measured in this pass (see :func:`needs_measurement`), or None; ``guard`` the
+    fail-fast check measured in this pass (see :func:`guarded`), or None.
 
     The guards below run top to bottom, each ending the pass or falling through; then the cursor walks the
     steps, one function per step kind, each advancing, holding (a requeue in seconds) or ending the pass."""
@@ -353,6 +365,10 @@ def decide(plan: RolloutPlan, status: dict[str, Any], observed: Observed, run: R
     if plan.abort:
         return p.finish("Aborted", Reason.ABORTED_BY_USER,
                         f"aborted by spec.abort at step {p.index}; all traffic on {observed.stable_revision}")
+
+    breach = _hard_breach(p, guard)  # between analysis runs, paused or not: routes first, at once
+    if breach is not None:
+        return breach
 
     waiting = _parse(p.st.get("waitingSince"))
     if waiting and (now - waiting).total_seconds() > plan.progress_deadline_seconds:
@@ -380,6 +396,24 @@ def decide(plan: RolloutPlan, status: dict[str, Any], observed: Observed, run: R
         p.events.append(Event("Normal", Reason.UNPAUSED, f"spec.paused is false: continuing at step {p.index}"))
 
     return _walk(p, run, measured)
+
+
+def _hard_breach(p: _Pass, guard: Guard | None) -> Decision | None:
+    """The fail-fast guard's verdict, if it ends the rollout: a hard breach in the errors (``guard``), or a
+    canary taking traffic with no ready pod left. A canary is aborted; a bake rolls back to the previous
+    revision."""
+    if not guarded(p.plan, p.st):
+        return None
+    stable = p.observed.stable_revision
+    if guard is not None and guard.breach is not None:
+        if baking(p.st):
+            return _rollback(p, Reason.ROLLED_BACK, f"bake failed: {guard.breach}")
+        return p.finish("Aborted", Reason.FAIL_FAST, f"step {p.index}: {guard.breach}; all traffic on {stable}")
+    if not baking(p.st) and p.observed.canary_ready < 1:
+        return p.finish("Aborted", Reason.CANARY_UNAVAILABLE,
+                        f"step {p.index}: {p.observed.target_revision} takes {p.st.get('canaryWeight')}% of the traffic with "
+                        f"no ready pod (fail fast); all traffic on {stable}")
+    return None
 
 
 @dataclass(frozen=True)
@@ -450,7 +484,11 @@ class _Pass:
 
     def decision(self, replicas: int | None = None, traffic: Traffic | None = None, *, promote: bool = False,
                  requeue_after: float | None = None) -> Decision:
-        """The pass's outcome; the canary's size and the routes default to the pass's own."""
+        """The pass's outcome; the canary's size and the routes default to the pass's own. While the fail-fast
+        guard watches, the next pass is at most its interval away."""
+        if guarded(self.plan, self.st):
+            every = parse_duration(self.plan.analysis.fail_fast.interval)
+            requeue_after = every if requeue_after is None else min(requeue_after, every)
         return Decision(_clean(self.st), self.replicas if replicas is None else replicas,
                         self.traffic() if traffic is None else traffic, promote=promote, events=self.events,
                         requeue_after=requeue_after)

@@ -9,6 +9,7 @@ from llm_operator import _builders as b
 from llm_operator import _progressive as p
 from llm_operator import _registry as reg
 from llm_operator._api import MlflowModelRef
+from llm_operator._metrics import MetricsError
 from llm_operator._planner import Apply, Delete, is_subset, needs_apply, plan_llmdeployment, with_applied_hash
 from llm_operator._reconcile import Deps, execute, observe, run_pass
 from tests.unit.fakes import FakeKube, FakeMetrics, FakeRegistry, owned_by
@@ -55,8 +56,8 @@ class Cluster:
             return resolution, lambda outcome: reg.record(self.registry, outcome)
 
         def no_metrics(address):
-            if self.metrics is None:
-                raise AssertionError("these passes measure nothing")
+            if self.metrics is None:  # as with no Prometheus address: the guard says nothing, a run is an Error
+                raise MetricsError("no Prometheus in this test")
             return self.metrics
 
         return Deps(kube=self.kube, resolve=resolve, provider=no_metrics, post=lambda about, event, at: self.events.append(event),
@@ -1325,3 +1326,42 @@ def test_a_measuring_pass_parses_the_spec_and_resolves_the_active_rollout_once(s
     cluster.reconcile("2026-11-21T10:01:55Z")  # a run on the new stable during the bake
     assert len(cluster.metrics.queries) > queries  # it measured
     assert calls == {"llmdeployment": 1, "llmrollout": 1}, calls
+
+
+def test_fail_fast_between_runs_costs_two_queries_a_pass_and_a_hard_breach_routes_back_first(samples):
+    """analysis.failFast: while the canary takes traffic every pass reads its requests and errors (two queries),
+    and a hard breach aborts before the next run (5 minutes away), the VirtualService written before the status."""
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["replicas"] = 2
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"analysis": {"duration": "10m"}}], "analyzeEveryStep": False,
+                              "bakeDuration": "0s", "analysis": {"interval": "5m"}}
+    failing = {"errors": 0.0}
+
+    def answer(promql):
+        if "request_success_total" not in promql:
+            return None
+        return failing["errors"] if 'finished_reason="error"' in promql else 40.0
+    cluster = Cluster(doc, metrics=FakeMetrics(answer))
+    cluster.reconcile(T0)
+    a = cluster.body["status"]["stableRevision"]
+    cluster.set_ready(f"qwen-small-{a}", 2)
+    cluster.reconcile(T0)
+    cluster.edit_spec(model={"uri": "hf://org/model-b"})
+    cluster.reconcile("2026-11-21T10:01:00Z")  # the LLMRollout created
+    cluster.reconcile("2026-11-21T10:01:00Z")  # and started
+    new = _rollout_status(cluster)["toRevision"]
+    cluster.set_ready(f"qwen-small-{new}", 1)
+    plan, _ = cluster.reconcile("2026-11-21T10:01:05Z")  # 50% routed
+    assert _rollout_status(cluster)["canaryWeight"] == 50 and plan.requeue_after == 5.0
+    queries = len(cluster.metrics.queries)
+    plan, writes = cluster.reconcile("2026-11-21T10:01:10Z")
+    assert len(cluster.metrics.queries) - queries == 2 and not writes  # the guard's two reads; nothing to write
+    failing["errors"] = 20.0  # half the canary's requests fail
+    plan, writes = cluster.reconcile("2026-11-21T10:01:15Z")
+    status = _rollout_status(cluster)
+    assert status["phase"] == "Aborted" and status["message"].startswith("step 1: fail fast: 20 errors in 40 requests over 30s")
+    kinds = [w[1] for w in writes]
+    assert kinds.index("VirtualService") < kinds.index("LLMRollout"), writes  # routes first
+    vs = cluster.child("VirtualService")
+    weights = {r["destination"]["host"].split(".")[0]: r.get("weight") for r in vs["spec"]["http"][0]["route"]}
+    assert weights.get("qwen-small-canary", 0) == 0, weights

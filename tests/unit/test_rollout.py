@@ -5,9 +5,9 @@ import datetime
 import pytest
 
 from llm_operator import _conditions as cond
-from llm_operator._api import LLMRolloutSpec, RolloutTemplate
-from llm_operator._measure import MetricResult, Run
-from llm_operator._rollout import Observed, Traffic, canary_size, decide, needs_measurement, plan_rollout, promotion_size, stable_floor
+from llm_operator._api import FailFast, LLMRolloutSpec, RolloutTemplate, Slo
+from llm_operator._measure import Guard, MetricResult, Run, hard_breach_bound, judge_guard
+from llm_operator._rollout import Observed, Traffic, canary_size, decide, guarded, needs_measurement, plan_rollout, promotion_size, stable_floor
 from llm_operator._vocabulary import Event
 
 T0 = datetime.datetime(2026, 11, 21, 10, 0, 0, tzinfo=datetime.UTC)
@@ -25,7 +25,8 @@ TEMPLATE = RolloutTemplate.model_validate({  # the steps as written: these table
     "steps": [{"setWeight": 10}, {"analysis": {"duration": "2m"}}, {"setWeight": 50}, {"pause": {"duration": "1m"}}],
     "analyzeEveryStep": False,
     "bakeDuration": "0s",  # the bake has tables of its own (test_the_bake_*)
-    "analysis": {"interval": "30s", "inconclusiveLimit": 2, "consecutiveErrorLimit": 2},
+    "analysis": {"interval": "30s", "inconclusiveLimit": 2, "consecutiveErrorLimit": 2,
+                 "failFast": {"enabled": False}},  # the guard has tables of its own (test_fail_fast_*)
 })
 
 PASS = Run("Pass", 500.0, (MetricResult("error-ratio", 0.001, None, 0.01, "Pass", "ok"),))
@@ -405,7 +406,8 @@ def test_an_inserted_analysis_holds_the_weight_until_it_passed():
 
 BAKE = RolloutTemplate.model_validate({
     "steps": [{"setWeight": 50}], "analyzeEveryStep": False, "bakeDuration": "10m",
-    "analysis": {"interval": "30s", "inconclusiveLimit": 2, "consecutiveErrorLimit": 2},
+    "analysis": {"interval": "30s", "inconclusiveLimit": 2, "consecutiveErrorLimit": 2,
+                 "failFast": {"enabled": False}},  # the guard has tables of its own (test_fail_fast_*)
 })
 
 
@@ -491,3 +493,115 @@ def test_strategy_none_and_promote_have_no_bake():
     d = walk.step(0, ready=4)
     assert d.promote and walk.phase == "Succeeded" and "bake" not in walk.status
     assert plan_rollout(spec(), RolloutTemplate()).bake_seconds == 1800  # the default: 30 minutes
+
+
+# ------------------------------------------------------------------------------ the fail-fast guard (analysis.failFast)
+
+GUARDED = RolloutTemplate.model_validate({
+    "steps": [{"setWeight": 10}, {"analysis": {"duration": "10m"}}], "analyzeEveryStep": False, "bakeDuration": "10m",
+    "analysis": {"interval": "5m", "failFast": {"interval": "5s"}},  # runs 5 minutes apart: the guard is what acts sooner
+})
+BREACH = Guard("fail fast: 9 errors in 30 requests over 30s: evidence of a breach", 30.0, 9.0)
+QUIET = Guard(None, 30.0, 0.0)
+
+
+def guarded_walk(**spec_fields):
+    """A canary at 10% (routed at t=0), in its 10-minute analysis step."""
+    walk = Walk(plan_rollout(spec(**spec_fields), GUARDED))
+    walk.step(-10, ready=0)
+    walk.step(-5, ready=1)
+    assert walk.status["canaryWeight"] == 10 and guarded(walk.plan, walk.status)
+    return walk
+
+
+def guard_step(walk, t, guard, ready=1, run=None):
+    walk.decision = decide(walk.plan, walk.status, observed(ready=ready), run, at(t), guard)
+    walk.status = walk.decision.status
+    return walk.decision
+
+
+def test_fail_fast_aborts_between_analysis_runs_with_all_traffic_on_stable():
+    walk = guarded_walk()
+    d = guard_step(walk, 5, QUIET)
+    assert walk.phase == "Progressing" and d.requeue_after == 5.0  # the guard looks every 5 s, the runs are 5 min apart
+    d = guard_step(walk, 10, BREACH)
+    assert walk.phase == "Aborted" and d.traffic == Traffic(0, 0, False) and d.canary_replicas == 0
+    assert cond.get_condition(walk.status["conditions"], "Degraded")["reason"] == "FailFast"
+    assert walk.status["message"] == f"step 1: {BREACH.breach}; all traffic on old"
+    assert [e.reason for e in d.events] == ["FailFast"] and d.requeue_after is None  # terminal: no guard any more
+
+
+def test_fail_fast_acts_while_paused_and_not_when_switched_off():
+    walk = guarded_walk()
+    walk.plan = plan_rollout(spec(paused=True), GUARDED)  # paused at 10%
+    guard_step(walk, 5, QUIET)
+    assert walk.phase == "Paused" and guarded(walk.plan, walk.status)  # paused, yet users still reach the canary
+    guard_step(walk, 10, BREACH)
+    assert walk.phase == "Aborted"
+    off = RolloutTemplate.model_validate({**GUARDED.model_dump(by_alias=True, exclude_none=True),
+                                          "analysis": {"interval": "5m", "failFast": {"enabled": False}}})
+    walk = Walk(plan_rollout(spec(), off))
+    walk.step(-10, ready=0)
+    walk.step(-5, ready=1)
+    d = guard_step(walk, 10, BREACH)
+    assert walk.phase == "Progressing" and not guarded(walk.plan, walk.status) and d.requeue_after > 5
+
+
+def test_a_canary_with_traffic_and_no_ready_pod_is_aborted_at_once():
+    walk = guarded_walk()
+    d = guard_step(walk, 5, None, ready=0)  # its only pod crashed: Envoy has nowhere to send its 10%
+    assert walk.phase == "Aborted" and d.traffic == Traffic(0, 0, False)
+    assert cond.get_condition(walk.status["conditions"], "Degraded")["reason"] == "CanaryUnavailable"
+    assert walk.status["message"] == "step 1: new takes 10% of the traffic with no ready pod (fail fast); all traffic on old"
+
+
+def test_no_guard_before_the_canary_takes_traffic():
+    walk = Walk(plan_rollout(spec(), GUARDED))
+    walk.step(0, ready=0)  # waiting for the canary's pod: weight 0
+    assert not guarded(walk.plan, walk.status)
+    d = guard_step(walk, 1, BREACH, ready=0)  # a stray breach on a revision with no traffic: not the guard's business
+    assert walk.phase == "Progressing" and walk.status["canaryWeight"] == 0 and "waiting for 1 ready pods" in walk.status["message"]
+
+
+def test_fail_fast_in_the_bake_rolls_back_to_the_previous_revision():
+    walk = Walk(plan_rollout(spec(), RolloutTemplate.model_validate({**GUARDED.model_dump(by_alias=True, exclude_none=True),
+                                                                     "steps": [{"setWeight": 50}]})))
+    walk.step(-20, ready=0)
+    walk.step(-10, ready=2)
+    d = walk.step(0, ready=4)
+    assert d.promote and walk.status["bake"]["previousRevision"] == "old" and guarded(walk.plan, walk.status)
+    walk.decision = decide(walk.plan, walk.status, bake_observed(), None, at(5), QUIET)
+    walk.status = walk.decision.status
+    assert walk.phase == "Progressing" and walk.decision.requeue_after == 5.0
+    d = decide(walk.plan, walk.status, bake_observed(), None, at(10), BREACH)
+    assert d.rollback and d.status["phase"] == "Aborted"
+    assert d.status["message"] == f"bake failed: {BREACH.breach}; rolled back: all traffic on old"
+    d = decide(walk.plan, walk.status, bake_observed(ready=0), None, at(10), None)
+    assert not d.rollback and d.status["phase"] == "Progressing"  # no pod check on the new stable: the errors say it
+
+
+@pytest.mark.parametrize("errors,requests,availability,breach", [
+    (0, 1000, 99.9, False),     # healthy
+    (1, 20, 99.9, False),       # one error in a few: soft evidence, the analysis's to judge
+    (10, 10000, 99.9, False),   # at the budget (0.1%): no hard breach
+    (100, 10000, 99.9, False),  # at the hard-breach bound (1%) itself: not evidence above it
+    (150, 10000, 99.9, True),   # 1.5%: at 99.9% confidence above 1%
+    (6, 20, 99.9, True),        # 30% of a handful
+    (3, 3, 99.9, False),        # fewer than minRequests (10): nothing to go on
+    (10, 10, 99.9, True),       # a canary failing every request
+    (40, 100, 90.0, False),     # a 90% SLO: the bound is capped at 50%, 40% is below it
+    (80, 100, 90.0, True),
+])
+def test_fail_fast_table(errors, requests, availability, breach):
+    found = judge_guard(errors, requests, FailFast(), Slo(availability=availability), "30s")
+    assert (found.breach is not None) == breach, found
+
+
+def test_fail_fast_worked_example_needs_a_few_seconds_of_a_hard_breach():
+    """At a 99% SLO (bound 10%) with 30% of the canary's requests failing: a verdict needs about 30 requests (at
+    8 requests a second on a 20% canary, about 4 s), where the analysis at 95% needs evidence above 1%."""
+    slo = Slo(availability=99.0)
+    assert judge_guard(3, 10, FailFast(), slo, "10s").breach is None  # P(X >= 3 | 10, 0.1) = 0.07
+    assert judge_guard(9, 30, FailFast(), slo, "10s").breach is None  # P(X >= 9 | 30, 0.1) = 0.002
+    assert judge_guard(10, 30, FailFast(), slo, "10s").breach is not None  # P(X >= 10 | 30, 0.1) = 0.00045 < 0.001
+    assert hard_breach_bound(FailFast(), slo) == 0.1
