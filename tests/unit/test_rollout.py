@@ -559,7 +559,7 @@ def test_no_guard_before_the_canary_takes_traffic():
     walk = Walk(plan_rollout(spec(), GUARDED))
     walk.step(0, ready=0)  # waiting for the canary's pod: weight 0
     assert not guarded(walk.plan, walk.status)
-    d = guard_step(walk, 1, BREACH, ready=0)  # a stray breach on a revision with no traffic: not the guard's business
+    guard_step(walk, 1, BREACH, ready=0)  # a stray breach on a revision with no traffic: not the guard's business
     assert walk.phase == "Progressing" and walk.status["canaryWeight"] == 0 and "waiting for 1 ready pods" in walk.status["message"]
 
 
