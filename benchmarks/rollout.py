@@ -3,7 +3,7 @@ idle analysis tick costs in API writes. On the real control plane (the revisions
 operator process under its own ServiceAccount, Debian's Prometheus scraping every second, and stand-in vLLM metric
 endpoints; writes are counted from kube-apiserver's audit log.
 
-    PYTHONPATH=sandbox:. .venv/bin/python benchmarks/rollout.py [--detections 5] [--bakes 3] [--healthy 20]
+    PYTHONPATH=sandbox:. .venv/bin/python benchmarks/rollout.py [--detections 5] [--bakes 3] [--fail-fast 5] [--healthy 50]
 
 Figures (seconds are wall-clock on the machine it runs on):
 
@@ -11,7 +11,10 @@ Figures (seconds are wall-clock on the machine it runs on):
   the moment the VirtualService sends the canary 0%; target: one analysis interval + 5 s;
 * bake rollback: a revision that fails only after the switch, in its bake: from the breach visible in Prometheus
   to the Service clients call selecting the previous revision again; target: one analysis interval + 5 s;
-* false aborts: healthy canaries (0 errors, steady latency) rolled out concurrently; target: 0;
+* fail fast: a canary whose analysis runs a minute apart (``interval: 60s``) starts failing half its requests:
+  from the first moment Prometheus reports its error ratio over the guard's window above the hard-breach bound
+  (10x the error budget) to the canary's weight at 0; target: two scrape intervals (2 s at this 1 s scrape);
+* false aborts: healthy canaries (0 errors, steady latency) rolled out concurrently, the guard on; target: 0;
 * idle writes: API writes the operator makes in the passes between two analysis runs; target: 0.
 """
 
@@ -35,21 +38,27 @@ from llm_sandbox.metrics import FakeVllm, Prometheus
 INTERVAL = 5  # analysis interval, seconds
 
 
-def deployment(name: str, steps: list[dict], bake: str = "0s") -> dict:
+SCRAPE = 1  # Prometheus's scrape interval here, seconds
+FAIL_FAST = {"interval": f"{SCRAPE}s", "window": "10s"}  # the guard at every scrape, over ten of them
+
+
+def deployment(name: str, steps: list[dict], bake: str = "0s", interval: int = INTERVAL) -> dict:
     doc = yaml.safe_load((ROOT / "samples" / "llmdeployment-cpu.yaml").read_text())
     doc["metadata"] = {"name": name}
     doc["spec"]["replicas"] = 2
     doc["spec"]["slo"] = {"availability": 99.0, "latencyP99Seconds": 2.0}
     doc["spec"]["rollout"] = {"steps": steps, "scaleDownDelaySeconds": 0, "abortScaleDownDelaySeconds": 0, "bakeDuration": bake,
-                              "analysis": {"interval": f"{INTERVAL}s", "minRequests": 10, "inconclusiveLimit": 5}}
+                              "analysis": {"interval": f"{interval}s", "minRequests": 10, "inconclusiveLimit": 5,
+                                           "failFast": FAIL_FAST}}
     return doc
 
 
 class Bench:
-    def __init__(self, workdir: pathlib.Path):
-        # 20 concurrent rollouts of the CPU sample (2 replicas x 4 CPUs, plus canaries) need more than the default
-        # two 32-core kwok nodes: the real scheduler would leave them Pending.
-        pools = tuple(replace(p, count=12) if p.name == "cpu" else p for p in DEFAULT_POOLS)
+    def __init__(self, workdir: pathlib.Path, concurrent: int = 20):
+        # ``concurrent`` rollouts of the CPU sample (2 replicas x 4 CPUs, plus a canary of up to 2) need more than the
+        # default two 32-core kwok nodes: the real scheduler would leave them Pending.
+        nodes = max(2, -(-concurrent * 16 // 32) + 2)
+        pools = tuple(replace(p, count=nodes) if p.name == "cpu" else p for p in DEFAULT_POOLS)
         self.api = start_cluster(workdir / "cluster", pools=pools)
         (workdir / "prom").mkdir()
         self.prometheus = Prometheus(workdir / "prom").start()
@@ -63,9 +72,9 @@ class Bench:
         self.prometheus.add_target(exporter.port, namespace=namespace, llmops_dev_deployment=name, llmops_dev_revision=revision)
         return exporter
 
-    def ready_deployment(self, namespace: str, name: str, steps: list[dict], bake: str = "0s") -> str:
+    def ready_deployment(self, namespace: str, name: str, steps: list[dict], bake: str = "0s", interval: int = INTERVAL) -> str:
         self.api.namespace(namespace)
-        self.api.create(deployment(name, steps, bake), namespace)
+        self.api.create(deployment(name, steps, bake, interval), namespace)
         status = wait_for(lambda: (s := (self.api.get("llmops.dev/v1alpha1", "LLMDeployment", namespace, name) or {}).get("status", {}))
                           .get("readyReplicas") == 2 and s, 60, "stable ready")
         self.serve(namespace, name, status["stableRevision"], seed=hash(namespace) % 1000)
@@ -156,6 +165,41 @@ def bake_rollback(bench: Bench, run: int) -> dict:
             "phase": status.get("phase"), "reason": next((c["reason"] for c in status.get("conditions", []) if c["type"] == "Degraded"), None)}
 
 
+def fail_fast(bench: Bench, run: int) -> dict:
+    """A canary whose analysis runs a minute apart fails half its requests: from Prometheus answering its error
+    ratio over the guard's window above the hard-breach bound to its weight at 0."""
+    namespace, name = f"fast-{run}", "chat"
+    bench.ready_deployment(namespace, name, [{"setWeight": 20}, {"analysis": {"duration": "10m"}}], interval=60)
+    target = bench.start_rollout(namespace, name)
+    canary = bench.serve(namespace, name, target, seed=200 + run)
+    wait_for(lambda: bench.canary_weight(namespace, name) == 20, 120, "the canary at 20%")
+    time.sleep(3.0)  # a few healthy guard passes first
+    assert bench.rollout(namespace).get("phase") == "Progressing", bench.rollout(namespace)
+    canary.error_ratio = 0.5
+    injected = time.monotonic()
+    scope = f'namespace="{namespace}",llmops_dev_revision="{target}"'
+    ratio = (f'sum(increase(vllm:request_success_total{{{scope},finished_reason="error"}}[{FAIL_FAST["window"]}]))'
+             f' / sum(increase(vllm:request_success_total{{{scope}}}[{FAIL_FAST["window"]}]))')
+    bound = 10 * 0.01  # errorBudgetFactor 10 x the 99% SLO's budget
+    visible = None
+    while time.monotonic() - injected < 60:
+        now = time.monotonic()
+        if visible is None:
+            result = bench.prometheus.query(ratio)
+            if result and float(result[0]["value"][1]) > bound:
+                visible = time.monotonic()
+        if bench.canary_weight(namespace, name) == 0:
+            zero = now
+            break
+        time.sleep(0.05)
+    else:
+        raise RuntimeError("the guard never took the canary out of traffic")
+    canary.stop()
+    status = bench.rollout(namespace)
+    return {"visible_after_injection": round((visible or zero) - injected, 2), "zero_after_visible": round(zero - (visible or zero), 2),
+            "phase": status.get("phase"), "reason": next((c["reason"] for c in status.get("conditions", []) if c["type"] == "Degraded"), None)}
+
+
 def healthy_rollouts(bench: Bench, count: int) -> dict:
     namespaces = [f"healthy-{i}" for i in range(count)]
     steps = [{"setWeight": 25}, {"analysis": {"duration": "10s"}}, {"setWeight": 50}, {"analysis": {"duration": "10s"}}]
@@ -193,13 +237,14 @@ def idle_writes(bench: Bench) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--detections", type=int, default=5)
-    parser.add_argument("--healthy", type=int, default=20)
+    parser.add_argument("--healthy", type=int, default=50)
     parser.add_argument("--bakes", type=int, default=3)
+    parser.add_argument("--fail-fast", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        bench = Bench(pathlib.Path(tmp))
+        bench = Bench(pathlib.Path(tmp), concurrent=args.healthy)
         try:
-            results = {"analysis_interval_seconds": INTERVAL, "prometheus_scrape_seconds": 1}
+            results = {"analysis_interval_seconds": INTERVAL, "prometheus_scrape_seconds": SCRAPE, "fail_fast_settings": FAIL_FAST}
             detections = [detection(bench, i) for i in range(args.detections)]
             delays = [d["zero_after_visible"] for d in detections]
             results["detection"] = {"runs": detections, "median_seconds": statistics.median(delays), "max_seconds": max(delays),
@@ -208,12 +253,18 @@ def main() -> int:
             back = [b["back_after_visible"] for b in bakes] or [0.0]
             results["bake_rollback"] = {"runs": bakes, "median_seconds": statistics.median(back), "max_seconds": max(back),
                                         "target_seconds": INTERVAL + 5, "all_within_target": max(back) <= INTERVAL + 5}
+            fast = [fail_fast(bench, i) for i in range(args.fail_fast)]
+            zero = [f["zero_after_visible"] for f in fast] or [0.0]
+            results["fail_fast"] = {"runs": fast, "analysis_interval_seconds": 60, "median_seconds": statistics.median(zero),
+                                    "max_seconds": max(zero), "target_seconds": 2 * SCRAPE,
+                                    "all_within_target": max(zero) <= 2 * SCRAPE}
             results["healthy"] = healthy_rollouts(bench, args.healthy)
             results["idle"] = idle_writes(bench)
         finally:
             bench.close()
     print(json.dumps(results, indent=2))
     ok = (results["detection"]["all_within_target"] and results["bake_rollback"]["all_within_target"]
+          and results["fail_fast"]["all_within_target"]
           and results["healthy"]["false_aborts"] == 0 and results["idle"]["writes_per_idle_pass"] == 0)
     return 0 if ok else 1
 

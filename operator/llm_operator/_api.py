@@ -863,6 +863,8 @@ class LLMRolloutStatus(_Model):
     steps_hash: str | None = None
     step_started_at: str | None = None
     waiting_since: str | None = Field(None, description="Since when the new revision's pods are awaited (progress deadline).")
+    unavailable_since: str | None = Field(None, description="Since when the canary takes traffic with no ready pod (the "
+                                                            "fail-fast guard aborts after two of its intervals).")
     canary_weight: int | None = None
     mirror_weight: int | None = None
     preview: bool | None = None

@@ -511,7 +511,9 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
         canary_ready=_ready(pass_.observed.deployments.get(revision.id)),
         generation=active.body["metadata"].get("generation"), full_replicas=size.full,
         previous_revision=base.previous if base.previous in pass_.observed.deployments else None,
-        previous_ready=_ready(pass_.observed.deployments.get(base.previous or ""))), run, pass_.now_dt, guard)
+        previous_ready=_ready(pass_.observed.deployments.get(base.previous or "")),
+        canary_serving=_int(((pass_.observed.deployments.get(revision.id) or {}).get("status") or {}).get("readyReplicas"))),
+        run, pass_.now_dt, guard)
     if decision.status != read_status:
         actions.append(WriteStatus(active.body, decision.status))
     events += [dataclasses.replace(e, about=active.body) for e in decision.events]

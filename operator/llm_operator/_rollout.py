@@ -185,11 +185,12 @@ class Observed:
     stable_revision: str
     target_revision: str
     stable_replicas: int  # the stable revision's desired size: the base of canary sizing
-    canary_ready: int  # ready pods of the target revision's Deployment (0 when absent)
+    canary_ready: int  # ready pods of the target revision's Deployment (0 when absent or its status is stale)
     generation: int | None = None
     full_replicas: int | None = None  # what the new revision needs to take 100% (promotion_size); default stable_replicas
     previous_revision: str | None = None  # the revision the switch replaced, kept during the bake (None: gone)
     previous_ready: int = 0  # its ready pods
+    canary_serving: int | None = None  # ready pods as last reported, even while the status lags a scale-up (None: canary_ready)
 
     @property
     def full_size(self) -> int:
@@ -409,11 +410,22 @@ def _hard_breach(p: _Pass, guard: Guard | None) -> Decision | None:
         if baking(p.st):
             return _rollback(p, Reason.ROLLED_BACK, f"bake failed: {guard.breach}")
         return p.finish("Aborted", Reason.FAIL_FAST, f"step {p.index}: {guard.breach}; all traffic on {stable}")
-    if not baking(p.st) and p.observed.canary_ready < 1:
-        return p.finish("Aborted", Reason.CANARY_UNAVAILABLE,
-                        f"step {p.index}: {p.observed.target_revision} takes {p.st.get('canaryWeight')}% of the traffic with "
-                        f"no ready pod (fail fast); all traffic on {stable}")
-    return None
+    serving = p.observed.canary_serving if p.observed.canary_serving is not None else p.observed.canary_ready
+    if baking(p.st) or serving > 0:
+        p.st.pop("unavailableSince", None)
+        return None
+    # No ready pod while it takes traffic: after two guard intervals (a pod's restart or one failed probe is not yet
+    # a canary that stopped answering), aborted.
+    since = _parse(p.st.get("unavailableSince"))
+    if since is None:
+        p.st["unavailableSince"] = p.stamp
+        return None
+    grace = 2 * parse_duration(p.plan.analysis.fail_fast.interval)
+    if (p.now - since).total_seconds() < grace:
+        return None
+    return p.finish("Aborted", Reason.CANARY_UNAVAILABLE,
+                    f"step {p.index}: {p.observed.target_revision} takes {p.st.get('canaryWeight')}% of the traffic with "
+                    f"no ready pod since {_ts(since)} (fail fast); all traffic on {stable}")
 
 
 @dataclass(frozen=True)
@@ -489,6 +501,8 @@ class _Pass:
         if guarded(self.plan, self.st):
             every = parse_duration(self.plan.analysis.fail_fast.interval)
             requeue_after = every if requeue_after is None else min(requeue_after, every)
+        else:
+            self.st.pop("unavailableSince", None)
         return Decision(_clean(self.st), self.replicas if replicas is None else replicas,
                         self.traffic() if traffic is None else traffic, promote=promote, events=self.events,
                         requeue_after=requeue_after)
@@ -498,7 +512,7 @@ class _Pass:
         plan, observed = self.plan, self.observed
         self.st.update(phase="Progressing", fromRevision=observed.stable_revision, toRevision=observed.target_revision,
                        currentStepIndex=0, stepsTotal=len(plan.steps), stepsHash=plan.steps_hash, stepStartedAt=self.stamp,
-                       waitingSince=None, canaryWeight=0, mirrorWeight=0, preview=False, analysis=None,
+                       waitingSince=None, unavailableSince=None, canaryWeight=0, mirrorWeight=0, preview=False, analysis=None,
                        observedRetry=plan.retry, observedResume=plan.resume, startedAt=self.stamp, finishedAt=None,
                        message="", bake=None)  # a retried rolled-back rollout bakes again only after a new switch
         self.condition(cond.DEGRADED, "False", Reason.AS_EXPECTED, "")
@@ -513,7 +527,7 @@ class _Pass:
     def finish(self, phase: str, reason: str, message: str, *, event_type: str = "Warning") -> Decision:
         """End the rollout unpromoted (Aborted, Failed): all traffic to stable, no canary."""
         self.st.update(phase=phase, message=message, finishedAt=self.stamp, canaryWeight=0, mirrorWeight=0,
-                       preview=False, canaryReplicas=0, waitingSince=None)
+                       preview=False, canaryReplicas=0, waitingSince=None, unavailableSince=None)
         self.condition(cond.PROGRESSING, "False", reason, message)
         self.condition(PAUSED, "False", reason, "")
         self.condition(cond.DEGRADED, "True", reason, message)

@@ -3,6 +3,7 @@ CPU nodes and reported ready there), a real Prometheus scraping per-revision vLL
 and latency each test sets."""
 
 import copy
+import time
 
 import pytest
 
@@ -143,7 +144,7 @@ def test_no_steps_written_goes_through_the_default_canary(scenario):
 
 
 def test_errors_abort_with_traffic_back_on_stable_and_stable_untouched(scenario):
-    s = scenario(steps=STEPS)
+    s = scenario(steps=STEPS, analysis={"failFast": {"enabled": False}})  # the analysis's verdict (the guard's is below)
     stable_before = s.deployment(s.stable)
     target = s.start_rollout()
     s.serve(target, FakeVllm(rate=40, error_ratio=0.3, latency=0.4, seed=3))
@@ -161,6 +162,25 @@ def test_errors_abort_with_traffic_back_on_stable_and_stable_untouched(scenario)
     stable_after = s.deployment(s.stable)
     assert stable_after["metadata"]["generation"] == stable_before["metadata"]["generation"]
     assert stable_after["spec"]["replicas"] == 2 and s.status()["stableRevision"] == s.stable
+
+
+def test_a_hard_breach_is_aborted_by_the_guard_long_before_the_next_analysis_run(scenario):
+    """analysis.failFast (issue 16): runs a minute apart, the guard at every 1 s scrape over 10 s. A canary failing
+    half its requests is out of traffic within seconds, with no analysis run having happened."""
+    s = scenario(steps=[{"setWeight": 25}, {"analysis": {"duration": "5m"}}],
+                 analysis={"interval": "60s", "failFast": {"interval": "1s", "window": "10s"}})
+    target = s.start_rollout()
+    s.serve(target, FakeVllm(rate=40, error_ratio=0.5, latency=0.4, seed=11))
+    wait_for(lambda: s.rollout_status().get("canaryWeight") == 25, 30, "the canary at 25%")
+    routed = time.monotonic()
+    status = s.finished(timeout=40)
+    took = time.monotonic() - routed
+    assert status["phase"] == "Aborted" and took < 60, (status.get("message"), took)  # before the first run's window ended
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "FailFast" and "fail fast: " in degraded["message"] and "over 10s" in degraded["message"]
+    assert not (status.get("analysis") or {}).get("runs")  # the analysis never ran: the guard acted
+    assert s.routes()[0] == [100, 0]
+    assert [e["reason"] for e in s.events("FailFast") if e["involvedObject"]["name"] == "to-v2"] == ["FailFast"]
 
 
 def test_a_regression_after_promotion_is_rolled_back_inside_the_bake(scenario, prometheus):

@@ -547,12 +547,31 @@ def test_fail_fast_acts_while_paused_and_not_when_switched_off():
     assert walk.phase == "Progressing" and not guarded(walk.plan, walk.status) and d.requeue_after > 5
 
 
-def test_a_canary_with_traffic_and_no_ready_pod_is_aborted_at_once():
+def test_a_canary_with_traffic_and_no_ready_pod_for_two_guard_intervals_is_aborted():
     walk = guarded_walk()
     d = guard_step(walk, 5, None, ready=0)  # its only pod crashed: Envoy has nowhere to send its 10%
-    assert walk.phase == "Aborted" and d.traffic == Traffic(0, 0, False)
+    assert walk.phase == "Progressing" and walk.status["unavailableSince"] == "2026-11-21T10:00:05Z" and d.requeue_after == 5.0
+    guard_step(walk, 8, None, ready=1)  # back (a restart, one failed probe): forgotten
+    assert walk.phase == "Progressing" and "unavailableSince" not in walk.status
+    guard_step(walk, 10, None, ready=0)
+    guard_step(walk, 15, None, ready=0)
+    assert walk.phase == "Progressing"  # 5 s of the 10 s grace (two intervals)
+    d = guard_step(walk, 20, None, ready=0)
+    assert walk.phase == "Aborted" and d.traffic == Traffic(0, 0, False) and "unavailableSince" not in walk.status
     assert cond.get_condition(walk.status["conditions"], "Degraded")["reason"] == "CanaryUnavailable"
-    assert walk.status["message"] == "step 1: new takes 10% of the traffic with no ready pod (fail fast); all traffic on old"
+    assert walk.status["message"] == ("step 1: new takes 10% of the traffic with no ready pod since 2026-11-21T10:00:10Z "
+                                      "(fail fast); all traffic on old")
+
+
+def test_a_stale_deployment_status_after_a_scale_up_is_not_a_canary_without_pods():
+    """The e2e crash test caught it: the pass after a scale-up reads a status that lags the spec (ready counted as 0
+    for the steps), yet the pods it reports ready still serve."""
+    walk = guarded_walk()
+    for t in (5, 15, 25):
+        walk.decision = decide(walk.plan, walk.status, Observed("old", "new", stable_replicas=4, canary_ready=0, generation=1,
+                                                                canary_serving=1), None, at(t), QUIET)
+        walk.status = walk.decision.status
+    assert walk.phase == "Progressing" and "unavailableSince" not in walk.status
 
 
 def test_no_guard_before_the_canary_takes_traffic():
