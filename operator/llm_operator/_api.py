@@ -506,7 +506,7 @@ class CanaryStep(_Model):
 BuiltinMetric = Literal[
     "errorRatio", "latencyP99", "timeToFirstTokenP95", "interTokenLatencyP95",
     "burnRate", "errorRatioVsStable", "latencyVsStable", "outputLengthDrift", "costPer1kTokens",
-    "repetitionRatioVsStable",
+    "repetitionRatioVsStable", "promptLengthDrift", "timeToFirstTokenVsStable", "interTokenLatencyVsStable",
 ]
 
 

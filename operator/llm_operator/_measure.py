@@ -26,7 +26,16 @@ _DEFAULT_BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "repetitionRatioVsStable": (0.05, None),  # the same test on outputs vLLM cut off as repetitive
     "latencyVsStable": (None, 1.5),  # canary p99 at most 1.5x stable's
     "outputLengthDrift": (None, 0.1),  # KL divergence in nats
+    "timeToFirstTokenVsStable": (None, 0.56),  # Vargha-Delaney A: a "small" effect, and only when significant
+    "interTokenLatencyVsStable": (None, 0.56),
 }
+
+#: The canary-against-stable rank tests on latency histograms: builtin -> (vLLM histogram, what it measures).
+_RANK_TESTS = {
+    "timeToFirstTokenVsStable": ("vllm:time_to_first_token_seconds", "time to first token"),
+    "interTokenLatencyVsStable": ("vllm:inter_token_latency_seconds", "inter-token latency"),
+}
+_RANK_ALPHA = 0.05  # the rank test's significance level: a large effect by chance is not a regression
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,11 @@ def queries(metrics: list[AnalysisMetric], ctx: Context) -> dict[str, str]:
         out["canary.itl"] = q.itl_p95(c, w)
     if "outputLengthDrift" in builtins:
         out["canary.lengths"], out["stable.lengths"] = q.output_length_buckets(c, w), q.output_length_buckets(s, w)
+    if "promptLengthDrift" in builtins:
+        out["canary.prompts"], out["stable.prompts"] = q.prompt_length_buckets(c, w), q.prompt_length_buckets(s, w)
+    for kind, (histogram, _) in _RANK_TESTS.items():
+        if kind in builtins:
+            out[f"canary.{kind}"], out[f"stable.{kind}"] = q.buckets(c, histogram, w), q.buckets(s, histogram, w)
     if "costPer1kTokens" in builtins:
         out["canary.tokens"] = q.generated_tokens(c, w)
     for metric in metrics:
@@ -159,12 +173,30 @@ def _num(raw: Raw, key: str) -> float | None:
     return scalar(value or [])
 
 
-def _buckets(raw: Raw, key: str) -> list[float]:
+def _cumulative(raw: Raw, key: str) -> list[tuple[float, float]]:
     value = raw.get(key)
     if isinstance(value, MetricsError):
         raise value
-    pairs = sorted(((float(s.labels.get("le", "inf")), s.value) for s in (value or [])), key=lambda p: p[0])
-    return a.bucket_probabilities(pairs)
+    return sorted(((float(s.labels.get("le", "inf")), s.value) for s in (value or [])), key=lambda p: p[0])
+
+
+def _buckets(raw: Raw, key: str) -> list[float]:
+    return a.bucket_probabilities(_cumulative(raw, key))
+
+
+_RANK_MIN = 10  # observations a side needs before the normal approximation of U is used
+
+
+def _rank(raw: Raw, kind: str) -> a.RankTest | None:
+    """The rank test of a ``*VsStable`` latency builtin, or None: fewer than 10 observations on a side (the
+    normal approximation of U needs about that many), or the two histograms' buckets differ."""
+    canary, stable = _cumulative(raw, f"canary.{kind}"), _cumulative(raw, f"stable.{kind}")
+    if not canary or [le for le, _ in canary] != [le for le, _ in stable]:
+        return None
+    counts = a.bucket_counts(canary), a.bucket_counts(stable)
+    if min(a.whole(sum(counts[0])), a.whole(sum(counts[1]))) < _RANK_MIN:
+        return None
+    return a.rank_test_binned(*counts)
 
 
 def _ratio(errors: float | None, total: float | None) -> float | None:
@@ -246,6 +278,17 @@ def _builtin_value(metric: AnalysisMetric, raw: Raw, slo: Slo, ctx: Context) -> 
         if not canary_lengths or not stable_lengths or len(canary_lengths) != len(stable_lengths):
             return None, "no output-length histogram on one side"
         return a.kl_divergence(canary_lengths, stable_lengths), "KL(canary || stable) of generated tokens per request, nats"
+    if kind == "promptLengthDrift":
+        canary_prompts, stable_prompts = _buckets(raw, "canary.prompts"), _buckets(raw, "stable.prompts")
+        if not canary_prompts or not stable_prompts or len(canary_prompts) != len(stable_prompts):
+            return None, "no prompt-length histogram on one side"
+        return a.kl_divergence(canary_prompts, stable_prompts), "KL(canary || stable) of prompt tokens per request, nats"
+    if kind in _RANK_TESTS:
+        ranked = _rank(raw, kind)
+        if ranked is None:
+            return None, f"fewer than {_RANK_MIN} {_RANK_TESTS[kind][1]} observations on one side"
+        return ranked.a, (f"P(a canary request's {_RANK_TESTS[kind][1]} is longer than stable's) over {ranked.canary} and "
+                          f"{ranked.stable} requests; one-sided Mann-Whitney p = {ranked.p_value:.3g}")
     if kind == "costPer1kTokens":
         if ctx.gpu_hour_price is None:
             return None, "no gpuHourPrice configured"
@@ -290,6 +333,10 @@ def evaluate(metrics: list[AnalysisMetric], raw: Raw, slo: Slo, ctx: Context, mi
             verdict = "Pass" if value is not None else "Inconclusive"
         else:
             verdict = a.judge(value, low, high)
+            if verdict == "Fail" and metric.builtin in _RANK_TESTS:
+                test = _rank(raw, metric.builtin)
+                if test is not None and test.p_value >= _RANK_ALPHA:  # an effect this size by chance: not yet evidence
+                    verdict, note = "Inconclusive", f"{note}, not significant at {_RANK_ALPHA:g}"
         shown = "no data" if value is None else f"{value:.6g}"
         bounds = " ".join(p for p in (f">= {low:g}" if low is not None else "", f"<= {high:g}" if high is not None else "") if p)
         results.append(MetricResult(metric.name, value, low, high, verdict, f"{shown} (want {bounds or 'any'}): {note}"))

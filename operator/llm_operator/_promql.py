@@ -80,9 +80,19 @@ def itl_p95(scope: Scope, window: float) -> str:
     return quantile(scope, "vllm:inter_token_latency_seconds", 0.95, window)
 
 
+def buckets(scope: Scope, histogram: str, window: float) -> str:
+    """Cumulative buckets (one series per ``le``) of a vLLM histogram over the window."""
+    return f"sum by (le) (increase({histogram}_bucket{scope.selector()}[{duration(window)}]))"
+
+
 def output_length_buckets(scope: Scope, window: float) -> str:
     """Cumulative buckets (one series per ``le``) of generated tokens per request over the window."""
-    return f"sum by (le) (increase(vllm:request_generation_tokens_bucket{scope.selector()}[{duration(window)}]))"
+    return buckets(scope, "vllm:request_generation_tokens", window)
+
+
+def prompt_length_buckets(scope: Scope, window: float) -> str:
+    """Cumulative buckets of prompt tokens per request (``vllm:request_prompt_tokens``) over the window."""
+    return buckets(scope, "vllm:request_prompt_tokens", window)
 
 
 def generated_tokens(scope: Scope, window: float) -> str:

@@ -459,3 +459,80 @@ def test_a_written_bound_is_judged_on_counts_too_and_a_zero_bound_plainly():
     # max: 0 means "no error at all": no statistics can show a ratio below 0, so it is the plain comparison.
     _, by_name = _quiet(0, 100, metrics=[AnalysisMetric(name="errors", builtin="errorRatio", max=0)])
     assert by_name["errors"].verdict == "Pass" and by_name["errors"].message == "0 (want <= 0): errors / finished requests"
+
+
+# --------------------------------------------------- latency histograms canary against stable, prompt drift (issue 16)
+
+@pytest.mark.parametrize("canary,stable", [
+    ([0, 10, 30, 60], [40, 40, 15, 5]),
+    ([3, 5, 9, 6], [10, 12, 8, 4]),
+    ([25, 25, 25, 25], [50, 50, 50, 50]),
+    ([1, 0, 0, 0], [0, 0, 0, 1]),
+    ([0, 0, 7, 0], [0, 3, 4, 0]),
+])
+def test_the_binned_rank_test_matches_scipys_mann_whitney(canary, stable):
+    x = [i for i, n in enumerate(canary) for _ in range(n)]
+    y = [i for i, n in enumerate(stable) for _ in range(n)]
+    expected = scipy_stats.mannwhitneyu(x, y, alternative="greater", method="asymptotic", use_continuity=True)
+    got = a.rank_test_binned(canary, stable)
+    assert got.a == pytest.approx(expected.statistic / (len(x) * len(y)))
+    assert got.p_value == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-300)
+
+
+def _latency_buckets(counts):
+    """Cumulative Prometheus buckets of a TTFT histogram holding ``counts`` per bucket."""
+    les, out, total = ("0.05", "0.1", "0.25", "0.5", "+Inf"), [], 0.0
+    for le, n in zip(les, counts, strict=True):
+        total += n
+        out.append(Sample({"le": le}, total))
+    return out
+
+
+@pytest.mark.parametrize("canary,stable,verdict", [
+    ([200, 500, 250, 50, 0], [200, 500, 250, 50, 0], "Pass"),   # the same: A = 0.5
+    ([50, 300, 450, 200, 0], [200, 500, 250, 50, 0], "Fail"),   # shifted a bucket slower: A = 0.72, p ~ 0
+    ([195, 495, 255, 55, 0], [200, 500, 250, 50, 0], "Pass"),   # a whisker slower: significant at n = 1,000? A = 0.51
+    ([0, 1, 2, 0, 0], [3, 0, 0, 0, 0], "Inconclusive"),        # A = 1 on 3 against 3: too few for the approximation
+])
+def test_time_to_first_token_against_stable_is_a_rank_test_on_the_histograms(canary, stable, verdict):
+    provider = cluster()
+    base = provider.answer
+    provider.answer = lambda p: (_latency_buckets(canary if 'revision="new"' in p else stable)
+                                 if "time_to_first_token_seconds_bucket" in p else base(p))
+    run = _run(provider, metrics=[AnalysisMetric(name="ttft-vs-stable", builtin="timeToFirstTokenVsStable")])
+    (ttft,) = run.metrics
+    assert ttft.verdict == verdict, ttft
+    assert "Mann-Whitney" in ttft.message or verdict == "Inconclusive"
+
+
+def test_a_large_effect_on_a_few_requests_is_not_yet_a_regression():
+    """A = 0.75 on 20 against 20 requests passes the effect-size bound but not the test at 0.05: Inconclusive."""
+    provider = cluster()
+    base = provider.answer
+    provider.answer = lambda p: (_latency_buckets([4, 4, 6, 6, 0] if 'revision="new"' in p else [6, 6, 4, 4, 0])
+                                 if "inter_token_latency_seconds_bucket" in p else base(p))
+    run = _run(provider, metrics=[AnalysisMetric(name="itl-vs-stable", builtin="interTokenLatencyVsStable")], min_requests=10)
+    (itl,) = run.metrics
+    assert itl.value > 0.56 and itl.verdict == "Inconclusive" and "not significant at 0.05" in itl.message, itl
+
+
+def test_prompt_length_drift_tells_a_change_of_traffic_from_a_change_of_model():
+    """The same output-length drift with and without a prompt-length drift: the first is the traffic mix (the canary
+    gets longer prompts), the second the model."""
+    def buckets(shift):
+        return [Sample({"le": le}, v) for le, v in (("16", 100 - shift), ("64", 400 - shift), ("256", 500), ("+Inf", 500))]
+    metrics = [AnalysisMetric(name="outputs", builtin="outputLengthDrift"), AnalysisMetric(name="prompts", builtin="promptLengthDrift")]
+    for prompts_shift, expected in ((90, True), (0, False)):
+        provider = cluster()
+        base = provider.answer
+
+        def answer(p, prompts_shift=prompts_shift):
+            if "generation_tokens_bucket" in p:
+                return buckets(0) if "old" in p else buckets(90)
+            if "prompt_tokens_bucket" in p:
+                return buckets(0) if "old" in p else buckets(prompts_shift)
+            return base(p)
+        provider.answer = answer
+        outputs, prompts = _run(provider, metrics=metrics).metrics
+        assert outputs.value > 0.1 and outputs.verdict == "Fail"
+        assert (prompts.value > 0.1) is expected and prompts.verdict == "Pass"  # reported; judged only with a bound
