@@ -526,7 +526,7 @@ def test_prompt_length_drift_tells_a_change_of_traffic_from_a_change_of_model():
         provider = cluster()
         base = provider.answer
 
-        def answer(p, prompts_shift=prompts_shift):
+        def answer(p, prompts_shift=prompts_shift, base=base):
             if "generation_tokens_bucket" in p:
                 return buckets(0) if "old" in p else buckets(90)
             if "prompt_tokens_bucket" in p:
