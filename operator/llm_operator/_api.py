@@ -910,6 +910,9 @@ class _Kind:
     #: and status, as long as its name is unchanged, which it always is); a root rule is not (measured on
     #: kube-apiserver 1.37: a status write of such an object is refused).
     name_max_length: ClassVar[int | None] = None
+    #: JSON paths a LIST or WATCH may filter on with a field selector (the CRD's ``selectableFields``,
+    #: kube-apiserver 1.32+): the operator lists only the LLMRollouts of the deployment it reconciles.
+    selectable_fields: ClassVar[list[str]] = []
     name_rules: ClassVar[list[tuple[str, str]]] = []
     name_description: ClassVar[str | None] = None
 
@@ -956,6 +959,7 @@ class LLMRollout(_Kind):
     short_names = ["llmro"]
     spec_model = LLMRolloutSpec
     status_model = LLMRolloutStatus
+    selectable_fields = [".spec.deploymentName"]
     printer_columns = [
         _col("Deployment", "string", ".spec.deploymentName"),
         _col("From", "string", ".status.fromRevision"),

@@ -153,6 +153,8 @@ def crd_manifest(kind: type[_Kind], *, operator_view: bool = False) -> dict[str,
                     "storage": True,
                     "subresources": subresources,
                     "additionalPrinterColumns": [col.to_wire() for col in kind.printer_columns],
+                    **({"selectableFields": [{"jsonPath": path} for path in kind.selectable_fields]}
+                       if kind.selectable_fields else {}),
                     "schema": {"openAPIV3Schema": root},
                 }
             ],

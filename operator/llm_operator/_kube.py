@@ -41,8 +41,10 @@ class Kube(Protocol):
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it (or its kind) does not exist."""
 
-    def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
-        """Objects of ``kind`` in ``namespace`` (all namespaces when None) matching ``label_selector``."""
+    def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str,
+             field_selector: str = "") -> list[dict[str, Any]]:
+        """Objects of ``kind`` in ``namespace`` (all namespaces when None) matching ``label_selector`` and
+        ``field_selector`` (both filtered by the API server; ``""``: no filter)."""
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply ``obj`` (field manager ``llm-operator``, conflicts forced); creates it if absent."""
@@ -153,9 +155,11 @@ class DynamicKube:
         except Exception as error:
             raise _wrap(error) from error
 
-    def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
+    def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str,
+             field_selector: str = "") -> list[dict[str, Any]]:
         try:
-            result = self._resource(api_version, kind).get(namespace=namespace, label_selector=label_selector or None)
+            result = self._resource(api_version, kind).get(namespace=namespace, label_selector=label_selector or None,
+                                                           field_selector=field_selector or None)
             return [item for item in result.to_dict().get("items", [])]
         except Exception as error:
             raise _wrap(error) from error

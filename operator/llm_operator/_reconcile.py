@@ -51,10 +51,35 @@ def observe(kube: Kube, body: Mapping[str, Any], autoscaler_kinds: frozenset[str
     if "ScaledObject" in autoscaler_kinds:
         kinds.append(("keda.sh/v1alpha1", "ScaledObject", name))
     children = {(kind, n): kube.get(api_version, kind, namespace, n) for api_version, kind, n in kinds}
-    every = kube.list(API_VERSION, "LLMRollout", namespace, "")
-    rollouts = [r for r in every if r.get("spec", {}).get("deploymentName") == name]
-    others = frozenset(r["metadata"]["name"] for r in every if r.get("spec", {}).get("deploymentName") != name)
-    return Observed(deployments=deployments, children=children, rollouts=rollouts, other_rollout_names=others)
+    # Filtered by the API server (the CRD's selectableFields): this deployment's rollouts only, however many the
+    # namespace holds. A name another deployment's rollout holds is found when a create meets it (execute).
+    rollouts = kube.list(API_VERSION, "LLMRollout", namespace, "", field_selector=f"spec.deploymentName={name}")
+    return Observed(deployments=deployments, children=children, rollouts=rollouts)
+
+
+def _create_rollout(kube: Kube, obj: dict[str, Any], tries: int = 20) -> None:
+    """Create the LLMRollout ``obj``. The planner names it after what this deployment's rollouts hold (it sees only
+    those: the LIST is filtered by the API server); a 409 is a name an LLMRollout of another deployment holds, and
+    the next name of the same sequence (``<deployment>-<revision>``, then ``-2``, ``-3``...) is taken instead.
+
+    Raises:
+        Conflict: the name is held by one of this deployment's own rollouts (it appeared since the pass read them:
+            the next pass sees it), or ``tries`` names in a row are held by others'.
+    """
+    meta, spec = obj["metadata"], obj["spec"]
+    base = f"{spec['deploymentName']}-{meta['labels'][c.LABEL_REVISION]}"
+    suffix = meta["name"].removeprefix(base).removeprefix("-")
+    first = int(suffix) if suffix.isdigit() else 1
+    for n in range(first, first + tries):
+        meta["name"] = base if n == 1 else f"{base}-{n}"
+        try:
+            kube.create(obj)
+            return
+        except Conflict:
+            held = kube.get(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+            if held is None or (held.get("spec") or {}).get("deploymentName") == spec["deploymentName"]:
+                raise
+    raise Conflict(f"LLMRollout names {base}-{first} to {base}-{first + tries - 1} are held by other deployments' rollouts")
 
 
 def status_patch(body: Mapping[str, Any], status: dict[str, Any]) -> list[dict[str, Any]]:
@@ -103,10 +128,9 @@ def execute(
                 owner(obj)
                 kube.apply(obj)
             elif isinstance(action, Create):
-                # The planner creates only what it did not observe: a 409 is a name taken since (a failure).
                 obj = copy.deepcopy(action.obj)
                 owner(obj)
-                kube.create(obj)
+                _create_rollout(kube, obj)
             elif isinstance(action, Scale):
                 kube.scale(namespace, action.name, action.replicas)
             elif isinstance(action, (WriteStatus, RecordOutcome)):

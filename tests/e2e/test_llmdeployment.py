@@ -137,7 +137,7 @@ def test_sample_becomes_valid_owned_children(api, operator, namespace, name, mlf
         assert obj["status"]["readyReplicas"] == replicas
 
 
-def test_the_operator_lists_and_watches_deployments_filtered_by_the_api_server(api, operator, namespace):
+def test_the_operator_lists_and_watches_children_filtered_by_the_api_server(api, operator, namespace):
     """A handler's ``labels=`` is applied by kopf after the object arrived, so the operator received every Deployment
     of the cluster; now every LIST and WATCH of Deployments it sends, kopf's included, carries a labelSelector the API
     server applies (the audit log's request URI)."""
@@ -150,6 +150,12 @@ def test_the_operator_lists_and_watches_deployments_filtered_by_the_api_server(a
     unfiltered = [f"{r.verb} {r.path}?{r.query}" for r in reads if not urllib.parse.parse_qs(r.query).get("labelSelector")]
     assert not unfiltered
     assert {urllib.parse.parse_qs(r.query)["labelSelector"][0] for r in watches} == {"app.kubernetes.io/managed-by=llm-operator"}
+    # Each pass's LLMRollout LIST is this deployment's only: a fieldSelector on the CRD's selectableFields, which the
+    # real API server accepts (an unknown field would be a 400).
+    passes = [r for r in api.requests() if r.user == OPERATOR_USER and r.resource == "llmrollouts" and r.verb == "list"
+              and r.namespace == namespace]
+    assert passes and {urllib.parse.parse_qs(r.query).get("fieldSelector", [""])[0] for r in passes} == {
+        "spec.deploymentName=qwen-small"}, [r.query for r in passes]
 
 
 def test_ready_pods_make_the_deployment_ready_and_idle_passes_write_nothing(api, operator, namespace):

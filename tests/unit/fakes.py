@@ -46,6 +46,7 @@ class FakeKube:
     def __init__(self, served: set[str] | None = None):
         self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self.writes: list[tuple[str, str, str]] = []
+        self.lists: list[tuple[str, str, str]] = []  # (kind, label selector, field selector) of every LIST
         self.served = served or {"HorizontalPodAutoscaler"}
         self.fail: dict[tuple[str, str], Callable[[str], KubeError | None]] = {}
         self._rv = itertools.count(1)
@@ -73,12 +74,21 @@ class FakeKube:
         found = self.objects.get((api_version, kind, namespace, name))
         return copy.deepcopy(found) if found else None
 
-    def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
+    def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str,
+             field_selector: str = "") -> list[dict[str, Any]]:
         key, _, value = label_selector.partition("=")
+        path, _, wanted = field_selector.partition("=")
+
+        def field(o: dict[str, Any]) -> Any:
+            for part in path.split("."):
+                o = o.get(part) if isinstance(o, dict) else None
+            return o
+        self.lists.append((kind, label_selector, field_selector))
         return [
             copy.deepcopy(o) for (av, k, ns, _), o in self.objects.items()
             if av == api_version and k == kind and namespace in (None, ns)
             and (not key or o["metadata"].get("labels", {}).get(key) == value)
+            and (not path or field(o) == wanted)
         ]
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:

@@ -1365,3 +1365,31 @@ def test_fail_fast_between_runs_costs_two_queries_a_pass_and_a_hard_breach_route
     vs = cluster.child("VirtualService")
     weights = {r["destination"]["host"].split(".")[0]: r.get("weight") for r in vs["spec"]["http"][0]["route"]}
     assert weights.get("qwen-small-canary", 0) == 0, weights
+
+
+def test_a_pass_lists_only_its_own_rollouts_and_a_name_held_by_another_deployments_takes_the_next(samples):
+    """Issue 15: the LLMRollout LIST is filtered by the API server (the CRD's selectableFields), so a pass never reads
+    the namespace's other rollouts; a name one of them holds is found at the create (409) and the next is taken."""
+    from llm_operator._kube import Conflict
+
+    cluster, a = _serving_a(samples, strategy="none")
+    name = cluster.key[3]
+    rollout_lists = [f for kind, _, f in cluster.kube.lists if kind == "LLMRollout"]
+    assert rollout_lists and set(rollout_lists) == {f"spec.deploymentName={name}"}
+    held = []
+
+    def someone_elses(rollout_name):  # a hand-made rollout of another deployment holds the name the planner chose
+        if held:
+            return None
+        held.append(rollout_name)
+        cluster.kube.add({"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMRollout",
+                          "metadata": {"name": rollout_name, "namespace": "default"},
+                          "spec": {"deploymentName": "another", "target": {"model": {"uri": "hf://org/x"}}}})
+        return Conflict(f"llmrollouts {rollout_name} already exists")
+    cluster.kube.fail[("create", "LLMRollout")] = someone_elses
+    cluster.edit_spec(model={"uri": "hf://org/model-b"})
+    plan, writes = cluster.reconcile(T1)
+    mine = [n for n, r in _rollouts(cluster).items() if r["spec"]["deploymentName"] == name]
+    assert held and mine == [f"{held[0]}-2"], (held, list(_rollouts(cluster)), writes)
+    assert _rollouts(cluster)[held[0]]["spec"]["deploymentName"] == "another"  # untouched
+    assert cluster.body["status"]["specRevision"] != a  # the revision is recorded: what it needs exists
