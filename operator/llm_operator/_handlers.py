@@ -39,7 +39,7 @@ from . import _registry as reg
 from ._api import GROUP, VERSION, LLMDeploymentSpec, MlflowModelRef
 from ._backoff import Backoff
 from ._events import EventRecorder
-from ._kube import DynamicKube, Kube, KubeError
+from ._kube import CountingKube, DynamicKube, Kube, KubeError
 from ._metrics import MetricsError, MetricsProvider, PrometheusProvider
 from ._mlflow import MlflowRegistry
 from ._progressive import target_versions
@@ -401,8 +401,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # later); kopf serves exactly these namespaces and the resources discovery shows at start-up (the install
     # applies the CRDs first), so the namespaced install needs no cluster-wide grant at all.
     settings.scanning.disabled = bool(SETTINGS.namespaces)
-    kube = await asyncio.to_thread(DynamicKube.from_environment, SETTINGS.kubeconfig)
     telemetry = Telemetry()
+    kube = CountingKube(await asyncio.to_thread(DynamicKube.from_environment, SETTINGS.kubeconfig), telemetry.count_request)
     if SETTINGS.metrics_port:
         telemetry.serve(SETTINGS.metrics_port)
     autoscalers = frozenset([

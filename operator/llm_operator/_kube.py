@@ -220,3 +220,50 @@ class DynamicKube:
             if any(op.get("op") == "test" for op in ops) and json_patch_not_applicable(error):
                 raise Conflict(str(wrapped), 422) from error
             raise wrapped from error
+
+
+class CountingKube:
+    """A :class:`Kube` that counts every request of the one it wraps: ``record(verb, kind, code)`` after each, with
+    the verb as kube-apiserver's authoriser names it (``get``, ``list``, ``create``, ``patch``, ``delete``; a
+    server-side apply is a ``patch``), the kind, and the HTTP status (200 for success, 404 for a GET of an absent
+    object, 0 when no response came)."""
+
+    def __init__(self, inner: Kube, record: Any):
+        self._inner, self._record = inner, record
+
+    def _call(self, verb: str, kind: str, call: Any) -> Any:
+        try:
+            result = call()
+        except KubeError as error:
+            self._record(verb, kind, error.status)
+            raise
+        self._record(verb, kind, 404 if verb == "get" and result is None else 200)
+        return result
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._call("get", kind, lambda: self._inner.get(api_version, kind, namespace, name))
+
+    def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str,
+             field_selector: str = "") -> list[dict[str, Any]]:
+        return self._call("list", kind, lambda: self._inner.list(api_version, kind, namespace, label_selector, field_selector))
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return self._call("patch", obj["kind"], lambda: self._inner.apply(obj))
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return self._call("create", obj["kind"], lambda: self._inner.create(obj))
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        self._call("delete", kind, lambda: self._inner.delete(api_version, kind, namespace, name))
+
+    def patch_status(self, api_version: str, kind: str, namespace: str, name: str, ops: JsonPatch) -> dict[str, Any]:
+        return self._call("patch", f"{kind}/status", lambda: self._inner.patch_status(api_version, kind, namespace, name, ops))
+
+    def patch(self, api_version: str, kind: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("patch", kind, lambda: self._inner.patch(api_version, kind, namespace, name, body))
+
+    def scale(self, namespace: str, name: str, replicas: int) -> None:
+        self._call("patch", "Deployment", lambda: self._inner.scale(namespace, name, replicas))
+
+    def serves(self, api_version: str, kind: str) -> bool:
+        return self._inner.serves(api_version, kind)

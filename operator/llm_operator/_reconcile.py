@@ -253,6 +253,7 @@ def run_pass(deps: Deps, namespace: str, name: str) -> PassResult:
         KubeError: a read or write failed (the status records the failure when it could be written); the caller
             retries after its back-off.
     """
+    started = time.monotonic()  # the whole pass: reads, registry, measurement, plan and writes
     body = deps.kube.get(API_VERSION, "LLMDeployment", namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return PassResult(None)
@@ -283,7 +284,6 @@ def run_pass(deps: Deps, namespace: str, name: str) -> PassResult:
         if about.get("metadata", {}).get("uid"):
             deps.post(about, event, now)
 
-    started = time.monotonic()
     writes = execute(deps.kube, body, plan, now=now, post_event=post, owner=lambda obj: deps.owner(body, obj), record=record)
     if deps.telemetry is not None:
         after = {r.body["metadata"]["name"]: r.status for r in plan.actions if isinstance(r, WriteStatus)}

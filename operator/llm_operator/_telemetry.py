@@ -24,7 +24,7 @@ class Telemetry:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.reconcile_seconds = Histogram("llmops_reconcile_duration_seconds", "Duration of a reconcile pass",
+        self.reconcile_seconds = Histogram("llmops_reconcile_duration_seconds", "Seconds a reconcile pass took, reads to writes",
                                            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
         self.reconcile_errors = Counter("llmops_reconcile_errors", "Reconcile passes that failed (any error)",
                                         ["namespace", DEPLOYMENT], registry=r)
@@ -57,6 +57,11 @@ class Telemetry:
         self.queue_delayed = Gauge("llmops_workqueue_delayed", "Keys waiting for their due time (requeues, retries)", registry=r)
         self.queue_longest = Gauge("llmops_workqueue_longest_running_processor_seconds",
                                    "Seconds the longest-running pass has run so far", registry=r)
+        self.queue_in_flight = Gauge("llmops_workqueue_passes_in_flight", "Passes running now (at most --workers)", registry=r)
+        # client-go's rest_client_requests_total, by the authoriser's verb and the kind: the operator's own client
+        # (kopf's watches are apart: kube-apiserver's apiserver_request_total has them).
+        self.api_requests = Counter("llmops_api_requests", "Kubernetes API requests of the reconcile passes",
+                                    ["verb", "kind", "code"], registry=r)
         self.loop_errors = Counter("llmops_loop_errors", "Failed iterations of the operator's background loops (resync, registry)",
                                    ["loop"], registry=r)
 
@@ -65,6 +70,11 @@ class Telemetry:
         self.queue_depth.set_function(lambda: len(queue))
         self.queue_delayed.set_function(queue.delayed)
         self.queue_longest.set_function(queue.oldest_processing)
+        self.queue_in_flight.set_function(queue.in_flight)
+
+    def count_request(self, verb: str, kind: str, code: int) -> None:
+        """One API request of a pass (see :class:`~._kube.CountingKube`)."""
+        self.api_requests.labels(verb, kind, str(code)).inc()
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
         start_http_server(port, addr=address, registry=self.registry)

@@ -163,6 +163,11 @@ class WorkQueue:
         with self._lock:
             return len(self._due)
 
+    def in_flight(self) -> int:
+        """Keys a worker holds now."""
+        with self._lock:
+            return len(self._processing)
+
     def oldest_processing(self) -> float:
         """Seconds the longest-running pass has run so far (client-go's ``longest_running_processor_seconds``)."""
         with self._lock:

@@ -55,3 +55,34 @@ def test_the_latency_slos_are_exported_for_the_alerts_and_withdrawn_when_unset()
     t.observe_pass(body(), 99.5, [], 0.1, writes=0, latency_p99_seconds=20.0)
     text = scrape(t)
     assert "llmops_slo_time_to_first_token_p95_seconds{" not in text and "llmops_slo_latency_p99_seconds{" in text
+
+
+def test_api_requests_are_counted_by_verb_kind_and_code_and_passes_in_flight_by_the_queue():
+    """Issue 15: client-go's rest_client_requests_total for the passes' own client, and the queue's passes in flight."""
+    import pytest
+
+    from llm_operator._kube import Conflict, CountingKube
+    from llm_operator._workqueue import WorkQueue
+    from tests.unit.fakes import FakeKube
+
+    t = Telemetry()
+    fake = FakeKube()
+    kube = CountingKube(fake, t.count_request)
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "chat-a", "namespace": "ns"}, "spec": {}}
+    kube.apply(deployment)
+    assert kube.get("apps/v1", "Deployment", "ns", "chat-a") is not None
+    assert kube.get("apps/v1", "Deployment", "ns", "gone") is None
+    kube.list("llmops.dev/v1alpha1", "LLMRollout", "ns", "", field_selector="spec.deploymentName=chat")
+    fake.fail[("create", "LLMRollout")] = lambda name: Conflict("exists", 409)
+    with pytest.raises(Conflict):
+        kube.create({"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMRollout", "metadata": {"name": "r", "namespace": "ns"}})
+    text = scrape(t)
+    for verb, kind, code, n in (("patch", "Deployment", 200, 1), ("get", "Deployment", 200, 1), ("get", "Deployment", 404, 1),
+                                ("list", "LLMRollout", 200, 1), ("create", "LLMRollout", 409, 1)):
+        assert f'llmops_api_requests_total{{code="{code}",kind="{kind}",verb="{verb}"}} {n}.0' in text, text
+    queue = WorkQueue()
+    t.watch_queue(queue)
+    queue.add("a")
+    queue.add("b")
+    queue.take()
+    assert "llmops_workqueue_passes_in_flight 1.0" in scrape(t) and "llmops_workqueue_depth 1.0" in scrape(t)
