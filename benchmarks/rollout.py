@@ -234,7 +234,8 @@ def idle_writes(bench: Bench) -> dict:
         reads = bench.api.operator_reads_of(f"/namespaces/{namespace}/llmdeployments/{name}", start)
         writes = [w for w in bench.api.operator_writes(start) if f"/namespaces/{namespace}/" in w]
         measured.append({"passes": reads, "writes": len(writes)})
-    return {"windows": measured, "windows_with_a_run_inside": overlapped, "writes_per_idle_pass": sum(m["writes"] for m in measured) / max(1, sum(m["passes"] for m in measured))}
+    passes, writes = sum(m["passes"] for m in measured), sum(m["writes"] for m in measured)
+    return {"windows": measured, "windows_with_a_run_inside": overlapped, "writes_per_idle_pass": writes / max(1, passes)}
 
 
 def main() -> int:
