@@ -687,6 +687,7 @@ class RevisionStatus(_Model):
     deployment: str
     role: Literal["stable", "canary", "previous"]
     model_uri: str
+    model_version: str | None = Field(None, description="The MLflow version, when modelUri is models:/<name>/<version>.")
     replicas: int = 0
     ready_replicas: int = 0
 

@@ -767,9 +767,10 @@ def _status(pass_: _Pass, target: _Target, started: _Started, size: _Size, servi
         if uri is None:
             uri = canary.model.uri if canary and revision == canary.id else (
                 active.revision.model.uri if active and revision == active.revision.id else target.model.uri)
+        pinned = uri.removeprefix("models:/").rpartition("/")[2] if uri.startswith("models:/") else ""
         revisions.append({"revision": revision, "deployment": c.revision_deployment_name(name, revision), "role": role,
-                          "modelUri": uri, "replicas": _int((live or {}).get("status", {}).get("replicas")),
-                          "readyReplicas": _ready(live)})
+                          "modelUri": uri, **({"modelVersion": pinned} if pinned.isdigit() else {}),
+                          "replicas": _int((live or {}).get("status", {}).get("replicas")), "readyReplicas": _ready(live)})
     stable_live = observed.deployments.get(stable_id)
     serving_model = _serving_model(pass_, target, serving, stable_live)
     model_wire, unstorable = as_stored(serving_model.to_wire()) if serving_model else (None, [])

@@ -109,13 +109,15 @@ def rollback_rollout(deployment: Mapping[str, Any], rollouts: list[Mapping[str, 
     if made:
         target = dict((made[0].get("spec") or {}).get("target") or {})
     else:
-        uri = next((r.get("modelUri") for r in status.get("revisions") or [] if r.get("revision") == target_revision), None)
-        first = status.get("model") or {}
+        entry: Mapping[str, Any] = next((r for r in status.get("revisions") or [] if r.get("revision") == target_revision), {})
+        uri, first = entry.get("modelUri"), status.get("model") or {}
         if uri is None:
             raise ActionError(f"revision {target_revision} of llmdeployment {name} is not known: it is neither in its status "
                               "nor the target of a kept LLMRollout")
-        version = first.get("version") if first.get("uri") == uri else None
-        target = {"model": {"version": version} if version and first.get("source") == "mlflow" else {"uri": uri}}
+        # An MLflow revision (models:/<name>/<version>) is rolled back to by its version: a target URI must be storage.
+        version = entry.get("modelVersion") or (first.get("version") if first.get("uri") == uri and first.get("source") == "mlflow"
+                                                 else None)
+        target = {"model": {"version": version} if version else {"uri": uri}}
     taken = {r["metadata"]["name"] for r in rollouts}
     base = f"{name}-rollback-{target_revision}"[:253]
     rollout_name = next(n for n in (base, *(f"{base}-{i}" for i in range(2, 1000))) if n not in taken)

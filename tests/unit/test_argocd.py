@@ -84,7 +84,8 @@ def test_deployment_health_follows_the_operator_through_an_aborted_rollout(sampl
     assert health() == "Healthy"
 
 
-DISCOVERY = cases("LLMRollout/actions", "action_test.yaml", "discoveryTests")
+DISCOVERY = cases("LLMRollout/actions", "action_test.yaml", "discoveryTests") + cases(
+    "LLMDeployment/actions", "action_test.yaml", "discoveryTests")
 
 
 @pytest.mark.parametrize("folder,case", DISCOVERY, ids=[c["inputPath"] for _, c in DISCOVERY])
@@ -95,6 +96,37 @@ def test_action_discovery(folder, case):
 
 
 ACTIONS = cases("LLMRollout/actions", "action_test.yaml", "actionTests")
+CREATING = cases("LLMDeployment/actions", "action_test.yaml", "actionTests")
+
+
+def _created(result):
+    """The one object a creating action returns (Argo CD's ``{operation = "create", resource = ...}``), its name's
+    creation-time suffix (``%y%m%d%H%M%S``, UTC) replaced by TIMESTAMP."""
+    import re
+
+    (impacted,) = result
+    assert impacted["operation"] == "create"
+    obj = impacted["resource"]
+    stem, stamp = obj["metadata"]["name"].rsplit("-", 1)
+    assert re.fullmatch(r"\d{12}", stamp), obj["metadata"]["name"]
+    obj["metadata"]["name"] = f"{stem}-TIMESTAMP"
+    return obj
+
+
+@pytest.mark.parametrize("folder,case", CREATING, ids=[f"{c['action']}:{c['inputPath']}" for _, c in CREATING])
+def test_the_rollback_action_creates_the_llmrollout_kubectl_llm_rollback_would(folder, case):
+    """Issue 16: the Argo CD action on an LLMDeployment creates (Argo CD >= 2.8) the LLMRollout back to the previous
+    revision, valid for the CRD, with the target and strategy `kubectl llm rollback` gives (it also knows the runtime
+    from the kept LLMRollouts; here none are kept, so both take the revision's model and the deployment's runtime)."""
+    from llm_operator._plugin import rollback_rollout
+    from llm_operator._validation import parse_llmrollout
+
+    obj = yaml.safe_load((folder / case["inputPath"]).read_text())
+    made = _created(run(folder / case["action"] / "action.lua", obj))
+    assert made == yaml.safe_load((folder / case["expectedOutputPath"]).read_text())
+    parse_llmrollout(made)  # the CRD's model accepts it
+    plugin = rollback_rollout(obj, [])
+    assert plugin["spec"] == made["spec"] and plugin["metadata"]["labels"] == made["metadata"]["labels"]
 
 
 @pytest.mark.parametrize("folder,case", ACTIONS, ids=[f"{c['action']}:{c['inputPath']}" for _, c in ACTIONS])
