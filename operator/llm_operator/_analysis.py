@@ -185,9 +185,17 @@ class RankTest:
     stable: int
 
 
-def rank_test_binned(canary: Sequence[float], stable: Sequence[float]) -> RankTest:
-    """:class:`RankTest` of per-bucket counts (``canary[i]``, ``stable[i]``: requests in bucket i, buckets in the
-    same increasing order; counts rounded by :func:`whole`). Binned values are ties within their bucket.
+def rank_test_binned(canary: Sequence[float], stable: Sequence[float],
+                     effective: tuple[float, float] | None = None) -> RankTest:
+    """:class:`RankTest` of per-bucket counts (``canary[i]``, ``stable[i]``: observations in bucket i, buckets in
+    the same increasing order; counts rounded by :func:`whole`). Binned values are ties within their bucket.
+
+    ``effective``: the number of independent units behind each side's observations when they are fewer than the
+    observations (vLLM observes inter-token latency once per decode step, so a request gives many correlated
+    observations): ``A`` is still computed from every observation, but the p-value from ``U``'s null distribution
+    for ``effective`` samples (``z = (A - 1/2) / sqrt((n1 + n2 + 1) / (12 n1 n2))`` over the effective sizes, with
+    neither tie nor continuity correction), Kish's design effect (Kish 1965, *Survey Sampling*) at its bound: each
+    request counted once.
 
     Source: Mann and Whitney (1947), "On a test of whether one of two random variables is stochastically larger
     than the other"; the tie-corrected variance ``n1 n2 / 12 x ((N + 1) - sum(t^3 - t) / (N (N - 1)))`` as in
@@ -214,6 +222,11 @@ def rank_test_binned(canary: Sequence[float], stable: Sequence[float]) -> RankTe
     for ci, si in zip(c, s, strict=True):
         u += ci * (below + si / 2)
         below += si
+    if effective is not None:
+        e1, e2 = (max(1.0, min(float(n1), effective[0])), max(1.0, min(float(n2), effective[1])))
+        a = u / (n1 * n2)
+        z = (a - 0.5) / math.sqrt((e1 + e2 + 1) / (12 * e1 * e2))
+        return RankTest(a, 0.5 * math.erfc(z / math.sqrt(2)), n1, n2)
     n = n1 + n2
     ties = sum((ci + si) ** 3 - (ci + si) for ci, si in zip(c, s, strict=True))
     variance = n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1)))

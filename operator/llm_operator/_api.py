@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
 #: The custom resources' API group.
@@ -533,9 +533,18 @@ class FailFast(_Model):
     still waits for the analysis."""
 
     enabled: bool = True
-    interval: Duration = Field("5s", description="How often the guard looks: one Prometheus scrape interval.")
+    interval: Duration = Field("5s", description="How often the guard looks: one Prometheus scrape interval (at least 1s).",
+                               json_schema_extra=_cel(("duration(self) >= duration('1s')", "must be at least 1s")))
     window: Duration = Field("30s", description="The counts it looks at: requests and errors over this window (at least "
-                                                "two scrape intervals).")
+                                                "two intervals: two scrapes).",
+                             json_schema_extra=_cel(("duration(self) >= duration('2s')", "must be at least 2s")))
+
+    @model_validator(mode="after")
+    def _window_spans_two_intervals(self) -> FailFast:
+        if parse_duration(self.window) < 2 * parse_duration(self.interval):
+            raise ValueError(f"failFast.window {self.window} must be at least two intervals ({self.interval}): an increase() "
+                             "needs two scrapes")
+        return self
     error_budget_factor: Annotated[float, Field(gt=1, le=1000)] = Field(
         10.0, description="A hard breach is an error ratio of at least this many times the SLO's error budget "
                           "(1 - availability/100), capped at 0.5: at 99.9% and 10, 1% of requests failing.")

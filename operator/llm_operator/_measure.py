@@ -30,10 +30,11 @@ _DEFAULT_BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "interTokenLatencyVsStable": (None, 0.56),
 }
 
-#: The canary-against-stable rank tests on latency histograms: builtin -> (vLLM histogram, what it measures).
+#: The canary-against-stable rank tests on latency histograms: builtin -> (vLLM histogram, what it measures,
+#: whether vLLM observes it once per request; inter-token latency is observed per decode step).
 _RANK_TESTS = {
-    "timeToFirstTokenVsStable": ("vllm:time_to_first_token_seconds", "time to first token"),
-    "interTokenLatencyVsStable": ("vllm:inter_token_latency_seconds", "inter-token latency"),
+    "timeToFirstTokenVsStable": ("vllm:time_to_first_token_seconds", "time to first token", True),
+    "interTokenLatencyVsStable": ("vllm:inter_token_latency_seconds", "inter-token latency", False),
 }
 _RANK_ALPHA = 0.05  # the rank test's significance level: a large effect by chance is not a regression
 
@@ -134,9 +135,11 @@ def queries(metrics: list[AnalysisMetric], ctx: Context) -> dict[str, str]:
         out["canary.lengths"], out["stable.lengths"] = q.output_length_buckets(c, w), q.output_length_buckets(s, w)
     if "promptLengthDrift" in builtins:
         out["canary.prompts"], out["stable.prompts"] = q.prompt_length_buckets(c, w), q.prompt_length_buckets(s, w)
-    for kind, (histogram, _) in _RANK_TESTS.items():
+    for kind, (histogram, _, per_request) in _RANK_TESTS.items():
         if kind in builtins:
             out[f"canary.{kind}"], out[f"stable.{kind}"] = q.buckets(c, histogram, w), q.buckets(s, histogram, w)
+            if not per_request:  # the requests behind the observations: each counted once by the test
+                out[f"canary.{kind}.requests"], out[f"stable.{kind}.requests"] = q.requests(c, w), q.requests(s, w)
     if "costPer1kTokens" in builtins:
         out["canary.tokens"] = q.generated_tokens(c, w)
     for metric in metrics:
@@ -193,10 +196,17 @@ def _rank(raw: Raw, kind: str) -> a.RankTest | None:
     canary, stable = _cumulative(raw, f"canary.{kind}"), _cumulative(raw, f"stable.{kind}")
     if not canary or [le for le, _ in canary] != [le for le, _ in stable]:
         return None
-    counts = a.bucket_counts(canary), a.bucket_counts(stable)
-    if min(a.whole(sum(counts[0])), a.whole(sum(counts[1]))) < _RANK_MIN:
+    # Whole observations per cumulative bucket first (increase() extrapolates), so the totals are what the test counts.
+    counts = [[float(x) for x in a.bucket_counts([(le, a.whole(v)) for le, v in side])] for side in (canary, stable)]
+    if min(sum(counts[0]), sum(counts[1])) < _RANK_MIN:
         return None
-    return a.rank_test_binned(*counts)
+    effective = None
+    if not _RANK_TESTS[kind][2]:
+        requests = _num(raw, f"canary.{kind}.requests"), _num(raw, f"stable.{kind}.requests")
+        if requests[0] is None or requests[1] is None or min(a.whole(requests[0]), a.whole(requests[1])) < _RANK_MIN:
+            return None
+        effective = (float(a.whole(requests[0])), float(a.whole(requests[1])))
+    return a.rank_test_binned(counts[0], counts[1], effective)
 
 
 def _ratio(errors: float | None, total: float | None) -> float | None:
@@ -285,10 +295,12 @@ def _builtin_value(metric: AnalysisMetric, raw: Raw, slo: Slo, ctx: Context) -> 
         return a.kl_divergence(canary_prompts, stable_prompts), "KL(canary || stable) of prompt tokens per request, nats"
     if kind in _RANK_TESTS:
         ranked = _rank(raw, kind)
+        _, what, per_request = _RANK_TESTS[kind]
         if ranked is None:
-            return None, f"fewer than {_RANK_MIN} {_RANK_TESTS[kind][1]} observations on one side"
-        return ranked.a, (f"P(a canary request's {_RANK_TESTS[kind][1]} is longer than stable's) over {ranked.canary} and "
-                          f"{ranked.stable} requests; one-sided Mann-Whitney p = {ranked.p_value:.3g}")
+            return None, f"fewer than {_RANK_MIN} {what} observations or requests on one side, or other buckets"
+        unit = "requests" if per_request else "decode steps (each request counted once by the test)"
+        return ranked.a, (f"P(the canary's {what} is longer than stable's) over {ranked.canary} and {ranked.stable} {unit}; "
+                          f"one-sided Mann-Whitney p = {ranked.p_value:.3g}")
     if kind == "costPer1kTokens":
         if ctx.gpu_hour_price is None:
             return None, "no gpuHourPrice configured"
@@ -300,7 +312,8 @@ def _builtin_value(metric: AnalysisMetric, raw: Raw, slo: Slo, ctx: Context) -> 
 
 def evaluate(metrics: list[AnalysisMetric], raw: Raw, slo: Slo, ctx: Context, min_requests: int, confidence: float = 0.95,
              strict: bool = False) -> Run:
-    """Judge every metric from ``raw`` (pure). Metrics with neither bound are reported, not judged; ``errorRatio``
+    """Judge every metric from ``raw`` (pure). Metrics with neither bound are reported, not judged (they do not
+    make the run's verdict); ``errorRatio``
     and ``burnRate`` with only a ``max`` are judged on their counts at ``confidence`` (:func:`_on_counts`)."""
     try:
         requests = _num(raw, "canary.requests")
@@ -340,8 +353,9 @@ def evaluate(metrics: list[AnalysisMetric], raw: Raw, slo: Slo, ctx: Context, mi
         shown = "no data" if value is None else f"{value:.6g}"
         bounds = " ".join(p for p in (f">= {low:g}" if low is not None else "", f"<= {high:g}" if high is not None else "") if p)
         results.append(MetricResult(metric.name, value, low, high, verdict, f"{shown} (want {bounds or 'any'}): {note}"))
-    judged = [r.verdict for r, m in zip(results, metrics, strict=True)
-              if not (r.min is None and r.max is None and m.builtin == "costPer1kTokens")]
+    # A metric with neither bound (costPer1kTokens and promptLengthDrift by default, a query written without one) is
+    # reported, not judged: its no data never holds the run (a run of such metrics only is Inconclusive).
+    judged = [r.verdict for r in results if r.min is not None or r.max is not None]
     return Run(verdict=a.overall(judged), requests=requests, metrics=tuple(results))
 
 
@@ -397,14 +411,20 @@ def judge_guard(errors: float | None, requests: float | None, fail_fast: FailFas
     return Guard(f"fail fast: {evidence.counts()} over {window}: {evidence.describe(head).split(': ', 1)[1]}", requests, errors)
 
 
-def guard(provider: MetricsProvider, fail_fast: FailFast, slo: Slo, ctx: Context) -> Guard:
-    """Read the canary's requests and errors over ``fail_fast.window`` (two queries) and judge them
-    (:func:`judge_guard`). A failed query is no breach: the analysis counts metrics errors."""
+def guard(provider: MetricsProvider, fail_fast: FailFast, slo: Slo, ctx: Context, since_seconds: float | None = None) -> Guard:
+    """Read the canary's requests and errors over ``fail_fast.window``, or over the ``since_seconds`` since this
+    attempt of the rollout started when that is shorter (a retried rollout is not judged on the errors that ended
+    the last attempt, whose pods carry the same revision), with two queries, and judge them (:func:`judge_guard`).
+    A failed query, or a window under one second, is no breach: the analysis counts metrics errors."""
     window = parse_duration(fail_fast.window)
+    if since_seconds is not None:
+        window = min(window, math.floor(since_seconds))
+    if window < 1:
+        return Guard(None)
     raw = collect(provider, {"requests": q.requests(ctx.canary, window, ctx.error_source),
                              "errors": q.errors(ctx.canary, window, ctx.error_source)})
     try:
         requests, errors = _num(raw, "requests"), _num(raw, "errors")
     except MetricsError:
         return Guard(None)
-    return judge_guard(errors, requests, fail_fast, slo, fail_fast.window)
+    return judge_guard(errors, requests, fail_fast, slo, q.duration(window))

@@ -101,18 +101,17 @@ Action = Apply | Delete | Create | WriteStatus | Scale | RecordOutcome
 @dataclass
 class Observed:
     """What is live: the revision Deployments of this LLMDeployment (by revision id), its other children
-    (by kind and name; None when absent), the LLMRollouts that name it, and the names the namespace's other
-    LLMRollouts hold."""
+    (by kind and name; None when absent), and the LLMRollouts that name it (the API server filters them: a name
+    another deployment's rollout holds is met at the create, :func:`~._reconcile.execute`)."""
 
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
     children: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
     rollouts: list[dict[str, Any]] = field(default_factory=list)
-    other_rollout_names: frozenset[str] = frozenset()  # LLMRollouts of the namespace that name another deployment
 
     @property
     def rollout_names(self) -> frozenset[str]:
-        """Every LLMRollout name the namespace holds (a new one must not take any of them)."""
-        return self.other_rollout_names | {r["metadata"]["name"] for r in self.rollouts}
+        """The names this deployment's LLMRollouts hold (a new one must not take any of them)."""
+        return frozenset(r["metadata"]["name"] for r in self.rollouts)
 
 
 @dataclass
@@ -1124,6 +1123,7 @@ class Due:
     slo: Slo
     run: bool
     guard: bool
+    since_seconds: float | None = None  # since this attempt of the rollout started (the guard looks no further back)
 
 
 def measurement_due(body: Mapping[str, Any], observed: Observed, now: str, *, spec: LLMDeploymentSpec | None = None,
@@ -1143,10 +1143,13 @@ def measurement_due(body: Mapping[str, Any], observed: Observed, now: str, *, sp
     run, guard = p.due(active, parse_rfc3339(now)), guarded(active.plan, rollout_status)
     if not (run or guard):
         return None
-    stable = str((body.get("status") or {}).get("stableRevision") or rollout_status.get("fromRevision") or "")
+    # With no stable revision known, a label value no revision has ("" would match series without the label).
+    stable = str((body.get("status") or {}).get("stableRevision") or rollout_status.get("fromRevision") or "unknown")
     if baking(rollout_status):  # the new revision is stable now: compare against the one kept to roll back to
         stable = (rollout_status.get("bake") or {}).get("previousRevision") or stable
     context = p.measurement_context(body["metadata"]["name"], body["metadata"]["namespace"], active, stable,
                                     _ready(observed.deployments.get(active.revision.id)), active.plan.analysis)
-    return Due(active.plan.analysis, context, spec.slo, run, guard)
+    started = rollout_status.get("startedAt")
+    since = (parse_rfc3339(now) - parse_rfc3339(started)).total_seconds() if started else None
+    return Due(active.plan.analysis, context, spec.slo, run, guard, since)
 

@@ -134,6 +134,7 @@ def supersede(rollout: Mapping[str, Any], revision: str, now: str) -> dict[str, 
     consumed (an outdated revision is not retried). One in its bake is stable already: it ends Succeeded, its bake
     cut short (the newer revision's rollout starts from it), not Aborted while it serves all traffic."""
     st = dict(rollout.get("status") or {})
+    st.pop("unavailableSince", None)  # the fail-fast grace ends with the rollout
     if baking(st):
         message = f"{st.get('toRevision')} is stable; its bake was cut short by revision {revision} (the spec names another)"
         st.update(phase="Succeeded", message=message, finishedAt=now, bake={**st["bake"], "cutShort": True},

@@ -63,8 +63,8 @@ def _create_rollout(kube: Kube, obj: dict[str, Any], tries: int = 20) -> None:
     the next name of the same sequence (``<deployment>-<revision>``, then ``-2``, ``-3``...) is taken instead.
 
     Raises:
-        Conflict: the name is held by one of this deployment's own rollouts (it appeared since the pass read them:
-            the next pass sees it), or ``tries`` names in a row are held by others'.
+        Conflict: the name is held by this revision's own rollout (it appeared since the pass read them: the next
+            pass sees it), or ``tries`` names in a row are held by other rollouts.
     """
     meta, spec = obj["metadata"], obj["spec"]
     base = f"{spec['deploymentName']}-{meta['labels'][c.LABEL_REVISION]}"
@@ -77,9 +77,10 @@ def _create_rollout(kube: Kube, obj: dict[str, Any], tries: int = 20) -> None:
             return
         except Conflict:
             held = kube.get(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
-            if held is None or (held.get("spec") or {}).get("deploymentName") == spec["deploymentName"]:
-                raise
-    raise Conflict(f"LLMRollout names {base}-{first} to {base}-{first + tries - 1} are held by other deployments' rollouts")
+            ours = held is not None and (held.get("spec") or {}).get("deploymentName") == spec["deploymentName"]
+            if held is None or (ours and held["metadata"].get("labels", {}).get(c.LABEL_REVISION) == meta["labels"][c.LABEL_REVISION]):
+                raise  # gone again, or this revision's own rollout appeared since the pass read them: the next pass sees it
+    raise Conflict(f"LLMRollout names {base}-{first} to {base}-{first + tries - 1} are held by other rollouts")
 
 
 def status_patch(body: Mapping[str, Any], status: dict[str, Any]) -> list[dict[str, Any]]:
@@ -273,7 +274,7 @@ def run_pass(deps: Deps, namespace: str, name: str) -> PassResult:
         except MetricsError as error:
             provider = _Unavailable(error)
         run = measure(provider, due.analysis, due.slo, due.context) if due.run else None
-        guard = fail_fast(provider, due.analysis.fail_fast, due.slo, due.context) if due.guard else None
+        guard = fail_fast(provider, due.analysis.fail_fast, due.slo, due.context, due.since_seconds) if due.guard else None
     plan = plan_llmdeployment(body, observed, now, registry=resolution, autoscaler_kinds=deps.autoscaler_kinds, run=run,
                               spec=spec, resolved=resolved, guard=guard)
 

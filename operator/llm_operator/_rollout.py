@@ -309,6 +309,7 @@ def bake_lost(status: dict[str, Any], stable: str, now: datetime.datetime) -> di
                                                                  f"{st.get('toRevision')} ended unfinished"))
     st.update(phase="Aborted", message=message, finishedAt=_ts(now), canaryWeight=0, mirrorWeight=0, preview=False,
               canaryReplicas=0)
+    st.pop("unavailableSince", None)
     ends: tuple[tuple[str, cond.Status], ...] = ((cond.PROGRESSING, "False"), (cond.DEGRADED, "True"))
     for type_, value in ends:
         st["conditions"] = cond.set_condition(st.get("conditions", []), type_, value, reason, message, now=_ts(now),
@@ -411,7 +412,7 @@ def _hard_breach(p: _Pass, guard: Guard | None) -> Decision | None:
             return _rollback(p, Reason.ROLLED_BACK, f"bake failed: {guard.breach}")
         return p.finish("Aborted", Reason.FAIL_FAST, f"step {p.index}: {guard.breach}; all traffic on {stable}")
     serving = p.observed.canary_serving if p.observed.canary_serving is not None else p.observed.canary_ready
-    if baking(p.st) or serving > 0:
+    if serving > 0:
         p.st.pop("unavailableSince", None)
         return None
     # No ready pod while it takes traffic: after two guard intervals (a pod's restart or one failed probe is not yet
@@ -423,6 +424,9 @@ def _hard_breach(p: _Pass, guard: Guard | None) -> Decision | None:
     grace = 2 * parse_duration(p.plan.analysis.fail_fast.interval)
     if (p.now - since).total_seconds() < grace:
         return None
+    if baking(p.st):  # the new stable serves nothing (no series, so no errors either): back to the kept revision
+        return _rollback(p, Reason.ROLLED_BACK, f"bake failed: {p.observed.target_revision} has had no ready pod since "
+                                                f"{_ts(since)} (fail fast)")
     return p.finish("Aborted", Reason.CANARY_UNAVAILABLE,
                     f"step {p.index}: {p.observed.target_revision} takes {p.st.get('canaryWeight')}% of the traffic with "
                     f"no ready pod since {_ts(since)} (fail fast); all traffic on {stable}")
@@ -633,7 +637,9 @@ def _pause_step(p: _Pass, step: Step) -> _StepResult:
     elapsed = p.step_elapsed()
     if elapsed >= step.seconds:
         return _Advance(Reason.STEP_COMPLETED, f"step {p.index}: pause {step.seconds:g}s")
-    return _Hold(step.seconds - elapsed, f"step {p.index}: pausing {step.seconds - elapsed:.0f}s more")
+    ends = (_parse(p.st.get("stepStartedAt")) or p.now) + datetime.timedelta(seconds=step.seconds)
+    # The end time, not the seconds left: a message that counts down would be a status write on every pass.
+    return _Hold(step.seconds - elapsed, f"step {p.index}: pausing until {_ts(ends)}")
 
 
 def _analysis_step(p: _Pass, step: Step, run: Run | None) -> _StepResult:

@@ -536,3 +536,44 @@ def test_prompt_length_drift_tells_a_change_of_traffic_from_a_change_of_model():
         outputs, prompts = _run(provider, metrics=metrics).metrics
         assert outputs.value > 0.1 and outputs.verdict == "Fail"
         assert (prompts.value > 0.1) is expected and prompts.verdict == "Pass"  # reported; judged only with a bound
+
+
+def test_an_unbounded_metric_with_no_data_never_holds_the_run():
+    """Review: promptLengthDrift is reported, not judged; its no data (vLLM sizes the token buckets by
+    max-model-len, so two revisions can differ) made every run Inconclusive and paused the rollout."""
+    run = _run(cluster(), metrics=[AnalysisMetric(name="errors", builtin="errorRatio", max=0.01),
+                                   AnalysisMetric(name="prompts", builtin="promptLengthDrift")])
+    errors, prompts = run.metrics
+    assert prompts.verdict == "Inconclusive" and errors.verdict == "Pass" and run.verdict == "Pass"
+
+
+def test_inter_token_latency_counts_each_request_once():
+    """vLLM observes inter-token latency once per decode step: 2,000 observations from 20 requests a side are
+    20 independent samples, not 2,000. The same shift is significant with 1,000 requests, not with 20."""
+    shifted, base_counts = [200, 400, 600, 800, 0], [400, 600, 600, 400, 0]
+    for requests, verdict in ((20.0, "Inconclusive"), (1000.0, "Fail")):
+        provider = cluster(canary_total=requests, stable_total=requests)
+        base = provider.answer
+
+        def answer(p, base=base):
+            if "inter_token_latency_seconds_bucket" in p:
+                return _latency_buckets(shifted if 'revision="new"' in p else base_counts)
+            return base(p)
+        provider.answer = answer
+        run = _run(provider, metrics=[AnalysisMetric(name="itl", builtin="interTokenLatencyVsStable")], min_requests=10)
+        (itl,) = run.metrics
+        assert itl.value > 0.56 and itl.verdict == verdict, (requests, itl)
+        assert "decode steps (each request counted once by the test)" in itl.message
+
+
+def test_the_guard_looks_back_no_further_than_this_attempt():
+    """Review: a retry within the window of the abort that ended the last attempt was judged on that attempt's
+    errors (the same revision label) and aborted at once."""
+    from llm_operator._api import FailFast
+    from llm_operator._measure import guard
+
+    provider = cluster(canary_errors=20, canary_total=40)
+    found = guard(provider, FailFast(), SLO, CTX, since_seconds=12.4)
+    assert all("[12s]" in promql for promql in provider.queries) and found.breach and "over 12s" in found.breach
+    provider = cluster(canary_errors=20, canary_total=40)
+    assert guard(provider, FailFast(), SLO, CTX, since_seconds=0.3).breach is None and not provider.queries

@@ -1359,7 +1359,7 @@ def test_fail_fast_between_runs_costs_two_queries_a_pass_and_a_hard_breach_route
     failing["errors"] = 20.0  # half the canary's requests fail
     plan, writes = cluster.reconcile("2026-11-21T10:01:15Z")
     status = _rollout_status(cluster)
-    assert status["phase"] == "Aborted" and status["message"].startswith("step 1: fail fast: 20 errors in 40 requests over 30s")
+    assert status["phase"] == "Aborted" and status["message"].startswith("step 1: fail fast: 20 errors in 40 requests over 15s")  # since it started
     kinds = [w[1] for w in writes]
     assert kinds.index("VirtualService") < kinds.index("LLMRollout"), writes  # routes first
     vs = cluster.child("VirtualService")

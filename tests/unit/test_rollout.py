@@ -624,3 +624,48 @@ def test_fail_fast_worked_example_needs_a_few_seconds_of_a_hard_breach():
     assert judge_guard(9, 30, FailFast(), slo, "10s").breach is None  # P(X >= 9 | 30, 0.1) = 0.002
     assert judge_guard(10, 30, FailFast(), slo, "10s").breach is not None  # P(X >= 10 | 30, 0.1) = 0.00045 < 0.001
     assert hard_breach_bound(FailFast(), slo) == 0.1
+
+
+def test_a_timed_pause_under_the_guard_writes_its_status_once_not_every_guard_pass():
+    """Review of the guard: the pause's message counted down its seconds, so every guard pass (5 s apart) was a
+    status write; it names its end instead."""
+    template = RolloutTemplate.model_validate({**GUARDED.model_dump(by_alias=True, exclude_none=True),
+                                               "steps": [{"setWeight": 10}, {"pause": {"duration": "5m"}}]})
+    walk = Walk(plan_rollout(spec(), template))
+    walk.step(-10, ready=0)
+    walk.step(0, ready=1)
+    assert walk.status["canaryWeight"] == 10 and walk.status["message"] == "step 1: pausing until 2026-11-21T10:05:00Z"
+    first = walk.status
+    for t in (5, 10, 15):
+        d = guard_step(walk, t, QUIET)
+        assert walk.status == first and d.requeue_after == 5.0
+
+
+def test_a_new_stable_with_no_ready_pod_in_its_bake_is_rolled_back_after_the_grace():
+    """Review of the guard: in the bake, a new stable without pods has no series, so no errors to see; the kept
+    previous revision takes the traffic back."""
+    walk = Walk(plan_rollout(spec(), RolloutTemplate.model_validate({**GUARDED.model_dump(by_alias=True, exclude_none=True),
+                                                                     "steps": [{"setWeight": 50}]})))
+    walk.step(-20, ready=0)
+    walk.step(-10, ready=2)
+    walk.step(0, ready=4)
+    assert walk.status["bake"]["previousRevision"] == "old"
+    walk.decision = decide(walk.plan, walk.status, bake_observed(ready=0), None, at(5), QUIET)
+    walk.status = walk.decision.status
+    assert walk.phase == "Progressing" and walk.status["unavailableSince"] == "2026-11-21T10:00:05Z"
+    d = decide(walk.plan, walk.status, bake_observed(ready=0), None, at(15), QUIET)
+    assert d.rollback and d.status["phase"] == "Aborted" and "unavailableSince" not in d.status
+    assert d.status["message"] == ("bake failed: new has had no ready pod since 2026-11-21T10:00:05Z (fail fast); rolled back: "
+                                   "all traffic on old")
+
+
+def test_fail_fast_settings_are_checked_naming_the_field():
+    from llm_operator._validation import InvalidSpec, parse_llmrollout
+
+    for fail_fast, words in (({"interval": "10s", "window": "15s"}, "must be at least two intervals"),):
+        doc = {"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMRollout", "metadata": {"name": "r", "namespace": "ns"},
+               "spec": {"deploymentName": "chat", "target": {"model": {"version": "2"}},
+                        "analysis": {"failFast": fail_fast}}}
+        with pytest.raises(InvalidSpec, match=words) as error:
+            parse_llmrollout(doc)
+        assert "analysis.failFast" in str(error.value)
