@@ -194,8 +194,7 @@ def rank_test_binned(canary: Sequence[float], stable: Sequence[float],
     observations (vLLM observes inter-token latency once per decode step, so a request gives many correlated
     observations): ``A`` is still computed from every observation, but the p-value from ``U``'s null distribution
     for ``effective`` samples (``z = (A - 1/2) / sqrt((n1 + n2 + 1) / (12 n1 n2))`` over the effective sizes, with
-    neither tie nor continuity correction), Kish's design effect (Kish 1965, *Survey Sampling*) at its bound: each
-    request counted once.
+    neither tie nor continuity correction): see :func:`kish_effective_size`.
 
     Source: Mann and Whitney (1947), "On a test of whether one of two random variables is stochastically larger
     than the other"; the tie-corrected variance ``n1 n2 / 12 x ((N + 1) - sum(t^3 - t) / (N (N - 1)))`` as in
@@ -235,6 +234,27 @@ def rank_test_binned(canary: Sequence[float], stable: Sequence[float],
         return RankTest(u / (n1 * n2), 0.5 if u == mean else 1.0, n1, n2)
     z = (u - mean - 0.5) / math.sqrt(variance)
     return RankTest(u / (n1 * n2), 0.5 * math.erfc(z / math.sqrt(2)), n1, n2)  # the upper tail, precise far out
+
+
+def kish_effective_size(requests: float, lengths: Sequence[tuple[float, float]]) -> float:
+    """The effective sample size of per-token observations that come in requests of different lengths, each
+    request's observations fully correlated (the conservative bound): ``(sum m)^2 / sum m^2 = n / (1 + CV^2)`` over
+    the requests' lengths ``m`` (Kish 1965, *Survey Sampling*, the design effect of unequal weights). ``lengths``:
+    Prometheus's cumulative ``(le, count)`` buckets of tokens per request (``vllm:request_generation_tokens``), each
+    bucket's requests taken at its upper bound (``+Inf`` at twice the last finite one); ``requests`` when they are
+    empty.
+
+    >>> kish_effective_size(100, [(10, 50), (20, 100), (float("inf"), 100)])  # lengths 10 and 20, half each: CV = 1/3
+    90.0
+    """
+    counts = bucket_counts(lengths)
+    finite = [le for le, _ in lengths if math.isfinite(le)]
+    values = [le if math.isfinite(le) else 2 * (finite[-1] if finite else 1.0) for le, _ in lengths]
+    total, squares = sum(c * m for c, m in zip(counts, values, strict=True)), sum(c * m * m for c, m in zip(counts, values, strict=True))
+    if total <= 0 or squares <= 0:
+        return float(requests)
+    n = sum(counts)
+    return round(requests * (total * total / squares) / n, 6)
 
 
 def bucket_counts(cumulative: Sequence[tuple[float, float]]) -> list[float]:

@@ -532,6 +532,11 @@ class FailFast(_Model):
     for a hard breach, and a breach aborts at once (routes first), whatever the analysis interval. Soft evidence
     still waits for the analysis."""
 
+    model_config = ConfigDict(json_schema_extra=_cel(
+        ("!has(self.window) || !has(self.interval) || duration(self.window) >= duration(self.interval) + duration(self.interval)",
+         "window must be at least two intervals: an increase() needs two scrapes", ".window"),
+    ))
+
     enabled: bool = True
     interval: Duration = Field("5s", description="How often the guard looks: one Prometheus scrape interval (at least 1s).",
                                json_schema_extra=_cel(("duration(self) >= duration('1s')", "must be at least 1s")))

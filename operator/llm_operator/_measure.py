@@ -138,8 +138,9 @@ def queries(metrics: list[AnalysisMetric], ctx: Context) -> dict[str, str]:
     for kind, (histogram, _, per_request) in _RANK_TESTS.items():
         if kind in builtins:
             out[f"canary.{kind}"], out[f"stable.{kind}"] = q.buckets(c, histogram, w), q.buckets(s, histogram, w)
-            if not per_request:  # the requests behind the observations: each counted once by the test
+            if not per_request:  # the requests behind the observations, and their lengths (the design effect)
                 out[f"canary.{kind}.requests"], out[f"stable.{kind}.requests"] = q.requests(c, w), q.requests(s, w)
+                out["canary.lengths"], out["stable.lengths"] = q.output_length_buckets(c, w), q.output_length_buckets(s, w)
     if "costPer1kTokens" in builtins:
         out["canary.tokens"] = q.generated_tokens(c, w)
     for metric in metrics:
@@ -205,7 +206,8 @@ def _rank(raw: Raw, kind: str) -> a.RankTest | None:
         requests = _num(raw, f"canary.{kind}.requests"), _num(raw, f"stable.{kind}.requests")
         if requests[0] is None or requests[1] is None or min(a.whole(requests[0]), a.whole(requests[1])) < _RANK_MIN:
             return None
-        effective = (float(a.whole(requests[0])), float(a.whole(requests[1])))
+        effective = (a.kish_effective_size(a.whole(requests[0]), _cumulative(raw, "canary.lengths")),
+                     a.kish_effective_size(a.whole(requests[1]), _cumulative(raw, "stable.lengths")))
     return a.rank_test_binned(counts[0], counts[1], effective)
 
 
@@ -298,7 +300,7 @@ def _builtin_value(metric: AnalysisMetric, raw: Raw, slo: Slo, ctx: Context) -> 
         _, what, per_request = _RANK_TESTS[kind]
         if ranked is None:
             return None, f"fewer than {_RANK_MIN} {what} observations or requests on one side, or other buckets"
-        unit = "requests" if per_request else "decode steps (each request counted once by the test)"
+        unit = "requests" if per_request else "decode steps (the test on the requests' effective number)"
         return ranked.a, (f"P(the canary's {what} is longer than stable's) over {ranked.canary} and {ranked.stable} {unit}; "
                           f"one-sided Mann-Whitney p = {ranked.p_value:.3g}")
     if kind == "costPer1kTokens":

@@ -71,9 +71,11 @@ class Scale:
 
 @dataclass(frozen=True)
 class Create:
-    """Create ``obj`` unless it exists (used for the LLMRollouts the operator starts)."""
+    """Create ``obj`` unless it exists (used for the LLMRollouts the operator starts); ``taken``: the names this
+    deployment's rollouts hold, which a create that meets a 409 skips."""
 
     obj: dict[str, Any]
+    taken: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -415,7 +417,7 @@ def _start_or_supersede(pass_: _Pass, target: _Target) -> _Started:
     carried = any(p.is_auto(r) and p.wants_pass(r) and p.revision_of(r) == wanted for r in rollouts)
     if wanted != spec_revision and wanted != target.stable_id and not carried:
         rollout = p.auto_rollout(pass_.name, pass_.namespace, pass_.spec, target.model, wanted, taken=pass_.observed.rollout_names)
-        actions.append(Create(rollout))
+        actions.append(Create(rollout, pass_.observed.rollout_names))
         events.append(Event("Normal", "RolloutCreated", f"the spec names revision {wanted}: created LLMRollout {rollout['metadata']['name']}"))
     return _Started(tuple(rollouts), wanted, tuple(actions), tuple(events), superseded=any(isinstance(a, WriteStatus) for a in actions))
 
@@ -511,7 +513,8 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
         generation=active.body["metadata"].get("generation"), full_replicas=size.full,
         previous_revision=base.previous if base.previous in pass_.observed.deployments else None,
         previous_ready=_ready(pass_.observed.deployments.get(base.previous or "")),
-        canary_serving=_int(((pass_.observed.deployments.get(revision.id) or {}).get("status") or {}).get("readyReplicas"))),
+        canary_serving=_int(((pass_.observed.deployments.get(revision.id) or {}).get("status") or {}).get("readyReplicas")),
+        scales_to_zero=pass_.spec.autoscaling is not None and pass_.spec.autoscaling.min_replicas == 0),
         run, pass_.now_dt, guard)
     if decision.status != read_status:
         actions.append(WriteStatus(active.body, decision.status))

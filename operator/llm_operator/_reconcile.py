@@ -57,7 +57,7 @@ def observe(kube: Kube, body: Mapping[str, Any], autoscaler_kinds: frozenset[str
     return Observed(deployments=deployments, children=children, rollouts=rollouts)
 
 
-def _create_rollout(kube: Kube, obj: dict[str, Any], tries: int = 20) -> None:
+def _create_rollout(kube: Kube, obj: dict[str, Any], taken: frozenset[str] = frozenset(), tries: int = 20) -> None:
     """Create the LLMRollout ``obj``. The planner names it after what this deployment's rollouts hold (it sees only
     those: the LIST is filtered by the API server); a 409 is a name an LLMRollout of another deployment holds, and
     the next name of the same sequence (``<deployment>-<revision>``, then ``-2``, ``-3``...) is taken instead.
@@ -72,6 +72,8 @@ def _create_rollout(kube: Kube, obj: dict[str, Any], tries: int = 20) -> None:
     first = int(suffix) if suffix.isdigit() else 1
     for n in range(first, first + tries):
         meta["name"] = base if n == 1 else f"{base}-{n}"
+        if meta["name"] in taken:  # one of this deployment's, as the pass read them
+            continue
         try:
             kube.create(obj)
             return
@@ -131,7 +133,7 @@ def execute(
             elif isinstance(action, Create):
                 obj = copy.deepcopy(action.obj)
                 owner(obj)
-                _create_rollout(kube, obj)
+                _create_rollout(kube, obj, action.taken)
             elif isinstance(action, Scale):
                 kube.scale(namespace, action.name, action.replicas)
             elif isinstance(action, (WriteStatus, RecordOutcome)):

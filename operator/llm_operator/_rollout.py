@@ -191,6 +191,7 @@ class Observed:
     previous_revision: str | None = None  # the revision the switch replaced, kept during the bake (None: gone)
     previous_ready: int = 0  # its ready pods
     canary_serving: int | None = None  # ready pods as last reported, even while the status lags a scale-up (None: canary_ready)
+    scales_to_zero: bool = False  # the stable may have no pod by design (an autoscaler with minReplicas 0)
 
     @property
     def full_size(self) -> int:
@@ -293,6 +294,7 @@ def bake_recovered(plan: RolloutPlan, status: dict[str, Any], previous: str, now
               canaryReplicas=0, stepStartedAt=_ts(now), analysis=None, message=message,
               bake={"startedAt": _ts(now), "endsAt": _ts(ends), "previousRevision": previous})
     st.pop("waitingSince", None)
+    st.pop("unavailableSince", None)
     st["conditions"] = cond.set_condition(st.get("conditions", []), cond.PROGRESSING, "True", Reason.BAKING, message,
                                           now=_ts(now), generation=st.get("observedGeneration"))
     return st
@@ -412,7 +414,7 @@ def _hard_breach(p: _Pass, guard: Guard | None) -> Decision | None:
             return _rollback(p, Reason.ROLLED_BACK, f"bake failed: {guard.breach}")
         return p.finish("Aborted", Reason.FAIL_FAST, f"step {p.index}: {guard.breach}; all traffic on {stable}")
     serving = p.observed.canary_serving if p.observed.canary_serving is not None else p.observed.canary_ready
-    if serving > 0:
+    if serving > 0 or (baking(p.st) and p.observed.scales_to_zero):  # scaled to zero, or back up from it: by design
         p.st.pop("unavailableSince", None)
         return None
     # No ready pod while it takes traffic: after two guard intervals (a pod's restart or one failed probe is not yet
@@ -544,9 +546,10 @@ class _Pass:
         self.replicas = max(self.replicas, need)
         if not self.st.get("waitingSince"):
             self.st["waitingSince"] = self.stamp
+        shown = self.observed.canary_serving if self.observed.canary_serving is not None else self.observed.canary_ready
         self.st.update(phase="Progressing", canaryReplicas=self.replicas,
                        message=f"waiting for {need} ready pods of {self.observed.target_revision} "
-                               f"({self.observed.canary_ready} ready) before {why}")
+                               f"({shown} ready) before {why}")
         self.condition(cond.PROGRESSING, "True", Reason.WAITING_FOR_PODS, self.st["message"])
         self.condition(PAUSED, "False", Reason.PROGRESSING, "")
         return self.decision()

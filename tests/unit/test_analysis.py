@@ -563,7 +563,7 @@ def test_inter_token_latency_counts_each_request_once():
         run = _run(provider, metrics=[AnalysisMetric(name="itl", builtin="interTokenLatencyVsStable")], min_requests=10)
         (itl,) = run.metrics
         assert itl.value > 0.56 and itl.verdict == verdict, (requests, itl)
-        assert "decode steps (each request counted once by the test)" in itl.message
+        assert "decode steps (the test on the requests' effective number)" in itl.message
 
 
 def test_the_guard_looks_back_no_further_than_this_attempt():

@@ -196,3 +196,14 @@ _Blocks.add_representer(str, lambda dumper, value: dumper.represent_scalar(
 if __name__ == "__main__":  # make argocd-cm
     ARGOCD_CM.write_text("# Generated from resource_customizations/ by `make argocd-cm`. Merge into argocd-cm.\n"
                          + yaml.dump(argocd_cm_patch(), Dumper=_Blocks, sort_keys=False))
+
+
+@pytest.mark.parametrize("case", ["rolling.yaml", "baking.yaml", "../../testdata/ready.yaml"])
+def test_the_rollback_action_refuses_what_discovery_disables(case):
+    """Argo CD runs an action whatever discovery said (the API and the CLI do not check "disabled")."""
+    from lupa import LuaError
+
+    folder = CUSTOMIZATIONS / "LLMDeployment" / "actions"
+    obj = yaml.safe_load((folder / "testdata" / case).read_text())
+    with pytest.raises(LuaError, match="in flight|no previous revision"):
+        run(folder / "rollback" / "action.lua", obj)

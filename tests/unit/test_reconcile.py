@@ -1393,3 +1393,27 @@ def test_a_pass_lists_only_its_own_rollouts_and_a_name_held_by_another_deploymen
     assert held and mine == [f"{held[0]}-2"], (held, list(_rollouts(cluster)), writes)
     assert _rollouts(cluster)[held[0]]["spec"]["deploymentName"] == "another"  # untouched
     assert cluster.body["status"]["specRevision"] != a  # the revision is recorded: what it needs exists
+
+
+def test_a_create_meeting_a_foreign_name_skips_the_names_its_own_rollouts_hold(samples):
+    """Review: a foreign rollout holds <name>-<B>-3, ours hold <name>-<B>, -2 and -4; the planner picks -3, the 409
+    must lead past -4 (ours, read by the pass) to -5, not raise on every pass."""
+    from llm_operator._kube import Conflict
+    from llm_operator._reconcile import _create_rollout
+
+    kube = FakeKube()
+    for name, deployment in (("chat-b-3", "another"), ("chat-b", "chat"), ("chat-b-2", "chat"), ("chat-b-4", "chat")):
+        kube.add({"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMRollout", "metadata": {"name": name, "namespace": "default",
+                  "labels": {"llmops.dev/revision": "b"}}, "spec": {"deploymentName": deployment}})
+    original = kube.create
+
+    def create(obj):
+        if ("llmops.dev/v1alpha1", "LLMRollout", "default", obj["metadata"]["name"]) in kube.objects:
+            raise Conflict("exists", 409)
+        return original(obj)
+    kube.create = create
+    obj = {"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMRollout",
+           "metadata": {"name": "chat-b-3", "namespace": "default", "labels": {"llmops.dev/revision": "b"}},
+           "spec": {"deploymentName": "chat"}}
+    _create_rollout(kube, obj, frozenset({"chat-b", "chat-b-2", "chat-b-4"}))
+    assert obj["metadata"]["name"] == "chat-b-5" and ("llmops.dev/v1alpha1", "LLMRollout", "default", "chat-b-5") in kube.objects

@@ -669,3 +669,19 @@ def test_fail_fast_settings_are_checked_naming_the_field():
         with pytest.raises(InvalidSpec, match=words) as error:
             parse_llmrollout(doc)
         assert "analysis.failFast" in str(error.value)
+
+
+def test_a_bake_scaled_to_zero_by_its_autoscaler_is_not_a_revision_without_pods():
+    """Review: KEDA may scale the new stable to zero in a quiet bake (minReplicas 0), and back up takes minutes of
+    model loading; neither is a failure to roll back from."""
+    walk = Walk(plan_rollout(spec(), RolloutTemplate.model_validate({**GUARDED.model_dump(by_alias=True, exclude_none=True),
+                                                                     "steps": [{"setWeight": 50}]})))
+    walk.step(-20, ready=0)
+    walk.step(-10, ready=2)
+    walk.step(0, ready=4)
+    idle = Observed(stable_revision="new", target_revision="new", stable_replicas=0, canary_ready=0, generation=1,
+                    previous_revision="old", previous_ready=4, canary_serving=0, scales_to_zero=True)
+    for t in (300, 310, 400):
+        walk.decision = decide(walk.plan, walk.status, idle, None, at(t), QUIET)
+        walk.status = walk.decision.status
+    assert walk.phase == "Progressing" and not walk.decision.rollback and "unavailableSince" not in walk.status
