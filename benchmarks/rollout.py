@@ -101,23 +101,21 @@ class Bench:
         self.api.plane.stop()
 
 
-def detection(bench: Bench, run: int) -> dict:
-    namespace, name = f"detect-{run}", "chat"
-    bench.ready_deployment(namespace, name, [{"setWeight": 20}, {"analysis": {"duration": "10m"}}])
-    target = bench.start_rollout(namespace, name)
-    canary = bench.serve(namespace, name, target, seed=run)
-    wait_for(lambda: (bench.rollout(namespace).get("analysis") or {}).get("passed", 0) >= 2, 120, "two passing runs")
-    canary.error_ratio = 0.3
+def _breach(bench: Bench, namespace: str, name: str, target: str, canary: FakeVllm, error_ratio: float, window: str,
+            bound: float) -> dict:
+    """Make ``canary`` fail ``error_ratio`` of its requests; time from then, and from the first moment Prometheus
+    answers its error ratio over ``window`` above ``bound``, to the VirtualService giving it 0%."""
+    canary.error_ratio = error_ratio
     injected = time.monotonic()
     scope = f'namespace="{namespace}",llmops_dev_revision="{target}"'
-    ratio = (f'sum(increase(vllm:request_success_total{{{scope},finished_reason="error"}}[10s]))'
-             f' / sum(increase(vllm:request_success_total{{{scope}}}[10s]))')
+    ratio = (f'sum(increase(vllm:request_success_total{{{scope},finished_reason="error"}}[{window}]))'
+             f' / sum(increase(vllm:request_success_total{{{scope}}}[{window}]))')
     visible = None
     while time.monotonic() - injected < 120:
         now = time.monotonic()
         if visible is None:
             result = bench.prometheus.query(ratio)
-            if result and float(result[0]["value"][1]) > 0.01:
+            if result and float(result[0]["value"][1]) > bound:
                 visible = time.monotonic()  # when Prometheus answered with the breach
         if bench.canary_weight(namespace, name) == 0:
             zero = now
@@ -129,6 +127,15 @@ def detection(bench: Bench, run: int) -> dict:
     status = bench.rollout(namespace)
     return {"visible_after_injection": round((visible or zero) - injected, 2), "zero_after_visible": round(zero - (visible or zero), 2),
             "phase": status.get("phase"), "reason": next((c["reason"] for c in status.get("conditions", []) if c["type"] == "Degraded"), None)}
+
+
+def detection(bench: Bench, run: int) -> dict:
+    namespace, name = f"detect-{run}", "chat"
+    bench.ready_deployment(namespace, name, [{"setWeight": 20}, {"analysis": {"duration": "10m"}}])
+    target = bench.start_rollout(namespace, name)
+    canary = bench.serve(namespace, name, target, seed=run)
+    wait_for(lambda: (bench.rollout(namespace).get("analysis") or {}).get("passed", 0) >= 2, 120, "two passing runs")
+    return _breach(bench, namespace, name, target, canary, 0.3, "10s", 0.01)
 
 
 def bake_rollback(bench: Bench, run: int) -> dict:
@@ -167,7 +174,7 @@ def bake_rollback(bench: Bench, run: int) -> dict:
 
 def fail_fast(bench: Bench, run: int) -> dict:
     """A canary whose analysis runs a minute apart fails half its requests: from Prometheus answering its error
-    ratio over the guard's window above the hard-breach bound to its weight at 0."""
+    ratio over the guard's window above the hard-breach bound (10x the 99% SLO's budget) to its weight at 0."""
     namespace, name = f"fast-{run}", "chat"
     bench.ready_deployment(namespace, name, [{"setWeight": 20}, {"analysis": {"duration": "10m"}}], interval=60)
     target = bench.start_rollout(namespace, name)
@@ -175,29 +182,7 @@ def fail_fast(bench: Bench, run: int) -> dict:
     wait_for(lambda: bench.canary_weight(namespace, name) == 20, 120, "the canary at 20%")
     time.sleep(3.0)  # a few healthy guard passes first
     assert bench.rollout(namespace).get("phase") == "Progressing", bench.rollout(namespace)
-    canary.error_ratio = 0.5
-    injected = time.monotonic()
-    scope = f'namespace="{namespace}",llmops_dev_revision="{target}"'
-    ratio = (f'sum(increase(vllm:request_success_total{{{scope},finished_reason="error"}}[{FAIL_FAST["window"]}]))'
-             f' / sum(increase(vllm:request_success_total{{{scope}}}[{FAIL_FAST["window"]}]))')
-    bound = 10 * 0.01  # errorBudgetFactor 10 x the 99% SLO's budget
-    visible = None
-    while time.monotonic() - injected < 60:
-        now = time.monotonic()
-        if visible is None:
-            result = bench.prometheus.query(ratio)
-            if result and float(result[0]["value"][1]) > bound:
-                visible = time.monotonic()
-        if bench.canary_weight(namespace, name) == 0:
-            zero = now
-            break
-        time.sleep(0.05)
-    else:
-        raise RuntimeError("the guard never took the canary out of traffic")
-    canary.stop()
-    status = bench.rollout(namespace)
-    return {"visible_after_injection": round((visible or zero) - injected, 2), "zero_after_visible": round(zero - (visible or zero), 2),
-            "phase": status.get("phase"), "reason": next((c["reason"] for c in status.get("conditions", []) if c["type"] == "Degraded"), None)}
+    return _breach(bench, namespace, name, target, canary, 0.5, FAIL_FAST["window"], 10 * 0.01)
 
 
 def healthy_rollouts(bench: Bench, count: int) -> dict:

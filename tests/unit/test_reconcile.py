@@ -1110,6 +1110,20 @@ def test_a_registry_outage_prunes_nothing_and_keeps_the_rollout_that_explains_de
     assert len(_rollouts(cluster)) == 1 and degraded() == ("True", "RolloutFailed")
 
 
+def _rolling_to_b(doc, metrics):
+    """``doc`` (two replicas) serving revision A, ready; then a model edit, its LLMRollout created and started at
+    10:01: (the cluster, A, B)."""
+    cluster = Cluster(doc, metrics=metrics)
+    cluster.reconcile(T0)
+    a = cluster.body["status"]["stableRevision"]
+    cluster.set_ready(f"qwen-small-{a}", 2)
+    cluster.reconcile(T0)
+    cluster.edit_spec(model={"uri": "hf://org/model-b"})
+    cluster.reconcile("2026-11-21T10:01:00Z")  # the LLMRollout created
+    cluster.reconcile("2026-11-21T10:01:00Z")  # and started
+    return cluster, a, _rollout_status(cluster)["toRevision"]
+
+
 def _bake_cluster(samples):
     """Two replicas on revision A, then a model edit rolled out by setWeight 50 and a 10-minute bake; the metrics
     answer for each revision from ``errors`` (errors per 1,000 requests)."""
@@ -1128,15 +1142,7 @@ def _bake_cluster(samples):
         if rev is None:
             return None
         return errors[rev] if 'finished_reason="error"' in promql else 1000.0
-    cluster = Cluster(doc, metrics=FakeMetrics(answer))
-    cluster.reconcile(T0)
-    a = cluster.body["status"]["stableRevision"]
-    cluster.set_ready(f"qwen-small-{a}", 2)
-    cluster.reconcile(T0)
-    cluster.edit_spec(model={"uri": "hf://org/model-b"})
-    cluster.reconcile("2026-11-21T10:01:00Z")  # the LLMRollout created
-    cluster.reconcile("2026-11-21T10:01:00Z")  # and started
-    bad = _rollout_status(cluster)["toRevision"]
+    cluster, a, bad = _rolling_to_b(doc, FakeMetrics(answer))
     errors.update({a: 0.0, bad: 0.0})
     cluster.set_ready(f"qwen-small-{bad}", 2)
     cluster.reconcile("2026-11-21T10:01:10Z")  # setWeight 50 routed, and the switch (2 ready: full size)
@@ -1341,15 +1347,7 @@ def test_fail_fast_between_runs_costs_two_queries_a_pass_and_a_hard_breach_route
         if "request_success_total" not in promql:
             return None
         return failing["errors"] if 'finished_reason="error"' in promql else 40.0
-    cluster = Cluster(doc, metrics=FakeMetrics(answer))
-    cluster.reconcile(T0)
-    a = cluster.body["status"]["stableRevision"]
-    cluster.set_ready(f"qwen-small-{a}", 2)
-    cluster.reconcile(T0)
-    cluster.edit_spec(model={"uri": "hf://org/model-b"})
-    cluster.reconcile("2026-11-21T10:01:00Z")  # the LLMRollout created
-    cluster.reconcile("2026-11-21T10:01:00Z")  # and started
-    new = _rollout_status(cluster)["toRevision"]
+    cluster, _, new = _rolling_to_b(doc, FakeMetrics(answer))
     cluster.set_ready(f"qwen-small-{new}", 1)
     plan, _ = cluster.reconcile("2026-11-21T10:01:05Z")  # 50% routed
     assert _rollout_status(cluster)["canaryWeight"] == 50 and plan.requeue_after == 5.0
