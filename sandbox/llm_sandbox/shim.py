@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import ipaddress
 import json
+import math
 import random
 import threading
 import time
@@ -195,13 +196,18 @@ def _service(host: str) -> str:
 
 class Load:
     """Chat completions through the shim at ``rate`` requests per second (one thread per request), each
-    generating exactly ``max_tokens`` tokens, with ``headers`` (an ``Authorization: Bearer`` key, say)."""
+    generating exactly ``max_tokens`` tokens, with ``headers`` (an ``Authorization: Bearer`` key, say).
+
+    ``latencies`` holds one ``(sent_at, revision, seconds, status)`` per finished request: ``sent_at`` on
+    :func:`time.monotonic`, ``revision`` from the shim's ``x-llmops-revision`` header (``""`` when none), ``seconds``
+    from sending to the whole response read."""
 
     def __init__(self, url: str, model: str, rate: float = 2.0, max_tokens: int = 16, headers: dict[str, str] | None = None):
         self.url, self.model, self.rate, self.max_tokens = url, model, rate, max_tokens
         self.headers = dict(headers or {})
         self.sent = 0
         self.statuses: collections.Counter[int] = collections.Counter()
+        self.latencies: list[tuple[float, str, float, int]] = []
         self._stop = threading.Event()
 
     def start(self) -> Load:
@@ -222,10 +228,32 @@ class Load:
         request = urllib.request.Request(self.url + "/v1/chat/completions", data=body,
                                          headers={"Content-Type": "application/json", **self.headers})
         self.sent += 1
+        sent_at = time.monotonic()
         try:
             with urllib.request.urlopen(request, timeout=120) as response:
-                self.statuses[response.status] += 1
+                response.read()
+                status, revision = response.status, response.headers.get("x-llmops-revision") or ""
         except urllib.error.HTTPError as error:
-            self.statuses[error.code] += 1
+            status, revision = error.code, error.headers.get("x-llmops-revision") or ""
         except OSError:
-            self.statuses[0] += 1
+            status, revision = 0, ""
+        self.statuses[status] += 1
+        self.latencies.append((sent_at, revision, time.monotonic() - sent_at, status))
+
+    def summary(self, since: float = 0.0) -> dict[str, dict[str, float]]:
+        """Per revision, the successful requests sent at or after ``since`` (monotonic seconds): ``n`` and the
+        ``p50``/``p99``/``max`` latency in seconds (nearest-rank quantiles)."""
+        by: dict[str, list[float]] = collections.defaultdict(list)
+        for sent_at, revision, seconds, status in list(self.latencies):
+            if sent_at >= since and status == 200:
+                by[revision].append(seconds)
+        return {revision: {"n": len(values), "p50": round(nearest_rank(values, 0.5), 3),
+                           "p99": round(nearest_rank(values, 0.99), 3), "max": round(max(values), 3)}
+                for revision, values in by.items()}
+
+
+def nearest_rank(values: list[float], q: float) -> float:
+    """The nearest-rank ``q``-quantile (``q`` a ratio 0..1) of a non-empty list: the smallest value with at least
+    ``q`` of the values at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
