@@ -194,6 +194,8 @@ class Controller:
             result = run_pass(self.deps, namespace, name)
             if result.plan is None:  # gone or being deleted
                 self.followers.pop((namespace, name), None)
+                if self.deps.telemetry is not None:
+                    self.deps.telemetry.forget(namespace, name)
             return result.requeue_after
 
     def guarded(self, namespace: str, name: str, logger: kopf.Logger | logging.Logger, *, urgent: bool = True) -> None:

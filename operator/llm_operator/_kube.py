@@ -52,8 +52,8 @@ class Kube(Protocol):
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create ``obj``; raises :class:`Conflict` when it exists."""
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
-        """Delete with background propagation; an absent object is not an error."""
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Delete with background propagation: whether the object was there (an absent one is not an error)."""
 
     def patch_status(self, api_version: str, kind: str, namespace: str, name: str, ops: JsonPatch) -> dict[str, Any]:
         """Apply a JSON patch (RFC 6902) through the status subresource; a failed ``test`` is a :class:`Conflict`."""
@@ -182,15 +182,16 @@ class DynamicKube:
         except Exception as error:
             raise _wrap(error) from error
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
         try:
             self._resource(api_version, kind).delete(name=name, namespace=namespace, body={"propagationPolicy": "Background"})
         except (NotFoundError, ResourceNotFoundError):
-            return
+            return False
         except Exception as error:
             raise _wrap(error) from error
+        return True
 
     def patch(self, api_version: str, kind: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -225,8 +226,8 @@ class DynamicKube:
 class CountingKube:
     """A :class:`Kube` that counts every request of the one it wraps: ``record(verb, kind, code)`` after each, with
     the verb as kube-apiserver's authoriser names it (``get``, ``list``, ``create``, ``patch``, ``delete``; a
-    server-side apply is a ``patch``), the kind, and the HTTP status (200 for success, 404 for a GET of an absent
-    object, 0 when no response came)."""
+    server-side apply is a ``patch``), the kind, and the HTTP status (200 for success, 404 for a GET or DELETE of
+    an absent object, 0 when no response came)."""
 
     def __init__(self, inner: Kube, record: Any):
         self._inner, self._record = inner, record
@@ -237,7 +238,8 @@ class CountingKube:
         except KubeError as error:
             self._record(verb, kind, error.status)
             raise
-        self._record(verb, kind, 404 if verb == "get" and result is None else 200)
+        absent = (verb == "get" and result is None) or (verb == "delete" and result is False)
+        self._record(verb, kind, 404 if absent else 200)
         return result
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -253,8 +255,8 @@ class CountingKube:
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         return self._call("create", obj["kind"], lambda: self._inner.create(obj))
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
-        self._call("delete", kind, lambda: self._inner.delete(api_version, kind, namespace, name))
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        return bool(self._call("delete", kind, lambda: self._inner.delete(api_version, kind, namespace, name)))
 
     def patch_status(self, api_version: str, kind: str, namespace: str, name: str, ops: JsonPatch) -> dict[str, Any]:
         return self._call("patch", f"{kind}/status", lambda: self._inner.patch_status(api_version, kind, namespace, name, ops))

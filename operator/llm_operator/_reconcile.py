@@ -11,7 +11,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jsonpatch
@@ -57,10 +57,11 @@ def observe(kube: Kube, body: Mapping[str, Any], autoscaler_kinds: frozenset[str
     return Observed(deployments=deployments, children=children, rollouts=rollouts)
 
 
-def _create_rollout(kube: Kube, obj: dict[str, Any], taken: frozenset[str] = frozenset(), tries: int = 20) -> None:
+def _create_rollout(kube: Kube, obj: dict[str, Any], taken: frozenset[str] = frozenset(), tries: int = 20) -> str:
     """Create the LLMRollout ``obj``. The planner names it after what this deployment's rollouts hold (it sees only
     those: the LIST is filtered by the API server); a 409 is a name an LLMRollout of another deployment holds, and
     the next name of the same sequence (``<deployment>-<revision>``, then ``-2``, ``-3``...) is taken instead.
+    Returns the name created.
 
     Raises:
         Conflict: the name is held by this revision's own rollout (it appeared since the pass read them: the next
@@ -76,7 +77,7 @@ def _create_rollout(kube: Kube, obj: dict[str, Any], taken: frozenset[str] = fro
             continue
         try:
             kube.create(obj)
-            return
+            return str(meta["name"])
         except Conflict:
             held = kube.get(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
             ours = held is not None and (held.get("spec") or {}).get("deploymentName") == spec["deploymentName"]
@@ -124,6 +125,7 @@ def execute(
     status = plan.status
     namespace = body["metadata"]["namespace"]
     rollout_statuses = [a for a in plan.actions if isinstance(a, WriteStatus)]
+    renamed: dict[str, str] = {}  # a planned LLMRollout name -> the one created (a 409 took the next of the sequence)
     try:
         for action in plan.actions:
             if isinstance(action, Apply):
@@ -133,7 +135,10 @@ def execute(
             elif isinstance(action, Create):
                 obj = copy.deepcopy(action.obj)
                 owner(obj)
-                _create_rollout(kube, obj, action.taken)
+                planned = obj["metadata"]["name"]
+                created = _create_rollout(kube, obj, action.taken)
+                if created != planned:
+                    renamed[planned] = created
             elif isinstance(action, Scale):
                 kube.scale(namespace, action.name, action.replicas)
             elif isinstance(action, (WriteStatus, RecordOutcome)):
@@ -162,6 +167,9 @@ def execute(
     for action in rollout_statuses:
         writes += _write_status(kube, action.body, action.status) or 0
     for event in plan.events:
+        if event.reason == "RolloutCreated":
+            for planned, created in renamed.items():
+                event = replace(event, message=event.message.replace(f"LLMRollout {planned}", f"LLMRollout {created}"))
         post_event(event)
     if record is not None:
         for outcome in (a for a in plan.actions if isinstance(a, RecordOutcome)):

@@ -62,6 +62,10 @@ class Telemetry:
         # (kopf's watches are apart: kube-apiserver's apiserver_request_total has them).
         self.api_requests = Counter("llmops_api_requests", "Kubernetes API requests of the reconcile passes",
                                     ["verb", "kind", "code"], registry=r)
+        #: (namespace, LLMDeployment) -> {LLMRollout: the analysis metric names exported for it}: which gauge
+        #: series to remove when a rollout or the deployment is deleted (kube-state-metrics drops a deleted object's
+        #: series; a gauge left behind would report a deleted rollout as Progressing to the alerts forever).
+        self._exported: dict[tuple[str, str], dict[str, set[str]]] = {}
         self.loop_errors = Counter("llmops_loop_errors", "Failed iterations of the operator's background loops (resync, registry)",
                                    ["loop"], registry=r)
 
@@ -97,8 +101,13 @@ class Telemetry:
             else:
                 with contextlib.suppress(KeyError):  # never set
                     gauge.remove(ns, name)
+        exported = self._exported.setdefault((ns, name), {})
+        listed = {before["metadata"]["name"] for before, _ in rollouts}
+        for gone in set(exported) - listed:  # deleted (the history limit, a user) since the last pass
+            self._drop_rollout(ns, name, gone, exported.pop(gone))
         for before, after in rollouts:
             rollout = before["metadata"]["name"]
+            metrics = exported.setdefault(rollout, set())
             phase = after.get("phase") or "Pending"
             for candidate in PHASES:
                 self.rollout_phase.labels(ns, rollout, name, candidate).set(1 if candidate == phase else 0)
@@ -114,6 +123,24 @@ class Telemetry:
                 for metric in analysis.get("metrics", []):
                     if metric.get("value") is not None:
                         self.metric_value.labels(ns, rollout, metric["name"]).set(metric["value"])
+                        metrics.add(metric["name"])
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Remove the gauge series of the LLMDeployment ``namespace/name`` and of its rollouts (it was deleted).
+        Counters stay, as client-go's and controller-runtime's do: a rate over them needs no series to vanish."""
+        for gauge in (self.slo_target, self.slo_latency, self.slo_ttft):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, name)
+        for rollout, metrics in self._exported.pop((namespace, name), {}).items():
+            self._drop_rollout(namespace, name, rollout, metrics)
+
+    def _drop_rollout(self, namespace: str, deployment: str, rollout: str, metrics: set[str]) -> None:
+        removals = [(self.rollout_phase, (namespace, rollout, deployment, phase)) for phase in PHASES]
+        removals += [(self.canary_weight, (namespace, rollout, deployment))]
+        removals += [(self.metric_value, (namespace, rollout, metric)) for metric in metrics]
+        for gauge, labels in removals:
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
 
     def observe_error(self, namespace: str, name: str) -> None:
         self.reconcile_errors.labels(namespace, name).inc()

@@ -229,6 +229,9 @@ class Story:
         v1 = self.register("v1", {"accuracy": 0.88})
         self.api.create(copy.deepcopy(SPEC), NAMESPACE)
         self._wait(lambda: self.ready() and self.serving_version() == v1, timeout, "version 1 ready", watch)
+        # Ready is the Deployment's availability; the shim, like Envoy through xDS, learns the routes and endpoints a
+        # moment later (seen: three 503s right after Ready, none of which reached vLLM). Awaited, not assumed.
+        self._wait(lambda: self.call(self.api_key) != 503, 60, "the shim to route to version 1's endpoints", watch)
         figures["auth"] = {"no key": self.call(None), "wrong key": self.call("not-" + self.api_key), "key": self.call(self.api_key)}
         self.note(f"   vLLM's API key (spec.auth.apiKey) through the shim: {figures['auth']}")
         self.load = Load(self.shim.url, "assistant", rate=2.0, max_tokens=96, headers={"Authorization": f"Bearer {self.api_key}"}).start()

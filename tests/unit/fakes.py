@@ -112,10 +112,10 @@ class FakeKube:
         obj.setdefault("metadata", {}).setdefault("creationTimestamp", stamp)
         return self.add(obj)
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         self._inject("delete", kind, name)
         self.writes.append(("delete", kind, name))
-        self.objects.pop((api_version, kind, namespace, name), None)
+        return self.objects.pop((api_version, kind, namespace, name), None) is not None
 
     def patch_status(self, api_version: str, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
         self._inject("status", kind, name)

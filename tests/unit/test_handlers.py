@@ -97,3 +97,20 @@ def test_the_operator_registers_a_watch_for_each_kind_it_reconciles_from():
 
     selectors = {(h.selector.group, h.selector.any_name) for h in kopf.get_default_registry()._watching.get_all_handlers()}
     assert {("llmops.dev", "llmdeployments"), ("llmops.dev", "llmrollouts"), ("apps", "deployments")} <= selectors, selectors
+
+
+def test_a_pass_over_a_deleted_llmdeployment_removes_its_gauges():
+    """The controller forgets a deleted LLMDeployment's gauge series (a leftover: they were never removed)."""
+    from prometheus_client import generate_latest
+
+    from llm_operator._telemetry import Telemetry
+    from tests.unit.fakes import FakeKube
+
+    telemetry = Telemetry()
+    telemetry.observe_pass({"metadata": {"namespace": "ns", "name": "gone"}}, 99.5,
+                           [({"metadata": {"name": "gone-abc"}, "status": {}}, {"phase": "Progressing"})], 0.1, writes=0)
+    controller = h.Controller(FakeKube(), telemetry)
+    assert controller.reconcile("ns", "gone") is None  # the object is absent: nothing planned
+    text = generate_latest(telemetry.registry).decode()
+    assert 'rollout="gone-abc"' not in text
+    assert 'llmops_slo_availability_ratio{llmops_dev_deployment="gone"' not in text

@@ -1386,9 +1386,13 @@ def test_a_pass_lists_only_its_own_rollouts_and_a_name_held_by_another_deploymen
         return Conflict(f"llmrollouts {rollout_name} already exists")
     cluster.kube.fail[("create", "LLMRollout")] = someone_elses
     cluster.edit_spec(model={"uri": "hf://org/model-b"})
+    cluster.events.clear()
     plan, writes = cluster.reconcile(T1)
     mine = [n for n, r in _rollouts(cluster).items() if r["spec"]["deploymentName"] == name]
     assert held and mine == [f"{held[0]}-2"], (held, list(_rollouts(cluster)), writes)
+    # The Event names the rollout created, not the one planned (a leftover of the last review, fixed).
+    created = [e.message for e in cluster.events if e.reason == "RolloutCreated"]
+    assert len(created) == 1 and created[0].endswith(f"created LLMRollout {held[0]}-2"), created
     assert _rollouts(cluster)[held[0]]["spec"]["deploymentName"] == "another"  # untouched
     assert cluster.body["status"]["specRevision"] != a  # the revision is recorded: what it needs exists
 

@@ -73,12 +73,15 @@ def test_api_requests_are_counted_by_verb_kind_and_code_and_passes_in_flight_by_
     assert kube.get("apps/v1", "Deployment", "ns", "chat-a") is not None
     assert kube.get("apps/v1", "Deployment", "ns", "gone") is None
     kube.list("llmops.dev/v1alpha1", "LLMRollout", "ns", "", field_selector="spec.deploymentName=chat")
+    assert kube.delete("apps/v1", "Deployment", "ns", "chat-a") is True
+    assert kube.delete("apps/v1", "Deployment", "ns", "chat-a") is False  # absent: a 404, not a 200
     fake.fail[("create", "LLMRollout")] = lambda name: Conflict("exists", 409)
     with pytest.raises(Conflict):
         kube.create({"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMRollout", "metadata": {"name": "r", "namespace": "ns"}})
     text = scrape(t)
     for verb, kind, code, n in (("patch", "Deployment", 200, 1), ("get", "Deployment", 200, 1), ("get", "Deployment", 404, 1),
-                                ("list", "LLMRollout", 200, 1), ("create", "LLMRollout", 409, 1)):
+                                ("list", "LLMRollout", 200, 1), ("create", "LLMRollout", 409, 1),
+                                ("delete", "Deployment", 200, 1), ("delete", "Deployment", 404, 1)):
         assert f'llmops_api_requests_total{{code="{code}",kind="{kind}",verb="{verb}"}} {n}.0' in text, text
     queue = WorkQueue()
     t.watch_queue(queue)
@@ -86,3 +89,26 @@ def test_api_requests_are_counted_by_verb_kind_and_code_and_passes_in_flight_by_
     queue.add("b")
     queue.take()
     assert "llmops_workqueue_passes_in_flight 1.0" in scrape(t) and "llmops_workqueue_depth 1.0" in scrape(t)
+
+
+def test_a_deleted_rollouts_and_a_deleted_deployments_gauges_are_removed():
+    """A gauge left behind reports a deleted rollout as Progressing to the alerts forever (a leftover, fixed)."""
+    t = Telemetry()
+    after = {"phase": "Progressing", "canaryWeight": 25,
+             "analysis": {"lastRunAt": "t1", "verdict": "Pass", "metrics": [{"name": "error-ratio", "value": 0.002}]}}
+    other = {"metadata": {"name": "to-v3"}, "status": {}}
+    t.observe_pass(body(), 99.5, [(rollout("Progressing"), after), (other, {"phase": "Succeeded"})], 0.1, writes=0)
+    assert 'rollout="to-v2"' in scrape(t)
+    t.observe_pass(body(), 99.5, [(other, {"phase": "Succeeded"})], 0.1, writes=0)  # to-v2 deleted (the history limit)
+    text = scrape(t)
+    assert 'llmops_rollout_phase{llmops_dev_deployment="chat",namespace="ns",phase="Progressing",rollout="to-v2"}' not in text
+    assert 'llmops_rollout_canary_weight_percent{llmops_dev_deployment="chat",namespace="ns",rollout="to-v2"}' not in text
+    assert 'llmops_analysis_metric_value{metric="error-ratio",namespace="ns",rollout="to-v2"}' not in text
+    assert 'llmops_analysis_runs_total{namespace="ns",rollout="to-v2",verdict="Pass"} 1.0' in text  # counters stay
+    assert 'phase="Succeeded",rollout="to-v3"} 1.0' in text
+    t.forget("ns", "chat")  # the LLMDeployment deleted
+    text = scrape(t)
+    assert 'rollout="to-v3"' not in text.replace('llmops_analysis_runs_total', '')
+    assert 'llmops_slo_availability_ratio{llmops_dev_deployment="chat"' not in text
+    t.forget("ns", "chat")  # twice, or never seen: nothing to remove, no error
+    t.forget("ns", "never")
