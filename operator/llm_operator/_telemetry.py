@@ -135,7 +135,7 @@ class Telemetry:
             self._drop_rollout(namespace, name, rollout, metrics)
 
     def _drop_rollout(self, namespace: str, deployment: str, rollout: str, metrics: set[str]) -> None:
-        removals = [(self.rollout_phase, (namespace, rollout, deployment, phase)) for phase in PHASES]
+        removals: list[tuple[Gauge, tuple[str, ...]]] = [(self.rollout_phase, (namespace, rollout, deployment, phase)) for phase in PHASES]
         removals += [(self.canary_weight, (namespace, rollout, deployment))]
         removals += [(self.metric_value, (namespace, rollout, metric)) for metric in metrics]
         for gauge, labels in removals:
