@@ -49,8 +49,8 @@ SPEC: dict[str, Any] = {
         "resources": {"gpus": 0, "cpu": "1", "memory": "4Gi", **PLACEMENT},  # on the node agent's Node
         "replicas": 1,
         "auth": {"apiKey": {"secretRef": {"name": API_KEY_SECRET, "key": "api-key"}}},
-        # p99 3 s is where the latency bound starts; the story raises it on a slower machine (see LATENCY_FACTOR).
-        "slo": {"availability": 99.0, "latencyP99Seconds": 3.0, "timeToFirstTokenP95Seconds": 3.0},
+        # p99 10 s is where the latency bound starts; the story raises it on a slower machine (see LATENCY_FACTOR).
+        "slo": {"availability": 99.0, "latencyP99Seconds": 10.0, "timeToFirstTokenP95Seconds": 3.0},
         "rollout": {
             "strategy": "canary",
             "qualityGate": [{"metric": "accuracy", "min": 0.8}],
@@ -62,20 +62,26 @@ SPEC: dict[str, Any] = {
                 # Errors against stable rather than a fixed bound: 2 requests/s at 25% is ~5 per run, and showing an error
                 # ratio under 5% takes 59 error-free requests in a run (docs/rollouts.md, "Low traffic").
                 {"name": "errors-vs-stable", "builtin": "errorRatioVsStable"},
-                {"name": "latency-p99", "builtin": "latencyP99", "max": 3.0},
+                # The regression detector: each decode step of the canary against stable's, in the same window on
+                # the same cores, so it holds on a machine of any speed (a fixed bound does not: see LATENCY_FACTOR).
+                {"name": "inter-token-latency-vs-stable", "builtin": "interTokenLatencyVsStable"},
+                # The SLO guard: a bound that a healthy revision meets on this machine with room for a one-off stall.
+                {"name": "latency-p99", "builtin": "latencyP99", "max": 10.0},
             ]},
         },
     },
 }
 
 
-#: The latency bound (SLO and the ``latency-p99`` analysis metric) is this many times version 1's p99 as the load
-#: measured it on this machine, never under the spec's 3 s. A request is 96 tokens exactly (the load sends
-#: ignore_eos). Measured: alone on an idle machine v2 (healthy) takes ~0.25 s, v3 (the regression) ~4.4 s (64 tokens:
-#: 0.11-0.17 s and ~2.9 s, shared/measured-facts.md); on a loaded CI machine v2's canary showed a p99 of 4.8 s and
-#: v3's 49.5 s, so a fixed 3 s aborted the healthy v2 there. v3 is 10-18x slower than v2 on the same machine, and
-#: a canary shares the cores with stable (up to ~2x v1's baseline): 4x sits between them with room on either side.
-LATENCY_FACTOR = 4.0
+#: The p99 latency bound (SLO and the ``latency-p99`` analysis metric) is this many times version 1's p99 as the
+#: load measured it on this machine, never under the spec's 10 s. A request is 96 tokens exactly (the load sends
+#: ignore_eos). Measured: alone on an idle machine v2 (healthy) takes ~0.25 s and v3 (the regression) ~4.4 s (64
+#: tokens: 0.11-0.17 s and ~2.9 s, shared/measured-facts.md); beside stable, v3's canary p99 was 29.9 s here and
+#: 49.5 s on a loaded CI machine, where v2's canary p99 was 4.8 s; here too, once, with v1 alone at 0.72 s (one
+#: request over 2.5 s among ~5 in a run: a p99 of a few requests is their maximum). So no fixed bound on whole
+#: requests parts v2 from v3 on every machine (a stalled v2 reaches ~5 s, an unhindered v3 ~4.4 s); the
+#: inter-token latency against stable does, and this bound only guards the SLO.
+LATENCY_FACTOR = 8.0
 #: Seconds of load on version 1 alone before anything moves: the baseline (~60 requests at 2/s).
 BASELINE_SECONDS = 30.0
 
@@ -84,8 +90,8 @@ def latency_bound(baseline_p99: float, floor: float) -> float:
     """The story's p99 latency bound in seconds: ``LATENCY_FACTOR`` times ``baseline_p99`` (seconds), rounded up to
     half a second, never below ``floor`` (seconds).
 
-    >>> latency_bound(0.3, 3.0), latency_bound(1.3, 3.0)
-    (3.0, 5.5)
+    >>> latency_bound(0.3, 10.0), latency_bound(1.3, 10.0)
+    (10.0, 10.5)
     """
     return max(floor, math.ceil(LATENCY_FACTOR * baseline_p99 * 2) / 2)
 
