@@ -54,17 +54,23 @@ SPEC: dict[str, Any] = {
         "rollout": {
             "strategy": "canary",
             "qualityGate": [{"metric": "accuracy", "min": 0.8}],
-            "steps": [{"setWeight": 25}, {"analysis": {"duration": "20s"}}, {"setWeight": 50}, {"analysis": {"duration": "20s"}}],
+            "steps": [{"setWeight": 25}, {"analysis": {"duration": "90s"}}, {"setWeight": 50}, {"analysis": {"duration": "90s"}}],
             "scaleDownDelaySeconds": 0,
             "abortScaleDownDelaySeconds": 5,
-            "bakeDuration": "20s",  # after the switch: the analysis on the new stable, the previous revision kept warm
-            "analysis": {"interval": "10s", "minRequests": 3, "inconclusiveLimit": 6, "metrics": [
+            "bakeDuration": "45s",  # after the switch: the analysis on the new stable, the previous revision kept warm
+            # A run looks back one interval: at 25% of 2 requests/s, 45 s hold ~22 canary requests, over the 10 a side
+            # the rank test needs (at 10 s, ~5: every run said "no data", and six such runs paused the rollout; at
+            # 30 s, ~15: one run in two under load).
+            "analysis": {"interval": "45s", "minRequests": 3, "inconclusiveLimit": 6, "metrics": [
                 # Errors against stable rather than a fixed bound: 2 requests/s at 25% is ~5 per run, and showing an error
                 # ratio under 5% takes 59 error-free requests in a run (docs/rollouts.md, "Low traffic").
                 {"name": "errors-vs-stable", "builtin": "errorRatioVsStable"},
                 # The regression detector: each decode step of the canary against stable's, in the same window on
                 # the same cores, so it holds on a machine of any speed (a fixed bound does not: see LATENCY_FACTOR).
-                {"name": "inter-token-latency-vs-stable", "builtin": "interTokenLatencyVsStable"},
+                # Its bound is a "large" effect (Vargha-Delaney A 0.71, not the default "small" 0.56): on two shared
+                # cores a new server's decode steps can be a little slower than a warm one's (measured here: 92% of
+                # v2's steps under 10 ms against 96% of v1's, A = 0.51), and v3's are all slower (A near 1).
+                {"name": "inter-token-latency-vs-stable", "builtin": "interTokenLatencyVsStable", "max": 0.71},
                 # The SLO guard: a bound that a healthy revision meets on this machine with room for a one-off stall.
                 {"name": "latency-p99", "builtin": "latencyP99", "max": 10.0},
             ]},
@@ -301,7 +307,19 @@ class Story:
                 watch(self)
                 last = time.monotonic()
             time.sleep(0.5)
-        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; operator log: {self.operator.log_tail(40)}")
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; {self.state()}; operator log: {self.operator.log_tail(40)}")
+
+    def state(self) -> str:
+        """What the API says now, for a failure message: the LLMDeployment's conditions and every rollout's phase,
+        step, weight, message and last analysis run (a timeout says where the story stood, not only that it did)."""
+        try:
+            conditions = [(c["type"], c["status"], c.get("reason"), c.get("message", "")[:160])
+                          for c in (self.llmd().get("status") or {}).get("conditions", [])]
+            rollouts = [{"name": r["metadata"]["name"], **{k: (r.get("status") or {}).get(k) for k in
+                         ("phase", "currentStepIndex", "canaryWeight", "message", "analysis", "bake")}} for r in self.rollouts()]
+        except Exception as error:  # a failure message must not fail
+            return f"state unavailable ({error})"
+        return f"LLMDeployment conditions {conditions}; rollouts {json.dumps(rollouts, default=str)[:4000]}"
 
 
 _shown: dict[str, tuple[str, float]] = {}

@@ -4,6 +4,7 @@ agent, the traffic shim, real Prometheus, and the operator promoting version 2 a
 import pytest
 from scipy.stats import binom
 
+from llm_operator._api import parse_duration
 from llm_sandbox.story import MODEL, SPEC, Story
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
@@ -59,6 +60,9 @@ def test_v2_is_promoted_and_v3_aborted_on_real_measurements(vllm_python, tmp_pat
             drawn = [rev for rev, w in exposed if w == weight]
             # P(X >= k) = sf(k - 1)
             assert binom.sf(drawn.count(v3_rev) - 1, len(drawn), weight / 100) >= 0.001, (weight, drawn)
-        assert figures["detect_seconds"] < 120
+        # Caught by the analysis within a few runs of its first canary traffic, not by a timeout or a deadline
+        # (a bound on runs, not a speed target: those are benchmarks/rollout.py's): v3's first run may see none of its
+        # requests finished (each takes ~20 s beside stable here), the next one does.
+        assert figures["detect_seconds"] < 4 * parse_duration(SPEC["spec"]["rollout"]["analysis"]["interval"])
     finally:
         story.stop()
