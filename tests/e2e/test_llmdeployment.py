@@ -5,7 +5,9 @@ import itertools
 import urllib.parse
 
 import pytest
+from kubernetes.dynamic.exceptions import ForbiddenError, UnprocessibleEntityError
 
+from llm_operator._render import render
 from llm_sandbox.cluster import OPERATOR_USER, wait_for
 from llm_sandbox.controlplane import HELD_RESOURCES
 from tests.e2e.conftest import mlflow_secret, sample
@@ -551,3 +553,53 @@ def test_auth_policies_are_admitted_follow_the_spec_and_go_when_it_drops_them(ap
     assert "e2e-key-not-logged" not in str(container) and "e2e-key-not-logged" not in operator.log_tail(2000)
     deletes = {r.resource for r in api.requests() if r.user == OPERATOR_USER and r.namespace == namespace and r.verb == "delete"}
     assert {"peerauthentications", "requestauthentications", "authorizationpolicies"} <= deletes
+
+
+def test_the_api_server_refuses_runtime_env_named_like_the_operators_contract_or_twice(api, namespace):
+    """Issue item 10: the serving container's ``LLMOPS_*`` variables are the operator's contract with the image (set
+    from the spec), and each variable is named once (server-side apply refuses a list with two entries of one name).
+    The real API server refuses both in runtime.env, by the CRD's CEL rule and its list-map key, naming the entry;
+    an entry replacing one of the operator's defaults (HOME) is an ordinary spec."""
+    doc = sample("llmdeployment-minimal")
+    for env, words in [
+        ([{"name": "LLMOPS_MODEL_URI", "value": "hf://org/elsewhere"}],
+         ["spec.runtime.env[0].name", "LLMOPS_* variables are the operator's contract"]),
+        ([{"name": "HOME", "value": "/srv/a"}, {"name": "HOME", "value": "/srv/b"}], ["spec.runtime.env[1]", "Duplicate value"]),
+    ]:
+        bad = copy.deepcopy(doc)
+        bad["spec"].setdefault("runtime", {})["env"] = env
+        with pytest.raises(UnprocessibleEntityError) as refused:
+            api.create(bad, namespace)
+        message = refused.value.summary()
+        assert 'LLMDeployment.llmops.dev "qwen-small" is invalid' in message and all(w in message for w in words), message
+    assert api.list(*LLMD, namespace) == []
+    doc["spec"].setdefault("runtime", {})["env"] = [{"name": "HOME", "value": "/srv/home"}]
+    assert api.create(doc, namespace)["spec"]["runtime"]["env"] == [{"name": "HOME", "value": "/srv/home"}]
+
+
+def test_pod_security_restricted_refuses_a_root_pod_and_admits_the_operators(api, namespace):
+    """Issue item 12's negative control: the serving namespaces enforce the Pod Security Standard ``restricted``, and
+    the real PodSecurity admission does refuse a pod that breaks it. The operator's pod (its rendered template, as
+    test_sample_becomes_valid_owned_children sees its Deployments' pods admitted and running) passes; the same pod as
+    root, free to escalate, with its capabilities and without a seccomp profile is refused, each violation named.
+    (A privileged container never reaches PodSecurity here: kube-apiserver's default --allow-privileged=false refuses
+    it first.) Dry runs: admission runs in full, nothing is stored or scheduled."""
+    assert api.get("v1", "Namespace", None, namespace)["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    (deployment,) = [o for o in render([sample("llmdeployment-minimal")], namespace) if o["kind"] == "Deployment"]
+    template = deployment["spec"]["template"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {**template["metadata"], "name": "rendered", "namespace": namespace},
+           "spec": template["spec"]}
+    pods = api.resource("v1", "Pod")
+    assert pods.create(body=pod, namespace=namespace, dry_run="All").metadata.name == "rendered"
+    bad = copy.deepcopy(pod)
+    bad["metadata"]["name"] = "root"
+    bad["spec"]["securityContext"] = {}  # no runAsNonRoot, no seccompProfile
+    bad["spec"]["containers"][0]["securityContext"] = {"runAsUser": 0, "allowPrivilegeEscalation": True}
+    with pytest.raises(ForbiddenError) as refused:
+        pods.create(body=bad, namespace=namespace, dry_run="All")
+    message = refused.value.summary()
+    assert 'pods "root" is forbidden: violates PodSecurity "restricted:latest"' in message, message
+    for violation in ("allowPrivilegeEscalation != false", "unrestricted capabilities", "runAsNonRoot != true", "runAsUser=0",
+                      "seccompProfile"):
+        assert violation in message, (violation, message)
+    assert api.list("v1", "Pod", namespace) == []

@@ -5,9 +5,11 @@ import asyncio
 import logging
 
 import kopf
+import pytest
 
 from llm_operator import _handlers as h
 from llm_operator._backoff import Backoff
+from llm_operator._settings import Settings
 from llm_operator._telemetry import Telemetry
 
 
@@ -89,6 +91,41 @@ def test_a_loop_iteration_that_raises_backs_off_and_the_loop_goes_on(monkeypatch
     assert controller.telemetry.loop_errors.labels("resync")._value.get() == 2
     controller.recovered("resync")
     assert controller.loop_backoff.failures("resync") == 0
+
+
+def test_the_resync_loop_survives_an_error_that_is_not_an_api_error_and_goes_on(monkeypatch, caplog):
+    """Issue item 8: the loop itself, as the operator runs it (``_forever`` over ``_resync``), with its sleeps recorded
+    instead of slept. Two rounds fail with a UnicodeDecodeError (a value that is not UTF-8: not a KubeError); each is
+    counted, the first logged (with its traceback), and each backs off (1 s then 2 s, +-20%) before the next round;
+    the third round queues the object as usual, and the loop goes on until the operator cancels it."""
+    lists = []
+
+    class Kube:
+        def list(self, api_version, kind, namespace, label_selector, field_selector=""):
+            lists.append(kind)
+            if len(lists) <= 2:
+                b"\xff".decode()
+            return [{"metadata": {"namespace": "team-a", "name": "chat"}}]
+
+    controller = h.Controller(Kube(), Telemetry(), settings=Settings(resync_seconds=60.0))
+    slept = []
+
+    async def sleep(seconds):
+        slept.append(seconds)
+        if len(lists) == 3:
+            raise asyncio.CancelledError  # the operator stopping: its cancel() lands on the loop's next await
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    with caplog.at_level(logging.WARNING, logger=h.log.name), pytest.raises(asyncio.CancelledError):
+        asyncio.run(controller._forever("resync", controller.settings.resync_seconds, controller._resync))
+    first, second = slept[1], slept[3]
+    assert slept == [60.0, first, 60.0, second, 60.0, 60.0] and len(lists) == 3
+    assert 0.8 <= first <= 1.2 and 1.6 <= second <= 2.4 and controller.loop_backoff.jitter == 0.2
+    (warning,) = [r for r in caplog.records if r.name == h.log.name]
+    assert warning.getMessage().startswith("resync loop: UnicodeDecodeError") and warning.exc_info[0] is UnicodeDecodeError
+    assert controller.telemetry.loop_errors.labels("resync")._value.get() == 2
+    assert controller.loop_backoff.failures("resync") == 0 and controller.loop_errors == {}  # recovered
+    assert controller.queue.take().key == ("team-a", "chat")
 
 
 def test_the_operator_registers_a_watch_for_each_kind_it_reconciles_from():
