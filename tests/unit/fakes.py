@@ -254,3 +254,21 @@ def owned_by(body: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
             "apiVersion": "llmops.dev/v1alpha1", "kind": "LLMDeployment", "name": body["metadata"]["name"],
             "uid": body["metadata"].get("uid"), "controller": True, "blockOwnerDeletion": True})
     return add
+
+
+def fake_deps(kube: FakeKube, now: str, *, resolve: Any = None, metrics: FakeMetrics | None = None,
+              events: list[Any] | None = None, served: frozenset[str] = frozenset({"HorizontalPodAutoscaler"})) -> Any:
+    """The :class:`~llm_operator._reconcile.Deps` of one pass over fakes, as the handlers build them over the real
+    clients: ``resolve`` as in Deps (None: a model from a URI, no registry), ``metrics`` for every Prometheus address
+    (None: none, so a guard says nothing and an analysis run is an Error), each Event appended to ``events``."""
+    from llm_operator._metrics import MetricsError
+    from llm_operator._reconcile import Deps
+
+    def provider(address: str | None) -> FakeMetrics:
+        if metrics is None:
+            raise MetricsError("no Prometheus in this test")
+        return metrics
+
+    return Deps(kube=kube, resolve=resolve or (lambda body, spec, rollouts: (None, None)), provider=provider,
+                post=lambda about, event, at: None if events is None else events.append(event),
+                owner=lambda body, obj: owned_by(body)(obj), clock=lambda: now, autoscaler_kinds=served)

@@ -277,7 +277,7 @@ def test_pdb_and_service(samples):
 
 
 class _Cluster:
-    """One LLMDeployment in a FakeKube, reconciled as the handler does (observe, plan, execute)."""
+    """One LLMDeployment in a FakeKube, reconciled as the handler does."""
 
     def __init__(self, doc: dict):
         from tests.unit.fakes import FakeKube
@@ -289,16 +289,12 @@ class _Cluster:
         self.kube.add(doc)
 
     def reconcile(self, now: str) -> list[tuple[str, str, str]]:
-        from llm_operator._planner import plan_llmdeployment
-        from llm_operator._reconcile import execute, observe
+        """One pass through the handler's own entry point (``run_pass``) over the fakes: the writes it made."""
+        from llm_operator._reconcile import run_pass
+        from tests.unit.fakes import fake_deps
 
-        body = self.kube.get(*self.key)
-        kinds = frozenset({"HorizontalPodAutoscaler"})
-        plan = plan_llmdeployment(body, observe(self.kube, body, kinds), now, autoscaler_kinds=kinds)
         before = len(self.kube.writes)
-        from tests.unit.fakes import owned_by
-
-        execute(self.kube, body, plan, now=now, post_event=lambda e: None, owner=owned_by(body))
+        run_pass(fake_deps(self.kube, now), self.key[2], self.key[3])
         return self.kube.writes[before:]
 
     def of(self, kind: str) -> dict[str, dict]:

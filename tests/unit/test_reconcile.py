@@ -9,10 +9,9 @@ from llm_operator import _builders as b
 from llm_operator import _progressive as p
 from llm_operator import _registry as reg
 from llm_operator._api import MlflowModelRef
-from llm_operator._metrics import MetricsError
 from llm_operator._planner import Apply, Delete, is_subset, needs_apply, plan_llmdeployment, with_applied_hash
 from llm_operator._reconcile import Deps, execute, observe, run_pass
-from tests.unit.fakes import FakeKube, FakeMetrics, FakeRegistry, owned_by
+from tests.unit.fakes import FakeKube, FakeMetrics, FakeRegistry, fake_deps, owned_by
 
 T0, T1, T2 = "2026-11-21T10:00:00Z", "2026-11-21T10:01:00Z", "2026-11-21T10:02:00Z"
 
@@ -55,13 +54,7 @@ class Cluster:
             resolution = reg.resolve(self.cache, "k", self.registry, spec.model.mlflow, p.target_versions(rollouts))
             return resolution, lambda outcome: reg.record(self.registry, outcome)
 
-        def no_metrics(address):
-            if self.metrics is None:  # as with no Prometheus address: the guard says nothing, a run is an Error
-                raise MetricsError("no Prometheus in this test")
-            return self.metrics
-
-        return Deps(kube=self.kube, resolve=resolve, provider=no_metrics, post=lambda about, event, at: self.events.append(event),
-                    owner=lambda body, obj: owned_by(body)(obj), clock=lambda: now, autoscaler_kinds=self.served)
+        return fake_deps(self.kube, now, resolve=resolve, metrics=self.metrics, events=self.events, served=self.served)
 
     def deployments(self) -> dict[str, dict]:
         return {k[3]: v for k, v in self.kube.objects.items() if k[1] == "Deployment"}

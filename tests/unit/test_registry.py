@@ -9,9 +9,9 @@ from llm_operator import _builders as b
 from llm_operator import _progressive as p
 from llm_operator import _registry as reg
 from llm_operator._api import GateThreshold, MlflowModelRef
-from llm_operator._planner import RecordOutcome, plan_llmdeployment
-from llm_operator._reconcile import execute, observe
-from tests.unit.fakes import FakeKube, FakeRegistry, owned_by
+from llm_operator._planner import RecordOutcome
+from llm_operator._reconcile import run_pass
+from tests.unit.fakes import FakeKube, FakeRegistry, fake_deps
 
 T0, T1, T2, T3 = "2026-11-21T10:00:00Z", "2026-11-21T10:01:00Z", "2026-11-21T10:02:00Z", "2026-11-21T10:03:00Z"
 GOOD = {"accuracy": 0.91, "hallucination_rate": 0.04}
@@ -160,18 +160,19 @@ class Cluster:
         return self.kube.get(*self.key)
 
     def reconcile(self, now):
+        """One pass through the handler's own entry point (``run_pass``) over the fakes: (the plan, its writes)."""
         self.clock.t += 31  # every pass in these tests is a poll interval apart
-        body = self.body
-        observed = observe(self.kube, body, frozenset({"HorizontalPodAutoscaler"}))
-        resolution = reg.resolve(self.cache, "k", self.registry, self.ref, p.target_versions(observed.rollouts))
-        plan = plan_llmdeployment(body, observed, now, registry=resolution)
 
-        def record(outcome):
-            reg.record(self.registry, outcome)
-            self.cache.forget("k", outcome.name)
+        def resolve(body, spec, rollouts):
+            def record(outcome):
+                reg.record(self.registry, outcome)
+                self.cache.forget("k", outcome.name)
+            return reg.resolve(self.cache, "k", self.registry, spec.model.mlflow, p.target_versions(rollouts)), record
+
+        deps = fake_deps(self.kube, now, resolve=resolve, events=self.events)
         before = len(self.kube.writes)
-        execute(self.kube, body, plan, now=now, post_event=self.events.append, owner=owned_by(body), record=record)
-        return plan, self.kube.writes[before:]
+        result = run_pass(deps, self.key[2], self.key[3])
+        return result.plan, self.kube.writes[before:]
 
     def deployment(self, revision):
         return self.kube.objects.get(("apps/v1", "Deployment", "default", f"support-assistant-{revision}"))
@@ -452,3 +453,43 @@ def test_a_bake_cut_short_by_a_newer_revision_is_tagged_succeeded_without_moving
     assert out.outcome == "succeeded" and out.alias is None and out.stage is None
     rollout["status"]["bake"]["cutShort"] = None
     assert r.outcome_of(ref, "5", rollout).alias == "champion"
+
+
+def test_an_alias_moved_back_to_an_older_version_rolls_it_out_like_a_new_one(mlflow_doc):
+    """Issue item 3: 4 -> 5 (promoted) -> 6 (promoted, then found bad) -> the owner moves the alias back to 5. Version 5's
+    first LLMRollout is long finished: going back needs a rollout of its own (a name of its own, not a 409), and the
+    LLMDeployment ends serving version 5, its status saying so."""
+    cluster = Cluster(mlflow_doc).serving_v4()
+    stamps = iter(f"2026-11-21T1{h}:{m}:00Z" for h in range(1, 10) for m in ("00", "01", "02"))
+
+    def roll_out(version):
+        """Move champion to ``version`` and carry its rollout to the end: the name of that rollout."""
+        cluster.registry.register("support-assistant", version, alias="champion", metrics=GOOD)
+        start, canary, paused = next(stamps), next(stamps), next(stamps)
+        before = set(cluster.rollouts())
+        cluster.reconcile(start)
+        cluster.reconcile(start)
+        (name,) = set(cluster.rollouts()) - before
+        cluster.ready(cluster.rollouts()[name]["status"]["toRevision"])
+        cluster.reconcile(canary)
+        cluster.reconcile(paused)  # the pause is over: promoted
+        cluster.reconcile(paused)  # the outcome written back
+        assert cluster.rollouts()[name]["status"]["phase"] == "Succeeded"
+        return name
+
+    five = roll_out("5")
+    rev5 = cluster.rollouts()[five]["status"]["toRevision"]
+    six = roll_out("6")
+    assert cluster.body["status"]["model"]["version"] == "6"
+
+    again = roll_out("5")  # back to 5
+    rollout = cluster.rollouts()[again]
+    assert again not in (five, six) and again == f"{five}-2"
+    assert rollout["spec"]["target"]["model"] == {"version": "5"} and rollout["status"]["toRevision"] == rev5
+    assert cluster.rollouts()[five]["status"]["phase"] == "Succeeded"  # the first one, untouched
+    status = cluster.body["status"]
+    assert (status["stableRevision"], status["specRevision"]) == (rev5, rev5)
+    assert status["model"]["version"] == "5"
+    _, uri = _serving(cluster)
+    assert uri == "models:/support-assistant/5"
+    assert cluster.registry.aliases["support-assistant"]["production"] == "5"
