@@ -11,6 +11,7 @@ Inconclusive, saying how many requests a verdict needs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -316,7 +317,8 @@ def evaluate(metrics: list[AnalysisMetric], raw: Raw, slo: Slo, ctx: Context, mi
              strict: bool = False) -> Run:
     """Judge every metric from ``raw`` (pure). Metrics with neither bound are reported, not judged (they do not
     make the run's verdict); ``errorRatio``
-    and ``burnRate`` with only a ``max`` are judged on their counts at ``confidence`` (:func:`_on_counts`)."""
+    and ``burnRate`` with only a ``max`` are judged on their counts at ``confidence`` (:func:`_on_counts`). A
+    failure on counted errors that one error fewer would not have made is Inconclusive (:data:`_ONE_REQUEST`)."""
     try:
         requests = _num(raw, "canary.requests")
     except MetricsError:
@@ -324,41 +326,72 @@ def evaluate(metrics: list[AnalysisMetric], raw: Raw, slo: Slo, ctx: Context, mi
     enough = requests is not None and requests >= max(min_requests, 1)
     results = []
     for metric in metrics:
-        low, high = metric.min, metric.max
-        if metric.builtin is not None and low is None and high is None:
-            low, high = _DEFAULT_BOUNDS.get(metric.builtin, (None, None))
-        counted: tuple[a.Verdict, str] | None = None
-        try:
-            if metric.query is not None:
-                value, note = _num(raw, f"query.{metric.name}"), "query"
-            else:
-                value, note = _builtin_value(metric, raw, slo, ctx)
-                if enough and low is None and high is not None:
-                    counted = _on_counts(metric, raw, slo, ctx, high, confidence, strict)
-        except MetricsError as error:
-            results.append(MetricResult(metric.name, None, low, high, "Error", str(error)))
-            continue
-        if metric.builtin is not None and metric.builtin != "costPer1kTokens" and not enough:
-            verdict: a.Verdict = "Inconclusive"
-            note = f"{int(requests or 0)} canary requests, fewer than minRequests {min_requests}"
-        elif counted is not None:
-            verdict, evidence = counted
-            note = evidence if metric.builtin == "errorRatio" else f"{note}; {evidence}"
-        elif low is None and high is None:
-            verdict = "Pass" if value is not None else "Inconclusive"
-        else:
-            verdict = a.judge(value, low, high)
-            if verdict == "Fail" and metric.builtin in _RANK_TESTS:
-                test = _rank(raw, metric.builtin)
-                if test is not None and test.p_value >= _RANK_ALPHA:  # an effect this size by chance: not yet evidence
-                    verdict, note = "Inconclusive", f"{note}, not significant at {_RANK_ALPHA:g}"
-        shown = "no data" if value is None else f"{value:.6g}"
-        bounds = " ".join(p for p in (f">= {low:g}" if low is not None else "", f"<= {high:g}" if high is not None else "") if p)
-        results.append(MetricResult(metric.name, value, low, high, verdict, f"{shown} (want {bounds or 'any'}): {note}"))
+        result = _judge(metric, raw, slo, ctx, requests, enough, min_requests, confidence, strict)
+        if result.verdict == "Fail" and metric.builtin in _ONE_REQUEST:
+            fewer = _judge(metric, _one_error_fewer(raw), slo, ctx, requests, enough, min_requests, confidence, strict)
+            if fewer.verdict != "Fail":
+                result = dataclasses.replace(result, verdict="Inconclusive", message=(
+                    f"{result.message}; with one error fewer it would not fail: a single request never aborts a rollout"))
+        results.append(result)
     # A metric with neither bound (costPer1kTokens and promptLengthDrift by default, a query written without one) is
     # reported, not judged: its no data never holds the run (a run of such metrics only is Inconclusive).
     judged = [r.verdict for r in results if r.min is not None or r.max is not None]
     return Run(verdict=a.overall(judged), requests=requests, metrics=tuple(results))
+
+
+#: The built-ins judged on the canary's counted errors (or repetitions), whose failure must not rest on one request:
+#: an error more or fewer is what chance and a single bad client deal out, and the exact tests turn one error into
+#: "evidence" where the canary's share is small (one error in 40 requests fails a 99.9% budget at 95%, P = 3.9%; one
+#: error on a canary with 5% of the requests is Fisher's p = 0.05 against stable): with an analysis run every minute,
+#: such a run comes by chance within a few steps. A failure stands only if it would with one error fewer, as
+#: Inconclusive holds the step for more requests instead (the project's rule, stated in docs/rollouts.md).
+_ONE_REQUEST = frozenset({"errorRatio", "burnRate", "errorRatioVsStable", "repetitionRatioVsStable"})
+_COUNTED = ("canary.errors", "canary.errors.long", "canary.errors.short", "canary.repetitions")
+
+
+def _one_error_fewer(raw: Raw) -> Raw:
+    """``raw`` with one error (one repetition) fewer in each of the canary's counts (never below 0)."""
+    out = dict(raw)
+    for key in _COUNTED:
+        samples = raw.get(key)
+        if isinstance(samples, list) and samples:
+            out[key] = [dataclasses.replace(samples[0], value=max(0.0, samples[0].value - 1.0)), *samples[1:]]
+    return out
+
+
+def _judge(metric: AnalysisMetric, raw: Raw, slo: Slo, ctx: Context, requests: float | None, enough: bool, min_requests: int,
+           confidence: float, strict: bool) -> MetricResult:
+    """One metric's :class:`MetricResult` (see :func:`evaluate`)."""
+    low, high = metric.min, metric.max
+    if metric.builtin is not None and low is None and high is None:
+        low, high = _DEFAULT_BOUNDS.get(metric.builtin, (None, None))
+    counted: tuple[a.Verdict, str] | None = None
+    try:
+        if metric.query is not None:
+            value, note = _num(raw, f"query.{metric.name}"), "query"
+        else:
+            value, note = _builtin_value(metric, raw, slo, ctx)
+            if enough and low is None and high is not None:
+                counted = _on_counts(metric, raw, slo, ctx, high, confidence, strict)
+    except MetricsError as error:
+        return MetricResult(metric.name, None, low, high, "Error", str(error))
+    if metric.builtin is not None and metric.builtin != "costPer1kTokens" and not enough:
+        verdict: a.Verdict = "Inconclusive"
+        note = f"{int(requests or 0)} canary requests, fewer than minRequests {min_requests}"
+    elif counted is not None:
+        verdict, evidence = counted
+        note = evidence if metric.builtin == "errorRatio" else f"{note}; {evidence}"
+    elif low is None and high is None:
+        verdict = "Pass" if value is not None else "Inconclusive"
+    else:
+        verdict = a.judge(value, low, high)
+        if verdict == "Fail" and metric.builtin in _RANK_TESTS:
+            test = _rank(raw, metric.builtin)
+            if test is not None and test.p_value >= _RANK_ALPHA:  # an effect this size by chance: not yet evidence
+                verdict, note = "Inconclusive", f"{note}, not significant at {_RANK_ALPHA:g}"
+    shown = "no data" if value is None else f"{value:.6g}"
+    bounds = " ".join(p for p in (f">= {low:g}" if low is not None else "", f"<= {high:g}" if high is not None else "") if p)
+    return MetricResult(metric.name, value, low, high, verdict, f"{shown} (want {bounds or 'any'}): {note}")
 
 
 def measure(provider: MetricsProvider, analysis: Analysis, slo: Slo, ctx: Context) -> Run:

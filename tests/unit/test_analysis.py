@@ -444,9 +444,11 @@ def test_a_clear_breach_still_fails_on_few_requests():
 
 def test_confidence_is_a_field_of_the_analysis():
     assert Analysis().confidence == 0.95
-    _, by_name = _quiet(1, 40, confidence=0.99)  # evidence at 95% (P = 3.9%), not at 99%
+    # 2 errors in 40: P = 0.08% at the budget, evidence at 95% and at 99%; with one error fewer (P = 3.9%) still
+    # evidence at 95%, not at 99%: the failure stands at 95%, and at 99% it would rest on one request.
+    _, by_name = _quiet(2, 40, confidence=0.99)
     assert by_name["error-ratio"].verdict == "Inconclusive" and "at 99%" in by_name["error-ratio"].message
-    assert _quiet(1, 40)[1]["error-ratio"].verdict == "Fail"
+    assert _quiet(2, 40)[1]["error-ratio"].verdict == "Fail"
     for bad in (0.4, 1.0, 95):
         with pytest.raises(ValueError):
             Analysis(confidence=bad)
@@ -577,3 +579,24 @@ def test_the_guard_looks_back_no_further_than_this_attempt():
     assert all("[12s]" in promql for promql in provider.queries) and found.breach and "over 12s" in found.breach
     provider = cluster(canary_errors=20, canary_total=40)
     assert guard(provider, FailFast(), SLO, CTX, since_seconds=0.3).breach is None and not provider.queries
+
+
+def test_a_single_request_never_aborts_a_rollout():
+    """Issue 16, low traffic: a failure on counted errors must stand with one error fewer. One error in 40 canary
+    requests is "evidence" at 95% on its own (P = 3.9% at a 99.9% budget), and one error on a canary holding 4.75%
+    of the requests (the default first step is 5%) is Fisher's p = 0.0475 against an error-free stable: each alone
+    would abort a healthy canary by chance within a few analysis runs. Both hold (Inconclusive) and say why; a second
+    error fails either (one error fewer is still evidence)."""
+    _, by_name = _quiet(1, 40)
+    ratio = by_name["error-ratio"]
+    assert ratio.verdict == "Inconclusive" and ratio.message.endswith("a single request never aborts a rollout")
+    assert "1 error in 40 requests: evidence of a breach" in ratio.message  # the figures as the test found them
+    assert _quiet(2, 40)[1]["error-ratio"].verdict == "Fail"
+    # Against stable, at the default first step: 95 canary requests against 1905 on stable, none failing there.
+    vs_stable = [AnalysisMetric(name="errors-vs-stable", builtin="errorRatioVsStable")]
+    for errors, verdict in ((1, "Inconclusive"), (2, "Fail")):
+        run = measure(cluster(canary_errors=errors, canary_total=95, stable_total=1905), Analysis(metrics=vs_stable), SLO_999, CTX)
+        (compared,) = run.metrics
+        assert (run.verdict, compared.verdict) == (verdict, verdict), (errors, compared.message)
+    # Fisher's p for the one error is the canary's share (0.0475); the rule, not the test, holds it.
+    assert a.compare_proportions(1, 95, 0, 1905).p_value == pytest.approx(95 / 2000)
