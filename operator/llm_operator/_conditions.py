@@ -3,6 +3,11 @@
 A condition list is a map keyed by ``type``; ``reason`` is one CamelCase word, ``message`` is for people,
 and ``lastTransitionTime`` changes only when ``status`` flips (after Argo Rollouts'
 ``utils/conditions/conditions.go``).
+
+The condition types of both custom resources are named here, once, and nowhere else: a type is only ever used
+with the functions below (which order a list by them), so every module that writes or reads a condition imports
+this one anyway, and the types stay beside the ordering that knows them. The ``reason`` words are
+:class:`llm_operator._vocabulary.Reason` (Events carry them too).
 """
 
 from __future__ import annotations
@@ -11,9 +16,15 @@ from typing import Any, Literal
 
 Status = Literal["True", "False", "Unknown"]
 
-READY = "Ready"
+# Both kinds
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
+# An LLMDeployment's
+READY = "Ready"
+MODEL_RESOLVED = "ModelResolved"  # how the registry resolved spec.model.mlflow, or why it could not
+# An LLMRollout's
+PAUSED = "Paused"
+COMPLETED = "Completed"  # True once the rollout succeeded (promoted, or its bake cut short by a newer revision)
 
 
 def get_condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:

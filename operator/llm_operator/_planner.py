@@ -36,7 +36,7 @@ from ._measure import Context, Guard, Run
 from ._rollout import Observed as RolloutObserved
 from ._rollout import bake_lost, bake_recovered, baking, decide, guarded, promotion_size, stable_floor
 from ._validation import InvalidSpec, parse_llmdeployment
-from ._vocabulary import TERMINAL, Event, parse_rfc3339, rfc3339
+from ._vocabulary import TERMINAL, Event, Phase, Reason, parse_rfc3339, rfc3339
 
 APPLIED_HASH = "llmops.dev/applied-hash"
 
@@ -235,7 +235,8 @@ def _int(value: Any) -> int:
 
 def _deadline_exceeded(dep: dict[str, Any]) -> str | None:
     for item in dep.get("status", {}).get("conditions", []):
-        if item.get("type") == "Progressing" and item.get("status") == "False" and item.get("reason") == "ProgressDeadlineExceeded":
+        # the Deployment controller's own condition and reason, the same words as the operator's
+        if item.get("type") == cond.PROGRESSING and item.get("status") == "False" and item.get("reason") == Reason.PROGRESS_DEADLINE_EXCEEDED:
             return item.get("message") or "progress deadline exceeded"
     return None
 
@@ -245,13 +246,13 @@ def _invalid(body: Mapping[str, Any], error: InvalidSpec, now: str) -> Plan:
     generation = body.get("metadata", {}).get("generation")
     old_conditions = status.get("conditions", [])
     message = str(error)
-    conditions = cond.set_condition(old_conditions, cond.DEGRADED, "True", "InvalidSpec", message, now=now, generation=generation)
-    conditions = cond.set_condition(conditions, cond.PROGRESSING, "False", "InvalidSpec", "the spec cannot be acted on; nothing was changed",
+    conditions = cond.set_condition(old_conditions, cond.DEGRADED, "True", Reason.INVALID_SPEC, message, now=now, generation=generation)
+    conditions = cond.set_condition(conditions, cond.PROGRESSING, "False", Reason.INVALID_SPEC, "the spec cannot be acted on; nothing was changed",
                                     now=now, generation=generation)
     if cond.get_condition(conditions, cond.READY) is None:
-        conditions = cond.set_condition(conditions, cond.READY, "False", "InvalidSpec", "nothing is deployed", now=now, generation=generation)
+        conditions = cond.set_condition(conditions, cond.READY, "False", Reason.INVALID_SPEC, "nothing is deployed", now=now, generation=generation)
     status.update(conditions=conditions, observedGeneration=generation)
-    events = [Event("Warning", "InvalidSpec", message)] if cond.transitions(old_conditions, conditions) or status != body.get("status") else []
+    events = [Event("Warning", Reason.INVALID_SPEC, message)] if cond.transitions(old_conditions, conditions) or status != body.get("status") else []
     return Plan(actions=[], events=events, status=status)
 
 
@@ -413,12 +414,12 @@ def _start_or_supersede(pass_: _Pass, target: _Target) -> _Started:
             superseded = p.supersede(old, wanted, pass_.now)
             rollouts[i] = {**old, "status": superseded}
             actions.append(WriteStatus(old, superseded))
-            events.append(Event("Normal", "Superseded", superseded["message"], about=old))
+            events.append(Event("Normal", Reason.SUPERSEDED, superseded["message"], about=old))
     carried = any(p.is_auto(r) and p.wants_pass(r) and p.revision_of(r) == wanted for r in rollouts)
     if wanted != spec_revision and wanted != target.stable_id and not carried:
         rollout = p.auto_rollout(pass_.name, pass_.namespace, pass_.spec, target.model, wanted, taken=pass_.observed.rollout_names)
         actions.append(Create(rollout, pass_.observed.rollout_names))
-        events.append(Event("Normal", "RolloutCreated", f"the spec names revision {wanted}: created LLMRollout {rollout['metadata']['name']}"))
+        events.append(Event("Normal", Reason.ROLLOUT_CREATED, f"the spec names revision {wanted}: created LLMRollout {rollout['metadata']['name']}"))
     return _Started(tuple(rollouts), wanted, tuple(actions), tuple(events), superseded=any(isinstance(a, WriteStatus) for a in actions))
 
 
@@ -485,7 +486,7 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
     if active is not None and (measured is None or measured.body["metadata"]["name"] != active.body["metadata"]["name"]):
         run = guard = None  # measured for the rollout this pass superseded, not for this one
     actions: list[Action] = [*_fail_invalid(pass_, invalid)]
-    events = [Event("Warning", "InvalidSpec", str(error), about=rollout) for rollout, error in invalid
+    events = [Event("Warning", Reason.INVALID_SPEC, str(error), about=rollout) for rollout, error in invalid
               if any(isinstance(a, WriteStatus) and a.body is rollout for a in actions)]
     drain = dict(p.draining(rollouts, pass_.spec.rollout.abort_scale_down_delay_seconds, pass_.now_dt))
     base = _Serving(stable_id=target.stable_id, active=None, promoted_replicas=size.want, drain=drain,
@@ -499,8 +500,8 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
     if gate is not None:  # waiting for the registry, or failed the gate: no pods, no traffic
         if gate != read_status:
             actions.append(WriteStatus(active.body, gate))
-            if gate.get("phase") == "Failed":
-                events.append(Event("Warning", "QualityGateFailed", gate["message"], about=active.body))
+            if gate.get("phase") == Phase.FAILED:
+                events.append(Event("Warning", Reason.QUALITY_GATE_FAILED, gate["message"], about=active.body))
         return dataclasses.replace(base, actions=tuple(actions), events=tuple(events))
     kept = _without_steps(pass_, base.previous, active, rollout_status, stable_id)
     if kept is not None:  # no step to take: the rollout's status is only brought up to date
@@ -522,7 +523,7 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
     stepped = dataclasses.replace(base, active=active, actions=tuple(actions), events=tuple(events),
                                   requeue=(decision.requeue_after,) if decision.requeue_after is not None else ())
     if decision.promote:
-        promoted = Event("Normal", "RevisionPromoted", f"revision {revision.id} replaces {stable_id} as stable")
+        promoted = Event("Normal", Reason.REVISION_PROMOTED, f"revision {revision.id} replaces {stable_id} as stable")
         keep = active.plan.scale_down_delay_seconds + (active.plan.bake_seconds if baking(decision.status) else 0.0)
         return dataclasses.replace(stepped, stable_id=revision.id, promoted_replicas=decision.canary_replicas, previous=stable_id,
                                    previous_at=rfc3339(pass_.now_dt + datetime.timedelta(seconds=keep)),
@@ -565,7 +566,7 @@ def _without_steps(pass_: _Pass, previous: str | None, active: p.Active, rollout
         rollout_status.update(observedRetry=active.plan.retry, message=f"{revision} is already stable: nothing to retry")
         return WriteStatus(active.body, rollout_status), True  # consumed, or the retry would be pending forever
     if not terminal:
-        rollout_status.update(phase="Succeeded", toRevision=revision, fromRevision=stable_id, finishedAt=pass_.now,
+        rollout_status.update(phase=Phase.SUCCEEDED, toRevision=revision, fromRevision=stable_id, finishedAt=pass_.now,
                               message=f"{revision} is already stable")
         return WriteStatus(active.body, rollout_status), True
     return None, True
@@ -580,7 +581,7 @@ def _rolled_back(pass_: _Pass, stepped: _Serving, active: p.Active, previous: st
     scale: tuple[Action, ...] = ()
     if pass_.spec.autoscaling is not None and grown > _replicas(pass_.observed.deployments.get(previous)):
         scale = (Scale(c.revision_deployment_name(pass_.name, previous), grown),)
-    back = Event("Warning", "RevisionRolledBack", f"revision {revision} rolled back to {previous}: {why}")
+    back = Event("Warning", Reason.REVISION_ROLLED_BACK, f"revision {revision} rolled back to {previous}: {why}")
     return dataclasses.replace(stepped, stable_id=previous, previous=None, previous_at=None, drain=drain,
                                actions=(*stepped.actions, *scale), events=(*stepped.events, back))
 
@@ -590,9 +591,9 @@ def _fail_invalid(pass_: _Pass, invalid: list[tuple[Mapping[str, Any], InvalidSp
     writes = []
     for rollout, error in invalid:
         status = dict(rollout.get("status") or {})
-        if status.get("phase") != "Failed" or status.get("message") != str(error):
-            status.update(phase="Failed", message=str(error))
-            status["conditions"] = cond.set_condition(status.get("conditions", []), cond.DEGRADED, "True", "InvalidSpec",
+        if status.get("phase") != Phase.FAILED or status.get("message") != str(error):
+            status.update(phase=Phase.FAILED, message=str(error))
+            status["conditions"] = cond.set_condition(status.get("conditions", []), cond.DEGRADED, "True", Reason.INVALID_SPEC,
                                                       str(error), now=pass_.now, generation=rollout["metadata"].get("generation"))
             writes.append(WriteStatus(rollout, status))
     return writes
@@ -634,7 +635,7 @@ def _retain(pass_: _Pass, serving: _Serving) -> _Retained:
         drain[item["revision"]] = (parse_rfc3339(item["scaleDownAt"]) - now_dt).total_seconds()
     events = []
     if old_status.get("canaryRevision") in {item["revision"] for item in draining} - {d["revision"] for d in old_status.get("draining", [])}:
-        events.append(Event("Warning", "RolloutDeleted",
+        events.append(Event("Warning", Reason.ROLLOUT_DELETED,
                             f"LLMRollout {old_status.get('rollout')} was deleted in flight: all traffic on {serving.stable_id}; "
                             f"revision {old_status['canaryRevision']}'s pods go at {draining[-1]['scaleDownAt']}"))
     keep = {serving.stable_id, serving.canary_id, old_status.get("stableRevision")} | {rev for rev, left in drain.items() if left > 0}
@@ -823,41 +824,41 @@ def _conditions(pass_: _Pass, target: _Target, started: _Started, size: _Size, s
     pending, behind = _spec_not_served(target.revision.id, stable_id, serving.canary_id, list(started.rollouts),
                                        list(ordered.actions), pass_.old_status) if pass_.names_revision else (None, None)
     if want == 0 and canary is None:
-        conditions = setc(conditions, cond.READY, "True", "ScaledToZero", "scaled to zero replicas")
+        conditions = setc(conditions, cond.READY, "True", Reason.SCALED_TO_ZERO, "scaled to zero replicas")
     elif ready >= 1:
-        conditions = setc(conditions, cond.READY, "True", "Available", f"{ready}/{want} replicas of revision {stable_id} ready")
+        conditions = setc(conditions, cond.READY, "True", Reason.AVAILABLE, f"{ready}/{want} replicas of revision {stable_id} ready")
     else:
-        conditions = setc(conditions, cond.READY, "False", "ReplicasNotReady",
+        conditions = setc(conditions, cond.READY, "False", Reason.REPLICAS_NOT_READY,
                           f"0/{want} replicas of revision {stable_id} ready (the model may still be loading)")
     if canary is not None:
         held = f"; stable kept at >= {size.floor} replicas" if size.floor else ""
         rollout = serving.active.body["metadata"]["name"] if serving.active else None
-        conditions = setc(conditions, cond.PROGRESSING, "True", "RolloutInProgress",
+        conditions = setc(conditions, cond.PROGRESSING, "True", Reason.ROLLOUT_IN_PROGRESS,
                           f"LLMRollout {rollout}: {serving.routes.canary_weight}% to revision {canary.id}, "
                           f"{_ready(observed.deployments.get(canary.id))}/{serving.canary_replicas} pods ready{held}")
     elif serving.active is not None and baking(active_status := _this_pass(serving.active.body, ordered.actions)) \
             and stable_id == serving.active.revision.id:
         bake = active_status.get("bake") or {}
-        conditions = setc(conditions, cond.PROGRESSING, "True", "Baking",
+        conditions = setc(conditions, cond.PROGRESSING, "True", Reason.BAKING,
                           f"LLMRollout {serving.active.body['metadata']['name']}: revision {stable_id} serves all traffic, baking "
                           f"until {bake.get('endsAt')}; revision {bake.get('previousRevision')} is kept to roll back to")
     elif pending is not None:
-        conditions = setc(conditions, cond.PROGRESSING, "True", "RolloutPending", pending)
+        conditions = setc(conditions, cond.PROGRESSING, "True", Reason.ROLLOUT_PENDING, pending)
     elif behind is not None:
         conditions = setc(conditions, cond.PROGRESSING, "False", *behind)
     elif ready < want:
-        conditions = setc(conditions, cond.PROGRESSING, "True", "ScalingUp", f"{ready}/{want} replicas of revision {stable_id} ready")
+        conditions = setc(conditions, cond.PROGRESSING, "True", Reason.SCALING_UP, f"{ready}/{want} replicas of revision {stable_id} ready")
     else:
-        conditions = setc(conditions, cond.PROGRESSING, "False", "RevisionAvailable", f"revision {stable_id} serves all traffic")
+        conditions = setc(conditions, cond.PROGRESSING, "False", Reason.REVISION_AVAILABLE, f"revision {stable_id} serves all traffic")
     conditions = _model_condition(conditions, pass_.spec, pass_.registry, target.model, now, generation,
                                   note=f"; left out of status.model, as JSON has no NaN or infinity: {', '.join(unstorable)}"
                                   if unstorable else "")
     stuck = [(dep["metadata"]["name"], msg) for dep in observed.deployments.values() if (msg := _deadline_exceeded(dep))]
     if stuck:
-        return setc(conditions, cond.DEGRADED, "True", "ProgressDeadlineExceeded", "; ".join(f"{n}: {m}" for n, m in stuck))
+        return setc(conditions, cond.DEGRADED, "True", Reason.PROGRESS_DEADLINE_EXCEEDED, "; ".join(f"{n}: {m}" for n, m in stuck))
     if behind is not None:  # stable serves, but not the model the spec names: not Healthy in Argo CD
         return setc(conditions, cond.DEGRADED, "True", *behind)
-    return setc(conditions, cond.DEGRADED, "False", "AsExpected", "")
+    return setc(conditions, cond.DEGRADED, "False", Reason.AS_EXPECTED, "")
 
 
 def _this_pass(rollout: Mapping[str, Any], actions: tuple[Action, ...]) -> dict[str, Any]:
@@ -873,12 +874,12 @@ def _action_events(actions: tuple[Action, ...]) -> tuple[Event, ...]:
     done: dict[str, list[str]] = {}
     for action in actions:
         if isinstance(action, Apply):
-            verb = "Created" if action.created else "Updated"
+            verb = Reason.CREATED if action.created else Reason.UPDATED
             done.setdefault(verb, []).append(f"{action.obj['kind']} {action.obj['metadata']['name']}")
         elif isinstance(action, Delete):
-            done.setdefault("Deleted", []).append(f"{action.kind} {action.name}")
+            done.setdefault(Reason.DELETED, []).append(f"{action.kind} {action.name}")
         elif isinstance(action, Scale):
-            done.setdefault("Scaled", []).append(f"Deployment {action.name} to {action.replicas}")
+            done.setdefault(Reason.SCALED, []).append(f"Deployment {action.name} to {action.replicas}")
     return tuple(Event("Normal", verb, _clip(f"{verb} " + ", ".join(what), 1000)) for verb, what in done.items())
 
 
@@ -926,8 +927,6 @@ def make_before_break(routing: list[Apply], observed: Observed, name: str) -> tu
         kept.append(action)
     return kept, held
 
-
-MODEL_RESOLVED = "ModelResolved"
 
 
 def _registry_model(spec: LLMDeploymentSpec, old_status: Mapping[str, Any], registry: reg.Resolution | None) -> ResolvedModel | None:
@@ -1006,26 +1005,27 @@ def _spec_not_served(spec_id: str, stable_id: str, canary_id: str | None, rollou
     # Rolled back (kubectl llm rollback): the newest finished rollout brought back the revision that serves, after the
     # spec's own had succeeded. Stable serves, not what the spec names: Degraded, until the spec names it again.
     back = [(r, after.get(r["metadata"]["name"], r.get("status") or {})) for r in rollouts if not r["metadata"].get("deletionTimestamp")]
-    back = [(r, st) for r, st in back if st.get("phase") == "Succeeded" and st.get("toRevision") == stable_id]
+    back = [(r, st) for r, st in back if st.get("phase") == Phase.SUCCEEDED and st.get("toRevision") == stable_id]
     finished = [(r, st) for r, st in toward if st.get("phase") in TERMINAL]
     if back and finished and p.newest(back + finished) in back:
         r, _ = p.newest(back)
-        return None, ("RolledBack", f"revision {stable_id} serves, not the spec's revision {spec_id}: LLMRollout "
+        return None, (Reason.ROLLED_BACK, f"revision {stable_id} serves, not the spec's revision {spec_id}: LLMRollout "
                                     f"{r['metadata']['name']} rolled back to it; change the spec (or move the MLflow alias) "
                                     f"to roll out again, or to {stable_id} to make it the spec's")
-    ended = [(r, st) for r, st in toward if st.get("phase") in ("Aborted", "Failed")]
+    ended = [(r, st) for r, st in toward if st.get("phase") in (Phase.ABORTED, Phase.FAILED)]
     if not ended:
         degraded = cond.get_condition(old_status.get("conditions", []), cond.DEGRADED) or {}
-        if degraded.get("reason") == "RolloutDeleted" and not toward:  # still so: nothing rolls the spec out
-            return None, ("RolloutDeleted", degraded.get("message") or "")
+        if degraded.get("reason") == Reason.ROLLOUT_DELETED and not toward:  # still so: nothing rolls the spec out
+            return None, (Reason.ROLLOUT_DELETED, degraded.get("message") or "")
         if old_status.get("canaryRevision") == spec_id and not toward:
-            return None, ("RolloutDeleted", f"revision {stable_id} serves, not the spec's revision {spec_id}: LLMRollout "
+            return None, (Reason.ROLLOUT_DELETED, f"revision {stable_id} serves, not the spec's revision {spec_id}: LLMRollout "
                                             f"{old_status.get('rollout')} was deleted before it promoted {spec_id}; change the spec "
                                             f"to roll out again")
         return None, None
     r, st = p.newest(ended)
     why = (cond.get_condition(st.get("conditions", []), cond.DEGRADED) or {}).get("reason") or st["phase"]
-    return None, (f"Rollout{st['phase']}",
+    reason = Reason.ROLLOUT_ABORTED if st["phase"] == Phase.ABORTED else Reason.ROLLOUT_FAILED  # ended: Aborted or Failed
+    return None, (reason,
                   f"revision {stable_id} serves, not the spec's revision {spec_id}: LLMRollout {r['metadata']['name']} "
                   f"{st['phase'].lower()} ({why}): {st.get('message') or ''}; increment its spec.retry to try again, or change the spec")
 
@@ -1047,11 +1047,11 @@ def _model_condition(conditions: list[dict[str, Any]], spec: LLMDeploymentSpec, 
     if registry.problem is not None:
         reason, message = registry.problem
         held = f"; still serving version {model.version}" if model is not None and model.version else ""
-        return cond.set_condition(conditions, MODEL_RESOLVED, "False", reason, message + held + note, now=now, generation=generation)
+        return cond.set_condition(conditions, cond.MODEL_RESOLVED, "False", reason, message + held + note, now=now, generation=generation)
     assert model is not None
     ref = spec.model.mlflow
     by = f"alias {ref.alias}" if ref.alias else f"stage {ref.stage}" if ref.stage else "a pinned version"
-    return cond.set_condition(conditions, MODEL_RESOLVED, "True", "Resolved",
+    return cond.set_condition(conditions, cond.MODEL_RESOLVED, "True", Reason.RESOLVED,
                               f"{ref.name} version {model.version} (by {by}), run {model.run_id or 'none'}{note}",
                               now=now, generation=generation)
 
@@ -1066,7 +1066,7 @@ def _unresolved(body: Mapping[str, Any], spec: LLMDeploymentSpec, registry: reg.
         conditions = cond.set_condition(conditions, cond.READY, "False", registry.problem[0],
                                         "no model version to serve yet", now=now, generation=generation)
     events = [Event("Warning", c["reason"], c["message"]) for c in cond.transitions(status.get("conditions", []), conditions)
-              if c["type"] == MODEL_RESOLVED]
+              if c["type"] == cond.MODEL_RESOLVED]
     status.update(conditions=conditions, observedGeneration=generation)
     return Plan(actions=[], events=events, status=status, requeue_after=registry.retry_in)
 
@@ -1080,7 +1080,7 @@ def _quality_gate(active: p.Active, status: dict[str, Any], registry: reg.Resolu
     thresholds = active.plan.quality_gate
     version = active.revision.model.version
     record = status.get("qualityGate")
-    retried = status.get("phase") in ("Aborted", "Failed") and active.plan.retry > (status.get("observedRetry") or 0)
+    retried = status.get("phase") in (Phase.ABORTED, Phase.FAILED) and active.plan.retry > (status.get("observedRetry") or 0)
     if not thresholds or active.revision.model.source != "mlflow" or version is None or (record and record.get("passed") and not retried):
         return None, status
     generation = active.body["metadata"].get("generation")
@@ -1088,7 +1088,7 @@ def _quality_gate(active: p.Active, status: dict[str, Any], registry: reg.Resolu
     info = registry.versions.get(version) if registry is not None else None
     if info is None:
         why = registry.problem[1] if registry is not None and registry.problem else "the registry was not consulted"
-        st.update(phase="Pending", toRevision=active.revision.id, fromRevision=stable,
+        st.update(phase=Phase.PENDING, toRevision=active.revision.id, fromRevision=stable,
                   message=f"waiting for the registry to check the quality gate of version {version}: {why}")
         return st, status
     passed, detail = reg.evaluate_gate(list(thresholds), info.metrics)
@@ -1096,12 +1096,12 @@ def _quality_gate(active: p.Active, status: dict[str, Any], registry: reg.Resolu
     if passed:
         return None, st
     message = f"quality gate: version {version}: {detail}; no traffic was sent to {active.revision.id}"
-    st.update(phase="Failed", message=message, finishedAt=now, toRevision=active.revision.id, fromRevision=stable,
+    st.update(phase=Phase.FAILED, message=message, finishedAt=now, toRevision=active.revision.id, fromRevision=stable,
               canaryWeight=0, mirrorWeight=0, canaryReplicas=0, observedRetry=active.plan.retry)
     st.pop("waitingSince", None)
-    st["conditions"] = cond.set_condition(st.get("conditions", []), cond.PROGRESSING, "False", "QualityGateFailed", message,
+    st["conditions"] = cond.set_condition(st.get("conditions", []), cond.PROGRESSING, "False", Reason.QUALITY_GATE_FAILED, message,
                                           now=now, generation=generation)
-    st["conditions"] = cond.set_condition(st["conditions"], cond.DEGRADED, "True", "QualityGateFailed", message,
+    st["conditions"] = cond.set_condition(st["conditions"], cond.DEGRADED, "True", Reason.QUALITY_GATE_FAILED, message,
                                           now=now, generation=generation)
     if generation is not None:
         st["observedGeneration"] = generation

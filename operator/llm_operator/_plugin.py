@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._api import API_VERSION
+from ._vocabulary import TERMINAL, Phase
 
 ACTIONS = ("promote", "abort", "pause", "resume", "retry")
-FINISHED = ("Succeeded", "Aborted", "Failed")
 
 
 class ActionError(Exception):
@@ -43,10 +43,10 @@ def action_patch(action: str, rollout: Mapping[str, Any]) -> dict[str, Any]:
     phase = status.get("phase")
     name = rollout["metadata"]["name"]
     if action == "retry":
-        if phase not in ("Aborted", "Failed"):
+        if phase not in (Phase.ABORTED, Phase.FAILED):
             raise ActionError(f"llmrollout {name} is {phase or 'not started'}; only an Aborted or Failed rollout can be retried")
         return {"spec": {"retry": int(spec.get("retry") or 0) + 1, "abort": False}}
-    if phase in FINISHED:
+    if phase in TERMINAL:
         raise ActionError(f"llmrollout {name} is already {phase}; nothing to {action}")
     if action == "promote":
         return {"spec": {"promote": True, "paused": False}}
@@ -59,7 +59,7 @@ def action_patch(action: str, rollout: Mapping[str, Any]) -> dict[str, Any]:
     if action == "resume":
         if spec.get("paused"):
             return {"spec": {"paused": False}}
-        if phase != "Paused":
+        if phase != Phase.PAUSED:
             raise ActionError(f"llmrollout {name} is {phase or 'not started'}, not paused")
         return {"spec": {"resume": int(spec.get("resume") or 0) + 1}}
     raise ActionError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
@@ -87,7 +87,7 @@ def rollback_rollout(deployment: Mapping[str, Any], rollouts: list[Mapping[str, 
     """
     meta, status = deployment["metadata"], deployment.get("status") or {}
     name = meta["name"]
-    running = [r for r in rollouts if (r.get("status") or {}).get("phase") not in FINISHED and not r["metadata"].get("deletionTimestamp")]
+    running = [r for r in rollouts if (r.get("status") or {}).get("phase") not in TERMINAL and not r["metadata"].get("deletionTimestamp")]
     if running:
         name_ = running[0]["metadata"]["name"]
         if (running[0].get("status") or {}).get("bake"):
@@ -96,7 +96,7 @@ def rollback_rollout(deployment: Mapping[str, Any], rollouts: list[Mapping[str, 
         raise ActionError(f"llmrollout {name_} is in flight; abort it instead (kubectl llm abort {name_}): stable never "
                           "stopped serving")
     stable = status.get("stableRevision")
-    succeeded = sorted((r for r in rollouts if (r.get("status") or {}).get("phase") == "Succeeded"),
+    succeeded = sorted((r for r in rollouts if (r.get("status") or {}).get("phase") == Phase.SUCCEEDED),
                        key=lambda r: ((r.get("status") or {}).get("finishedAt") or "", r["metadata"]["name"]))
     target_revision = to_revision or status.get("previousRevision") or next(
         (r["status"].get("fromRevision") for r in reversed(succeeded) if r["status"].get("fromRevision") != stable), None)
@@ -158,7 +158,7 @@ def describe(rollout: Mapping[str, Any]) -> str:
         f"Name:        {meta['name']}  (namespace {meta.get('namespace')})",
         f"Deployment:  {spec.get('deploymentName')}",
         f"Strategy:    {spec.get('strategy') or 'from the deployment template'}",
-        f"Phase:       {status.get('phase') or 'Pending'}" + (f"   {status['message']}" if status.get("message") else ""),
+        f"Phase:       {status.get('phase') or Phase.PENDING}" + (f"   {status['message']}" if status.get("message") else ""),
         f"Revisions:   {status.get('fromRevision') or '-'} (stable) -> {status.get('toRevision') or '-'} (new)",
         f"Step:        {_step_text(rollout)}",
         f"Traffic:     stable {100 - weight}%  new {weight}%" + (f"  mirrored {status['mirrorWeight']}%" if status.get("mirrorWeight") else "")

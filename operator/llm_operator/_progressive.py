@@ -17,9 +17,9 @@ from . import _promql as q
 from . import _registry as reg
 from ._api import API_VERSION, Analysis, LLMDeploymentSpec, LLMRolloutSpec, MlflowModelRef, ResolvedModel, parse_duration
 from ._measure import Context
-from ._rollout import COMPLETED, RolloutPlan, baking, needs_measurement, plan_rollout, run_window
+from ._rollout import RolloutPlan, baking, needs_measurement, plan_rollout, run_window
 from ._validation import FieldError, InvalidSpec, parse_llmrollout
-from ._vocabulary import TERMINAL
+from ._vocabulary import TERMINAL, Phase, Reason, parse_rfc3339
 
 AUTO_LABEL = "llmops.dev/created-by"
 
@@ -38,7 +38,8 @@ def wants_pass(rollout: Mapping[str, Any]) -> bool:
     status = rollout.get("status") or {}
     if status.get("phase") not in TERMINAL:
         return True
-    return status.get("phase") in ("Aborted", "Failed") and (rollout.get("spec", {}).get("retry", 0) or 0) > (status.get("observedRetry") or 0)
+    retry = rollout.get("spec", {}).get("retry", 0) or 0
+    return status.get("phase") in (Phase.ABORTED, Phase.FAILED) and retry > (status.get("observedRetry") or 0)
 
 
 def active_rollout(rollouts: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -53,10 +54,10 @@ def draining(rollouts: Sequence[Mapping[str, Any]], template_delay: float, now: 
     out = {}
     for rollout in rollouts:
         status = rollout.get("status") or {}
-        if status.get("phase") not in ("Aborted", "Failed") or not status.get("finishedAt") or not status.get("toRevision"):
+        if status.get("phase") not in (Phase.ABORTED, Phase.FAILED) or not status.get("finishedAt") or not status.get("toRevision"):
             continue
         delay = rollout.get("spec", {}).get("abortScaleDownDelaySeconds")
-        until = datetime.datetime.fromisoformat(status["finishedAt"].replace("Z", "+00:00")) + datetime.timedelta(
+        until = parse_rfc3339(status["finishedAt"]) + datetime.timedelta(
             seconds=template_delay if delay is None else delay)
         if now < until:
             out[status["toRevision"]] = (until - now).total_seconds()
@@ -137,21 +138,21 @@ def supersede(rollout: Mapping[str, Any], revision: str, now: str) -> dict[str, 
     st.pop("unavailableSince", None)  # the fail-fast grace ends with the rollout
     if baking(st):
         message = f"{st.get('toRevision')} is stable; its bake was cut short by revision {revision} (the spec names another)"
-        st.update(phase="Succeeded", message=message, finishedAt=now, bake={**st["bake"], "cutShort": True},
+        st.update(phase=Phase.SUCCEEDED, message=message, finishedAt=now, bake={**st["bake"], "cutShort": True},
                   observedRetry=max(st.get("observedRetry") or 0, rollout.get("spec", {}).get("retry") or 0))
         generation = rollout["metadata"].get("generation")
-        st["conditions"] = cond.set_condition(st.get("conditions", []), cond.PROGRESSING, "False", "Superseded", message,
+        st["conditions"] = cond.set_condition(st.get("conditions", []), cond.PROGRESSING, "False", Reason.SUPERSEDED, message,
                                               now=now, generation=generation)
-        st["conditions"] = cond.set_condition(st["conditions"], COMPLETED, "True", "Superseded", message, now=now, generation=generation)
+        st["conditions"] = cond.set_condition(st["conditions"], cond.COMPLETED, "True", Reason.SUPERSEDED, message, now=now, generation=generation)
         return st
     message = f"superseded by revision {revision} (the spec names another model or runtime); all traffic on stable"
-    st.update(phase="Aborted", message=message, finishedAt=now, canaryWeight=0, mirrorWeight=0, preview=False, canaryReplicas=0,
+    st.update(phase=Phase.ABORTED, message=message, finishedAt=now, canaryWeight=0, mirrorWeight=0, preview=False, canaryReplicas=0,
               observedRetry=max(st.get("observedRetry") or 0, rollout.get("spec", {}).get("retry") or 0))
     st.pop("waitingSince", None)
     generation = rollout["metadata"].get("generation")
     superseded: tuple[tuple[str, cond.Status], ...] = ((cond.PROGRESSING, "False"), (cond.DEGRADED, "True"))
     for type_, value in superseded:
-        st["conditions"] = cond.set_condition(st.get("conditions", []), type_, value, "Superseded", message, now=now, generation=generation)
+        st["conditions"] = cond.set_condition(st.get("conditions", []), type_, value, Reason.SUPERSEDED, message, now=now, generation=generation)
     return st
 
 

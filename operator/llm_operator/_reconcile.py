@@ -29,7 +29,7 @@ from ._planner import Apply, Create, Observed, Plan, RecordOutcome, Scale, Write
 from ._progressive import resolve as resolve_active
 from ._telemetry import Telemetry
 from ._validation import InvalidSpec, parse_llmdeployment
-from ._vocabulary import Event
+from ._vocabulary import Event, Reason
 
 log = logging.getLogger(__name__)
 
@@ -153,10 +153,10 @@ def execute(
         generation = body.get("metadata", {}).get("generation")
         status = copy.deepcopy(dict(body.get("status") or {}))
         status["conditions"] = cond.set_condition(
-            status.get("conditions", []), cond.DEGRADED, "True", "ReconcileError", str(error), now=now, generation=generation)
+            status.get("conditions", []), cond.DEGRADED, "True", Reason.RECONCILE_ERROR, str(error), now=now, generation=generation)
         if generation is not None:
             status["observedGeneration"] = generation
-        post_event(Event("Warning", "ReconcileError", str(error)))
+        post_event(Event("Warning", Reason.RECONCILE_ERROR, str(error)))
         _write_status(kube, body, status)
         raise
     # The LLMDeployment's status (which revision is stable) lands before a rollout's (Succeeded, Aborted): if it
@@ -167,7 +167,7 @@ def execute(
     for action in rollout_statuses:
         writes += _write_status(kube, action.body, action.status) or 0
     for event in plan.events:
-        if event.reason == "RolloutCreated":
+        if event.reason == Reason.ROLLOUT_CREATED:
             for planned, created in renamed.items():
                 event = replace(event, message=event.message.replace(f"LLMRollout {planned}", f"LLMRollout {created}"))
         post_event(event)
@@ -187,11 +187,11 @@ def _record_outcome(kube: Kube, action: RecordOutcome, record: Callable[[reg.Out
     except reg.RegistryError as error:
         status["registry"] = {"outcome": out.outcome, "error": str(error)[:300]}
         if status != action.body.get("status"):
-            post_event(Event("Warning", "RegistryWriteFailed", f"{out.name} version {out.version}: {error}", about=action.body))
+            post_event(Event("Warning", Reason.REGISTRY_WRITE_FAILED, f"{out.name} version {out.version}: {error}", about=action.body))
     else:
         status["registry"] = {"outcome": out.outcome, "recordedAt": now}
         moved = f"; alias {out.alias} -> {out.version}" if out.alias else f"; stage {out.stage}" if out.stage else ""
-        post_event(Event("Normal", "RegistryUpdated", f"{out.name} version {out.version} tagged {reg.TAG_ROLLOUT}={out.outcome}{moved}",
+        post_event(Event("Normal", Reason.REGISTRY_UPDATED, f"{out.name} version {out.version} tagged {reg.TAG_ROLLOUT}={out.outcome}{moved}",
                          about=action.body))
     return _write_status(kube, action.body, status) or 0
 

@@ -14,7 +14,6 @@ doubling to 5 min), so a down registry is asked at most once per back-off step p
 
 from __future__ import annotations
 
-import datetime
 import math
 import threading
 import time
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ._api import GateThreshold, MlflowModelRef, ResolvedModel
+from ._vocabulary import Phase, Reason
 
 #: Status tags written on a version after its rollout (``llmops.dev/rollout`` is succeeded|aborted|failed).
 TAG_ROLLOUT = "llmops.dev/rollout"
@@ -35,13 +35,13 @@ STATUS_VALUE_CHARS = 256
 class RegistryError(Exception):
     """The registry could not be read or written (5xx, timeout, connection refused); retried with back-off."""
 
-    reason = "RegistryUnavailable"
+    reason = Reason.REGISTRY_UNAVAILABLE
 
 
 class ModelNotFound(RegistryError):
     """The registered model, alias, stage or version does not exist."""
 
-    reason = "ModelNotFound"
+    reason = Reason.MODEL_NOT_FOUND
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ class Outcome:
 def outcome_of(ref: MlflowModelRef, version: str, rollout: Mapping[str, Any]) -> Outcome:
     """The write-back for a finished LLMRollout: tags always; the promote alias or stage only on success."""
     status = rollout.get("status") or {}
-    outcome = {"Succeeded": "succeeded", "Aborted": "aborted", "Failed": "failed"}[status["phase"]]
+    outcome = {Phase.SUCCEEDED: "succeeded", Phase.ABORTED: "aborted", Phase.FAILED: "failed"}[status["phase"]]
     meta = rollout["metadata"]
     tags = {
         TAG_ROLLOUT: outcome,
@@ -292,7 +292,3 @@ class RegistryCache:
         with self._lock:
             waits = [e.retry_at - self._clock() for k, e in self._entries.items() if k[0] == key and k[2] == name and e.error]
         return max(0.5, min(waits)) if waits else None
-
-
-def now_iso() -> str:
-    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,6 +9,7 @@ from ._api import API_VERSION, LLMRolloutSpec
 from ._planner import Apply, Observed, plan_llmdeployment
 from ._rollout import RolloutPlan, Step, plan_rollout
 from ._validation import InvalidSpec, parse_llmdeployment, parse_llmrollout
+from ._vocabulary import utc_now
 
 
 def render(documents: Iterable[dict[str, Any]], namespace: str = "default") -> list[dict[str, Any]]:
@@ -21,7 +21,7 @@ def render(documents: Iterable[dict[str, Any]], namespace: str = "default") -> l
     Raises:
         InvalidSpec: for the first custom resource that cannot be acted on, naming its fields.
     """
-    now = datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = utc_now()
     out: list[dict[str, Any]] = []
     for doc in documents:
         if not doc or doc.get("apiVersion") != API_VERSION:

@@ -32,45 +32,9 @@ from typing import Any, Literal
 from . import _conditions as cond
 from ._api import DEFAULT_CANARY_WEIGHTS, Analysis, CanaryStep, GateThreshold, LLMRolloutSpec, RolloutTemplate, parse_duration
 from ._measure import Guard, Run
-from ._vocabulary import TERMINAL, Event
+from ._vocabulary import TERMINAL, Event, Phase, Reason, parse_rfc3339, rfc3339
 
 StepKind = Literal["weight", "mirror", "preview", "pause", "analysis"]
-COMPLETED = "Completed"
-PAUSED = "Paused"
-
-
-class Reason:
-    """The ``reason`` of the rollout's conditions and Events, one CamelCase word each. Tests, the Argo CD health
-    scripts and people's alerts match on these strings: never reword one."""
-
-    ROLLOUT_STARTED = "RolloutStarted"  # (re)start: a new rollout
-    TARGET_CHANGED = "TargetChanged"  # the deployment's spec moved to another revision mid-rollout
-    RETRIED = "Retried"  # spec.retry incremented after an abort or failure
-    STEPS_CHANGED = "StepsChanged"  # the steps were edited mid-rollout
-    AS_EXPECTED = "AsExpected"  # Degraded=False on a (re)start
-    ABORTED_BY_USER = "AbortedByUser"
-    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
-    WAITING_FOR_PODS = "WaitingForPods"
-    PAUSED_BY_USER = "PausedByUser"
-    PAUSED = "Paused"  # Progressing=True while spec.paused holds the rollout
-    RESUMED = "Resumed"
-    UNPAUSED = "Unpaused"
-    STEP_COMPLETED = "StepCompleted"
-    WAITING_FOR_RESUME = "WaitingForResume"
-    ANALYSIS_FAILED = "AnalysisFailed"
-    METRICS_UNAVAILABLE = "MetricsUnavailable"
-    INCONCLUSIVE_ANALYSIS = "InconclusiveAnalysis"
-    ANALYSIS_PASSED = "AnalysisPassed"
-    ROLLOUT_COMPLETED = "RolloutCompleted"
-    BAKING = "Baking"  # Progressing=True after the switch, while the analysis runs on the new stable
-    BAKE_PASSED = "BakePassed"
-    ROLLED_BACK = "RolledBack"  # a failed bake (or spec.abort during it): traffic back on the previous revision
-    BAKE_FAILED = "BakeFailed"  # a failed bake with no previous revision left to go back to
-    FAIL_FAST = "FailFast"  # the guard between analysis runs saw a hard breach on the canary
-    CANARY_UNAVAILABLE = "CanaryUnavailable"  # the canary takes traffic with no ready pod
-    PROMOTED = "Promoted"
-    STEP_IN_PROGRESS = "StepInProgress"
-    PROGRESSING = "Progressing"  # Paused=False while the steps run
 
 
 @dataclass(frozen=True)
@@ -222,14 +186,6 @@ class Decision:
     requeue_after: float | None = None
 
 
-def _ts(now: datetime.datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse(ts: str | None) -> datetime.datetime | None:
-    return datetime.datetime.fromisoformat(ts) if ts else None
-
-
 def canary_size(percent: int, stable_replicas: int) -> int:
     """Pods the canary needs to carry ``percent`` of the traffic the stable revision's pods carry:
     ``ceil(percent/100 x stable)``, at least 1 (GPU-aware: no full surge).
@@ -288,15 +244,15 @@ def bake_recovered(plan: RolloutPlan, status: dict[str, Any], previous: str, now
     lost to a conflict or a crash between the two writes): its bake, from now, with ``previous`` to roll back to."""
     st = copy.deepcopy(status)
     ends = now + datetime.timedelta(seconds=plan.bake_seconds)
-    message = (f"{st.get('toRevision')} is stable, baking until {_ts(ends)}: the analysis runs on it, {previous} is kept "
+    message = (f"{st.get('toRevision')} is stable, baking until {rfc3339(ends)}: the analysis runs on it, {previous} is kept "
                "to roll back to")
-    st.update(phase="Progressing", currentStepIndex=len(plan.steps), canaryWeight=0, mirrorWeight=0, preview=False,
-              canaryReplicas=0, stepStartedAt=_ts(now), analysis=None, message=message,
-              bake={"startedAt": _ts(now), "endsAt": _ts(ends), "previousRevision": previous})
+    st.update(phase=Phase.PROGRESSING, currentStepIndex=len(plan.steps), canaryWeight=0, mirrorWeight=0, preview=False,
+              canaryReplicas=0, stepStartedAt=rfc3339(now), analysis=None, message=message,
+              bake={"startedAt": rfc3339(now), "endsAt": rfc3339(ends), "previousRevision": previous})
     st.pop("waitingSince", None)
     st.pop("unavailableSince", None)
     st["conditions"] = cond.set_condition(st.get("conditions", []), cond.PROGRESSING, "True", Reason.BAKING, message,
-                                          now=_ts(now), generation=st.get("observedGeneration"))
+                                          now=rfc3339(now), generation=st.get("observedGeneration"))
     return st
 
 
@@ -307,42 +263,42 @@ def bake_lost(status: dict[str, Any], stable: str, now: datetime.datetime) -> di
     st = copy.deepcopy(status)
     previous = (st.get("bake") or {}).get("previousRevision")
     reason, message = ((Reason.ROLLED_BACK, f"rolled back: all traffic on {stable} (recorded by the LLMDeployment)")
-                       if previous == stable else ("Superseded", f"revision {stable} serves now; the bake of "
+                       if previous == stable else (Reason.SUPERSEDED, f"revision {stable} serves now; the bake of "
                                                                  f"{st.get('toRevision')} ended unfinished"))
-    st.update(phase="Aborted", message=message, finishedAt=_ts(now), canaryWeight=0, mirrorWeight=0, preview=False,
+    st.update(phase=Phase.ABORTED, message=message, finishedAt=rfc3339(now), canaryWeight=0, mirrorWeight=0, preview=False,
               canaryReplicas=0)
     st.pop("unavailableSince", None)
     ends: tuple[tuple[str, cond.Status], ...] = ((cond.PROGRESSING, "False"), (cond.DEGRADED, "True"))
     for type_, value in ends:
-        st["conditions"] = cond.set_condition(st.get("conditions", []), type_, value, reason, message, now=_ts(now),
+        st["conditions"] = cond.set_condition(st.get("conditions", []), type_, value, reason, message, now=rfc3339(now),
                                               generation=st.get("observedGeneration"))
     return st
 
 
 def baking(status: dict[str, Any]) -> bool:
     """Whether the rollout is in its bake: switched, the analysis running on the new stable."""
-    return status.get("phase") in ("Progressing", "Paused") and bool(status.get("bake"))
+    return status.get("phase") in (Phase.PROGRESSING, Phase.PAUSED) and bool(status.get("bake"))
 
 
 def needs_measurement(plan: RolloutPlan, status: dict[str, Any], now: datetime.datetime) -> bool:
     """Whether this pass should run an analysis: the current step is an analysis (or the bake), it has lasted one
     run window (a run never looks at traffic from before the step), and the interval since the last run is up."""
-    if status.get("phase") not in ("Progressing",) or plan.abort or plan.paused:
+    if status.get("phase") not in (Phase.PROGRESSING,) or plan.abort or plan.paused:
         return False
     index = status.get("currentStepIndex")
     if index is None or not (baking(status) or (index < len(plan.steps) and plan.steps[index].kind == "analysis")):
         return False
-    started = _parse(status.get("stepStartedAt"))
-    if started and (now - started).total_seconds() < run_window(plan.analysis) - 0.5:
+    started = status.get("stepStartedAt")
+    if started and (now - parse_rfc3339(started)).total_seconds() < run_window(plan.analysis) - 0.5:
         return False
-    last = _parse((status.get("analysis") or {}).get("lastRunAt"))
-    return last is None or (now - last).total_seconds() >= parse_duration(plan.analysis.interval) - 0.5
+    last = (status.get("analysis") or {}).get("lastRunAt")
+    return not last or (now - parse_rfc3339(last)).total_seconds() >= parse_duration(plan.analysis.interval) - 0.5
 
 
 def guarded(plan: RolloutPlan, status: dict[str, Any]) -> bool:
     """Whether the fail-fast guard watches this rollout now: it is on (``analysis.failFast.enabled``), and the new
     revision takes user traffic (a canary at a weight above 0, or the new stable in its bake), paused or not."""
-    if not plan.analysis.fail_fast.enabled or plan.abort or status.get("phase") not in ("Progressing", "Paused"):
+    if not plan.analysis.fail_fast.enabled or plan.abort or status.get("phase") not in (Phase.PROGRESSING, Phase.PAUSED):
         return False
     return (status.get("canaryWeight") or 0) > 0 or baking(status)
 
@@ -367,36 +323,36 @@ def decide(plan: RolloutPlan, status: dict[str, Any], observed: Observed, run: R
     if plan.abort and baking(p.st):
         return _rollback(p, Reason.ABORTED_BY_USER, "aborted by spec.abort during the bake")
     if plan.abort:
-        return p.finish("Aborted", Reason.ABORTED_BY_USER,
+        return p.finish(Phase.ABORTED, Reason.ABORTED_BY_USER,
                         f"aborted by spec.abort at step {p.index}; all traffic on {observed.stable_revision}")
 
     breach = _hard_breach(p, guard)  # between analysis runs, paused or not: routes first, at once
     if breach is not None:
         return breach
 
-    waiting = _parse(p.st.get("waitingSince"))
-    if waiting and (now - waiting).total_seconds() > plan.progress_deadline_seconds:
-        return p.finish("Failed", Reason.PROGRESS_DEADLINE_EXCEEDED,
+    waiting = p.st.get("waitingSince")
+    if waiting and (now - parse_rfc3339(waiting)).total_seconds() > plan.progress_deadline_seconds:
+        return p.finish(Phase.FAILED, Reason.PROGRESS_DEADLINE_EXCEEDED,
                         f"the new revision's pods were not ready within {plan.progress_deadline_seconds:g}s "
                         f"({observed.canary_ready} ready); all traffic on {observed.stable_revision}")
 
     if plan.paused:
-        p.st.update(phase="Paused", message="paused by spec.paused")
-        p.condition(PAUSED, "True", Reason.PAUSED_BY_USER, "spec.paused is true")
+        p.st.update(phase=Phase.PAUSED, message="paused by spec.paused")
+        p.condition(cond.PAUSED, "True", Reason.PAUSED_BY_USER, "spec.paused is true")
         p.condition(cond.PROGRESSING, "True", Reason.PAUSED, f"holding at step {p.index}")
         return p.decision()
 
     if plan.resume > (p.st.get("observedResume") or 0):
         p.st["observedResume"] = plan.resume
-        if p.st.get("phase") == "Paused" and p.index < len(plan.steps):
+        if p.st.get("phase") == Phase.PAUSED and p.index < len(plan.steps):
             p.advance(Reason.RESUMED, f"resumed past step {p.index} by spec.resume")
 
-    if p.st["phase"] == "Paused" and not plan.promote:
-        paused = cond.get_condition(p.st.get("conditions", []), PAUSED) or {}
+    if p.st["phase"] == Phase.PAUSED and not plan.promote:
+        paused = cond.get_condition(p.st.get("conditions", []), cond.PAUSED) or {}
         if paused.get("reason") != Reason.PAUSED_BY_USER:  # an indefinite pause or an inconclusive analysis
             return p.decision()                              # holds until resumed
-        p.st["phase"] = "Progressing"  # spec.paused is false again: carry on from the same step
-        p.condition(PAUSED, "False", Reason.UNPAUSED, "")
+        p.st["phase"] = Phase.PROGRESSING  # spec.paused is false again: carry on from the same step
+        p.condition(cond.PAUSED, "False", Reason.UNPAUSED, "")
         p.events.append(Event("Normal", Reason.UNPAUSED, f"spec.paused is false: continuing at step {p.index}"))
 
     return _walk(p, run, measured)
@@ -412,26 +368,27 @@ def _hard_breach(p: _Pass, guard: Guard | None) -> Decision | None:
     if guard is not None and guard.breach is not None:
         if baking(p.st):
             return _rollback(p, Reason.ROLLED_BACK, f"bake failed: {guard.breach}")
-        return p.finish("Aborted", Reason.FAIL_FAST, f"step {p.index}: {guard.breach}; all traffic on {stable}")
+        return p.finish(Phase.ABORTED, Reason.FAIL_FAST, f"step {p.index}: {guard.breach}; all traffic on {stable}")
     serving = p.observed.canary_serving if p.observed.canary_serving is not None else p.observed.canary_ready
     if serving > 0 or (baking(p.st) and p.observed.scales_to_zero):  # scaled to zero, or back up from it: by design
         p.st.pop("unavailableSince", None)
         return None
     # No ready pod while it takes traffic: after two guard intervals (a pod's restart or one failed probe is not yet
     # a canary that stopped answering), aborted.
-    since = _parse(p.st.get("unavailableSince"))
-    if since is None:
+    unavailable = p.st.get("unavailableSince")
+    if not unavailable:
         p.st["unavailableSince"] = p.stamp
         return None
+    since = parse_rfc3339(unavailable)
     grace = 2 * parse_duration(p.plan.analysis.fail_fast.interval)
     if (p.now - since).total_seconds() < grace:
         return None
     if baking(p.st):  # the new stable serves nothing (no series, so no errors either): back to the kept revision
         return _rollback(p, Reason.ROLLED_BACK, f"bake failed: {p.observed.target_revision} has had no ready pod since "
-                                                f"{_ts(since)} (fail fast)")
-    return p.finish("Aborted", Reason.CANARY_UNAVAILABLE,
+                                                f"{rfc3339(since)} (fail fast)")
+    return p.finish(Phase.ABORTED, Reason.CANARY_UNAVAILABLE,
                     f"step {p.index}: {p.observed.target_revision} takes {p.st.get('canaryWeight')}% of the traffic with "
-                    f"no ready pod since {_ts(since)} (fail fast); all traffic on {stable}")
+                    f"no ready pod since {rfc3339(since)} (fail fast); all traffic on {stable}")
 
 
 @dataclass(frozen=True)
@@ -480,7 +437,7 @@ class _Pass:
         st = copy.deepcopy(status)
         if observed.generation is not None:
             st["observedGeneration"] = observed.generation
-        return cls(plan, observed, now, st, _ts(now), st.get("canaryReplicas") or 0)
+        return cls(plan, observed, now, st, rfc3339(now), st.get("canaryReplicas") or 0)
 
     @property
     def index(self) -> int:
@@ -489,8 +446,8 @@ class _Pass:
 
     def step_elapsed(self) -> float:
         """Seconds since the current step started (0 when its start is unknown)."""
-        started = _parse(self.st.get("stepStartedAt")) or self.now
-        return (self.now - started).total_seconds()
+        started = self.st.get("stepStartedAt")
+        return (self.now - parse_rfc3339(started)).total_seconds() if started else 0.0
 
     def condition(self, type_: str, value: cond.Status, reason: str, message: str) -> None:
         self.st["conditions"] = cond.set_condition(self.st.get("conditions", []), type_, value, reason, message,
@@ -516,7 +473,7 @@ class _Pass:
     def restart(self, reason: str) -> None:
         """Back to step 0 for the present target, all traffic on stable."""
         plan, observed = self.plan, self.observed
-        self.st.update(phase="Progressing", fromRevision=observed.stable_revision, toRevision=observed.target_revision,
+        self.st.update(phase=Phase.PROGRESSING, fromRevision=observed.stable_revision, toRevision=observed.target_revision,
                        currentStepIndex=0, stepsTotal=len(plan.steps), stepsHash=plan.steps_hash, stepStartedAt=self.stamp,
                        waitingSince=None, unavailableSince=None, canaryWeight=0, mirrorWeight=0, preview=False, analysis=None,
                        observedRetry=plan.retry, observedResume=plan.resume, startedAt=self.stamp, finishedAt=None,
@@ -530,12 +487,12 @@ class _Pass:
         self.events.append(Event("Normal", reason, message))
         _advance(self.st, self.stamp)
 
-    def finish(self, phase: str, reason: str, message: str, *, event_type: str = "Warning") -> Decision:
+    def finish(self, phase: Phase, reason: str, message: str, *, event_type: str = "Warning") -> Decision:
         """End the rollout unpromoted (Aborted, Failed): all traffic to stable, no canary."""
         self.st.update(phase=phase, message=message, finishedAt=self.stamp, canaryWeight=0, mirrorWeight=0,
                        preview=False, canaryReplicas=0, waitingSince=None, unavailableSince=None)
         self.condition(cond.PROGRESSING, "False", reason, message)
-        self.condition(PAUSED, "False", reason, "")
+        self.condition(cond.PAUSED, "False", reason, "")
         self.condition(cond.DEGRADED, "True", reason, message)
         self.events.append(Event(event_type, reason, message))
         return self.decision(0, Traffic())
@@ -547,27 +504,27 @@ class _Pass:
         if not self.st.get("waitingSince"):
             self.st["waitingSince"] = self.stamp
         shown = self.observed.canary_serving if self.observed.canary_serving is not None else self.observed.canary_ready
-        self.st.update(phase="Progressing", canaryReplicas=self.replicas,
+        self.st.update(phase=Phase.PROGRESSING, canaryReplicas=self.replicas,
                        message=f"waiting for {need} ready pods of {self.observed.target_revision} "
                                f"({shown} ready) before {why}")
         self.condition(cond.PROGRESSING, "True", Reason.WAITING_FOR_PODS, self.st["message"])
-        self.condition(PAUSED, "False", Reason.PROGRESSING, "")
+        self.condition(cond.PAUSED, "False", Reason.PROGRESSING, "")
         return self.decision()
 
     def pause(self, reason: str, message: str) -> Decision:
         """Hold at the current step until ``spec.resume`` is incremented (or ``spec.promote`` set)."""
-        self.st.update(phase="Paused", canaryReplicas=self.replicas, message=message)
-        self.condition(PAUSED, "True", reason, message)
+        self.st.update(phase=Phase.PAUSED, canaryReplicas=self.replicas, message=message)
+        self.condition(cond.PAUSED, "True", reason, message)
         return self.decision()
 
     def hold(self, held: _Hold) -> Decision:
         """End the pass Progressing at the current step."""
         if held.message is not None:
             self.st["message"] = held.message
-        self.st["phase"] = "Progressing"
+        self.st["phase"] = Phase.PROGRESSING
         self.st["canaryReplicas"] = self.replicas
         self.condition(cond.PROGRESSING, "True", Reason.STEP_IN_PROGRESS, self.st.get("message") or f"step {self.index}")
-        self.condition(PAUSED, "False", Reason.PROGRESSING, "")
+        self.condition(cond.PAUSED, "False", Reason.PROGRESSING, "")
         return self.decision(requeue_after=held.requeue_after)
 
 
@@ -576,9 +533,9 @@ def _restart_reason(plan: RolloutPlan, st: dict[str, Any], observed: Observed) -
     phase = st.get("phase")
     if phase is None:
         return Reason.ROLLOUT_STARTED
-    if st.get("toRevision") != observed.target_revision and phase != "Succeeded":
+    if st.get("toRevision") != observed.target_revision and phase != Phase.SUCCEEDED:
         return Reason.TARGET_CHANGED
-    if phase in ("Aborted", "Failed") and plan.retry > (st.get("observedRetry") or 0):
+    if phase in (Phase.ABORTED, Phase.FAILED) and plan.retry > (st.get("observedRetry") or 0):
         return Reason.RETRIED
     if phase not in TERMINAL and st.get("stepsHash") != plan.steps_hash and not baking(st):  # switched: no steps left
         return Reason.STEPS_CHANGED
@@ -640,9 +597,10 @@ def _pause_step(p: _Pass, step: Step) -> _StepResult:
     elapsed = p.step_elapsed()
     if elapsed >= step.seconds:
         return _Advance(Reason.STEP_COMPLETED, f"step {p.index}: pause {step.seconds:g}s")
-    ends = (_parse(p.st.get("stepStartedAt")) or p.now) + datetime.timedelta(seconds=step.seconds)
+    started = p.st.get("stepStartedAt")
+    ends = (parse_rfc3339(started) if started else p.now) + datetime.timedelta(seconds=step.seconds)
     # The end time, not the seconds left: a message that counts down would be a status write on every pass.
-    return _Hold(step.seconds - elapsed, f"step {p.index}: pausing until {_ts(ends)}")
+    return _Hold(step.seconds - elapsed, f"step {p.index}: pausing until {rfc3339(ends)}")
 
 
 def _analysis_step(p: _Pass, step: Step, run: Run | None) -> _StepResult:
@@ -659,8 +617,8 @@ def _analysis_step(p: _Pass, step: Step, run: Run | None) -> _StepResult:
     if analysis.get("passed", 0) >= 1 and elapsed >= duration and analysis.get("verdict") == "Pass":
         return _Advance(Reason.ANALYSIS_PASSED, f"step {p.index}: {analysis['passed']}/{analysis['runs']} runs passed")
     interval = parse_duration(p.plan.analysis.interval)
-    last = _parse(analysis.get("lastRunAt"))
-    next_run = interval - (p.now - last).total_seconds() if last else run_window(p.plan.analysis) - elapsed
+    last = analysis.get("lastRunAt")
+    next_run = interval - (p.now - parse_rfc3339(last)).total_seconds() if last else run_window(p.plan.analysis) - elapsed
     requeue = max(1.0, min(next_run, duration - elapsed) if duration > elapsed else next_run)
     return _Hold(requeue, f"step {p.index}: analysing ({analysis.get('runs', 0)} runs, "
                           f"last {analysis.get('verdict') or 'none yet'})")
@@ -672,10 +630,10 @@ def _judge(p: _Pass, run: Run, analysis: dict[str, Any]) -> _Stop | None:
     limits, stable = p.plan.analysis, p.observed.stable_revision
     if run.verdict == "Fail":
         detail = "; ".join(f"{m.name}: {m.message}" for m in run.metrics if m.verdict == "Fail")
-        return _Stop(p.finish("Aborted", Reason.ANALYSIS_FAILED, f"step {p.index}: {detail}; all traffic on {stable}"))
+        return _Stop(p.finish(Phase.ABORTED, Reason.ANALYSIS_FAILED, f"step {p.index}: {detail}; all traffic on {stable}"))
     if run.verdict == "Error" and analysis["consecutiveErrors"] > limits.consecutive_error_limit:
         errors = "; ".join(f"{m.name}: {m.message}" for m in run.metrics if m.verdict == "Error")[:300]
-        return _Stop(p.finish("Aborted", Reason.METRICS_UNAVAILABLE,
+        return _Stop(p.finish(Phase.ABORTED, Reason.METRICS_UNAVAILABLE,
                               f"step {p.index}: {analysis['consecutiveErrors']} consecutive analysis errors ({errors}); "
                               f"all traffic on {stable}"))
     if run.verdict == "Inconclusive" and analysis["inconclusive"] >= limits.inconclusive_limit:
@@ -698,13 +656,13 @@ def _switch(p: _Pass) -> Decision:
         return p.wait_for_pods(need, "the switch")
     if p.plan.bake_seconds > 0 and not p.plan.promote:
         ends = p.now + datetime.timedelta(seconds=p.plan.bake_seconds)
-        message = (f"{observed.target_revision} is stable, baking until {_ts(ends)}: the analysis runs on it, "
+        message = (f"{observed.target_revision} is stable, baking until {rfc3339(ends)}: the analysis runs on it, "
                    f"{observed.stable_revision} is kept to roll back to")
-        p.st.update(phase="Progressing", canaryWeight=0, mirrorWeight=0, preview=False, canaryReplicas=0, waitingSince=None,
+        p.st.update(phase=Phase.PROGRESSING, canaryWeight=0, mirrorWeight=0, preview=False, canaryReplicas=0, waitingSince=None,
                     stepStartedAt=p.stamp, analysis=None, message=message,
-                    bake={"startedAt": p.stamp, "endsAt": _ts(ends), "previousRevision": observed.stable_revision})
+                    bake={"startedAt": p.stamp, "endsAt": rfc3339(ends), "previousRevision": observed.stable_revision})
         p.condition(cond.PROGRESSING, "True", Reason.BAKING, message)
-        p.condition(PAUSED, "False", Reason.PROGRESSING, "")
+        p.condition(cond.PAUSED, "False", Reason.PROGRESSING, "")
         p.events.append(Event("Normal", Reason.PROMOTED, f"{observed.target_revision} replaces {observed.stable_revision} "
                                                           f"as stable; baking for {p.plan.bake_seconds:g}s"))
         return p.decision(need, Traffic(), promote=True, requeue_after=_bake_requeue(p, ends))
@@ -715,11 +673,11 @@ def _switch(p: _Pass) -> Decision:
 def _complete(p: _Pass, need: int, message: str, *, promote: bool) -> Decision:
     """Succeeded: the new revision is stable (``promote``: made so in this pass), the rollout is done."""
     observed = p.observed
-    p.st.update(phase="Succeeded", finishedAt=p.stamp, canaryWeight=0, mirrorWeight=0, preview=False,
+    p.st.update(phase=Phase.SUCCEEDED, finishedAt=p.stamp, canaryWeight=0, mirrorWeight=0, preview=False,
                 canaryReplicas=0, waitingSince=None, message=message)
     p.condition(cond.PROGRESSING, "False", Reason.ROLLOUT_COMPLETED, message)
-    p.condition(PAUSED, "False", Reason.ROLLOUT_COMPLETED, "")
-    p.condition(COMPLETED, "True", Reason.PROMOTED, message)
+    p.condition(cond.PAUSED, "False", Reason.ROLLOUT_COMPLETED, "")
+    p.condition(cond.COMPLETED, "True", Reason.PROMOTED, message)
     if promote:
         p.events.append(Event("Normal", Reason.PROMOTED, f"{observed.target_revision} replaces {observed.stable_revision} as stable"))
     else:
@@ -730,9 +688,9 @@ def _complete(p: _Pass, need: int, message: str, *, promote: bool) -> Decision:
 def _bake_requeue(p: _Pass, ends: datetime.datetime) -> float:
     """When the bake wants its next pass: the next run, or its end, whichever comes first (seconds)."""
     analysis = p.st.get("analysis") or {}
-    last = _parse(analysis.get("lastRunAt"))
+    last = analysis.get("lastRunAt")
     interval = parse_duration(p.plan.analysis.interval)
-    next_run = interval - (p.now - last).total_seconds() if last else run_window(p.plan.analysis) - p.step_elapsed()
+    next_run = interval - (p.now - parse_rfc3339(last)).total_seconds() if last else run_window(p.plan.analysis) - p.step_elapsed()
     return max(1.0, min(next_run, (ends - p.now).total_seconds()))
 
 
@@ -741,7 +699,7 @@ def _bake(p: _Pass, run: Run | None) -> Decision:
     analysis errors do not (the comparisons against stable have no stable traffic now, and a Prometheus outage is
     no evidence against the revision that serves); at ``endsAt`` (or on ``spec.promote``) the rollout is done."""
     bake = p.st["bake"]
-    ends = _parse(bake["endsAt"]) or p.now
+    ends = parse_rfc3339(bake["endsAt"]) if bake["endsAt"] else p.now
     analysis = p.st.get("analysis") or {}
     if run is not None:
         analysis = _record(analysis, run, p.stamp)
@@ -755,7 +713,7 @@ def _bake(p: _Pass, run: Run | None) -> Decision:
         return _complete(p, p.replicas or p.observed.full_size,
                          f"{p.observed.target_revision} is stable; bake {how} ({passed} of {runs} runs passed, none failed)",
                          promote=False)
-    p.st["phase"] = "Progressing"
+    p.st["phase"] = Phase.PROGRESSING
     p.st["message"] = (f"{p.observed.target_revision} is stable, baking until {bake['endsAt']} ({analysis.get('runs', 0)} runs, "
                        f"last {analysis.get('verdict') or 'none yet'}); {bake.get('previousRevision')} is kept to roll back to")
     p.condition(cond.PROGRESSING, "True", Reason.BAKING, p.st["message"])
@@ -768,9 +726,9 @@ def _rollback(p: _Pass, reason: str, why: str) -> Decision:
     nothing to go back to: Failed, the new revision stays stable."""
     previous = (p.st.get("bake") or {}).get("previousRevision") or p.observed.previous_revision
     if not previous or previous != p.observed.previous_revision or p.observed.previous_ready < 1:
-        return p.finish("Failed", Reason.BAKE_FAILED, f"{why}; no ready pod of the previous revision {previous} to roll back "
+        return p.finish(Phase.FAILED, Reason.BAKE_FAILED, f"{why}; no ready pod of the previous revision {previous} to roll back "
                                                       f"to: {p.observed.target_revision} stays stable")
-    decision = p.finish("Aborted", reason, f"{why}; rolled back: all traffic on {previous}")
+    decision = p.finish(Phase.ABORTED, reason, f"{why}; rolled back: all traffic on {previous}")
     return dataclasses.replace(decision, rollback=True)
 
 
@@ -778,8 +736,8 @@ def _advance(st: dict[str, Any], stamp: str) -> None:
     st["currentStepIndex"] += 1
     st["stepStartedAt"] = stamp
     st["analysis"] = None
-    if st.get("phase") == "Paused":
-        st["phase"] = "Progressing"
+    if st.get("phase") == Phase.PAUSED:
+        st["phase"] = Phase.PROGRESSING
 
 
 def _record(analysis: dict[str, Any], run: Run, stamp: str) -> dict[str, Any]:

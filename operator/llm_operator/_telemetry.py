@@ -12,10 +12,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from . import _conditions as cond
 from . import _contract as c
+from ._vocabulary import TERMINAL, Phase
 
 DEPLOYMENT = c.PROM_LABEL_DEPLOYMENT
-PHASES = ("Pending", "Progressing", "Paused", "Succeeded", "Aborted", "Failed")
 
 
 class Telemetry:
@@ -108,13 +109,13 @@ class Telemetry:
         for before, after in rollouts:
             rollout = before["metadata"]["name"]
             metrics = exported.setdefault(rollout, set())
-            phase = after.get("phase") or "Pending"
-            for candidate in PHASES:
+            phase = after.get("phase") or Phase.PENDING
+            for candidate in Phase:
                 self.rollout_phase.labels(ns, rollout, name, candidate).set(1 if candidate == phase else 0)
             self.canary_weight.labels(ns, rollout, name).set(after.get("canaryWeight") or 0)
             old = before.get("status") or {}
-            if phase in ("Succeeded", "Aborted", "Failed") and old.get("phase") != phase:
-                reason = next((x["reason"] for x in after.get("conditions", []) if x["type"] in ("Degraded", "Completed")
+            if phase in TERMINAL and old.get("phase") != phase:
+                reason = next((x["reason"] for x in after.get("conditions", []) if x["type"] in (cond.DEGRADED, cond.COMPLETED)
                                and x["status"] == "True"), phase)
                 self.outcomes.labels(ns, name, phase, reason).inc()
             analysis, previous = after.get("analysis") or {}, old.get("analysis") or {}
@@ -135,7 +136,7 @@ class Telemetry:
             self._drop_rollout(namespace, name, rollout, metrics)
 
     def _drop_rollout(self, namespace: str, deployment: str, rollout: str, metrics: set[str]) -> None:
-        removals: list[tuple[Gauge, tuple[str, ...]]] = [(self.rollout_phase, (namespace, rollout, deployment, phase)) for phase in PHASES]
+        removals: list[tuple[Gauge, tuple[str, ...]]] = [(self.rollout_phase, (namespace, rollout, deployment, phase)) for phase in Phase]
         removals += [(self.canary_weight, (namespace, rollout, deployment))]
         removals += [(self.metric_value, (namespace, rollout, metric)) for metric in metrics]
         for gauge, labels in removals:
