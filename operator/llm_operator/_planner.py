@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from decimal import InvalidOperation
 from typing import Any
 
-from kubernetes.utils.quantity import parse_quantity
-
 from . import _builders as b
 from . import _conditions as cond
 from . import _contract as c
@@ -33,6 +31,7 @@ from . import _progressive as p
 from . import _registry as reg
 from ._api import API_VERSION, Analysis, LLMDeploymentSpec, ResolvedModel, Slo
 from ._measure import Context, Guard, Run
+from ._quantity import quantity
 from ._rollout import Observed as RolloutObserved
 from ._rollout import bake_lost, bake_recovered, baking, decide, guarded, promotion_size, stable_floor
 from ._validation import InvalidSpec, parse_llmdeployment
@@ -137,7 +136,7 @@ def _equal_leaf(want: Any, have: Any) -> bool:
         return True
     if isinstance(want, (str, int, float)) and isinstance(have, (str, int, float)) and not isinstance(want, bool):
         try:  # the API server canonicalises quantities ("1024Mi" -> "1Gi")
-            return parse_quantity(want) == parse_quantity(have)
+            return quantity(want) == quantity(have)
         except (ValueError, TypeError, InvalidOperation):
             return False
     return False
