@@ -49,8 +49,8 @@ SPEC: dict[str, Any] = {
         "resources": {"gpus": 0, "cpu": "1", "memory": "4Gi", **PLACEMENT},  # on the node agent's Node
         "replicas": 1,
         "auth": {"apiKey": {"secretRef": {"name": API_KEY_SECRET, "key": "api-key"}}},
-        # p99 10 s is where the latency bound starts; the story raises it on a slower machine (see LATENCY_FACTOR).
-        "slo": {"availability": 99.0, "latencyP99Seconds": 10.0, "timeToFirstTokenP95Seconds": 3.0},
+        # p99 15 s is where the latency bound starts; the story raises it on a slower machine (see LATENCY_FACTOR).
+        "slo": {"availability": 99.0, "latencyP99Seconds": 15.0, "timeToFirstTokenP95Seconds": 3.0},
         "rollout": {
             "strategy": "canary",
             "qualityGate": [{"metric": "accuracy", "min": 0.8}],
@@ -60,9 +60,9 @@ SPEC: dict[str, Any] = {
             "bakeDuration": "45s",  # after the switch: the analysis on the new stable, the previous revision kept warm
             # A run looks back one interval: at 25% of 2 requests/s, 45 s hold ~22 canary requests, over the 10 a side
             # the rank test needs (at 10 s, ~5: every run said "no data", and six such runs paused the rollout; at
-            # 30 s, ~15: one run in two under load).
+            # 30 s, ~15: one of the two runs at 25% said it here, under load).
             "analysis": {"interval": "45s", "minRequests": 3, "inconclusiveLimit": 6, "metrics": [
-                # Errors against stable rather than a fixed bound: 2 requests/s at 25% is ~5 per run, and showing an error
+                # Errors against stable rather than a fixed bound: 2 requests/s at 25% is ~22 per run, and showing an error
                 # ratio under 5% takes 59 error-free requests in a run (docs/rollouts.md, "Low traffic").
                 {"name": "errors-vs-stable", "builtin": "errorRatioVsStable"},
                 # The regression detector: each decode step of the canary against stable's, in the same window on
@@ -72,7 +72,7 @@ SPEC: dict[str, Any] = {
                 # v2's steps under 10 ms against 96% of v1's, A = 0.51), and v3's are all slower (A near 1).
                 {"name": "inter-token-latency-vs-stable", "builtin": "interTokenLatencyVsStable", "max": 0.71},
                 # The SLO guard: a bound that a healthy revision meets on this machine with room for a one-off stall.
-                {"name": "latency-p99", "builtin": "latencyP99", "max": 10.0},
+                {"name": "latency-p99", "builtin": "latencyP99", "max": 15.0},
             ]},
         },
     },
@@ -80,13 +80,15 @@ SPEC: dict[str, Any] = {
 
 
 #: The p99 latency bound (SLO and the ``latency-p99`` analysis metric) is this many times version 1's p99 as the
-#: load measured it on this machine, never under the spec's 10 s. A request is 96 tokens exactly (the load sends
+#: load measured it on this machine, never under the spec's 15 s. A request is 96 tokens exactly (the load sends
 #: ignore_eos). Measured: alone on an idle machine v2 (healthy) takes ~0.25 s and v3 (the regression) ~4.4 s (64
 #: tokens: 0.11-0.17 s and ~2.9 s, shared/measured-facts.md); beside stable, v3's canary p99 was 29.9 s here and
 #: 49.5 s on a loaded CI machine, where v2's canary p99 was 4.8 s; here too, once, with v1 alone at 0.72 s (one
 #: request over 2.5 s among ~5 in a run: a p99 of a few requests is their maximum). So no fixed bound on whole
 #: requests parts v2 from v3 on every machine (a stalled v2 reaches ~5 s, an unhindered v3 ~4.4 s); the
-#: inter-token latency against stable does, and this bound only guards the SLO.
+#: inter-token latency against stable does, and this bound only guards the SLO. Its floor is 15 s because a run's
+#: p99 over ~22 requests is their maximum, and a healthy v2 gets one chance in each of its five runs to stall past it
+#: (v3's requests took 21-25 s here beside stable, ~50 s on CI: the bound still catches most of its runs).
 LATENCY_FACTOR = 8.0
 #: Seconds of load on version 1 alone before anything moves: the baseline (~60 requests at 2/s).
 BASELINE_SECONDS = 30.0

@@ -79,7 +79,7 @@ def _refusals(requests: list[Request], user: str) -> list[tuple[Request, Need | 
 def _authorised(r: Request) -> set[Need]:
     """What the authoriser allowed ``r``: its verb unless the filter refused it, and `create` as well when a
     server-side apply (or a PUT) created its object (201): the handler authorised that too."""
-    if r.resource is None or r.decision == "forbid":
+    if r.resource is None or r.decision != "allow":  # refused, or never authorised (API Priority and Fairness's 429)
         return set()
     need = _need(r)
     return {need, (need[0], need[1], "create")} if r.verb in ("patch", "update") and r.code == 201 else {need}
