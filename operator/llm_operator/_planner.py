@@ -269,10 +269,20 @@ def _ready(dep: Mapping[str, Any] | None) -> int:
     return _int(status.get("readyReplicas"))
 
 
+def spec_or_error(body: Mapping[str, Any]) -> LLMDeploymentSpec | InvalidSpec:
+    """``body``'s spec parsed and validated (:func:`~llm_operator._validation.parse_llmdeployment`), or the
+    :class:`InvalidSpec` naming what is wrong: what a pass hands :func:`plan_llmdeployment`, parsed once."""
+    try:
+        return parse_llmdeployment(body)
+    except InvalidSpec as error:
+        return error
+
+
 def plan_llmdeployment(
-    body: Mapping[str, Any], observed: Observed, now: str, *, registry: reg.Resolution | None = None,
+    body: Mapping[str, Any], observed: Observed, now: str, *, spec: LLMDeploymentSpec | InvalidSpec,
+    resolved: p.Resolved | None, registry: reg.Resolution | None = None,
     autoscaler_kinds: frozenset[str] = frozenset({"HorizontalPodAutoscaler"}), run: Run | None = None,
-    spec: LLMDeploymentSpec | None = None, resolved: p.Resolved | None = None, guard: Guard | None = None,
+    guard: Guard | None = None,
 ) -> Plan:
     """Decide one reconcile pass for an LLMDeployment, including its active LLMRollout's step.
 
@@ -286,9 +296,9 @@ def plan_llmdeployment(
         autoscaler_kinds: the autoscaler kinds the cluster serves (``ScaledObject`` needs KEDA).
         run: the analysis measured in this pass for the active rollout (see :func:`measurement_due`).
         guard: the fail-fast check measured in this pass for the active rollout (likewise).
-        spec: ``body``'s spec as the caller already parsed it (parsed here when None).
-        resolved: the active rollout among ``observed.rollouts`` as the caller already resolved it
-            (:func:`~llm_operator._progressive.resolve`; resolved here when None).
+        spec: ``body``'s spec as the caller parsed it once (:func:`spec_or_error`), or why it is invalid.
+        resolved: the active rollout among ``observed.rollouts`` as the caller resolved it once
+            (:func:`~llm_operator._progressive.resolve`); None only with an invalid spec.
 
     Returns:
         The :class:`Plan`. An invalid spec yields no actions and a ``Degraded``/``InvalidSpec`` status.
@@ -306,14 +316,13 @@ def plan_llmdeployment(
     The pass is a chain of pure phases, each handing a small frozen result to the next (docs/design.md):
     target -> started -> size -> serving -> retained -> desired -> ordered -> status -> events.
     """
-    if spec is None:
-        try:
-            spec = parse_llmdeployment(body)
-        except InvalidSpec as error:
-            return _invalid(body, error, now)
+    if isinstance(spec, InvalidSpec):
+        return _invalid(body, spec, now)
+    if resolved is None:
+        raise ValueError("plan_llmdeployment: a valid spec needs the active rollout resolved (progressive.resolve)")
     pass_ = _Pass(body["metadata"]["name"], body["metadata"]["namespace"], body["metadata"].get("generation"),
                   body["metadata"].get("uid"), dict(body.get("status") or {}), spec, observed, registry, now, parse_rfc3339(now),
-                  resolved if resolved is not None else p.resolve(spec, observed.rollouts))
+                  resolved)
     target = _target(pass_)
     if target is None:  # the registry has not named a version yet: nothing to serve, nothing touched
         return _unresolved(body, spec, registry, now)
@@ -1128,17 +1137,12 @@ class Due:
     since_seconds: float | None = None  # since this attempt of the rollout started (the guard looks no further back)
 
 
-def measurement_due(body: Mapping[str, Any], observed: Observed, now: str, *, spec: LLMDeploymentSpec | None = None,
-                    resolved: p.Resolved | None = None) -> Due | None:
+def measurement_due(body: Mapping[str, Any], observed: Observed, now: str, *, spec: LLMDeploymentSpec,
+                    resolved: p.Resolved) -> Due | None:
     """What this pass should measure for the active rollout (:class:`Due`), or None: nothing. Pure; the caller
-    measures and hands the Run and the Guard to :func:`plan_llmdeployment`. ``spec``: ``body``'s, when the caller
-    parsed it already; ``resolved``: the active rollout, likewise."""
-    if spec is None:
-        try:
-            spec = parse_llmdeployment(body)
-        except InvalidSpec:
-            return None
-    active, _ = resolved if resolved is not None else p.resolve(spec, observed.rollouts)
+    measures and hands the Run and the Guard to :func:`plan_llmdeployment`. ``spec``: ``body``'s, as the pass
+    parsed it; ``resolved``: the active rollout, as the pass resolved it."""
+    active, _ = resolved
     if active is None:
         return None
     rollout_status = dict(active.body.get("status") or {})

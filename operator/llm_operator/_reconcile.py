@@ -25,10 +25,21 @@ from ._kube import Conflict, Kube, KubeError
 from ._measure import guard as fail_fast
 from ._measure import measure
 from ._metrics import MetricsError, MetricsProvider
-from ._planner import Apply, Create, Observed, Plan, RecordOutcome, Scale, WriteStatus, as_stored, measurement_due, plan_llmdeployment
+from ._planner import (
+    Apply,
+    Create,
+    Observed,
+    Plan,
+    RecordOutcome,
+    Scale,
+    WriteStatus,
+    as_stored,
+    measurement_due,
+    plan_llmdeployment,
+    spec_or_error,
+)
 from ._progressive import resolve as resolve_active
 from ._telemetry import Telemetry
-from ._validation import InvalidSpec, parse_llmdeployment
 from ._vocabulary import Event, Reason
 
 log = logging.getLogger(__name__)
@@ -269,14 +280,12 @@ def run_pass(deps: Deps, namespace: str, name: str) -> PassResult:
     if body is None or body["metadata"].get("deletionTimestamp"):
         return PassResult(None)
     now = deps.clock()
-    try:
-        spec: LLMDeploymentSpec | None = parse_llmdeployment(body)
-    except InvalidSpec:
-        spec = None  # the planner reports it; nothing to resolve or measure
+    parsed = spec_or_error(body)  # once per pass; an invalid spec is the planner's to report (nothing to resolve or measure)
+    spec = parsed if isinstance(parsed, LLMDeploymentSpec) else None
     observed = observe(deps.kube, body, deps.autoscaler_kinds)
     resolution, record = deps.resolve(body, spec, observed.rollouts) if spec is not None else (None, None)
     resolved = resolve_active(spec, observed.rollouts) if spec is not None else None  # once per pass
-    due = measurement_due(body, observed, now, spec=spec, resolved=resolved) if spec is not None else None
+    due = measurement_due(body, observed, now, spec=spec, resolved=resolved) if spec is not None and resolved is not None else None
     run = guard = None
     if due is not None:
         try:
@@ -285,8 +294,8 @@ def run_pass(deps: Deps, namespace: str, name: str) -> PassResult:
             provider = _Unavailable(error)
         run = measure(provider, due.analysis, due.slo, due.context) if due.run else None
         guard = fail_fast(provider, due.analysis.fail_fast, due.slo, due.context, due.since_seconds) if due.guard else None
-    plan = plan_llmdeployment(body, observed, now, registry=resolution, autoscaler_kinds=deps.autoscaler_kinds, run=run,
-                              spec=spec, resolved=resolved, guard=guard)
+    plan = plan_llmdeployment(body, observed, now, spec=parsed, resolved=resolved, registry=resolution,
+                              autoscaler_kinds=deps.autoscaler_kinds, run=run, guard=guard)
 
     def post(event: Event) -> None:
         about = dict(event.about or body)

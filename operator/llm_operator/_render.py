@@ -7,6 +7,7 @@ from typing import Any
 
 from ._api import API_VERSION, LLMRolloutSpec
 from ._planner import Apply, Observed, plan_llmdeployment
+from ._progressive import resolve
 from ._rollout import RolloutPlan, Step, plan_rollout
 from ._validation import InvalidSpec, parse_llmdeployment, parse_llmrollout
 from ._vocabulary import utc_now
@@ -30,10 +31,11 @@ def render(documents: Iterable[dict[str, Any]], namespace: str = "default") -> l
         where = f"{doc.get('kind')} {body['metadata']['namespace']}/{body['metadata'].get('name')}"
         if doc.get("kind") == "LLMDeployment":
             try:
-                parse_llmdeployment(body)
+                spec = parse_llmdeployment(body)
             except InvalidSpec as error:
                 raise InvalidSpec([type(e)(f"{where}: {e.path}", e.message) for e in error.errors]) from None
-            plan = plan_llmdeployment(body, Observed(), now, autoscaler_kinds=frozenset({"HorizontalPodAutoscaler", "ScaledObject"}))
+            plan = plan_llmdeployment(body, Observed(), now, spec=spec, resolved=resolve(spec, []),
+                                      autoscaler_kinds=frozenset({"HorizontalPodAutoscaler", "ScaledObject"}))
             out += [action.obj for action in plan.actions if isinstance(action, Apply)]
         elif doc.get("kind") == "LLMRollout":
             try:

@@ -9,11 +9,17 @@ from llm_operator import _builders as b
 from llm_operator import _progressive as p
 from llm_operator import _registry as reg
 from llm_operator._api import MlflowModelRef
-from llm_operator._planner import Apply, Delete, is_subset, needs_apply, plan_llmdeployment, with_applied_hash
+from llm_operator._planner import Apply, Delete, is_subset, needs_apply, plan_llmdeployment, spec_or_error, with_applied_hash
 from llm_operator._reconcile import Deps, execute, observe, run_pass
 from tests.unit.fakes import FakeKube, FakeMetrics, FakeRegistry, fake_deps, owned_by
 
 T0, T1, T2 = "2026-11-21T10:00:00Z", "2026-11-21T10:01:00Z", "2026-11-21T10:02:00Z"
+
+
+def _plan(body, observed, now):
+    """The plan of one pass as run_pass makes it (spec parsed once, the active rollout resolved once)."""
+    spec = spec_or_error(body)
+    return plan_llmdeployment(body, observed, now, spec=spec, resolved=p.resolve(spec, observed.rollouts))
 
 
 class Cluster:
@@ -290,7 +296,7 @@ def test_progress_deadline_shows_as_degraded(samples):
 def test_stale_status_write_is_a_conflict_not_an_error(samples):
     cluster = Cluster(samples["llmdeployment-minimal"])
     body = cluster.body
-    plan = plan_llmdeployment(body, observe(cluster.kube, body, cluster.served), T0)
+    plan = _plan(body, observe(cluster.kube, body, cluster.served), T0)
     cluster.kube.objects[cluster.key]["metadata"]["resourceVersion"] = "999"  # someone wrote in between
     writes = execute(cluster.kube, body, plan, now=T0, post_event=lambda e: None, owner=owned_by(body))
     assert writes == len(plan.actions)  # children applied, status skipped for the next pass
@@ -357,7 +363,7 @@ def test_a_conflict_on_the_deployment_status_leaves_the_rollout_status_alone(sam
     new = next(n for n in cluster.deployments() if n != old)
     cluster.set_ready(new, 1)
     body = cluster.body
-    plan = plan_llmdeployment(body, observe(cluster.kube, body, cluster.served), T2)
+    plan = _plan(body, observe(cluster.kube, body, cluster.served), T2)
     assert any(e.reason == "Promoted" for e in plan.events)
     cluster.kube.objects[cluster.key]["metadata"]["resourceVersion"] = "999"  # someone wrote in between
     execute(cluster.kube, body, plan, now=T2, post_event=cluster.events.append, owner=owned_by(body))

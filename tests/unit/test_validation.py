@@ -168,11 +168,11 @@ def test_names_that_cannot_name_the_services_are_refused(name, accepted):
 def test_an_object_stored_before_the_name_rule_creates_nothing():
     """kube-apiserver lets such an object stay (the rule on metadata.name is ratcheted): the operator refuses it as
     InvalidSpec before any child exists, so no GPU pod is created that no Service could route to."""
-    from llm_operator._planner import Observed, plan_llmdeployment
+    from llm_operator._planner import Observed, plan_llmdeployment, spec_or_error
 
     body = _llmd()
     body["metadata"].update(name="llama-3.1-8b", generation=1)
-    plan = plan_llmdeployment(body, Observed(), "2026-11-21T10:00:00Z")
+    plan = plan_llmdeployment(body, Observed(), "2026-11-21T10:00:00Z", spec=spec_or_error(body), resolved=None)
     assert plan.actions == []
     degraded = next(c for c in plan.status["conditions"] if c["type"] == "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec") and degraded["message"].startswith("metadata.name: ")
