@@ -32,8 +32,8 @@ from . import _registry as reg
 from ._api import API_VERSION, Analysis, LLMDeploymentSpec, ResolvedModel, Slo
 from ._measure import Context, Guard, Run
 from ._quantity import quantity
+from ._rollout import Decision, bake_lost, bake_recovered, baking, decide, guarded, promotion_size, stable_floor
 from ._rollout import Observed as RolloutObserved
-from ._rollout import bake_lost, bake_recovered, baking, decide, guarded, promotion_size, stable_floor
 from ._validation import InvalidSpec, parse_llmdeployment
 from ._vocabulary import TERMINAL, Event, Phase, Reason, parse_rfc3339, rfc3339
 
@@ -487,49 +487,54 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
                      guard: Guard | None = None) -> _Serving:
     """Phase 4: the rollouts advanced. Invalid rollouts are failed on their own status; the active one is held at
     its quality gate, closed when its revision is already stable, or stepped by :func:`~llm_operator._rollout.decide`
-    (promoted, ended, or still carrying a canary)."""
-    rollouts = list(started.rollouts)
-    active, invalid = p.resolve(pass_.spec, rollouts) if started.superseded else pass_.resolved
+    (promoted, ended, or still carrying a canary: :func:`_decided`)."""
+    active, invalid = p.resolve(pass_.spec, list(started.rollouts)) if started.superseded else pass_.resolved
     measured = pass_.resolved[0]
     if active is not None and (measured is None or measured.body["metadata"]["name"] != active.body["metadata"]["name"]):
         run = guard = None  # measured for the rollout this pass superseded, not for this one
-    actions: list[Action] = [*_fail_invalid(pass_, invalid)]
-    events = [Event("Warning", Reason.INVALID_SPEC, str(error), about=rollout) for rollout, error in invalid
-              if any(isinstance(a, WriteStatus) and a.body is rollout for a in actions)]
-    drain = dict(p.draining(rollouts, pass_.spec.rollout.abort_scale_down_delay_seconds, pass_.now_dt))
-    base = _Serving(stable_id=target.stable_id, active=None, promoted_replicas=size.want, drain=drain,
-                    previous=pass_.old_status.get("previousRevision"), previous_at=pass_.old_status.get("previousScaleDownAt"))
+    failed = tuple(_fail_invalid(pass_, invalid))
+    base = _Serving(stable_id=target.stable_id, active=None, promoted_replicas=size.want,
+                    drain=dict(p.draining(started.rollouts, pass_.spec.rollout.abort_scale_down_delay_seconds, pass_.now_dt)),
+                    previous=pass_.old_status.get("previousRevision"), previous_at=pass_.old_status.get("previousScaleDownAt"),
+                    actions=failed, events=tuple(Event("Warning", Reason.INVALID_SPEC, str(error), about=rollout)
+                                                 for rollout, error in invalid if any(a.body is rollout for a in failed)))
     if active is None:
-        return dataclasses.replace(base, actions=tuple(actions), events=tuple(events))
+        return base
     read_status = dict(active.body.get("status") or {})
-    stable_id, revision = target.stable_id, active.revision
-    gate, rollout_status = (_quality_gate(active, read_status, pass_.registry, stable_id, pass_.now) if revision.id != stable_id
-                            else (None, read_status))
+    gate, rollout_status = (_quality_gate(active, read_status, pass_.registry, target.stable_id, pass_.now)
+                            if active.revision.id != target.stable_id else (None, read_status))
     if gate is not None:  # waiting for the registry, or failed the gate: no pods, no traffic
-        if gate != read_status:
-            actions.append(WriteStatus(active.body, gate))
-            if gate.get("phase") == Phase.FAILED:
-                events.append(Event("Warning", Reason.QUALITY_GATE_FAILED, gate["message"], about=active.body))
-        return dataclasses.replace(base, actions=tuple(actions), events=tuple(events))
-    kept = _without_steps(pass_, base.previous, active, rollout_status, stable_id)
+        failed_gate = (Event("Warning", Reason.QUALITY_GATE_FAILED, gate["message"], about=active.body),) if (
+            gate != read_status and gate.get("phase") == Phase.FAILED) else ()
+        return dataclasses.replace(base, actions=(*base.actions, *((WriteStatus(active.body, gate),) if gate != read_status else ())),
+                                   events=(*base.events, *failed_gate))
+    kept = _without_steps(pass_, base.previous, active, rollout_status, target.stable_id)
     if kept is not None:  # no step to take: the rollout's status is only brought up to date
         write, carried = kept
-        actions += [write] if write is not None else []
-        return dataclasses.replace(base, active=active if carried else None, actions=tuple(actions), events=tuple(events))
+        return dataclasses.replace(base, active=active if carried else None,
+                                   actions=(*base.actions, *((write,) if write is not None else ())))
+    deployments, revision = pass_.observed.deployments, active.revision
     decision = decide(active.plan, rollout_status, RolloutObserved(
-        stable_revision=stable_id, target_revision=revision.id, stable_replicas=max(size.want, size.floor or 0, 1),
-        canary_ready=_ready(pass_.observed.deployments.get(revision.id)),
-        generation=active.body["metadata"].get("generation"), full_replicas=size.full,
-        previous_revision=base.previous if base.previous in pass_.observed.deployments else None,
-        previous_ready=_ready(pass_.observed.deployments.get(base.previous or "")),
-        canary_serving=_int(((pass_.observed.deployments.get(revision.id) or {}).get("status") or {}).get("readyReplicas")),
+        stable_revision=target.stable_id, target_revision=revision.id, stable_replicas=max(size.want, size.floor or 0, 1),
+        canary_ready=_ready(deployments.get(revision.id)), generation=active.body["metadata"].get("generation"),
+        full_replicas=size.full, previous_revision=base.previous if base.previous in deployments else None,
+        previous_ready=_ready(deployments.get(base.previous or "")),
+        canary_serving=_int(((deployments.get(revision.id) or {}).get("status") or {}).get("readyReplicas")),
         scales_to_zero=pass_.spec.autoscaling is not None and pass_.spec.autoscaling.min_replicas == 0),
         run, pass_.now_dt, guard)
-    if decision.status != read_status:
-        actions.append(WriteStatus(active.body, decision.status))
-    events += [dataclasses.replace(e, about=active.body) for e in decision.events]
-    stepped = dataclasses.replace(base, active=active, actions=tuple(actions), events=tuple(events),
-                                  requeue=(decision.requeue_after,) if decision.requeue_after is not None else ())
+    return _decided(pass_, base, active, read_status, decision)
+
+
+def _decided(pass_: _Pass, base: _Serving, active: p.Active, read_status: Mapping[str, Any], decision: Decision) -> _Serving:
+    """What serves after ``decision`` (the active rollout's step; ``read_status``: its status as read): promoted (the
+    previous stable kept for the scale-down delay and the bake), rolled back after a failed bake, baking, ended (the
+    canary drains), or carrying a canary at the decision's weights."""
+    revision, stable_id = active.revision, base.stable_id
+    stepped = dataclasses.replace(
+        base, active=active,
+        actions=(*base.actions, *((WriteStatus(active.body, decision.status),) if decision.status != read_status else ())),
+        events=(*base.events, *(dataclasses.replace(e, about=active.body) for e in decision.events)),
+        requeue=(decision.requeue_after,) if decision.requeue_after is not None else ())
     if decision.promote:
         promoted = Event("Normal", Reason.REVISION_PROMOTED, f"revision {revision.id} replaces {stable_id} as stable")
         keep = active.plan.scale_down_delay_seconds + (active.plan.bake_seconds if baking(decision.status) else 0.0)
@@ -541,8 +546,7 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
     if revision.id == stable_id:  # baking, or the bake just ended: it serves as stable, with no canary
         return stepped
     if decision.status.get("phase") in TERMINAL:
-        drain[revision.id] = active.plan.abort_scale_down_delay_seconds
-        return stepped
+        return dataclasses.replace(stepped, drain={**stepped.drain, revision.id: active.plan.abort_scale_down_delay_seconds})
     if base.previous == revision.id:  # the spec went back to the previous revision: it is the canary now
         stepped = dataclasses.replace(stepped, previous=None, previous_at=None)
     routes = b.Routes(100 - decision.traffic.canary_weight, decision.traffic.canary_weight, decision.traffic.mirror_percent)
@@ -571,12 +575,11 @@ def _without_steps(pass_: _Pass, previous: str | None, active: p.Active, rollout
             and previous in pass_.observed.deployments and pass_.old_status.get("rollout") == name):
         return WriteStatus(active.body, bake_recovered(active.plan, rollout_status, previous, pass_.now_dt)), True
     if terminal and active.plan.retry > (rollout_status.get("observedRetry") or 0):
-        rollout_status.update(observedRetry=active.plan.retry, message=f"{revision} is already stable: nothing to retry")
-        return WriteStatus(active.body, rollout_status), True  # consumed, or the retry would be pending forever
+        return WriteStatus(active.body, {**rollout_status, "observedRetry": active.plan.retry,  # consumed, or the retry
+                                         "message": f"{revision} is already stable: nothing to retry"}), True  # would pend forever
     if not terminal:
-        rollout_status.update(phase=Phase.SUCCEEDED, toRevision=revision, fromRevision=stable_id, finishedAt=pass_.now,
-                              message=f"{revision} is already stable")
-        return WriteStatus(active.body, rollout_status), True
+        return WriteStatus(active.body, {**rollout_status, "phase": Phase.SUCCEEDED, "toRevision": revision, "fromRevision": stable_id,
+                                         "finishedAt": pass_.now, "message": f"{revision} is already stable"}), True
     return None, True
 
 
