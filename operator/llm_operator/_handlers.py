@@ -36,6 +36,7 @@ import kopf
 
 from . import _contract as c
 from . import _registry as reg
+from . import _resolver as rz
 from ._api import GROUP, VERSION, LLMDeploymentSpec, MlflowModelRef
 from ._backoff import Backoff
 from ._events import EventRecorder
@@ -84,7 +85,7 @@ class Controller:
         self._providers: dict[str, MetricsProvider] = {}
         self._registries: dict[Any, reg.ModelRegistry] = {}
         self._clients_lock = threading.Lock()
-        self.registry_cache = reg.RegistryCache(settings.registry_poll_seconds)
+        self.registry_cache = rz.RegistryCache(settings.registry_poll_seconds)
         self.followers: dict[Key, tuple[Any, reg.ModelRegistry, str]] = {}  # who follows which registered model
         self.registry_seen: dict[tuple[Any, str], Any] = {}
         self.deps = Deps(
@@ -295,7 +296,7 @@ class Controller:
         except reg.RegistryError as error:
             self.telemetry.registry_errors.labels(ref.name, error.reason).inc()
             return reg.Resolution(problem=(error.reason, str(error)), retry_in=self.settings.registry_poll_seconds), None
-        resolution = reg.resolve(self.registry_cache, key, registry, ref, target_versions(rollouts))
+        resolution = rz.resolve(self.registry_cache, key, registry, ref, target_versions(rollouts))
         if resolution.problem is None:
             self.telemetry.registry_sync.labels(ref.name).set(time.time())
         else:
@@ -305,7 +306,7 @@ class Controller:
 
         def record(outcome: reg.Outcome) -> None:
             try:
-                reg.record(registry, outcome)
+                rz.record(registry, outcome)
             finally:
                 self.registry_cache.forget(key, outcome.name)
         return resolution, record

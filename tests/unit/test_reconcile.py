@@ -7,7 +7,7 @@ import pytest
 
 from llm_operator import _builders as b
 from llm_operator import _progressive as p
-from llm_operator import _registry as reg
+from llm_operator import _resolver as rz
 from llm_operator._api import MlflowModelRef
 from llm_operator._planner import Apply, Delete, is_subset, needs_apply, plan_llmdeployment, spec_or_error, with_applied_hash
 from llm_operator._reconcile import Deps, execute, observe, run_pass
@@ -38,7 +38,7 @@ class Cluster:
         self.events = []
         self.registry = registry
         ticks = itertools.count(0, 31)
-        self.cache = reg.RegistryCache(poll_seconds=30, clock=lambda: float(next(ticks)))
+        self.cache = rz.RegistryCache(poll_seconds=30, clock=lambda: float(next(ticks)))
 
     @property
     def body(self) -> dict:
@@ -57,8 +57,8 @@ class Cluster:
         def resolve(body, spec, rollouts):
             if self.registry is None:
                 return None, None
-            resolution = reg.resolve(self.cache, "k", self.registry, spec.model.mlflow, p.target_versions(rollouts))
-            return resolution, lambda outcome: reg.record(self.registry, outcome)
+            resolution = rz.resolve(self.cache, "k", self.registry, spec.model.mlflow, p.target_versions(rollouts))
+            return resolution, lambda outcome: rz.record(self.registry, outcome)
 
         return fake_deps(self.kube, now, resolve=resolve, metrics=self.metrics, events=self.events, served=self.served)
 

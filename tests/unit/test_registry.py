@@ -8,6 +8,7 @@ import pytest
 from llm_operator import _builders as b
 from llm_operator import _progressive as p
 from llm_operator import _registry as reg
+from llm_operator import _resolver as rz
 from llm_operator._api import GateThreshold, MlflowModelRef
 from llm_operator._planner import RecordOutcome
 from llm_operator._reconcile import run_pass
@@ -82,7 +83,7 @@ def test_outcome_of_an_abort_leaves_the_alias_and_records_the_reason():
 def test_record_writes_tags_before_moving_the_alias():
     registry = FakeRegistry()
     registry.register("chat", "5", alias="champion")
-    reg.record(registry, reg.Outcome("chat", "5", "succeeded", {"llmops.dev/rollout": "succeeded"}, alias="production", stage="Production"))
+    rz.record(registry, reg.Outcome("chat", "5", "succeeded", {"llmops.dev/rollout": "succeeded"}, alias="production", stage="Production"))
     assert [w[0] for w in registry.writes] == ["tags", "alias", "stage"]
     assert registry.aliases["chat"]["production"] == "5" and registry.stages["chat"]["Production"] == "5"
 
@@ -101,7 +102,7 @@ class Clock:
 def test_the_cache_reads_each_model_once_per_poll_interval():
     registry, clock = FakeRegistry(), Clock()
     registry.register("chat", "4", alias="champion")
-    cache = reg.RegistryCache(poll_seconds=30, clock=clock)
+    cache = rz.RegistryCache(poll_seconds=30, clock=clock)
     for _ in range(20):  # twenty LLMDeployments following the same model in one interval
         assert cache.model("k", registry, "chat").aliases == {"champion": "4"}
     assert registry.calls == 1
@@ -113,7 +114,7 @@ def test_the_cache_reads_each_model_once_per_poll_interval():
 def test_the_cache_backs_off_after_a_failure():
     registry, clock = FakeRegistry(), Clock()
     registry.register("chat", "4", alias="champion")
-    cache = reg.RegistryCache(poll_seconds=30, clock=clock)
+    cache = rz.RegistryCache(poll_seconds=30, clock=clock)
     registry.down = True
     waits = []
     for _ in range(8):
@@ -151,7 +152,7 @@ class Cluster:
         self.key = (doc["apiVersion"], doc["kind"], doc["metadata"]["namespace"], doc["metadata"]["name"])
         self.registry = FakeRegistry()
         self.clock = Clock()
-        self.cache = reg.RegistryCache(poll_seconds=30, clock=self.clock)
+        self.cache = rz.RegistryCache(poll_seconds=30, clock=self.clock)
         self.events = []
         self.ref = MlflowModelRef.model_validate(doc["spec"]["model"]["mlflow"])
 
@@ -165,9 +166,9 @@ class Cluster:
 
         def resolve(body, spec, rollouts):
             def record(outcome):
-                reg.record(self.registry, outcome)
+                rz.record(self.registry, outcome)
                 self.cache.forget("k", outcome.name)
-            return reg.resolve(self.cache, "k", self.registry, spec.model.mlflow, p.target_versions(rollouts)), record
+            return rz.resolve(self.cache, "k", self.registry, spec.model.mlflow, p.target_versions(rollouts)), record
 
         deps = fake_deps(self.kube, now, resolve=resolve, events=self.events)
         before = len(self.kube.writes)
