@@ -529,12 +529,16 @@ class AnalysisMetric(_Model):
 class FailFast(_Model):
     """A guard between analysis runs: every ``interval`` while the new revision takes user traffic (a canary at a
     weight above 0, or the new stable in its bake), the canary's error ratio over the last ``window`` is checked
-    for a hard breach, and a breach aborts at once (routes first), whatever the analysis interval. Soft evidence
+    for a hard breach, and so is a canary whose engine stopped answering (running requests and no token over
+    ``stallWindow``); a breach aborts at once (routes first), whatever the analysis interval. Soft evidence
     still waits for the analysis."""
 
     model_config = ConfigDict(json_schema_extra=_cel(
         ("!has(self.window) || !has(self.interval) || duration(self.window) >= duration(self.interval) + duration(self.interval)",
          "window must be at least two intervals: an increase() needs two scrapes", ".window"),
+        ("!has(self.stallWindow) || !has(self.interval) || "
+         "duration(self.stallWindow) >= duration(self.interval) + duration(self.interval)",
+         "stallWindow must be at least two intervals: an increase() needs two scrapes", ".stallWindow"),
     ))
 
     enabled: bool = True
@@ -544,11 +548,19 @@ class FailFast(_Model):
                                                 "two intervals: two scrapes).",
                              json_schema_extra=_cel(("duration(self) >= duration('2s')", "must be at least 2s")))
 
+    stall_window: Duration = Field(
+        "2m", description="A canary whose pods held running requests for this whole window and generated no token in "
+                          "it has an engine that stopped answering (a hung engine keeps /health at 200 and its pods "
+                          "Ready). Long, because a long prompt's prefill generates no token for a while; at least two "
+                          "intervals.",
+        json_schema_extra=_cel(("duration(self) >= duration('2s')", "must be at least 2s")))
+
     @model_validator(mode="after")
     def _window_spans_two_intervals(self) -> FailFast:
-        if parse_duration(self.window) < 2 * parse_duration(self.interval):
-            raise ValueError(f"failFast.window {self.window} must be at least two intervals ({self.interval}): an increase() "
-                             "needs two scrapes")
+        for name, value in (("window", self.window), ("stallWindow", self.stall_window)):
+            if parse_duration(value) < 2 * parse_duration(self.interval):
+                raise ValueError(f"failFast.{name} {value} must be at least two intervals ({self.interval}): an increase() "
+                                 "needs two scrapes")
         return self
     error_budget_factor: Annotated[float, Field(gt=1, le=1000)] = Field(
         10.0, description="A hard breach is an error ratio of at least this many times the SLO's error budget "
@@ -647,6 +659,12 @@ class RolloutTemplate(_Model):
                           "with none of its own, and the one blue-green and shadow rollouts run before switching.")
     bake_duration: Duration = Field(
         "30m", description=_BAKE_DOC)
+    warm_replicas: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Pods the previous revision keeps while it is kept to roll back to after a promotion (the bake, "
+                          "then scaleDownDelaySeconds), scaled down once the routes have left it. Not written: all it had, "
+                          "so a rollback takes the traffic back at full size at once. Fewer saves GPUs: a rollback still "
+                          "switches at once (the failing revision stops serving) and scales the previous revision back "
+                          "up meanwhile, its requests queueing until the new pods have loaded the model.")
     mirror_percent: Percent = Field(50, description="Shadow: percent 0..100 of live traffic mirrored to the new revision.")
     preview_header: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+$")] = Field(
         "x-llmops-preview", description="Blue-green: requests with this header set to 'true' reach the new revision.")

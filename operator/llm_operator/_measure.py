@@ -408,7 +408,8 @@ def measure(provider: MetricsProvider, analysis: Analysis, slo: Slo, ctx: Contex
 class Guard:
     """One fail-fast check (:func:`guard`): ``breach`` says what it found (None: nothing hard enough to act on,
     including no data or too few requests), over ``requests`` and ``errors`` counted in the window (None when a
-    query failed or had no data)."""
+    query failed or had no data). A breach is an error ratio far above the budget (:func:`judge_guard`) or an
+    engine that stopped answering (:func:`judge_stall`)."""
 
     breach: str | None
     requests: float | None = None
@@ -446,10 +447,66 @@ def judge_guard(errors: float | None, requests: float | None, fail_fast: FailFas
     return Guard(f"fail fast: {evidence.counts()} over {window}: {evidence.describe(head).split(': ', 1)[1]}", requests, errors)
 
 
+def _span(seconds: float) -> str:
+    """A window for a message: whole minutes as minutes (``120`` -> ``"2m"``), anything else in seconds."""
+    whole = max(1, int(round(seconds)))
+    return f"{whole // 60}m" if whole % 60 == 0 else f"{whole}s"
+
+
+def judge_stall(running: float | None, tokens: float | None, revision: str, window: str) -> Guard:
+    """An engine that stopped answering (pure): over the window, the revision's pods held ``running`` requests
+    throughout (requests: per pod, the least ``vllm:num_requests_running`` scraped in the window, summed) and
+    generated ``tokens`` (tokens: ``increase(vllm:generation_tokens_total)``) = 0.
+
+    Why this is a hard breach: vLLM's /health reports only an engine that has errored (``EngineDeadError``); an
+    engine core that hangs (a stuck NCCL collective under tensor parallelism, a deadlock) keeps /health at 200 and
+    its pods Ready while it answers nothing. Its last scheduler stats keep the running gauge at the requests it
+    held, and its token counter stops. An idle engine is no stall (its last stats, after the last request
+    finished, show 0 running), nor is a busy one in a long prefill once the window is longer than a prefill
+    (``failFast.stallWindow``, default 2m). No data on either side (no series, a query with no answer) is no breach.
+
+    >>> print(judge_stall(3, 0, "ae484c107d", "2m").breach)
+    fail fast: ae484c107d held 3 running requests and generated no token in 2m: its engine stopped answering
+    >>> judge_stall(3, 412, "ae484c107d", "2m").breach is None  # tokens flow: busy, not stuck
+    True
+    >>> judge_stall(0, 0, "ae484c107d", "2m").breach, judge_stall(None, 0, "ae484c107d", "2m").breach  # idle; no data
+    (None, None)
+    """
+    if running is None or tokens is None or a.whole(running) < 1 or tokens > 0:
+        return Guard(None)
+    held = a.whole(running)
+    return Guard(f"fail fast: {revision} held {held} running request{'' if held == 1 else 's'} and generated no token "
+                 f"in {window}: its engine stopped answering")
+
+
+def stall(provider: MetricsProvider, fail_fast: FailFast, ctx: Context, since_seconds: float | None = None) -> Guard:
+    """Read, with two queries, the requests the canary's pods held running throughout ``fail_fast.stallWindow``
+    and the tokens it generated in it, and judge them (:func:`judge_stall`). The window, like the error guard's,
+    reaches back no further than the ``since_seconds`` since this attempt started; a shortened window judges only
+    pods that already ran when the attempt began (:func:`_promql.running_throughout`), and the attempt routed them
+    no traffic yet then, so a gauge at 1 or more since then is requests stuck from before it. A failed query, or a
+    window under one second, is no breach."""
+    window = parse_duration(fail_fast.stall_window)
+    if since_seconds is not None:
+        window = min(window, math.floor(since_seconds))
+    if window < 1:
+        return Guard(None)
+    raw = collect(provider, {"running": q.running_throughout(ctx.canary, window), "tokens": q.generated_tokens(ctx.canary, window)})
+    try:
+        running, tokens = _num(raw, "running"), _num(raw, "tokens")
+    except MetricsError:
+        return Guard(None)
+    return judge_stall(running, tokens, ctx.canary.revision, _span(window))
+
+
 def guard(provider: MetricsProvider, fail_fast: FailFast, slo: Slo, ctx: Context, since_seconds: float | None = None) -> Guard:
     """Read the canary's requests and errors over ``fail_fast.window``, or over the ``since_seconds`` since this
     attempt of the rollout started when that is shorter (a retried rollout is not judged on the errors that ended
-    the last attempt, whose pods carry the same revision), with two queries, and judge them (:func:`judge_guard`).
+    the last attempt, whose pods carry the same revision), with two queries, and judge them (:func:`judge_guard`);
+    then, unless that found a breach, whether its engine stopped answering (:func:`stall`, two more queries).
+    A canary that finished a request in the window by vLLM's count has an engine that answers (vLLM counts a
+    request finished only from the engine's own output), so the stall is not asked then: a serving canary costs
+    two queries a pass. Istio's count is not that evidence (a sidecar counts a request the engine never answered).
     A failed query, or a window under one second, is no breach: the analysis counts metrics errors."""
     window = parse_duration(fail_fast.window)
     if since_seconds is not None:
@@ -462,4 +519,7 @@ def guard(provider: MetricsProvider, fail_fast: FailFast, slo: Slo, ctx: Context
         requests, errors = _num(raw, "requests"), _num(raw, "errors")
     except MetricsError:
         return Guard(None)
-    return judge_guard(errors, requests, fail_fast, slo, q.duration(window))
+    found = judge_guard(errors, requests, fail_fast, slo, q.duration(window))
+    if found.breach is not None or (ctx.error_source == "vllm" and requests is not None and a.whole(requests) > 0):
+        return found
+    return dataclasses.replace(found, breach=stall(provider, fail_fast, ctx, since_seconds).breach)

@@ -585,7 +585,9 @@ def _without_steps(pass_: _Pass, previous: str | None, active: p.Active, rollout
 
 def _rolled_back(pass_: _Pass, stepped: _Serving, active: p.Active, previous: str, why: str) -> _Serving:
     """A failed bake: ``previous`` is stable again in this pass (routes first), the baked revision drains as after an
-    abort, and under an autoscaler the previous revision comes back at the size the new one grew to."""
+    abort, and under an autoscaler the previous revision comes back at the size the new one grew to (without one,
+    :func:`_order` scales it to the spec's size, as any stable revision the spec no longer describes; either way
+    before the routes, after ``warmReplicas`` kept fewer)."""
     revision = active.revision.id
     drain = {**stepped.drain, revision: active.plan.abort_scale_down_delay_seconds}
     grown = _replicas(pass_.observed.deployments.get(revision))
@@ -752,6 +754,7 @@ def _order(pass_: _Pass, serving: _Serving, retained: _Retained, size: _Size, de
     scale = (Scale(stable_deployment, size.want) if stable_id in observed.deployments and stable_deployment not in built
              and pass_.spec.autoscaling is None and live_size != size.want else None)
     up, down = ([scale], []) if scale and scale.replicas > live_size else ([], [scale] if scale else [])
+    down += _warm(pass_, retained)
     deletes = [Delete(api_version, kind, pass_.name) for api_version, kind in desired.delete_kinds
                if observed.children.get((kind, pass_.name)) is not None]
     deletes += [Delete("apps/v1", "Deployment", dep["metadata"]["name"]) for revision, dep in sorted(observed.deployments.items())
@@ -765,6 +768,16 @@ def _order(pass_: _Pass, serving: _Serving, retained: _Retained, size: _Size, de
     status_writes = [a for a in planned if isinstance(a, WriteStatus)]
     actions = (*first, *grow, *up, *routing, *shrink, *down, *deletes, *status_writes)
     return _Ordered(actions, (1.0,) if deferred else ())  # a deferred change follows once the routes it waited for landed
+
+
+def _warm(pass_: _Pass, retained: _Retained) -> list[Scale]:
+    """The previous revision kept after a promotion, scaled down to ``spec.rollout.warmReplicas`` (after the routes,
+    which have left it), when it has more."""
+    warm, previous = pass_.spec.rollout.warm_replicas, retained.previous
+    live = _replicas(pass_.observed.deployments.get(previous or ""))
+    if warm is None or previous is None or previous == pass_.old_status.get("stableRevision") or live <= warm:
+        return []  # the promotion's own pass: the routes move first, the previous revision shrinks on the next
+    return [Scale(c.revision_deployment_name(pass_.name, previous), warm)]
 
 
 def _status(pass_: _Pass, target: _Target, started: _Started, size: _Size, serving: _Serving, retained: _Retained,

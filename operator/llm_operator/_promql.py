@@ -99,6 +99,15 @@ def generated_tokens(scope: Scope, window: float) -> str:
     return f"sum(increase(vllm:generation_tokens_total{scope.selector()}[{duration(window)}]))"
 
 
+def running_throughout(scope: Scope, window: float) -> str:
+    """Requests the revision's engines held running for the whole window: per series (one per pod and engine) the
+    least ``vllm:num_requests_running`` scraped in the window, summed over the series that already existed when the
+    window began (the ``offset`` term: a pod that started within the window has held nothing for all of it)."""
+    span = duration(window)
+    running = f"vllm:num_requests_running{scope.selector()}"
+    return f"sum(min_over_time({running}[{span}]) and {running} offset {span})"
+
+
 def render_template(query: str, *, revision: str, stable_revision: str, namespace: str, window: float) -> str:
     """A user query with ``{{revision}}``, ``{{stable_revision}}``, ``{{namespace}}`` and ``{{interval}}`` filled in."""
     values = {"revision": revision, "stable_revision": stable_revision, "namespace": namespace, "interval": duration(window)}

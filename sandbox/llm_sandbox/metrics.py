@@ -2,8 +2,9 @@
 
 :class:`FakeVllm` serves ``/metrics`` with vLLM's metric names and labels (``vllm:request_success_total``
 by ``finished_reason``, ``vllm:e2e_request_latency_seconds``, ``vllm:time_to_first_token_seconds``,
-``vllm:request_generation_tokens``, ``vllm:generation_tokens_total``, ``vllm:num_requests_waiting``) from
-simulated traffic whose rate, error ratio and latency the caller sets and changes at any time. The real
+``vllm:request_generation_tokens``, ``vllm:generation_tokens_total``, ``vllm:num_requests_waiting``,
+``vllm:num_requests_running``) from simulated traffic whose rate, error ratio and latency the caller sets and changes
+at any time, or from an engine that hangs (:meth:`FakeVllm.stall`). The real
 Prometheus (Debian's ``prometheus``) discovers the endpoints through a file-SD file that carries each
 revision's labels, as pod relabelling does in a cluster.
 """
@@ -40,7 +41,8 @@ class _QuietHandler(WSGIRequestHandler):
 
 class FakeVllm:
     """One revision's metrics: ``rate`` requests per second, ``error_ratio`` (0..1) of them finished with an
-    error, latency around ``latency`` seconds (TTFT a tenth of it), about ``tokens`` generated tokens each."""
+    error, latency around ``latency`` seconds (TTFT a tenth of it), about ``tokens`` generated tokens each, and
+    ``rate x latency`` requests running at a time (Little's law). :meth:`stall` turns it into a hung engine."""
 
     def __init__(self, rate: float = 20.0, error_ratio: float = 0.0, latency: float = 0.5, tokens: int = 64, seed: int = 0):
         self.rate, self.error_ratio, self.latency, self.tokens = rate, error_ratio, latency, tokens
@@ -56,6 +58,8 @@ class FakeVllm:
                                  buckets=(16, 32, 64, 128, 256, 512, 1024))
         self.generated = Counter("vllm:generation_tokens", "Generated tokens", labels, registry=self.registry)
         self.waiting = Gauge("vllm:num_requests_waiting", "Waiting requests", labels, registry=self.registry)
+        self.running = Gauge("vllm:num_requests_running", "Running requests", labels, registry=self.registry)
+        self.stalled = False
         self.port = free_port()
         self._server = make_server("127.0.0.1", self.port, self._app, ThreadingWSGIServer, handler_class=_QuietHandler)
         self._stop = threading.Event()
@@ -77,13 +81,25 @@ class FakeVllm:
         self._stop.set()
         self._server.shutdown()
 
+    def stall(self, stalled: bool = True) -> None:
+        """Hang the engine (``stalled=False``: it answers again), as a stuck NCCL collective or a deadlock in vLLM's
+        engine core does: /health stays 200, no request finishes, no token is generated, and the running gauge keeps
+        the last scheduler stats' count (at least 1: the requests it hung on)."""
+        self.stalled = stalled
+
     def _traffic(self) -> None:
         labels = {"model_name": "model", "engine": "0"}
+        running = self.running.labels(**labels)
         tick, carry, last = 0.1, 0.0, time.monotonic()
         while not self._stop.wait(tick):
             now = time.monotonic()
+            if self.stalled:  # the engine answers nothing; its last stats stay
+                running.set(max(1, round(self.rate * self.latency)))
+                carry, last = 0.0, now
+                continue
             carry += self.rate * (now - last)  # by the clock: a thread starved on a busy machine still keeps the rate
             last = now
+            running.set(round(self.rate * self.latency))
             count, carry = int(carry), carry - int(carry)
             for _ in range(count):
                 error = self._random.random() < self.error_ratio

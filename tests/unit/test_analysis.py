@@ -600,3 +600,113 @@ def test_a_single_request_never_aborts_a_rollout():
         assert (run.verdict, compared.verdict) == (verdict, verdict), (errors, compared.message)
     # Fisher's p for the one error is the canary's share (0.0475); the rule, not the test, holds it.
     assert a.compare_proportions(1, 95, 0, 1905).p_value == pytest.approx(95 / 2000)
+
+
+# ------------------------------------------------------------------- fail fast: an engine that stopped answering
+
+
+def _engine(running, tokens, requests=0.0, fail=None):
+    """Prometheus as the guard sees a canary ('new'): ``requests`` finished (none failing), its pods holding
+    ``running`` requests throughout the stall window, ``tokens`` generated in it (None: no data)."""
+    def answer(promql):
+        if fail and fail in promql:
+            return MetricsError("connection refused")
+        if "request_success_total" in promql:
+            return 0.0 if 'finished_reason="error"' in promql else requests
+        if "num_requests_running" in promql:
+            return running
+        if "generation_tokens_total" in promql:
+            return tokens
+        return None
+    return FakeMetrics(answer)
+
+
+@pytest.mark.parametrize("running,tokens,breach", [
+    (3, 0, "fail fast: new held 3 running requests and generated no token in 2m: its engine stopped answering"),
+    (1, 0.0, "fail fast: new held 1 running request and generated no token in 2m: its engine stopped answering"),
+    (3, 412, None),  # tokens flow: a busy engine, not a stuck one
+    (0, 0, None),  # nothing held throughout: idle, or requests that came and went
+    (None, 0, None),  # no running series (or none that spans the window): no data is no breach
+    (3, None, None),  # no token counter: no data is no breach
+    (None, None, None),
+])
+def test_the_guard_aborts_an_engine_that_holds_requests_and_generates_no_token(running, tokens, breach):
+    """vLLM's /health reports only an engine that errored: a hung engine core keeps its pods Ready while it answers
+    nothing. Its running gauge (the last scheduler stats) stays at 1 or more and its token counter stops: over
+    failFast.stallWindow (2m by default) that is a hard breach."""
+    from llm_operator._api import FailFast
+    from llm_operator._measure import guard
+
+    provider = _engine(running, tokens)
+    found = guard(provider, FailFast(), SLO, CTX)
+    assert found.breach == breach
+    stall_queries = [p for p in provider.queries if "request_success_total" not in p]
+    assert stall_queries == [
+        'sum(min_over_time(vllm:num_requests_running{namespace="ns",llmops_dev_deployment="chat",llmops_dev_revision="new"}[120s])'
+        ' and vllm:num_requests_running{namespace="ns",llmops_dev_deployment="chat",llmops_dev_revision="new"} offset 120s)',
+        'sum(increase(vllm:generation_tokens_total{namespace="ns",llmops_dev_deployment="chat",llmops_dev_revision="new"}[120s]))']
+
+
+def test_the_stall_window_looks_back_no_further_than_this_attempt():
+    from llm_operator._api import FailFast
+    from llm_operator._measure import guard
+
+    provider = _engine(2, 0)
+    found = guard(provider, FailFast(), SLO, CTX, since_seconds=45.7)
+    stall_queries = [p for p in provider.queries if "request_success_total" not in p]
+    assert len(stall_queries) == 2 and all("[45s]" in p for p in stall_queries) and "offset 45s" in stall_queries[0]
+    assert found.breach == "fail fast: new held 2 running requests and generated no token in 45s: its engine stopped answering"
+    provider = _engine(2, 0)
+    assert guard(provider, FailFast(stall_window="10s", interval="1s", window="2s"), SLO, CTX, since_seconds=0.4).breach is None
+    assert not provider.queries  # under a second: nothing to judge, nothing asked
+
+
+@pytest.mark.parametrize("fail", ["num_requests_running", "generation_tokens_total"])
+def test_a_failed_stall_query_is_no_breach(fail):
+    from llm_operator._api import FailFast
+    from llm_operator._measure import guard
+
+    provider = _engine(3, 0, fail=fail)
+    assert guard(provider, FailFast(), SLO, CTX).breach is None and any(fail in p for p in provider.queries)  # asked, refused
+
+
+def test_a_canary_that_finishes_requests_is_not_asked_about_a_stall():
+    """vLLM counts a request finished only from the engine's own output: a canary that finished one in the guard's
+    window answers, and the guard costs its two queries. Istio's count is no such evidence (a sidecar counts what
+    the engine never answered), so with Istio as the error source the stall is asked every pass."""
+    import dataclasses
+
+    from llm_operator._api import FailFast
+    from llm_operator._measure import guard
+
+    provider = _engine(3, 0, requests=40)
+    assert guard(provider, FailFast(), SLO, CTX).breach is None and len(provider.queries) == 2
+    istio = dataclasses.replace(CTX, error_source="istio")
+    provider = _engine(3, 0, requests=40)
+    provider.answer = lambda p, base=provider.answer: 40.0 if "istio_requests_total" in p and "5.." not in p else base(p)
+    found = guard(provider, FailFast(), SLO, istio)
+    assert len(provider.queries) == 4 and found.breach and "its engine stopped answering" in found.breach
+
+
+def test_the_error_breach_is_reported_before_the_stall():
+    """Istio's counts never spare the stall's queries (above), but a breach in the errors ends the check first."""
+    import dataclasses
+
+    from llm_operator._api import FailFast
+    from llm_operator._measure import guard
+
+    provider = _engine(3, 0)
+    provider.answer = lambda p, base=provider.answer: (20.0 if "5.." in p else 40.0) if "istio_requests_total" in p else base(p)
+    found = guard(provider, FailFast(), SLO, dataclasses.replace(CTX, error_source="istio"))
+    assert found.breach and found.breach.startswith("fail fast: 20 errors in 40 requests") and len(provider.queries) == 2
+
+
+def test_the_stall_window_spans_two_guard_intervals():
+    from pydantic import ValidationError
+
+    from llm_operator._api import FailFast
+
+    assert FailFast().stall_window == "2m"
+    assert FailFast.model_validate({"interval": "1s", "window": "2s", "stallWindow": "2s"}).stall_window == "2s"
+    with pytest.raises(ValidationError, match="failFast.stallWindow 9s must be at least two intervals"):
+        FailFast.model_validate({"interval": "5s", "stallWindow": "9s"})

@@ -1418,3 +1418,40 @@ def test_a_create_meeting_a_foreign_name_skips_the_names_its_own_rollouts_hold(s
            "spec": {"deploymentName": "chat"}}
     _create_rollout(kube, obj, frozenset({"chat-b", "chat-b-2", "chat-b-4"}))
     assert obj["metadata"]["name"] == "chat-b-5" and ("llmops.dev/v1alpha1", "LLMRollout", "default", "chat-b-5") in kube.objects
+
+
+def test_warm_replicas_shrinks_the_previous_revision_after_the_routes_and_a_rollback_brings_it_back_to_size(samples):
+    """spec.rollout.warmReplicas (issue 16): the previous revision kept to roll back to holds fewer pods. Not in the
+    promotion's own pass (the routes leave it first); on the next, a plain scale after the routes. A failed bake
+    switches back at once, routes first, and scales the previous revision back to the size the new one had, before
+    the routes in the same pass."""
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["replicas"] = 2
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}], "analyzeEveryStep": False, "bakeDuration": "10m",
+                              "scaleDownDelaySeconds": 60, "abortScaleDownDelaySeconds": 30, "warmReplicas": 1,
+                              "analysis": {"interval": "30s", "minRequests": 10,
+                                           "metrics": [{"name": "errors", "builtin": "errorRatio", "max": 0.01}]}}
+    errors: dict[str, float] = {}
+
+    def answer(promql):
+        rev = next((r for r in errors if f'llmops_dev_revision="{r}"' in promql), None)
+        if "request_success_total" not in promql or rev is None:
+            return None
+        return errors[rev] if 'finished_reason="error"' in promql else 1000.0
+    cluster, a, bad = _rolling_to_b(doc, FakeMetrics(answer))
+    errors.update({a: 0.0, bad: 0.0})
+    cluster.set_ready(f"qwen-small-{bad}", 2)
+    _, writes = cluster.reconcile("2026-11-21T10:01:10Z")  # the switch: A is the previous revision, still at 2
+    assert cluster.body["status"]["previousRevision"] == a and ("scale", "Deployment", f"qwen-small-{a}") not in writes
+    assert cluster.deployments()[f"qwen-small-{a}"]["spec"]["replicas"] == 2
+    _, writes = cluster.reconcile("2026-11-21T10:01:55Z")  # the next pass: A shrinks to its warm size
+    assert cluster.deployments()[f"qwen-small-{a}"]["spec"]["replicas"] == 1, writes
+    cluster.set_ready(f"qwen-small-{a}", 1)
+    errors[bad] = 300.0  # the regression shows only after promotion
+    _, writes = cluster.reconcile("2026-11-21T10:02:30Z")
+    assert _rollout_status(cluster)["phase"] == "Aborted" and cluster.body["status"]["stableRevision"] == a
+    assert cluster.deployments()[f"qwen-small-{a}"]["spec"]["replicas"] == 2  # back to the size the new one had
+    kinds = [w[1] for w in writes]
+    assert writes.index(("scale", "Deployment", f"qwen-small-{a}")) < kinds.index("Service"), writes  # pods asked first
+    service = cluster.kube.get("v1", "Service", "default", "qwen-small")
+    assert service["spec"]["selector"]["llmops.dev/revision"] == a  # and the traffic back at once
