@@ -552,12 +552,16 @@ class FailFast(_Model):
         "2m", description="A canary whose pods held running requests for this whole window and generated no token in "
                           "it has an engine that stopped answering (a hung engine keeps /health at 200 and its pods "
                           "Ready). Long, because a long prompt's prefill generates no token for a while; at least two "
-                          "intervals.",
+                          "intervals (not written: 2m, or two intervals when longer). Judged per engine, and only once "
+                          "the rollout's attempt has lasted the whole window.",
         json_schema_extra=_cel(("duration(self) >= duration('2s')", "must be at least 2s")))
 
     @model_validator(mode="after")
     def _window_spans_two_intervals(self) -> FailFast:
-        for name, value in (("window", self.window), ("stallWindow", self.stall_window)):
+        # stallWindow only when written: its default (2m) stands below two long intervals as two intervals, so a
+        # failFast written before it existed stays valid (the guard takes the longer, _measure.stall_window).
+        written = [("stallWindow", self.stall_window)] if "stall_window" in self.model_fields_set else []
+        for name, value in [("window", self.window), *written]:
             if parse_duration(value) < 2 * parse_duration(self.interval):
                 raise ValueError(f"failFast.{name} {value} must be at least two intervals ({self.interval}): an increase() "
                                  "needs two scrapes")
@@ -660,8 +664,8 @@ class RolloutTemplate(_Model):
     bake_duration: Duration = Field(
         "30m", description=_BAKE_DOC)
     warm_replicas: Annotated[int, Field(ge=1)] | None = Field(
-        None, description="Pods the previous revision keeps while it is kept to roll back to after a promotion (the bake, "
-                          "then scaleDownDelaySeconds), scaled down once the routes have left it. Not written: all it had, "
+        None, description="Pods the previous revision keeps during the bake, while it is kept to roll back to: scaled "
+                          "down abortScaleDownDelaySeconds after the switch (the routes left it then). Not written: all it had, "
                           "so a rollback takes the traffic back at full size at once. Fewer saves GPUs: a rollback still "
                           "switches at once (the failing revision stops serving) and scales the previous revision back "
                           "up meanwhile, its requests queueing until the new pods have loaded the model.")

@@ -318,7 +318,7 @@ def evaluate(metrics: list[AnalysisMetric], raw: Raw, slo: Slo, ctx: Context, mi
     """Judge every metric from ``raw`` (pure). Metrics with neither bound are reported, not judged (they do not
     make the run's verdict); ``errorRatio``
     and ``burnRate`` with only a ``max`` are judged on their counts at ``confidence`` (:func:`_on_counts`). A
-    failure on counted errors that one error fewer would not have made is Inconclusive (:data:`_ONE_REQUEST`)."""
+    comparison with stable that one error fewer would not have failed is Inconclusive (:data:`_ONE_REQUEST`)."""
     try:
         requests = _num(raw, "canary.requests")
     except MetricsError:
@@ -331,7 +331,7 @@ def evaluate(metrics: list[AnalysisMetric], raw: Raw, slo: Slo, ctx: Context, mi
             fewer = _judge(metric, _one_error_fewer(raw), slo, ctx, requests, enough, min_requests, confidence, strict)
             if fewer.verdict != "Fail":
                 result = dataclasses.replace(result, verdict="Inconclusive", message=(
-                    f"{result.message}; with one error fewer it would not fail: a single request never aborts a rollout"))
+                    f"{result.message}; with one error fewer it would not fail: a single error never fails a comparison with stable"))
         results.append(result)
     # A metric with neither bound (costPer1kTokens and promptLengthDrift by default, a query written without one) is
     # reported, not judged: its no data never holds the run (a run of such metrics only is Inconclusive).
@@ -339,14 +339,15 @@ def evaluate(metrics: list[AnalysisMetric], raw: Raw, slo: Slo, ctx: Context, mi
     return Run(verdict=a.overall(judged), requests=requests, metrics=tuple(results))
 
 
-#: The built-ins judged on the canary's counted errors (or repetitions), whose failure must not rest on one request:
-#: an error more or fewer is what chance and a single bad client deal out, and the exact tests turn one error into
-#: "evidence" where the canary's share is small (one error in 40 requests fails a 99.9% budget at 95%, P = 3.9%; one
-#: error on a canary with 5% of the requests is Fisher's p = 0.05 against stable): with an analysis run every minute,
-#: such a run comes by chance within a few steps. A failure stands only if it would with one error fewer, as
-#: Inconclusive holds the step for more requests instead (the project's rule, stated in docs/rollouts.md).
-_ONE_REQUEST = frozenset({"errorRatio", "burnRate", "errorRatioVsStable", "repetitionRatioVsStable"})
-_COUNTED = ("canary.errors", "canary.errors.long", "canary.errors.short", "canary.repetitions")
+#: The comparisons with stable judged on counted errors (or repetitions), whose failure must not rest on one request:
+#: with a single error in all, Fisher's exact p-value is the canary's share of the requests, so on a canary holding
+#: under 5% of them (the default first step is 5%) one error is "significant" at 0.05, and with a run every interval a
+#: healthy canary meets that by chance within a few steps. A failure stands only if it would with one error fewer;
+#: otherwise Inconclusive holds the step. The SLO checks (errorRatio, burnRate) are not under this rule: their exact
+#: test against the budget is evidence on its own (1 error in 40 requests is P = 3.9% at a 99.9% budget), and on a
+#: quiet canary they are what still aborts a real regression (docs/rollouts.md, "Low traffic").
+_ONE_REQUEST = frozenset({"errorRatioVsStable", "repetitionRatioVsStable"})
+_COUNTED = ("canary.errors", "canary.repetitions")
 
 
 def _one_error_fewer(raw: Raw) -> Raw:
@@ -453,61 +454,57 @@ def _span(seconds: float) -> str:
     return f"{whole // 60}m" if whole % 60 == 0 else f"{whole}s"
 
 
-def judge_stall(running: float | None, tokens: float | None, revision: str, window: str) -> Guard:
-    """An engine that stopped answering (pure): over the window, the revision's pods held ``running`` requests
-    throughout (requests: per pod, the least ``vllm:num_requests_running`` scraped in the window, summed) and
-    generated ``tokens`` (tokens: ``increase(vllm:generation_tokens_total)``) = 0.
+def judge_stall(held: list[float], revision: str, window: str) -> Guard:
+    """Engines that stopped answering (pure): ``held`` has, per engine of the revision that held running requests for
+    the whole window and generated no token in it, the least ``vllm:num_requests_running`` scraped in the window
+    (:func:`_promql.stalled_engines`); any such engine is a breach, even beside healthy ones.
 
     Why this is a hard breach: vLLM's /health reports only an engine that has errored (``EngineDeadError``); an
     engine core that hangs (a stuck NCCL collective under tensor parallelism, a deadlock) keeps /health at 200 and
-    its pods Ready while it answers nothing. Its last scheduler stats keep the running gauge at the requests it
-    held, and its token counter stops. An idle engine is no stall (its last stats, after the last request
-    finished, show 0 running), nor is a busy one in a long prefill once the window is longer than a prefill
-    (``failFast.stallWindow``, default 2m). No data on either side (no series, a query with no answer) is no breach.
+    its pods Ready while it answers nothing, and the requests it holds never finish, so the analysis counts no error
+    on them. Its last scheduler stats keep the running gauge at the requests it held, and its token counter stops.
+    An idle engine is no stall (its last stats, after the last request finished, show 0 running), nor is a busy one
+    in a long prefill once the window is longer than a prefill (``failFast.stallWindow``, default 2m).
 
-    >>> print(judge_stall(3, 0, "ae484c107d", "2m").breach)
-    fail fast: ae484c107d held 3 running requests and generated no token in 2m: its engine stopped answering
-    >>> judge_stall(3, 412, "ae484c107d", "2m").breach is None  # tokens flow: busy, not stuck
+    >>> print(judge_stall([3.0], "ae484c107d", "2m").breach)
+    fail fast: 1 engine of ae484c107d held 3 running requests and generated no token in 2m: it stopped answering
+    >>> judge_stall([], "ae484c107d", "2m").breach is None  # none: busy, idle, or no data
     True
-    >>> judge_stall(0, 0, "ae484c107d", "2m").breach, judge_stall(None, 0, "ae484c107d", "2m").breach  # idle; no data
-    (None, None)
     """
-    if running is None or tokens is None or a.whole(running) < 1 or tokens > 0:
+    if not held:
         return Guard(None)
-    held = a.whole(running)
-    return Guard(f"fail fast: {revision} held {held} running request{'' if held == 1 else 's'} and generated no token "
-                 f"in {window}: its engine stopped answering")
+    engines, requests = len(held), sum(a.whole(h) for h in held)
+    return Guard(f"fail fast: {engines} engine{'' if engines == 1 else 's'} of {revision} held {requests} running "
+                 f"request{'' if requests == 1 else 's'} and generated no token in {window}: "
+                 f"{'it' if engines == 1 else 'they'} stopped answering")
+
+
+def stall_window(fail_fast: FailFast) -> float:
+    """Seconds of ``fail_fast.stallWindow``, at least two guard intervals (two scrapes)."""
+    return max(parse_duration(fail_fast.stall_window), 2 * parse_duration(fail_fast.interval))
 
 
 def stall(provider: MetricsProvider, fail_fast: FailFast, ctx: Context, since_seconds: float | None = None) -> Guard:
-    """Read, with two queries, the requests the canary's pods held running throughout ``fail_fast.stallWindow``
-    and the tokens it generated in it, and judge them (:func:`judge_stall`). The window, like the error guard's,
-    reaches back no further than the ``since_seconds`` since this attempt started; a shortened window judges only
-    pods that already ran when the attempt began (:func:`_promql.running_throughout`), and the attempt routed them
-    no traffic yet then, so a gauge at 1 or more since then is requests stuck from before it. A failed query, or a
-    window under one second, is no breach."""
-    window = parse_duration(fail_fast.stall_window)
-    if since_seconds is not None:
-        window = min(window, math.floor(since_seconds))
-    if window < 1:
+    """Read, with one query, the canary's engines that held running requests throughout the stall window
+    (:func:`stall_window`) and generated no token in it, and judge them (:func:`judge_stall`). Not before this
+    attempt of the rollout has lasted the whole window (``since_seconds``): a shorter window would take a long
+    prompt's prefill for a hang. A failed query is no breach."""
+    window = stall_window(fail_fast)
+    if since_seconds is not None and since_seconds < window:
         return Guard(None)
-    raw = collect(provider, {"running": q.running_throughout(ctx.canary, window), "tokens": q.generated_tokens(ctx.canary, window)})
-    try:
-        running, tokens = _num(raw, "running"), _num(raw, "tokens")
-    except MetricsError:
+    found = collect(provider, {"stalled": q.stalled_engines(ctx.canary, window)})["stalled"]
+    if isinstance(found, MetricsError):
         return Guard(None)
-    return judge_stall(running, tokens, ctx.canary.revision, _span(window))
+    return judge_stall([sample.value for sample in found], ctx.canary.revision, _span(window))
 
 
 def guard(provider: MetricsProvider, fail_fast: FailFast, slo: Slo, ctx: Context, since_seconds: float | None = None) -> Guard:
     """Read the canary's requests and errors over ``fail_fast.window``, or over the ``since_seconds`` since this
     attempt of the rollout started when that is shorter (a retried rollout is not judged on the errors that ended
     the last attempt, whose pods carry the same revision), with two queries, and judge them (:func:`judge_guard`);
-    then, unless that found a breach, whether its engine stopped answering (:func:`stall`, two more queries).
-    A canary that finished a request in the window by vLLM's count has an engine that answers (vLLM counts a
-    request finished only from the engine's own output), so the stall is not asked then: a serving canary costs
-    two queries a pass. Istio's count is not that evidence (a sidecar counts a request the engine never answered).
-    A failed query, or a window under one second, is no breach: the analysis counts metrics errors."""
+    then, unless that found a breach, whether an engine of it stopped answering (:func:`stall`, one more query):
+    three queries a pass. A failed query, or a window under one second, is no breach: the analysis counts metrics
+    errors."""
     window = parse_duration(fail_fast.window)
     if since_seconds is not None:
         window = min(window, math.floor(since_seconds))
@@ -520,6 +517,6 @@ def guard(provider: MetricsProvider, fail_fast: FailFast, slo: Slo, ctx: Context
     except MetricsError:
         return Guard(None)
     found = judge_guard(errors, requests, fail_fast, slo, q.duration(window))
-    if found.breach is not None or (ctx.error_source == "vllm" and requests is not None and a.whole(requests) > 0):
+    if found.breach is not None:
         return found
     return dataclasses.replace(found, breach=stall(provider, fail_fast, ctx, since_seconds).breach)

@@ -754,7 +754,7 @@ def _order(pass_: _Pass, serving: _Serving, retained: _Retained, size: _Size, de
     scale = (Scale(stable_deployment, size.want) if stable_id in observed.deployments and stable_deployment not in built
              and pass_.spec.autoscaling is None and live_size != size.want else None)
     up, down = ([scale], []) if scale and scale.replicas > live_size else ([], [scale] if scale else [])
-    down += _warm(pass_, retained)
+    down += _warm(pass_, serving)
     deletes = [Delete(api_version, kind, pass_.name) for api_version, kind in desired.delete_kinds
                if observed.children.get((kind, pass_.name)) is not None]
     deletes += [Delete("apps/v1", "Deployment", dep["metadata"]["name"]) for revision, dep in sorted(observed.deployments.items())
@@ -770,13 +770,19 @@ def _order(pass_: _Pass, serving: _Serving, retained: _Retained, size: _Size, de
     return _Ordered(actions, (1.0,) if deferred else ())  # a deferred change follows once the routes it waited for landed
 
 
-def _warm(pass_: _Pass, retained: _Retained) -> list[Scale]:
-    """The previous revision kept after a promotion, scaled down to ``spec.rollout.warmReplicas`` (after the routes,
-    which have left it), when it has more."""
-    warm, previous = pass_.spec.rollout.warm_replicas, retained.previous
-    live = _replicas(pass_.observed.deployments.get(previous or ""))
-    if warm is None or previous is None or previous == pass_.old_status.get("stableRevision") or live <= warm:
-        return []  # the promotion's own pass: the routes move first, the previous revision shrinks on the next
+def _warm(pass_: _Pass, serving: _Serving) -> list[Scale]:
+    """The previous revision kept to roll back to during the active rollout's bake, scaled down to
+    ``spec.rollout.warmReplicas`` when it has more, once ``abortScaleDownDelaySeconds`` have passed since the switch
+    (the routes left it then; the proxies converge and long generations on its pods finish meanwhile)."""
+    warm, active = pass_.spec.rollout.warm_replicas, serving.active
+    bake = ((active.body.get("status") or {}).get("bake") or {}) if active is not None else {}
+    previous, started = bake.get("previousRevision"), bake.get("startedAt")
+    if warm is None or not previous or not started or previous != serving.previous or previous == serving.stable_id:
+        return []
+    if (pass_.now_dt - parse_rfc3339(started)).total_seconds() < pass_.spec.rollout.abort_scale_down_delay_seconds:
+        return []
+    if _replicas(pass_.observed.deployments.get(previous)) <= warm:
+        return []
     return [Scale(c.revision_deployment_name(pass_.name, previous), warm)]
 
 

@@ -99,13 +99,15 @@ def generated_tokens(scope: Scope, window: float) -> str:
     return f"sum(increase(vllm:generation_tokens_total{scope.selector()}[{duration(window)}]))"
 
 
-def running_throughout(scope: Scope, window: float) -> str:
-    """Requests the revision's engines held running for the whole window: per series (one per pod and engine) the
-    least ``vllm:num_requests_running`` scraped in the window, summed over the series that already existed when the
-    window began (the ``offset`` term: a pod that started within the window has held nothing for all of it)."""
-    span = duration(window)
-    running = f"vllm:num_requests_running{scope.selector()}"
-    return f"sum(min_over_time({running}[{span}]) and {running} offset {span})"
+def stalled_engines(scope: Scope, window: float) -> str:
+    """The revision's engines (one series per pod and engine) that held running requests for the whole window and
+    generated no token in it, each with the least ``vllm:num_requests_running`` scraped in the window: matched per
+    series, so one hung engine shows beside healthy ones. Only series that already existed when the window began
+    (the ``offset`` term: a pod that started within the window has held nothing for all of it)."""
+    span, selector = duration(window), scope.selector()
+    running = f"vllm:num_requests_running{selector}"
+    return (f"(min_over_time({running}[{span}]) >= 1) and (increase(vllm:generation_tokens_total{selector}[{span}]) == 0)"
+            f" and ({running} offset {span})")
 
 
 def render_template(query: str, *, revision: str, stable_revision: str, namespace: str, window: float) -> str:

@@ -271,31 +271,30 @@ def test_a_quiet_canary_with_one_error_neither_aborts_nor_promotes(scenario):
 
 
 def test_a_quiet_canary_with_one_error_is_not_aborted_by_default(scenario):
-    """Low traffic, default analysis (issue 16): at a 99.9% target, a canary at 3 requests a second holds about 30
-    requests a 10 s run window (the interval here, as the default minute is: each request counted by one run), more
-    than minRequests (20) and fewer than the 51 up to which the exact binomial test reads one error as evidence of a
-    breach: P(X >= 1) = 1 - 0.999^30 = 3.0% < 5% (0.999^n stays above 95% only from n = 52). Stable serving 80 a
-    second, Fisher's p for that one error against none on stable is the canary's share, 30/830 = 3.6% < 5%. Both
-    failed the run the error fell in, aborting the rollout on a single request; neither stands, as one error fewer
-    would not fail: that run is Inconclusive, the step holds, and the rollout is promoted on the next run, which no
-    longer sees the error."""
+    """Low traffic, default analysis (issue 16): at a 99.9% target, a canary at 8 requests a second holds about 80
+    requests a 10 s run window (the interval here, as the default minute is: each request counted by one run), beside
+    a stable serving 200 a second: the canary's share is 80/2080 = 3.8%. One error on it: Fisher's p against none on
+    stable is that share, 0.038 < 0.05, which failed errors-vs-stable and aborted the rollout on a single request; it
+    no longer stands (one error fewer would not fail). The SLO check on the same counts finds it no evidence either
+    way (P(X >= 1) = 1 - 0.999^80 = 7.7%), so that run is Inconclusive, the step holds, and the rollout is promoted on
+    a later run, which no longer sees the error."""
     s = scenario(steps=[{"setWeight": 5}, {"analysis": {"duration": "20s"}}], slo={"availability": 99.9, "latencyP99Seconds": 2.0},
                  analysis={"interval": "10s", "minRequests": 20, "consecutiveErrorLimit": 4})  # the defaults but the interval
-    s.exporters[0].rate = 80  # stable: the canary's 3 a second are 3.6% of the requests
+    s.exporters[0].rate = 200  # stable: the canary's 8 a second are 3.8% of the requests
     target = s.start_rollout()
-    quiet = FakeVllm(rate=3, error_ratio=0.0, latency=0.4, seed=9)
+    quiet = FakeVllm(rate=8, error_ratio=0.0, latency=0.4, seed=9)
     errors = quiet.success.labels(model_name="model", engine="0", finished_reason="error")  # the series, at 0, from the start
     s.serve(target, quiet)
-    # ~30 error-free requests pass a run; the step holds for its 20 s.
+    # ~80 error-free requests pass a run; the step holds for its 20 s.
     wait_for(lambda: (s.rollout_status().get("analysis") or {}).get("verdict") == "Pass", 90, "a first passing run")
 
     def served():
         return quiet.registry.get_sample_value("vllm:request_success_total",
                                                {"model_name": "model", "engine": "0", "finished_reason": "stop"}) or 0.0
 
-    # Half a window (15 requests) after that run, so that the next run, 10 s after it, counts the error and the one after
+    # Half a window (40 requests) after that run, so that the next run, 10 s after it, counts the error and the one after
     # that does not, however the runs fall among the 1 s scrapes.
-    after = served() + 15
+    after = served() + 40
     wait_for(lambda: served() >= after, 30, "half a run window of canary traffic")
     errors.inc()
     runs = {}  # run number -> (the run's verdict, {metric: (verdict, message)}), as the status showed each run
@@ -311,13 +310,11 @@ def test_a_quiet_canary_with_one_error_is_not_aborted_by_default(scenario):
     assert status["phase"] == "Succeeded", (status.get("message"), runs)
     with_error = {n: run for n, run in runs.items() if ": 1 error in " in run[1]["error-ratio"][1]}
     assert with_error, runs  # a run saw the error ...
-    for verdict, metrics in with_error.values():  # ... and neither failed on it
+    for verdict, metrics in with_error.values():  # ... and nothing failed on it
         assert verdict == "Inconclusive", metrics
-        requests = int(re.search(r": 1 error in (\d+) requests: evidence of a breach", metrics["error-ratio"][1]).group(1))
-        assert 20 <= requests <= 51, metrics["error-ratio"]
-        for name in ("error-ratio", "errors-vs-stable"):
-            assert metrics[name][0] == "Inconclusive", metrics[name]
-            assert metrics[name][1].endswith("with one error fewer it would not fail: a single request never aborts a rollout")
+        assert metrics["error-ratio"][0] == "Inconclusive" and "not evidence of a breach" in metrics["error-ratio"][1], metrics
+        assert metrics["errors-vs-stable"][0] == "Inconclusive", metrics["errors-vs-stable"]
+        assert metrics["errors-vs-stable"][1].endswith("a single error never fails a comparison with stable"), metrics
     # The promotion rests on a later run: the step advances on a passing run only, and a run seeing that one error
     # never passes (1 error in under 1000 requests is above the 0.1% budget), so the run it advanced on no longer saw it.
     passed = [e["message"] for e in s.events("AnalysisPassed") if e["involvedObject"]["name"] == "to-v2"]

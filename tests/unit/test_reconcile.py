@@ -1334,7 +1334,8 @@ def test_a_measuring_pass_parses_the_spec_and_resolves_the_active_rollout_once(s
 
 
 def test_fail_fast_between_runs_costs_two_queries_a_pass_and_a_hard_breach_routes_back_first(samples):
-    """analysis.failFast: while the canary takes traffic every pass reads its requests and errors (two queries),
+    """analysis.failFast: while the canary takes traffic every pass reads its requests and errors (two queries; a
+    third, the stalled engines, once the attempt has lasted failFast.stallWindow),
     and a hard breach aborts before the next run (5 minutes away), the VirtualService written before the status."""
     doc = copy.deepcopy(samples["llmdeployment-minimal"])
     doc["spec"]["replicas"] = 2
@@ -1421,8 +1422,8 @@ def test_a_create_meeting_a_foreign_name_skips_the_names_its_own_rollouts_hold(s
 
 
 def test_warm_replicas_shrinks_the_previous_revision_after_the_routes_and_a_rollback_brings_it_back_to_size(samples):
-    """spec.rollout.warmReplicas (issue 16): the previous revision kept to roll back to holds fewer pods. Not in the
-    promotion's own pass (the routes leave it first); on the next, a plain scale after the routes. A failed bake
+    """spec.rollout.warmReplicas (issue 16): during the bake the previous revision kept to roll back to holds fewer
+    pods: not before abortScaleDownDelaySeconds after the switch (the routes left it then), by a plain scale. A failed bake
     switches back at once, routes first, and scales the previous revision back to the size the new one had, before
     the routes in the same pass."""
     doc = copy.deepcopy(samples["llmdeployment-minimal"])
@@ -1444,7 +1445,9 @@ def test_warm_replicas_shrinks_the_previous_revision_after_the_routes_and_a_roll
     _, writes = cluster.reconcile("2026-11-21T10:01:10Z")  # the switch: A is the previous revision, still at 2
     assert cluster.body["status"]["previousRevision"] == a and ("scale", "Deployment", f"qwen-small-{a}") not in writes
     assert cluster.deployments()[f"qwen-small-{a}"]["spec"]["replicas"] == 2
-    _, writes = cluster.reconcile("2026-11-21T10:01:55Z")  # the next pass: A shrinks to its warm size
+    cluster.reconcile("2026-11-21T10:01:30Z")  # 20 s after the switch: proxies may still send A some requests
+    assert cluster.deployments()[f"qwen-small-{a}"]["spec"]["replicas"] == 2
+    _, writes = cluster.reconcile("2026-11-21T10:01:55Z")  # abortScaleDownDelaySeconds (30) after: A shrinks to its warm size
     assert cluster.deployments()[f"qwen-small-{a}"]["spec"]["replicas"] == 1, writes
     cluster.set_ready(f"qwen-small-{a}", 1)
     errors[bad] = 300.0  # the regression shows only after promotion
