@@ -618,8 +618,9 @@ def _outcomes(pass_: _Pass) -> tuple[RecordOutcome, ...]:
     ref, registry = pass_.spec.model.mlflow, pass_.registry
     if ref is None or registry is None or registry.problem is not None:
         return ()
-    return tuple(RecordOutcome(finished, *pending) for finished in pass_.observed.rollouts
-                 if (pending := p.pending_outcome(ref, finished)) is not None)
+    rollouts, revisions = pass_.observed.rollouts, pass_.old_status.get("revisions") or []
+    return tuple(RecordOutcome(finished, *pending) for finished in rollouts
+                 if (pending := p.pending_outcome(ref, finished, rollouts, revisions)) is not None)
 
 
 @dataclass(frozen=True)

@@ -162,14 +162,17 @@ def target_versions(rollouts: Sequence[Mapping[str, Any]]) -> list[str]:
                    and (v := (r.get("spec", {}).get("target", {}).get("model") or {}).get("version"))})
 
 
-def pending_outcome(ref: MlflowModelRef, rollout: Mapping[str, Any]) -> tuple[reg.Outcome, dict[str, Any]] | None:
+def pending_outcome(ref: MlflowModelRef, rollout: Mapping[str, Any], rollouts: Sequence[Mapping[str, Any]] = (),
+                    revisions: Sequence[Mapping[str, Any]] = ()) -> tuple[reg.Outcome, dict[str, Any]] | None:
     """For a finished rollout to an MLflow version whose outcome the registry has not recorded yet: the
-    write-back and the rollout's status once it is done; else None."""
+    write-back and the rollout's status once it is done; else None. For a rollback, the version it went away from
+    is looked up in the deployment's ``rollouts`` and ``revisions`` (``status.revisions``)."""
     status = rollout.get("status") or {}
     version = (rollout.get("spec", {}).get("target", {}).get("model") or {}).get("version")
     if status.get("phase") not in TERMINAL or version is None or not status.get("finishedAt"):
         return None
-    outcome = reg.outcome_of(ref, version, rollout)
+    rolled_from = reg.version_of_revision(status.get("fromRevision"), rollouts, revisions) if reg.is_rollback(rollout) else None
+    outcome = reg.outcome_of(ref, version, rollout, rolled_from)
     done = status.get("registry") or {}
     if done.get("recordedAt") and done.get("outcome") == outcome.outcome:
         return None

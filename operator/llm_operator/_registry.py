@@ -10,7 +10,7 @@ or ``ModelNotFound`` (no such model, alias, stage or version).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,6 +20,17 @@ from ._vocabulary import Phase, Reason
 #: Status tags written on a version after its rollout (``llmops.dev/rollout`` is succeeded|aborted|failed).
 TAG_ROLLOUT = "llmops.dev/rollout"
 TAG_PREFIX = "llmops.dev/"
+#: On the version a rollback brought back: the MLflow version it went away from (when known) and its revision.
+TAG_ROLLBACK_FROM = "llmops.dev/rollback-from"
+TAG_ROLLBACK_FROM_REVISION = "llmops.dev/rollback-from-revision"
+#: On the version a rollback went away from: ``"true"``, the rollback's ``<namespace>/<name>``, its finishedAt, and the
+#: version it brought back (that version's own ``llmops.dev/rollout`` tag is left: its rollout did succeed).
+TAG_ROLLED_BACK = "llmops.dev/rolled-back"
+TAG_ROLLED_BACK_BY = "llmops.dev/rolled-back-by"
+TAG_ROLLED_BACK_AT = "llmops.dev/rolled-back-at"
+TAG_ROLLED_BACK_TO = "llmops.dev/rolled-back-to"
+#: The label of a rollback's LLMRollout (``kubectl llm rollback``'s and Argo CD's rollback action's): the revision.
+LABEL_ROLLBACK_TO = "llmops.dev/rollback-to"
 #: How much of a run's metrics, params and tags lands in status (the object must stay small).
 STATUS_ENTRIES = 64
 STATUS_VALUE_CHARS = 256
@@ -155,10 +166,41 @@ class Outcome:
     tags: Mapping[str, str]
     alias: str | None = None  # point this alias at the version (promotion only)
     stage: str | None = None  # transition the version to this stage (promotion only)
+    rolled_back: tuple[str, Mapping[str, str]] | None = None  # a successful rollback: (the version it went away from, its tags)
 
 
-def outcome_of(ref: MlflowModelRef, version: str, rollout: Mapping[str, Any]) -> Outcome:
-    """The write-back for a finished LLMRollout: tags always; the promote alias or stage only on success."""
+def is_rollback(rollout: Mapping[str, Any]) -> bool:
+    """Whether ``rollout`` is a rollback: ``kubectl llm rollback`` and Argo CD's rollback action label theirs alike."""
+    return bool(((rollout.get("metadata") or {}).get("labels") or {}).get(LABEL_ROLLBACK_TO))
+
+
+def version_of_revision(revision: str | None, rollouts: Sequence[Mapping[str, Any]],
+                        revisions: Sequence[Mapping[str, Any]]) -> str | None:
+    """The MLflow version ``revision`` served: the target version of an LLMRollout that made it stable, else its
+    entry in the LLMDeployment's ``status.revisions`` (``modelVersion``); None when neither says.
+
+    >>> version_of_revision("r5", [{"spec": {"target": {"model": {"version": "5"}}},
+    ...                             "status": {"phase": "Succeeded", "toRevision": "r5"}}], [])
+    '5'
+    >>> version_of_revision("r4", [], [{"revision": "r4", "modelVersion": "4"}]), version_of_revision("r3", [], [])
+    ('4', None)
+    """
+    if not revision:
+        return None
+    for rollout in rollouts:
+        status = rollout.get("status") or {}
+        version = (((rollout.get("spec") or {}).get("target") or {}).get("model") or {}).get("version")
+        if version and status.get("phase") == Phase.SUCCEEDED and status.get("toRevision") == revision:
+            return str(version)
+    return next((str(r["modelVersion"]) for r in revisions if r.get("revision") == revision and r.get("modelVersion")), None)
+
+
+def outcome_of(ref: MlflowModelRef, version: str, rollout: Mapping[str, Any], rolled_from: str | None = None) -> Outcome:
+    """The write-back for a finished LLMRollout: tags always; the promote alias or stage only on success.
+
+    A successful rollback (:func:`is_rollback`) also says so on the version it brought back (the version it went
+    away from, ``rolled_from``, and that revision), and tags ``rolled_from`` as rolled back (when known and another
+    version; a rollback of the runtime alone keeps the version)."""
     status = rollout.get("status") or {}
     outcome = {Phase.SUCCEEDED: "succeeded", Phase.ABORTED: "aborted", Phase.FAILED: "failed"}[status["phase"]]
     meta = rollout["metadata"]
@@ -177,8 +219,17 @@ def outcome_of(ref: MlflowModelRef, version: str, rollout: Mapping[str, Any]) ->
     # A bake cut short by a newer revision: tagged succeeded (it served), but the promote alias or stage does not
     # move to it (it did not finish its bake, and the newer one's rollout is under way).
     promoted = outcome == "succeeded" and not (status.get("bake") or {}).get("cutShort")
-    return Outcome(ref.name, version, outcome, tags,
-                   alias=ref.promote_alias if promoted else None, stage=ref.promote_stage if promoted else None)
+    rolled_back = None
+    if outcome == "succeeded" and is_rollback(rollout):
+        if rolled_from:
+            tags[TAG_ROLLBACK_FROM] = rolled_from
+        if status.get("fromRevision"):
+            tags[TAG_ROLLBACK_FROM_REVISION] = status["fromRevision"]
+        if rolled_from and rolled_from != version:
+            rolled_back = (rolled_from, {TAG_ROLLED_BACK: "true", TAG_ROLLED_BACK_BY: tags[f"{TAG_PREFIX}rollout-name"],
+                                         TAG_ROLLED_BACK_AT: tags[f"{TAG_PREFIX}finished-at"], TAG_ROLLED_BACK_TO: version})
+    return Outcome(ref.name, version, outcome, tags, alias=ref.promote_alias if promoted else None,
+                   stage=ref.promote_stage if promoted else None, rolled_back=rolled_back)
 
 
 @dataclass(frozen=True)

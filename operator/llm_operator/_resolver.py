@@ -26,9 +26,12 @@ from ._registry import ModelInfo, ModelRegistry, Outcome, RegistryError, Resolut
 
 
 def record(registry: ModelRegistry, outcome: Outcome) -> None:
-    """Write ``outcome``: tags first, then the alias or stage (so a promoted version is never left untagged).
-    Idempotent: writing it twice is harmless. Raises :class:`RegistryError`."""
+    """Write ``outcome``: tags first (a rollback's on the version it went away from too), then the alias or stage
+    (so a promoted version is never left untagged). Idempotent: writing it twice is harmless. Raises
+    :class:`RegistryError`."""
     registry.set_tags(outcome.name, outcome.version, outcome.tags)
+    if outcome.rolled_back:
+        registry.set_tags(outcome.name, *outcome.rolled_back)
     if outcome.alias:
         registry.set_alias(outcome.name, outcome.alias, outcome.version)
     if outcome.stage:

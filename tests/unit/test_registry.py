@@ -12,7 +12,7 @@ from llm_operator import _resolver as rz
 from llm_operator._api import GateThreshold, MlflowModelRef
 from llm_operator._planner import RecordOutcome
 from llm_operator._reconcile import run_pass
-from tests.unit.fakes import FakeKube, FakeRegistry, fake_deps
+from tests.unit.fakes import FakeKube, FakeMetrics, FakeRegistry, fake_deps
 
 T0, T1, T2, T3 = "2026-11-21T10:00:00Z", "2026-11-21T10:01:00Z", "2026-11-21T10:02:00Z", "2026-11-21T10:03:00Z"
 GOOD = {"accuracy": 0.91, "hallucination_rate": 0.04}
@@ -80,12 +80,56 @@ def test_outcome_of_an_abort_leaves_the_alias_and_records_the_reason():
     assert out.tags["llmops.dev/reason"] == "step 1: latency-p99: 6.1 > max 2"
 
 
+def _rollback(phase="Succeeded", version="4"):
+    """A finished rollback (``kubectl llm rollback``'s label) from revision r5 to r4, which serves ``version``."""
+    return {"metadata": {"name": "chat-rollback-r4", "namespace": "ml", "labels": {"llmops.dev/rollback-to": "r4"}},
+            "spec": {"strategy": "none", "target": {"model": {"version": version}}},
+            "status": {"phase": phase, "message": "", "finishedAt": T2, "fromRevision": "r5", "toRevision": "r4"}}
+
+
+MADE_R5 = {"spec": {"target": {"model": {"version": "5"}}}, "status": {"phase": "Succeeded", "toRevision": "r5"}}
+
+
+def test_a_rollbacks_outcome_tags_the_version_brought_back_and_the_one_rolled_back():
+    ref = MlflowModelRef(name="chat", alias="champion", promote_alias="production")
+    out, _ = p.pending_outcome(ref, _rollback(), [MADE_R5, _rollback()], [])
+    assert (out.version, out.outcome, out.alias) == ("4", "succeeded", "production")
+    assert out.tags["llmops.dev/rollback-from"] == "5" and out.tags["llmops.dev/rollback-from-revision"] == "r5"
+    assert out.rolled_back == ("5", {"llmops.dev/rolled-back": "true", "llmops.dev/rolled-back-by": "ml/chat-rollback-r4",
+                                     "llmops.dev/rolled-back-at": T2, "llmops.dev/rolled-back-to": "4"})
+    # no LLMRollout made r5 stable any more: the LLMDeployment's status.revisions says which version it served
+    out, _ = p.pending_outcome(ref, _rollback(), [], [{"revision": "r5", "modelVersion": "5"}])
+    assert out.rolled_back is not None and out.rolled_back[0] == "5"
+
+
+def test_a_rollback_whose_earlier_version_is_unknown_tags_only_the_version_brought_back():
+    ref = MlflowModelRef(name="chat", alias="champion", promote_alias="production")
+    out, _ = p.pending_outcome(ref, _rollback(), [], [{"revision": "r3", "modelVersion": "3"}])
+    assert out.rolled_back is None and "llmops.dev/rollback-from" not in out.tags
+    assert out.tags["llmops.dev/rollback-from-revision"] == "r5"
+    out, _ = p.pending_outcome(ref, _rollback(version="5"), [MADE_R5], [])  # the runtime alone went back: same version
+    assert out.rolled_back is None and out.tags["llmops.dev/rollback-from"] == "5"
+
+
+@pytest.mark.parametrize("phase", ["Aborted", "Failed"])
+def test_a_rollback_that_did_not_succeed_tags_no_rollback(phase):
+    ref = MlflowModelRef(name="chat", alias="champion", promote_alias="production")
+    out, _ = p.pending_outcome(ref, _rollback(phase), [MADE_R5], [])
+    assert out.rolled_back is None and out.alias is None
+    assert not [t for t in out.tags if "roll" in t.removeprefix("llmops.dev/rollout")]
+
+
 def test_record_writes_tags_before_moving_the_alias():
     registry = FakeRegistry()
     registry.register("chat", "5", alias="champion")
     rz.record(registry, reg.Outcome("chat", "5", "succeeded", {"llmops.dev/rollout": "succeeded"}, alias="production", stage="Production"))
     assert [w[0] for w in registry.writes] == ["tags", "alias", "stage"]
     assert registry.aliases["chat"]["production"] == "5" and registry.stages["chat"]["Production"] == "5"
+    registry.writes.clear()
+    rz.record(registry, reg.Outcome("chat", "4", "succeeded", {"llmops.dev/rollback-from": "5"}, alias="production",
+                                    rolled_back=("5", {"llmops.dev/rolled-back": "true"})))
+    assert registry.writes == [("tags", "chat", "4", {"llmops.dev/rollback-from": "5"}),
+                               ("tags", "chat", "5", {"llmops.dev/rolled-back": "true"}), ("alias", "chat", "production", "4")]
 
 
 # ------------------------------------------------------------------------------------ cache
@@ -139,15 +183,16 @@ def mlflow_doc(samples):
     doc = copy.deepcopy(samples["llmdeployment-mlflow"])
     doc["spec"]["replicas"] = 1
     doc["spec"]["rollout"].update(steps=[{"setWeight": 50}, {"pause": {"duration": "1m"}}], analyzeEveryStep=False,
-                                  bakeDuration="0s")  # the bake's write-back: test_reconcile's test_a_failed_bake_*
+                                  bakeDuration="0s")  # no bake here; a failed one: test_a_failed_bake_of_a_version_*
     return doc
 
 
 class Cluster:
     """A FakeKube with one LLMDeployment and a FakeRegistry, reconciled the way the handler does it."""
 
-    def __init__(self, doc):
+    def __init__(self, doc, metrics=None):
         self.kube = FakeKube()
+        self.metrics = metrics  # a FakeMetrics for the analysis (None: no Prometheus)
         self.kube.add(doc)
         self.key = (doc["apiVersion"], doc["kind"], doc["metadata"]["namespace"], doc["metadata"]["name"])
         self.registry = FakeRegistry()
@@ -170,7 +215,7 @@ class Cluster:
                 self.cache.forget("k", outcome.name)
             return rz.resolve(self.cache, "k", self.registry, spec.model.mlflow, p.target_versions(rollouts)), record
 
-        deps = fake_deps(self.kube, now, resolve=resolve, events=self.events)
+        deps = fake_deps(self.kube, now, resolve=resolve, metrics=self.metrics, events=self.events)
         before = len(self.kube.writes)
         result = run_pass(deps, self.key[2], self.key[3])
         return result.plan, self.kube.writes[before:]
@@ -494,3 +539,108 @@ def test_an_alias_moved_back_to_an_older_version_rolls_it_out_like_a_new_one(mlf
     _, uri = _serving(cluster)
     assert uri == "models:/support-assistant/5"
     assert cluster.registry.aliases["support-assistant"]["production"] == "5"
+
+
+def _promote_v5(cluster):
+    """Serving version 4, champion moved to 5 and 5 promoted (no bake), its outcome written: the rollout's name."""
+    cluster.serving_v4()
+    cluster.registry.register("support-assistant", "5", alias="champion", metrics=GOOD)
+    cluster.reconcile(T1)
+    cluster.reconcile(T1)
+    (name,) = cluster.rollouts()
+    cluster.ready(cluster.rollouts()[name]["status"]["toRevision"])
+    cluster.reconcile(T2)
+    cluster.reconcile(T3)
+    cluster.reconcile(T3)
+    assert cluster.rollouts()[name]["status"]["registry"]["outcome"] == "succeeded"
+    assert cluster.registry.aliases["support-assistant"] == {"champion": "5", "production": "5"}
+    return name
+
+
+def _argocd_rollback(body):
+    """The LLMRollout the Argo CD rollback action creates (its Lua, run as in test_argocd)."""
+    from tests.unit.test_argocd import CUSTOMIZATIONS, run
+
+    (op,) = run(CUSTOMIZATIONS / "LLMDeployment" / "actions" / "rollback" / "action.lua", body)
+    return op["resource"]
+
+
+@pytest.mark.parametrize("by", ["kubectl", "argocd"])
+def test_a_rollback_of_a_followed_deployment_is_recorded_on_both_versions_and_leaves_the_alias(mlflow_doc, by):
+    """v4 -> v5 promoted -> rolled back to 4 (``kubectl llm rollback``, or Argo CD's rollback action): version 4 says
+    it was brought back from 5, version 5 that it was rolled back (and by what, when), tags before the promote alias
+    moves to 4; champion stays on 5 (the owner's), and the LLMDeployment says Degraded, reason RolledBack."""
+    from llm_operator._plugin import rollback_rollout
+
+    cluster = Cluster(mlflow_doc)
+    promoted = _promote_v5(cluster)
+    rev4, rev5 = cluster.body["status"]["previousRevision"], cluster.body["status"]["stableRevision"]
+    rollout = (rollback_rollout(cluster.body, list(cluster.rollouts().values())) if by == "kubectl"
+               else _argocd_rollback(cluster.body))
+    assert rollout["spec"]["target"]["model"] == {"version": "4"}
+    name = cluster.kube.create(rollout)["metadata"]["name"]
+    cluster.registry.writes.clear()
+    cluster.reconcile("2026-11-21T10:04:00Z")  # switched: v4's pods were kept
+    assert cluster.rollouts()[name]["status"]["phase"] == "Succeeded" and cluster.registry.writes == []
+    cluster.reconcile("2026-11-21T10:04:00Z")  # the outcome, now that the API holds it
+    restored, rolled_back, alias = cluster.registry.writes
+    assert restored == ("tags", "support-assistant", "4", {
+        "llmops.dev/rollout": "succeeded", "llmops.dev/rollout-name": f"default/{name}",
+        "llmops.dev/finished-at": "2026-11-21T10:04:00Z", "llmops.dev/revision": rev4,
+        "llmops.dev/rollback-from": "5", "llmops.dev/rollback-from-revision": rev5})
+    assert rolled_back == ("tags", "support-assistant", "5", {
+        "llmops.dev/rolled-back": "true", "llmops.dev/rolled-back-by": f"default/{name}",
+        "llmops.dev/rolled-back-at": "2026-11-21T10:04:00Z", "llmops.dev/rolled-back-to": "4"})
+    assert alias == ("alias", "support-assistant", "production", "4")
+    assert cluster.registry.aliases["support-assistant"] == {"champion": "5", "production": "4"}
+    assert cluster.rollouts()[promoted]["status"]["registry"]["outcome"] == "succeeded"  # its own outcome stands
+    degraded = cluster.condition("Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "RolledBack")
+    assert f"revision {rev4} serves, not the spec's revision {rev5}" in degraded["message"]
+    assert cluster.body["status"]["model"]["version"] == "4"  # what serves; champion still names 5:
+    assert cluster.condition("ModelResolved")["message"].startswith("support-assistant version 5 (by alias champion)")
+    cluster.reconcile("2026-11-21T10:05:00Z")
+    assert len(cluster.registry.writes) == 3  # recorded once
+
+
+def test_a_failed_bake_of_a_version_tags_it_aborted_and_moves_no_alias(mlflow_doc):
+    """Version 5 promoted, then its bake's analysis fails: all traffic back on 4 (reason RolledBack), version 5
+    tagged ``aborted`` with the reason, and neither the promote alias nor the followed one moves."""
+    errors = {}
+
+    def answer(promql):  # errors per 1,000 requests, by revision
+        rev = next((r for r in errors if f'llmops_dev_revision="{r}"' in promql), None)
+        if "request_success_total" not in promql or rev is None:
+            return None
+        return errors[rev] if 'finished_reason="error"' in promql else 1000.0
+
+    mlflow_doc["spec"]["rollout"].update(
+        steps=[{"setWeight": 50}], bakeDuration="10m",
+        analysis={"interval": "30s", "minRequests": 10, "metrics": [{"name": "errors", "builtin": "errorRatio", "max": 0.01}]})
+    cluster = Cluster(mlflow_doc, metrics=FakeMetrics(answer)).serving_v4()
+    rev4 = cluster.body["status"]["stableRevision"]
+    cluster.registry.register("support-assistant", "5", alias="champion", metrics=GOOD)
+    cluster.reconcile(T1)
+    cluster.reconcile(T1)
+    (name,) = cluster.rollouts()
+    rev5 = cluster.rollouts()[name]["status"]["toRevision"]
+    errors.update({rev4: 0.0, rev5: 0.0})
+    cluster.ready(rev5)
+    cluster.reconcile("2026-11-21T10:01:10Z")  # 50% routed and the switch (its one pod is full size): the bake
+    assert cluster.rollouts()[name]["status"]["bake"]["previousRevision"] == rev4
+    errors[rev5] = 300.0
+    cluster.reconcile("2026-11-21T10:02:30Z")
+    status = cluster.rollouts()[name]["status"]
+    assert status["phase"] == "Aborted" and status["message"].startswith("bake failed: ")
+    assert next(c for c in status["conditions"] if c["type"] == "Degraded")["reason"] == "RolledBack"
+    assert cluster.body["status"]["stableRevision"] == rev4
+    assert cluster.registry.writes == []  # nothing written before the API holds the outcome
+    cluster.reconcile("2026-11-21T10:02:40Z")
+    (tags,) = cluster.registry.writes
+    assert tags[:3] == ("tags", "support-assistant", "5")
+    assert tags[3]["llmops.dev/rollout"] == "aborted" and tags[3]["llmops.dev/reason"] == status["message"]
+    assert "llmops.dev/rolled-back" not in tags[3] and "llmops.dev/rollback-from" not in tags[3]
+    assert cluster.registry.aliases["support-assistant"] == {"champion": "5"}  # no production, champion the owner's
+    assert cluster.rollouts()[name]["status"]["registry"]["outcome"] == "aborted"
+    cluster.reconcile("2026-11-21T10:03:00Z")
+    assert len(cluster.registry.writes) == 1
