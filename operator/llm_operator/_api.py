@@ -548,8 +548,8 @@ class FailFast(_Model):
                                                 "two intervals: two scrapes).",
                              json_schema_extra=_cel(("duration(self) >= duration('2s')", "must be at least 2s")))
 
-    stall_window: Duration = Field(
-        "2m", description="A canary whose pods held running requests for this whole window and generated no token in "
+    stall_window: Duration | None = Field(
+        None, description="A canary whose pods held running requests for this whole window and generated no token in "
                           "it has an engine that stopped answering (a hung engine keeps /health at 200 and its pods "
                           "Ready). Long, because a long prompt's prefill generates no token for a while; at least two "
                           "intervals (not written: 2m, or two intervals when longer). Judged per engine, and only once "
@@ -558,9 +558,10 @@ class FailFast(_Model):
 
     @model_validator(mode="after")
     def _window_spans_two_intervals(self) -> FailFast:
-        # stallWindow only when written: its default (2m) stands below two long intervals as two intervals, so a
-        # failFast written before it existed stays valid (the guard takes the longer, _measure.stall_window).
-        written = [("stallWindow", self.stall_window)] if "stall_window" in self.model_fields_set else []
+        # stallWindow only when written: not written it is 2m, or two intervals when longer (_measure.stall_window), so
+        # a failFast written before it existed stays valid, through every re-validation of the spec's wire form too
+        # (a default value would be written out there, and judged as written).
+        written = [("stallWindow", self.stall_window)] if self.stall_window is not None else []
         for name, value in [("window", self.window), *written]:
             if parse_duration(value) < 2 * parse_duration(self.interval):
                 raise ValueError(f"failFast.{name} {value} must be at least two intervals ({self.interval}): an increase() "

@@ -479,9 +479,14 @@ def judge_stall(held: list[float], revision: str, window: str) -> Guard:
                  f"{'it' if engines == 1 else 'they'} stopped answering")
 
 
+#: ``failFast.stallWindow`` when not written: long, as a long prompt's prefill generates no token for a while.
+DEFAULT_STALL_WINDOW = "2m"
+
+
 def stall_window(fail_fast: FailFast) -> float:
-    """Seconds of ``fail_fast.stallWindow``, at least two guard intervals (two scrapes)."""
-    return max(parse_duration(fail_fast.stall_window), 2 * parse_duration(fail_fast.interval))
+    """Seconds of ``fail_fast.stallWindow`` (:data:`DEFAULT_STALL_WINDOW` when not written), at least two guard
+    intervals (two scrapes)."""
+    return max(parse_duration(fail_fast.stall_window or DEFAULT_STALL_WINDOW), 2 * parse_duration(fail_fast.interval))
 
 
 def stall(provider: MetricsProvider, fail_fast: FailFast, ctx: Context, since_seconds: float | None = None) -> Guard:

@@ -780,7 +780,7 @@ def _warm(pass_: _Pass, serving: _Serving) -> list[Scale]:
     previous, started = bake.get("previousRevision"), bake.get("startedAt")
     if warm is None or not previous or not started or previous != serving.previous or previous == serving.stable_id:
         return []
-    if (pass_.now_dt - parse_rfc3339(started)).total_seconds() < pass_.spec.rollout.abort_scale_down_delay_seconds:
+    if active is None or (pass_.now_dt - parse_rfc3339(started)).total_seconds() < active.plan.abort_scale_down_delay_seconds:
         return []
     if _replicas(pass_.observed.deployments.get(previous)) <= warm:
         return []

@@ -10,6 +10,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pydantic
+
 from . import _builders as b
 from . import _conditions as cond
 from . import _contract as c
@@ -18,7 +20,7 @@ from . import _registry as reg
 from ._api import API_VERSION, Analysis, LLMDeploymentSpec, LLMRolloutSpec, MlflowModelRef, ResolvedModel, parse_duration
 from ._measure import Context
 from ._rollout import RolloutPlan, baking, needs_measurement, plan_rollout, run_window
-from ._validation import FieldError, InvalidSpec, parse_llmrollout
+from ._validation import FieldError, InvalidSpec, parse_llmrollout, pydantic_errors
 from ._vocabulary import TERMINAL, Phase, Reason, parse_rfc3339
 
 AUTO_LABEL = "llmops.dev/created-by"
@@ -80,7 +82,10 @@ def target_of(spec: LLMDeploymentSpec, rollout: LLMRolloutSpec) -> tuple[LLMDepl
     update: dict[str, Any] = {"model": {k: v for k, v in source.items() if v is not None}}
     if target.runtime is not None:
         update["runtime"] = target.runtime.to_wire()
-    merged = LLMDeploymentSpec.model_validate({**spec.to_wire(), **update})
+    try:  # the target's runtime over the deployment's: a combination neither was validated as
+        merged = LLMDeploymentSpec.model_validate({**spec.to_wire(), **update})
+    except pydantic.ValidationError as error:
+        raise InvalidSpec(pydantic_errors(error, "spec.target")) from None
     return merged, b.static_model(merged)
 
 
@@ -171,7 +176,8 @@ def pending_outcome(ref: MlflowModelRef, rollout: Mapping[str, Any], rollouts: S
     version = (rollout.get("spec", {}).get("target", {}).get("model") or {}).get("version")
     if status.get("phase") not in TERMINAL or version is None or not status.get("finishedAt"):
         return None
-    rolled_from = reg.version_of_revision(status.get("fromRevision"), rollouts, revisions) if reg.is_rollback(rollout) else None
+    rolled_from = (reg.version_of_revision(status.get("fromRevision"), rollouts, revisions, ref.name) if reg.is_rollback(rollout)
+                   else None)
     outcome = reg.outcome_of(ref, version, rollout, rolled_from)
     done = status.get("registry") or {}
     if done.get("recordedAt") and done.get("outcome") == outcome.outcome:

@@ -175,9 +175,10 @@ def is_rollback(rollout: Mapping[str, Any]) -> bool:
 
 
 def version_of_revision(revision: str | None, rollouts: Sequence[Mapping[str, Any]],
-                        revisions: Sequence[Mapping[str, Any]]) -> str | None:
+                        revisions: Sequence[Mapping[str, Any]], name: str | None = None) -> str | None:
     """The MLflow version ``revision`` served: the target version of an LLMRollout that made it stable, else its
-    entry in the LLMDeployment's ``status.revisions`` (``modelVersion``); None when neither says.
+    entry in the LLMDeployment's ``status.revisions`` (``modelVersion``, when its ``modelUri`` is a version of the
+    registered model ``name``: not another model's version of the same number); None when neither says.
 
     >>> version_of_revision("r5", [{"spec": {"target": {"model": {"version": "5"}}},
     ...                             "status": {"phase": "Succeeded", "toRevision": "r5"}}], [])
@@ -192,7 +193,8 @@ def version_of_revision(revision: str | None, rollouts: Sequence[Mapping[str, An
         version = (((rollout.get("spec") or {}).get("target") or {}).get("model") or {}).get("version")
         if version and status.get("phase") == Phase.SUCCEEDED and status.get("toRevision") == revision:
             return str(version)
-    return next((str(r["modelVersion"]) for r in revisions if r.get("revision") == revision and r.get("modelVersion")), None)
+    return next((str(r["modelVersion"]) for r in revisions if r.get("revision") == revision and r.get("modelVersion")
+                 and (name is None or r.get("modelUri") == f"models:/{name}/{r['modelVersion']}")), None)
 
 
 def outcome_of(ref: MlflowModelRef, version: str, rollout: Mapping[str, Any], rolled_from: str | None = None) -> Outcome:

@@ -15,6 +15,7 @@ doubling to 5 min), so a down registry is asked at most once per back-off step p
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -22,16 +23,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._api import MlflowModelRef
-from ._registry import ModelInfo, ModelRegistry, Outcome, RegistryError, Resolution, VersionInfo, resolved_model, select_version
+from ._registry import (
+    ModelInfo,
+    ModelNotFound,
+    ModelRegistry,
+    Outcome,
+    RegistryError,
+    Resolution,
+    VersionInfo,
+    resolved_model,
+    select_version,
+)
 
 
 def record(registry: ModelRegistry, outcome: Outcome) -> None:
-    """Write ``outcome``: tags first (a rollback's on the version it went away from too), then the alias or stage
-    (so a promoted version is never left untagged). Idempotent: writing it twice is harmless. Raises
-    :class:`RegistryError`."""
+    """Write ``outcome``: tags first (a rollback's on the version it went away from too, unless that version was
+    deleted meanwhile), then the alias or stage (so a promoted version is never left untagged). Idempotent: writing
+    it twice is harmless. Raises :class:`RegistryError`."""
     registry.set_tags(outcome.name, outcome.version, outcome.tags)
     if outcome.rolled_back:
-        registry.set_tags(outcome.name, *outcome.rolled_back)
+        with contextlib.suppress(ModelNotFound):  # the version rolled away from was deleted: nothing left to tag
+            registry.set_tags(outcome.name, *outcome.rolled_back)
     if outcome.alias:
         registry.set_alias(outcome.name, outcome.alias, outcome.version)
     if outcome.stage:

@@ -110,7 +110,7 @@ def cel_errors(kind: type[_Kind], body: Mapping[str, Any]) -> list[FieldError]:
 # -------------------------------------------------------------------------------------- pydantic
 
 
-def _pydantic_errors(error: pydantic.ValidationError, prefix: str) -> list[FieldError]:
+def pydantic_errors(error: pydantic.ValidationError, prefix: str) -> list[FieldError]:
     out = []
     for item in error.errors():
         loc = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in item["loc"])
@@ -182,7 +182,7 @@ def _parse(kind: type[_Kind], model: type[pydantic.BaseModel], body: Mapping[str
         try:
             spec = model.model_validate(body["spec"])
         except pydantic.ValidationError as exc:
-            errors += _pydantic_errors(exc, "spec")
+            errors += pydantic_errors(exc, "spec")
     if errors:
         raise InvalidSpec(errors)
     return spec

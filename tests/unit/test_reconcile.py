@@ -1458,3 +1458,15 @@ def test_warm_replicas_shrinks_the_previous_revision_after_the_routes_and_a_roll
     assert writes.index(("scale", "Deployment", f"qwen-small-{a}")) < kinds.index("Service"), writes  # pods asked first
     service = cluster.kube.get("v1", "Service", "default", "qwen-small")
     assert service["spec"]["selector"]["llmops.dev/revision"] == a  # and the traffic back at once
+
+
+def test_a_fail_fast_interval_longer_than_half_the_default_stall_window_rolls_out(samples):
+    """failFast {interval: 90s, window: 3m}, valid before stallWindow existed: its default (2m) is under two
+    intervals, and stands as two intervals. A rollout's target is validated from the deployment's spec written
+    out; a default written out there was judged as written and made every pass with a rollout raise."""
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["replicas"] = 2
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}], "analyzeEveryStep": False, "bakeDuration": "0s",
+                              "analysis": {"interval": "5m", "failFast": {"interval": "90s", "window": "3m"}}}
+    cluster, a, b = _rolling_to_b(doc, FakeMetrics(lambda promql: None))
+    assert a != b and _rollout_status(cluster)["phase"] == "Progressing"

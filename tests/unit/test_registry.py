@@ -98,7 +98,8 @@ def test_a_rollbacks_outcome_tags_the_version_brought_back_and_the_one_rolled_ba
     assert out.rolled_back == ("5", {"llmops.dev/rolled-back": "true", "llmops.dev/rolled-back-by": "ml/chat-rollback-r4",
                                      "llmops.dev/rolled-back-at": T2, "llmops.dev/rolled-back-to": "4"})
     # no LLMRollout made r5 stable any more: the LLMDeployment's status.revisions says which version it served
-    out, _ = p.pending_outcome(ref, _rollback(), [], [{"revision": "r5", "modelVersion": "5"}])
+    out, _ = p.pending_outcome(ref, _rollback(), [], [{"revision": "r5", "modelVersion": "5",
+                                                       "modelUri": f"models:/{ref.name}/5"}])
     assert out.rolled_back is not None and out.rolled_back[0] == "5"
 
 
@@ -109,6 +110,27 @@ def test_a_rollback_whose_earlier_version_is_unknown_tags_only_the_version_broug
     assert out.tags["llmops.dev/rollback-from-revision"] == "r5"
     out, _ = p.pending_outcome(ref, _rollback(version="5"), [MADE_R5], [])  # the runtime alone went back: same version
     assert out.rolled_back is None and out.tags["llmops.dev/rollback-from"] == "5"
+    # r5 served another registered model's version 5 (status.revisions names it): not this model's version 5
+    out, _ = p.pending_outcome(ref, _rollback(), [], [{"revision": "r5", "modelVersion": "5", "modelUri": "models:/other/5"}])
+    assert out.rolled_back is None and "llmops.dev/rollback-from" not in out.tags
+
+
+def test_a_rollback_whose_earlier_version_was_deleted_is_still_recorded():
+    """The version rolled away from, deleted from the registry meanwhile, cannot be tagged (MLflow answers
+    RESOURCE_DOES_NOT_EXIST): the version brought back is tagged and the promote alias moves all the same, once
+    (a failure there would be retried every pass, and the alias would never move)."""
+    ref = MlflowModelRef(name="chat", alias="champion", promote_alias="production")
+    out, _ = p.pending_outcome(ref, _rollback(), [MADE_R5, _rollback()], [])
+    registry = FakeRegistry()
+
+    def set_tags(name, version, tags):
+        if version == "5":
+            raise reg.ModelNotFound("RESOURCE_DOES_NOT_EXIST: Model Version (name=chat, version=5) not found")
+        registry.writes.append(("tags", name, version, dict(tags)))
+    registry.set_tags = set_tags
+    registry.set_alias = lambda name, alias, version: registry.writes.append(("alias", name, version, alias))
+    rz.record(registry, out)
+    assert [(w[0], w[2]) for w in registry.writes] == [("tags", "4"), ("alias", "4")]
 
 
 @pytest.mark.parametrize("phase", ["Aborted", "Failed"])
