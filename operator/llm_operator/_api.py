@@ -355,12 +355,82 @@ class ConnectionPool(_Model):
                           "maxNumSeqs x replicas.")
 
 
-class Traffic(_Model):
-    """How clients reach the model through Istio, and how the mesh treats a failing or slow pod."""
+#: The routers that split traffic between the stable and canary revisions (``spec.traffic.router``).
+Router = Literal["istio", "gatewayAPI"]
+#: A Gateway API duration (``HTTPRouteTimeouts``: up to four whole-number parts of h, m, s or ms, GEP-2257).
+GATEWAY_DURATION_RE = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"
 
+
+class ParentRef(_Model):
+    """A parent of the HTTPRoute (Gateway API ``ParentReference``): a Gateway (and one of its listeners), or a
+    Service for east-west traffic in a mesh that implements the Gateway API for it (GAMMA)."""
+
+    group: Annotated[str, StringConstraints(max_length=253)] = "gateway.networking.k8s.io"
+    kind: Annotated[str, StringConstraints(pattern=r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$", max_length=63)] = "Gateway"
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+    namespace: Annotated[str, StringConstraints(pattern=_DNS_LABEL_RE, max_length=63)] | None = Field(
+        None, description="The parent's namespace; the LLMDeployment's when not set (a Gateway elsewhere must allow routes "
+                          "from it: its listener's allowedRoutes).")
+    section_name: Annotated[str, StringConstraints(pattern=_DNS_LABEL_RE, max_length=253)] | None = Field(
+        None, description="A listener of the Gateway (all of them when not set).")
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+
+
+class EndpointPickerRef(_Model):
+    """The Service of an endpoint picker (the Gateway API Inference Extension's EPP, an ext_proc server)."""
+
+    name: Annotated[str, StringConstraints(pattern=_DNS_1035_RE, max_length=63)]
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(9002, description="Its ext_proc port (9002 is the EPP's default).")
+
+
+class EndpointPicker(_Model):
+    """The endpoint pickers of the two InferencePools. One picker serves one pool (the EPP's ``--pool-name``), and the
+    pools keep their names across revisions (``<name>`` selects the stable revision's pods, ``<name>-canary`` the
+    canary's), so each picker is deployed once, for its pool, and keeps working through every rollout."""
+
+    model_config = ConfigDict(json_schema_extra=_cel(
+        ("self.stable.name != self.canary.name", "the stable and canary pools need an endpoint picker each (one EPP serves "
+                                                 "one pool)", ".canary.name")))
+
+    stable: EndpointPickerRef = Field(description="The picker of InferencePool <name> (run with --pool-name <name>).")
+    canary: EndpointPickerRef = Field(description="The picker of InferencePool <name>-canary (--pool-name <name>-canary).")
+    failure_mode: Literal["FailOpen", "FailClose"] = Field(
+        "FailClose", description="What the gateway does when a picker does not answer: FailClose refuses the request, "
+                                 "FailOpen sends it to a pod of the pool it picks itself.")
+
+
+class GatewayApiTraffic(_Model):
+    """The HTTPRoute of ``router: gatewayAPI``: its parents, its hostnames and its backends (the two revisions'
+    InferencePools when endpoint pickers are given, their Services otherwise)."""
+
+    parent_refs: list[ParentRef] = Field(min_length=1, max_length=32, description="The Gateways (or mesh Services) the "
+                                                                                  "HTTPRoute attaches to.")
+    hostnames: list[Annotated[str, StringConstraints(min_length=1, max_length=253)]] = Field(
+        default_factory=list, max_length=16, description="The host names it answers (every one its parents accept when empty).")
+    endpoint_picker: EndpointPicker | None = Field(
+        None, description="With it, one InferencePool per revision role, each with its endpoint picker, as the HTTPRoute's "
+                          "backends (the Gateway API Inference Extension); without it, the stable and canary Services, "
+                          "which any Gateway API implementation routes to.")
+
+
+class Traffic(_Model):
+    """How clients reach the model (through Istio, or a Gateway API implementation), and how the mesh treats a
+    failing or slow pod."""
+
+    model_config = ConfigDict(json_schema_extra=_cel(
+        ("!has(self.router) || self.router != 'gatewayAPI' || has(self.gatewayAPI)",
+         "router gatewayAPI needs gatewayAPI.parentRefs (the Gateways its HTTPRoute attaches to)", ".gatewayAPI"),
+        (f"!has(self.router) || self.router != 'gatewayAPI' || !has(self.timeout) || self.timeout.matches('{GATEWAY_DURATION_RE}')",
+         "with router gatewayAPI, timeout is a Gateway API duration: whole numbers of h, m, s or ms (e.g. 600s, 1m30s)",
+         ".timeout")))
+
+    router: Router = Field(
+        "istio", description="What splits traffic between the revisions: istio (a VirtualService over the stable and canary "
+                             "Services, with DestinationRules) or gatewayAPI (an HTTPRoute, over InferencePools or the Services).")
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     hosts: list[str] = Field(default_factory=list, description="Extra hosts for the VirtualService.")
     gateways: list[str] = Field(default_factory=list, description="Istio gateways; the mesh is always included.")
+    gateway_api: GatewayApiTraffic | None = Field(None, alias="gatewayAPI", description="The HTTPRoute of router gatewayAPI.")
     timeout: Duration = Field(
         "600s", description="Request timeout on every route, retries included: long enough for a long generation (a "
                             "streamed answer is cut when it runs longer).", json_schema_extra=_POSITIVE_DURATION)
@@ -786,6 +856,8 @@ class LLMDeploymentStatus(_Model):
     replicas: int | None = None
     ready_replicas: int | None = None
     endpoint: str | None = None
+    router: Router | None = Field(None, description="The router whose objects split the traffic (a change of "
+                                                    "spec.traffic.router deletes the other one's).")
 
 
 class TargetModel(_Model):

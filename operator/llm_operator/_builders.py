@@ -728,6 +728,98 @@ def routes_of(virtual_service: dict[str, Any] | None) -> Routes | None:
     return None
 
 
+# ------------------------------------------------------------------------------------- Gateway API
+
+GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
+INFERENCE_API_VERSION = "inference.networking.k8s.io/v1"
+INFERENCE_GROUP = "inference.networking.k8s.io"
+
+
+def build_inference_pool(name: str, namespace: str, spec: LLMDeploymentSpec, role: str, revision: str) -> dict[str, Any]:
+    """The InferencePool of one role (``<name>`` stable, ``<name>-canary`` canary; the Services' names), selecting
+    only ``revision``'s pods on vLLM's container port, with the role's endpoint picker
+    (``traffic.gatewayAPI.endpointPicker``, which must be set). As the Services do, a pool keeps its name and
+    follows its role's revision, so the picker deployed for it (``--pool-name``) serves every rollout."""
+    gateway = spec.traffic.gateway_api
+    assert gateway is not None and gateway.endpoint_picker is not None
+    picker = gateway.endpoint_picker.stable if role == c.SUBSET_STABLE else gateway.endpoint_picker.canary
+    return {
+        "apiVersion": INFERENCE_API_VERSION,
+        "kind": "InferencePool",
+        "metadata": _meta(service_name(name, role), namespace, name),
+        "spec": {
+            "selector": {"matchLabels": {c.LABEL_DEPLOYMENT: name, c.LABEL_REVISION: revision}},
+            "targetPorts": [{"number": c.CONTAINER_PORT}],
+            "endpointPickerRef": {"kind": "Service", "name": picker.name, "port": {"number": picker.port},
+                                  "failureMode": gateway.endpoint_picker.failure_mode},
+        },
+    }
+
+
+def _backend(name: str, spec: LLMDeploymentSpec, role: str) -> dict[str, Any]:
+    """A backendRef to one role's InferencePool (with endpoint pickers) or Service (without)."""
+    gateway = spec.traffic.gateway_api
+    if gateway is not None and gateway.endpoint_picker is not None:
+        return {"group": INFERENCE_GROUP, "kind": "InferencePool", "name": service_name(name, role)}
+    return {"group": "", "kind": "Service", "name": service_name(name, role), "port": spec.traffic.port}
+
+
+def build_http_route(name: str, namespace: str, spec: LLMDeploymentSpec, routes: Routes,
+                     preview_header: str | None = None) -> dict[str, Any]:
+    """The HTTPRoute of ``router: gatewayAPI`` on ``traffic.gatewayAPI``'s parents and hostnames: its ``primary``
+    rule splits by ``routes``' weights across the stable and canary backends (:func:`_backend`) and, with a mirror
+    percent, mirrors that share to the canary Service (the ``RequestMirror`` filter's ``percent``; the answers are
+    dropped); ``preview_header`` (blue-green) adds a ``preview`` rule sending requests with that header set to
+    ``true`` to the canary (a rule with a header match takes precedence over one without, whatever their order).
+    Every rule has ``traffic.timeout`` as its request timeout; retries are not set (the HTTPRoute's ``retry`` is in
+    the experimental channel only).
+
+    The weights and the mirror belong to the rollout, as on the VirtualService: with no rollout in progress, the
+    planner passes in what it read from the live object (:func:`http_routes_of`)."""
+    gateway = spec.traffic.gateway_api
+    assert gateway is not None
+    everything = [{"path": {"type": "PathPrefix", "value": "/"}}]
+    timeouts = {"request": spec.traffic.timeout}
+    primary: dict[str, Any] = {
+        "name": "primary",
+        "matches": copy.deepcopy(everything),
+        "backendRefs": [{**_backend(name, spec, c.SUBSET_STABLE), "weight": routes.stable_weight},
+                        {**_backend(name, spec, c.SUBSET_CANARY), "weight": routes.canary_weight}],
+        "timeouts": dict(timeouts),
+    }
+    if routes.mirror_percent > 0:
+        primary["filters"] = [{"type": "RequestMirror", "requestMirror": {
+            "backendRef": {"group": "", "kind": "Service", "name": service_name(name, c.SUBSET_CANARY), "port": spec.traffic.port},
+            "percent": routes.mirror_percent}}]
+    rules = [primary]
+    if preview_header:
+        rules.insert(0, {"name": "preview",
+                         "matches": [{**copy.deepcopy(everything[0]),
+                                      "headers": [{"type": "Exact", "name": preview_header, "value": "true"}]}],
+                         "backendRefs": [{**_backend(name, spec, c.SUBSET_CANARY), "weight": 1}],
+                         "timeouts": dict(timeouts)})
+    route_spec: dict[str, Any] = {"parentRefs": [ref.to_wire() for ref in gateway.parent_refs], "rules": rules}
+    if gateway.hostnames:
+        route_spec["hostnames"] = list(gateway.hostnames)
+    return {"apiVersion": GATEWAY_API_VERSION, "kind": "HTTPRoute", "metadata": _meta(name, namespace, name), "spec": route_spec}
+
+
+def http_routes_of(route: Mapping[str, Any] | None) -> Routes | None:
+    """The weights and mirror percent of a live HTTPRoute built by :func:`build_http_route` (its ``primary`` rule)."""
+    if not route:
+        return None
+    canary = service_name(route.get("metadata", {}).get("name", ""), c.SUBSET_CANARY)
+    for rule in route.get("spec", {}).get("rules", []):
+        if rule.get("name") != "primary":
+            continue
+        weights = {c.SUBSET_CANARY if ref.get("name") == canary else c.SUBSET_STABLE: int(ref.get("weight", 1))
+                   for ref in rule.get("backendRefs", [])}
+        mirror = next((int(f.get("requestMirror", {}).get("percent", 100)) for f in rule.get("filters", [])
+                       if f.get("type") == "RequestMirror"), 0)
+        return Routes(weights.get(c.SUBSET_STABLE, 0), weights.get(c.SUBSET_CANARY, 0), mirror)
+    return None
+
+
 # ---------------------------------------------------------------------------------------- security
 
 #: The Istio security kinds an LLMDeployment may own, in the order they are applied (a token is verified before a

@@ -34,6 +34,7 @@ from ._measure import Context, Guard, Run
 from ._quantity import quantity
 from ._rollout import Decision, bake_lost, bake_recovered, baking, decide, guarded, promotion_size, stable_floor
 from ._rollout import Observed as RolloutObserved
+from ._routing import ISTIO, ROUTERS, Router, router_for
 from ._validation import InvalidSpec, parse_llmdeployment
 from ._vocabulary import TERMINAL, Event, Phase, Reason, parse_rfc3339, rfc3339
 
@@ -154,7 +155,7 @@ def is_subset(want: Any, have: Any) -> bool:
 
 def _owned_view(obj: dict[str, Any]) -> dict[str, Any]:
     """``obj`` without the fields whose values others own: a Deployment's replicas (the autoscaler's,
-    echoed back when autoscaling) and a VirtualService's weights and mirror (the rollout's)."""
+    echoed back when autoscaling) and a VirtualService's or HTTPRoute's weights and mirror (the rollout's)."""
     view = copy.deepcopy(obj)
     if view.get("kind") == "Deployment":
         view.get("spec", {}).pop("replicas", None)
@@ -164,6 +165,13 @@ def _owned_view(obj: dict[str, Any]) -> dict[str, Any]:
             http.pop("mirrorPercentage", None)
             for route in http.get("route", []):
                 route.pop("weight", None)
+    elif view.get("kind") == "HTTPRoute":
+        for rule in view.get("spec", {}).get("rules", []):
+            rule["filters"] = [f for f in rule.get("filters", []) if f.get("type") != "RequestMirror"]
+            if not rule["filters"]:
+                del rule["filters"]
+            for ref in rule.get("backendRefs", []):
+                ref.pop("weight", None)
     return view
 
 
@@ -366,6 +374,10 @@ class _Pass:
     def names_revision(self) -> bool:
         return _names_revision(self.spec, self.registry)
 
+    @property
+    def router(self) -> Router:
+        return router_for(self.spec.traffic.router)
+
 
 @dataclass(frozen=True)
 class _Target:
@@ -450,7 +462,7 @@ def _replica_target(pass_: _Pass, stable_id: str) -> _Size:
         return _Size(pass_.spec.replicas)
     stable_live = pass_.observed.deployments.get(stable_id)
     want = _replicas(stable_live) if stable_live else max(scaling.min_replicas, 1)
-    live_routes = b.routes_of(pass_.observed.children.get(("VirtualService", pass_.name))) or b.Routes()
+    live_routes = pass_.router.live_routes(pass_.observed.children, pass_.name) or b.Routes()
     floor = stable_floor(scaling.min_replicas, scaling.max_replicas, want, _autoscaler_minimum(pass_.observed, pass_.name),
                          live_routes.canary_weight)
     return _Size(want, floor, promotion_size(floor, want, live_routes.canary_weight, scaling.max_replicas))
@@ -669,6 +681,9 @@ class _Desired:
 
     objects: tuple[dict[str, Any], ...]
     delete_kinds: tuple[tuple[str, str], ...]
+    #: Another router's objects, live but no longer wanted (a change of ``spec.traffic.router``, endpoint pickers
+    #: removed), in the order they are deleted: the route first, then what it routed through.
+    delete_objects: tuple[tuple[str, str, str], ...] = ()
 
 
 def _desired(pass_: _Pass, target: _Target, serving: _Serving, size: _Size, autoscaler_kinds: frozenset[str]) -> _Desired:
@@ -685,8 +700,10 @@ def _desired(pass_: _Pass, target: _Target, serving: _Serving, size: _Size, auto
     if serving.canary is not None:
         objects.append(b.build_deployment(name, namespace, serving.canary_spec or spec, serving.canary, serving.canary_replicas))
     routes = serving.routes if serving.canary is not None else b.Routes()  # no canary Deployment: only stable carries traffic
-    objects += b.build_routing(name, namespace, spec, stable_id, serving.canary_id, routes,
-                               preview_header=spec.rollout.preview_header if serving.preview else None)
+    revisions = {c.SUBSET_STABLE: stable_id, c.SUBSET_CANARY: serving.canary_id or stable_id}
+    objects += [b.build_service(name, namespace, spec, role, revisions[role]) for role in b.ROLES]
+    objects += pass_.router.build(name, namespace, spec, stable_id, serving.canary_id, routes,
+                                  spec.rollout.preview_header if serving.preview else None)
     stable_deployment = c.revision_deployment_name(name, stable_id)
     scaling, floor = spec.autoscaling, size.floor if serving.canary is not None else None
     delete_kinds: list[tuple[str, str]] = []
@@ -705,7 +722,11 @@ def _desired(pass_: _Pass, target: _Target, serving: _Serving, size: _Size, auto
     security = b.build_auth(name, namespace, spec)
     objects += security
     delete_kinds += [kind for kind in b.SECURITY_KINDS_DELETE_ORDER if kind[1] not in {o["kind"] for o in security}]
-    return _Desired(tuple(with_applied_hash(obj) for obj in objects), tuple(delete_kinds))
+    wanted = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    stale = [(api_version, kind, n) for router in ROUTERS.values() for api_version, kind, n in router.children(name)
+             if (kind, n) not in wanted and pass_.observed.children.get((kind, n)) is not None]
+    stale.sort(key=lambda ref: -ROUTING_ORDER.get(ref[1], 0))
+    return _Desired(tuple(with_applied_hash(obj) for obj in objects), tuple(delete_kinds), tuple(stale))
 
 
 @dataclass(frozen=True)
@@ -716,10 +737,11 @@ class _Ordered:
     requeue: tuple[float, ...] = ()
 
 
-#: Routing objects are applied in this order: a Service before the DestinationRule over it, both before the
-#: VirtualService that routes to them; the security policies after, a token's verification before the policy that
-#: asks for one (:data:`~llm_operator._builders.SECURITY_KINDS`); the rest last.
-ROUTING_ORDER = {"Service": 0, "DestinationRule": 1, "VirtualService": 2,
+#: Routing objects are applied in this order: a Service before the DestinationRule over it (or the InferencePool
+#: beside it), both before the VirtualService (or HTTPRoute) that routes to them; the security policies after, a
+#: token's verification before the policy that asks for one (:data:`~llm_operator._builders.SECURITY_KINDS`); the
+#: rest last.
+ROUTING_ORDER = {"Service": 0, "DestinationRule": 1, "InferencePool": 1, "VirtualService": 2, "HTTPRoute": 2,
                  **{kind: 3 + i for i, (_, kind) in enumerate(b.SECURITY_KINDS)}}
 
 
@@ -745,7 +767,7 @@ def _order(pass_: _Pass, serving: _Serving, retained: _Retained, size: _Size, de
             if needs_apply(obj, live, uid):
                 routing.append(Apply(obj, created=live is None))
     routing.sort(key=lambda a: ROUTING_ORDER.get(a.obj["kind"], len(ROUTING_ORDER)))
-    routing, deferred = make_before_break(routing, observed, pass_.name)
+    routing, deferred = make_before_break(routing, observed, pass_.name, pass_.router)
     # A stable revision the spec no longer describes keeps its pod template: only its size follows, through a
     # plain scale (an apply of just the replicas would drop every other field the operator's manager owns).
     stable_id = serving.stable_id
@@ -758,6 +780,7 @@ def _order(pass_: _Pass, serving: _Serving, retained: _Retained, size: _Size, de
     down += _warm(pass_, serving)
     deletes = [Delete(api_version, kind, pass_.name) for api_version, kind in desired.delete_kinds
                if observed.children.get((kind, pass_.name)) is not None]
+    deletes += [Delete(api_version, kind, n) for api_version, kind, n in desired.delete_objects]
     deletes += [Delete("apps/v1", "Deployment", dep["metadata"]["name"]) for revision, dep in sorted(observed.deployments.items())
                 if revision not in retained.keep]
     if pass_.names_revision:  # not while the registry cannot say which revision the spec names (nothing is pruned blind)
@@ -825,6 +848,7 @@ def _status(pass_: _Pass, target: _Target, started: _Started, size: _Size, servi
         "replicas": _int((stable_live or {}).get("status", {}).get("replicas")),
         "readyReplicas": _ready(stable_live),
         "endpoint": b.endpoint(name, pass_.namespace, pass_.spec),
+        "router": pass_.spec.traffic.router,
     }
     return {k: v for k, v in status.items() if v is not None}
 
@@ -928,18 +952,19 @@ def _condition_events(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> t
     return tuple(events)
 
 
-def make_before_break(routing: list[Apply], observed: Observed, name: str) -> tuple[list[Apply], bool]:
+def make_before_break(routing: list[Apply], observed: Observed, name: str, router: Router = ISTIO) -> tuple[list[Apply], bool]:
     """Hold back the routing changes that would pull endpoints from under traffic that still flows to them, as
     Istio's make-before-break rule asks (update the VirtualService, let it propagate, then what it stopped using).
     Returns the applies for this pass and whether any was held for a later one.
 
-    - The canary Service is not re-pointed to another revision while the live VirtualService still sends it weight
-      or mirrored traffic (a newer rollout taking over mid-canary): this pass moves the weight, the next re-points.
+    - The canary Service (and the canary InferencePool) is not re-pointed to another revision while the live
+      VirtualService or HTTPRoute (``router``'s) still sends it weight or mirrored traffic (a newer rollout taking
+      over mid-canary): this pass moves the weight, the next re-points.
     - A DestinationRule is not stripped of the ``stable``/``canary`` subsets while the live VirtualService still
       routes to them (the first pass after upgrading from the release that split by subsets).
     """
     live_vs = observed.children.get(("VirtualService", name))
-    live_routes = b.routes_of(live_vs)
+    live_routes = router.live_routes(observed.children, name)
     canary_flowing = live_routes is not None and (live_routes.canary_weight > 0 or live_routes.mirror_percent > 0)
     subsets_in_use = any(r.get("destination", {}).get("subset") for http in (live_vs or {}).get("spec", {}).get("http", [])
                          for r in http.get("route", []) + ([http["mirror"]] if http.get("mirror") else []))
@@ -948,8 +973,8 @@ def make_before_break(routing: list[Apply], observed: Observed, name: str) -> tu
     for action in routing:
         obj = action.obj
         live = observed.children.get((obj["kind"], obj["metadata"]["name"]))
-        if (obj["kind"] == "Service" and obj["metadata"]["name"] == canary_service and live is not None and canary_flowing
-                and (live.get("spec", {}).get("selector") or {}).get(c.LABEL_REVISION) != obj["spec"]["selector"][c.LABEL_REVISION]):
+        if (obj["kind"] in ("Service", "InferencePool") and obj["metadata"]["name"] == canary_service and live is not None
+                and canary_flowing and _selected(live) != _selected(obj)):
             held = True
             continue
         if obj["kind"] == "DestinationRule" and subsets_in_use and (live or {}).get("spec", {}).get("subsets"):
@@ -958,6 +983,12 @@ def make_before_break(routing: list[Apply], observed: Observed, name: str) -> tu
         kept.append(action)
     return kept, held
 
+
+
+def _selected(obj: Mapping[str, Any]) -> str | None:
+    """The revision a Service or an InferencePool selects."""
+    selector = obj.get("spec", {}).get("selector") or {}
+    return (selector.get("matchLabels", selector) if obj.get("kind") == "InferencePool" else selector).get(c.LABEL_REVISION)
 
 
 def _registry_model(spec: LLMDeploymentSpec, old_status: Mapping[str, Any], registry: reg.Resolution | None) -> ResolvedModel | None:

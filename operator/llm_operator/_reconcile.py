@@ -39,6 +39,7 @@ from ._planner import (
     spec_or_error,
 )
 from ._progressive import resolve as resolve_active
+from ._routing import observed_routers
 from ._telemetry import Telemetry
 from ._vocabulary import Event, Reason
 
@@ -56,8 +57,9 @@ def observe(kube: Kube, body: Mapping[str, Any], autoscaler_kinds: frozenset[str
         if revision:
             deployments[revision] = dep
     routed = [b.service_name(name, role) for role in b.ROLES]  # the Service clients call, and the canary's
-    kinds = [("v1", "Service", n) for n in routed] + [("networking.istio.io/v1", "DestinationRule", n) for n in routed] + [
-        ("networking.istio.io/v1", "VirtualService", name), ("autoscaling/v2", "HorizontalPodAutoscaler", name),
+    routers = observed_routers(((body.get("spec") or {}).get("traffic") or {}).get("router"), body.get("status") or {})
+    kinds = [("v1", "Service", n) for n in routed] + [ref for router in routers for ref in router.children(name)] + [
+        ("autoscaling/v2", "HorizontalPodAutoscaler", name),
         ("policy/v1", "PodDisruptionBudget", name)] + [(api_version, kind, name) for api_version, kind in b.SECURITY_KINDS]
     if "ScaledObject" in autoscaler_kinds:
         kinds.append(("keda.sh/v1alpha1", "ScaledObject", name))

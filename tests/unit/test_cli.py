@@ -14,12 +14,15 @@ def test_render_prints_valid_objects_for_every_sample(capsys):
     out = capsys.readouterr().out
     assert "&id" not in out and "*id" not in out  # no YAML anchors in manifests meant for kubectl
     objects = list(yaml.safe_load_all(out))
-    assert len(objects) == 47  # each LLMDeployment sample: a Service and a DestinationRule per role (stable, canary)
+    # Each Istio-routed LLMDeployment sample: a Service and a DestinationRule per role (stable, canary); the Gateway API
+    # sample: a Service and an InferencePool per role, and an HTTPRoute.
+    assert len(objects) == 54
     for obj in objects:
         validate(obj)
     assert {o["kind"] for o in objects} == {"DestinationRule", "Deployment", "HorizontalPodAutoscaler",
                                             "PodDisruptionBudget", "ScaledObject", "Service", "VirtualService",
-                                            "PeerAuthentication", "AuthorizationPolicy"}  # the hardened sample's policies
+                                            "PeerAuthentication", "AuthorizationPolicy",  # the hardened sample's policies
+                                            "HTTPRoute", "InferencePool"}  # the Gateway API sample's
 
 
 def test_render_refuses_an_invalid_file_naming_the_fields(tmp_path, capsys):

@@ -73,6 +73,18 @@ INVALID = [
     ("spread without a key", {"resources": {"topologySpread": [{"whenUnsatisfiable": "DoNotSchedule"}]}},
      "spec.resources.topologySpread[0].topologyKey", "Field required"),
     ("empty gpu product", {"resources": {"gpuProducts": [""]}}, "spec.resources.gpuProducts[0]", "at least 1 character"),
+    # the Gateway API router (issue 18)
+    ("gateway api without its parents", {"traffic": {"router": "gatewayAPI"}}, "spec.traffic.gatewayAPI",
+     "router gatewayAPI needs gatewayAPI.parentRefs"),
+    ("gateway api with no parent", {"traffic": {"router": "gatewayAPI", "gatewayAPI": {"parentRefs": []}}},
+     "spec.traffic.gatewayAPI.parentRefs", "at least 1 item"),
+    ("gateway api timeout with a fraction", {"traffic": {"router": "gatewayAPI", "timeout": "1.5s",
+                                                         "gatewayAPI": {"parentRefs": [{"name": "gw"}]}}},
+     "spec.traffic.timeout", "timeout is a Gateway API duration"),
+    ("one endpoint picker for both pools", {"traffic": {"router": "gatewayAPI", "gatewayAPI": {
+        "parentRefs": [{"name": "gw"}], "endpointPicker": {"stable": {"name": "epp"}, "canary": {"name": "epp"}}}}},
+     "spec.traffic.gatewayAPI.endpointPicker.canary.name", "one EPP serves one pool"),
+    ("unknown router", {"traffic": {"router": "linkerd"}}, "spec.traffic.router", "'istio' or 'gatewayAPI'"),
 ]
 
 
