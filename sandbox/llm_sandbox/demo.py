@@ -32,6 +32,7 @@ CHILDREN = [
     ("apps/v1", "Deployment"), ("v1", "Service"), ("networking.istio.io/v1", "DestinationRule"),
     ("networking.istio.io/v1", "VirtualService"), ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("keda.sh/v1alpha1", "ScaledObject"), ("policy/v1", "PodDisruptionBudget"),
+    ("inference.networking.k8s.io/v1", "InferencePool"), ("gateway.networking.k8s.io/v1", "HTTPRoute"),
 ]
 
 
@@ -65,6 +66,11 @@ def _summary(kind: str, obj: dict[str, Any]) -> str:
     if kind == "VirtualService":
         routes = spec["http"][-1]["route"]
         return "weights " + " ".join(f"{r['destination']['host'].split('.')[0]}={r['weight']}" for r in routes) + f" hosts={','.join(spec['hosts'])}"
+    if kind == "HTTPRoute":
+        refs = next(r for r in spec["rules"] if r.get("name") == "primary")["backendRefs"]
+        return "weights " + " ".join(f"{r['kind']}/{r['name']}={r['weight']}" for r in refs) + f" hosts={','.join(spec.get('hostnames', []))}"
+    if kind == "InferencePool":
+        return f"revision {spec['selector']['matchLabels'].get('llmops.dev/revision')}, picker {spec['endpointPickerRef']['name']}"
     if kind == "DestinationRule":
         return f"{spec['host'].split('.')[0]}: {spec.get('trafficPolicy', {}).get('loadBalancer', {}).get('simple', '')}"
     if kind == "HorizontalPodAutoscaler":
@@ -205,10 +211,10 @@ def run(workdir: pathlib.Path, keep: bool = False) -> int:
         plane.stop()
 
 
-def run_story(workdir: pathlib.Path, vllm_python: str) -> int:
+def run_story(workdir: pathlib.Path, vllm_python: str, router: str = "istio") -> int:
     from .story import NAMESPACE, Story, live_view
 
-    story = Story(workdir, vllm_python, say=say)
+    story = Story(workdir, vllm_python, say=say, router=router)
     try:
         story.start()
         figures = story.run(view=live_view)
@@ -241,12 +247,14 @@ def main() -> None:
     parser.add_argument("--samples", action="store_true", help="the samples tour (no vLLM; ~1 min) instead of the story")
     parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"), help="the vLLM environment's Python")
     parser.add_argument("--keep", action="store_true", help="samples tour: keep the control plane and the operator running")
+    parser.add_argument("--router", choices=["istio", "gatewayAPI"], default="istio",
+                        help="the story: what routes the traffic (a VirtualService, or an HTTPRoute over InferencePools)")
     args = parser.parse_args()
     started = time.monotonic()
     if args.samples:
         code = run(pathlib.Path(args.workdir), args.keep)
     else:
-        code = run_story(pathlib.Path(args.workdir) / "story", args.vllm_python)
+        code = run_story(pathlib.Path(args.workdir) / "story", args.vllm_python, args.router)
     say(f"    ({time.monotonic() - started:.0f}s)")
     sys.exit(code)
 

@@ -1,9 +1,11 @@
-"""A traffic shim standing in for the Istio sidecars in front of one LLMDeployment: it reads the
-VirtualService the operator writes and the endpoints of the Services it routes to (computed from their selectors
-and the pods' readiness as the EndpointSlice controller computes them: see :meth:`Shim._endpoints`), as Envoy gets
-them from istiod, splits requests across the destinations by the route's weights (and mirrors the configured share to the
-mirror destination, discarding the answers), sends each to a ready endpoint of that Service (the pods' own
-addresses, which the node agent serves), and exports request metrics under Istio's names
+"""A traffic shim standing in for the Istio sidecars (or a Gateway API gateway) in front of one LLMDeployment: it
+reads the VirtualService the operator writes (``router="istio"``) or its HTTPRoute (``router="gatewayAPI"``: backends
+that are Services or InferencePools, the ``RequestMirror`` filter's percent), and the endpoints of the Services or
+pools it routes to (computed from their selectors and the pods' readiness as the EndpointSlice controller computes
+them: see :meth:`Shim._endpoints`), as Envoy gets them from istiod, splits requests across the destinations by the
+route's weights (and mirrors the configured share to the mirror destination, discarding the answers), sends each to a
+ready endpoint of that destination (the pods' own addresses, which the node agent serves; a pool's endpoint picker
+is not run: a random ready pod of the pool), and exports request metrics under Istio's names
 (``istio_requests_total`` with ``response_code`` and the destination labels,
 ``istio_request_duration_milliseconds``), which Prometheus scrapes.
 
@@ -37,8 +39,8 @@ LABEL_REVISION = "llmops.dev/revision"
 class Shim:
     """Requests to ``url`` go to LLMDeployment ``namespace/name``'s Services by its VirtualService's primary route."""
 
-    def __init__(self, api: Any, namespace: str, name: str, *, seed: int = 0):
-        self.api, self.namespace, self.name = api, namespace, name
+    def __init__(self, api: Any, namespace: str, name: str, *, seed: int = 0, router: str = "istio"):
+        self.api, self.namespace, self.name, self.router = api, namespace, name, router
         self.port, self.metrics_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
@@ -95,31 +97,61 @@ class Shim:
                 print(f"shim: {type(error).__name__}: {error}", flush=True)
 
     def _refresh(self) -> None:
+        routed = self._http_route() if self.router == "gatewayAPI" else self._virtual_service()
+        if routed is None:
+            return
+        weights, kinds, mirror, mirror_percent = routed
+        revisions, endpoints = {}, {}
+        for backend in set(weights) | ({mirror} if mirror else set()):
+            if kinds.get(backend) == "InferencePool":
+                pool = self.api.get("inference.networking.k8s.io/v1", "InferencePool", self.namespace, backend) or {}
+                selector = pool.get("spec", {}).get("selector", {}).get("matchLabels") or {}
+                target: int | str = (pool.get("spec", {}).get("targetPorts") or [{"number": 0}])[0]["number"]
+            else:
+                svc = self.api.get("v1", "Service", self.namespace, backend) or {}
+                selector = svc.get("spec", {}).get("selector") or {}
+                port = (svc.get("spec", {}).get("ports") or [{}])[0]
+                target = port.get("targetPort", port.get("port", 0))
+            revisions[backend] = selector.get(LABEL_REVISION, "")
+            endpoints[backend] = self._endpoints(selector, target) if selector else []
+        with self._lock:
+            self.routes = (weights, revisions, endpoints, mirror, mirror_percent)
+
+    def _virtual_service(self) -> tuple[dict[str, int], dict[str, str], str | None, float] | None:
+        """(weight by Service, kind by backend, mirror Service, mirror percent) of the VirtualService's primary route."""
         vs = self.api.get("networking.istio.io/v1", "VirtualService", self.namespace, self.name)
         if not vs:
-            return
+            return None
         primary = next((h for h in vs["spec"]["http"] if h.get("name") == "primary"), vs["spec"]["http"][-1])
         weights = {_service(r["destination"]["host"]): int(r.get("weight", 100)) for r in primary["route"]}
         mirror = _service(primary["mirror"]["host"]) if primary.get("mirror") else None
         mirror_percent = float(primary.get("mirrorPercentage", {}).get("value", 0)) if mirror else 0.0
-        services = set(weights) | ({mirror} if mirror else set())
-        revisions, endpoints = {}, {}
-        for service in services:
-            svc = self.api.get("v1", "Service", self.namespace, service) or {}
-            selector = svc.get("spec", {}).get("selector") or {}
-            revisions[service] = selector.get(LABEL_REVISION, "")
-            endpoints[service] = self._endpoints(svc) if selector else []
-        with self._lock:
-            self.routes = (weights, revisions, endpoints, mirror, mirror_percent)
+        return weights, {}, mirror, mirror_percent
 
-    def _endpoints(self, svc: dict[str, Any]) -> list[str]:
-        """A Service's ready endpoints ("ip:port"), computed as the EndpointSlice controller does: the pods its selector
-        matches that are Ready and not terminating, on the port its ``targetPort`` names. (kube-apiserver refuses
-        loopback addresses in EndpointSlices, so for the node agent's 127.0.0.x pods the controller's slices stay
-        empty: "FailedToUpdateEndpointSlices ... may not be in the loopback range".)"""
-        spec = svc["spec"]
-        selector = ",".join(f"{k}={v}" for k, v in spec["selector"].items())
-        target = spec["ports"][0].get("targetPort", spec["ports"][0]["port"])
+    def _http_route(self) -> tuple[dict[str, int], dict[str, str], str | None, float] | None:
+        """The same of the HTTPRoute's ``primary`` rule: its backendRefs' weights (Services or InferencePools, weight 1
+        when not set, as the Gateway API defaults it) and its ``RequestMirror`` filter (percent 100 when not set)."""
+        route = self.api.get("gateway.networking.k8s.io/v1", "HTTPRoute", self.namespace, self.name)
+        if not route:
+            return None
+        rules = route["spec"].get("rules") or []
+        primary = next((r for r in rules if r.get("name") == "primary"), rules[-1])
+        refs = primary.get("backendRefs") or []
+        weights = {ref["name"]: int(ref.get("weight", 1)) for ref in refs}
+        total = sum(weights.values()) or 1
+        weights = {name: round(100 * weight / total) for name, weight in weights.items()}  # percent, as a VirtualService's
+        kinds = {ref["name"]: ref.get("kind", "Service") for ref in refs}
+        mirror_filter = next((f["requestMirror"] for f in primary.get("filters") or [] if f.get("type") == "RequestMirror"), None)
+        mirror = mirror_filter["backendRef"]["name"] if mirror_filter else None
+        return weights, kinds, mirror, float(mirror_filter.get("percent", 100)) if mirror_filter else 0.0
+
+    def _endpoints(self, labels: dict[str, str], target: int | str) -> list[str]:
+        """The ready endpoints ("ip:port") of a Service or an InferencePool selecting ``labels``, computed as the
+        EndpointSlice controller does: the pods the selector matches that are Ready and not terminating, on the port
+        ``target`` (a container port's name or number). (kube-apiserver refuses loopback addresses in EndpointSlices,
+        so for the node agent's 127.0.0.x pods the controller's slices stay empty: "FailedToUpdateEndpointSlices ...
+        may not be in the loopback range".)"""
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
         out = []
         for pod in self.api.list("v1", "Pod", self.namespace, selector):
             status = pod.get("status") or {}

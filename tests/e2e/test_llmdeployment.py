@@ -21,7 +21,8 @@ CHILD_KINDS = [
     ("networking.istio.io/v1", "VirtualService"), ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("policy/v1", "PodDisruptionBudget"), ("keda.sh/v1alpha1", "ScaledObject"),
     ("security.istio.io/v1", "PeerAuthentication"), ("security.istio.io/v1", "RequestAuthentication"),
-    ("security.istio.io/v1", "AuthorizationPolicy"),
+    ("security.istio.io/v1", "AuthorizationPolicy"), ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ("inference.networking.k8s.io/v1", "InferencePool"),
 ]
 
 
@@ -87,11 +88,13 @@ EXPECTED = {
     "llmdeployment-cpu": {"Deployment", "Service", "DestinationRule", "VirtualService", "PodDisruptionBudget"},
     "llmdeployment-hardened": {"Deployment", "Service", "DestinationRule", "VirtualService", "HorizontalPodAutoscaler",
                                "PodDisruptionBudget", "PeerAuthentication", "AuthorizationPolicy"},
+    "llmdeployment-gateway-api": {"Deployment", "Service", "InferencePool", "HTTPRoute", "PodDisruptionBudget"},
 }
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_sample_becomes_valid_owned_children(api, operator, namespace, name, mlflow, support_assistant):
+    name_of_sample = name
     doc = sample(name)
     if doc["spec"]["model"].get("mlflow"):
         api.create(mlflow_secret(namespace, mlflow.url), namespace)
@@ -112,13 +115,20 @@ def test_sample_becomes_valid_owned_children(api, operator, namespace, name, mlf
     assert deployment["metadata"]["labels"]["llmops.dev/revision"] == revision
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--served-model-name") + 1] == doc["spec"]["model"].get("servedModelName", doc["metadata"]["name"])
-    (vs,) = children["VirtualService"]
-    assert [r["weight"] for r in vs["spec"]["http"][0]["route"]] == [100, 0]
     name = doc["metadata"]["name"]
     # Host-level splitting: the Service clients call selects the stable revision only; the canary's selects the
-    # canary revision (stable's while there is none); a DestinationRule each.
+    # canary revision (stable's while there is none); a DestinationRule each (Istio), or an InferencePool each.
     assert _selected(children) == {name: revision, f"{name}-canary": revision}
-    assert sorted(dr["metadata"]["name"] for dr in children["DestinationRule"]) == [name, f"{name}-canary"]
+    if "VirtualService" in EXPECTED[name_of_sample]:
+        (vs,) = children["VirtualService"]
+        assert [r["weight"] for r in vs["spec"]["http"][0]["route"]] == [100, 0]
+        assert sorted(dr["metadata"]["name"] for dr in children["DestinationRule"]) == [name, f"{name}-canary"]
+    else:
+        (route,) = children["HTTPRoute"]
+        assert [(r["kind"], r["name"], r["weight"]) for r in route["spec"]["rules"][0]["backendRefs"]] == [
+            ("InferencePool", name, 100), ("InferencePool", f"{name}-canary", 0)]
+        assert {p["metadata"]["name"]: p["spec"]["selector"]["matchLabels"]["llmops.dev/revision"] for p in children["InferencePool"]} == {
+            name: revision, f"{name}-canary": revision}
     assert obj["status"]["endpoint"] == f"http://{doc['metadata']['name']}.{namespace}.svc.cluster.local:8000/v1"
     # The real scheduler placed the pods by their GPU requests, node selector and tolerations, PodSecurity
     # (restricted) admitted them, kwok's kubelets report them ready, and the Deployment controller counts them.
@@ -603,3 +613,47 @@ def test_pod_security_restricted_refuses_a_root_pod_and_admits_the_operators(api
                       "seccompProfile"):
         assert violation in message, (violation, message)
     assert api.list("v1", "Pod", namespace) == []
+
+
+GATEWAY_API = {"router": "gatewayAPI", "gatewayAPI": {
+    "parentRefs": [{"name": "inference-gateway", "namespace": "gateways"}], "hostnames": ["qwen.example.com"],
+    "endpointPicker": {"stable": {"name": "qwen-epp"}, "canary": {"name": "qwen-canary-epp"}}}}
+
+
+def test_switching_the_router_replaces_the_routes_on_the_api_server(api, operator, namespace):
+    """spec.traffic.router on the real API server with the Gateway API and Inference Extension CRDs (issue 18): Istio's
+    VirtualService and DestinationRules give way to an HTTPRoute over two InferencePools (admitted by their CRDs'
+    schemas and CEL rules), the pools to the Services when the endpoint pickers go, and the HTTPRoute to Istio's
+    objects again; each time the new route is applied before the old objects are deleted, and status.router says
+    which router routes."""
+    doc = sample("llmdeployment-minimal")
+    api.create(doc, namespace)
+
+    def kinds():
+        return {k for k, v in _children(api, namespace, "qwen-small").items() if v} - {"Deployment", "Service", "PodDisruptionBudget"}
+
+    def router():
+        return ((_llmd(api, namespace, "qwen-small") or {}).get("status") or {}).get("router")
+
+    wait_for(lambda: kinds() == {"DestinationRule", "VirtualService"} and router() == "istio", 60, "Istio's routes")
+    api.patch(*LLMD, namespace, "qwen-small", {"spec": {"traffic": GATEWAY_API}})
+    wait_for(lambda: kinds() == {"HTTPRoute", "InferencePool"} and router() == "gatewayAPI", 60, "an HTTPRoute over two pools")
+    children = _children(api, namespace, "qwen-small")
+    for child in children["HTTPRoute"] + children["InferencePool"]:
+        validate(child)
+    (route,) = children["HTTPRoute"]
+    assert route["spec"]["parentRefs"][0]["name"] == "inference-gateway" and route["spec"]["hostnames"] == ["qwen.example.com"]
+    assert sorted(p["spec"]["endpointPickerRef"]["name"] for p in children["InferencePool"]) == ["qwen-canary-epp", "qwen-epp"]
+    # The delete came after the apply of the new route: no moment without a route.
+    mine = [r for r in api.requests() if r.user == OPERATOR_USER and r.namespace == namespace and r.verb in ("patch", "delete")]
+    first_route = next(i for i, r in enumerate(mine) if r.resource == "httproutes")
+    assert all(i > first_route for i, r in enumerate(mine) if r.verb == "delete" and r.resource == "virtualservices")
+    api.patch(*LLMD, namespace, "qwen-small", {"spec": {"traffic": {"gatewayAPI": {"endpointPicker": None}}}})
+    route = wait_for(lambda: kinds() == {"HTTPRoute"} and (r := api.get("gateway.networking.k8s.io/v1", "HTTPRoute", namespace, "qwen-small"))
+                     and r["spec"]["rules"][0]["backendRefs"][0]["kind"] == "Service" and r, 60, "the Services as backends")
+    assert [(r["name"], r["port"], r["weight"]) for r in route["spec"]["rules"][0]["backendRefs"]] == [
+        ("qwen-small", 8000, 100), ("qwen-small-canary", 8000, 0)]
+    api.patch(*LLMD, namespace, "qwen-small", {"spec": {"traffic": None}})
+    wait_for(lambda: kinds() == {"DestinationRule", "VirtualService"} and router() == "istio", 60, "Istio's routes again")
+    deleted = {r.resource for r in api.requests() if r.user == OPERATOR_USER and r.namespace == namespace and r.verb == "delete"}
+    assert {"virtualservices", "destinationrules", "httproutes", "inferencepools"} <= deleted

@@ -23,13 +23,16 @@ FAST = {"interval": "2s", "minRequests": 10, "inconclusiveLimit": 3, "consecutiv
 class Scenario:
     """An LLMDeployment serving from a healthy stable revision, ready for a rollout."""
 
-    def __init__(self, api, prometheus, namespace, *, steps, analysis=None, slo=None, **rollout):
+    def __init__(self, api, prometheus, namespace, *, steps, analysis=None, slo=None, traffic=None, **rollout):
         self.api, self.prometheus, self.namespace = api, prometheus, namespace
+        self.gateway_api = bool(traffic and traffic.get("router") == "gatewayAPI")
         self.exporters = []
         doc = copy.deepcopy(sample("llmdeployment-cpu"))
         doc["metadata"]["name"] = NAME
         doc["spec"]["replicas"] = 2
         doc["spec"]["slo"] = slo or {"availability": 99.0, "latencyP99Seconds": 2.0}
+        if traffic:
+            doc["spec"]["traffic"] = traffic
         doc["spec"]["rollout"] = {**({"steps": steps} if steps is not None else {}), "analysis": {**FAST, **(analysis or {})},
                                   "scaleDownDelaySeconds": 0, "abortScaleDownDelaySeconds": 3,
                                   "bakeDuration": "0s", **rollout}  # the bake's own test sets one
@@ -70,7 +73,14 @@ class Scenario:
                         timeout, "the rollout to finish")
 
     def routes(self):
-        """([stable weight, canary weight], [the revision the stable Service selects, the canary Service's])."""
+        """([stable weight, canary weight], [the revision the stable Service selects, the canary Service's]); with the
+        Gateway API router, the HTTPRoute's weights and the revisions its InferencePools select."""
+        if self.gateway_api:
+            route = self.api.get("gateway.networking.k8s.io/v1", "HTTPRoute", self.namespace, NAME)
+            primary = next(r for r in route["spec"]["rules"] if r["name"] == "primary")
+            selected = [self.api.get("inference.networking.k8s.io/v1", "InferencePool", self.namespace, ref["name"])["spec"]["selector"]
+                        ["matchLabels"]["llmops.dev/revision"] for ref in primary["backendRefs"]]
+            return [ref["weight"] for ref in primary["backendRefs"]], selected
         vs = self.api.get("networking.istio.io/v1", "VirtualService", self.namespace, NAME)
         primary = next(h for h in vs["spec"]["http"] if h["name"] == "primary")
         selected = [self.api.get("v1", "Service", self.namespace, svc)["spec"]["selector"]["llmops.dev/revision"]
@@ -125,6 +135,53 @@ def test_healthy_canary_goes_through_every_step_to_succeeded(scenario, operator)
     assert f'llmops_rollouts_finished_total{{{labels},phase="Succeeded",reason="Promoted"}} 1.0' in metrics
     assert f'llmops_slo_availability_ratio{{{labels}}} 0.99' in metrics
     assert f'llmops_rollout_phase{{{labels},phase="Succeeded",rollout="to-v2"}} 1.0' in metrics
+
+
+GATEWAY_API = {"router": "gatewayAPI", "gatewayAPI": {
+    "parentRefs": [{"name": "inference-gateway"}],
+    "endpointPicker": {"stable": {"name": "chat-epp"}, "canary": {"name": "chat-canary-epp"}}}}
+
+
+def _watch_routes(s, until, timeout=90):
+    """The distinct (weights, revisions) the router's objects went through, in order, until ``until()`` holds."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = s.routes()
+        if not seen or seen[-1] != current:
+            seen.append(current)
+        if until():
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"timed out; routes so far {seen}")
+
+
+def test_gateway_api_canary_moves_the_http_route_step_by_step_and_promotes(scenario):
+    """Issue 18: with router gatewayAPI the rollout moves an HTTPRoute's weights between two InferencePools, each
+    step held while it is analysed, and promotion puts both pools on the new revision with the weight back on stable."""
+    s = scenario(steps=STEPS, traffic=GATEWAY_API)
+    assert s.api.get("networking.istio.io/v1", "VirtualService", s.namespace, NAME) is None
+    target = s.start_rollout()
+    s.serve(target, FakeVllm(rate=40, error_ratio=0.0, latency=0.4, seed=2))
+    seen = _watch_routes(s, lambda: s.rollout_status().get("phase") in ("Succeeded", "Aborted", "Failed"))
+    status = s.finished()
+    assert status["phase"] == "Succeeded", status.get("message")
+    seen.append(wait_for(lambda: (r := s.routes()) == ([100, 0], [target, target]) and r, 10, "both pools on the promoted revision"))
+    weights = [w for w, _ in seen]
+    assert [w for i, w in enumerate(weights) if i == 0 or w != weights[i - 1]] == [[100, 0], [75, 25], [50, 50], [100, 0]], seen
+    assert all(revisions == [s.stable, target] for w, revisions in seen if w[1] > 0)  # weight only ever on the canary's pool
+
+
+def test_gateway_api_abort_puts_the_http_route_canary_weight_back_to_zero(scenario):
+    s = scenario(steps=STEPS, traffic=GATEWAY_API, analysis={"failFast": {"enabled": False}})
+    target = s.start_rollout()
+    s.serve(target, FakeVllm(rate=40, error_ratio=0.3, latency=0.4, seed=3))
+    seen = _watch_routes(s, lambda: s.rollout_status().get("phase") in ("Succeeded", "Aborted", "Failed"))
+    status = s.finished()
+    assert status["phase"] == "Aborted", status.get("message")
+    assert wait_for(lambda: (r := s.routes())[0] == [100, 0] and r, 10, "the canary's weight back to 0")[1][0] == s.stable
+    assert max(w[1] for w, _ in seen) == 25  # aborted at the first analysis: never past its step
+    assert s.status()["stableRevision"] == s.stable
 
 
 def test_no_steps_written_goes_through_the_default_canary(scenario):

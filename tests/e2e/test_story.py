@@ -48,25 +48,52 @@ def test_v2_is_promoted_and_v3_aborted_on_real_measurements(vllm_python, tmp_pat
             'sum by (llmops_dev_revision) (max_over_time(vllm:request_success_total{llmops_dev_deployment="assistant"}[30m])) > 0')}
         revisions = {figures["v2"]["fromRevision"], figures["v2"]["toRevision"], figures["v3"]["toRevision"]}
         assert revisions <= served
-        # v3 never got more traffic than the canary step it reached allowed. Exactly: the router never gave it a
-        # larger weight and routed nothing to it at weight 0 (after the abort). Statistically: the share it drew
-        # while it had weight w is a plausible Binomial(n, w) draw (upper tail >= 0.001; 12 requests at 25% can
-        # honestly land 5 on the canary, p = 0.16, which a fixed +15-point margin called a failure).
-        v3_rev = figures["v3"]["toRevision"]
-        steps = SPEC["spec"]["rollout"]["steps"][: figures["v3"].get("currentStepIndex", 0) + 1]
-        allowed = max(step.get("setWeight", 0) for step in steps)
-        decisions = list(story.shim.decisions)
-        exposed = [(rev, weights[v3_rev]) for _, rev, weights in decisions if weights.get(v3_rev)]
-        assert exposed, "the shim never routed under a weight for v3"
-        assert max(weight for _, weight in exposed) <= allowed
-        assert not [rev for _, rev, weights in decisions if rev == v3_rev and not weights.get(v3_rev)]
-        for weight in sorted({weight for _, weight in exposed}):
-            drawn = [rev for rev, w in exposed if w == weight]
-            # P(X >= k) = sf(k - 1)
-            assert binom.sf(drawn.count(v3_rev) - 1, len(drawn), weight / 100) >= 0.001, (weight, drawn)
-        # Caught by the analysis within a few runs of its first canary traffic, not by a timeout or a deadline
-        # (a bound on runs, not a speed target: those are benchmarks/rollout.py's): v3's first run may see none of its
-        # requests finished (each takes ~20 s beside stable here), the next one does.
-        assert figures["detect_seconds"] < 4 * parse_duration(SPEC["spec"]["rollout"]["analysis"]["interval"])
+        _v3_traffic_followed_the_weights(story, figures)
     finally:
         story.stop()
+
+
+def test_the_regression_is_aborted_through_the_gateway_api_router(vllm_python, tmp_path):
+    """The shorter story with ``router: gatewayAPI`` (issue 18): version 3 rolled out over version 1 through an
+    HTTPRoute whose backends are one InferencePool per role, read by the shim as a gateway would; aborted on the
+    latency analysis, the HTTPRoute's canary weight back at 0, v3's traffic within the weights the route carried."""
+    story = Story(tmp_path, vllm_python, say=print, router="gatewayAPI").start()
+    try:
+        figures = story.run(timeout=900, healthy_first=False)
+        v1, _, v3 = figures["versions"]
+        assert figures["v3"]["phase"] == "Aborted", (figures["v3"].get("message"), figures["v3"])
+        assert any(c["type"] == "Degraded" and c["reason"] == "AnalysisFailed" for c in figures["v3"]["conditions"]), figures["v3"]
+        assert story.serving_version() == v1
+        assert story.api.get("networking.istio.io/v1", "VirtualService", "llm-serving", "assistant") is None
+        route = story.api.get("gateway.networking.k8s.io/v1", "HTTPRoute", "llm-serving", "assistant")
+        (primary,) = [r for r in route["spec"]["rules"] if r["name"] == "primary"]
+        assert [(ref["kind"], ref["name"], ref["weight"]) for ref in primary["backendRefs"]] == [
+            ("InferencePool", "assistant", 100), ("InferencePool", "assistant-canary", 0)]
+        pool = story.api.get("inference.networking.k8s.io/v1", "InferencePool", "llm-serving", "assistant")
+        assert pool["spec"]["selector"]["matchLabels"]["llmops.dev/revision"] == figures["v3"]["fromRevision"]
+        _v3_traffic_followed_the_weights(story, figures)
+    finally:
+        story.stop()
+
+
+def _v3_traffic_followed_the_weights(story, figures):
+    """v3 never got more traffic than the canary step it reached allowed. Exactly: the router never gave it a
+    larger weight and routed nothing to it at weight 0 (after the abort). Statistically: the share it drew while it
+    had weight w is a plausible Binomial(n, w) draw (upper tail >= 0.001; 12 requests at 25% can honestly land 5 on
+    the canary, p = 0.16, which a fixed +15-point margin called a failure)."""
+    v3_rev = figures["v3"]["toRevision"]
+    steps = SPEC["spec"]["rollout"]["steps"][: figures["v3"].get("currentStepIndex", 0) + 1]
+    allowed = max(step.get("setWeight", 0) for step in steps)
+    decisions = list(story.shim.decisions)
+    exposed = [(rev, weights[v3_rev]) for _, rev, weights in decisions if weights.get(v3_rev)]
+    assert exposed, "the shim never routed under a weight for v3"
+    assert max(weight for _, weight in exposed) <= allowed
+    assert not [rev for _, rev, weights in decisions if rev == v3_rev and not weights.get(v3_rev)]
+    for weight in sorted({weight for _, weight in exposed}):
+        drawn = [rev for rev, w in exposed if w == weight]
+        # P(X >= k) = sf(k - 1)
+        assert binom.sf(drawn.count(v3_rev) - 1, len(drawn), weight / 100) >= 0.001, (weight, drawn)
+    # Caught by the analysis within a few runs of its first canary traffic, not by a timeout or a deadline
+    # (a bound on runs, not a speed target: those are benchmarks/rollout.py's): v3's first run may see none of its
+    # requests finished (each takes ~20 s beside stable here), the next one does.
+    assert figures["detect_seconds"] < 4 * parse_duration(SPEC["spec"]["rollout"]["analysis"]["interval"])

@@ -34,9 +34,8 @@ NOT_A_REQUEST = {
     ("llmops.dev", "llmdeployments/finalizers", "update"),
     # The same plugin requires `delete` on a child whose owner references an update changes (an LLMDeployment
     # recreated over orphaned children: test_llmdeployment's orphan test); the operator never deletes these.
+    # (DestinationRules and VirtualServices it deletes when spec.traffic.router changes.)
     ("", "services", "delete"),
-    ("networking.istio.io", "destinationrules", "delete"),
-    ("networking.istio.io", "virtualservices", "delete"),
 }
 
 #: kube-apiserver's words for a request the authoriser refused (responsewriters.ForbiddenStatusError): the
@@ -286,8 +285,9 @@ def test_the_namespaced_overlay_is_least_privilege_too(api, tmp_path, prometheus
     sees those refusals. The run: a pass refused by a ResourceQuota (admission's 403, not RBAC's) repeats its
     Warning (Event patch), a restarted operator finds that Event (get); an HPA, a PodDisruptionBudget and the three
     Istio security policies are created, then swapped for a ScaledObject or dropped with a new model (a rollout:
-    LLMRollout create, status patches, the old Deployment deleted), and a third model drops the ScaledObject and
-    prunes the first rollout (historyLimit 0); an MLflow model's Secret is read."""
+    LLMRollout create, status patches, the old Deployment deleted) routed by the Gateway API instead (an HTTPRoute and
+    two InferencePools replace the VirtualService and DestinationRules), and a third model drops the ScaledObject,
+    goes back to Istio's routes and prunes the first rollout (historyLimit 0); an MLflow model's Secret is read."""
     objects = kustomize(ROOT / "manifests" / "overlays" / "namespaced")
     assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
     rules = _role(ROOT / "manifests" / "overlays" / "namespaced", "Role")["rules"]
@@ -347,15 +347,19 @@ def test_the_namespaced_overlay_is_least_privilege_too(api, tmp_path, prometheus
         wait_for(lambda: any(c["type"] == "Ready" and c["status"] == "True" for c in status("namespaced").get("conditions", []))
                  and all(child(*k) for k in [*security, ("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget")]),
                  90, "Ready under the namespaced install, with its HPA, PodDisruptionBudget and policies")
+        gateway = {"router": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "inference-gateway"}], "endpointPicker": {
+            "stable": {"name": "namespaced-epp"}, "canary": {"name": "namespaced-canary-epp"}}}}
         api.patch(*LLMD, namespace, "namespaced", {"spec": {
-            "model": {"uri": "hf://org/model-v2"}, "auth": None, "disruptionBudget": {"enabled": False},
+            "model": {"uri": "hf://org/model-v2"}, "auth": None, "disruptionBudget": {"enabled": False}, "traffic": gateway,
             "autoscaling": {"provider": "keda", "keda": {"serverAddress": prometheus.url}, "metric": "kvCacheUsage", "target": 0.75}}})
         wait_for(lambda: settled(2) and child("keda.sh/v1alpha1", "ScaledObject") and len(api.list("apps/v1", "Deployment", namespace)) == 1
+                 and child("gateway.networking.k8s.io/v1", "HTTPRoute") and child("networking.istio.io/v1", "VirtualService") is None
                  and not any(child(*k) for k in [*security, ("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget")]),
-                 90, "model v2 stable, a ScaledObject for the HPA, no policies and no PodDisruptionBudget")
-        api.patch(*LLMD, namespace, "namespaced", {"spec": {"model": {"uri": "hf://org/model-v3"}, "autoscaling": None}})
-        wait_for(lambda: settled(3) and child("keda.sh/v1alpha1", "ScaledObject") is None and len(api.list(*LLMD[:1], "LLMRollout", namespace)) == 1,
-                 90, "model v3 stable, no ScaledObject, the first rollout pruned")
+                 90, "model v2 stable, an HTTPRoute for the VirtualService, a ScaledObject for the HPA, no policies and no PodDisruptionBudget")
+        api.patch(*LLMD, namespace, "namespaced", {"spec": {"model": {"uri": "hf://org/model-v3"}, "autoscaling": None, "traffic": None}})
+        wait_for(lambda: settled(3) and child("keda.sh/v1alpha1", "ScaledObject") is None and len(api.list(*LLMD[:1], "LLMRollout", namespace)) == 1
+                 and child("gateway.networking.k8s.io/v1", "HTTPRoute") is None and child("networking.istio.io/v1", "VirtualService"),
+                 90, "model v3 stable on Istio's routes again, no ScaledObject, the first rollout pruned")
         wait_for(lambda: asked("secrets", "get"), 30, "the MLflow model's Secret read")
     finally:
         op.stop()
