@@ -63,6 +63,14 @@ RUNTIME_UID = 1000
 VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 #: The file that marks a finished download in ENV_MODEL_DIR (JSON: uri, files, bytes, seconds).
 COMPLETE_MARKER = ".llmops-complete.json"
+#: The LoRA adapters to serve on the base model (``spec.adapters``), a JSON list of objects ``{"name": the model
+#: name clients send, "uri": what to fetch (the same schemes as ENV_MODEL_URI), "dir": where to fetch it (under
+#: ADAPTER_CACHE_DIR; vLLM's ``--lora-modules name=dir`` points there), "base": the base model the adapter must
+#: have been trained on, or null}``. The entrypoint fetches each like the model (completion marker, atomic rename)
+#: and refuses to start when an adapter's ``adapter_config.json`` names another base model.
+ENV_ADAPTERS = "LLMOPS_ADAPTERS"
+#: Where adapters are fetched, in the cache volume.
+ADAPTER_CACHE_DIR = f"{MODEL_CACHE_DIR}/adapters"
 
 
 def revision_deployment_name(deployment: str, revision: str) -> str:
