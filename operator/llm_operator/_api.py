@@ -158,6 +158,41 @@ class ModelSource(_Model):
     )
 
 
+class AdapterMlflowRef(_Model):
+    """A LoRA adapter registered in the MLflow model registry (the base model's registry), by exactly one of alias,
+    stage or version. An alias or stage is followed: when it moves, the new version rolls out like any revision."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            ("[has(self.alias), has(self.stage), has(self.version)].exists_one(x, x)",
+             "exactly one of alias, stage or version must be set"),
+        )
+    )
+
+    name: Annotated[str, Field(min_length=1, description="Registered model name of the adapter.")]
+    alias: Annotated[str, Field(min_length=1)] | None = None
+    stage: Literal["Staging", "Production"] | None = None
+    version: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*$")] | None = None
+
+
+class Adapter(_Model):
+    """A LoRA adapter served on the base model (vLLM ``--lora-modules``): clients ask for it by ``name`` as the
+    request's ``model``; exactly one of a storage URI or an MLflow reference says what to fetch."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(("has(self.mlflow) != has(self.uri)", "exactly one of mlflow or uri must be set"))
+    )
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=128)] = Field(
+        description="The model name clients send for this adapter.")
+    uri: Annotated[str, StringConstraints(pattern=r"^(hf|s3|gs)://[^/]+(/.*)?$")] | None = Field(
+        None, description="hf://org/adapter, s3://bucket/path or gs://bucket/path.")
+    mlflow: AdapterMlflowRef | None = None
+    base_model: Annotated[str, Field(min_length=1)] | None = Field(
+        None, description="The base model the adapter was trained on, when its adapter_config.json names it otherwise "
+                          "than the served model is known (the serving pod refuses an adapter of another base).")
+
+
 # ------------------------------------------------------------------------------------------- runtime
 
 
@@ -203,6 +238,10 @@ class Runtime(_Model):
     enforce_eager: bool | None = None
     max_num_seqs: Annotated[int, Field(ge=1)] | None = None
     max_num_batched_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_loras: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="LoRA adapters in one batch (--max-loras); with spec.adapters, defaults to their number.")
+    max_lora_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512] | None = Field(
+        None, description="The largest adapter rank (--max-lora-rank; vLLM's default 16).")
     extra_args: list[str] = Field(default_factory=list, description="Further vLLM flags, passed verbatim.")
     env: list[EnvVar] = Field(
         default_factory=list, max_length=256,
@@ -787,6 +826,15 @@ class ResolvedModel(_Model):
     tags: dict[str, str] | None = Field(None, description="The version's tags (at most 64).")
 
 
+class ServedAdapter(_Model):
+    """A LoRA adapter a revision serves, as resolved."""
+
+    name: str
+    uri: str = Field(description="What the pods fetch: models:/name/version (pinned) or the storage URI.")
+    version: str | None = None
+    alias: str | None = None
+
+
 class RevisionStatus(_Model):
     """One model revision's Deployment."""
 
@@ -836,6 +884,11 @@ class LLMDeploymentSpec(_Model):
     slo: Slo = Field(default_factory=Slo)
     rollout: RolloutTemplate = Field(default_factory=RolloutTemplate)
     disruption_budget: DisruptionBudget = Field(default_factory=DisruptionBudget)
+    adapters: list[Adapter] = Field(
+        default_factory=list, max_length=64,
+        description="LoRA adapters served on the model, one per name. They are part of the revision: adding, changing or "
+                    "removing one (or an alias of one moving) rolls out like a new model.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
 
 
 class LLMDeploymentStatus(_Model):
@@ -858,6 +911,8 @@ class LLMDeploymentStatus(_Model):
     endpoint: str | None = None
     router: Router | None = Field(None, description="The router whose objects split the traffic (a change of "
                                                     "spec.traffic.router deletes the other one's).")
+    adapters: list[ServedAdapter] = Field(default_factory=list, description="The stable revision's LoRA adapters.")
+    adapter_count: int | None = Field(None, description="How many LoRA adapters the stable revision serves.")
 
 
 class TargetModel(_Model):
@@ -872,10 +927,13 @@ class TargetModel(_Model):
 
 
 class RolloutTarget(_Model):
-    """The new revision: a model, and optionally runtime settings that replace the deployment's."""
+    """The new revision: a model, and optionally runtime settings and LoRA adapters that replace the deployment's."""
 
     model: TargetModel
     runtime: Runtime | None = None
+    adapters: list[Adapter] | None = Field(
+        None, max_length=64, description="The adapters the new revision serves (the deployment's when not given).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
 
 
 class LLMRolloutSpec(_Model):
@@ -1057,6 +1115,7 @@ class LLMDeployment(_Kind):
         _col("Revision", "string", ".status.stableRevision", 1),
         _col("Canary", "string", ".status.canaryRevision", 1),
         _col("GPUs", "integer", ".spec.resources.gpus", 1, "GPUs per replica"),
+        _col("Adapters", "integer", ".status.adapterCount", 1, "LoRA adapters the stable revision serves"),
         _col("Reason", "string", '.status.conditions[?(@.type=="Ready")].reason', 1),
         _col("Endpoint", "string", ".status.endpoint", 1),
     ]

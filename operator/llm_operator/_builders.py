@@ -23,6 +23,7 @@ from ._api import (
     GPU_PRODUCT_LABEL,
     REGISTRY_ENV,
     RESERVED_ENV_PREFIX,
+    Adapter,
     AllowRule,
     LLMDeploymentSpec,
     ResolvedModel,
@@ -99,6 +100,8 @@ class Revision:
     runtime: Runtime
     resources: Resources
     defaults: dict[str, Any] = field(default_factory=dict)
+    #: The LoRA adapters it serves (their MLflow references pinned to versions by the pass: :func:`adapter_uri`).
+    adapters: tuple[Adapter, ...] = ()
 
 
 def _fill_unset(model: BaseModel, pins: Mapping[str, Any]) -> BaseModel:
@@ -173,13 +176,38 @@ def make_revision(spec: LLMDeploymentSpec, model: ResolvedModel, defaults: Mappi
         "resources": _identity(resources, REVISION_BASELINE["resources"]),
         "servedModelName": spec.model.served_model_name,
     }
+    if spec.adapters:  # only then: a revision without adapters keeps the id it had before adapters existed
+        shaping["adapters"] = sorted(([a.name, adapter_uri(a), a.base_model] for a in spec.adapters), key=lambda x: str(x[0]))
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     pinned: dict[str, Any] = {"runtime": _pick(runtime_wire, REVISION_BASELINE["runtime"]),
                               "resources": _pick(resources_wire, REVISION_BASELINE["resources"])}
     spread = [dict(c) for c in DEFAULT_TOPOLOGY_SPREAD] if defaults is None else (defaults or {}).get(SPREAD_DEFAULT_KEY)
     if isinstance(spread, list):
         pinned[SPREAD_DEFAULT_KEY] = copy.deepcopy(spread)
-    return Revision(id=digest[:10], model=model, runtime=runtime, resources=resources, defaults=pinned)
+    return Revision(id=digest[:10], model=model, runtime=runtime, resources=resources, defaults=pinned,
+                    adapters=tuple(spec.adapters))
+
+
+def adapter_uri(adapter: Adapter) -> str:
+    """What the serving pod fetches for ``adapter``: its storage URI, or ``models:/name/version`` (pinned),
+    ``models:/name@alias`` / ``models:/name/Stage`` (followed: the pass pins them to the version they name).
+
+    >>> adapter_uri(Adapter(name="sql", mlflow={"name": "sql-lora", "version": "3"}))
+    'models:/sql-lora/3'
+    """
+    if adapter.uri is not None:
+        return adapter.uri
+    ref = adapter.mlflow
+    assert ref is not None  # the schema requires exactly one of uri and mlflow
+    return f"models:/{ref.name}/{ref.version}" if ref.version else (
+        f"models:/{ref.name}@{ref.alias}" if ref.alias else f"models:/{ref.name}/{ref.stage}")
+
+
+def adapter_dir(adapter: Adapter) -> str:
+    """Where the serving pod fetches ``adapter`` (in the cache volume): a directory per name and URI, so a changed
+    adapter is fetched anew and an unchanged one is reused from the cache by the next revision's pods."""
+    digest = hashlib.sha256(adapter_uri(adapter).encode()).hexdigest()[:10]
+    return f"{c.ADAPTER_CACHE_DIR}/{adapter.name}-{digest}"
 
 
 def recorded_defaults(deployment: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -349,7 +377,9 @@ def container_env(name: str, spec: LLMDeploymentSpec, revision: Revision) -> lis
         {"name": c.ENV_REVISION, "value": revision.id},
         {"name": c.ENV_GPUS, "value": str(revision.resources.gpus)},
         {"name": c.ENV_SERVED_MODEL_NAME, "value": spec.model.served_model_name or name},
-    ] + _registry_env(spec) + _api_key_env(spec)
+    ] + ([{"name": c.ENV_ADAPTERS, "value": json.dumps(
+        [{"name": a.name, "uri": adapter_uri(a), "dir": adapter_dir(a), "base": a.base_model} for a in revision.adapters],
+        separators=(",", ":"))}] if revision.adapters else []) + _registry_env(spec) + _api_key_env(spec)
     reserved = {e["name"] for e in contract}
     user: dict[str, dict[str, Any]] = {}
     for entry in revision.runtime.env:
@@ -379,7 +409,20 @@ def engine_args(name: str, spec: LLMDeploymentSpec, revision: Revision) -> list[
             args.append(flag if value else "--no-" + flag[2:])
         else:
             args += [flag, str(value)]
-    return args + list(runtime.extra_args)
+    return args + _lora_args(revision) + list(runtime.extra_args)
+
+
+def _lora_args(revision: Revision) -> list[str]:
+    """vLLM's LoRA arguments for the revision's adapters: ``--enable-lora``, ``--lora-modules name=dir`` (where the
+    entrypoint fetched each, :func:`adapter_dir`), ``--max-loras`` (``runtime.maxLoras``, else as many as there are
+    adapters, so every adapter can be in one batch) and ``--max-lora-rank`` when set (vLLM's default is 16)."""
+    runtime = revision.runtime
+    if not revision.adapters:
+        return [flag for flag, value in (("--max-loras", runtime.max_loras), ("--max-lora-rank", runtime.max_lora_rank))
+                if value is not None for flag in (flag, str(value))]
+    args = ["--enable-lora", "--lora-modules", *(f"{a.name}={adapter_dir(a)}" for a in revision.adapters),
+            "--max-loras", str(runtime.max_loras or len(revision.adapters))]
+    return args + (["--max-lora-rank", str(runtime.max_lora_rank)] if runtime.max_lora_rank else [])
 
 
 def _resources(resources: Resources) -> dict[str, Any]:

@@ -68,7 +68,8 @@ def draining(rollouts: Sequence[Mapping[str, Any]], template_delay: float, now: 
 
 def target_of(spec: LLMDeploymentSpec, rollout: LLMRolloutSpec) -> tuple[LLMDeploymentSpec, ResolvedModel]:
     """The LLMDeployment spec as the rollout's target revision would run it: its model (an MLflow version of
-    the deployment's registered model, or a URI) and, when given, its runtime in place of the deployment's."""
+    the deployment's registered model, or a URI) and, when given, its runtime and its LoRA adapters in place of the
+    deployment's."""
     target = rollout.target
     source: dict[str, Any]
     if target.model.uri is not None:
@@ -82,6 +83,8 @@ def target_of(spec: LLMDeploymentSpec, rollout: LLMRolloutSpec) -> tuple[LLMDepl
     update: dict[str, Any] = {"model": {k: v for k, v in source.items() if v is not None}}
     if target.runtime is not None:
         update["runtime"] = target.runtime.to_wire()
+    if target.adapters is not None:
+        update["adapters"] = [a.to_wire() for a in target.adapters]
     try:  # the target's runtime over the deployment's: a combination neither was validated as
         merged = LLMDeploymentSpec.model_validate({**spec.to_wire(), **update})
     except pydantic.ValidationError as error:
@@ -120,7 +123,10 @@ def auto_rollout(name: str, namespace: str, spec: LLMDeploymentSpec, model: Reso
             "namespace": namespace,
             "labels": {c.LABEL_DEPLOYMENT: name, c.LABEL_REVISION: revision, AUTO_LABEL: c.MANAGER},
         },
-        "spec": {"deploymentName": name, "target": {"model": target_model, "runtime": spec.runtime.to_wire()}},
+        # The adapters pinned too (none: an empty list), so the revision the rollout carries stays the one it was made
+        # for whatever the spec's adapters become meanwhile.
+        "spec": {"deploymentName": name, "target": {"model": target_model, "runtime": spec.runtime.to_wire(),
+                                                    "adapters": [a.to_wire() for a in spec.adapters]}},
     }
 
 
