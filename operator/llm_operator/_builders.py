@@ -170,7 +170,7 @@ def make_revision(spec: LLMDeploymentSpec, model: ResolvedModel, defaults: Mappi
         resources = _fill_unset(resources, defaults.get("resources") or {})  # type: ignore[assignment]
     runtime_wire = runtime.model_dump(mode="json", by_alias=True)
     resources_wire = resources.model_dump(mode="json", by_alias=True)
-    shaping = {
+    shaping: dict[str, Any] = {
         "model": model.uri,
         "runtime": _identity(runtime, REVISION_BASELINE["runtime"]),
         "resources": _identity(resources, REVISION_BASELINE["resources"]),

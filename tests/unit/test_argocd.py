@@ -207,7 +207,8 @@ def test_the_example_ignores_exactly_what_the_rollout_owns_on_either_router(rout
     from llm_operator._validation import parse_llmdeployment
 
     app = yaml.safe_load((ROOT / "manifests" / "argocd" / "application-llmdeployment.yaml").read_text())
-    doc = yaml.safe_load((ROOT / "samples" / ("llmdeployment-gateway-api.yaml" if router == "gatewayAPI" else "llmdeployment-minimal.yaml")).read_text())
+    sample = "llmdeployment-gateway-api.yaml" if router == "gatewayAPI" else "llmdeployment-minimal.yaml"
+    doc = yaml.safe_load((ROOT / "samples" / sample).read_text())
     spec = parse_llmdeployment(doc)
     kind = "HTTPRoute" if router == "gatewayAPI" else "VirtualService"
     (ignore,) = [d for d in app["spec"]["ignoreDifferences"] if d["kind"] == kind]
