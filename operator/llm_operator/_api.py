@@ -398,19 +398,25 @@ class ConnectionPool(_Model):
 Router = Literal["istio", "gatewayAPI"]
 #: A Gateway API duration (``HTTPRouteTimeouts``: up to four whole-number parts of h, m, s or ms, GEP-2257).
 GATEWAY_DURATION_RE = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"
+# The Gateway API's own patterns (gateway.networking.k8s.io_httproutes.yaml, standard channel): a value its CRD
+# refuses would make every apply of the HTTPRoute fail.
+_GATEWAY_GROUP_RE = r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_GATEWAY_SECTION_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_GATEWAY_HOSTNAME_RE = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
 class ParentRef(_Model):
     """A parent of the HTTPRoute (Gateway API ``ParentReference``): a Gateway (and one of its listeners), or a
     Service for east-west traffic in a mesh that implements the Gateway API for it (GAMMA)."""
 
-    group: Annotated[str, StringConstraints(max_length=253)] = "gateway.networking.k8s.io"
+    group: Annotated[str, StringConstraints(pattern=_GATEWAY_GROUP_RE, max_length=253)] | None = Field(
+        None, description="gateway.networking.k8s.io for a Gateway, '' (the core group) for a Service; by kind when not set.")
     kind: Annotated[str, StringConstraints(pattern=r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$", max_length=63)] = "Gateway"
     name: Annotated[str, StringConstraints(min_length=1, max_length=253)]
     namespace: Annotated[str, StringConstraints(pattern=_DNS_LABEL_RE, max_length=63)] | None = Field(
         None, description="The parent's namespace; the LLMDeployment's when not set (a Gateway elsewhere must allow routes "
                           "from it: its listener's allowedRoutes).")
-    section_name: Annotated[str, StringConstraints(pattern=_DNS_LABEL_RE, max_length=253)] | None = Field(
+    section_name: Annotated[str, StringConstraints(pattern=_GATEWAY_SECTION_RE, max_length=253)] | None = Field(
         None, description="A listener of the Gateway (all of them when not set).")
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
 
@@ -444,12 +450,22 @@ class GatewayApiTraffic(_Model):
 
     parent_refs: list[ParentRef] = Field(min_length=1, max_length=32, description="The Gateways (or mesh Services) the "
                                                                                   "HTTPRoute attaches to.")
-    hostnames: list[Annotated[str, StringConstraints(min_length=1, max_length=253)]] = Field(
-        default_factory=list, max_length=16, description="The host names it answers (every one its parents accept when empty).")
+    hostnames: list[Annotated[str, StringConstraints(pattern=_GATEWAY_HOSTNAME_RE, min_length=1, max_length=253)]] = Field(
+        default_factory=list, max_length=16, description="The host names it answers, lower case, a leading '*.' for a "
+                                                         "wildcard (every one its parents accept when empty).")
     endpoint_picker: EndpointPicker | None = Field(
         None, description="With it, one InferencePool per revision role, each with its endpoint picker, as the HTTPRoute's "
                           "backends (the Gateway API Inference Extension); without it, the stable and canary Services, "
                           "which any Gateway API implementation routes to.")
+
+    @model_validator(mode="after")
+    def _distinct_parents(self) -> GatewayApiTraffic:
+        # The HTTPRoute CRD's own rule, checked here rather than in CEL: kube-apiserver prices a pairwise check over
+        # 32 parents beside the other rules of this schema beyond its budget (measured: the CRD was refused).
+        seen = [(r.group, r.kind, r.namespace, r.name, r.section_name, r.port) for r in self.parent_refs]
+        if len(set(seen)) < len(seen):
+            raise ValueError("each of parentRefs must name a distinct parent (kind, namespace, name, sectionName and port)")
+        return self
 
 
 class Traffic(_Model):
@@ -470,7 +486,7 @@ class Traffic(_Model):
     hosts: list[str] = Field(default_factory=list, description="Extra hosts for the VirtualService.")
     gateways: list[str] = Field(default_factory=list, description="Istio gateways; the mesh is always included.")
     gateway_api: GatewayApiTraffic | None = Field(None, alias="gatewayAPI", description="The HTTPRoute of router gatewayAPI.")
-    timeout: Duration = Field(
+    timeout: Annotated[Duration, StringConstraints(max_length=32)] = Field(
         "600s", description="Request timeout on every route, retries included: long enough for a long generation (a "
                             "streamed answer is cut when it runs longer).", json_schema_extra=_POSITIVE_DURATION)
     retries: Retries = Field(default_factory=Retries)

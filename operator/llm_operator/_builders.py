@@ -26,6 +26,7 @@ from ._api import (
     Adapter,
     AllowRule,
     LLMDeploymentSpec,
+    ParentRef,
     ResolvedModel,
     Resources,
     Runtime,
@@ -809,23 +810,24 @@ def _backend(name: str, spec: LLMDeploymentSpec, role: str) -> dict[str, Any]:
 
 def build_http_route(name: str, namespace: str, spec: LLMDeploymentSpec, routes: Routes,
                      preview_header: str | None = None) -> dict[str, Any]:
-    """The HTTPRoute of ``router: gatewayAPI`` on ``traffic.gatewayAPI``'s parents and hostnames: its ``primary``
-    rule splits by ``routes``' weights across the stable and canary backends (:func:`_backend`) and, with a mirror
-    percent, mirrors that share to the canary Service (the ``RequestMirror`` filter's ``percent``; the answers are
-    dropped); ``preview_header`` (blue-green) adds a ``preview`` rule sending requests with that header set to
-    ``true`` to the canary (a rule with a header match takes precedence over one without, whatever their order).
-    Every rule has ``traffic.timeout`` as its request timeout; retries are not set (the HTTPRoute's ``retry`` is in
-    the experimental channel only).
+    """The HTTPRoute of ``router: gatewayAPI`` on ``traffic.gatewayAPI``'s parents and hostnames: its primary rule
+    (the one without a header match) splits by ``routes``' weights across the stable and canary backends
+    (:func:`_backend`) and, with a mirror percent, mirrors that share to the canary Service (the ``RequestMirror``
+    filter's ``percent``, Gateway API v1.3; the answers are dropped); ``preview_header`` (blue-green) adds a rule
+    matching that header set to ``true``, to the canary (a rule with a header match takes precedence over one
+    without, whatever their order). Every rule has ``traffic.timeout`` as its request timeout; retries are not set
+    (the HTTPRoute's ``retry`` is in the experimental channel only). The rules are told apart by their matches, not
+    named (a rule's ``name`` is Gateway API v1.4's: an older CRD prunes it, and the route would differ from what
+    was applied on every pass).
 
-    The weights and the mirror belong to the rollout, as on the VirtualService: with no rollout in progress, the
-    planner passes in what it read from the live object (:func:`http_routes_of`)."""
+    The weights and the mirror belong to the rollout, as on the VirtualService: the planner passes in what it
+    read from the live object (:func:`http_routes_of`) while a structure edit lands mid-rollout."""
     gateway = spec.traffic.gateway_api
     assert gateway is not None
-    everything = [{"path": {"type": "PathPrefix", "value": "/"}}]
+    everything = {"path": {"type": "PathPrefix", "value": "/"}}
     timeouts = {"request": spec.traffic.timeout}
     primary: dict[str, Any] = {
-        "name": "primary",
-        "matches": copy.deepcopy(everything),
+        "matches": [copy.deepcopy(everything)],
         "backendRefs": [{**_backend(name, spec, c.SUBSET_STABLE), "weight": routes.stable_weight},
                         {**_backend(name, spec, c.SUBSET_CANARY), "weight": routes.canary_weight}],
         "timeouts": dict(timeouts),
@@ -836,30 +838,51 @@ def build_http_route(name: str, namespace: str, spec: LLMDeploymentSpec, routes:
             "percent": routes.mirror_percent}}]
     rules = [primary]
     if preview_header:
-        rules.insert(0, {"name": "preview",
-                         "matches": [{**copy.deepcopy(everything[0]),
-                                      "headers": [{"type": "Exact", "name": preview_header, "value": "true"}]}],
+        rules.insert(0, {"matches": [{**copy.deepcopy(everything), "headers": [{"type": "Exact", "name": preview_header, "value": "true"}]}],
                          "backendRefs": [{**_backend(name, spec, c.SUBSET_CANARY), "weight": 1}],
                          "timeouts": dict(timeouts)})
-    route_spec: dict[str, Any] = {"parentRefs": [ref.to_wire() for ref in gateway.parent_refs], "rules": rules}
+    route_spec: dict[str, Any] = {"parentRefs": [_parent_ref(ref) for ref in gateway.parent_refs], "rules": rules}
     if gateway.hostnames:
         route_spec["hostnames"] = list(gateway.hostnames)
     return {"apiVersion": GATEWAY_API_VERSION, "kind": "HTTPRoute", "metadata": _meta(name, namespace, name), "spec": route_spec}
 
 
+def _parent_ref(ref: ParentRef) -> dict[str, Any]:
+    """A parentRef as written, its group defaulted by its kind: a Gateway's is the Gateway API's, a Service's (a
+    mesh's east-west route, GAMMA) the core group."""
+    wire = ref.to_wire()
+    if ref.group is None:
+        wire["group"] = "" if ref.kind == "Service" else "gateway.networking.k8s.io"
+    return wire
+
+
+def is_primary_rule(rule: Mapping[str, Any]) -> bool:
+    """Whether an HTTPRoute rule built by :func:`build_http_route` is its primary one (no header match: the
+    blue-green preview rule has one)."""
+    return not any(match.get("headers") for match in rule.get("matches") or [])
+
+
 def http_routes_of(route: Mapping[str, Any] | None) -> Routes | None:
-    """The weights and mirror percent of a live HTTPRoute built by :func:`build_http_route` (its ``primary`` rule)."""
+    """The weights (percent of the primary rule's stable and canary backends' total: a Gateway API weight is a
+    share, not a percentage, and one edited by hand to 900/100 is 90/10) and the mirror percent of a live HTTPRoute
+    built by :func:`build_http_route`. Backends that are not this LLMDeployment's roles are left out; a weight not
+    set is 1, as the Gateway API defaults it."""
     if not route:
         return None
-    canary = service_name(route.get("metadata", {}).get("name", ""), c.SUBSET_CANARY)
+    name = route.get("metadata", {}).get("name", "")
+    roles = {service_name(name, role): role for role in ROLES}
     for rule in route.get("spec", {}).get("rules", []):
-        if rule.get("name") != "primary":
+        if not is_primary_rule(rule):
             continue
-        weights = {c.SUBSET_CANARY if ref.get("name") == canary else c.SUBSET_STABLE: int(ref.get("weight", 1))
-                   for ref in rule.get("backendRefs", [])}
+        weights = {role: 0 for role in ROLES}
+        for ref in rule.get("backendRefs", []):
+            if ref.get("name") in roles:
+                weights[roles[ref["name"]]] += int(ref.get("weight", 1))
+        total = sum(weights.values())
+        canary = round(100 * weights[c.SUBSET_CANARY] / total) if total else 0
         mirror = next((int(f.get("requestMirror", {}).get("percent", 100)) for f in rule.get("filters", [])
                        if f.get("type") == "RequestMirror"), 0)
-        return Routes(weights.get(c.SUBSET_STABLE, 0), weights.get(c.SUBSET_CANARY, 0), mirror)
+        return Routes(100 - canary if total else 0, canary, mirror)
     return None
 
 

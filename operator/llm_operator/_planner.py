@@ -342,7 +342,7 @@ def plan_llmdeployment(
     ordered = _order(pass_, serving, retained, size, desired, started.actions + serving.actions + _outcomes(pass_),
                      target.revision.id)
     status = _status(pass_, target, started, size, serving, retained, ordered)
-    events = started.events + serving.events + retained.events + _action_events(ordered.actions) + _condition_events(
+    events = started.events + serving.events + retained.events + _action_events(ordered.actions) + ordered.events + _condition_events(
         pass_.old_status.get("conditions", []), status["conditions"])
     requeue = serving.requeue + retained.requeue + ordered.requeue + (
         (registry.retry_in,) if registry is not None and registry.retry_in is not None else ())
@@ -682,8 +682,13 @@ class _Desired:
     objects: tuple[dict[str, Any], ...]
     delete_kinds: tuple[tuple[str, str], ...]
     #: Another router's objects, live but no longer wanted (a change of ``spec.traffic.router``, endpoint pickers
-    #: removed), in the order they are deleted: the route first, then what it routed through.
+    #: removed), in the order they are deleted: the route first, then what it routed through; empty while the spec's
+    #: route does not carry the traffic yet (``waiting`` says why).
     delete_objects: tuple[tuple[str, str, str], ...] = ()
+    #: Why the stale routing objects are kept in this pass (None: none are, or they go).
+    waiting: str | None = None
+    #: The router whose objects route the traffic when this pass is done (``status.router``).
+    router: str = "istio"
 
 
 def _desired(pass_: _Pass, target: _Target, serving: _Serving, size: _Size, autoscaler_kinds: frozenset[str]) -> _Desired:
@@ -722,11 +727,39 @@ def _desired(pass_: _Pass, target: _Target, serving: _Serving, size: _Size, auto
     security = b.build_auth(name, namespace, spec)
     objects += security
     delete_kinds += [kind for kind in b.SECURITY_KINDS_DELETE_ORDER if kind[1] not in {o["kind"] for o in security}]
+    hashed = tuple(with_applied_hash(obj) for obj in objects)
     wanted = {(o["kind"], o["metadata"]["name"]) for o in objects}
     stale = [(api_version, kind, n) for router in ROUTERS.values() for api_version, kind, n in router.children(name)
              if (kind, n) not in wanted and pass_.observed.children.get((kind, n)) is not None]
     stale.sort(key=lambda ref: -ROUTING_ORDER.get(ref[1], 0))
-    return _Desired(tuple(with_applied_hash(obj) for obj in objects), tuple(delete_kinds), tuple(stale))
+    waiting = _route_not_carrying(pass_, hashed) if stale else None
+    recorded = pass_.old_status.get("router") or pass_.router.name
+    router = recorded if waiting and any(kind in ("VirtualService", "HTTPRoute") for _, kind, _ in stale) else pass_.router.name
+    return _Desired(hashed, tuple(delete_kinds), () if waiting else tuple(stale), waiting, router)
+
+
+def _route_not_carrying(pass_: _Pass, desired: tuple[dict[str, Any], ...]) -> str | None:
+    """Why the spec's router does not carry the traffic yet, so the routing objects it replaces must stay (None: it
+    does). Its objects must be live as this pass wants them (applied by an earlier pass: an apply in this one has not
+    reached any proxy yet), and an HTTPRoute accepted by every parent that reports on it, for its current generation
+    (``Accepted`` and ``ResolvedRefs`` True in ``status.parents``: the Gateway API's own word that it routes by it)."""
+    routing = {kind for _, kind, _ in pass_.router.children(pass_.name)}
+    for obj in desired:
+        if obj["kind"] not in routing:
+            continue
+        live = pass_.observed.children.get((obj["kind"], obj["metadata"]["name"]))
+        if needs_apply(obj, live, pass_.uid):
+            return f"{obj['kind']} {obj['metadata']['name']} is being applied"
+        if obj["kind"] == "HTTPRoute":
+            generation = (live or {}).get("metadata", {}).get("generation")
+            parents = ((live or {}).get("status") or {}).get("parents") or []
+            accepted = [p for p in parents if all(any(
+                x.get("type") == kind and x.get("status") == "True" and x.get("observedGeneration", generation) == generation
+                for x in p.get("conditions") or []) for kind in ("Accepted", "ResolvedRefs"))]
+            if not parents or len(accepted) < len(parents):
+                return (f"HTTPRoute {obj['metadata']['name']} is not accepted yet by its parents "
+                        f"({len(accepted)} of {len(parents)} report Accepted and ResolvedRefs for generation {generation})")
+    return None
 
 
 @dataclass(frozen=True)
@@ -735,7 +768,14 @@ class _Ordered:
 
     actions: tuple[Action, ...]
     requeue: tuple[float, ...] = ()
+    #: The router whose objects route the traffic once these actions are done (``status.router``; None: the spec's).
+    router: str | None = None
+    events: tuple[Event, ...] = ()
 
+
+#: Seconds between passes while the routing objects of another router wait for the spec's route to carry the
+#: traffic (a Gateway's acceptance is not watched).
+ROUTE_WAIT_SECONDS = 5.0
 
 #: Routing objects are applied in this order: a Service before the DestinationRule over it (or the InferencePool
 #: beside it), both before the VirtualService (or HTTPRoute) that routes to them; the security policies after, a
@@ -791,7 +831,11 @@ def _order(pass_: _Pass, serving: _Serving, retained: _Retained, size: _Size, de
     first = [a for a in planned if not isinstance(a, WriteStatus)]
     status_writes = [a for a in planned if isinstance(a, WriteStatus)]
     actions = (*first, *grow, *up, *routing, *shrink, *down, *deletes, *status_writes)
-    return _Ordered(actions, (1.0,) if deferred else ())  # a deferred change follows once the routes it waited for landed
+    requeue = ((1.0,) if deferred else ()) + ((ROUTE_WAIT_SECONDS,) if desired.waiting else ())
+    waiting = (Event("Normal", Reason.ROUTE_NOT_ACCEPTED, f"{desired.waiting}: the {pass_.old_status.get('router') or 'istio'} "
+                                                          "router's objects stay until it carries the traffic"),) if (
+        desired.waiting and routing) else ()  # told when the route is applied, not on every pass that waits
+    return _Ordered(actions, requeue, desired.router, waiting)  # a deferred change follows once the routes it waited for landed
 
 
 def _warm(pass_: _Pass, serving: _Serving) -> list[Scale]:
@@ -848,7 +892,7 @@ def _status(pass_: _Pass, target: _Target, started: _Started, size: _Size, servi
         "replicas": _int((stable_live or {}).get("status", {}).get("replicas")),
         "readyReplicas": _ready(stable_live),
         "endpoint": b.endpoint(name, pass_.namespace, pass_.spec),
-        "router": pass_.spec.traffic.router,
+        "router": ordered.router or pass_.spec.traffic.router,
     }
     return {k: v for k, v in status.items() if v is not None}
 
@@ -964,8 +1008,10 @@ def make_before_break(routing: list[Apply], observed: Observed, name: str, route
       routes to them (the first pass after upgrading from the release that split by subsets).
     """
     live_vs = observed.children.get(("VirtualService", name))
-    live_routes = router.live_routes(observed.children, name)
-    canary_flowing = live_routes is not None and (live_routes.canary_weight > 0 or live_routes.mirror_percent > 0)
+    # Any router's live route: the one the spec names, and the one it replaces while both are live.
+    live = [r for r in (router.live_routes(observed.children, name), *(other.live_routes(observed.children, name)
+                                                                       for other in ROUTERS.values() if other is not router)) if r]
+    canary_flowing = any(r.canary_weight > 0 or r.mirror_percent > 0 for r in live)
     subsets_in_use = any(r.get("destination", {}).get("subset") for http in (live_vs or {}).get("spec", {}).get("http", [])
                          for r in http.get("route", []) + ([http["mirror"]] if http.get("mirror") else []))
     canary_service = b.service_name(name, c.SUBSET_CANARY)

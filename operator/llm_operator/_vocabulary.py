@@ -99,6 +99,8 @@ class Reason:
     UPDATED = "Updated"
     DELETED = "Deleted"
     SCALED = "Scaled"
+    # spec.traffic.router changed: the other router's objects wait until the new route carries the traffic
+    ROUTE_NOT_ACCEPTED = "RouteNotAccepted"
 
 
 @dataclass(frozen=True)

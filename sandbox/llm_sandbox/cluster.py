@@ -135,6 +135,22 @@ class Cluster:
     def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> None:
         self.resource(api_version, kind).delete(name=name, namespace=namespace)
 
+    def accept_http_routes(self, namespace: str) -> int:
+        """Stand in for a Gateway API implementation (there is none here): write every HTTPRoute of ``namespace``
+        ``Accepted`` and ``ResolvedRefs`` for its current generation, one ``status.parents`` entry per parentRef, as
+        a gateway controller does once it routes by it. Returns how many routes it marked."""
+        marked = 0
+        for route in self.list("gateway.networking.k8s.io/v1", "HTTPRoute", namespace):
+            generation = route["metadata"]["generation"]
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            parents = [{"parentRef": ref, "controllerName": "llmops.dev/sandbox-gateway", "conditions": [
+                {"type": kind, "status": "True", "reason": kind, "message": "", "observedGeneration": generation,
+                 "lastTransitionTime": now} for kind in ("Accepted", "ResolvedRefs")]} for ref in route["spec"]["parentRefs"]]
+            self.patch("gateway.networking.k8s.io/v1", "HTTPRoute", namespace, route["metadata"]["name"],
+                       {"status": {"parents": parents}}, status=True)
+            marked += 1
+        return marked
+
     def apply_file(self, path: pathlib.Path, namespace: str | None = None) -> list[dict[str, Any]]:
         return [self.apply(doc, namespace) for doc in yaml.safe_load_all(path.read_text()) if doc]
 

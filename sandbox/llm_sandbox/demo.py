@@ -67,7 +67,7 @@ def _summary(kind: str, obj: dict[str, Any]) -> str:
         routes = spec["http"][-1]["route"]
         return "weights " + " ".join(f"{r['destination']['host'].split('.')[0]}={r['weight']}" for r in routes) + f" hosts={','.join(spec['hosts'])}"
     if kind == "HTTPRoute":
-        refs = next(r for r in spec["rules"] if r.get("name") == "primary")["backendRefs"]
+        refs = next(r for r in spec["rules"] if not any(m.get("headers") for m in r.get("matches") or []))["backendRefs"]
         return "weights " + " ".join(f"{r['kind']}/{r['name']}={r['weight']}" for r in refs) + f" hosts={','.join(spec.get('hostnames', []))}"
     if kind == "InferencePool":
         return f"revision {spec['selector']['matchLabels'].get('llmops.dev/revision')}, picker {spec['endpointPickerRef']['name']}"

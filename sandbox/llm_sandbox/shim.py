@@ -134,8 +134,9 @@ class Shim:
         route = self.api.get("gateway.networking.k8s.io/v1", "HTTPRoute", self.namespace, self.name)
         if not route:
             return None
-        rules = route["spec"].get("rules") or []
-        primary = next((r for r in rules if r.get("name") == "primary"), rules[-1])
+        primary = next((r for r in route["spec"].get("rules") or [] if not any(m.get("headers") for m in r.get("matches") or [])), None)
+        if primary is None:
+            return None
         refs = primary.get("backendRefs") or []
         weights = {ref["name"]: int(ref.get("weight", 1)) for ref in refs}
         total = sum(weights.values()) or 1

@@ -624,8 +624,9 @@ def test_switching_the_router_replaces_the_routes_on_the_api_server(api, operato
     """spec.traffic.router on the real API server with the Gateway API and Inference Extension CRDs (issue 18): Istio's
     VirtualService and DestinationRules give way to an HTTPRoute over two InferencePools (admitted by their CRDs'
     schemas and CEL rules), the pools to the Services when the endpoint pickers go, and the HTTPRoute to Istio's
-    objects again; each time the new route is applied before the old objects are deleted, and status.router says
-    which router routes."""
+    objects again. The old objects stay until the new route carries the traffic: an HTTPRoute once its Gateway accepts
+    it (the test stands in for the gateway controller), Istio's objects once they are live; status.router says which
+    router routes."""
     doc = sample("llmdeployment-minimal")
     api.create(doc, namespace)
 
@@ -637,7 +638,10 @@ def test_switching_the_router_replaces_the_routes_on_the_api_server(api, operato
 
     wait_for(lambda: kinds() == {"DestinationRule", "VirtualService"} and router() == "istio", 60, "Istio's routes")
     api.patch(*LLMD, namespace, "qwen-small", {"spec": {"traffic": GATEWAY_API}})
-    wait_for(lambda: kinds() == {"HTTPRoute", "InferencePool"} and router() == "gatewayAPI", 60, "an HTTPRoute over two pools")
+    wait_for(lambda: "HTTPRoute" in kinds(), 60, "the HTTPRoute applied")
+    assert kinds() == {"HTTPRoute", "InferencePool", "DestinationRule", "VirtualService"} and router() == "istio"  # not accepted yet
+    wait_for(lambda: api.accept_http_routes(namespace) and kinds() == {"HTTPRoute", "InferencePool"} and router() == "gatewayAPI",
+             60, "Istio's objects gone once the Gateway accepted the HTTPRoute")
     children = _children(api, namespace, "qwen-small")
     for child in children["HTTPRoute"] + children["InferencePool"]:
         validate(child)
@@ -649,7 +653,8 @@ def test_switching_the_router_replaces_the_routes_on_the_api_server(api, operato
     first_route = next(i for i, r in enumerate(mine) if r.resource == "httproutes")
     assert all(i > first_route for i, r in enumerate(mine) if r.verb == "delete" and r.resource == "virtualservices")
     api.patch(*LLMD, namespace, "qwen-small", {"spec": {"traffic": {"gatewayAPI": {"endpointPicker": None}}}})
-    route = wait_for(lambda: kinds() == {"HTTPRoute"} and (r := api.get("gateway.networking.k8s.io/v1", "HTTPRoute", namespace, "qwen-small"))
+    route = wait_for(lambda: api.accept_http_routes(namespace) and kinds() == {"HTTPRoute"}
+                     and (r := api.get("gateway.networking.k8s.io/v1", "HTTPRoute", namespace, "qwen-small"))
                      and r["spec"]["rules"][0]["backendRefs"][0]["kind"] == "Service" and r, 60, "the Services as backends")
     assert [(r["name"], r["port"], r["weight"]) for r in route["spec"]["rules"][0]["backendRefs"]] == [
         ("qwen-small", 8000, 100), ("qwen-small-canary", 8000, 0)]

@@ -77,7 +77,7 @@ class Scenario:
         Gateway API router, the HTTPRoute's weights and the revisions its InferencePools select."""
         if self.gateway_api:
             route = self.api.get("gateway.networking.k8s.io/v1", "HTTPRoute", self.namespace, NAME)
-            primary = next(r for r in route["spec"]["rules"] if r["name"] == "primary")
+            primary = next(r for r in route["spec"]["rules"] if not any(m.get("headers") for m in r["matches"]))
             selected = [self.api.get("inference.networking.k8s.io/v1", "InferencePool", self.namespace, ref["name"])["spec"]["selector"]
                         ["matchLabels"]["llmops.dev/revision"] for ref in primary["backendRefs"]]
             return [ref["weight"] for ref in primary["backendRefs"]], selected

@@ -353,6 +353,7 @@ def test_the_namespaced_overlay_is_least_privilege_too(api, tmp_path, prometheus
             "model": {"uri": "hf://org/model-v2"}, "auth": None, "disruptionBudget": {"enabled": False}, "traffic": gateway,
             "autoscaling": {"provider": "keda", "keda": {"serverAddress": prometheus.url}, "metric": "kvCacheUsage", "target": 0.75}}})
         wait_for(lambda: settled(2) and child("keda.sh/v1alpha1", "ScaledObject") and len(api.list("apps/v1", "Deployment", namespace)) == 1
+                 and api.accept_http_routes(namespace)  # as its Gateway would: then the VirtualService goes
                  and child("gateway.networking.k8s.io/v1", "HTTPRoute") and child("networking.istio.io/v1", "VirtualService") is None
                  and not any(child(*k) for k in [*security, ("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget")]),
                  90, "model v2 stable, an HTTPRoute for the VirtualService, a ScaledObject for the HPA, no policies and no PodDisruptionBudget")

@@ -188,25 +188,85 @@ def test_blue_green_and_shadow_through_the_http_route(samples, traffic):
     validate({k: v for k, v in cluster.child("HTTPRoute").items() if k != "status"})
 
 
-def test_switching_routers_deletes_the_old_ones_objects_after_the_new_route_is_applied(samples):
+def _accept(cluster, behind=0):
+    """What a Gateway API implementation writes once it routes by the HTTPRoute: Accepted and ResolvedRefs (for the
+    generation ``behind`` the current one)."""
+    route = next(v for k, v in cluster.kube.objects.items() if k[1] == "HTTPRoute")
+    gen = route["metadata"]["generation"] - behind
+    route["status"] = {"parents": [{"parentRef": route["spec"]["parentRefs"][0], "controllerName": "example.com/gateway", "conditions": [
+        {"type": t, "status": "True", "reason": t, "observedGeneration": gen, "lastTransitionTime": T0, "message": ""}
+        for t in ("Accepted", "ResolvedRefs")]}]}
+
+
+def test_switching_routers_deletes_the_old_ones_objects_once_the_new_route_carries_the_traffic(samples):
     cluster, a = _cluster(samples, "istio")
     assert _kinds(cluster) == {"DestinationRule", "VirtualService"}
     cluster.edit_spec(traffic=copy.deepcopy(TRAFFIC["gatewayAPI pools"]))
     plan, writes = cluster.reconcile(T1)
     assert [w for w in writes if w[1] != "LLMDeployment"] == [
-        ("apply", "InferencePool", "qwen-small"), ("apply", "InferencePool", "qwen-small-canary"), ("apply", "HTTPRoute", "qwen-small"),
+        ("apply", "InferencePool", "qwen-small"), ("apply", "InferencePool", "qwen-small-canary"), ("apply", "HTTPRoute", "qwen-small")]
+    assert cluster.body["status"]["router"] == "istio" and plan.requeue_after == 5.0
+    assert [e.message for e in plan.events if e.reason == "RouteNotAccepted"] == [
+        "InferencePool qwen-small is being applied: the istio router's objects stay until it carries the traffic"]
+    # Not accepted by its Gateway yet (a wrong parentRef, say): the VirtualService keeps routing, nothing is written.
+    plan, writes = cluster.reconcile(T1)
+    assert writes == [] and plan.requeue_after == 5.0 and _kinds(cluster) == {"DestinationRule", "VirtualService", "HTTPRoute", "InferencePool"}
+    _accept(cluster, behind=1)  # accepted, but an older generation of it: not yet
+    assert cluster.reconcile(T1)[1] == []
+    _accept(cluster)
+    plan, writes = cluster.reconcile(T1)
+    assert [w for w in writes if w[1] != "LLMDeployment"] == [
         ("delete", "VirtualService", "qwen-small"), ("delete", "DestinationRule", "qwen-small"),
         ("delete", "DestinationRule", "qwen-small-canary")]
     assert _kinds(cluster) == {"HTTPRoute", "InferencePool"} and cluster.body["status"]["router"] == "gatewayAPI"
     assert cluster.reconcile(T1)[1] == []
-    # Endpoint pickers removed: the Services are the backends, the pools go.
+    # Endpoint pickers removed: the Services are the backends, the pools go once that route is accepted.
     cluster.edit_spec(traffic=copy.deepcopy(TRAFFIC["gatewayAPI services"]))
     plan, writes = cluster.reconcile(T2)
+    assert [w for w in writes if w[1] != "LLMDeployment"] == [("apply", "HTTPRoute", "qwen-small")]
+    route = next(v for k, v in cluster.kube.objects.items() if k[1] == "HTTPRoute")
+    route["metadata"]["generation"] += 1  # the API server's count of spec changes
+    _accept(cluster)
+    plan, writes = cluster.reconcile(T2)
     assert [w for w in writes if w[1] != "LLMDeployment"] == [
-        ("apply", "HTTPRoute", "qwen-small"), ("delete", "InferencePool", "qwen-small"), ("delete", "InferencePool", "qwen-small-canary")]
-    # And back to Istio.
+        ("delete", "InferencePool", "qwen-small"), ("delete", "InferencePool", "qwen-small-canary")]
+    # And back to Istio: the HTTPRoute goes one pass after the VirtualService is live.
     cluster.edit_spec(traffic={})
+    plan, writes = cluster.reconcile(T2)
+    assert ("delete", "HTTPRoute", "qwen-small") not in writes and cluster.body["status"]["router"] == "gatewayAPI"
     plan, writes = cluster.reconcile(T2)
     assert ("delete", "HTTPRoute", "qwen-small") in writes and _kinds(cluster) == {"DestinationRule", "VirtualService"}
     assert _routes(cluster) == b.Routes(100, 0, 0) and cluster.body["status"]["router"] == "istio"
     assert cluster.reconcile(T2)[1] == []
+
+
+def test_make_before_break_sees_the_canary_weight_on_any_routers_live_route(samples):
+    """A newer rollout taking over mid-canary in the pass the router changes: the canary Service still has weight on
+    the old router's route, so it is not re-pointed yet (issue 18 review)."""
+    from llm_operator._planner import Apply, Observed, make_before_break
+
+    spec = _spec(samples, TRAFFIC["istio"])
+    vs = ISTIO.build("qwen", "ml", spec, "aaaa", "bbbb", b.Routes(50, 50, 0), None)[-1]
+    old_canary = b.build_service("qwen", "ml", spec, "canary", "bbbb")
+    new_canary = b.build_service("qwen", "ml", spec, "canary", "cccc")
+    observed = Observed(children={("VirtualService", "qwen"): vs, ("Service", "qwen-canary"): old_canary})
+    kept, held = make_before_break([Apply(new_canary, created=False)], observed, "qwen", GATEWAY_API)
+    assert (kept, held) == ([], True)
+
+
+def test_http_route_weights_are_shares_of_our_backends():
+    route = {"metadata": {"name": "qwen"}, "spec": {"rules": [
+        {"matches": [{"headers": [{"name": "x-llmops-preview", "value": "true"}]}], "backendRefs": [{"name": "qwen-canary", "weight": 1}]},
+        {"backendRefs": [{"name": "qwen", "weight": 900}, {"name": "qwen-canary", "weight": 100}, {"name": "someone-else", "weight": 5000}],
+         "filters": [{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "qwen-canary"}}}]}]}}
+    assert b.http_routes_of(route) == b.Routes(90, 10, 100)  # a mirror with no percent mirrors everything
+    route["spec"]["rules"][1] = {"backendRefs": [{"name": "qwen"}, {"name": "qwen-canary"}]}  # weight 1 each, as defaulted
+    assert b.http_routes_of(route) == b.Routes(50, 50, 0)
+
+
+def test_a_mesh_service_parent_gets_the_core_group(samples):
+    traffic = {"router": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"kind": "Service", "name": "qwen"}, {"name": "gw", "sectionName": "https.internal"}]}}
+    (route,) = GATEWAY_API.build("qwen", "ml", _spec(samples, traffic), "aaaa", None, b.Routes(), None)
+    assert route["spec"]["parentRefs"] == [{"group": "", "kind": "Service", "name": "qwen"},
+                                           {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw", "sectionName": "https.internal"}]
+    validate(route)

@@ -85,6 +85,16 @@ INVALID = [
         "parentRefs": [{"name": "gw"}], "endpointPicker": {"stable": {"name": "epp"}, "canary": {"name": "epp"}}}}},
      "spec.traffic.gatewayAPI.endpointPicker.canary.name", "one EPP serves one pool"),
     ("unknown router", {"traffic": {"router": "linkerd"}}, "spec.traffic.router", "'istio' or 'gatewayAPI'"),
+    ("gateway hostname in capitals", {"traffic": {"router": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}],
+                                                                                          "hostnames": ["LLM.example.com"]}}},
+     "spec.traffic.gatewayAPI.hostnames[0]", "pattern"),
+    ("gateway hostname with a port", {"traffic": {"router": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}],
+                                                                                          "hostnames": ["llm.example.com:443"]}}},
+     "spec.traffic.gatewayAPI.hostnames[0]", "pattern"),
+    ("the same parent twice", {"traffic": {"router": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}, {"name": "gw"}]}}},
+     "spec.traffic.gatewayAPI", "distinct parent"),
+    ("a parent group in capitals", {"traffic": {"router": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw", "group": "Gateway_X"}]}}},
+     "spec.traffic.gatewayAPI.parentRefs[0].group", "pattern"),
 ]
 
 
