@@ -16,8 +16,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidatorFunctionWrapHandler, WithJsonSchema, WrapValidator, model_validator
 from pydantic.alias_generators import to_camel
+
+from ._vocabulary import Phase
 
 #: The custom resources' API group.
 GROUP = "llmops.dev"
@@ -47,6 +49,16 @@ Duration = Annotated[str, StringConstraints(pattern=_DURATION_RE)]
 #: A Kubernetes resource quantity (``4``, ``"500m"``, ``"16Gi"``); int-or-string in the schema.
 Quantity = Annotated[int | Annotated[str, StringConstraints(pattern=_QUANTITY_RE)], Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
 Percent = Annotated[int, Field(ge=0, le=100)]
+
+
+def _as_read(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    return value if type(value) is int else handler(value)
+
+
+#: A JSON number of a status, kept as read: an integer stays one. kube-apiserver returns a whole-number float
+#: as an integer (``3.0`` as ``3``); a status parsed and dumped again must say ``3`` too, not ``3.0`` (the same
+#: value, not the same JSON). The schema is a plain ``number``.
+Number = Annotated[float, WrapValidator(_as_read)]
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -989,9 +1001,9 @@ class MetricStatus(_Model):
     name: str
     verdict: Literal["Pass", "Fail", "Inconclusive", "Error"]
     message: str = ""
-    value: float | None = None
-    min: float | None = None
-    max: float | None = None
+    value: Number | None = None
+    min: Number | None = None
+    max: Number | None = None
 
 
 class AnalysisStatus(_Model):
@@ -1003,7 +1015,7 @@ class AnalysisStatus(_Model):
     consecutive_errors: int = 0
     last_run_at: str | None = None
     verdict: Literal["Pass", "Fail", "Inconclusive", "Error"] | None = None
-    requests: float | None = None
+    requests: Number | None = None
     metrics: list[MetricStatus] = Field(default_factory=list)
 
 
@@ -1038,7 +1050,8 @@ class LLMRolloutStatus(_Model):
 
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_CONDITIONS_LIST)
-    phase: Literal["Pending", "Progressing", "Paused", "Succeeded", "Aborted", "Failed"] | None = None
+    # a Phase (a str), under the schema the Literal of its values had: the CRD stays as it was
+    phase: Annotated[Phase, WithJsonSchema({"enum": [p.value for p in Phase], "type": "string"})] | None = None
     message: str | None = None
     from_revision: str | None = None
     to_revision: str | None = None

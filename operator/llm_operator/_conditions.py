@@ -47,8 +47,12 @@ def set_condition(
         new["observedGeneration"] = generation
     out = [c for c in conditions if c.get("type") != type_]
     out.append(new)
-    order = {READY: 0, PROGRESSING: 1, DEGRADED: 2}
-    return sorted(out, key=lambda c: (order.get(c["type"], 9), c["type"]))
+    return sorted(out, key=lambda c: rank(c["type"]))
+
+
+def rank(type_: str) -> tuple[int, str]:
+    """Where a condition of ``type_`` stands in a list: Ready, Progressing, Degraded, then the others by name."""
+    return {READY: 0, PROGRESSING: 1, DEGRADED: 2}.get(type_, 9), type_
 
 
 def transitions(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:

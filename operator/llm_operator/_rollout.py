@@ -20,17 +20,30 @@ Safety rules built in:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import _conditions as cond
-from ._api import DEFAULT_CANARY_WEIGHTS, Analysis, CanaryStep, GateThreshold, LLMRolloutSpec, RolloutTemplate, parse_duration
+from ._api import (
+    DEFAULT_CANARY_WEIGHTS,
+    Analysis,
+    AnalysisStatus,
+    BakeStatus,
+    CanaryStep,
+    Condition,
+    GateThreshold,
+    LLMRolloutSpec,
+    LLMRolloutStatus,
+    MetricStatus,
+    RolloutTemplate,
+    parse_duration,
+)
 from ._measure import Guard, Run
 from ._vocabulary import TERMINAL, Event, Phase, Reason, parse_rfc3339, rfc3339
 
@@ -239,85 +252,93 @@ def run_window(analysis: Analysis) -> float:
     return max(parse_duration(analysis.interval), 10.0)
 
 
-def bake_recovered(plan: RolloutPlan, status: dict[str, Any], previous: str, now: datetime.datetime) -> dict[str, Any]:
-    """The status of a rollout whose switch the LLMDeployment recorded but the rollout did not (its status write was
-    lost to a conflict or a crash between the two writes): its bake, from now, with ``previous`` to roll back to."""
-    st = copy.deepcopy(status)
+def bake_recovered(plan: RolloutPlan, status: Mapping[str, Any], previous: str, now: datetime.datetime) -> dict[str, Any]:
+    """The status (wire form) of a rollout whose switch the LLMDeployment recorded but the rollout did not (its status
+    write was lost to a conflict or a crash between the two writes): its bake, from now, with ``previous`` to roll
+    back to. ``status`` is the rollout's status as read (not modified)."""
+    st, stamp = LLMRolloutStatus.model_validate(status), rfc3339(now)
     ends = now + datetime.timedelta(seconds=plan.bake_seconds)
-    message = (f"{st.get('toRevision')} is stable, baking until {rfc3339(ends)}: the analysis runs on it, {previous} is kept "
+    message = (f"{st.to_revision} is stable, baking until {rfc3339(ends)}: the analysis runs on it, {previous} is kept "
                "to roll back to")
-    st.update(phase=Phase.PROGRESSING, currentStepIndex=len(plan.steps), canaryWeight=0, mirrorWeight=0, preview=False,
-              canaryReplicas=0, stepStartedAt=rfc3339(now), analysis=None, message=message,
-              bake={"startedAt": rfc3339(now), "endsAt": rfc3339(ends), "previousRevision": previous})
-    st.pop("waitingSince", None)
-    st.pop("unavailableSince", None)
-    st["conditions"] = cond.set_condition(st.get("conditions", []), cond.PROGRESSING, "True", Reason.BAKING, message,
-                                          now=rfc3339(now), generation=st.get("observedGeneration"))
-    return st
+    _all_on_stable(st)
+    st.phase, st.message = Phase.PROGRESSING, message
+    st.current_step_index, st.step_started_at, st.analysis = len(plan.steps), stamp, None  # past the last step
+    st.bake = BakeStatus(started_at=stamp, ends_at=rfc3339(ends), previous_revision=previous)
+    st.waiting_since = st.unavailable_since = None
+    st.conditions = _set_condition(st.conditions, cond.PROGRESSING, "True", Reason.BAKING, message, now=stamp,
+                                   generation=st.observed_generation)
+    return {**_wire(st), "analysis": None}  # a null, as this status has always said (kube-apiserver drops it)
 
 
-def bake_lost(status: dict[str, Any], stable: str, now: datetime.datetime) -> dict[str, Any]:
-    """The status of a rollout that says it bakes a revision which is not the stable one: the rollback it made was
-    recorded on the LLMDeployment but not on it (``stable`` is its bake's previous revision), or another rollout has
-    switched since. Stale either way: Aborted, traffic left as it is."""
-    st = copy.deepcopy(status)
-    previous = (st.get("bake") or {}).get("previousRevision")
+def bake_lost(status: Mapping[str, Any], stable: str, now: datetime.datetime) -> dict[str, Any]:
+    """The status (wire form) of a rollout that says it bakes a revision which is not the stable one: the rollback it
+    made was recorded on the LLMDeployment but not on it (``stable`` is its bake's previous revision), or another
+    rollout has switched since. Stale either way: Aborted, traffic left as it is. ``status`` is the rollout's status
+    as read (not modified)."""
+    st, stamp = LLMRolloutStatus.model_validate(status), rfc3339(now)
+    previous = st.bake.previous_revision if st.bake is not None else None
     reason, message = ((Reason.ROLLED_BACK, f"rolled back: all traffic on {stable} (recorded by the LLMDeployment)")
                        if previous == stable else (Reason.SUPERSEDED, f"revision {stable} serves now; the bake of "
-                                                                 f"{st.get('toRevision')} ended unfinished"))
-    st.update(phase=Phase.ABORTED, message=message, finishedAt=rfc3339(now), canaryWeight=0, mirrorWeight=0, preview=False,
-              canaryReplicas=0)
-    st.pop("unavailableSince", None)
+                                                                 f"{st.to_revision} ended unfinished"))
+    _all_on_stable(st)
+    st.phase, st.message, st.finished_at, st.unavailable_since = Phase.ABORTED, message, stamp, None
     ends: tuple[tuple[str, cond.Status], ...] = ((cond.PROGRESSING, "False"), (cond.DEGRADED, "True"))
     for type_, value in ends:
-        st["conditions"] = cond.set_condition(st.get("conditions", []), type_, value, reason, message, now=rfc3339(now),
-                                              generation=st.get("observedGeneration"))
-    return st
+        st.conditions = _set_condition(st.conditions, type_, value, reason, message, now=stamp, generation=st.observed_generation)
+    return _wire(st)
 
 
-def baking(status: dict[str, Any]) -> bool:
-    """Whether the rollout is in its bake: switched, the analysis running on the new stable."""
-    return status.get("phase") in (Phase.PROGRESSING, Phase.PAUSED) and bool(status.get("bake"))
+def baking(status: LLMRolloutStatus | Mapping[str, Any]) -> bool:
+    """Whether the rollout is in its bake: switched, the analysis running on the new stable. ``status``: typed, or
+    its wire form."""
+    st = _typed(status)
+    return st.phase in (Phase.PROGRESSING, Phase.PAUSED) and st.bake is not None
 
 
-def needs_measurement(plan: RolloutPlan, status: dict[str, Any], now: datetime.datetime) -> bool:
+def needs_measurement(plan: RolloutPlan, status: LLMRolloutStatus | Mapping[str, Any], now: datetime.datetime) -> bool:
     """Whether this pass should run an analysis: the current step is an analysis (or the bake), it has lasted one
-    run window (a run never looks at traffic from before the step), and the interval since the last run is up."""
-    if status.get("phase") not in (Phase.PROGRESSING,) or plan.abort or plan.paused:
+    run window (a run never looks at traffic from before the step), and the interval since the last run is up.
+    ``status``: typed, or its wire form."""
+    st = _typed(status)
+    if st.phase != Phase.PROGRESSING or plan.abort or plan.paused:
         return False
-    index = status.get("currentStepIndex")
-    if index is None or not (baking(status) or (index < len(plan.steps) and plan.steps[index].kind == "analysis")):
+    index = st.current_step_index
+    if index is None or not (baking(st) or (index < len(plan.steps) and plan.steps[index].kind == "analysis")):
         return False
-    started = status.get("stepStartedAt")
+    started = st.step_started_at
     if started and (now - parse_rfc3339(started)).total_seconds() < run_window(plan.analysis) - 0.5:
         return False
-    last = (status.get("analysis") or {}).get("lastRunAt")
+    last = st.analysis.last_run_at if st.analysis is not None else None
     return not last or (now - parse_rfc3339(last)).total_seconds() >= parse_duration(plan.analysis.interval) - 0.5
 
 
-def guarded(plan: RolloutPlan, status: dict[str, Any]) -> bool:
+def guarded(plan: RolloutPlan, status: LLMRolloutStatus | Mapping[str, Any]) -> bool:
     """Whether the fail-fast guard watches this rollout now: it is on (``analysis.failFast.enabled``), and the new
-    revision takes user traffic (a canary at a weight above 0, or the new stable in its bake), paused or not."""
-    if not plan.analysis.fail_fast.enabled or plan.abort or status.get("phase") not in (Phase.PROGRESSING, Phase.PAUSED):
+    revision takes user traffic (a canary at a weight above 0, or the new stable in its bake), paused or not.
+    ``status``: typed, or its wire form."""
+    st = _typed(status)
+    if not plan.analysis.fail_fast.enabled or plan.abort or st.phase not in (Phase.PROGRESSING, Phase.PAUSED):
         return False
-    return (status.get("canaryWeight") or 0) > 0 or baking(status)
+    return (st.canary_weight or 0) > 0 or baking(st)
 
 
-def decide(plan: RolloutPlan, status: dict[str, Any], observed: Observed, run: Run | None, now: datetime.datetime,
+def decide(plan: RolloutPlan, status: Mapping[str, Any], observed: Observed, run: Run | None, now: datetime.datetime,
            guard: Guard | None = None) -> Decision:
-    """One pass of the state machine. ``status`` is the LLMRollout's status as read (not modified);
-    ``run`` is the analysis measured in this pass (see :func:`needs_measurement`), or None; ``guard`` the
+    """One pass of the state machine. ``status`` is the LLMRollout's status as read (its wire form, not modified),
+    parsed once into the typed model the pass works on; the decision's status is its wire form, made once at the
+    end. ``run`` is the analysis measured in this pass (see :func:`needs_measurement`), or None; ``guard`` the
     fail-fast check measured in this pass (see :func:`guarded`), or None.
 
     The guards below run top to bottom, each ending the pass or falling through; then the cursor walks the
     steps, one function per step kind, each advancing, holding (a requeue in seconds) or ending the pass."""
     p = _Pass.begin(plan, status, observed, now)
+    as_read = p.st.current_step_index  # the step ``run`` measured, unless the rollout starts over
     restart = _restart_reason(plan, p.st, observed)  # a new rollout, a new target, edited steps, a retry
     if restart:
         p.restart(restart)
-    measured = None if restart else status.get("currentStepIndex")  # the step ``run`` measured (the one as read)
+    measured = None if restart else as_read
 
-    if p.st["phase"] in TERMINAL:
+    if p.st.phase in TERMINAL:
         return p.decision(0, Traffic())  # stable keeps everything
 
     if plan.abort and baking(p.st):
@@ -330,28 +351,28 @@ def decide(plan: RolloutPlan, status: dict[str, Any], observed: Observed, run: R
     if breach is not None:
         return breach
 
-    waiting = p.st.get("waitingSince")
+    waiting = p.st.waiting_since
     if waiting and (now - parse_rfc3339(waiting)).total_seconds() > plan.progress_deadline_seconds:
         return p.finish(Phase.FAILED, Reason.PROGRESS_DEADLINE_EXCEEDED,
                         f"the new revision's pods were not ready within {plan.progress_deadline_seconds:g}s "
                         f"({observed.canary_ready} ready); all traffic on {observed.stable_revision}")
 
     if plan.paused:
-        p.st.update(phase=Phase.PAUSED, message="paused by spec.paused")
+        p.st.phase, p.st.message = Phase.PAUSED, "paused by spec.paused"
         p.condition(cond.PAUSED, "True", Reason.PAUSED_BY_USER, "spec.paused is true")
         p.condition(cond.PROGRESSING, "True", Reason.PAUSED, f"holding at step {p.index}")
         return p.decision()
 
-    if plan.resume > (p.st.get("observedResume") or 0):
-        p.st["observedResume"] = plan.resume
-        if p.st.get("phase") == Phase.PAUSED and p.index < len(plan.steps):
+    if plan.resume > (p.st.observed_resume or 0):
+        p.st.observed_resume = plan.resume
+        if p.st.phase == Phase.PAUSED and p.index < len(plan.steps):
             p.advance(Reason.RESUMED, f"resumed past step {p.index} by spec.resume")
 
-    if p.st["phase"] == Phase.PAUSED and not plan.promote:
-        paused = cond.get_condition(p.st.get("conditions", []), cond.PAUSED) or {}
-        if paused.get("reason") != Reason.PAUSED_BY_USER:  # an indefinite pause or an inconclusive analysis
-            return p.decision()                              # holds until resumed
-        p.st["phase"] = Phase.PROGRESSING  # spec.paused is false again: carry on from the same step
+    if p.st.phase == Phase.PAUSED and not plan.promote:
+        paused = next((c for c in p.st.conditions if c.type == cond.PAUSED), None)
+        if paused is None or paused.reason != Reason.PAUSED_BY_USER:  # an indefinite pause or an inconclusive analysis
+            return p.decision()                                        # holds until resumed
+        p.st.phase = Phase.PROGRESSING  # spec.paused is false again: carry on from the same step
         p.condition(cond.PAUSED, "False", Reason.UNPAUSED, "")
         p.events.append(Event("Normal", Reason.UNPAUSED, f"spec.paused is false: continuing at step {p.index}"))
 
@@ -371,13 +392,13 @@ def _hard_breach(p: _Pass, guard: Guard | None) -> Decision | None:
         return p.finish(Phase.ABORTED, Reason.FAIL_FAST, f"step {p.index}: {guard.breach}; all traffic on {stable}")
     serving = p.observed.canary_serving if p.observed.canary_serving is not None else p.observed.canary_ready
     if serving > 0 or (baking(p.st) and p.observed.scales_to_zero):  # scaled to zero, or back up from it: by design
-        p.st.pop("unavailableSince", None)
+        p.st.unavailable_since = None
         return None
     # No ready pod while it takes traffic: after two guard intervals (a pod's restart or one failed probe is not yet
     # a canary that stopped answering), aborted.
-    unavailable = p.st.get("unavailableSince")
+    unavailable = p.st.unavailable_since
     if not unavailable:
-        p.st["unavailableSince"] = p.stamp
+        p.st.unavailable_since = p.stamp
         return None
     since = parse_rfc3339(unavailable)
     grace = 2 * parse_duration(p.plan.analysis.fail_fast.interval)
@@ -387,7 +408,7 @@ def _hard_breach(p: _Pass, guard: Guard | None) -> Decision | None:
         return _rollback(p, Reason.ROLLED_BACK, f"bake failed: {p.observed.target_revision} has had no ready pod since "
                                                 f"{rfc3339(since)} (fail fast)")
     return p.finish(Phase.ABORTED, Reason.CANARY_UNAVAILABLE,
-                    f"step {p.index}: {p.observed.target_revision} takes {p.st.get('canaryWeight')}% of the traffic with "
+                    f"step {p.index}: {p.observed.target_revision} takes {p.st.canary_weight}% of the traffic with "
                     f"no ready pod since {rfc3339(since)} (fail fast); all traffic on {stable}")
 
 
@@ -420,77 +441,84 @@ _StepResult = _Advance | _Hold | _Stop
 
 @dataclass
 class _Pass:
-    """One pass's working state, after Argo Rollouts' ``rolloutContext``: the status being built (``st``, a copy
-    of the one read), the Events to post, the canary's size so far (``replicas``, pods), the pass's timestamp
-    (``stamp``, RFC 3339), and the ways a pass ends."""
+    """One pass's working state, after Argo Rollouts' ``rolloutContext``: the status being built (``st``, the typed
+    model parsed from the one read), the Events to post, the canary's size so far (``replicas``, pods), the pass's
+    timestamp (``stamp``, RFC 3339), and the ways a pass ends (each makes the status's wire form, once)."""
 
     plan: RolloutPlan
     observed: Observed
     now: datetime.datetime
-    st: dict[str, Any]
+    st: LLMRolloutStatus
     stamp: str
     replicas: int
     events: list[Event] = field(default_factory=list)
 
     @classmethod
-    def begin(cls, plan: RolloutPlan, status: dict[str, Any], observed: Observed, now: datetime.datetime) -> _Pass:
-        st = copy.deepcopy(status)
+    def begin(cls, plan: RolloutPlan, status: Mapping[str, Any], observed: Observed, now: datetime.datetime) -> _Pass:
+        st = LLMRolloutStatus.model_validate(status)
         if observed.generation is not None:
-            st["observedGeneration"] = observed.generation
-        return cls(plan, observed, now, st, rfc3339(now), st.get("canaryReplicas") or 0)
+            st.observed_generation = observed.generation
+        return cls(plan, observed, now, st, rfc3339(now), st.canary_replicas or 0)
 
     @property
     def index(self) -> int:
         """The cursor: the step being worked on (``len(plan.steps)`` once all are done)."""
-        return self.st["currentStepIndex"]
+        index = self.st.current_step_index
+        assert index is not None, "a rollout under way has a currentStepIndex (set when it starts)"
+        return index
 
     def step_elapsed(self) -> float:
         """Seconds since the current step started (0 when its start is unknown)."""
-        started = self.st.get("stepStartedAt")
+        started = self.st.step_started_at
         return (self.now - parse_rfc3339(started)).total_seconds() if started else 0.0
 
     def condition(self, type_: str, value: cond.Status, reason: str, message: str) -> None:
-        self.st["conditions"] = cond.set_condition(self.st.get("conditions", []), type_, value, reason, message,
-                                                   now=self.stamp, generation=self.observed.generation)
+        self.st.conditions = _set_condition(self.st.conditions, type_, value, reason, message, now=self.stamp,
+                                            generation=self.observed.generation)
 
     def traffic(self) -> Traffic:
         """The routes as the status being built says."""
-        return Traffic(self.st.get("canaryWeight") or 0, self.st.get("mirrorWeight") or 0, bool(self.st.get("preview")))
+        return Traffic(self.st.canary_weight or 0, self.st.mirror_weight or 0, bool(self.st.preview))
 
     def decision(self, replicas: int | None = None, traffic: Traffic | None = None, *, promote: bool = False,
                  requeue_after: float | None = None) -> Decision:
-        """The pass's outcome; the canary's size and the routes default to the pass's own. While the fail-fast
-        guard watches, the next pass is at most its interval away."""
+        """The pass's outcome, with the status in its wire form; the canary's size and the routes default to the
+        pass's own. While the fail-fast guard watches, the next pass is at most its interval away."""
         if guarded(self.plan, self.st):
             every = parse_duration(self.plan.analysis.fail_fast.interval)
             requeue_after = every if requeue_after is None else min(requeue_after, every)
         else:
-            self.st.pop("unavailableSince", None)
-        return Decision(_clean(self.st), self.replicas if replicas is None else replicas,
+            self.st.unavailable_since = None
+        return Decision(_wire(self.st), self.replicas if replicas is None else replicas,
                         self.traffic() if traffic is None else traffic, promote=promote, events=self.events,
                         requeue_after=requeue_after)
 
     def restart(self, reason: str) -> None:
         """Back to step 0 for the present target, all traffic on stable."""
-        plan, observed = self.plan, self.observed
-        self.st.update(phase=Phase.PROGRESSING, fromRevision=observed.stable_revision, toRevision=observed.target_revision,
-                       currentStepIndex=0, stepsTotal=len(plan.steps), stepsHash=plan.steps_hash, stepStartedAt=self.stamp,
-                       waitingSince=None, unavailableSince=None, canaryWeight=0, mirrorWeight=0, preview=False, analysis=None,
-                       observedRetry=plan.retry, observedResume=plan.resume, startedAt=self.stamp, finishedAt=None,
-                       message="", bake=None)  # a retried rolled-back rollout bakes again only after a new switch
+        plan, observed, st = self.plan, self.observed, self.st
+        st.phase, st.from_revision, st.to_revision = Phase.PROGRESSING, observed.stable_revision, observed.target_revision
+        st.current_step_index, st.step_started_at, st.started_at, st.message = 0, self.stamp, self.stamp, ""
+        st.steps_total, st.steps_hash = len(plan.steps), plan.steps_hash
+        st.observed_retry, st.observed_resume = plan.retry, plan.resume
+        st.canary_weight, st.mirror_weight, st.preview = 0, 0, False
+        st.waiting_since = st.unavailable_since = st.finished_at = None
+        st.analysis = st.bake = None  # a retried rolled-back rollout bakes again only after a new switch
         self.condition(cond.DEGRADED, "False", Reason.AS_EXPECTED, "")
         self.events.append(Event("Normal", reason, (f"{plan.strategy} rollout from {observed.stable_revision} to "
                                                f"{observed.target_revision} ({len(plan.steps)} steps)")))
 
     def advance(self, reason: str, message: str) -> None:
-        """Post the step's Normal Event and move the cursor on."""
+        """Post the step's Normal Event and move the cursor on: the next step starts now, with no analysis yet."""
         self.events.append(Event("Normal", reason, message))
-        _advance(self.st, self.stamp)
+        self.st.current_step_index, self.st.step_started_at, self.st.analysis = self.index + 1, self.stamp, None
+        if self.st.phase == Phase.PAUSED:
+            self.st.phase = Phase.PROGRESSING
 
     def finish(self, phase: Phase, reason: str, message: str, *, event_type: str = "Warning") -> Decision:
         """End the rollout unpromoted (Aborted, Failed): all traffic to stable, no canary."""
-        self.st.update(phase=phase, message=message, finishedAt=self.stamp, canaryWeight=0, mirrorWeight=0,
-                       preview=False, canaryReplicas=0, waitingSince=None, unavailableSince=None)
+        _all_on_stable(self.st)
+        self.st.phase, self.st.message, self.st.finished_at = phase, message, self.stamp
+        self.st.waiting_since = self.st.unavailable_since = None
         self.condition(cond.PROGRESSING, "False", reason, message)
         self.condition(cond.PAUSED, "False", reason, "")
         self.condition(cond.DEGRADED, "True", reason, message)
@@ -501,43 +529,41 @@ class _Pass:
         """Scale the canary to ``need`` pods (never down) and hold the routes until they are ready; the progress
         deadline counts from the first such pass (``waitingSince``)."""
         self.replicas = max(self.replicas, need)
-        if not self.st.get("waitingSince"):
-            self.st["waitingSince"] = self.stamp
+        if not self.st.waiting_since:
+            self.st.waiting_since = self.stamp
         shown = self.observed.canary_serving if self.observed.canary_serving is not None else self.observed.canary_ready
-        self.st.update(phase=Phase.PROGRESSING, canaryReplicas=self.replicas,
-                       message=f"waiting for {need} ready pods of {self.observed.target_revision} "
-                               f"({shown} ready) before {why}")
-        self.condition(cond.PROGRESSING, "True", Reason.WAITING_FOR_PODS, self.st["message"])
+        message = f"waiting for {need} ready pods of {self.observed.target_revision} ({shown} ready) before {why}"
+        self.st.phase, self.st.canary_replicas, self.st.message = Phase.PROGRESSING, self.replicas, message
+        self.condition(cond.PROGRESSING, "True", Reason.WAITING_FOR_PODS, message)
         self.condition(cond.PAUSED, "False", Reason.PROGRESSING, "")
         return self.decision()
 
     def pause(self, reason: str, message: str) -> Decision:
         """Hold at the current step until ``spec.resume`` is incremented (or ``spec.promote`` set)."""
-        self.st.update(phase=Phase.PAUSED, canaryReplicas=self.replicas, message=message)
+        self.st.phase, self.st.canary_replicas, self.st.message = Phase.PAUSED, self.replicas, message
         self.condition(cond.PAUSED, "True", reason, message)
         return self.decision()
 
     def hold(self, held: _Hold) -> Decision:
         """End the pass Progressing at the current step."""
         if held.message is not None:
-            self.st["message"] = held.message
-        self.st["phase"] = Phase.PROGRESSING
-        self.st["canaryReplicas"] = self.replicas
-        self.condition(cond.PROGRESSING, "True", Reason.STEP_IN_PROGRESS, self.st.get("message") or f"step {self.index}")
+            self.st.message = held.message
+        self.st.phase, self.st.canary_replicas = Phase.PROGRESSING, self.replicas
+        self.condition(cond.PROGRESSING, "True", Reason.STEP_IN_PROGRESS, self.st.message or f"step {self.index}")
         self.condition(cond.PAUSED, "False", Reason.PROGRESSING, "")
         return self.decision(requeue_after=held.requeue_after)
 
 
-def _restart_reason(plan: RolloutPlan, st: dict[str, Any], observed: Observed) -> str | None:
+def _restart_reason(plan: RolloutPlan, st: LLMRolloutStatus, observed: Observed) -> str | None:
     """Why this pass starts the rollout over at step 0, or None."""
-    phase = st.get("phase")
+    phase = st.phase
     if phase is None:
         return Reason.ROLLOUT_STARTED
-    if st.get("toRevision") != observed.target_revision and phase != Phase.SUCCEEDED:
+    if st.to_revision != observed.target_revision and phase != Phase.SUCCEEDED:
         return Reason.TARGET_CHANGED
-    if phase in (Phase.ABORTED, Phase.FAILED) and plan.retry > (st.get("observedRetry") or 0):
+    if phase in (Phase.ABORTED, Phase.FAILED) and plan.retry > (st.observed_retry or 0):
         return Reason.RETRIED
-    if phase not in TERMINAL and st.get("stepsHash") != plan.steps_hash and not baking(st):  # switched: no steps left
+    if phase not in TERMINAL and st.steps_hash != plan.steps_hash and not baking(st):  # switched: no steps left
         return Reason.STEPS_CHANGED
     return None
 
@@ -549,7 +575,7 @@ def _walk(p: _Pass, run: Run | None, measured: int | None) -> Decision:
     later in the same pass (after a passing analysis, or a traffic step whose pods were ready) waits for a run of
     its own, on traffic from after it began."""
     if p.plan.promote:
-        p.st["currentStepIndex"] = len(p.plan.steps)
+        p.st.current_step_index = len(p.plan.steps)
     if baking(p.st):
         return _bake(p, run if measured == p.index else None)
     while p.index < len(p.plan.steps):
@@ -578,13 +604,13 @@ def _traffic_step(p: _Pass, step: Step) -> _StepResult:
     if p.observed.canary_ready < need:
         return _Stop(p.wait_for_pods(need, f"step {p.index} ({step.kind} {percent}%)"))
     p.replicas = max(p.replicas, need)
-    p.st["waitingSince"] = None
+    p.st.waiting_since = None
     if step.kind == "weight":
-        p.st["canaryWeight"] = step.value
+        p.st.canary_weight = step.value
     elif step.kind == "mirror":
-        p.st["mirrorWeight"] = step.value
+        p.st.mirror_weight = step.value
     else:
-        p.st["preview"] = True
+        p.st.preview = True
     shown = "" if step.kind == "preview" else f" {percent}"
     return _Advance(Reason.STEP_COMPLETED, f"step {p.index}: {step.kind}{shown}")
 
@@ -597,7 +623,7 @@ def _pause_step(p: _Pass, step: Step) -> _StepResult:
     elapsed = p.step_elapsed()
     if elapsed >= step.seconds:
         return _Advance(Reason.STEP_COMPLETED, f"step {p.index}: pause {step.seconds:g}s")
-    started = p.st.get("stepStartedAt")
+    started = p.st.step_started_at
     ends = (parse_rfc3339(started) if started else p.now) + datetime.timedelta(seconds=step.seconds)
     # The end time, not the seconds left: a message that counts down would be a status write on every pass.
     return _Hold(step.seconds - elapsed, f"step {p.index}: pausing until {rfc3339(ends)}")
@@ -605,43 +631,41 @@ def _pause_step(p: _Pass, step: Step) -> _StepResult:
 
 def _analysis_step(p: _Pass, step: Step, run: Run | None) -> _StepResult:
     """analysis: record this pass's run; advance once a run passed and ``step.seconds`` (if any) are up."""
-    analysis = p.st.get("analysis") or {}
+    analysis = p.st.analysis or AnalysisStatus()
     if run is not None:
-        analysis = _record(analysis, run, p.stamp)
-        p.st["analysis"] = analysis
+        analysis = p.st.analysis = _record(p.st.analysis, run, p.stamp)
         stop = _judge(p, run, analysis)
         if stop is not None:
             return stop
     elapsed = p.step_elapsed()
     duration = step.seconds or 0.0
-    if analysis.get("passed", 0) >= 1 and elapsed >= duration and analysis.get("verdict") == "Pass":
-        return _Advance(Reason.ANALYSIS_PASSED, f"step {p.index}: {analysis['passed']}/{analysis['runs']} runs passed")
+    if analysis.passed >= 1 and elapsed >= duration and analysis.verdict == "Pass":
+        return _Advance(Reason.ANALYSIS_PASSED, f"step {p.index}: {analysis.passed}/{analysis.runs} runs passed")
     interval = parse_duration(p.plan.analysis.interval)
-    last = analysis.get("lastRunAt")
+    last = analysis.last_run_at
     next_run = interval - (p.now - parse_rfc3339(last)).total_seconds() if last else run_window(p.plan.analysis) - elapsed
     requeue = max(1.0, min(next_run, duration - elapsed) if duration > elapsed else next_run)
-    return _Hold(requeue, f"step {p.index}: analysing ({analysis.get('runs', 0)} runs, "
-                          f"last {analysis.get('verdict') or 'none yet'})")
+    return _Hold(requeue, f"step {p.index}: analysing ({analysis.runs} runs, last {analysis.verdict or 'none yet'})")
 
 
-def _judge(p: _Pass, run: Run, analysis: dict[str, Any]) -> _Stop | None:
+def _judge(p: _Pass, run: Run, analysis: AnalysisStatus) -> _Stop | None:
     """What a run ends, if anything: a failing metric or too many errors abort, too many inconclusive runs pause
     (``analysis`` is the step's record, ``run`` already counted in it)."""
     limits, stable = p.plan.analysis, p.observed.stable_revision
     if run.verdict == "Fail":
         detail = "; ".join(f"{m.name}: {m.message}" for m in run.metrics if m.verdict == "Fail")
         return _Stop(p.finish(Phase.ABORTED, Reason.ANALYSIS_FAILED, f"step {p.index}: {detail}; all traffic on {stable}"))
-    if run.verdict == "Error" and analysis["consecutiveErrors"] > limits.consecutive_error_limit:
+    if run.verdict == "Error" and analysis.consecutive_errors > limits.consecutive_error_limit:
         errors = "; ".join(f"{m.name}: {m.message}" for m in run.metrics if m.verdict == "Error")[:300]
         return _Stop(p.finish(Phase.ABORTED, Reason.METRICS_UNAVAILABLE,
-                              f"step {p.index}: {analysis['consecutiveErrors']} consecutive analysis errors ({errors}); "
+                              f"step {p.index}: {analysis.consecutive_errors} consecutive analysis errors ({errors}); "
                               f"all traffic on {stable}"))
-    if run.verdict == "Inconclusive" and analysis["inconclusive"] >= limits.inconclusive_limit:
+    if run.verdict == "Inconclusive" and analysis.inconclusive >= limits.inconclusive_limit:
         why = "; ".join(f"{m.name}: {m.message}" for m in run.metrics if m.verdict == "Inconclusive")[:600]
-        message = (f"step {p.index}: {analysis['inconclusive']} inconclusive analysis runs (no data, fewer than "
+        message = (f"step {p.index}: {analysis.inconclusive} inconclusive analysis runs (no data, fewer than "
                    f"{limits.min_requests} requests, or too few for a verdict at confidence {limits.confidence:g}"
                    f"{': ' + why if why else ''}); increment spec.resume to analyse again, or abort")
-        analysis["inconclusive"] = 0
+        analysis.inconclusive = 0
         p.events.append(Event("Warning", Reason.INCONCLUSIVE_ANALYSIS, message))
         return _Stop(p.pause(Reason.INCONCLUSIVE_ANALYSIS, message))
     return None
@@ -658,9 +682,10 @@ def _switch(p: _Pass) -> Decision:
         ends = p.now + datetime.timedelta(seconds=p.plan.bake_seconds)
         message = (f"{observed.target_revision} is stable, baking until {rfc3339(ends)}: the analysis runs on it, "
                    f"{observed.stable_revision} is kept to roll back to")
-        p.st.update(phase=Phase.PROGRESSING, canaryWeight=0, mirrorWeight=0, preview=False, canaryReplicas=0, waitingSince=None,
-                    stepStartedAt=p.stamp, analysis=None, message=message,
-                    bake={"startedAt": p.stamp, "endsAt": rfc3339(ends), "previousRevision": observed.stable_revision})
+        _all_on_stable(p.st)
+        p.st.phase, p.st.message, p.st.waiting_since = Phase.PROGRESSING, message, None
+        p.st.step_started_at, p.st.analysis = p.stamp, None
+        p.st.bake = BakeStatus(started_at=p.stamp, ends_at=rfc3339(ends), previous_revision=observed.stable_revision)
         p.condition(cond.PROGRESSING, "True", Reason.BAKING, message)
         p.condition(cond.PAUSED, "False", Reason.PROGRESSING, "")
         p.events.append(Event("Normal", Reason.PROMOTED, f"{observed.target_revision} replaces {observed.stable_revision} "
@@ -673,8 +698,8 @@ def _switch(p: _Pass) -> Decision:
 def _complete(p: _Pass, need: int, message: str, *, promote: bool) -> Decision:
     """Succeeded: the new revision is stable (``promote``: made so in this pass), the rollout is done."""
     observed = p.observed
-    p.st.update(phase=Phase.SUCCEEDED, finishedAt=p.stamp, canaryWeight=0, mirrorWeight=0, preview=False,
-                canaryReplicas=0, waitingSince=None, message=message)
+    _all_on_stable(p.st)
+    p.st.phase, p.st.finished_at, p.st.waiting_since, p.st.message = Phase.SUCCEEDED, p.stamp, None, message
     p.condition(cond.PROGRESSING, "False", Reason.ROLLOUT_COMPLETED, message)
     p.condition(cond.PAUSED, "False", Reason.ROLLOUT_COMPLETED, "")
     p.condition(cond.COMPLETED, "True", Reason.PROMOTED, message)
@@ -687,8 +712,7 @@ def _complete(p: _Pass, need: int, message: str, *, promote: bool) -> Decision:
 
 def _bake_requeue(p: _Pass, ends: datetime.datetime) -> float:
     """When the bake wants its next pass: the next run, or its end, whichever comes first (seconds)."""
-    analysis = p.st.get("analysis") or {}
-    last = analysis.get("lastRunAt")
+    last = p.st.analysis.last_run_at if p.st.analysis is not None else None
     interval = parse_duration(p.plan.analysis.interval)
     next_run = interval - (p.now - parse_rfc3339(last)).total_seconds() if last else run_window(p.plan.analysis) - p.step_elapsed()
     return max(1.0, min(next_run, (ends - p.now).total_seconds()))
@@ -698,25 +722,24 @@ def _bake(p: _Pass, run: Run | None) -> Decision:
     """After the switch: each run on the new stable is recorded; a failing one rolls back. Inconclusive runs and
     analysis errors do not (the comparisons against stable have no stable traffic now, and a Prometheus outage is
     no evidence against the revision that serves); at ``endsAt`` (or on ``spec.promote``) the rollout is done."""
-    bake = p.st["bake"]
-    ends = parse_rfc3339(bake["endsAt"]) if bake["endsAt"] else p.now
-    analysis = p.st.get("analysis") or {}
+    bake = p.st.bake
+    assert bake is not None, "called while baking"
+    ends = parse_rfc3339(bake.ends_at) if bake.ends_at else p.now
+    analysis = p.st.analysis or AnalysisStatus()
     if run is not None:
-        analysis = _record(analysis, run, p.stamp)
-        p.st["analysis"] = analysis
+        analysis = p.st.analysis = _record(p.st.analysis, run, p.stamp)
         if run.verdict == "Fail":
             detail = "; ".join(f"{m.name}: {m.message}" for m in run.metrics if m.verdict == "Fail")
             return _rollback(p, Reason.ROLLED_BACK, f"bake failed: {detail}")
     if p.now >= ends or p.plan.promote:
-        runs, passed = analysis.get("runs", 0), analysis.get("passed", 0)
         how = "skipped by spec.promote" if p.now < ends else "passed"
         return _complete(p, p.replicas or p.observed.full_size,
-                         f"{p.observed.target_revision} is stable; bake {how} ({passed} of {runs} runs passed, none failed)",
-                         promote=False)
-    p.st["phase"] = Phase.PROGRESSING
-    p.st["message"] = (f"{p.observed.target_revision} is stable, baking until {bake['endsAt']} ({analysis.get('runs', 0)} runs, "
-                       f"last {analysis.get('verdict') or 'none yet'}); {bake.get('previousRevision')} is kept to roll back to")
-    p.condition(cond.PROGRESSING, "True", Reason.BAKING, p.st["message"])
+                         f"{p.observed.target_revision} is stable; bake {how} ({analysis.passed} of {analysis.runs} runs "
+                         "passed, none failed)", promote=False)
+    message = (f"{p.observed.target_revision} is stable, baking until {bake.ends_at} ({analysis.runs} runs, "
+               f"last {analysis.verdict or 'none yet'}); {bake.previous_revision} is kept to roll back to")
+    p.st.phase, p.st.message = Phase.PROGRESSING, message
+    p.condition(cond.PROGRESSING, "True", Reason.BAKING, message)
     return p.decision(0, Traffic(), requeue_after=_bake_requeue(p, ends))
 
 
@@ -724,7 +747,7 @@ def _rollback(p: _Pass, reason: str, why: str) -> Decision:
     """End a bake unpromoted: all traffic back on the previous revision (the planner routes first and makes it
     stable again), the new one drains as after an abort. With no ready pod of the previous revision left there is
     nothing to go back to: Failed, the new revision stays stable."""
-    previous = (p.st.get("bake") or {}).get("previousRevision") or p.observed.previous_revision
+    previous = (p.st.bake.previous_revision if p.st.bake is not None else None) or p.observed.previous_revision
     if not previous or previous != p.observed.previous_revision or p.observed.previous_ready < 1:
         return p.finish(Phase.FAILED, Reason.BAKE_FAILED, f"{why}; no ready pod of the previous revision {previous} to roll back "
                                                       f"to: {p.observed.target_revision} stays stable")
@@ -732,26 +755,42 @@ def _rollback(p: _Pass, reason: str, why: str) -> Decision:
     return dataclasses.replace(decision, rollback=True)
 
 
-def _advance(st: dict[str, Any], stamp: str) -> None:
-    st["currentStepIndex"] += 1
-    st["stepStartedAt"] = stamp
-    st["analysis"] = None
-    if st.get("phase") == Phase.PAUSED:
-        st["phase"] = Phase.PROGRESSING
+def _record(analysis: AnalysisStatus | None, run: Run, stamp: str) -> AnalysisStatus:
+    """The step's analysis record (None: none yet) with ``run`` counted in, its last run at ``stamp`` (RFC 3339).
+    A copy: ``analysis`` is not modified."""
+    out = analysis.model_copy() if analysis is not None else AnalysisStatus()
+    out.runs, out.last_run_at, out.verdict, out.requests = out.runs + 1, stamp, run.verdict, run.requests
+    out.metrics = [MetricStatus.model_validate(m.to_status()) for m in run.metrics]
+    out.passed = out.passed + (run.verdict == "Pass")
+    out.inconclusive = out.inconclusive + 1 if run.verdict == "Inconclusive" else 0
+    out.consecutive_errors = out.consecutive_errors + 1 if run.verdict == "Error" else 0
+    return out
 
 
-def _record(analysis: dict[str, Any], run: Run, stamp: str) -> dict[str, Any]:
-    out = dict(analysis)
-    out["runs"] = out.get("runs", 0) + 1
-    out["lastRunAt"] = stamp
-    out["verdict"] = run.verdict
-    out["requests"] = run.requests
-    out["metrics"] = [m.to_status() for m in run.metrics]
-    out["passed"] = out.get("passed", 0) + (run.verdict == "Pass")
-    out["inconclusive"] = out.get("inconclusive", 0) + 1 if run.verdict == "Inconclusive" else 0
-    out["consecutiveErrors"] = out.get("consecutiveErrors", 0) + 1 if run.verdict == "Error" else 0
-    return {k: v for k, v in out.items() if v is not None}
+def _all_on_stable(st: LLMRolloutStatus) -> None:
+    """No traffic for the new revision as a canary (no weight, mirror or preview), and no canary pod."""
+    st.canary_weight, st.mirror_weight, st.preview, st.canary_replicas = 0, 0, False, 0
 
 
-def _clean(st: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in st.items() if v is not None}
+def _set_condition(conditions: list[Condition], type_: str, value: cond.Status, reason: str, message: str, *, now: str,
+                   generation: int | None) -> list[Condition]:
+    """:func:`~llm_operator._conditions.set_condition` on the typed list: a new list with ``type_`` set, its
+    ``lastTransitionTime`` (RFC 3339, ``now`` when set) kept unless ``value`` changes, in
+    :func:`~llm_operator._conditions.rank` order."""
+    old = next((c for c in conditions if c.type == type_), None)
+    since = old.last_transition_time if old is not None and old.status == value and old.last_transition_time else now
+    new = Condition(type=type_, status=value, reason=reason, message=message, last_transition_time=since,
+                    observed_generation=generation)
+    return sorted([*(c for c in conditions if c.type != type_), new], key=lambda c: cond.rank(c.type))
+
+
+def _typed(status: LLMRolloutStatus | Mapping[str, Any]) -> LLMRolloutStatus:
+    """``status`` as the typed model, parsed when given in its wire form (a dict with camelCase keys, as read)."""
+    return status if isinstance(status, LLMRolloutStatus) else LLMRolloutStatus.model_validate(status)
+
+
+def _wire(status: LLMRolloutStatus) -> dict[str, Any]:
+    """The wire form of a status parsed from one as read and changed: camelCase keys, the fields it was read with
+    or was given, less those set to None (that removes the key); values as held, so a number read as an integer
+    stays one (:data:`~llm_operator._api.Number`)."""
+    return status.model_dump(by_alias=True, exclude_unset=True, exclude_none=True)

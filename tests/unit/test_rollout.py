@@ -1,14 +1,15 @@
 """The rollout decision over tables: every step type, every verdict, manual controls, step edits."""
 
 import datetime
+import json
 
 import pytest
 
 from llm_operator import _conditions as cond
-from llm_operator._api import FailFast, LLMRolloutSpec, RolloutTemplate, Slo
+from llm_operator._api import FailFast, LLMRolloutSpec, LLMRolloutStatus, RolloutTemplate, Slo
 from llm_operator._measure import Guard, MetricResult, Run, hard_breach_bound, judge_guard
 from llm_operator._rollout import Observed, Traffic, canary_size, decide, guarded, needs_measurement, plan_rollout, promotion_size, stable_floor
-from llm_operator._vocabulary import Event
+from llm_operator._vocabulary import Event, rfc3339
 
 T0 = datetime.datetime(2026, 11, 21, 10, 0, 0, tzinfo=datetime.UTC)
 
@@ -685,3 +686,67 @@ def test_a_bake_scaled_to_zero_by_its_autoscaler_is_not_a_revision_without_pods(
         walk.decision = decide(walk.plan, walk.status, idle, None, at(t), QUIET)
         walk.status = walk.decision.status
     assert walk.phase == "Progressing" and not walk.decision.rollback and "unavailableSince" not in walk.status
+
+
+def _same_wire(written, read):
+    """Equal, and equal as the JSON sent: a number kube-apiserver returned as an integer (``1``) must not come back
+    as ``1.0``, nor a key appear with a null."""
+    return written == read and json.dumps(written, sort_keys=True) == json.dumps(read, sort_keys=True)
+
+
+def test_a_pass_with_nothing_to_do_gives_back_the_status_as_read_integers_included():
+    """The zero-write property over the typed status: a canary holding in its analysis, its status as kube-apiserver
+    returns it (whole-number floats as integers: the metric's 0.0 and 1.0, 120.0 requests), with every field a
+    canary may carry; the next pass with nothing to do (no run due, within the guard's grace) says the same."""
+    from llm_operator._planner import as_stored
+
+    plan = plan_rollout(spec(analysis={"interval": "30s", "failFast": {"enabled": True, "interval": "5s"}}), TEMPLATE)
+    walk = Walk(plan)
+    walk.step(0, ready=0)
+    walk.step(10, ready=1)  # weight 10, then the analysis step (2m) from 10 s
+    walk.step(40, ready=1, run=Run("Pass", 120.0, (MetricResult("error-ratio", 0.0, 0.0, 1.0, "Pass", "ok"),)))
+    assert walk.status["analysis"]["metrics"][0]["max"] == 1.0 and isinstance(walk.status["analysis"]["requests"], float)
+    read, _ = as_stored({**walk.status, "waitingSince": rfc3339(at(5)), "unavailableSince": rfc3339(at(41)),
+                         "qualityGate": {"passed": True, "message": "accuracy 0.91 >= 0.9", "evaluatedAt": rfc3339(at(-5))}})
+    assert read["analysis"]["metrics"][0]["max"] == 1 and isinstance(read["analysis"]["requests"], int)
+    assert set(read) == set(LLMRolloutStatus.model_fields[n].alias for n in LLMRolloutStatus.model_fields) - {
+        "finishedAt", "registry", "bake"}  # every field but an ended or baking rollout's
+    d = decide(plan, read, Observed("old", "new", stable_replicas=4, canary_ready=1, generation=1, canary_serving=0), None, at(45))
+    assert d.events == [] and _same_wire(d.status, read)
+
+
+def test_an_ended_rollout_with_every_field_set_is_given_back_as_read():
+    """Every field of the status, as kube-apiserver returns it, through a pass of a rollout that ended: the same
+    wire form, integers included (``decide`` parses it into the typed model and dumps it once)."""
+    plan = plan_rollout(spec(), TEMPLATE)
+    conditions = [{"type": "Progressing", "status": "False", "reason": "RolloutCompleted", "message": "new is stable",
+                   "lastTransitionTime": "2026-11-21T10:20:00Z", "observedGeneration": 3},
+                  {"type": "Degraded", "status": "False", "reason": "AsExpected", "message": "",
+                   "lastTransitionTime": "2026-11-21T10:00:00Z"},  # written before conditions had a generation
+                  {"type": "Completed", "status": "True", "reason": "Promoted", "message": "new is stable",
+                   "lastTransitionTime": "2026-11-21T10:20:00Z", "observedGeneration": 3}]
+    read = {"observedGeneration": 3, "conditions": conditions, "phase": "Succeeded", "message": "new is stable",
+            "fromRevision": "old", "toRevision": "new", "currentStepIndex": 4, "stepsTotal": 4, "stepsHash": plan.steps_hash,
+            "stepStartedAt": "2026-11-21T10:10:00Z", "waitingSince": "2026-11-21T10:09:00Z",
+            "unavailableSince": "2026-11-21T10:09:30Z", "canaryWeight": 0, "mirrorWeight": 0, "preview": False,
+            "canaryReplicas": 0, "analysis": {"runs": 20, "passed": 19, "inconclusive": 0, "consecutiveErrors": 0,
+                                              "lastRunAt": "2026-11-21T10:19:30Z", "verdict": "Pass", "requests": 600,
+                                              "metrics": [{"name": "error-ratio", "verdict": "Pass", "message": "ok",
+                                                           "value": 0, "min": 0, "max": 1},
+                                                          {"name": "ttft-p95", "verdict": "Pass", "message": "",
+                                                           "value": 0.25, "max": 2}]},
+            "observedRetry": 1, "observedResume": 2, "startedAt": "2026-11-21T10:00:00Z", "finishedAt": "2026-11-21T10:20:00Z",
+            "qualityGate": {"passed": True, "message": "accuracy 0.91 >= 0.9", "evaluatedAt": "2026-11-21T09:59:00Z"},
+            "registry": {"outcome": "succeeded", "recordedAt": "2026-11-21T10:20:05Z", "error": "a stale one"},
+            "bake": {"startedAt": "2026-11-21T10:10:00Z", "endsAt": "2026-11-21T10:20:00Z", "previousRevision": "old",
+                     "cutShort": False}}
+    assert set(read) == set(LLMRolloutStatus.model_fields[n].alias for n in LLMRolloutStatus.model_fields)
+    d = decide(plan, read, Observed("new", "new", stable_replicas=4, canary_ready=4, generation=3), None, at(1500))
+    # an ended rollout is not guarded: its fail-fast grace ends with it (the one key a pass with nothing to do drops)
+    assert _same_wire(d.status, {k: v for k, v in read.items() if k != "unavailableSince"})
+    assert d.events == [] and not d.promote and d.traffic == Traffic()
+    # and a field left out stays out: no default of the model's (no conditions [], no message "") is added
+    sparse = {"observedGeneration": 3, "phase": "Succeeded", "toRevision": "new",
+              "analysis": {"runs": 1, "metrics": [{"name": "error-ratio", "verdict": "Pass"}]}, "qualityGate": {"passed": True}}
+    assert _same_wire(decide(plan, sparse, Observed("new", "new", stable_replicas=4, canary_ready=4, generation=3), None,
+                             at(1500)).status, sparse)
