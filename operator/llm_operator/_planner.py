@@ -1009,9 +1009,9 @@ def make_before_break(routing: list[Apply], observed: Observed, name: str, route
     """
     live_vs = observed.children.get(("VirtualService", name))
     # Any router's live route: the one the spec names, and the one it replaces while both are live.
-    live = [r for r in (router.live_routes(observed.children, name), *(other.live_routes(observed.children, name)
-                                                                       for other in ROUTERS.values() if other is not router)) if r]
-    canary_flowing = any(r.canary_weight > 0 or r.mirror_percent > 0 for r in live)
+    live_routes = [r for r in (router.live_routes(observed.children, name), *(
+        other.live_routes(observed.children, name) for other in ROUTERS.values() if other is not router)) if r]
+    canary_flowing = any(r.canary_weight > 0 or r.mirror_percent > 0 for r in live_routes)
     subsets_in_use = any(r.get("destination", {}).get("subset") for http in (live_vs or {}).get("spec", {}).get("http", [])
                          for r in http.get("route", []) + ([http["mirror"]] if http.get("mirror") else []))
     canary_service = b.service_name(name, c.SUBSET_CANARY)

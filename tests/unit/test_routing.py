@@ -265,7 +265,8 @@ def test_http_route_weights_are_shares_of_our_backends():
 
 
 def test_a_mesh_service_parent_gets_the_core_group(samples):
-    traffic = {"router": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"kind": "Service", "name": "qwen"}, {"name": "gw", "sectionName": "https.internal"}]}}
+    parents = [{"kind": "Service", "name": "qwen"}, {"name": "gw", "sectionName": "https.internal"}]
+    traffic = {"router": "gatewayAPI", "gatewayAPI": {"parentRefs": parents}}
     (route,) = GATEWAY_API.build("qwen", "ml", _spec(samples, traffic), "aaaa", None, b.Routes(), None)
     assert route["spec"]["parentRefs"] == [{"group": "", "kind": "Service", "name": "qwen"},
                                            {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw", "sectionName": "https.internal"}]
