@@ -5,7 +5,10 @@ pools it routes to (computed from their selectors and the pods' readiness as the
 them: see :meth:`Shim._endpoints`), as Envoy gets them from istiod, splits requests across the destinations by the
 route's weights (and mirrors the configured share to the mirror destination, discarding the answers), sends each to a
 ready endpoint of that destination (the pods' own addresses, which the node agent serves; a pool's endpoint picker
-is not run: a random ready pod of the pool), and exports request metrics under Istio's names
+is not run: a random ready pod of the pool), and exports request metrics under Istio's names. It stands in for the
+data plane only: it does not check an HTTPRoute's parents, hostnames or acceptance, nor honour the blue-green preview
+route, so what a test through it proves is that the operator's weights, mirror and backends' selectors are what
+traffic follows
 (``istio_requests_total`` with ``response_code`` and the destination labels,
 ``istio_request_duration_milliseconds``), which Prometheus scrapes.
 

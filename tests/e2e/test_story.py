@@ -55,8 +55,10 @@ def test_v2_is_promoted_and_v3_aborted_on_real_measurements(vllm_python, tmp_pat
 
 def test_the_regression_is_aborted_through_the_gateway_api_router(vllm_python, tmp_path):
     """The shorter story with ``router: gatewayAPI`` (issue 18): version 3 rolled out over version 1 through an
-    HTTPRoute whose backends are one InferencePool per role, read by the shim as a gateway would; aborted on the
-    latency analysis, the HTTPRoute's canary weight back at 0, v3's traffic within the weights the route carried."""
+    HTTPRoute whose backends are one InferencePool per role; aborted on the latency analysis, the HTTPRoute's canary
+    weight back at 0, v3's traffic within the weights the route carried. There is no Gateway nor endpoint picker
+    here: the shim routes by the HTTPRoute's weights to the pools' selected pods, so this proves the operator's
+    weights and pool selectors are what the traffic followed, not a gateway's acceptance of the route."""
     story = Story(tmp_path, vllm_python, say=print, router="gatewayAPI").start()
     try:
         figures = story.run(timeout=900, healthy_first=False)
