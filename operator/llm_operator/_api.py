@@ -857,10 +857,12 @@ class ResolvedModel(_Model):
 class ServedAdapter(_Model):
     """A LoRA adapter a revision serves, as resolved."""
 
-    name: str
+    name: str = Field(description="The model name clients send for it.")
     uri: str = Field(description="What the pods fetch: models:/name/version (pinned) or the storage URI.")
-    version: str | None = None
-    alias: str | None = None
+    model: str | None = Field(None, description="Its registered model in MLflow.")
+    version: str | None = Field(None, description="The MLflow version served.")
+    alias: str | None = Field(None, description="The alias it follows, when it follows one.")
+    stage: str | None = None
 
 
 class RevisionStatus(_Model):

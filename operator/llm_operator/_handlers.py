@@ -22,6 +22,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -86,7 +87,8 @@ class Controller:
         self._registries: dict[Any, reg.ModelRegistry] = {}
         self._clients_lock = threading.Lock()
         self.registry_cache = rz.RegistryCache(settings.registry_poll_seconds)
-        self.followers: dict[Key, tuple[Any, reg.ModelRegistry, str]] = {}  # who follows which registered model
+        #: who follows which registered models (the model's, its adapters')
+        self.followers: dict[Key, tuple[tuple[Any, reg.ModelRegistry, str], ...]] = {}
         self.registry_seen: dict[tuple[Any, str], Any] = {}
         self.deps = Deps(
             kube=kube, resolve=self._resolve, provider=self._provider,
@@ -284,25 +286,39 @@ class Controller:
 
     def _resolve(self, body: Mapping[str, Any], spec: LLMDeploymentSpec,
                  rollouts: list[dict[str, Any]]) -> tuple[reg.Resolution | None, Any]:
-        """Ask the registry about an LLMDeployment's MLflow model (None when it names a URI) and return the
-        resolution with a function that writes rollout outcomes back."""
+        """Ask the registry about an LLMDeployment's MLflow model and the LoRA adapters that follow an alias or stage
+        (None when it names neither) and return the resolution with a function that writes rollout outcomes back.
+        The adapters are asked of the model's registry (its secretRef's), or the operator's."""
         ref = spec.model.mlflow
         meta = body["metadata"]
-        if ref is None:
+        followed = {a.name: a.mlflow for a in spec.adapters if a.mlflow is not None and a.mlflow.version is None}
+        if ref is None and not followed:
             self.followers.pop((meta["namespace"], meta["name"]), None)
             return None, None
+        client_ref = ref or MlflowModelRef(name=next(iter(followed.values())).name, version="1")
         try:
-            key, registry = self._registry_for(meta["namespace"], ref)
+            key, registry = self._registry_for(meta["namespace"], client_ref)
         except reg.RegistryError as error:
-            self.telemetry.registry_errors.labels(ref.name, error.reason).inc()
+            self.telemetry.registry_errors.labels(client_ref.name, error.reason).inc()
             return reg.Resolution(problem=(error.reason, str(error)), retry_in=self.settings.registry_poll_seconds), None
-        resolution = rz.resolve(self.registry_cache, key, registry, ref, target_versions(rollouts))
-        if resolution.problem is None:
-            self.telemetry.registry_sync.labels(ref.name).set(time.time())
+        resolution = rz.resolve(self.registry_cache, key, registry, ref, target_versions(rollouts)) if ref else reg.Resolution()
+        if followed:
+            versions, problem = rz.resolve_adapters(self.registry_cache, key, registry, followed)
+            waits = [w for w in (resolution.retry_in, *(self.registry_cache.retry_in(key, r.name) for r in followed.values()))
+                     if w is not None]
+            resolution = dataclasses.replace(resolution, adapters=versions, problem=resolution.problem or problem,
+                                             retry_in=min(waits) if waits else None)
+        for name in ([ref.name] if ref else []) + [r.name for r in followed.values()]:
+            if resolution.problem is None:
+                self.telemetry.registry_sync.labels(name).set(time.time())
+        if resolution.problem is not None:
+            self.telemetry.registry_errors.labels(client_ref.name, resolution.problem[0]).inc()
+        models = ([ref.name] if ref is not None and (ref.alias or ref.stage) else []) + sorted(
+            {r.name for r in followed.values()})
+        if models:
+            self.followers[(meta["namespace"], meta["name"])] = tuple((key, registry, m) for m in models)
         else:
-            self.telemetry.registry_errors.labels(ref.name, resolution.problem[0]).inc()
-        if ref.alias or ref.stage:
-            self.followers[(meta["namespace"], meta["name"])] = (key, registry, ref.name)
+            self.followers.pop((meta["namespace"], meta["name"]), None)
 
         def record(outcome: reg.Outcome) -> None:
             try:
@@ -355,9 +371,10 @@ class Controller:
         however many follow it) and start a pass for its followers when its aliases or stages moved."""
         groups: dict[tuple[Any, str], list[Key]] = defaultdict(list)
         clients = {}
-        for obj, (key, registry, model) in list(self.followers.items()):
-            groups[(key, model)].append(obj)
-            clients[(key, model)] = registry
+        for obj, followed in list(self.followers.items()):
+            for key, registry, model in followed:
+                groups[(key, model)].append(obj)
+                clients[(key, model)] = registry
         for (key, model), objs in groups.items():
             try:
                 info = await asyncio.to_thread(self.registry_cache.model, key, clients[(key, model)], model)

@@ -893,8 +893,25 @@ def _status(pass_: _Pass, target: _Target, started: _Started, size: _Size, servi
         "readyReplicas": _ready(stable_live),
         "endpoint": b.endpoint(name, pass_.namespace, pass_.spec),
         "router": ordered.router or pass_.spec.traffic.router,
+        "adapters": _served_adapters(serving, target, pass_) or None,
+        "adapterCount": len(_served_adapters(serving, target, pass_)) or None,
     }
     return {k: v for k, v in status.items() if v is not None}
+
+
+def _served_adapters(serving: _Serving, target: _Target, pass_: _Pass) -> list[dict[str, Any]]:
+    """``status.adapters``: the LoRA adapters of the stable revision (the spec's when it serves the spec's revision,
+    the promoted rollout's after a promotion, else the ones recorded before)."""
+    active = serving.active
+    if serving.stable_id == target.revision.id:
+        adapters = target.revision.adapters
+    elif active is not None and serving.stable_id == active.revision.id:
+        adapters = active.revision.adapters
+    else:
+        return list(pass_.old_status.get("adapters") or [])
+    return [{k: v for k, v in {"name": a.name, "uri": b.adapter_uri(a), "model": a.mlflow.name if a.mlflow else None,
+                               "version": a.mlflow.version if a.mlflow else None, "alias": a.mlflow.alias if a.mlflow else None,
+                               "stage": a.mlflow.stage if a.mlflow else None}.items() if v is not None} for a in adapters]
 
 
 def _serving_model(pass_: _Pass, target: _Target, serving: _Serving, stable_live: Mapping[str, Any] | None) -> ResolvedModel | None:
@@ -1142,6 +1159,8 @@ def _names_revision(spec: LLMDeploymentSpec, registry: reg.Resolution | None) ->
     """Whether this pass knows which revision the spec names: not when it follows an alias or stage the registry
     could not resolve in this pass (the version held then is what serves, not what the spec may name by now), so
     no rollout is started or superseded on a registry outage."""
+    if reg.unpinned(spec.adapters) and registry is not None:  # an adapter's alias the registry did not resolve
+        return False
     ref = spec.model.mlflow
     return ref is None or registry is None or registry.model is not None or ref.version is not None
 
@@ -1150,17 +1169,22 @@ def _model_condition(conditions: list[dict[str, Any]], spec: LLMDeploymentSpec, 
                      model: ResolvedModel | None, now: str, generation: int | None, note: str = "") -> list[dict[str, Any]]:
     """``ModelResolved``: how the registry resolved the spec's model, or why it could not; ``note`` is appended
     (what of the served model's record status cannot carry)."""
-    if spec.model.mlflow is None or registry is None:
+    followed = [a for a in spec.adapters if a.mlflow is not None and (a.mlflow.alias or a.mlflow.stage)]
+    if (spec.model.mlflow is None and not followed) or registry is None:
         return conditions
     if registry.problem is not None:
         reason, message = registry.problem
         held = f"; still serving version {model.version}" if model is not None and model.version else ""
         return cond.set_condition(conditions, cond.MODEL_RESOLVED, "False", reason, message + held + note, now=now, generation=generation)
-    assert model is not None
     ref = spec.model.mlflow
-    by = f"alias {ref.alias}" if ref.alias else f"stage {ref.stage}" if ref.stage else "a pinned version"
-    return cond.set_condition(conditions, cond.MODEL_RESOLVED, "True", Reason.RESOLVED,
-                              f"{ref.name} version {model.version} (by {by}), run {model.run_id or 'none'}{note}",
+    said = []
+    if ref is not None:
+        assert model is not None
+        by = f"alias {ref.alias}" if ref.alias else f"stage {ref.stage}" if ref.stage else "a pinned version"
+        said.append(f"{ref.name} version {model.version} (by {by}), run {model.run_id or 'none'}")
+    said += [f"adapter {a.name}: {a.mlflow.name} version {a.mlflow.version} (by {'alias ' + a.mlflow.alias if a.mlflow.alias else 'stage ' + str(a.mlflow.stage)})"
+             for a in followed if a.mlflow is not None]
+    return cond.set_condition(conditions, cond.MODEL_RESOLVED, "True", Reason.RESOLVED, "; ".join(said) + note,
                               now=now, generation=generation)
 
 

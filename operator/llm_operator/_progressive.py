@@ -126,7 +126,7 @@ def auto_rollout(name: str, namespace: str, spec: LLMDeploymentSpec, model: Reso
         # The adapters pinned too (none: an empty list), so the revision the rollout carries stays the one it was made
         # for whatever the spec's adapters become meanwhile.
         "spec": {"deploymentName": name, "target": {"model": target_model, "runtime": spec.runtime.to_wire(),
-                                                    "adapters": [a.to_wire() for a in spec.adapters]}},
+                                                    "adapters": [reg.pinned(a) for a in spec.adapters]}},
     }
 
 

@@ -286,6 +286,9 @@ def run_pass(deps: Deps, namespace: str, name: str) -> PassResult:
     spec = parsed if isinstance(parsed, LLMDeploymentSpec) else None
     observed = observe(deps.kube, body, deps.autoscaler_kinds)
     resolution, record = deps.resolve(body, spec, observed.rollouts) if spec is not None else (None, None)
+    if spec is not None and spec.adapters:  # followed adapters pinned to the versions named now (or served): once
+        parsed = spec = spec.model_copy(update={"adapters": reg.pin_adapters(
+            spec.adapters, resolution.adapters if resolution is not None else {}, (body.get("status") or {}).get("adapters") or [])})
     resolved = resolve_active(spec, observed.rollouts) if spec is not None else None  # once per pass
     due = measurement_due(body, observed, now, spec=spec, resolved=resolved) if spec is not None and resolved is not None else None
     run = guard = None

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ._api import GateThreshold, MlflowModelRef, ResolvedModel
+from ._api import Adapter, AdapterMlflowRef, GateThreshold, MlflowModelRef, ResolvedModel
 from ._vocabulary import Phase, Reason
 
 #: Status tags written on a version after its rollout (``llmops.dev/rollout`` is succeeded|aborted|failed).
@@ -84,7 +84,7 @@ class ModelRegistry(Protocol):
 # ------------------------------------------------------------------------------------ pure decisions
 
 
-def select_version(model: ModelInfo, ref: MlflowModelRef) -> str:
+def select_version(model: ModelInfo, ref: MlflowModelRef | AdapterMlflowRef) -> str:
     """The version ``ref`` names in ``model`` (its alias, its stage's latest version, or the pinned version).
 
     >>> select_version(ModelInfo("chat", {"champion": "4"}, {"Production": "3"}), MlflowModelRef(name="chat", alias="champion"))
@@ -243,9 +243,50 @@ class Resolution:
         problem: (reason, message) when the registry could not answer: ``RegistryUnavailable`` or ``ModelNotFound``.
         versions: details of the versions the pass's rollouts target (for their quality gates), by version.
         retry_in: seconds until a failed look-up is tried again.
+        adapters: the versions the followed adapters' aliases or stages name (see :func:`pin_adapters`).
     """
 
     model: ResolvedModel | None = None
     problem: tuple[str, str] | None = None
     versions: Mapping[str, VersionInfo] = field(default_factory=dict)
     retry_in: float | None = None
+    #: The version each LoRA adapter that follows an alias or stage names now, by the adapter's name in the spec.
+    adapters: Mapping[str, str] = field(default_factory=dict)
+
+
+def pin_adapters(adapters: Sequence[Adapter], resolved: Mapping[str, str], served: Sequence[Mapping[str, Any]]) -> list[Adapter]:
+    """``adapters`` with each MLflow reference that follows an alias or stage pinned to a version: the one the
+    registry named in this pass (``resolved``, by adapter name), else the one the stable revision serves for the same
+    reference (``served``: ``status.adapters``), so a registry outage moves nothing; an adapter with neither stays
+    unpinned (the pass then names no revision: nothing starts). The alias or stage is kept beside the version, for
+    the status; :func:`pinned` gives the wire form a rollout's target carries.
+
+    >>> a = Adapter(name="sql", mlflow={"name": "sql-lora", "alias": "champion"})
+    >>> pin_adapters([a], {"sql": "4"}, [])[0].mlflow.version
+    '4'
+    """
+    out = []
+    for adapter in adapters:
+        ref = adapter.mlflow
+        if ref is None or ref.version is not None:
+            out.append(adapter)
+            continue
+        version = resolved.get(adapter.name) or next(
+            (str(s["version"]) for s in served if s.get("name") == adapter.name and s.get("model") == ref.name
+             and s.get("alias") == ref.alias and s.get("stage") == ref.stage and s.get("version")), None)
+        out.append(adapter.model_copy(update={"mlflow": ref.model_copy(update={"version": version})}) if version else adapter)
+    return out
+
+
+def pinned(adapter: Adapter) -> dict[str, Any]:
+    """The wire form of an adapter pinned by :func:`pin_adapters`: its version only (the schema allows exactly one of
+    alias, stage or version), as an operator-made rollout's target carries it."""
+    wire = adapter.to_wire()
+    if adapter.mlflow is not None and adapter.mlflow.version is not None:
+        wire["mlflow"] = {"name": adapter.mlflow.name, "version": adapter.mlflow.version}
+    return wire
+
+
+def unpinned(adapters: Sequence[Adapter]) -> list[str]:
+    """The adapters that follow an alias or stage no version is known for (their names)."""
+    return [a.name for a in adapters if a.mlflow is not None and a.mlflow.version is None]

@@ -18,11 +18,11 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._api import MlflowModelRef
+from ._api import AdapterMlflowRef, MlflowModelRef
 from ._registry import (
     ModelInfo,
     ModelNotFound,
@@ -64,6 +64,20 @@ def resolve(cache: RegistryCache, key: Any, registry: ModelRegistry, ref: Mlflow
     except RegistryError as error:
         problem = (error.reason, str(error))
     return Resolution(model=model, problem=problem, versions=versions, retry_in=cache.retry_in(key, ref.name))
+
+
+def resolve_adapters(cache: RegistryCache, key: Any, registry: ModelRegistry,
+                     refs: Mapping[str, AdapterMlflowRef]) -> tuple[dict[str, str], tuple[str, str] | None]:
+    """Ask (through ``cache``) which version each adapter reference follows names, by adapter name: (the versions
+    found, the first problem as (reason, message) or None). Never raises for registry faults."""
+    versions: dict[str, str] = {}
+    problem = None
+    for name, ref in refs.items():
+        try:
+            versions[name] = select_version(cache.model(key, registry, ref.name), ref)
+        except RegistryError as error:
+            problem = problem or (error.reason, f"adapter {name}: {error}")
+    return versions, problem
 
 
 # -------------------------------------------------------------------------------------- cache
