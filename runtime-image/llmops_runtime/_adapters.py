@@ -169,10 +169,10 @@ def match(name: str, known: Iterable[str]) -> bool:
 def served_names(*, uri: str, model_path: str, source: str, served_model_names: Sequence[str] = (),
                  model_arg: str | None = None) -> list[str]:
     """The names the served base model is known by, in order, without repeats: ``LLMOPS_MODEL_URI`` (the hf:// repo id,
-    the MLflow registered model name, a path), where the model is (``model_path``), its ``config.json``'s
-    ``_name_or_path`` when the model is on disk here (fetched or local), the served model names
-    (``LLMOPS_SERVED_MODEL_NAME``, ``--served-model-name``) and ``--model``."""
-    names = [uri, model_path]
+    the MLflow registered model name, a path), its ``config.json``'s ``_name_or_path`` when the model is on disk here
+    (fetched or local), the served model names (``LLMOPS_SERVED_MODEL_NAME``, ``--served-model-name``) and
+    ``--model`` unless it is the fetched model's cache directory (named after the revision, not the model)."""
+    names = [uri]
     if source != "hub":
         try:
             config = json.loads((pathlib.Path(model_path) / "config.json").read_text())
@@ -180,7 +180,9 @@ def served_names(*, uri: str, model_path: str, source: str, served_model_names: 
             config = None
         if isinstance(config, dict) and isinstance(config.get("_name_or_path"), str):
             names.append(config["_name_or_path"])
-    names += [*served_model_names, *([model_arg] if model_arg else [])]
+    names += served_model_names
+    if model_arg and (source in ("local", "hub") or model_arg != model_path):
+        names.append(model_arg)
     out: list[str] = []
     for n in names:
         if n and n.strip() and n not in out:

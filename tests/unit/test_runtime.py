@@ -307,7 +307,7 @@ def test_an_adapter_of_another_base_is_refused_before_vllm_starts(tmp_path, monk
     reason = (tmp_path / "termination-log").read_text()
     assert reason == ("adapter 'qsql' (hf://acme/qwen-sql-lora) was trained on 'Qwen/Qwen2.5-0.5B-Instruct' (base_model_name_or_path "
                       "in its adapter_config.json) but this pod serves 'models:/chat/3' (known as "
-                      f"'{tmp_path / 'm'}', 'meta-llama/Llama-3.1-8B-Instruct', 'support-assistant'); if that is this model under "
+                      "'meta-llama/Llama-3.1-8B-Instruct', 'support-assistant'); if that is this model under "
                       "another name, set the adapter's base to it")
     assert "\n" not in reason
     lines = _lines(capsys)
@@ -445,9 +445,12 @@ def test_the_base_match_rule(adapter_base, known, expected):
 def test_the_served_base_is_known_by_its_uri_dir_config_and_served_names(tmp_path):
     from llmops_runtime._adapters import served_names
     (tmp_path / "config.json").write_text(json.dumps({"_name_or_path": "meta-llama/Llama-3.1-8B-Instruct"}))
+    # The cache directory of a fetched model is named after the revision: not a name of the model.
     assert served_names(uri="models:/chat@champion", model_path=str(tmp_path), source="reused", served_model_names=["chat", "", "llama"],
-                        model_arg=str(tmp_path)) == ["models:/chat@champion", str(tmp_path), "meta-llama/Llama-3.1-8B-Instruct", "chat", "llama"]
-    assert served_names(uri="hf://org/m", model_path="org/m", source="hub") == ["hf://org/m", "org/m"]
+                        model_arg=str(tmp_path)) == ["models:/chat@champion", "meta-llama/Llama-3.1-8B-Instruct", "chat", "llama"]
+    assert served_names(uri="/mnt/models/llama", model_path="/mnt/models/llama", source="local", model_arg="/mnt/models/llama") == [
+        "/mnt/models/llama"]
+    assert served_names(uri="hf://org/m", model_path="org/m", source="hub", model_arg="org/m") == ["hf://org/m", "org/m"]
 
 
 def test_the_adapter_module_doctests():
