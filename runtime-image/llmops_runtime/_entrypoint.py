@@ -128,7 +128,8 @@ def main(argv: Sequence[str] | None = None, *, environ: dict[str, str] | None = 
     except AdapterError as error:
         _fail(EXIT_ADAPTER, str(error))
     dest = pathlib.Path(env.get(c.ENV_MODEL_DIR) or settings.model or f"{c.MODEL_CACHE_DIR}/models/default")
-    log("runtime_started", uri=uri, model_dir=str(dest), revision=env.get(c.ENV_REVISION), gpus=env.get(c.ENV_GPUS, "0"))
+    log("runtime_started", uri=uri, model_dir=str(dest), revision=env.get(c.ENV_REVISION), gpus=env.get(c.ENV_GPUS, "0"),
+        adapters=[a.name for a in adapters])
     try:
         fetched = fetch(uri, dest, log=log, download=download) if download else fetch(uri, dest, log=log)
     except Exception as error:  # the message names the URI; credentials never appear in it

@@ -283,6 +283,7 @@ def test_adapters_are_fetched_into_their_dirs_and_reused_on_restart(tmp_path, mo
                                            "adapter_download_started", "adapter_download_finished", "adapter_fetched",
                                            "adapter_download_started", "adapter_download_finished", "adapter_fetched",
                                            "gpu_preflight", "exec_vllm"]
+    assert lines[0]["adapters"] == ["sql", "chat"]
     fetched = [x for x in lines if x["event"] == "adapter_fetched"]
     assert {k: fetched[0][k] for k in ("name", "uri", "dir", "source", "files", "base", "base_check", "rank")} == {
         "name": "sql", "uri": "s3://lora/sql", "dir": str(tmp_path / "adapters" / "sql"), "source": "downloaded", "files": 2,
