@@ -59,7 +59,20 @@ $(VLLM_STAMP): runtime-image/pyproject.toml
 	@$(VLLM_VENV)/bin/python -c 'import torch, vllm; print("vllm-env ready: vllm", vllm.__version__, "torch", torch.__version__)'
 	@touch $(VLLM_STAMP)
 
-vllm-env: $(VLLM_STAMP)  ## the vLLM (CPU build) environment the runtime entrypoint's test runs in
+# PEFT, for the tiny LoRA adapters the LoRA tests make (sandbox/llm_sandbox/tiny_lora.py), with accelerate, which it
+# requires. Both without their dependencies so that nothing moves vLLM's torch or transformers: every requirement of
+# theirs (numpy, packaging, psutil, pyyaml, torch>=2.6, transformers, tqdm, safetensors, huggingface_hub>=0.25) is one
+# of vLLM's already, which the import line checks. Its own stamp, so an existing .venv-vllm gets it without a rebuild.
+PEFT_VERSION       := 0.21.2
+ACCELERATE_VERSION := 1.16.0
+VLLM_PEFT          := $(VLLM_VENV)/.peft-$(PEFT_VERSION)
+$(VLLM_PEFT): $(VLLM_STAMP)
+	@echo "vllm-env: peft==$(PEFT_VERSION) and accelerate==$(ACCELERATE_VERSION), without their dependencies"
+	@$(VLLM_PIP) --no-deps peft==$(PEFT_VERSION) accelerate==$(ACCELERATE_VERSION)
+	@$(VLLM_VENV)/bin/python -c 'import peft, torch, transformers; print("peft", peft.__version__, "on torch", torch.__version__, "transformers", transformers.__version__)'
+	@touch $(VLLM_PEFT)
+
+vllm-env: $(VLLM_STAMP) $(VLLM_PEFT)  ## the vLLM (CPU build) environment the runtime entrypoint's test runs in
 
 
 # The real control plane under the e2e tests, the demo and the benchmarks (sandbox/controlplane/): kube-apiserver,
@@ -89,7 +102,7 @@ $(CP_STAMP): sandbox/controlplane/go.mod sandbox/controlplane/go.sum sandbox/con
 control-plane: $(CP_STAMP)  ## build the control plane the e2e tests run on (once per set of versions)
 
 # What the tests and the demo run on, built side by side (the Go builds are CPU-bound, the venvs mostly download).
-DEPS    := $(STAMP) prometheus $(VLLM_STAMP) $(CP_STAMP)
+DEPS    := $(STAMP) prometheus $(VLLM_STAMP) $(VLLM_PEFT) $(CP_STAMP)
 TESTENV := LLMOPS_CONTROLPLANE_DIR=$(CP_DIR) LLMOPS_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python
 deps:  ## everything below, in parallel: .venv, Prometheus, .venv-vllm, the control plane
 	@$(MAKE) --no-print-directory -j4 $(DEPS)

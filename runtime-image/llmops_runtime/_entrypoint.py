@@ -5,8 +5,13 @@ The container's args are vLLM's engine arguments exactly as the operator renders
 ``python -m vllm.entrypoints.openai.api_server ARGS`` (``os.execv``): vLLM becomes the container's main
 process, so SIGTERM reaches it directly and it drains in-flight requests.
 
-Every step logs one JSON line on stderr (``{"event": ..., ...}``). A failed preflight or download exits
-non-zero with the reason in the log and in ``/dev/termination-log``, which ``kubectl describe pod`` shows.
+LoRA adapters (``LLMOPS_ADAPTERS``, :mod:`._adapters`) are fetched after the model, each into its directory with
+the same completion marker, and checked before the preflight: an adapter of another base model, without
+``adapter_config.json`` or of a rank above ``--max-lora-rank`` stops the pod before vLLM spends a minute loading.
+
+Every step logs one JSON line on stderr (``{"event": ..., ...}``). A failed preflight, download or adapter check
+exits non-zero (:data:`EXIT_PREFLIGHT`, :data:`EXIT_FETCH`, :data:`EXIT_ADAPTER`) with the reason in the log and in
+``/dev/termination-log``, which ``kubectl describe pod`` shows.
 
 Nothing logged comes from the environment but the contract's own variables: vLLM's API key (``VLLM_API_KEY``, from
 a Secret) and the registry token pass to vLLM through the environment, unread and unlogged. An ``--api-key`` among
@@ -26,11 +31,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import _contract as c
-from ._fetch import fetch, size_of
+from ._adapters import VLLM_DEFAULT_MAX_LORA_RANK, Adapter, AdapterError, check, parse, served_names
+from ._fetch import ADAPTER_SCHEMES, Fetched, any_download, fetch, size_of
 from ._gpu import Nvml, PreflightError, PynvmlBackend, Request, preflight
 
 EXIT_PREFLIGHT = 3
 EXIT_FETCH = 4
+#: LLMOPS_ADAPTERS unreadable, or an adapter refused (another base, no adapter_config.json, rank too large).
+EXIT_ADAPTER = 5
 TERMINATION_LOG = "/dev/termination-log"
 
 
@@ -71,6 +79,8 @@ def engine_settings(args: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
     parser.add_argument("--pipeline-parallel-size", "-pp", type=int, default=1)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    parser.add_argument("--served-model-name", nargs="+", default=[])
+    parser.add_argument("--max-lora-rank", type=int)
     known, _ = parser.parse_known_args(list(args))
     return known
 
@@ -80,6 +90,27 @@ def _fail(code: int, message: str) -> NoReturn:
         pathlib.Path(TERMINATION_LOG).write_text(message[:4096])
     print(message, file=sys.stderr, flush=True)
     raise SystemExit(code)
+
+
+def fetch_adapter(adapter: Adapter, *, known: list[str], max_rank: int, download: Callable[..., Any] | None = None) -> Fetched:
+    """Fetch one adapter into its directory (a local one is served where it is) and check it; exits on failure."""
+    def adapter_log(event: str, **fields: Any) -> None:
+        log(event, name=adapter.name, **fields)
+
+    dest = pathlib.Path(adapter.dir or adapter.uri)
+    try:
+        got = fetch(adapter.uri, dest, log=adapter_log, download=download or any_download, schemes=ADAPTER_SCHEMES, what="adapter")
+    except Exception as error:  # the message names the URI; credentials never appear in it
+        _fail(EXIT_FETCH, f"could not fetch adapter {adapter.name!r} from {adapter.uri}: {type(error).__name__}: {str(error)[:500]}")
+    files, total = (got.files, got.bytes) if got.source != "local" else size_of(pathlib.Path(got.path))
+    try:
+        checked = check(adapter, pathlib.Path(got.path), known=known, max_rank=max_rank)
+    except AdapterError as error:
+        log("adapter_refused", name=adapter.name, uri=adapter.uri, dir=got.path, reason=str(error))
+        _fail(EXIT_ADAPTER, str(error))
+    log("adapter_fetched", name=adapter.name, uri=adapter.uri, dir=got.path, source=got.source, files=files, bytes=total,
+        seconds=got.seconds, base=checked.base, base_check=checked.base_check, rank=checked.rank)
+    return got
 
 
 def main(argv: Sequence[str] | None = None, *, environ: dict[str, str] | None = None, nvml: Nvml | None = None,
@@ -92,12 +123,22 @@ def main(argv: Sequence[str] | None = None, *, environ: dict[str, str] | None = 
     settings = engine_settings(args)
     if not uri:
         _fail(EXIT_FETCH, f"{c.ENV_MODEL_URI} is not set: the operator sets it on every serving container")
+    try:
+        adapters = parse(env.get(c.ENV_ADAPTERS))
+    except AdapterError as error:
+        _fail(EXIT_ADAPTER, str(error))
     dest = pathlib.Path(env.get(c.ENV_MODEL_DIR) or settings.model or f"{c.MODEL_CACHE_DIR}/models/default")
-    log("runtime_started", uri=uri, model_dir=str(dest), revision=env.get(c.ENV_REVISION), gpus=env.get(c.ENV_GPUS, "0"))
+    log("runtime_started", uri=uri, model_dir=str(dest), revision=env.get(c.ENV_REVISION), gpus=env.get(c.ENV_GPUS, "0"),
+        adapters=[a.name for a in adapters])
     try:
         fetched = fetch(uri, dest, log=log, download=download) if download else fetch(uri, dest, log=log)
     except Exception as error:  # the message names the URI; credentials never appear in it
         _fail(EXIT_FETCH, f"could not fetch {uri}: {type(error).__name__}: {str(error)[:500]}")
+    if adapters:
+        known = served_names(uri=uri, model_path=fetched.path, source=fetched.source, model_arg=settings.model,
+                             served_model_names=[env.get(c.ENV_SERVED_MODEL_NAME) or "", *settings.served_model_name])
+        for adapter in adapters:
+            fetch_adapter(adapter, known=known, max_rank=settings.max_lora_rank or VLLM_DEFAULT_MAX_LORA_RANK, download=download)
     model_bytes = int(env.get(c.ENV_MODEL_BYTES) or 0) or (fetched.bytes or (size_of(pathlib.Path(fetched.path))[1]
                                                                              if fetched.source == "local" else 0))
     request = Request(gpus=int(env.get(c.ENV_GPUS) or 0), tensor_parallel_size=settings.tensor_parallel_size,

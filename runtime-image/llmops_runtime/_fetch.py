@@ -11,6 +11,11 @@ and ``models:/name@alias`` (tracking URI and token from ``MLFLOW_TRACKING_URI`` 
 ``s3`` and ``gcs`` extras, which the image installs).
 ``hf://org/model`` is left to vLLM's own Hugging Face download into ``HF_HOME`` on the cache volume; a local
 path (a mounted PVC) is served where it is.
+
+LoRA adapters (:mod:`._adapters`) go through the same :func:`fetch` with ``what="adapter"`` (its events are then
+``adapter_download_started`` ...) and one more fetched scheme: an ``hf://org/adapter`` is downloaded here
+(:func:`hub_download`, ``huggingface_hub`` from the vLLM image) into the adapter's directory, so its
+``adapter_config.json`` can be checked before vLLM starts.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from dataclasses import dataclass
 from . import _contract as c
 
 FETCHED_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://")
+#: What an adapter's fetch downloads itself: the model's schemes and the Hugging Face Hub.
+ADAPTER_SCHEMES = (*FETCHED_SCHEMES, "hf://")
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,21 @@ def mlflow_download(uri: str, dest: pathlib.Path) -> pathlib.Path:
     return pathlib.Path(download_artifacts(artifact_uri=uri, dst_path=str(dest)))
 
 
+def hub_download(uri: str, dest: pathlib.Path) -> pathlib.Path:
+    """Download ``hf://org/repo`` (the repository's files, no cache links) into ``dest`` with ``huggingface_hub``
+    (a vLLM dependency: the image has it); ``HF_TOKEN``, ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE`` apply as usual."""
+    from huggingface_hub import snapshot_download
+
+    snapshot_download(repo_id=uri[len("hf://"):].strip("/"), local_dir=str(dest))
+    shutil.rmtree(dest / ".cache", ignore_errors=True)  # the client's own bookkeeping beside the files
+    return dest
+
+
+def any_download(uri: str, dest: pathlib.Path) -> pathlib.Path:
+    """:func:`hub_download` for ``hf://``, else :func:`mlflow_download`."""
+    return hub_download(uri, dest) if uri.startswith("hf://") else mlflow_download(uri, dest)
+
+
 def _marker(path: pathlib.Path) -> dict | None:
     try:
         return json.loads((path / c.COMPLETE_MARKER).read_text())
@@ -68,34 +90,36 @@ def _marker(path: pathlib.Path) -> dict | None:
 
 
 def fetch(uri: str, dest: pathlib.Path, *, log: Callable[..., None],
-          download: Callable[[str, pathlib.Path], pathlib.Path] = mlflow_download, progress_seconds: float = 5.0) -> Fetched:
+          download: Callable[[str, pathlib.Path], pathlib.Path] = mlflow_download, progress_seconds: float = 5.0,
+          schemes: tuple[str, ...] = FETCHED_SCHEMES, what: str = "model") -> Fetched:
     """Make ``uri`` available at ``dest`` (see the module docstring). ``log(event, **fields)`` gets the
-    progress and the outcome. Raises whatever the download raises; ``dest`` is then left untouched."""
-    if uri.startswith("hf://"):
+    progress and the outcome (events ``<what>_download_started`` ...). Raises whatever the download raises;
+    ``dest`` is then left untouched. ``schemes`` are the URIs downloaded; any other ``hf://`` is left to vLLM."""
+    if uri.startswith("hf://") and not uri.startswith(schemes):
         return Fetched(path=uri[len("hf://"):].rstrip("/"), source="hub")
-    if not uri.startswith(FETCHED_SCHEMES):
+    if not uri.startswith(schemes):
         path = uri[len("file://"):] if uri.startswith("file://") else uri
         return Fetched(path=path, source="local")
     marker = _marker(dest)
     if marker is not None and marker.get("uri") == uri:
-        log("model_cached", uri=uri, path=str(dest), files=marker.get("files"), bytes=marker.get("bytes"))
+        log(f"{what}_cached", uri=uri, path=str(dest), files=marker.get("files"), bytes=marker.get("bytes"))
         return Fetched(path=str(dest), source="reused", files=marker.get("files", 0), bytes=marker.get("bytes", 0))
     dest.parent.mkdir(parents=True, exist_ok=True)
     for stale in dest.parent.glob(f".{dest.name}.partial-*"):
         shutil.rmtree(stale, ignore_errors=True)
     if dest.exists():
-        log("model_cache_discarded", path=str(dest), reason="no completion marker" if marker is None else f"holds {marker.get('uri')}")
+        log(f"{what}_cache_discarded", path=str(dest), reason="no completion marker" if marker is None else f"holds {marker.get('uri')}")
         shutil.rmtree(dest)
     partial = dest.parent / f".{dest.name}.partial-{os.getpid()}"
     partial.mkdir()
     started = time.monotonic()
-    log("model_download_started", uri=uri, path=str(dest))
+    log(f"{what}_download_started", uri=uri, path=str(dest))
     done = threading.Event()
 
     def report() -> None:
         while not done.wait(progress_seconds):
             files, total = size_of(partial)
-            log("model_download_progress", uri=uri, files=files, bytes=total, seconds=round(time.monotonic() - started, 1))
+            log(f"{what}_download_progress", uri=uri, files=files, bytes=total, seconds=round(time.monotonic() - started, 1))
 
     reporter = threading.Thread(target=report, daemon=True)
     reporter.start()
@@ -116,5 +140,5 @@ def fetch(uri: str, dest: pathlib.Path, *, log: Callable[..., None],
     seconds = round(time.monotonic() - started, 3)
     (partial / c.COMPLETE_MARKER).write_text(json.dumps({"uri": uri, "files": files, "bytes": total, "seconds": seconds}))
     os.replace(partial, dest)
-    log("model_download_finished", uri=uri, path=str(dest), files=files, bytes=total, seconds=seconds)
+    log(f"{what}_download_finished", uri=uri, path=str(dest), files=files, bytes=total, seconds=seconds)
     return Fetched(path=str(dest), source="downloaded", files=files, bytes=total, seconds=seconds)

@@ -1,5 +1,6 @@
 """The serving entrypoint (runtime-image/llmops_runtime): GPU preflight decisions over a fake NVML, the
-fetch-once cache with its completion marker, and the launch."""
+fetch-once cache with its completion marker, the launch, and LoRA adapters (fetched like the model, their
+adapter_config.json checked against the served base and --max-lora-rank before vLLM starts)."""
 
 import json
 import pathlib
@@ -217,3 +218,265 @@ def test_the_operator_renders_what_the_entrypoint_reads():
     settings = entry.engine_settings(container["args"])
     assert settings.model == env[runtime_contract.ENV_MODEL_DIR]  # vLLM loads what the entrypoint fetched
     assert settings.tensor_parallel_size == 2
+
+
+# ------------------------------------------------------------------------------------------ LoRA adapters
+
+
+class ModelAndAdapters:
+    """A stand-in download for the model (a config.json naming its origin) and for adapters: ``adapters`` maps an
+    adapter URI to its adapter_config.json (None: a directory without one)."""
+
+    def __init__(self, adapters, model_name_or_path="meta-llama/Llama-3.1-8B-Instruct"):
+        self.adapters, self.model_name_or_path, self.calls = adapters, model_name_or_path, []
+
+    def __call__(self, uri, dest):
+        self.calls.append(uri)
+        if uri in self.adapters:
+            if self.adapters[uri] is not None:
+                (dest / "adapter_config.json").write_text(json.dumps(self.adapters[uri]))
+            (dest / "adapter_model.safetensors").write_bytes(b"\0" * 100)
+        else:
+            (dest / "config.json").write_text(json.dumps({"_name_or_path": self.model_name_or_path}))
+        return dest
+
+
+def lora(base="meta-llama/Llama-3.1-8B-Instruct", r=8, **extra):
+    return {"peft_type": "LORA", "base_model_name_or_path": base, "r": r, "lora_alpha": 16, "target_modules": ["q_proj"], **extra}
+
+
+def _adapter_env(tmp_path, adapters, **extra):
+    entries = [{"name": name, "uri": uri, "dir": str(tmp_path / "adapters" / name), "base": None} | more
+               for name, uri, *rest in adapters for more in [rest[0] if rest else {}]]
+    return {**_env(tmp_path), runtime_contract.ENV_ADAPTERS: json.dumps(entries), **extra}
+
+
+def _run(tmp_path, monkeypatch, args, environ, download):
+    """main() up to exec: (its exit code or None, the argv it exec'd or None)."""
+    monkeypatch.setattr(entry, "TERMINATION_LOG", str(tmp_path / "termination-log"))
+    calls, code = [], None
+    try:
+        entry.main(args, environ=environ, nvml=FakeNvml(error="unused"), execv=lambda *a: calls.append(a), download=download)
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, (calls[0][1] if calls else None)
+
+
+def _lines(capsys):
+    return [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
+
+
+LORA_ARGS = ["--enable-lora", "--lora-modules", "sql=/a/sql", "chat=/a/chat", "--max-loras", "2", "--max-lora-rank", "16"]
+
+
+def test_adapters_are_fetched_into_their_dirs_and_reused_on_restart(tmp_path, monkeypatch, capsys):
+    download = ModelAndAdapters({"s3://lora/sql": lora(), "models:/sql-lora/2": lora(r=16)})
+    environ = _adapter_env(tmp_path, [("sql", "s3://lora/sql"), ("chat", "models:/sql-lora/2")])
+    code, argv = _run(tmp_path, monkeypatch, LORA_ARGS, environ, download)
+    assert code is None and argv[3:] == LORA_ARGS  # vLLM gets the operator's args unchanged
+    assert download.calls == ["models:/chat/3", "s3://lora/sql", "models:/sql-lora/2"]
+    for name, uri in (("sql", "s3://lora/sql"), ("chat", "models:/sql-lora/2")):
+        marker = json.loads((tmp_path / "adapters" / name / runtime_contract.COMPLETE_MARKER).read_text())
+        assert marker["uri"] == uri and (tmp_path / "adapters" / name / "adapter_config.json").exists()
+    lines = _lines(capsys)
+    assert [x["event"] for x in lines] == ["runtime_started", "model_download_started", "model_download_finished",
+                                           "adapter_download_started", "adapter_download_finished", "adapter_fetched",
+                                           "adapter_download_started", "adapter_download_finished", "adapter_fetched",
+                                           "gpu_preflight", "exec_vllm"]
+    assert lines[0]["adapters"] == ["sql", "chat"]
+    fetched = [x for x in lines if x["event"] == "adapter_fetched"]
+    assert {k: fetched[0][k] for k in ("name", "uri", "dir", "source", "files", "base", "base_check", "rank")} == {
+        "name": "sql", "uri": "s3://lora/sql", "dir": str(tmp_path / "adapters" / "sql"), "source": "downloaded", "files": 2,
+        "base": "meta-llama/Llama-3.1-8B-Instruct", "base_check": "name", "rank": 8}
+    assert fetched[0]["bytes"] > 100 and fetched[0]["seconds"] >= 0 and fetched[1]["rank"] == 16
+    assert all(x["name"] == "sql" for x in lines[3:5])  # the fetch's own events name the adapter
+
+    # A restarted pod: the markers say the adapters are there; nothing is downloaded again.
+    code, argv = _run(tmp_path, monkeypatch, LORA_ARGS, environ, download)
+    assert code is None and argv is not None and len(download.calls) == 3
+    lines = _lines(capsys)
+    assert [x["event"] for x in lines if x["event"].startswith("adapter_")] == ["adapter_cached", "adapter_fetched"] * 2
+    assert [x["source"] for x in lines if x["event"] == "adapter_fetched"] == ["reused", "reused"]
+
+
+def test_an_adapter_of_another_base_is_refused_before_vllm_starts(tmp_path, monkeypatch, capsys):
+    download = ModelAndAdapters({"s3://lora/sql": lora(), "hf://acme/qwen-sql-lora": lora(base="Qwen/Qwen2.5-0.5B-Instruct")})
+    environ = _adapter_env(tmp_path, [("sql", "s3://lora/sql"), ("qsql", "hf://acme/qwen-sql-lora")],
+                           **{runtime_contract.ENV_SERVED_MODEL_NAME: "support-assistant"})
+    code, argv = _run(tmp_path, monkeypatch, LORA_ARGS, environ, download)
+    assert (code, argv) == (entry.EXIT_ADAPTER, None)
+    reason = (tmp_path / "termination-log").read_text()
+    assert reason == ("adapter 'qsql' (hf://acme/qwen-sql-lora) was trained on 'Qwen/Qwen2.5-0.5B-Instruct' (base_model_name_or_path "
+                      "in its adapter_config.json) but this pod serves 'models:/chat/3' (known as "
+                      "'meta-llama/Llama-3.1-8B-Instruct', 'support-assistant'); if that is this model under "
+                      "another name, set the adapter's base to it")
+    assert "\n" not in reason
+    lines = _lines(capsys)
+    refused = [x for x in lines if x["event"] == "adapter_refused"]
+    assert refused == [{"ts": refused[0]["ts"], "event": "adapter_refused", "name": "qsql", "uri": "hf://acme/qwen-sql-lora",
+                        "dir": str(tmp_path / "adapters" / "qsql"), "reason": reason}]
+    assert "gpu_preflight" not in [x["event"] for x in lines]
+
+
+@pytest.mark.parametrize("config_base, asserted, accepted", [
+    ("/home/alice/checkpoints/llama-ft-base", "/home/alice/checkpoints/llama-ft-base", True),  # "that name is this model"
+    ("/home/alice/checkpoints/llama-ft-base", "llama-ft-base", True),  # the same, by its last component
+    ("Qwen/Qwen2.5-0.5B-Instruct", "models:/chat/3", True),  # "trained on this model, whatever its config says"
+    ("Qwen/Qwen2.5-0.5B-Instruct", "mistralai/Mistral-7B-v0.3", False),  # an assertion about a third model
+])
+def test_the_base_override(tmp_path, monkeypatch, config_base, asserted, accepted):
+    download = ModelAndAdapters({"s3://lora/sql": lora(base=config_base)})
+    environ = _adapter_env(tmp_path, [("sql", "s3://lora/sql", {"base": asserted})])
+    code, argv = _run(tmp_path, monkeypatch, LORA_ARGS, environ, download)
+    if accepted:
+        assert code is None and argv is not None
+    else:
+        assert code == entry.EXIT_ADAPTER and argv is None
+        assert (tmp_path / "termination-log").read_text().endswith("its base is set to 'mistralai/Mistral-7B-v0.3', which is neither")
+
+
+def test_without_the_override_a_local_checkpoint_name_is_refused(tmp_path, monkeypatch):
+    download = ModelAndAdapters({"s3://lora/sql": lora(base="/home/alice/checkpoints/llama-ft-base")})
+    code, _ = _run(tmp_path, monkeypatch, LORA_ARGS, _adapter_env(tmp_path, [("sql", "s3://lora/sql")]), download)
+    assert code == entry.EXIT_ADAPTER
+
+
+def test_an_adapter_directory_without_adapter_config_is_refused(tmp_path, monkeypatch):
+    download = ModelAndAdapters({"gs://lora/sql": None})
+    code, argv = _run(tmp_path, monkeypatch, LORA_ARGS, _adapter_env(tmp_path, [("sql", "gs://lora/sql")]), download)
+    assert (code, argv) == (entry.EXIT_ADAPTER, None)
+    assert (tmp_path / "termination-log").read_text() == (
+        f"adapter 'sql' (gs://lora/sql): {tmp_path / 'adapters' / 'sql'} has no adapter_config.json; a LoRA adapter is a PEFT "
+        "directory (adapter_config.json and adapter_model.safetensors)")
+
+
+@pytest.mark.parametrize("config, args, message", [
+    (lora(r=16), ["--max-lora-rank", "8"], "its rank 16 is above --max-lora-rank 8"),
+    (lora(r=8, rank_pattern={"q_proj": 32}), ["--max-lora-rank", "16"], "its rank 32 is above --max-lora-rank 16"),
+    (lora(r=32), [], "its rank 32 is above --max-lora-rank 16"),  # vLLM 0.32's default maximum
+    (lora(r=0), [], "has no positive integer rank r (r=0"),
+    (lora(peft_type="PREFIX_TUNING"), [], "has peft_type 'PREFIX_TUNING'; vLLM serves LoRA adapters only"),
+])
+def test_an_adapter_vllm_would_refuse_late_is_refused_first(tmp_path, monkeypatch, config, args, message):
+    download = ModelAndAdapters({"s3://lora/sql": config})
+    code, argv = _run(tmp_path, monkeypatch, ["--enable-lora", *args], _adapter_env(tmp_path, [("sql", "s3://lora/sql")]), download)
+    assert (code, argv) == (entry.EXIT_ADAPTER, None)
+    reason = (tmp_path / "termination-log").read_text()
+    assert reason.startswith("adapter 'sql' (s3://lora/sql): ") and message in reason
+
+
+def test_a_rank_at_the_maximum_is_served(tmp_path, monkeypatch):
+    download = ModelAndAdapters({"s3://lora/sql": lora(r=8)})
+    code, argv = _run(tmp_path, monkeypatch, ["--max-lora-rank", "8"], _adapter_env(tmp_path, [("sql", "s3://lora/sql")]), download)
+    assert code is None and argv is not None
+
+
+@pytest.mark.parametrize("value, message", [
+    ("[{name: sql}]", "LLMOPS_ADAPTERS is not JSON (Expecting property name enclosed in double quotes: line 1 column 3 (char 2))"),
+    ('{"name": "sql"}', "LLMOPS_ADAPTERS must be a JSON list of adapters, not dict"),
+    ('["sql"]', "LLMOPS_ADAPTERS[0] must be an object with name, uri, dir and base, not str"),
+    ('[{"uri": "s3://lora/sql", "dir": "/a"}]', "LLMOPS_ADAPTERS[0] has no name (a non-empty string)"),
+    ('[{"name": "sql", "dir": "/a"}]', "LLMOPS_ADAPTERS[0] (sql) has no uri (a non-empty string)"),
+    ('[{"name": "sql", "uri": "s3://lora/sql"}]', "LLMOPS_ADAPTERS[0] (sql): no dir to fetch s3://lora/sql into"),
+    ('[{"name": "sql", "uri": "s3://lora/sql", "dir": "/a", "base": 3}]', "LLMOPS_ADAPTERS[0] (sql): base must be a string or null, not int"),
+    ('[{"name": "sql", "uri": "s3://a", "dir": "/a"}, {"name": "sql", "uri": "s3://b", "dir": "/b"}]',
+     "LLMOPS_ADAPTERS uses the name 'sql' for more than one adapter"),
+    ('[{"name": "a", "uri": "s3://a", "dir": "/a"}, {"name": "b", "uri": "s3://b", "dir": "/a"}]',
+     "LLMOPS_ADAPTERS uses the dir '/a' for more than one adapter"),
+])
+def test_unreadable_adapters_are_refused_before_any_download(tmp_path, monkeypatch, value, message):
+    download = ModelAndAdapters({})
+    code, argv = _run(tmp_path, monkeypatch, [], {**_env(tmp_path), runtime_contract.ENV_ADAPTERS: value}, download)
+    assert (code, argv, download.calls) == (entry.EXIT_ADAPTER, None, [])
+    assert (tmp_path / "termination-log").read_text() == message
+
+
+def test_a_failed_adapter_download_exits_like_the_model_s(tmp_path, monkeypatch):
+    def download(uri, dest):
+        if uri.startswith("hf://"):
+            raise OSError("401 Client Error: Unauthorized")
+        return ModelAndAdapters({})(uri, dest)
+    code, argv = _run(tmp_path, monkeypatch, [], _adapter_env(tmp_path, [("sql", "hf://acme/sql-lora")]), download)
+    assert (code, argv) == (entry.EXIT_FETCH, None)
+    assert (tmp_path / "termination-log").read_text() == (
+        "could not fetch adapter 'sql' from hf://acme/sql-lora: OSError: 401 Client Error: Unauthorized")
+    assert not (tmp_path / "adapters" / "sql").exists()
+
+
+def test_a_local_adapter_is_checked_and_served_where_it_is(tmp_path, monkeypatch, capsys):
+    local = tmp_path / "pvc" / "sql-lora"
+    local.mkdir(parents=True)
+    (local / "adapter_config.json").write_text(json.dumps(lora(base="/mnt/models/Llama-3.1-8B-Instruct")))
+    download = ModelAndAdapters({})
+    environ = {**_env(tmp_path), runtime_contract.ENV_ADAPTERS: json.dumps([{"name": "sql", "uri": str(local), "dir": None, "base": None}])}
+    code, argv = _run(tmp_path, monkeypatch, [], environ, download)
+    assert code is None and argv is not None and download.calls == ["models:/chat/3"]
+    (fetched,) = [x for x in _lines(capsys) if x["event"] == "adapter_fetched"]
+    assert (fetched["source"], fetched["dir"], fetched["files"], fetched["base_check"]) == ("local", str(local), 1, "name")
+
+
+@pytest.mark.parametrize("value", [None, "", "[]"])
+def test_no_adapters_is_the_unchanged_launch(tmp_path, capsys, value):
+    calls = []
+    environ = _env(tmp_path) | ({} if value is None else {runtime_contract.ENV_ADAPTERS: value})
+    entry.main(["--model", str(tmp_path / "m")], environ=environ, nvml=FakeNvml(error="unused"), execv=lambda *a: calls.append(a),
+               download=Downloads())
+    assert len(calls) == 1
+    assert [json.loads(x)["event"] for x in capsys.readouterr().err.splitlines()] == [
+        "runtime_started", "model_download_started", "model_download_finished", "gpu_preflight", "exec_vllm"]
+
+
+@pytest.mark.parametrize("adapter_base, known, expected", [
+    ("meta-llama/Llama-3.1-8B-Instruct", ["hf://meta-llama/Llama-3.1-8B-Instruct"], True),
+    ("meta-llama/llama-3.1-8b-instruct", ["hf://Meta-Llama/Llama-3.1-8B-Instruct/"], True),  # case, trailing slash
+    ("/data/ckpt/Llama-3.1-8B-Instruct", ["hf://meta-llama/Llama-3.1-8B-Instruct"], True),  # a local copy of the repo
+    ("/root/.cache/huggingface/hub/models--meta-llama--Llama-3.1-8B-Instruct/snapshots/0e9e3", ["meta-llama/Llama-3.1-8B-Instruct"], True),
+    ("other-org/Llama-3.1-8B-Instruct", ["hf://meta-llama/Llama-3.1-8B-Instruct"], False),  # another repo of that name
+    ("support-assistant", ["models:/support-assistant@champion"], True),  # the MLflow registered model name
+    ("support-assistant", ["models:/support-assistant/7"], True),
+    ("llama-8b", ["s3://models/prod/llama-8b/"], True),
+    ("Llama-3.1-8B", ["hf://meta-llama/Llama-3.1-8B-Instruct"], False),  # the base, not its instruct tune
+    ("", ["anything"], False),
+])
+def test_the_base_match_rule(adapter_base, known, expected):
+    from llmops_runtime._adapters import match
+    assert match(adapter_base, known) is expected
+
+
+def test_the_served_base_is_known_by_its_uri_dir_config_and_served_names(tmp_path):
+    from llmops_runtime._adapters import served_names
+    (tmp_path / "config.json").write_text(json.dumps({"_name_or_path": "meta-llama/Llama-3.1-8B-Instruct"}))
+    # The cache directory of a fetched model is named after the revision: not a name of the model.
+    assert served_names(uri="models:/chat@champion", model_path=str(tmp_path), source="reused", served_model_names=["chat", "", "llama"],
+                        model_arg=str(tmp_path)) == ["models:/chat@champion", "meta-llama/Llama-3.1-8B-Instruct", "chat", "llama"]
+    assert served_names(uri="/mnt/models/llama", model_path="/mnt/models/llama", source="local", model_arg="/mnt/models/llama") == [
+        "/mnt/models/llama"]
+    assert served_names(uri="hf://org/m", model_path="org/m", source="hub", model_arg="org/m") == ["hf://org/m", "org/m"]
+
+
+def test_the_adapter_module_doctests():
+    import doctest
+
+    from llmops_runtime import _adapters
+    assert doctest.testmod(_adapters).failed == 0
+
+
+def test_hf_adapters_are_downloaded_by_the_entrypoint(tmp_path, monkeypatch):
+    """vLLM 0.32 would download an ``org/repo`` given as a --lora-modules path itself (into HF_HOME), but only after
+    loading the model, and the operator points --lora-modules at the adapter's dir: the entrypoint fetches it there."""
+    import types
+
+    from llmops_runtime import _fetch
+    got = []
+
+    def snapshot_download(repo_id, local_dir):
+        got.append(repo_id)
+        (pathlib.Path(local_dir) / "adapter_config.json").write_text("{}")
+        (pathlib.Path(local_dir) / ".cache" / "huggingface").mkdir(parents=True)
+        return local_dir
+    monkeypatch.setitem(sys.modules, "huggingface_hub", types.SimpleNamespace(snapshot_download=snapshot_download))
+    fetched = fetch("hf://acme/sql-lora", tmp_path / "sql", log=lambda *a, **k: None, download=_fetch.any_download,
+                    schemes=_fetch.ADAPTER_SCHEMES, what="adapter")
+    assert (fetched.source, got) == ("downloaded", ["acme/sql-lora"])
+    assert sorted(p.name for p in (tmp_path / "sql").iterdir()) == [runtime_contract.COMPLETE_MARKER, "adapter_config.json"]
+    assert fetch("hf://acme/sql-lora", tmp_path / "m", log=lambda *a, **k: None).source == "hub"  # the model's: vLLM's download
