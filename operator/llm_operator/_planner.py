@@ -1182,8 +1182,11 @@ def _model_condition(conditions: list[dict[str, Any]], spec: LLMDeploymentSpec, 
         assert model is not None
         by = f"alias {ref.alias}" if ref.alias else f"stage {ref.stage}" if ref.stage else "a pinned version"
         said.append(f"{ref.name} version {model.version} (by {by}), run {model.run_id or 'none'}")
-    said += [f"adapter {a.name}: {a.mlflow.name} version {a.mlflow.version} (by {'alias ' + a.mlflow.alias if a.mlflow.alias else 'stage ' + str(a.mlflow.stage)})"
-             for a in followed if a.mlflow is not None]
+    for adapter in followed:
+        ref_a = adapter.mlflow
+        assert ref_a is not None
+        by = f"alias {ref_a.alias}" if ref_a.alias else f"stage {ref_a.stage}"
+        said.append(f"adapter {adapter.name}: {ref_a.name} version {ref_a.version} (by {by})")
     return cond.set_condition(conditions, cond.MODEL_RESOLVED, "True", Reason.RESOLVED, "; ".join(said) + note,
                               now=now, generation=generation)
 
