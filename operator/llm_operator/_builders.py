@@ -186,7 +186,7 @@ def make_revision(spec: LLMDeploymentSpec, model: ResolvedModel, defaults: Mappi
     if isinstance(spread, list):
         pinned[SPREAD_DEFAULT_KEY] = copy.deepcopy(spread)
     return Revision(id=digest[:10], model=model, runtime=runtime, resources=resources, defaults=pinned,
-                    adapters=tuple(spec.adapters))
+                    adapters=tuple(sorted(spec.adapters, key=lambda a: a.name)))  # their order is not the revision's
 
 
 def adapter_uri(adapter: Adapter) -> str:

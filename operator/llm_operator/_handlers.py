@@ -22,7 +22,6 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
-import dataclasses
 import functools
 import hashlib
 import logging
@@ -301,13 +300,7 @@ class Controller:
         except reg.RegistryError as error:
             self.telemetry.registry_errors.labels(client_ref.name, error.reason).inc()
             return reg.Resolution(problem=(error.reason, str(error)), retry_in=self.settings.registry_poll_seconds), None
-        resolution = rz.resolve(self.registry_cache, key, registry, ref, target_versions(rollouts)) if ref else reg.Resolution()
-        if followed:
-            versions, problem = rz.resolve_adapters(self.registry_cache, key, registry, followed)
-            waits = [w for w in (resolution.retry_in, *(self.registry_cache.retry_in(key, r.name) for r in followed.values()))
-                     if w is not None]
-            resolution = dataclasses.replace(resolution, adapters=versions, problem=resolution.problem or problem,
-                                             retry_in=min(waits) if waits else None)
+        resolution = rz.resolve_spec(self.registry_cache, key, registry, spec, target_versions(rollouts))
         for name in ([ref.name] if ref else []) + [r.name for r in followed.values()]:
             if resolution.problem is None:
                 self.telemetry.registry_sync.labels(name).set(time.time())
@@ -324,7 +317,8 @@ class Controller:
             try:
                 rz.record(registry, outcome)
             finally:
-                self.registry_cache.forget(key, outcome.name)
+                for model in (outcome.name, *(name for name, _ in outcome.adapters)):
+                    self.registry_cache.forget(key, model)
         return resolution, record
 
     # ------------------------------------------------------------------------------- background loops

@@ -167,6 +167,8 @@ class Outcome:
     alias: str | None = None  # point this alias at the version (promotion only)
     stage: str | None = None  # transition the version to this stage (promotion only)
     rolled_back: tuple[str, Mapping[str, str]] | None = None  # a successful rollback: (the version it went away from, its tags)
+    #: The MLflow versions of the LoRA adapters the rollout's revision served, (registered model, version): tagged alike.
+    adapters: tuple[tuple[str, str], ...] = ()
 
 
 def is_rollback(rollout: Mapping[str, Any]) -> bool:
@@ -230,8 +232,11 @@ def outcome_of(ref: MlflowModelRef, version: str, rollout: Mapping[str, Any], ro
         if rolled_from and rolled_from != version:
             rolled_back = (rolled_from, {TAG_ROLLED_BACK: "true", TAG_ROLLED_BACK_BY: tags[f"{TAG_PREFIX}rollout-name"],
                                          TAG_ROLLED_BACK_AT: tags[f"{TAG_PREFIX}finished-at"], TAG_ROLLED_BACK_TO: version})
+    adapters = tuple((a["mlflow"]["name"], str(a["mlflow"]["version"])) for a in
+                     (rollout.get("spec", {}).get("target", {}).get("adapters") or [])
+                     if (a.get("mlflow") or {}).get("version"))
     return Outcome(ref.name, version, outcome, tags, alias=ref.promote_alias if promoted else None,
-                   stage=ref.promote_stage if promoted else None, rolled_back=rolled_back)
+                   stage=ref.promote_stage if promoted else None, rolled_back=rolled_back, adapters=adapters)
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,14 @@ doubling to 5 min), so a down registry is asked at most once per back-off step p
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._api import AdapterMlflowRef, MlflowModelRef
+from ._api import AdapterMlflowRef, LLMDeploymentSpec, MlflowModelRef
 from ._registry import (
     ModelInfo,
     ModelNotFound,
@@ -37,10 +38,12 @@ from ._registry import (
 
 
 def record(registry: ModelRegistry, outcome: Outcome) -> None:
-    """Write ``outcome``: tags first (a rollback's on the version it went away from too, unless that version was
-    deleted meanwhile), then the alias or stage (so a promoted version is never left untagged). Idempotent: writing
-    it twice is harmless. Raises :class:`RegistryError`."""
+    """Write ``outcome``: tags first (on the LoRA adapters' versions the revision served too; a rollback's on the
+    version it went away from, unless that version was deleted meanwhile), then the alias or stage (so a promoted
+    version is never left untagged). Idempotent: writing it twice is harmless. Raises :class:`RegistryError`."""
     registry.set_tags(outcome.name, outcome.version, outcome.tags)
+    for adapter, version in outcome.adapters:  # the adapters' versions that revision served
+        registry.set_tags(adapter, version, outcome.tags)
     if outcome.rolled_back:
         with contextlib.suppress(ModelNotFound):  # the version rolled away from was deleted: nothing left to tag
             registry.set_tags(outcome.name, *outcome.rolled_back)
@@ -64,6 +67,21 @@ def resolve(cache: RegistryCache, key: Any, registry: ModelRegistry, ref: Mlflow
     except RegistryError as error:
         problem = (error.reason, str(error))
     return Resolution(model=model, problem=problem, versions=versions, retry_in=cache.retry_in(key, ref.name))
+
+
+def resolve_spec(cache: RegistryCache, key: Any, registry: ModelRegistry, spec: LLMDeploymentSpec,
+                 target_versions: list[str]) -> Resolution:
+    """:func:`resolve` for ``spec``'s MLflow model (when it names one) and :func:`resolve_adapters` for its adapters
+    that follow an alias or stage, in one :class:`Resolution` (the first problem of either; the soonest retry)."""
+    ref = spec.model.mlflow
+    resolution = resolve(cache, key, registry, ref, target_versions) if ref is not None else Resolution()
+    followed = {a.name: a.mlflow for a in spec.adapters if a.mlflow is not None and a.mlflow.version is None}
+    if not followed:
+        return resolution
+    versions, problem = resolve_adapters(cache, key, registry, followed)
+    waits = [w for w in (resolution.retry_in, *(cache.retry_in(key, r.name) for r in followed.values())) if w is not None]
+    return dataclasses.replace(resolution, adapters=versions, problem=resolution.problem or problem,
+                               retry_in=min(waits) if waits else None)
 
 
 def resolve_adapters(cache: RegistryCache, key: Any, registry: ModelRegistry,

@@ -57,7 +57,7 @@ class Cluster:
         def resolve(body, spec, rollouts):
             if self.registry is None:
                 return None, None
-            resolution = rz.resolve(self.cache, "k", self.registry, spec.model.mlflow, p.target_versions(rollouts))
+            resolution = rz.resolve_spec(self.cache, "k", self.registry, spec, p.target_versions(rollouts))
             return resolution, lambda outcome: rz.record(self.registry, outcome)
 
         return fake_deps(self.kube, now, resolve=resolve, metrics=self.metrics, events=self.events, served=self.served)

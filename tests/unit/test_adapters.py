@@ -1,0 +1,193 @@
+"""LoRA adapters on the operator's side (issue 19): vLLM's engine arguments and the runtime contract, the revision's
+identity, pinning the adapters that follow an MLflow alias, and whole passes through the planner: an adapter added
+by spec edit and one whose alias moves each roll out as a new revision, written back to the registry."""
+
+import copy
+import json
+
+import pytest
+
+from llm_operator import _builders as b
+from llm_operator import _contract as c
+from llm_operator import _registry as reg
+from llm_operator._api import Adapter
+from llm_operator._validation import parse_llmdeployment
+from tests.schemas import validate
+from tests.unit.fakes import FakeRegistry
+from tests.unit.test_reconcile import T0, T1, T2, Cluster, _all_ready, _rollouts
+
+T3 = "2026-11-21T10:05:00Z"
+
+SQL = {"name": "sql", "uri": "s3://loras/sql"}
+SUPPORT = {"name": "support", "mlflow": {"name": "support-lora", "version": "3"}, "baseModel": "Qwen/Qwen2.5-1.5B-Instruct"}
+
+
+def _spec(samples, adapters=None, **runtime):
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    if adapters is not None:
+        doc["spec"]["adapters"] = copy.deepcopy(adapters)
+    doc["spec"]["runtime"].update(runtime)
+    return parse_llmdeployment(doc)
+
+
+def _args(spec):
+    revision = b.make_revision(spec, b.static_model(spec))
+    return b.engine_args("qwen", spec, revision), {e["name"]: e.get("value") for e in b.container_env("qwen", spec, revision)}
+
+
+ARGS = [
+    # (case, adapters, runtime, the LoRA arguments)
+    ("none", None, {}, []),
+    ("two, by name", [SUPPORT, SQL], {}, ["--enable-lora", "--lora-modules", "sql=/var/cache/llmops/adapters/sql-{sql}",
+                                          "support=/var/cache/llmops/adapters/support-{support}", "--max-loras", "2"]),
+    ("max loras and rank set", [SQL], {"maxLoras": 4, "maxLoraRank": 64},
+     ["--enable-lora", "--lora-modules", "sql=/var/cache/llmops/adapters/sql-{sql}", "--max-loras", "4", "--max-lora-rank", "64"]),
+    ("rank without adapters (extraArgs may name them)", None, {"maxLoraRank": 32}, ["--max-lora-rank", "32"]),
+]
+
+
+@pytest.mark.parametrize("case,adapters,runtime,expected", ARGS, ids=[a[0] for a in ARGS])
+def test_engine_arguments_and_the_runtime_contract(samples, case, adapters, runtime, expected):
+    spec = _spec(samples, adapters, **runtime)
+    args, env = _args(spec)
+    digests = {a.name: b.adapter_dir(a).rsplit("-", 1)[1] for a in spec.adapters}
+    start = args.index("--max-model-len") + 2
+    assert args[start:] == [arg.format(**digests) for arg in expected]
+    if not adapters:
+        assert c.ENV_ADAPTERS not in env
+        return
+    contract = json.loads(env[c.ENV_ADAPTERS])
+    assert contract == [{"name": a.name, "uri": b.adapter_uri(a), "dir": b.adapter_dir(a), "base": a.base_model}
+                        for a in sorted(spec.adapters, key=lambda a: a.name)]
+    assert all(entry["dir"].startswith(c.ADAPTER_CACHE_DIR + "/") for entry in contract)
+
+
+def test_the_deployment_with_adapters_validates(samples):
+    spec = _spec(samples, [SQL, SUPPORT])
+    revision = b.make_revision(spec, b.static_model(spec))
+    validate(b.build_deployment("qwen", "default", spec, revision, 1))
+
+
+REVISIONS = [
+    # (case, adapters before, adapters after, a new revision?)
+    ("an adapter added", [], [SQL], True),
+    ("an adapter removed", [SQL, SUPPORT], [SQL], True),
+    ("an adapter's version changed", [SUPPORT], [{**SUPPORT, "mlflow": {"name": "support-lora", "version": "4"}}], True),
+    ("an adapter's uri changed", [SQL], [{**SQL, "uri": "s3://loras/sql-v2"}], True),
+    ("an adapter renamed", [SQL], [{**SQL, "name": "sql2"}], True),
+    ("its base asserted", [SQL], [{**SQL, "baseModel": "Qwen/Qwen2.5-1.5B-Instruct"}], True),
+    ("the same adapters reordered", [SQL, SUPPORT], [SUPPORT, SQL], False),
+    ("none, written as an empty list", None, [], False),
+]
+
+
+@pytest.mark.parametrize("case,before,after,new", REVISIONS, ids=[r[0] for r in REVISIONS])
+def test_an_adapter_change_is_a_new_revision_and_an_unrelated_edit_is_not(samples, case, before, after, new):
+    one, two = _spec(samples, before), _spec(samples, after)
+    first, second = b.make_revision(one, b.static_model(one)), b.make_revision(two, b.static_model(two))
+    assert (first.id != second.id) is new
+    if not new:
+        assert b.engine_args("qwen", one, first) == b.engine_args("qwen", two, second)  # same revision, same pods
+
+
+def test_a_revision_without_adapters_keeps_the_id_it_had_before_adapters_existed(samples):
+    """60c510a2cc: the minimal sample's revision id as every release before issue 19 computed it."""
+    spec = _spec(samples)
+    assert b.make_revision(spec, b.static_model(spec)).id == "60c510a2cc"
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["traffic"] = {"timeout": "900s"}
+    doc["spec"]["slo"] = {"availability": 99.0}
+    edited = parse_llmdeployment(doc)
+    assert b.make_revision(edited, b.static_model(edited)).id == "60c510a2cc"  # an unrelated edit
+
+
+def test_pinning_follows_the_registry_then_what_is_served():
+    followed = Adapter.model_validate({"name": "sql", "mlflow": {"name": "sql-lora", "alias": "champion"}})
+    fixed = Adapter.model_validate(SQL)
+    served = [{"name": "sql", "model": "sql-lora", "alias": "champion", "version": "2", "uri": "models:/sql-lora/2"}]
+    (now,) = reg.pin_adapters([followed], {"sql": "3"}, served)
+    assert (now.mlflow.version, now.mlflow.alias, b.adapter_uri(now)) == ("3", "champion", "models:/sql-lora/3")
+    assert reg.pinned(now) == {"name": "sql", "mlflow": {"name": "sql-lora", "version": "3"}}  # the CRD's exactly-one rule
+    (held,) = reg.pin_adapters([followed], {}, served)  # the registry did not answer: what is served stays
+    assert held.mlflow.version == "2"
+    other = Adapter.model_validate({"name": "sql", "mlflow": {"name": "sql-lora", "alias": "canary"}})
+    (unknown,) = reg.pin_adapters([other], {}, served)  # another alias: nothing known of it
+    assert unknown.mlflow.version is None and reg.unpinned([unknown]) == ["sql"]
+    assert reg.pin_adapters([fixed], {}, []) == [fixed]
+
+
+# -------------------------------------------------------------------------------- whole passes
+
+
+def _cluster(samples, adapters, registry=None):
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["adapters"] = copy.deepcopy(adapters)
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {"duration": "1s"}}], "analyzeEveryStep": False,
+                              "bakeDuration": "0s", "scaleDownDelaySeconds": 0}
+    cluster = Cluster(doc, registry=registry)
+    cluster.reconcile(T0)
+    _all_ready(cluster)
+    cluster.reconcile(T0)
+    return cluster
+
+
+def _through(cluster, now):
+    """Passes until the rollout in flight is done (pods made ready after each)."""
+    for _ in range(6):
+        cluster.reconcile(now)
+        _all_ready(cluster)
+    cluster.reconcile(now)
+
+
+def test_an_adapter_added_by_spec_edit_rolls_out_through_the_canary(samples):
+    cluster = _cluster(samples, [])
+    first = cluster.body["status"]["stableRevision"]
+    assert "adapters" not in cluster.body["status"]
+    cluster.edit_spec(adapters=[SQL])
+    cluster.reconcile(T1)
+    (name, rollout), = _rollouts(cluster).items()
+    assert rollout["spec"]["target"]["adapters"] == [SQL]
+    cluster.reconcile(T1)
+    _all_ready(cluster)
+    cluster.reconcile(T1)
+    assert cluster.body["status"]["canaryRevision"] == rollout["metadata"]["labels"]["llmops.dev/revision"]
+    assert _rollouts(cluster)[name]["status"]["canaryWeight"] == 50
+    canary = cluster.deployments()[f"qwen-small-{cluster.body['status']['canaryRevision']}"]
+    assert "--enable-lora" in canary["spec"]["template"]["spec"]["containers"][0]["args"]
+    stable = cluster.deployments()[f"qwen-small-{first}"]
+    assert "--enable-lora" not in stable["spec"]["template"]["spec"]["containers"][0]["args"]  # untouched
+    _through(cluster, T2)
+    status = cluster.body["status"]
+    assert _rollouts(cluster)[name]["status"]["phase"] == "Succeeded" and status["stableRevision"] != first
+    assert status["adapters"] == [{"name": "sql", "uri": "s3://loras/sql"}] and status["adapterCount"] == 1
+    assert cluster.reconcile(T2)[1] == []
+
+
+def test_an_adapter_whose_alias_moves_rolls_out_and_is_written_back(samples):
+    registry = FakeRegistry()
+    registry.register("sql-lora", "1", alias="champion")
+    follow = {"name": "sql", "mlflow": {"name": "sql-lora", "alias": "champion"}}
+    cluster = _cluster(samples, [follow], registry)
+    status = cluster.body["status"]
+    assert status["adapters"] == [{"name": "sql", "uri": "models:/sql-lora/1", "model": "sql-lora", "version": "1", "alias": "champion"}]
+    resolved = next(x for x in status["conditions"] if x["type"] == "ModelResolved")
+    assert (resolved["status"], resolved["message"]) == ("True", "adapter sql: sql-lora version 1 (by alias champion)")
+    first = status["stableRevision"]
+    # The registry goes down: nothing moves, nothing starts, the adapter stays at version 1.
+    registry.down = True
+    plan, writes = cluster.reconcile(T1)
+    assert not _rollouts(cluster) and cluster.body["status"]["stableRevision"] == first
+    assert next(x for x in cluster.body["status"]["conditions"] if x["type"] == "ModelResolved")["reason"] == "RegistryUnavailable"
+    registry.down = False
+    registry.register("sql-lora", "2", alias="champion")
+    cluster.cache.forget("k", "sql-lora")  # the poll interval passed
+    cluster.reconcile(T1)
+    (name, rollout), = _rollouts(cluster).items()
+    assert rollout["spec"]["target"]["adapters"] == [{"name": "sql", "mlflow": {"name": "sql-lora", "version": "2"}}]
+    _through(cluster, T2)
+    _through(cluster, T3)  # past the step's pause
+    assert _rollouts(cluster)[name]["status"]["phase"] == "Succeeded"
+    assert cluster.body["status"]["adapters"][0]["version"] == "2" and cluster.body["status"]["stableRevision"] != first
+    # A URI model has no registry record of its own; with an MLflow base the adapters' versions are tagged alike
+    # (test_registry's e2e test). Nothing is written for this deployment's base.
+    assert [w for w in registry.writes if w[0] == "tags"] == []
