@@ -662,3 +662,38 @@ def test_switching_the_router_replaces_the_routes_on_the_api_server(api, operato
     wait_for(lambda: kinds() == {"DestinationRule", "VirtualService"} and router() == "istio", 60, "Istio's routes again")
     deleted = {r.resource for r in api.requests() if r.user == OPERATOR_USER and r.namespace == namespace and r.verb == "delete"}
     assert {"virtualservices", "destinationrules", "httproutes", "inferencepools"} <= deleted
+
+
+def test_an_adapter_added_by_spec_edit_rolls_out_through_the_canary(api, operator, namespace):
+    """Issue 19: a LoRA adapter is part of the revision: adding one by a spec edit rolls a new revision out through
+    the canary steps (its pods get vLLM's LoRA flags and the adapters' contract), the stable revision's pods untouched,
+    and the status names the adapters served once it is promoted."""
+    doc = _held(sample("llmdeployment-minimal"))  # pods made ready by the test, one revision after the other
+    doc["spec"]["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {"duration": "2s"}}], "analyzeEveryStep": False,
+                              "bakeDuration": "0s", "scaleDownDelaySeconds": 0}
+    api.create(doc, namespace)
+    first = wait_for(lambda: _reconciled(api, namespace, "qwen-small"), what="first reconcile")["status"]["stableRevision"]
+    api.set_pods_ready(namespace, f"qwen-small-{first}", 1)
+    adapters = [{"name": "sql", "uri": "s3://loras/sql"}, {"name": "support", "uri": "s3://loras/support", "baseModel": "Qwen/Qwen2.5-1.5B-Instruct"}]
+    api.patch(*LLMD, namespace, "qwen-small", {"spec": {"adapters": adapters}})
+    new = wait_for(lambda: (o := _reconciled(api, namespace, "qwen-small", 2)) and o["status"].get("canaryRevision"), what="a canary revision")
+    rollout = wait_for(lambda: rollout_of(api, namespace, new), what="its rollout")
+    assert rollout["spec"]["target"]["adapters"] == adapters
+    canary = api.get("apps/v1", "Deployment", namespace, f"qwen-small-{new}")
+    validate(canary)
+    container = canary["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert args[args.index("--enable-lora"):args.index("--enable-lora") + 2] == ["--enable-lora", "--lora-modules"]
+    assert args[args.index("--max-loras") + 1] == "2"
+    contract = next(e["value"] for e in container["env"] if e["name"] == "LLMOPS_ADAPTERS")
+    assert [a["name"] for a in __import__("json").loads(contract)] == ["sql", "support"]
+    stable = api.get("apps/v1", "Deployment", namespace, f"qwen-small-{first}")
+    assert "--enable-lora" not in stable["spec"]["template"]["spec"]["containers"][0]["args"]
+    api.set_pods_ready(namespace, f"qwen-small-{new}", 1)
+    vs = wait_for(lambda: (v := api.get("networking.istio.io/v1", "VirtualService", namespace, "qwen-small"))
+                  and v["spec"]["http"][0]["route"][1]["weight"] == 50 and v, 60, "the canary at 50%")
+    assert vs["spec"]["http"][0]["route"][0]["weight"] == 50
+    obj = wait_for(lambda: (o := _llmd(api, namespace, "qwen-small")) and o["status"]["stableRevision"] == new and o, 60, "promoted")
+    assert [a["name"] for a in obj["status"]["adapters"]] == ["sql", "support"] and obj["status"]["adapterCount"] == 2
+    assert next(r for r in api.list("llmops.dev/v1alpha1", "LLMRollout", namespace) if r["metadata"]["name"] == rollout["metadata"]["name"])[
+        "status"]["phase"] == "Succeeded"

@@ -197,3 +197,38 @@ def test_whole_number_and_non_finite_run_metrics_converge_on_the_real_api_server
     # settle window opened before them counted them as idle writes (the flake this test once carried as xfail).
     wait_for(lambda: (c := _condition(api.get(*LLMD, namespace, "chat"), "Ready")) and c["status"] == "True", what="Ready=True")
     assert _settle(api, operator, namespace, "chat", passes=4) == []
+
+
+def test_an_adapter_followed_by_alias_rolls_out_when_the_alias_moves_and_is_written_back(api, operator, mlflow, model_dir, namespace,
+                                                                                      model_name):
+    """Issue 19: a LoRA adapter that follows `champion` in MLflow: served at the version the alias names (pinned), a
+    move of the alias starts one rollout of a new revision (the base model unchanged), which runs and is written back
+    on the adapter's version too."""
+    client = mlflow.client()
+    adapter = f"{model_name}-sql-lora"
+    register_version(client, adapter, model_dir, metrics={}, alias="champion")
+    doc = _doc(model_name, alias="champion")
+    doc["spec"]["adapters"] = [{"name": "sql", "mlflow": {"name": adapter, "alias": "champion"}}]
+    _follow_champion(api, mlflow.url, client, model_dir, namespace, model_name, doc)
+    obj = wait_for(lambda: (o := api.get(*LLMD, namespace, "chat")) and (o["status"].get("adapters") or [{}])[0].get("version") and o,
+                   what="the adapter resolved")
+    assert obj["status"]["adapters"] == [{"name": "sql", "uri": f"models:/{adapter}/1", "model": adapter, "version": "1", "alias": "champion"}]
+    first = obj["status"]["stableRevision"]
+    dep = api.get("apps/v1", "Deployment", namespace, f"chat-{first}")
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert '"uri":"models:/%s/1"' % adapter in env["LLMOPS_ADAPTERS"]
+
+    v2 = register_version(client, adapter, model_dir, metrics={}, alias="champion")
+    (rollout,) = wait_for(lambda: _rollouts(api, namespace), what="the LLMRollout")
+    assert rollout["spec"]["target"]["model"] == {"version": "1"}  # the base model unchanged
+    assert rollout["spec"]["target"]["adapters"] == [{"name": "sql", "mlflow": {"name": adapter, "version": v2}}]
+    target = wait_for(lambda: (api.get(*LLMRO, namespace, rollout["metadata"]["name"]).get("status") or {}).get("toRevision"),
+                      what="the rollout's target revision")
+    assert target != first
+    _ready(api, namespace, target)
+    done = wait_for(lambda: (r := api.get(*LLMRO, namespace, rollout["metadata"]["name"]))["status"].get("registry", {}).get("recordedAt") and r,
+                    timeout=60, what="the outcome written back")
+    assert done["status"]["phase"] == "Succeeded"
+    assert client.get_model_version(adapter, v2).tags["llmops.dev/rollout"] == "succeeded"
+    assert wait_for(lambda: api.get(*LLMD, namespace, "chat")["status"]["adapters"][0]["version"] == v2, what="the adapter served at v2")
+    assert len(_rollouts(api, namespace)) == 1
