@@ -390,10 +390,13 @@ class _Target:
 
 
 def _target(pass_: _Pass) -> _Target | None:
-    """Phase 1: the model and revision; None when the registry names no version and none was resolved before."""
+    """Phase 1: the model and revision; None when the registry names no version and none was resolved before (of the
+    model, or of an adapter that follows an alias or stage)."""
     model = _registry_model(pass_.spec, pass_.old_status, pass_.registry)
     if model is None:
         return None
+    if pass_.registry is not None and reg.unpinned(pass_.spec.adapters) and not pass_.old_status.get("stableRevision"):
+        return None  # an adapter's alias nobody has resolved yet: nothing is served until it is (nothing pinned by chance)
     revision = b.spec_revision(pass_.spec, model, pass_.observed.deployments)  # a live revision keeps the defaults it was built with
     stable_id = pass_.old_status.get("stableRevision")
     if stable_id is None or (stable_id not in pass_.observed.deployments and stable_id != revision.id):

@@ -54,8 +54,10 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def support_assistant(mlflow, model_dir):
-    """``support-assistant`` versions 1..9, ``champion`` on 1: what samples/ refer to."""
+    """``support-assistant`` versions 1..9, ``champion`` on 1, and the LoRA adapter ``support-lora`` version 1 behind
+    ``champion``: what samples/ refer to."""
     seed_sample_models(mlflow.client(), model_dir)
+    seed_sample_models(mlflow.client(), model_dir, name="support-lora", versions=1)
     return "1"
 
 

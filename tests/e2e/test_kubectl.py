@@ -37,7 +37,7 @@ def applied(cluster):
                   "--from-literal=MLFLOW_TRACKING_TOKEN=e2e-token-not-logged").stdout
     assert "secret/mlflow-credentials created" in out
     out = kubectl(cluster, "apply", "-f", "samples/").stdout
-    for name in ("qwen-small", "llama-70b", "support-assistant", "mistral-batch", "tiny-cpu"):
+    for name in ("qwen-small", "llama-70b", "support-assistant", "mistral-batch", "tiny-cpu", "llama-8b", "llama-8b-lora"):
         assert f"llmdeployment.llmops.dev/{name} created" in out
     for name in ("support-assistant-v7", "support-assistant-v8-bluegreen", "support-assistant-v9-shadow"):
         assert f"llmrollout.llmops.dev/{name} created" in out
@@ -70,7 +70,7 @@ def test_get_llmd_shows_the_printer_columns(applied):
 def test_get_wide_adds_the_priority_columns(applied):
     out = kubectl(applied, "get", "llmd", "-n", "llm-serving", "-o", "wide").stdout
     assert out.splitlines()[0].split() == [
-        "NAME", "MODEL", "VERSION", "READY", "REPLICAS", "AGE", "AVAILABLE", "REVISION", "CANARY", "GPUS", "REASON", "ENDPOINT"]
+        "NAME", "MODEL", "VERSION", "READY", "REPLICAS", "AGE", "AVAILABLE", "REVISION", "CANARY", "GPUS", "ADAPTERS", "REASON", "ENDPOINT"]
     (row,) = parse_table(out)
     llmd = yaml.safe_load(kubectl(applied, "get", "llmd", "llama-70b", "-n", "llm-serving", "-o", "yaml").stdout)
     assert row["REVISION"] == llmd["status"]["stableRevision"] and len(row["REVISION"]) == 10
@@ -83,14 +83,15 @@ def test_get_llmro_and_short_names_and_the_category(applied):
     out = kubectl(applied, "get", "llmro").stdout
     assert out.splitlines()[0].split() == ["NAME", "DEPLOYMENT", "FROM", "TO", "PHASE", "STEP", "WEIGHT", "AGE"]
     rows = {r["NAME"]: r for r in parse_table(out)}
-    assert set(rows) == {"support-assistant-v7", "support-assistant-v8-bluegreen", "support-assistant-v9-shadow"}
-    assert {r["DEPLOYMENT"] for r in rows.values()} == {"support-assistant"}
+    assert set(rows) == {"llama-8b-3-3", "support-assistant-v7", "support-assistant-v8-bluegreen", "support-assistant-v9-shadow"}
+    assert {r["DEPLOYMENT"] for r in rows.values()} == {"llama-8b", "support-assistant"}
 
     def names(resource: str) -> list[str]:
         return [r["NAME"] for r in parse_table(kubectl(applied, "get", resource, "-A").stdout)]
 
     assert names("llmd") == names("llmdeployments") == names("llmdeployment") == names("llmdeployments.llmops.dev")
-    assert names("llmro") == names("llmrollouts") == ["support-assistant-v7", "support-assistant-v8-bluegreen", "support-assistant-v9-shadow"]
+    assert names("llmro") == names("llmrollouts") == ["llama-8b-3-3", "support-assistant-v7", "support-assistant-v8-bluegreen",
+                                                      "support-assistant-v9-shadow"]
     both = kubectl(applied, "get", "llmd,llmro", "-o", "wide").stdout
     assert "llmdeployment.llmops.dev/qwen-small" in both and "llmrollout.llmops.dev/support-assistant-v7" in both
     category = kubectl(applied, "get", "llmops").stdout

@@ -89,6 +89,7 @@ EXPECTED = {
     "llmdeployment-hardened": {"Deployment", "Service", "DestinationRule", "VirtualService", "HorizontalPodAutoscaler",
                                "PodDisruptionBudget", "PeerAuthentication", "AuthorizationPolicy"},
     "llmdeployment-gateway-api": {"Deployment", "Service", "InferencePool", "HTTPRoute", "PodDisruptionBudget"},
+    "llmdeployment-lora": {"Deployment", "Service", "DestinationRule", "VirtualService", "PodDisruptionBudget"},
 }
 
 

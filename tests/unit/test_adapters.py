@@ -191,3 +191,25 @@ def test_an_adapter_whose_alias_moves_rolls_out_and_is_written_back(samples):
     # A URI model has no registry record of its own; with an MLflow base the adapters' versions are tagged alike
     # (test_registry's e2e test). Nothing is written for this deployment's base.
     assert [w for w in registry.writes if w[0] == "tags"] == []
+
+
+def test_nothing_is_served_before_a_followed_adapter_is_resolved_once(samples):
+    """A new LLMDeployment whose adapter follows an alias the registry cannot resolve yet: no revision is made with
+    the alias unpinned (its pods would load whatever the alias names when they start); ModelResolved says why."""
+    registry = FakeRegistry()
+    registry.down = True
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["adapters"] = [{"name": "sql", "mlflow": {"name": "sql-lora", "alias": "champion"}}]
+    cluster = Cluster(doc, registry=registry)
+    plan, writes = cluster.reconcile(T0)
+    assert cluster.deployments() == {} and [w for w in writes if w[1] != "LLMDeployment"] == []
+    resolved = next(x for x in cluster.body["status"]["conditions"] if x["type"] == "ModelResolved")
+    assert (resolved["status"], resolved["reason"]) == ("False", "RegistryUnavailable")
+    assert resolved["message"].startswith("adapter sql: ")
+    registry.down = False
+    registry.register("sql-lora", "1", alias="champion")
+    cluster.cache.forget("k", "sql-lora")
+    cluster.reconcile(T2)
+    (deployment,) = cluster.deployments().values()
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["LLMOPS_ADAPTERS"])[0]["uri"] == "models:/sql-lora/1"

@@ -16,7 +16,7 @@ def test_render_prints_valid_objects_for_every_sample(capsys):
     objects = list(yaml.safe_load_all(out))
     # Each Istio-routed LLMDeployment sample: a Service and a DestinationRule per role (stable, canary); the Gateway API
     # sample: a Service and an InferencePool per role, and an HTTPRoute.
-    assert len(objects) == 54
+    assert len(objects) == 61
     for obj in objects:
         validate(obj)
     assert {o["kind"] for o in objects} == {"DestinationRule", "Deployment", "HorizontalPodAutoscaler",
