@@ -2,6 +2,7 @@
 
 import copy
 import itertools
+import json
 import urllib.parse
 
 import pytest
@@ -687,7 +688,7 @@ def test_an_adapter_added_by_spec_edit_rolls_out_through_the_canary(api, operato
     assert args[args.index("--enable-lora"):args.index("--enable-lora") + 2] == ["--enable-lora", "--lora-modules"]
     assert args[args.index("--max-loras") + 1] == "2"
     contract = next(e["value"] for e in container["env"] if e["name"] == "LLMOPS_ADAPTERS")
-    assert [a["name"] for a in __import__("json").loads(contract)] == ["sql", "support"]
+    assert [a["name"] for a in json.loads(contract)] == ["sql", "support"]
     stable = api.get("apps/v1", "Deployment", namespace, f"qwen-small-{first}")
     assert "--enable-lora" not in stable["spec"]["template"]["spec"]["containers"][0]["args"]
     api.set_pods_ready(namespace, f"qwen-small-{new}", 1)

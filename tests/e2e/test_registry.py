@@ -3,6 +3,7 @@ starting exactly one rollout that runs and is written back; the quality gate; an
 server stopped mid-way."""
 
 import copy
+import json
 
 import pytest
 
@@ -216,7 +217,7 @@ def test_an_adapter_followed_by_alias_rolls_out_when_the_alias_moves_and_is_writ
     first = obj["status"]["stableRevision"]
     dep = api.get("apps/v1", "Deployment", namespace, f"chat-{first}")
     env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert '"uri":"models:/%s/1"' % adapter in env["LLMOPS_ADAPTERS"]
+    assert json.loads(env["LLMOPS_ADAPTERS"])[0]["uri"] == f"models:/{adapter}/1"
 
     v2 = register_version(client, adapter, model_dir, metrics={}, alias="champion")
     (rollout,) = wait_for(lambda: _rollouts(api, namespace), what="the LLMRollout")
