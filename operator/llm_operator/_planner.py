@@ -395,11 +395,11 @@ def _target(pass_: _Pass) -> _Target | None:
     model = _registry_model(pass_.spec, pass_.old_status, pass_.registry)
     if model is None:
         return None
-    if pass_.registry is not None and reg.unpinned(pass_.spec.adapters) and not pass_.old_status.get("stableRevision"):
-        return None  # an adapter's alias nobody has resolved yet: nothing is served until it is (nothing pinned by chance)
     revision = b.spec_revision(pass_.spec, model, pass_.observed.deployments)  # a live revision keeps the defaults it was built with
     stable_id = pass_.old_status.get("stableRevision")
     if stable_id is None or (stable_id not in pass_.observed.deployments and stable_id != revision.id):
+        if pass_.registry is not None and reg.unpinned(pass_.spec.adapters):
+            return None  # an adapter's alias not resolved: no revision is made with it unpinned (render: as written)
         stable_id = revision.id  # the first revision (or a stable one that vanished) is served directly
     return _Target(model, revision, stable_id)
 
@@ -1162,8 +1162,9 @@ def _names_revision(spec: LLMDeploymentSpec, registry: reg.Resolution | None) ->
     """Whether this pass knows which revision the spec names: not when it follows an alias or stage the registry
     could not resolve in this pass (the version held then is what serves, not what the spec may name by now), so
     no rollout is started or superseded on a registry outage."""
-    if reg.unpinned(spec.adapters) and registry is not None:  # an adapter's alias the registry did not resolve
-        return False
+    followed = [a.name for a in spec.adapters if a.mlflow is not None and (a.mlflow.alias or a.mlflow.stage)]
+    if followed and registry is not None and any(name not in registry.adapters for name in followed):
+        return False  # an adapter's alias the registry did not resolve in this pass (pinned to what is served, at best)
     ref = spec.model.mlflow
     return ref is None or registry is None or registry.model is not None or ref.version is not None
 

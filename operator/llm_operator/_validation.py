@@ -164,6 +164,21 @@ def _api_key_arg_errors(runtime: Any, path: str) -> list[FieldError]:
             if isinstance(arg, str) and (arg == "--api-key" or arg.startswith("--api-key="))]
 
 
+def _adapter_name_errors(body: Mapping[str, Any]) -> list[FieldError]:
+    """No LoRA adapter named like the model it is served on (``model.servedModelName``, else the LLMDeployment's
+    name): vLLM refuses one at start ("conflicts with a served base model"), after loading the whole model."""
+    spec = body.get("spec")
+    spec = spec if isinstance(spec, Mapping) else {}
+    model = spec.get("model")
+    model = model if isinstance(model, Mapping) else {}
+    served = model.get("servedModelName") or (body.get("metadata") or {}).get("name")
+    adapters = spec.get("adapters")
+    adapters = adapters if isinstance(adapters, list) else []
+    return [FieldError(f"spec.adapters[{index}].name", f"{served!r} is the base model's name (model.servedModelName, else the "
+                       "LLMDeployment's name): vLLM refuses an adapter named like the model it serves")
+            for index, adapter in enumerate(adapters) if isinstance(adapter, Mapping) and adapter.get("name") == served]
+
+
 def _name_errors(kind: type[_Kind], body: Mapping[str, Any]) -> list[FieldError]:
     """``metadata.name`` within the CRD's ``maxLength`` (its CEL rules are checked with the others)."""
     limit = _schema(kind)["properties"]["metadata"].get("properties", {}).get("name", {}).get("maxLength")
@@ -198,7 +213,8 @@ def parse_llmdeployment(body: Mapping[str, Any]) -> LLMDeploymentSpec:
     runtime = spec.get("runtime") if isinstance(spec, Mapping) else None
     where = "spec.runtime"
     return _parse(LLMDeployment, LLMDeploymentSpec, body,
-                  _quantization_errors(runtime, where) + _env_errors(runtime, where) + _api_key_arg_errors(runtime, where))
+                  _quantization_errors(runtime, where) + _env_errors(runtime, where) + _api_key_arg_errors(runtime, where)
+                  + _adapter_name_errors(body))
 
 
 def parse_llmrollout(body: Mapping[str, Any]) -> LLMRolloutSpec:

@@ -213,3 +213,56 @@ def test_nothing_is_served_before_a_followed_adapter_is_resolved_once(samples):
     (deployment,) = cluster.deployments().values()
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert json.loads(env["LLMOPS_ADAPTERS"])[0]["uri"] == "models:/sql-lora/1"
+
+
+def test_a_registry_outage_mid_rollout_neither_aborts_nor_restarts_an_adapters_rollout(samples):
+    """Review finding: pinned to what stable serves while the registry is down, the spec would name stable's revision
+    and supersede the rollout the alias move started; the pass must name no revision then (as for a model's alias)."""
+    registry = FakeRegistry()
+    registry.register("sql-lora", "1", alias="champion")
+    cluster = _cluster(samples, [{"name": "sql", "mlflow": {"name": "sql-lora", "alias": "champion"}}], registry)
+    registry.register("sql-lora", "2", alias="champion")
+    cluster.cache.forget("k", "sql-lora")
+    cluster.reconcile(T1)
+    cluster.reconcile(T1)
+    _all_ready(cluster)
+    cluster.reconcile(T1)
+    (name, rollout), = _rollouts(cluster).items()
+    assert rollout["status"]["canaryWeight"] == 50
+    registry.down = True
+    cluster.cache.forget("k", "sql-lora")
+    for now in (T2, T3):
+        cluster.reconcile(now)
+        assert _rollouts(cluster)[name]["status"]["phase"] not in ("Aborted", "Failed"), _rollouts(cluster)[name]["status"]  # it goes on
+    assert list(_rollouts(cluster)) == [name]
+    registry.down = False
+    cluster.cache.forget("k", "sql-lora")
+    _through(cluster, T3)
+    assert _rollouts(cluster)[name]["status"]["phase"] == "Succeeded" and list(_rollouts(cluster)) == [name]
+
+
+def test_no_revision_is_made_with_an_unpinned_adapter_when_the_stable_one_vanished(samples):
+    registry = FakeRegistry()
+    registry.register("sql-lora", "1", alias="champion")
+    cluster = _cluster(samples, [], registry)
+    cluster.edit_spec(adapters=[{"name": "sql", "mlflow": {"name": "sql-lora", "alias": "faq"}}])  # no such alias yet
+    for key in [k for k in cluster.kube.objects if k[1] == "Deployment"]:
+        del cluster.kube.objects[key]  # the stable revision's Deployment deleted by hand
+    cluster.reconcile(T1)
+    for deployment in cluster.deployments().values():
+        env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert "@faq" not in env.get("LLMOPS_ADAPTERS", "")
+
+
+def test_an_adapter_named_like_the_served_model_is_refused(samples):
+    from llm_operator import InvalidSpec
+
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["adapters"] = [{"name": "qwen-small", "uri": "s3://loras/x"}]
+    with pytest.raises(InvalidSpec, match=r"spec.adapters\[0\].name: 'qwen-small' is the base model's name"):
+        parse_llmdeployment(doc)
+    doc["spec"]["model"]["servedModelName"] = "qwen"
+    parse_llmdeployment(doc)  # another served name: fine
+    doc["spec"]["adapters"][0]["name"] = "qwen"
+    with pytest.raises(InvalidSpec, match=r"spec.adapters\[0\].name: 'qwen' is the base model's name"):
+        parse_llmdeployment(doc)
