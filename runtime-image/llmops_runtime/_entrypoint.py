@@ -127,6 +127,11 @@ def main(argv: Sequence[str] | None = None, *, environ: dict[str, str] | None = 
         adapters = parse(env.get(c.ENV_ADAPTERS))
     except AdapterError as error:
         _fail(EXIT_ADAPTER, str(error))
+    served = {n for n in [env.get(c.ENV_SERVED_MODEL_NAME) or "", *settings.served_model_name] if n}
+    for adapter in adapters:  # vLLM refuses it too, but only after loading the whole model
+        if adapter.name in served:
+            _fail(EXIT_ADAPTER, f"adapter {adapter.name!r} is named like the served model ({', '.join(sorted(served))}): "
+                                "vLLM refuses an adapter that conflicts with a served base model")
     dest = pathlib.Path(env.get(c.ENV_MODEL_DIR) or settings.model or f"{c.MODEL_CACHE_DIR}/models/default")
     log("runtime_started", uri=uri, model_dir=str(dest), revision=env.get(c.ENV_REVISION), gpus=env.get(c.ENV_GPUS, "0"),
         adapters=[a.name for a in adapters])

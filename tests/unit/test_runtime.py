@@ -480,3 +480,13 @@ def test_hf_adapters_are_downloaded_by_the_entrypoint(tmp_path, monkeypatch):
     assert (fetched.source, got) == ("downloaded", ["acme/sql-lora"])
     assert sorted(p.name for p in (tmp_path / "sql").iterdir()) == [runtime_contract.COMPLETE_MARKER, "adapter_config.json"]
     assert fetch("hf://acme/sql-lora", tmp_path / "m", log=lambda *a, **k: None).source == "hub"  # the model's: vLLM's download
+
+
+def test_an_adapter_named_like_the_served_model_is_refused_before_anything_is_fetched(tmp_path, monkeypatch):
+    """vLLM refuses it too ("conflicts with a served base model"), but only once the whole model is loaded."""
+    download = ModelAndAdapters({"s3://lora/sql": lora()})
+    environ = _adapter_env(tmp_path, [("support-assistant", "s3://lora/sql")],
+                           **{runtime_contract.ENV_SERVED_MODEL_NAME: "support-assistant"})
+    code, argv = _run(tmp_path, monkeypatch, LORA_ARGS, environ, download)
+    assert (code, argv, download.calls) == (entry.EXIT_ADAPTER, None, [])
+    assert (tmp_path / "termination-log").read_text().startswith("adapter 'support-assistant' is named like the served model")
