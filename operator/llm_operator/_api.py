@@ -185,6 +185,10 @@ class AdapterMlflowRef(_Model):
     alias: Annotated[str, Field(min_length=1)] | None = None
     stage: Literal["Staging", "Production"] | None = None
     version: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*$")] | None = None
+    secret_ref: SecretRef | None = Field(
+        None, description="Secret with MLFLOW_TRACKING_URI and MLFLOW_TRACKING_TOKEN, for a model that names none (a URI): "
+                          "the operator resolves the adapter and the pods fetch it with them. One registry per deployment: "
+                          "with model.mlflow.secretRef, or another adapter's, it must name the same Secret.")
 
 
 class Adapter(_Model):

@@ -346,11 +346,19 @@ DEFAULT_ENV = (("HOME", c.HOME_DIR), ("HF_HOME", f"{c.MODEL_CACHE_DIR}/hf"), ("V
 def _registry_env(spec: LLMDeploymentSpec) -> list[dict[str, Any]]:
     """The MLflow tracking URI and token from the Secret the model reference names (the entrypoint downloads
     ``models:/`` URIs with them); without a secretRef, set them through ``runtime.env``."""
-    ref = spec.model.mlflow
-    if ref is None or ref.secret_ref is None:
+    secret = registry_secret(spec)
+    if secret is None:
         return []
-    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": ref.secret_ref.name, "key": key, **({"optional": True} if optional else {})}}}
+    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, **({"optional": True} if optional else {})}}}
             for key, optional in zip(REGISTRY_ENV, (False, True), strict=True)]
+
+
+def registry_secret(spec: LLMDeploymentSpec) -> str | None:
+    """The Secret naming the MLflow registry of the model and its adapters: ``model.mlflow.secretRef``, else the one
+    the adapters' MLflow references name (validation keeps them to one)."""
+    if spec.model.mlflow is not None and spec.model.mlflow.secret_ref is not None:
+        return spec.model.mlflow.secret_ref.name
+    return next((a.mlflow.secret_ref.name for a in spec.adapters if a.mlflow is not None and a.mlflow.secret_ref is not None), None)
 
 
 def _api_key_env(spec: LLMDeploymentSpec) -> list[dict[str, Any]]:

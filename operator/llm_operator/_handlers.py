@@ -294,7 +294,8 @@ class Controller:
         if ref is None and not followed:
             self.followers.pop((meta["namespace"], meta["name"]), None)
             return None, None
-        client_ref = ref or MlflowModelRef(name=next(iter(followed.values())).name, version="1")
+        adapter_secret = next((r.secret_ref for r in followed.values() if r.secret_ref is not None), None)
+        client_ref = ref or MlflowModelRef(name=next(iter(followed.values())).name, version="1", secret_ref=adapter_secret)
         try:
             key, registry = self._registry_for(meta["namespace"], client_ref)
         except reg.RegistryError as error:

@@ -179,6 +179,25 @@ def _adapter_name_errors(body: Mapping[str, Any]) -> list[FieldError]:
             for index, adapter in enumerate(adapters) if isinstance(adapter, Mapping) and adapter.get("name") == served]
 
 
+def _adapter_registry_errors(body: Mapping[str, Any]) -> list[FieldError]:
+    """One MLflow registry per deployment: the adapters' ``mlflow.secretRef`` name the Secret ``model.mlflow.secretRef``
+    names, or one another (a pod gets one MLFLOW_TRACKING_URI)."""
+    spec = body.get("spec")
+    spec = spec if isinstance(spec, Mapping) else {}
+    model = spec.get("model")
+    base = ((model.get("mlflow") or {}).get("secretRef") or {}).get("name") if isinstance(model, Mapping) else None
+    adapters = spec.get("adapters")
+    errors, first = [], base
+    for index, adapter in enumerate(adapters if isinstance(adapters, list) else []):
+        ref = adapter.get("mlflow") if isinstance(adapter, Mapping) else None
+        secret = ((ref or {}).get("secretRef") or {}).get("name") if isinstance(ref, Mapping) else None
+        if secret and first and secret != first:
+            errors.append(FieldError(f"spec.adapters[{index}].mlflow.secretRef", f"names Secret {secret!r}, but the deployment's "
+                                     f"registry is {first!r}'s: one MLflow registry per deployment (its pods get one tracking URI)"))
+        first = first or secret
+    return errors
+
+
 def _name_errors(kind: type[_Kind], body: Mapping[str, Any]) -> list[FieldError]:
     """``metadata.name`` within the CRD's ``maxLength`` (its CEL rules are checked with the others)."""
     limit = _schema(kind)["properties"]["metadata"].get("properties", {}).get("name", {}).get("maxLength")
@@ -214,7 +233,7 @@ def parse_llmdeployment(body: Mapping[str, Any]) -> LLMDeploymentSpec:
     where = "spec.runtime"
     return _parse(LLMDeployment, LLMDeploymentSpec, body,
                   _quantization_errors(runtime, where) + _env_errors(runtime, where) + _api_key_arg_errors(runtime, where)
-                  + _adapter_name_errors(body))
+                  + _adapter_name_errors(body) + _adapter_registry_errors(body))
 
 
 def parse_llmrollout(body: Mapping[str, Any]) -> LLMRolloutSpec:

@@ -98,7 +98,7 @@ EXPECTED = {
 def test_sample_becomes_valid_owned_children(api, operator, namespace, name, mlflow, support_assistant):
     name_of_sample = name
     doc = sample(name)
-    if doc["spec"]["model"].get("mlflow"):
+    if doc["spec"]["model"].get("mlflow") or any(a.get("mlflow") for a in doc["spec"].get("adapters", [])):
         api.create(mlflow_secret(namespace, mlflow.url), namespace)
     created = api.create(doc, namespace)
     obj = wait_for(lambda: _reconciled(api, namespace, doc["metadata"]["name"]), what="first reconcile")

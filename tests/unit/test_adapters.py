@@ -266,3 +266,19 @@ def test_an_adapter_named_like_the_served_model_is_refused(samples):
     doc["spec"]["adapters"][0]["name"] = "qwen"
     with pytest.raises(InvalidSpec, match=r"spec.adapters\[0\].name: 'qwen' is the base model's name"):
         parse_llmdeployment(doc)
+
+
+def test_the_adapters_registry_reaches_the_pods_when_the_model_names_none(samples):
+    """Review finding: a URI model with an MLflow adapter: the adapter's secretRef gives the pods MLFLOW_TRACKING_URI
+    (else its models:/ URI could not be fetched), and one registry per deployment is enforced."""
+    from llm_operator import InvalidSpec
+
+    adapter = {"name": "support", "mlflow": {"name": "support-lora", "version": "3", "secretRef": {"name": "mlflow-credentials"}}}
+    spec = _spec(samples, [adapter])
+    revision = b.make_revision(spec, b.static_model(spec))
+    env = {e["name"]: e for e in b.container_env("qwen", spec, revision)}
+    assert env["MLFLOW_TRACKING_URI"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-credentials", "key": "MLFLOW_TRACKING_URI"}
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["adapters"] = [adapter, {**adapter, "name": "other", "mlflow": {**adapter["mlflow"], "secretRef": {"name": "elsewhere"}}}]
+    with pytest.raises(InvalidSpec, match=r"spec.adapters\[1\].mlflow.secretRef: names Secret 'elsewhere'"):
+        parse_llmdeployment(doc)
