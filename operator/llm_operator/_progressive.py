@@ -19,7 +19,7 @@ from . import _promql as q
 from . import _registry as reg
 from ._api import API_VERSION, Analysis, LLMDeploymentSpec, LLMRolloutSpec, MlflowModelRef, ResolvedModel, parse_duration
 from ._measure import Context
-from ._rollout import RolloutPlan, baking, needs_measurement, plan_rollout, run_window
+from ._rollout import RolloutPlan, needs_measurement, parse_status, plan_rollout, run_window
 from ._validation import FieldError, InvalidSpec, parse_llmrollout, pydantic_errors
 from ._vocabulary import TERMINAL, Phase, Reason, parse_rfc3339
 
@@ -147,7 +147,7 @@ def supersede(rollout: Mapping[str, Any], revision: str, now: str) -> dict[str, 
     cut short (the newer revision's rollout starts from it), not Aborted while it serves all traffic."""
     st = dict(rollout.get("status") or {})
     st.pop("unavailableSince", None)  # the fail-fast grace ends with the rollout
-    if baking(st):
+    if st.get("phase") in (Phase.PROGRESSING, Phase.PAUSED) and st.get("bake") is not None:  # baking, read as it stands
         message = f"{st.get('toRevision')} is stable; its bake was cut short by revision {revision} (the spec names another)"
         st.update(phase=Phase.SUCCEEDED, message=message, finishedAt=now, bake={**st["bake"], "cutShort": True},
                   observedRetry=max(st.get("observedRetry") or 0, rollout.get("spec", {}).get("retry") or 0))
@@ -244,8 +244,12 @@ def resolve(spec: LLMDeploymentSpec, rollouts: Sequence[Mapping[str, Any]]) -> R
         try:
             rollout_spec = parse_llmrollout(rollout)
             target_spec, target_model = target_of(spec, rollout_spec)
+            parse_status(rollout.get("status") or {})
         except InvalidSpec as error:
             invalid.append((rollout, error))
+            continue
+        except pydantic.ValidationError as error:  # a status this release cannot read (a newer release's values)
+            invalid.append((rollout, InvalidSpec(pydantic_errors(error, "status"))))
             continue
         return Active(rollout, plan_rollout(rollout_spec, spec.rollout), target_spec, b.make_revision(target_spec, target_model)), invalid
     return None, invalid

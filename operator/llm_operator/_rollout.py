@@ -256,7 +256,7 @@ def bake_recovered(plan: RolloutPlan, status: Mapping[str, Any], previous: str, 
     """The status (wire form) of a rollout whose switch the LLMDeployment recorded but the rollout did not (its status
     write was lost to a conflict or a crash between the two writes): its bake, from now, with ``previous`` to roll
     back to. ``status`` is the rollout's status as read (not modified)."""
-    st, stamp = LLMRolloutStatus.model_validate(status), rfc3339(now)
+    st, stamp = parse_status(status), rfc3339(now)
     ends = now + datetime.timedelta(seconds=plan.bake_seconds)
     message = (f"{st.to_revision} is stable, baking until {rfc3339(ends)}: the analysis runs on it, {previous} is kept "
                "to roll back to")
@@ -267,7 +267,7 @@ def bake_recovered(plan: RolloutPlan, status: Mapping[str, Any], previous: str, 
     st.waiting_since = st.unavailable_since = None
     st.conditions = _set_condition(st.conditions, cond.PROGRESSING, "True", Reason.BAKING, message, now=stamp,
                                    generation=st.observed_generation)
-    return {**_wire(st), "analysis": None}  # a null, as this status has always said (kube-apiserver drops it)
+    return {**_wire(st, status), "analysis": None}  # a null, as this status has always said (kube-apiserver drops it)
 
 
 def bake_lost(status: Mapping[str, Any], stable: str, now: datetime.datetime) -> dict[str, Any]:
@@ -275,7 +275,7 @@ def bake_lost(status: Mapping[str, Any], stable: str, now: datetime.datetime) ->
     made was recorded on the LLMDeployment but not on it (``stable`` is its bake's previous revision), or another
     rollout has switched since. Stale either way: Aborted, traffic left as it is. ``status`` is the rollout's status
     as read (not modified)."""
-    st, stamp = LLMRolloutStatus.model_validate(status), rfc3339(now)
+    st, stamp = parse_status(status), rfc3339(now)
     previous = st.bake.previous_revision if st.bake is not None else None
     reason, message = ((Reason.ROLLED_BACK, f"rolled back: all traffic on {stable} (recorded by the LLMDeployment)")
                        if previous == stable else (Reason.SUPERSEDED, f"revision {stable} serves now; the bake of "
@@ -285,7 +285,7 @@ def bake_lost(status: Mapping[str, Any], stable: str, now: datetime.datetime) ->
     ends: tuple[tuple[str, cond.Status], ...] = ((cond.PROGRESSING, "False"), (cond.DEGRADED, "True"))
     for type_, value in ends:
         st.conditions = _set_condition(st.conditions, type_, value, reason, message, now=stamp, generation=st.observed_generation)
-    return _wire(st)
+    return _wire(st, status)
 
 
 def baking(status: LLMRolloutStatus | Mapping[str, Any]) -> bool:
@@ -452,13 +452,14 @@ class _Pass:
     stamp: str
     replicas: int
     events: list[Event] = field(default_factory=list)
+    read: Mapping[str, Any] = field(default_factory=dict)  # the status as read (its undeclared keys are kept)
 
     @classmethod
     def begin(cls, plan: RolloutPlan, status: Mapping[str, Any], observed: Observed, now: datetime.datetime) -> _Pass:
-        st = LLMRolloutStatus.model_validate(status)
+        st = parse_status(status)
         if observed.generation is not None:
             st.observed_generation = observed.generation
-        return cls(plan, observed, now, st, rfc3339(now), st.canary_replicas or 0)
+        return cls(plan, observed, now, st, rfc3339(now), st.canary_replicas or 0, read=status)
 
     @property
     def index(self) -> int:
@@ -489,7 +490,7 @@ class _Pass:
             requeue_after = every if requeue_after is None else min(requeue_after, every)
         else:
             self.st.unavailable_since = None
-        return Decision(_wire(self.st), self.replicas if replicas is None else replicas,
+        return Decision(_wire(self.st, self.read), self.replicas if replicas is None else replicas,
                         self.traffic() if traffic is None else traffic, promote=promote, events=self.events,
                         requeue_after=requeue_after)
 
@@ -786,11 +787,28 @@ def _set_condition(conditions: list[Condition], type_: str, value: cond.Status, 
 
 def _typed(status: LLMRolloutStatus | Mapping[str, Any]) -> LLMRolloutStatus:
     """``status`` as the typed model, parsed when given in its wire form (a dict with camelCase keys, as read)."""
-    return status if isinstance(status, LLMRolloutStatus) else LLMRolloutStatus.model_validate(status)
+    return status if isinstance(status, LLMRolloutStatus) else parse_status(status)
 
 
-def _wire(status: LLMRolloutStatus) -> dict[str, Any]:
-    """The wire form of a status parsed from one as read and changed: camelCase keys, the fields it was read with
-    or was given, less those set to None (that removes the key); values as held, so a number read as an integer
-    stays one (:data:`~llm_operator._api.Number`)."""
-    return status.model_dump(by_alias=True, exclude_unset=True, exclude_none=True)
+#: The status's top-level keys this release declares (camelCase).
+_DECLARED = frozenset(field.alias or name for name, field in LLMRolloutStatus.model_fields.items())
+
+
+def parse_status(status: Mapping[str, Any]) -> LLMRolloutStatus:
+    """An LLMRollout's status as read, typed. Keys this release does not declare (written by a newer release whose
+    CRD is still installed after a downgrade) are left out here and carried through by :func:`_wire`, so a pass never
+    stops on them nor removes them.
+
+    Raises:
+        pydantic.ValidationError: a value this release cannot read (a phase it does not know, say): the rollout is
+            reported invalid on its own status (:func:`~llm_operator._progressive.resolve`)."""
+    return LLMRolloutStatus.model_validate(status, extra="ignore")
+
+
+def _wire(status: LLMRolloutStatus, read: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The wire form of a status parsed from one as read (``read``) and changed: camelCase keys, the fields it was read
+    with or was given, less those set to None (that removes the key), and the top-level keys of ``read`` this release
+    does not declare, as read; values as held, so a number read as an integer stays one
+    (:data:`~llm_operator._api.Number`)."""
+    kept = {k: v for k, v in (read or {}).items() if k not in _DECLARED}
+    return {**kept, **status.model_dump(by_alias=True, exclude_unset=True, exclude_none=True)}

@@ -1470,3 +1470,15 @@ def test_a_fail_fast_interval_longer_than_half_the_default_stall_window_rolls_ou
                               "analysis": {"interval": "5m", "failFast": {"interval": "90s", "window": "3m"}}}
     cluster, a, b = _rolling_to_b(doc, FakeMetrics(lambda promql: None))
     assert a != b and _rollout_status(cluster)["phase"] == "Progressing"
+
+
+def test_a_rollout_status_this_release_cannot_read_fails_that_rollout_not_the_pass(samples):
+    """Review finding (issue 14): a phase a newer release wrote (after a downgrade) makes the typed status refuse it;
+    that rollout is reported invalid on its own status, traffic goes back to stable, and the pass carries on."""
+    cluster, a = _canary_at_half(samples)
+    (name, rollout), = _rollouts(cluster).items()
+    cluster.kube.objects[(rollout["apiVersion"], "LLMRollout", "default", name)]["status"]["phase"] = "Hibernating"
+    plan, writes = cluster.reconcile(T2)
+    status = _rollouts(cluster)[name]["status"]
+    assert status["phase"] == "Failed" and status["message"].startswith("status.phase: ")
+    assert b.routes_of(cluster.child("VirtualService")) == b.Routes(100, 0, 0)

@@ -750,3 +750,15 @@ def test_an_ended_rollout_with_every_field_set_is_given_back_as_read():
               "analysis": {"runs": 1, "metrics": [{"name": "error-ratio", "verdict": "Pass"}]}, "qualityGate": {"passed": True}}
     assert _same_wire(decide(plan, sparse, Observed("new", "new", stable_replicas=4, canary_ready=4, generation=3), None,
                              at(1500)).status, sparse)
+
+
+def test_a_status_key_this_release_does_not_declare_is_carried_through():
+    """Review finding (issue 14): a field written by a newer release whose CRD is still installed after a downgrade
+    neither stops the pass (the typed status would refuse it) nor is removed by it."""
+    plan = plan_rollout(spec(), TEMPLATE)
+    walk = Walk(plan)
+    walk.step(0, ready=0)
+    walk.step(10, ready=1)
+    read = {**walk.status, "adapterRevisions": {"sql": "3"}, "analysis": {**walk.status.get("analysis", {}), "fromTheFuture": 1}}
+    d = decide(plan, read, Observed("old", "new", stable_replicas=4, canary_ready=1, generation=1, canary_serving=1), None, at(11))
+    assert d.status["adapterRevisions"] == {"sql": "3"}
