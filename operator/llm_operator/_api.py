@@ -867,6 +867,7 @@ class ServedAdapter(_Model):
     version: str | None = Field(None, description="The MLflow version served.")
     alias: str | None = Field(None, description="The alias it follows, when it follows one.")
     stage: str | None = None
+    base_model: str | None = Field(None, description="The base model asserted for it (spec.adapters[].baseModel).")
 
 
 class RevisionStatus(_Model):

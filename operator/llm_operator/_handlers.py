@@ -319,7 +319,8 @@ class Controller:
                 rz.record(registry, outcome)
             finally:
                 for model in (outcome.name, *(name for name, _ in outcome.adapters)):
-                    self.registry_cache.forget(key, model)
+                    if model is not None:
+                        self.registry_cache.forget(key, model)
         return resolution, record
 
     # ------------------------------------------------------------------------------- background loops

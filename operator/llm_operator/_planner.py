@@ -440,7 +440,8 @@ def _start_or_supersede(pass_: _Pass, target: _Target) -> _Started:
             events.append(Event("Normal", Reason.SUPERSEDED, superseded["message"], about=old))
     carried = any(p.is_auto(r) and p.wants_pass(r) and p.revision_of(r) == wanted for r in rollouts)
     if wanted != spec_revision and wanted != target.stable_id and not carried:
-        rollout = p.auto_rollout(pass_.name, pass_.namespace, pass_.spec, target.model, wanted, taken=pass_.observed.rollout_names)
+        rollout = p.auto_rollout(pass_.name, pass_.namespace, pass_.spec, target.model, wanted, taken=pass_.observed.rollout_names,
+                                 served_adapters=pass_.old_status.get("adapters") or ())
         actions.append(Create(rollout, pass_.observed.rollout_names))
         events.append(Event("Normal", Reason.ROLLOUT_CREATED, f"the spec names revision {wanted}: created LLMRollout {rollout['metadata']['name']}"))
     return _Started(tuple(rollouts), wanted, tuple(actions), tuple(events), superseded=any(isinstance(a, WriteStatus) for a in actions))
@@ -503,7 +504,8 @@ def _advance_rollout(pass_: _Pass, target: _Target, started: _Started, size: _Si
     """Phase 4: the rollouts advanced. Invalid rollouts are failed on their own status; the active one is held at
     its quality gate, closed when its revision is already stable, or stepped by :func:`~llm_operator._rollout.decide`
     (promoted, ended, or still carrying a canary: :func:`_decided`)."""
-    active, invalid = p.resolve(pass_.spec, list(started.rollouts)) if started.superseded else pass_.resolved
+    active, invalid = p.resolve(pass_.spec, list(started.rollouts), pass_.old_status.get("adapters") or []) if started.superseded \
+        else pass_.resolved
     measured = pass_.resolved[0]
     if active is not None and (measured is None or measured.body["metadata"]["name"] != active.body["metadata"]["name"]):
         run = guard = None  # measured for the rollout this pass superseded, not for this one
@@ -631,7 +633,7 @@ def _outcomes(pass_: _Pass) -> tuple[RecordOutcome, ...]:
     """The outcomes of finished rollouts still to write to the registry, from the rollouts as read (an outcome is
     written only once the API holds it), and only while the registry answers."""
     ref, registry = pass_.spec.model.mlflow, pass_.registry
-    if ref is None or registry is None or registry.problem is not None:
+    if registry is None or registry.problem is not None:
         return ()
     rollouts, revisions = pass_.observed.rollouts, pass_.old_status.get("revisions") or []
     return tuple(RecordOutcome(finished, *pending) for finished in rollouts
@@ -914,7 +916,8 @@ def _served_adapters(serving: _Serving, target: _Target, pass_: _Pass) -> list[d
         return list(pass_.old_status.get("adapters") or [])
     return [{k: v for k, v in {"name": a.name, "uri": b.adapter_uri(a), "model": a.mlflow.name if a.mlflow else None,
                                "version": a.mlflow.version if a.mlflow else None, "alias": a.mlflow.alias if a.mlflow else None,
-                               "stage": a.mlflow.stage if a.mlflow else None}.items() if v is not None} for a in adapters]
+                               "stage": a.mlflow.stage if a.mlflow else None, "baseModel": a.base_model}.items() if v is not None}
+            for a in adapters]
 
 
 def _serving_model(pass_: _Pass, target: _Target, serving: _Serving, stable_live: Mapping[str, Any] | None) -> ResolvedModel | None:

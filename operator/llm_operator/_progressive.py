@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,7 +67,8 @@ def draining(rollouts: Sequence[Mapping[str, Any]], template_delay: float, now: 
     return out
 
 
-def target_of(spec: LLMDeploymentSpec, rollout: LLMRolloutSpec) -> tuple[LLMDeploymentSpec, ResolvedModel]:
+def target_of(spec: LLMDeploymentSpec, rollout: LLMRolloutSpec,
+              served: Sequence[Mapping[str, Any]] | None = None) -> tuple[LLMDeploymentSpec, ResolvedModel]:
     """The LLMDeployment spec as the rollout's target revision would run it: its model (an MLflow version of
     the deployment's registered model, or a URI) and, when given, its runtime and its LoRA adapters in place of the
     deployment's."""
@@ -85,11 +87,20 @@ def target_of(spec: LLMDeploymentSpec, rollout: LLMRolloutSpec) -> tuple[LLMDepl
         update["runtime"] = target.runtime.to_wire()
     if target.adapters is not None:
         update["adapters"] = [a.to_wire() for a in target.adapters]
+    elif served is not None:  # a rollout that names no adapters keeps the ones the stable revision serves (pinned)
+        update["adapters"] = [_served_adapter(a) for a in served]
     try:  # the target's runtime over the deployment's: a combination neither was validated as
         merged = LLMDeploymentSpec.model_validate({**spec.to_wire(), **update})
     except pydantic.ValidationError as error:
         raise InvalidSpec(pydantic_errors(error, "spec.target")) from None
     return merged, b.static_model(merged)
+
+
+def _served_adapter(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """An adapter of ``status.adapters`` as the spec would pin it."""
+    source = ({"mlflow": {"name": entry["model"], "version": str(entry["version"])}} if entry.get("model") and entry.get("version")
+              else {"uri": entry["uri"]})
+    return {"name": entry["name"], **source, **({"baseModel": entry["baseModel"]} if entry.get("baseModel") else {})}
 
 
 def auto_rollout_name(name: str, revision: str, taken: Collection[str]) -> str:
@@ -107,7 +118,7 @@ def auto_rollout_name(name: str, revision: str, taken: Collection[str]) -> str:
 
 
 def auto_rollout(name: str, namespace: str, spec: LLMDeploymentSpec, model: ResolvedModel, revision: str,
-                 taken: Collection[str] = ()) -> dict[str, Any]:
+                 taken: Collection[str] = (), served_adapters: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """The LLMRollout the operator creates when the spec names a new revision (or one it served before), following
     the deployment's ``spec.rollout`` template, named by :func:`auto_rollout_name` and labelled with the revision
     (see :func:`revision_of`)."""
@@ -122,6 +133,8 @@ def auto_rollout(name: str, namespace: str, spec: LLMDeploymentSpec, model: Reso
             "name": auto_rollout_name(name, revision, taken),
             "namespace": namespace,
             "labels": {c.LABEL_DEPLOYMENT: name, c.LABEL_REVISION: revision, AUTO_LABEL: c.MANAGER},
+            **({"annotations": {reg.ANNOTATION_FROM_ADAPTERS: json.dumps(before, separators=(",", ":"))}} if (before := [
+                [a["model"], a["version"]] for a in served_adapters if a.get("model") and a.get("version")]) else {}),
         },
         # The adapters pinned too (none: an empty list), so the revision the rollout carries stays the one it was made
         # for whatever the spec's adapters become meanwhile.
@@ -173,18 +186,18 @@ def target_versions(rollouts: Sequence[Mapping[str, Any]]) -> list[str]:
                    and (v := (r.get("spec", {}).get("target", {}).get("model") or {}).get("version"))})
 
 
-def pending_outcome(ref: MlflowModelRef, rollout: Mapping[str, Any], rollouts: Sequence[Mapping[str, Any]] = (),
+def pending_outcome(ref: MlflowModelRef | None, rollout: Mapping[str, Any], rollouts: Sequence[Mapping[str, Any]] = (),
                     revisions: Sequence[Mapping[str, Any]] = ()) -> tuple[reg.Outcome, dict[str, Any]] | None:
-    """For a finished rollout to an MLflow version whose outcome the registry has not recorded yet: the
-    write-back and the rollout's status once it is done; else None. For a rollback, the version it went away from
-    is looked up in the deployment's ``rollouts`` and ``revisions`` (``status.revisions``)."""
+    """For a finished rollout to an MLflow version (of ``ref``, the deployment's model; None: a URI model), or to
+    MLflow versions of LoRA adapters, whose outcome the registry has not recorded yet: the write-back and the
+    rollout's status once it is done; else None. The version the rollout went away from (a rollback's, or to tell
+    an adapters-only rollout) is looked up in the deployment's ``rollouts`` and ``revisions`` (``status.revisions``)."""
     status = rollout.get("status") or {}
-    version = (rollout.get("spec", {}).get("target", {}).get("model") or {}).get("version")
-    if status.get("phase") not in TERMINAL or version is None or not status.get("finishedAt"):
+    version = (rollout.get("spec", {}).get("target", {}).get("model") or {}).get("version") if ref is not None else None
+    if status.get("phase") not in TERMINAL or not status.get("finishedAt") or (version is None and not reg.changed_adapters(rollout)):
         return None
-    rolled_from = (reg.version_of_revision(status.get("fromRevision"), rollouts, revisions, ref.name) if reg.is_rollback(rollout)
-                   else None)
-    outcome = reg.outcome_of(ref, version, rollout, rolled_from)
+    from_version = reg.version_of_revision(status.get("fromRevision"), rollouts, revisions, ref.name) if ref is not None else None
+    outcome = reg.outcome_of(ref, version, rollout, from_version if reg.is_rollback(rollout) else None, from_version)
     done = status.get("registry") or {}
     if done.get("recordedAt") and done.get("outcome") == outcome.outcome:
         return None
@@ -213,7 +226,7 @@ def pruned(rollouts: Sequence[Mapping[str, Any]], limit: int, protected: Collect
     out = []
     for rollout in finished[limit:]:
         status = rollout.get("status") or {}
-        if ref is not None and pending_outcome(ref, rollout) is not None:
+        if pending_outcome(ref, rollout) is not None:
             continue
         if revision_of(rollout) in protected or status.get("toRevision") in protected:
             continue
@@ -235,15 +248,17 @@ class Active:
 Resolved = tuple[Active | None, list[tuple[Mapping[str, Any], InvalidSpec]]]
 
 
-def resolve(spec: LLMDeploymentSpec, rollouts: Sequence[Mapping[str, Any]]) -> Resolved:
+def resolve(spec: LLMDeploymentSpec, rollouts: Sequence[Mapping[str, Any]], served: Sequence[Mapping[str, Any]] | None = None) -> Resolved:
     """The active rollout (or None: the newest live one that parses) and the rollouts that are invalid (reported
-    on their own status). Parses every live rollout's spec: a pass resolves once (:class:`~._planner._Pass`)."""
+    on their own status). Parses every live rollout's spec: a pass resolves once (:class:`~._planner._Pass`).
+    ``served``: the LoRA adapters the stable revision serves (``status.adapters``), what a rollout that names none
+    carries (None: the spec's)."""
     invalid = []
     live = (r for r in rollouts if wants_pass(r) and not r["metadata"].get("deletionTimestamp"))  # one being deleted is gone
     for rollout in sorted(live, key=_created, reverse=True):
         try:
             rollout_spec = parse_llmrollout(rollout)
-            target_spec, target_model = target_of(spec, rollout_spec)
+            target_spec, target_model = target_of(spec, rollout_spec, served)
             parse_status(rollout.get("status") or {})
         except InvalidSpec as error:
             invalid.append((rollout, error))

@@ -194,18 +194,18 @@ def _record_outcome(kube: Kube, action: RecordOutcome, record: Callable[[reg.Out
                     post_event: Callable[[Event], None]) -> int:
     """Write one rollout outcome to the registry, then note it (or the failure, retried later) in its status."""
     out = action.outcome
+    what = ", ".join([*([f"{out.name} version {out.version}"] if out.name else []), *(f"adapter {n} version {v}" for n, v in out.adapters)])
     status = copy.deepcopy(action.status)
     try:
         record(out)
     except reg.RegistryError as error:
         status["registry"] = {"outcome": out.outcome, "error": str(error)[:300]}
         if status != action.body.get("status"):
-            post_event(Event("Warning", Reason.REGISTRY_WRITE_FAILED, f"{out.name} version {out.version}: {error}", about=action.body))
+            post_event(Event("Warning", Reason.REGISTRY_WRITE_FAILED, f"{what}: {error}", about=action.body))
     else:
         status["registry"] = {"outcome": out.outcome, "recordedAt": now}
         moved = f"; alias {out.alias} -> {out.version}" if out.alias else f"; stage {out.stage}" if out.stage else ""
-        post_event(Event("Normal", Reason.REGISTRY_UPDATED, f"{out.name} version {out.version} tagged {reg.TAG_ROLLOUT}={out.outcome}{moved}",
-                         about=action.body))
+        post_event(Event("Normal", Reason.REGISTRY_UPDATED, f"{what} tagged {reg.TAG_ROLLOUT}={out.outcome}{moved}", about=action.body))
     return _write_status(kube, action.body, status) or 0
 
 
@@ -289,7 +289,8 @@ def run_pass(deps: Deps, namespace: str, name: str) -> PassResult:
     if spec is not None and spec.adapters:  # followed adapters pinned to the versions named now (or served): once
         parsed = spec = spec.model_copy(update={"adapters": reg.pin_adapters(
             spec.adapters, resolution.adapters if resolution is not None else {}, (body.get("status") or {}).get("adapters") or [])})
-    resolved = resolve_active(spec, observed.rollouts) if spec is not None else None  # once per pass
+    served = (body.get("status") or {}).get("adapters") or []
+    resolved = resolve_active(spec, observed.rollouts, served) if spec is not None else None  # once per pass
     due = measurement_due(body, observed, now, spec=spec, resolved=resolved) if spec is not None and resolved is not None else None
     run = guard = None
     if due is not None:

@@ -9,6 +9,7 @@ or ``ModelNotFound`` (no such model, alias, stage or version).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ TAG_ROLLED_BACK_AT = "llmops.dev/rolled-back-at"
 TAG_ROLLED_BACK_TO = "llmops.dev/rolled-back-to"
 #: The label of a rollback's LLMRollout (``kubectl llm rollback``'s and Argo CD's rollback action's): the revision.
 LABEL_ROLLBACK_TO = "llmops.dev/rollback-to"
+#: On an LLMRollout the operator creates: the MLflow versions of the LoRA adapters the stable revision served then
+#: (JSON, ``[[registered model, version], ...]``), so its outcome tags only the adapter versions it changed.
+ANNOTATION_FROM_ADAPTERS = "llmops.dev/from-adapters"
 #: How much of a run's metrics, params and tags lands in status (the object must stay small).
 STATUS_ENTRIES = 64
 STATUS_VALUE_CHARS = 256
@@ -158,10 +162,11 @@ def evaluate_gate(thresholds: list[GateThreshold], metrics: Mapping[str, float])
 
 @dataclass(frozen=True)
 class Outcome:
-    """What to write to the registry after a rollout of ``name`` version ``version`` finished."""
+    """What to write to the registry after a rollout of ``name`` version ``version`` finished (None: the rollout did
+    not change the model's version, or the model is not an MLflow one, and only ``adapters`` are tagged)."""
 
-    name: str
-    version: str
+    name: str | None
+    version: str | None
     outcome: str  # succeeded | aborted | failed
     tags: Mapping[str, str]
     alias: str | None = None  # point this alias at the version (promotion only)
@@ -199,8 +204,25 @@ def version_of_revision(revision: str | None, rollouts: Sequence[Mapping[str, An
                  and (name is None or r.get("modelUri") == f"models:/{name}/{r['modelVersion']}")), None)
 
 
-def outcome_of(ref: MlflowModelRef, version: str, rollout: Mapping[str, Any], rolled_from: str | None = None) -> Outcome:
-    """The write-back for a finished LLMRollout: tags always; the promote alias or stage only on success.
+def changed_adapters(rollout: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The (registered model, version) of the MLflow LoRA adapters in ``rollout``'s target that the stable revision
+    did not serve when the operator created it (:data:`ANNOTATION_FROM_ADAPTERS`; a user's rollout: all of them)."""
+    target = tuple((str(a["mlflow"]["name"]), str(a["mlflow"]["version"])) for a in
+                   (rollout.get("spec", {}).get("target", {}).get("adapters") or []) if (a.get("mlflow") or {}).get("version"))
+    text = ((rollout.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_FROM_ADAPTERS)
+    try:
+        before = {tuple(pair) for pair in json.loads(text)} if text else set()
+    except (ValueError, TypeError):
+        before = set()
+    return tuple(pair for pair in target if pair not in before)
+
+
+def outcome_of(ref: MlflowModelRef | None, version: str | None, rollout: Mapping[str, Any], rolled_from: str | None = None,
+               from_version: str | None = None) -> Outcome:
+    """The write-back for a finished LLMRollout: tags always; the promote alias or stage only on success. The model's
+    version is tagged unless the rollout changed only adapters (``from_version``, the version the revision it started
+    from served, is ``version``), or there is none (``ref`` None: a URI model); the adapters' versions it changed
+    (:func:`changed_adapters`) are tagged alike.
 
     A successful rollback (:func:`is_rollback`) also says so on the version it brought back (the version it went
     away from, ``rolled_from``, and that revision), and tags ``rolled_from`` as rolled back (when known and another
@@ -229,12 +251,12 @@ def outcome_of(ref: MlflowModelRef, version: str, rollout: Mapping[str, Any], ro
             tags[TAG_ROLLBACK_FROM] = rolled_from
         if status.get("fromRevision"):
             tags[TAG_ROLLBACK_FROM_REVISION] = status["fromRevision"]
-        if rolled_from and rolled_from != version:
+        if rolled_from and version is not None and rolled_from != version:
             rolled_back = (rolled_from, {TAG_ROLLED_BACK: "true", TAG_ROLLED_BACK_BY: tags[f"{TAG_PREFIX}rollout-name"],
                                          TAG_ROLLED_BACK_AT: tags[f"{TAG_PREFIX}finished-at"], TAG_ROLLED_BACK_TO: version})
-    adapters = tuple((a["mlflow"]["name"], str(a["mlflow"]["version"])) for a in
-                     (rollout.get("spec", {}).get("target", {}).get("adapters") or [])
-                     if (a.get("mlflow") or {}).get("version"))
+    adapters = changed_adapters(rollout)
+    if ref is None or version is None or (adapters and from_version == version and not is_rollback(rollout)):
+        return Outcome(None, None, outcome, tags, adapters=adapters)  # only the adapters it changed
     return Outcome(ref.name, version, outcome, tags, alias=ref.promote_alias if promoted else None,
                    stage=ref.promote_stage if promoted else None, rolled_back=rolled_back, adapters=adapters)
 

@@ -41,9 +41,12 @@ def record(registry: ModelRegistry, outcome: Outcome) -> None:
     """Write ``outcome``: tags first (on the LoRA adapters' versions the revision served too; a rollback's on the
     version it went away from, unless that version was deleted meanwhile), then the alias or stage (so a promoted
     version is never left untagged). Idempotent: writing it twice is harmless. Raises :class:`RegistryError`."""
-    registry.set_tags(outcome.name, outcome.version, outcome.tags)
-    for adapter, version in outcome.adapters:  # the adapters' versions that revision served
+    if outcome.name is not None and outcome.version is not None:
+        registry.set_tags(outcome.name, outcome.version, outcome.tags)
+    for adapter, version in outcome.adapters:  # the adapters' versions the rollout changed
         registry.set_tags(adapter, version, outcome.tags)
+    if outcome.name is None or outcome.version is None:
+        return
     if outcome.rolled_back:
         with contextlib.suppress(ModelNotFound):  # the version rolled away from was deleted: nothing left to tag
             registry.set_tags(outcome.name, *outcome.rolled_back)

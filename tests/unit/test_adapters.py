@@ -188,9 +188,38 @@ def test_an_adapter_whose_alias_moves_rolls_out_and_is_written_back(samples):
     _through(cluster, T3)  # past the step's pause
     assert _rollouts(cluster)[name]["status"]["phase"] == "Succeeded"
     assert cluster.body["status"]["adapters"][0]["version"] == "2" and cluster.body["status"]["stableRevision"] != first
-    # A URI model has no registry record of its own; with an MLflow base the adapters' versions are tagged alike
-    # (test_registry's e2e test). Nothing is written for this deployment's base.
-    assert [w for w in registry.writes if w[0] == "tags"] == []
+    # Written back on the adapter version the rollout changed (a URI model has no registry record of its own); the
+    # operator's rollout recorded what the stable revision served when it started.
+    assert rollout["metadata"]["annotations"]["llmops.dev/from-adapters"] == '[["sql-lora","1"]]'
+    assert [(w[1], w[2], w[3]["llmops.dev/rollout"]) for w in registry.writes if w[0] == "tags"] == [("sql-lora", "2", "succeeded")]
+
+
+def test_an_adapters_only_rollout_tags_the_adapter_it_changed_not_the_model_nor_the_others(samples):
+    """Review finding: with an MLflow model, a rollout that moved one adapter leaves the model's version and the
+    unchanged adapter's tags alone (an abort would otherwise mark versions that did not change as aborted)."""
+    registry = FakeRegistry()
+    registry.register("support-assistant", "4", alias="champion", metrics={"accuracy": 0.91, "hallucination_rate": 0.04})
+    registry.register("sql-lora", "1", alias="champion")
+    registry.register("faq-lora", "7", alias="champion")
+    doc = copy.deepcopy(samples["llmdeployment-mlflow"])
+    doc["spec"].update(replicas=1, adapters=[{"name": "sql", "mlflow": {"name": "sql-lora", "alias": "champion"}},
+                                             {"name": "faq", "mlflow": {"name": "faq-lora", "alias": "champion"}}])
+    doc["spec"]["rollout"].update(steps=[{"setWeight": 50}, {"pause": {"duration": "1s"}}], analyzeEveryStep=False, bakeDuration="0s")
+    doc["spec"]["rollout"].pop("analysis")
+    cluster = Cluster(doc, registry=registry)
+    cluster.reconcile(T0)
+    _all_ready(cluster)
+    cluster.reconcile(T0)
+    registry.register("sql-lora", "2", alias="champion")
+    cluster.cache.forget("k", "sql-lora")
+    cluster.reconcile(T1)
+    (name, rollout), = _rollouts(cluster).items()
+    assert rollout["spec"]["target"]["model"] == {"version": "4"}
+    _through(cluster, T2)
+    _through(cluster, T3)
+    assert _rollouts(cluster)[name]["status"]["phase"] == "Succeeded"
+    assert [(w[1], w[2]) for w in registry.writes if w[0] == "tags"] == [("sql-lora", "2")]
+    assert _rollouts(cluster)[name]["status"]["registry"]["recordedAt"]
 
 
 def test_nothing_is_served_before_a_followed_adapter_is_resolved_once(samples):
@@ -282,3 +311,23 @@ def test_the_adapters_registry_reaches_the_pods_when_the_model_names_none(sample
     doc["spec"]["adapters"] = [adapter, {**adapter, "name": "other", "mlflow": {**adapter["mlflow"], "secretRef": {"name": "elsewhere"}}}]
     with pytest.raises(InvalidSpec, match=r"spec.adapters\[1\].mlflow.secretRef: names Secret 'elsewhere'"):
         parse_llmdeployment(doc)
+
+
+def test_a_users_rollout_naming_no_adapters_keeps_the_ones_stable_serves(samples):
+    """Review finding: a user's LLMRollout that names no adapters targets the model it names with the adapters the
+    stable revision serves (pinned), so an alias moving meanwhile does not change its target mid-way."""
+    from tests.unit.test_reconcile import _start_rollout
+
+    registry = FakeRegistry()
+    registry.register("sql-lora", "1", alias="champion")
+    cluster = _cluster(samples, [{"name": "sql", "mlflow": {"name": "sql-lora", "alias": "champion"}}], registry)
+    _start_rollout(cluster)  # to hf://org/next
+    cluster.reconcile(T1)
+    before = _rollouts(cluster)["next"]["status"]["toRevision"]
+    registry.register("sql-lora", "2", alias="champion")
+    cluster.cache.forget("k", "sql-lora")
+    cluster.reconcile(T1)
+    assert _rollouts(cluster)["next"]["status"]["toRevision"] == before
+    canary = cluster.deployments()[f"qwen-small-{before}"]
+    env = {e["name"]: e.get("value") for e in canary["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["LLMOPS_ADAPTERS"])[0]["uri"] == "models:/sql-lora/1"  # stable's, pinned
