@@ -421,16 +421,22 @@ def engine_args(name: str, spec: LLMDeploymentSpec, revision: Revision) -> list[
     return args + _lora_args(revision) + list(runtime.extra_args)
 
 
+#: ``--max-loras`` when ``runtime.maxLoras`` is not set: as many as there are adapters, at most this many. vLLM reserves
+#: GPU memory for max_loras x max_lora_rank of weights, taken from the KV cache: beyond a few, adapters wait their turn
+#: in a batch (vLLM swaps them in from CPU memory) rather than shrink every request's cache.
+DEFAULT_MAX_LORAS = 8
+
+
 def _lora_args(revision: Revision) -> list[str]:
     """vLLM's LoRA arguments for the revision's adapters: ``--enable-lora``, ``--lora-modules name=dir`` (where the
     entrypoint fetched each, :func:`adapter_dir`), ``--max-loras`` (``runtime.maxLoras``, else as many as there are
-    adapters, so every adapter can be in one batch) and ``--max-lora-rank`` when set (vLLM's default is 16)."""
+    adapters up to :data:`DEFAULT_MAX_LORAS`) and ``--max-lora-rank`` when set (vLLM's default is 16)."""
     runtime = revision.runtime
     if not revision.adapters:
         return [flag for flag, value in (("--max-loras", runtime.max_loras), ("--max-lora-rank", runtime.max_lora_rank))
                 if value is not None for flag in (flag, str(value))]
     args = ["--enable-lora", "--lora-modules", *(f"{a.name}={adapter_dir(a)}" for a in revision.adapters),
-            "--max-loras", str(runtime.max_loras or len(revision.adapters))]
+            "--max-loras", str(runtime.max_loras or min(len(revision.adapters), DEFAULT_MAX_LORAS))]
     return args + (["--max-lora-rank", str(runtime.max_lora_rank)] if runtime.max_lora_rank else [])
 
 

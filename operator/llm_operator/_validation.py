@@ -198,6 +198,21 @@ def _adapter_registry_errors(body: Mapping[str, Any]) -> list[FieldError]:
     return errors
 
 
+def _lora_arg_errors(body: Mapping[str, Any]) -> list[FieldError]:
+    """With ``spec.adapters``, ``runtime.extraArgs`` does not name the LoRA flags the operator renders: argparse keeps
+    the last ``--lora-modules``, so one there would silently replace the adapters the operator fetched."""
+    spec = body.get("spec")
+    spec = spec if isinstance(spec, Mapping) else {}
+    runtime = spec.get("runtime")
+    extra = runtime.get("extraArgs") if isinstance(runtime, Mapping) else None
+    if not spec.get("adapters") or not isinstance(extra, list):
+        return []
+    owned = ("--enable-lora", "--lora-modules", "--max-loras", "--max-lora-rank")
+    return [FieldError(f"spec.runtime.extraArgs[{index}]", f"{arg.split('=', 1)[0]} is set from spec.adapters and "
+                       "runtime.maxLoras / maxLoraRank: set them there")
+            for index, arg in enumerate(extra) if isinstance(arg, str) and arg.split("=", 1)[0] in owned]
+
+
 def _name_errors(kind: type[_Kind], body: Mapping[str, Any]) -> list[FieldError]:
     """``metadata.name`` within the CRD's ``maxLength`` (its CEL rules are checked with the others)."""
     limit = _schema(kind)["properties"]["metadata"].get("properties", {}).get("name", {}).get("maxLength")
@@ -233,7 +248,7 @@ def parse_llmdeployment(body: Mapping[str, Any]) -> LLMDeploymentSpec:
     where = "spec.runtime"
     return _parse(LLMDeployment, LLMDeploymentSpec, body,
                   _quantization_errors(runtime, where) + _env_errors(runtime, where) + _api_key_arg_errors(runtime, where)
-                  + _adapter_name_errors(body) + _adapter_registry_errors(body))
+                  + _adapter_name_errors(body) + _adapter_registry_errors(body) + _lora_arg_errors(body))
 
 
 def parse_llmrollout(body: Mapping[str, Any]) -> LLMRolloutSpec:

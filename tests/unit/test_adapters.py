@@ -331,3 +331,21 @@ def test_a_users_rollout_naming_no_adapters_keeps_the_ones_stable_serves(samples
     canary = cluster.deployments()[f"qwen-small-{before}"]
     env = {e["name"]: e.get("value") for e in canary["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert json.loads(env["LLMOPS_ADAPTERS"])[0]["uri"] == "models:/sql-lora/1"  # stable's, pinned
+
+
+def test_lora_flags_in_extra_args_are_refused_beside_adapters(samples):
+    from llm_operator import InvalidSpec
+
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["spec"]["adapters"] = [SQL]
+    doc["spec"]["runtime"]["extraArgs"] = ["--enforce-eager", "--lora-modules", "x=/tmp/x"]
+    with pytest.raises(InvalidSpec, match=r"spec.runtime.extraArgs\[1\]: --lora-modules is set from spec.adapters"):
+        parse_llmdeployment(doc)
+    del doc["spec"]["adapters"]
+    parse_llmdeployment(doc)  # without adapters, extraArgs are the user's
+
+
+def test_the_default_max_loras_is_capped(samples):
+    many = [{"name": f"a{i}", "uri": f"s3://loras/a{i}"} for i in range(12)]
+    args, _ = _args(_spec(samples, many))
+    assert args[args.index("--max-loras") + 1] == str(b.DEFAULT_MAX_LORAS)
