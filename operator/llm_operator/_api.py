@@ -478,7 +478,8 @@ class GatewayApiTraffic(_Model):
     def _distinct_parents(self) -> GatewayApiTraffic:
         # The HTTPRoute CRD's own rule, checked here rather than in CEL: kube-apiserver prices a pairwise check over
         # 32 parents beside the other rules of this schema beyond its budget (measured: the CRD was refused).
-        seen = [(r.group, r.kind, r.namespace, r.name, r.section_name, r.port) for r in self.parent_refs]
+        seen = [(r.group if r.group is not None else ("" if r.kind == "Service" else "gateway.networking.k8s.io"), r.kind,
+                 r.namespace, r.name, r.section_name, r.port) for r in self.parent_refs]  # the group as rendered
         if len(set(seen)) < len(seen):
             raise ValueError("each of parentRefs must name a distinct parent (kind, namespace, name, sectionName and port)")
         return self

@@ -22,6 +22,9 @@ DEGRADED = "Degraded"
 # An LLMDeployment's
 READY = "Ready"
 MODEL_RESOLVED = "ModelResolved"  # how the registry resolved spec.model.mlflow, or why it could not
+#: False while spec.traffic.router's route does not carry the traffic yet after a change of router (the other
+#: router's objects still route it); present only then.
+TRAFFIC_ROUTED = "TrafficRouted"
 # An LLMRollout's
 PAUSED = "Paused"
 COMPLETED = "Completed"  # True once the rollout succeeded (promoted, or its bake cut short by a newer revision)

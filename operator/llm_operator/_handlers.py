@@ -291,11 +291,12 @@ class Controller:
         ref = spec.model.mlflow
         meta = body["metadata"]
         followed = {a.name: a.mlflow for a in spec.adapters if a.mlflow is not None and a.mlflow.version is None}
-        if ref is None and not followed:
+        in_registry = [a.mlflow for a in spec.adapters if a.mlflow is not None]  # followed or pinned: outcomes are written back
+        if ref is None and not in_registry:
             self.followers.pop((meta["namespace"], meta["name"]), None)
             return None, None
-        adapter_secret = next((r.secret_ref for r in followed.values() if r.secret_ref is not None), None)
-        client_ref = ref or MlflowModelRef(name=next(iter(followed.values())).name, version="1", secret_ref=adapter_secret)
+        adapter_secret = next((r.secret_ref for r in in_registry if r.secret_ref is not None), None)
+        client_ref = ref or MlflowModelRef(name=in_registry[0].name, version="1", secret_ref=adapter_secret)
         try:
             key, registry = self._registry_for(meta["namespace"], client_ref)
         except reg.RegistryError as error:

@@ -739,18 +739,25 @@ def _desired(pass_: _Pass, target: _Target, serving: _Serving, size: _Size, auto
     stale.sort(key=lambda ref: -ROUTING_ORDER.get(ref[1], 0))
     waiting = _route_not_carrying(pass_, hashed) if stale else None
     recorded = pass_.old_status.get("router") or pass_.router.name
-    router = recorded if waiting and any(kind in ("VirtualService", "HTTPRoute") for _, kind, _ in stale) else pass_.router.name
-    return _Desired(hashed, tuple(delete_kinds), () if waiting else tuple(stale), waiting, router)
+    switching = waiting is not None and any(kind in ("VirtualService", "HTTPRoute") for _, kind, _ in stale)
+    if switching and recorded != pass_.router.name:
+        # The recorded router's route still carries the traffic: it keeps getting this pass's weights, mirror and
+        # preview until the spec's carries it (an HTTPRoute with no gatewayAPI left in the spec cannot be built: it stays).
+        old_router = router_for(recorded)
+        if old_router.name == "istio" or spec.traffic.gateway_api is not None:
+            hashed += tuple(with_applied_hash(obj) for obj in old_router.build(
+                name, namespace, spec, stable_id, serving.canary_id, routes, spec.rollout.preview_header if serving.preview else None))
+    return _Desired(hashed, tuple(delete_kinds), () if waiting else tuple(stale), waiting, recorded if switching else pass_.router.name)
 
 
 def _route_not_carrying(pass_: _Pass, desired: tuple[dict[str, Any], ...]) -> str | None:
     """Why the spec's router does not carry the traffic yet, so the routing objects it replaces must stay (None: it
-    does). Its objects must be live as this pass wants them (applied by an earlier pass: an apply in this one has not
-    reached any proxy yet), and an HTTPRoute accepted by every parent that reports on it, for its current generation
+    does). Its objects (in ``desired``) must be live as this pass wants them (applied by an earlier pass: an apply in
+    this one has not reached any proxy yet), and an HTTPRoute accepted by every parent that reports on it, for its current generation
     (``Accepted`` and ``ResolvedRefs`` True in ``status.parents``: the Gateway API's own word that it routes by it)."""
-    routing = {kind for _, kind, _ in pass_.router.children(pass_.name)}
+    routing = {(kind, n) for _, kind, n in pass_.router.children(pass_.name)}
     for obj in desired:
-        if obj["kind"] not in routing:
+        if (obj["kind"], obj["metadata"]["name"]) not in routing:
             continue
         live = pass_.observed.children.get((obj["kind"], obj["metadata"]["name"]))
         if needs_apply(obj, live, pass_.uid):
@@ -776,6 +783,8 @@ class _Ordered:
     #: The router whose objects route the traffic once these actions are done (``status.router``; None: the spec's).
     router: str | None = None
     events: tuple[Event, ...] = ()
+    #: Why the other router's objects stay (see :class:`_Desired`).
+    waiting: str | None = None
 
 
 #: Seconds between passes while the routing objects of another router wait for the spec's route to carry the
@@ -837,10 +846,8 @@ def _order(pass_: _Pass, serving: _Serving, retained: _Retained, size: _Size, de
     status_writes = [a for a in planned if isinstance(a, WriteStatus)]
     actions = (*first, *grow, *up, *routing, *shrink, *down, *deletes, *status_writes)
     requeue = ((1.0,) if deferred else ()) + ((ROUTE_WAIT_SECONDS,) if desired.waiting else ())
-    waiting = (Event("Normal", Reason.ROUTE_NOT_ACCEPTED, f"{desired.waiting}: the {pass_.old_status.get('router') or 'istio'} "
-                                                          "router's objects stay until it carries the traffic"),) if (
-        desired.waiting and routing) else ()  # told when the route is applied, not on every pass that waits
-    return _Ordered(actions, requeue, desired.router, waiting)  # a deferred change follows once the routes it waited for landed
+    # A deferred change follows once the routes it waited for landed; TrafficRouted says why the old router waits.
+    return _Ordered(actions, requeue, desired.router, (), desired.waiting)
 
 
 def _warm(pass_: _Pass, serving: _Serving) -> list[Scale]:
@@ -972,6 +979,12 @@ def _conditions(pass_: _Pass, target: _Target, started: _Started, size: _Size, s
         conditions = setc(conditions, cond.PROGRESSING, "True", Reason.SCALING_UP, f"{ready}/{want} replicas of revision {stable_id} ready")
     else:
         conditions = setc(conditions, cond.PROGRESSING, "False", Reason.REVISION_AVAILABLE, f"revision {stable_id} serves all traffic")
+    if ordered.waiting is not None and ordered.router != pass_.spec.traffic.router:
+        conditions = setc(conditions, cond.TRAFFIC_ROUTED, "False", Reason.ROUTE_NOT_ACCEPTED,
+                          f"spec.traffic.router is {pass_.spec.traffic.router}, but the {ordered.router} router's objects still "
+                          f"carry the traffic: {ordered.waiting}")
+    else:
+        conditions = [c for c in conditions if c.get("type") != cond.TRAFFIC_ROUTED]
     conditions = _model_condition(conditions, pass_.spec, pass_.registry, target.model, now, generation,
                                   note=f"; left out of status.model, as JSON has no NaN or infinity: {', '.join(unstorable)}"
                                   if unstorable else "")

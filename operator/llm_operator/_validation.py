@@ -210,7 +210,8 @@ def _lora_arg_errors(body: Mapping[str, Any]) -> list[FieldError]:
     owned = ("--enable-lora", "--lora-modules", "--max-loras", "--max-lora-rank")
     return [FieldError(f"spec.runtime.extraArgs[{index}]", f"{arg.split('=', 1)[0]} is set from spec.adapters and "
                        "runtime.maxLoras / maxLoraRank: set them there")
-            for index, arg in enumerate(extra) if isinstance(arg, str) and arg.split("=", 1)[0] in owned]
+            for index, arg in enumerate(extra)  # vLLM's parser reads --lora_modules as --lora-modules
+            if isinstance(arg, str) and arg.split("=", 1)[0].replace("_", "-") in owned]
 
 
 def _name_errors(kind: type[_Kind], body: Mapping[str, Any]) -> list[FieldError]:

@@ -341,6 +341,9 @@ def test_lora_flags_in_extra_args_are_refused_beside_adapters(samples):
     doc["spec"]["runtime"]["extraArgs"] = ["--enforce-eager", "--lora-modules", "x=/tmp/x"]
     with pytest.raises(InvalidSpec, match=r"spec.runtime.extraArgs\[1\]: --lora-modules is set from spec.adapters"):
         parse_llmdeployment(doc)
+    doc["spec"]["runtime"]["extraArgs"] = ["--lora_modules", "x=/tmp/x"]  # vLLM's parser reads it as --lora-modules
+    with pytest.raises(InvalidSpec, match=r"spec.runtime.extraArgs\[0\]: --lora_modules is set from spec.adapters"):
+        parse_llmdeployment(doc)
     del doc["spec"]["adapters"]
     parse_llmdeployment(doc)  # without adapters, extraArgs are the user's
 

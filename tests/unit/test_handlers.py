@@ -151,3 +151,23 @@ def test_a_pass_over_a_deleted_llmdeployment_removes_its_gauges():
     text = generate_latest(telemetry.registry).decode()
     assert 'rollout="gone-abc"' not in text
     assert 'llmops_slo_availability_ratio{llmops_dev_deployment="gone"' not in text
+
+
+def test_a_uri_model_with_pinned_mlflow_adapters_gets_a_registry_to_write_back_to(monkeypatch):
+    """Review finding (issue 19): the outcome of a rollout that changed pinned MLflow adapters of a URI model is written
+    back, so the registry is asked for it even when no adapter follows an alias (else history pruning, which waits for
+    the write-back, never went on)."""
+    from llm_operator._api import LLMDeploymentSpec
+    from tests.unit.fakes import FakeRegistry
+
+    controller = h.Controller(object(), Telemetry())
+    registry = FakeRegistry()
+    monkeypatch.setattr(controller, "_registry_for", lambda namespace, ref: ("key", registry))
+    body = {"metadata": {"namespace": "team-a", "name": "chat"}}
+    pinned = LLMDeploymentSpec.model_validate({"model": {"uri": "hf://org/base"}, "adapters": [
+        {"name": "sql", "mlflow": {"name": "sql-lora", "version": "3", "secretRef": {"name": "mlflow"}}}]})
+    resolution, record = controller._resolve(body, pinned, [])
+    assert resolution is not None and resolution.problem is None and record is not None
+    assert ("team-a", "chat") not in controller.followers  # nothing to follow: the version is pinned
+    plain = LLMDeploymentSpec.model_validate({"model": {"uri": "hf://org/base"}, "adapters": [{"name": "sql", "uri": "s3://l/sql"}]})
+    assert controller._resolve(body, plain, []) == (None, None)

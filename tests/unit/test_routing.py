@@ -206,19 +206,28 @@ def test_switching_routers_deletes_the_old_ones_objects_once_the_new_route_carri
     assert [w for w in writes if w[1] != "LLMDeployment"] == [
         ("apply", "InferencePool", "qwen-small"), ("apply", "InferencePool", "qwen-small-canary"), ("apply", "HTTPRoute", "qwen-small")]
     assert cluster.body["status"]["router"] == "istio" and plan.requeue_after == 5.0
-    assert [e.message for e in plan.events if e.reason == "RouteNotAccepted"] == [
-        "InferencePool qwen-small is being applied: the istio router's objects stay until it carries the traffic"]
+    routed = next(c for c in cluster.body["status"]["conditions"] if c["type"] == "TrafficRouted")
+    assert (routed["status"], routed["reason"], routed["message"]) == ("False", "RouteNotAccepted", (
+        "spec.traffic.router is gatewayAPI, but the istio router's objects still carry the traffic: InferencePool qwen-small "
+        "is being applied"))
+    assert [e.reason for e in plan.events].count("RouteNotAccepted") == 1  # the condition's transition
     # Not accepted by its Gateway yet (a wrong parentRef, say): the VirtualService keeps routing, nothing is written.
     plan, writes = cluster.reconcile(T1)
-    assert writes == [] and plan.requeue_after == 5.0 and _kinds(cluster) == {"DestinationRule", "VirtualService", "HTTPRoute", "InferencePool"}
-    _accept(cluster, behind=1)  # accepted, but an older generation of it: not yet
-    assert cluster.reconcile(T1)[1] == []
+    assert [w for w in writes if w[1] != "LLMDeployment"] == [] and plan.requeue_after == 5.0
+    assert _kinds(cluster) == {"DestinationRule", "VirtualService", "HTTPRoute", "InferencePool"}
+    routed = next(c for c in cluster.body["status"]["conditions"] if c["type"] == "TrafficRouted")
+    assert routed["message"].endswith("HTTPRoute qwen-small is not accepted yet by its parents (0 of 0 report Accepted and "
+                                      "ResolvedRefs for generation 1)")
+    assert cluster.reconcile(T1)[1] == []  # waiting writes nothing
+    _accept(cluster, behind=1)  # accepted, but an older generation of it: not yet (the condition says 0 of 1)
+    assert [w for w in cluster.reconcile(T1)[1] if w[1] != "LLMDeployment"] == [] and cluster.reconcile(T1)[1] == []
     _accept(cluster)
     plan, writes = cluster.reconcile(T1)
     assert [w for w in writes if w[1] != "LLMDeployment"] == [
         ("delete", "VirtualService", "qwen-small"), ("delete", "DestinationRule", "qwen-small"),
         ("delete", "DestinationRule", "qwen-small-canary")]
     assert _kinds(cluster) == {"HTTPRoute", "InferencePool"} and cluster.body["status"]["router"] == "gatewayAPI"
+    assert "TrafficRouted" not in {c["type"] for c in cluster.body["status"]["conditions"]}
     assert cluster.reconcile(T1)[1] == []
     # Endpoint pickers removed: the Services are the backends, the pools go once that route is accepted.
     cluster.edit_spec(traffic=copy.deepcopy(TRAFFIC["gatewayAPI services"]))
@@ -271,3 +280,28 @@ def test_a_mesh_service_parent_gets_the_core_group(samples):
     assert route["spec"]["parentRefs"] == [{"group": "", "kind": "Service", "name": "qwen"},
                                            {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw", "sectionName": "https.internal"}]
     validate(route)
+
+
+def test_a_router_switch_mid_canary_keeps_moving_the_route_that_carries_the_traffic(samples):
+    """Review finding: while the new HTTPRoute waits for its Gateway, the VirtualService still routes everything; it
+    keeps getting the rollout's weights (an abort puts them back on stable there too), not frozen at the switch."""
+    cluster, a = _cluster(samples, "istio")
+    cluster.edit_spec(model={"uri": "hf://org/model-b"})
+    cluster.reconcile(T1)
+    cluster.reconcile(T1)
+    _all_ready(cluster)
+    cluster.reconcile(T1)
+    assert _routes(cluster) == b.Routes(75, 25, 0)
+    cluster.edit_spec(traffic=copy.deepcopy(TRAFFIC["gatewayAPI services"]))
+    cluster.reconcile(T1)  # the HTTPRoute applied, not accepted: the VirtualService still carries the traffic
+    vs = b.routes_of(cluster.child("VirtualService"))
+    assert vs == b.Routes(75, 25, 0) and _routes(cluster) == b.Routes(75, 25, 0)
+    _resume(cluster)
+    cluster.reconcile(T2)
+    _all_ready(cluster)
+    cluster.reconcile(T2)
+    assert b.routes_of(cluster.child("VirtualService")) == b.Routes(50, 50, 0) == _routes(cluster)
+    (name, rollout), = _rollouts(cluster).items()
+    cluster.kube.objects[(rollout["apiVersion"], "LLMRollout", "default", name)]["spec"]["abort"] = True
+    cluster.reconcile(T2)
+    assert b.routes_of(cluster.child("VirtualService")) == b.Routes(100, 0, 0) == _routes(cluster)

@@ -93,6 +93,8 @@ INVALID = [
      "spec.traffic.gatewayAPI.hostnames[0]", "pattern"),
     ("the same parent twice", {"traffic": {"router": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}, {"name": "gw"}]}}},
      "spec.traffic.gatewayAPI", "distinct parent"),
+    ("the same parent, its group written once", {"traffic": {"router": "gatewayAPI", "gatewayAPI": {"parentRefs": [
+        {"name": "gw"}, {"name": "gw", "group": "gateway.networking.k8s.io"}]}}}, "spec.traffic.gatewayAPI", "distinct parent"),
     ("a parent group in capitals", {"traffic": {"router": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw", "group": "Gateway_X"}]}}},
      "spec.traffic.gatewayAPI.parentRefs[0].group", "pattern"),
 ]
