@@ -131,6 +131,16 @@ def _cluster(samples, adapters, registry=None):
     return cluster
 
 
+def _move_alias(cluster, registry, version):
+    """``champion`` of sql-lora moved to ``version`` (the poll interval passed), through the first step of its rollout."""
+    registry.register("sql-lora", version, alias="champion")
+    cluster.cache.forget("k", "sql-lora")
+    cluster.reconcile(T1)
+    cluster.reconcile(T1)
+    _all_ready(cluster)
+    cluster.reconcile(T1)
+
+
 def _through(cluster, now):
     """Passes until the rollout in flight is done (pods made ready after each)."""
     for _ in range(6):
@@ -250,12 +260,7 @@ def test_a_registry_outage_mid_rollout_neither_aborts_nor_restarts_an_adapters_r
     registry = FakeRegistry()
     registry.register("sql-lora", "1", alias="champion")
     cluster = _cluster(samples, [{"name": "sql", "mlflow": {"name": "sql-lora", "alias": "champion"}}], registry)
-    registry.register("sql-lora", "2", alias="champion")
-    cluster.cache.forget("k", "sql-lora")
-    cluster.reconcile(T1)
-    cluster.reconcile(T1)
-    _all_ready(cluster)
-    cluster.reconcile(T1)
+    _move_alias(cluster, registry, "2")
     (name, rollout), = _rollouts(cluster).items()
     assert rollout["status"]["canaryWeight"] == 50
     registry.down = True

@@ -105,6 +105,15 @@ def _routes(cluster) -> b.Routes | None:
     return router.live_routes(children, cluster.key[3])
 
 
+def _to_model_b(cluster):
+    """A new model in the spec, through its rollout's first step (its pods made ready): the canary at 25%."""
+    cluster.edit_spec(model={"uri": "hf://org/model-b"})
+    cluster.reconcile(T1)
+    cluster.reconcile(T1)
+    _all_ready(cluster)
+    cluster.reconcile(T1)
+
+
 def _kinds(cluster) -> set[str]:
     return {k[1] for k in cluster.kube.objects} - {"LLMDeployment", "LLMRollout", "Deployment", "Service", "PodDisruptionBudget"}
 
@@ -123,11 +132,7 @@ def test_a_canary_moves_the_routers_weights_step_by_step_and_promotes(samples, t
     assert _kinds(cluster) == ({"DestinationRule", "VirtualService"} if traffic == "istio" else
                                {"HTTPRoute", "InferencePool"} if "pools" in traffic else {"HTTPRoute"})
     assert _routes(cluster) == b.Routes(100, 0, 0) and cluster.reconcile(T0)[1] == []
-    cluster.edit_spec(model={"uri": "hf://org/model-b"})
-    cluster.reconcile(T1)
-    cluster.reconcile(T1)
-    _all_ready(cluster)
-    cluster.reconcile(T1)
+    _to_model_b(cluster)
     assert _routes(cluster) == b.Routes(75, 25, 0)
     assert cluster.reconcile(T1)[1] == []  # paused: nothing written
     _resume(cluster)
@@ -151,11 +156,7 @@ def test_a_canary_moves_the_routers_weights_step_by_step_and_promotes(samples, t
 @pytest.mark.parametrize("traffic", list(TRAFFIC), ids=list(TRAFFIC))
 def test_an_aborted_canary_puts_the_routers_canary_weight_back_to_zero(samples, traffic):
     cluster, a = _cluster(samples, traffic)
-    cluster.edit_spec(model={"uri": "hf://org/model-b"})
-    cluster.reconcile(T1)
-    cluster.reconcile(T1)
-    _all_ready(cluster)
-    cluster.reconcile(T1)
+    _to_model_b(cluster)
     assert _routes(cluster) == b.Routes(75, 25, 0)
     (name, rollout), = _rollouts(cluster).items()
     cluster.kube.objects[(rollout["apiVersion"], "LLMRollout", "default", name)]["spec"]["abort"] = True
@@ -167,11 +168,7 @@ def test_an_aborted_canary_puts_the_routers_canary_weight_back_to_zero(samples, 
 @pytest.mark.parametrize("traffic", ["gatewayAPI services", "gatewayAPI pools"])
 def test_blue_green_and_shadow_through_the_http_route(samples, traffic):
     cluster, a = _cluster(samples, traffic, strategy="blueGreen", analysisDuration="1m")
-    cluster.edit_spec(model={"uri": "hf://org/model-b"})
-    cluster.reconcile(T1)
-    cluster.reconcile(T1)
-    _all_ready(cluster)
-    cluster.reconcile(T1)
+    _to_model_b(cluster)
     route = cluster.child("HTTPRoute")
     preview, primary = route["spec"]["rules"]
     assert preview["matches"][0]["headers"] == [{"type": "Exact", "name": "x-llmops-preview", "value": "true"}]
@@ -179,11 +176,7 @@ def test_blue_green_and_shadow_through_the_http_route(samples, traffic):
     validate({k: v for k, v in route.items() if k != "status"})
 
     cluster, a = _cluster(samples, traffic, strategy="shadow", mirrorPercent=30)
-    cluster.edit_spec(model={"uri": "hf://org/model-b"})
-    cluster.reconcile(T1)
-    cluster.reconcile(T1)
-    _all_ready(cluster)
-    cluster.reconcile(T1)
+    _to_model_b(cluster)
     assert _routes(cluster) == b.Routes(100, 0, 30)
     validate({k: v for k, v in cluster.child("HTTPRoute").items() if k != "status"})
 
@@ -286,11 +279,7 @@ def test_a_router_switch_mid_canary_keeps_moving_the_route_that_carries_the_traf
     """Review finding: while the new HTTPRoute waits for its Gateway, the VirtualService still routes everything; it
     keeps getting the rollout's weights (an abort puts them back on stable there too), not frozen at the switch."""
     cluster, a = _cluster(samples, "istio")
-    cluster.edit_spec(model={"uri": "hf://org/model-b"})
-    cluster.reconcile(T1)
-    cluster.reconcile(T1)
-    _all_ready(cluster)
-    cluster.reconcile(T1)
+    _to_model_b(cluster)
     assert _routes(cluster) == b.Routes(75, 25, 0)
     cluster.edit_spec(traffic=copy.deepcopy(TRAFFIC["gatewayAPI services"]))
     cluster.reconcile(T1)  # the HTTPRoute applied, not accepted: the VirtualService still carries the traffic
