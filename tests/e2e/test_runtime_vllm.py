@@ -61,6 +61,19 @@ def _get(url, data=None, timeout=10):
         return response.status, response.read().decode()
 
 
+def _await_health(process, port, log_path):
+    """Until vLLM answers /health through the entrypoint (or the entrypoint exited: then fail with its log's tail)."""
+    def up_or_exited():
+        if process.poll() is not None:
+            return True
+        try:
+            return _get(f"http://127.0.0.1:{port}/health")[0] == 200
+        except OSError:
+            return False
+    wait_for(up_or_exited, timeout=300, what="vLLM /health", interval=1.0)
+    assert process.poll() is None, f"the entrypoint exited ({process.returncode}): {log_path.read_text()[-3000:]}"
+
+
 def test_the_entrypoint_serves_a_registry_model_with_vllm(vllm_python, tiny_model, mlflow, tmp_path):
     client = mlflow.client()
     register_version(client, "tiny-chat", tiny_model, metrics={"accuracy": 0.9}, alias="champion")
@@ -70,15 +83,7 @@ def test_the_entrypoint_serves_a_registry_model_with_vllm(vllm_python, tiny_mode
     port, log_path = free_port(), tmp_path / "runtime.log"
     process = _start(vllm_python, env, port, log_path, cache)
     try:
-        def up_or_exited():
-            if process.poll() is not None:
-                return True
-            try:
-                return _get(f"http://127.0.0.1:{port}/health")[0] == 200
-            except OSError:
-                return False
-        wait_for(up_or_exited, timeout=300, what="vLLM /health", interval=1.0)
-        assert process.poll() is None, f"the entrypoint exited ({process.returncode}): {log_path.read_text()[-3000:]}"
+        _await_health(process, port, log_path)
         events = _events(log_path)
         names = [e["event"] for e in events]
         assert names[:2] == ["runtime_started", "model_download_started"]
@@ -147,15 +152,7 @@ def test_vllm_refuses_a_request_without_the_api_key_it_got_from_the_environment(
             return error.code
 
     try:
-        def up_or_exited():
-            if process.poll() is not None:
-                return True
-            try:
-                return status("/health") == 200
-            except OSError:
-                return False
-        wait_for(up_or_exited, timeout=300, what="vLLM /health", interval=1.0)
-        assert process.poll() is None, f"the entrypoint exited ({process.returncode}): {log_path.read_text()[-3000:]}"
+        _await_health(process, port, log_path)  # /health needs no key
         completion = {"model": "tiny", "prompt": "Kubernetes", "max_tokens": 4}
         assert status("/v1/models") == 401
         assert status("/v1/completions", data=completion) == 401
@@ -215,15 +212,7 @@ def test_lora_adapters_are_served_on_the_base_model(vllm_python, tiny_model, mlf
     process = _start(vllm_python, env, port, log_path, tiny_model, extra=[*LORA_ARGS, "--lora-modules", f"a={a_dir}", f"b={b_dir}"])
     base = f"http://127.0.0.1:{port}"
     try:
-        def up_or_exited():
-            if process.poll() is not None:
-                return True
-            try:
-                return _get(f"{base}/health")[0] == 200
-            except OSError:
-                return False
-        wait_for(up_or_exited, timeout=300, what="vLLM /health", interval=1.0)
-        assert process.poll() is None, f"the entrypoint exited ({process.returncode}): {log_path.read_text()[-3000:]}"
+        _await_health(process, port, log_path)
         print(f"\nvLLM with 2 LoRA adapters healthy after {time.monotonic() - started:.1f} s")
         events = _events(log_path)
         fetched = {e["name"]: e for e in events if e["event"] == "adapter_fetched"}
