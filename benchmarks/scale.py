@@ -1,6 +1,7 @@
 """Scale benchmark: N LLMDeployments on the real control plane, one operator process under its own ServiceAccount.
 
     PYTHONPATH=sandbox:. .venv/bin/python benchmarks/scale.py --objects 1000 [--workers 8] [--resync 60] [--edits 20]
+    PYTHONPATH=sandbox:. .venv/bin/python benchmarks/scale.py --objects 100,300,1000,3000    # the curve
 
 The N LLMDeployments (50 per namespace, 1 replica, ``strategy: none``, a tenth autoscaled by an HPA) exist before
 the operator starts. Figures (wall-clock seconds on the machine it runs on; requests from kube-apiserver's audit log):
@@ -16,7 +17,7 @@ the operator starts. Figures (wall-clock seconds on the machine it runs on; requ
   and its queue is empty, and for 5 s more (target 0), and the time to that first idle state;
 * the operator's resident memory (``VmRSS``) at start, converged and at the end (target under 250 MB).
 
-Exits 1 when a target is missed.
+Prints each run's figures as JSON (and, for several sizes, the curve on one line); exits 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -93,13 +94,25 @@ def _p(values: list[float], q: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--objects", type=int, default=1000)
+    parser.add_argument("--objects", default="1000", help="how many LLMDeployments; several, comma-separated, for a curve "
+                        "(each on a control plane of its own)")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--resync", type=float, default=60.0)
     parser.add_argument("--edits", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=900.0)
     args = parser.parse_args()
-    n = args.objects
+    runs = []
+    for n in (int(x) for x in args.objects.split(",")):
+        runs.append(measure(n, args))
+        print(json.dumps(runs[-1], indent=2), flush=True)
+    if len(runs) > 1:  # the curve, one line a size
+        print(json.dumps([{"objects": r["objects"], "converge_seconds": r["converge_seconds"], "rss_mb": r["rss_mb"],
+                           "idle_requests_per_minute": r["idle_per_minute"]["requests"]} for r in runs]))
+    return 0 if all(all(r["targets_met"].values()) for r in runs) else 1
+
+
+def measure(n: int, args: argparse.Namespace) -> dict:
+    """One run at ``n`` LLMDeployments: the figures, with ``targets_met``."""
     namespaces = [f"scale-{i}" for i in range(math.ceil(n / PER_NAMESPACE))]
     names = [(namespaces[i // PER_NAMESPACE], f"m{i:04d}") for i in range(n)]
     # 100 pods a CPU node (110 allowed), room for the HPAs' second replicas and the edits' new revisions
@@ -134,15 +147,22 @@ def main() -> int:
             operator = start()
             rss_start = rss_mb(operator.process.pid)
 
-            def converged() -> bool:
+            def ready() -> int:
+                count = 0
                 for ns in namespaces:
                     for o in api.list(LLMD, "LLMDeployment", ns):
                         status = o.get("status") or {}
-                        if status.get("observedGeneration") != o["metadata"]["generation"] or not any(
-                                c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])):
-                            return False
-                return True
-            wait_for(converged, args.timeout, f"{n} LLMDeployments Ready", interval=2.0)
+                        count += status.get("observedGeneration") == o["metadata"]["generation"] and any(
+                            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
+                return count
+            try:
+                wait_for(lambda: ready() == n, args.timeout, f"{n} LLMDeployments Ready", interval=2.0)
+            except AssertionError:  # where the machine stops holding: say how far it got, and what the operator was at
+                return {"objects": n, "converged": False, "ready_after_timeout": ready(), "timeout_seconds": args.timeout,
+                        "requests_until_then": dict(collections.Counter(f"{r.verb} {r.resource}" for r in mine(since)).most_common(10)),
+                        "rss_mb": {"started": rss_start, "at_timeout": rss_mb(operator.process.pid)},
+                        "idle_per_minute": {"requests": None}, "converge_seconds": None,
+                        "targets_met": {"converge_60s": False}}
             converge_s = round(time.monotonic() - started, 1)
             reads = mine(since)
             rss_converged = rss_mb(operator.process.pid)
@@ -203,8 +223,7 @@ def main() -> int:
                 "queue_wait_seconds": histogram(text, "llmops_workqueue_queue_duration_seconds"),
                 "targets_met": targets,
             }
-            print(json.dumps(figures, indent=2))
-            return 0 if all(targets.values()) else 1
+            return figures
         finally:
             if operator:
                 operator.stop()

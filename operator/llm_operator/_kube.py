@@ -44,7 +44,8 @@ class Kube(Protocol):
     def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str,
              field_selector: str = "") -> list[dict[str, Any]]:
         """Objects of ``kind`` in ``namespace`` (all namespaces when None) matching ``label_selector`` and
-        ``field_selector`` (both filtered by the API server; ``""``: no filter)."""
+        ``field_selector`` (both filtered by the API server; ``""``: no filter); none when the cluster does not
+        serve the kind."""
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply ``obj`` (field manager ``llm-operator``, conflicts forced); creates it if absent."""
@@ -157,10 +158,14 @@ class DynamicKube:
 
     def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str,
              field_selector: str = "") -> list[dict[str, Any]]:
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
         try:
             result = self._resource(api_version, kind).get(namespace=namespace, label_selector=label_selector or None,
                                                            field_selector=field_selector or None)
             return [item for item in result.to_dict().get("items", [])]
+        except ResourceNotFoundError:  # a kind the cluster does not serve has no objects
+            return []
         except Exception as error:
             raise _wrap(error) from error
 

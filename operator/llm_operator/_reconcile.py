@@ -21,6 +21,7 @@ from . import _conditions as cond
 from . import _contract as c
 from . import _registry as reg
 from ._api import API_VERSION, LLMDeploymentSpec
+from ._cache import ApiReader, Reader
 from ._kube import Conflict, Kube, KubeError
 from ._measure import guard as fail_fast
 from ._measure import measure
@@ -48,11 +49,13 @@ log = logging.getLogger(__name__)
 
 
 
-def observe(kube: Kube, body: Mapping[str, Any], autoscaler_kinds: frozenset[str]) -> Observed:
-    """Read an LLMDeployment's live children: one list of Deployments and one get per other child."""
+def observe(reader: Reader, body: Mapping[str, Any], autoscaler_kinds: frozenset[str]) -> Observed:
+    """Read an LLMDeployment's live children through ``reader``: its revision Deployments, its other children by
+    name, and its LLMRollouts (a name another deployment's rollout holds is found when a create meets it:
+    :func:`execute`)."""
     name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
     deployments = {}
-    for dep in kube.list("apps/v1", "Deployment", namespace, f"{c.LABEL_DEPLOYMENT}={name}"):
+    for dep in reader.revisions(namespace, name):
         revision = dep.get("metadata", {}).get("labels", {}).get(c.LABEL_REVISION)
         if revision:
             deployments[revision] = dep
@@ -63,11 +66,8 @@ def observe(kube: Kube, body: Mapping[str, Any], autoscaler_kinds: frozenset[str
         ("policy/v1", "PodDisruptionBudget", name)] + [(api_version, kind, name) for api_version, kind in b.SECURITY_KINDS]
     if "ScaledObject" in autoscaler_kinds:
         kinds.append(("keda.sh/v1alpha1", "ScaledObject", name))
-    children = {(kind, n): kube.get(api_version, kind, namespace, n) for api_version, kind, n in kinds}
-    # Filtered by the API server (the CRD's selectableFields): this deployment's rollouts only, however many the
-    # namespace holds. A name another deployment's rollout holds is found when a create meets it (execute).
-    rollouts = kube.list(API_VERSION, "LLMRollout", namespace, "", field_selector=f"spec.deploymentName={name}")
-    return Observed(deployments=deployments, children=children, rollouts=rollouts)
+    children = {(kind, n): reader.child(api_version, kind, namespace, n) for api_version, kind, n in kinds}
+    return Observed(deployments=deployments, children=children, rollouts=reader.rollouts(namespace, name))
 
 
 def _create_rollout(kube: Kube, obj: dict[str, Any], taken: frozenset[str] = frozenset(), tries: int = 20) -> str:
@@ -91,8 +91,9 @@ def _create_rollout(kube: Kube, obj: dict[str, Any], taken: frozenset[str] = fro
         try:
             kube.create(obj)
             return str(meta["name"])
-        except Conflict:
-            held = kube.get(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        except Conflict:  # a LIST by name: the role grants no get on LLMRollouts (the watch needs list anyway)
+            found = kube.list(obj["apiVersion"], obj["kind"], meta["namespace"], "", field_selector=f"metadata.name={meta['name']}")
+            held = found[0] if found else None
             ours = held is not None and (held.get("spec") or {}).get("deploymentName") == spec["deploymentName"]
             if held is None or (ours and held["metadata"].get("labels", {}).get(c.LABEL_REVISION) == meta["labels"][c.LABEL_REVISION]):
                 raise  # gone again, or this revision's own rollout appeared since the pass read them: the next pass sees it
@@ -247,6 +248,8 @@ class Deps:
         clock: the current time, RFC 3339 (UTC, seconds).
         telemetry: the operator's own metrics, or None.
         autoscaler_kinds: the autoscaler kinds the cluster serves (``ScaledObject`` needs KEDA).
+        reader: how the children are read (:class:`~._cache.CachedReader` from the watches); None: by requests
+            to the API server through ``kube``.
     """
 
     kube: Kube
@@ -257,6 +260,7 @@ class Deps:
     clock: Callable[[], str]
     telemetry: Telemetry | None = None
     autoscaler_kinds: frozenset[str] = frozenset({"HorizontalPodAutoscaler"})
+    reader: Reader | None = None
 
 
 @dataclass(frozen=True)
@@ -284,7 +288,7 @@ def run_pass(deps: Deps, namespace: str, name: str) -> PassResult:
     now = deps.clock()
     parsed = spec_or_error(body)  # once per pass; an invalid spec is the planner's to report (nothing to resolve or measure)
     spec = parsed if isinstance(parsed, LLMDeploymentSpec) else None
-    observed = observe(deps.kube, body, deps.autoscaler_kinds)
+    observed = observe(deps.reader or ApiReader(deps.kube), body, deps.autoscaler_kinds)
     resolution, record = deps.resolve(body, spec, observed.rollouts) if spec is not None else (None, None)
     if spec is not None and spec.adapters:  # followed adapters pinned to the versions named now (or served): once
         parsed = spec = spec.model_copy(update={"adapters": reg.pin_adapters(

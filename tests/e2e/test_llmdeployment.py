@@ -153,23 +153,24 @@ def test_sample_becomes_valid_owned_children(api, operator, namespace, name, mlf
 
 def test_the_operator_lists_and_watches_children_filtered_by_the_api_server(api, operator, namespace):
     """A handler's ``labels=`` is applied by kopf after the object arrived, so the operator received every Deployment
-    of the cluster; now every LIST and WATCH of Deployments it sends, kopf's included, carries a labelSelector the API
-    server applies (the audit log's request URI)."""
+    of the cluster; now every LIST and WATCH of a child kind it sends, kopf's included, carries a labelSelector the API
+    server applies (the audit log's request URI). Issue 15: a pass reads its children from those watches (kopf's
+    indexes), so in the LLMDeployment's namespace the operator's only read is the GET of the LLMDeployment itself."""
     doc = sample("llmdeployment-minimal")
     api.create(doc, namespace)
     wait_for(lambda: (o := _llmd(api, namespace, "qwen-small")) and _condition(o, "Ready")["status"] == "True", 60, "Ready=True")
-    reads = [r for r in api.requests() if r.user == OPERATOR_USER and r.resource == "deployments" and r.verb in ("list", "watch")]
+    children = {"deployments", "services", "horizontalpodautoscalers", "poddisruptionbudgets", "destinationrules",
+                "virtualservices", "peerauthentications", "requestauthentications", "authorizationpolicies"}
+    reads = [r for r in api.requests() if r.user == OPERATOR_USER and r.resource in children and r.verb in ("list", "watch")]
     watches = [r for r in reads if r.verb == "watch"]
-    assert watches and not [r for r in watches if r.namespace], watches  # kopf's: one cluster-wide watch
+    assert children <= {r.resource for r in watches}, sorted({r.resource for r in watches})
+    assert not [r for r in watches if r.namespace], watches  # kopf's: one cluster-wide watch a kind
     unfiltered = [f"{r.verb} {r.path}?{r.query}" for r in reads if not urllib.parse.parse_qs(r.query).get("labelSelector")]
     assert not unfiltered
     assert {urllib.parse.parse_qs(r.query)["labelSelector"][0] for r in watches} == {"app.kubernetes.io/managed-by=llm-operator"}
-    # Each pass's LLMRollout LIST is this deployment's only: a fieldSelector on the CRD's selectableFields, which the
-    # real API server accepts (an unknown field would be a 400).
-    passes = [r for r in api.requests() if r.user == OPERATOR_USER and r.resource == "llmrollouts" and r.verb == "list"
-              and r.namespace == namespace]
-    assert passes and {urllib.parse.parse_qs(r.query).get("fieldSelector", [""])[0] for r in passes} == {
-        "spec.deploymentName=qwen-small"}, [r.query for r in passes]
+    here = {(r.verb, r.resource) for r in api.requests() if r.user == OPERATOR_USER and r.namespace == namespace
+            and r.verb in ("get", "list")}
+    assert here == {("get", "llmdeployments")}, here
 
 
 def test_ready_pods_make_the_deployment_ready_and_idle_passes_write_nothing(api, operator, namespace):

@@ -9,6 +9,7 @@ from llm_operator import _builders as b
 from llm_operator import _progressive as p
 from llm_operator import _resolver as rz
 from llm_operator._api import MlflowModelRef
+from llm_operator._cache import ApiReader
 from llm_operator._planner import Apply, Delete, is_subset, needs_apply, plan_llmdeployment, spec_or_error, with_applied_hash
 from llm_operator._reconcile import Deps, execute, observe, run_pass
 from tests.unit.fakes import FakeKube, FakeMetrics, FakeRegistry, fake_deps, owned_by
@@ -296,7 +297,7 @@ def test_progress_deadline_shows_as_degraded(samples):
 def test_stale_status_write_is_a_conflict_not_an_error(samples):
     cluster = Cluster(samples["llmdeployment-minimal"])
     body = cluster.body
-    plan = _plan(body, observe(cluster.kube, body, cluster.served), T0)
+    plan = _plan(body, observe(ApiReader(cluster.kube), body, cluster.served), T0)
     cluster.kube.objects[cluster.key]["metadata"]["resourceVersion"] = "999"  # someone wrote in between
     writes = execute(cluster.kube, body, plan, now=T0, post_event=lambda e: None, owner=owned_by(body))
     assert writes == len(plan.actions)  # children applied, status skipped for the next pass
@@ -363,7 +364,7 @@ def test_a_conflict_on_the_deployment_status_leaves_the_rollout_status_alone(sam
     new = next(n for n in cluster.deployments() if n != old)
     cluster.set_ready(new, 1)
     body = cluster.body
-    plan = _plan(body, observe(cluster.kube, body, cluster.served), T2)
+    plan = _plan(body, observe(ApiReader(cluster.kube), body, cluster.served), T2)
     assert any(e.reason == "Promoted" for e in plan.events)
     cluster.kube.objects[cluster.key]["metadata"]["resourceVersion"] = "999"  # someone wrote in between
     execute(cluster.kube, body, plan, now=T2, post_event=cluster.events.append, owner=owned_by(body))
@@ -1419,6 +1420,38 @@ def test_a_create_meeting_a_foreign_name_skips_the_names_its_own_rollouts_hold(s
            "spec": {"deploymentName": "chat"}}
     _create_rollout(kube, obj, frozenset({"chat-b", "chat-b-2", "chat-b-4"}))
     assert obj["metadata"]["name"] == "chat-b-5" and ("llmops.dev/v1alpha1", "LLMRollout", "default", "chat-b-5") in kube.objects
+
+
+def test_a_create_meeting_a_foreign_name_reads_the_holder_with_the_grants_the_role_has(samples):
+    """Issue 15 review: the role grants list (for the watch) and no get on LLMRollouts; reading the holder of a
+    taken name by GET was refused (403) on a real API server, so a pass meeting a foreign name failed on every try."""
+    import pathlib
+
+    import yaml
+
+    from llm_operator._kube import Conflict, KubeError
+    from llm_operator._reconcile import _create_rollout
+
+    rules = next(d for d in yaml.safe_load_all(pathlib.Path("manifests/operator/rbac.yaml").read_text()) if d["kind"] == "ClusterRole")["rules"]
+    verbs = {v for r in rules if "llmrollouts" in r["resources"] for v in r["verbs"]}
+    assert "get" not in verbs and "list" in verbs
+    kube = FakeKube()
+    kube.add({"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMRollout", "metadata": {"name": "chat-b", "namespace": "default",
+              "labels": {"llmops.dev/revision": "b"}}, "spec": {"deploymentName": "another"}})
+    original_create = kube.create
+
+    def create(obj):
+        if ("llmops.dev/v1alpha1", "LLMRollout", "default", obj["metadata"]["name"]) in kube.objects:
+            raise Conflict("exists", 409)
+        return original_create(obj)
+
+    def get(api_version, kind, namespace, name):
+        raise KubeError(f'llmrollouts.llmops.dev "{name}" is forbidden', 403)
+    kube.create, kube.get = create, get
+    obj = {"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMRollout",
+           "metadata": {"name": "chat-b", "namespace": "default", "labels": {"llmops.dev/revision": "b"}},
+           "spec": {"deploymentName": "chat"}}
+    assert _create_rollout(kube, obj) == "chat-b-2"
 
 
 def test_warm_replicas_shrinks_the_previous_revision_after_the_routes_and_a_rollback_brings_it_back_to_size(samples):

@@ -1,0 +1,207 @@
+"""Reading children from the watch-fed indexes (_cache): the indexes as kopf files them, what the operator wrote
+read back until the watch shows it (client-go's MutationCache rules), the fallback to requests, and a pass reading
+only its LLMDeployment from the API server once the cluster has converged."""
+
+import copy
+import itertools
+
+import pytest
+
+from llm_operator import _cache as ca
+from llm_operator._kube import CountingKube
+from llm_operator._reconcile import run_pass
+from tests.unit.fakes import FakeKube, fake_deps
+
+T0, T1 = "2026-11-21T10:00:00Z", "2026-11-21T10:01:00Z"
+
+
+def _obj(kind, name, rv, namespace="ns", **extra):
+    api = {"Deployment": "apps/v1", "LLMRollout": "llmops.dev/v1alpha1", "Service": "v1"}[kind]
+    return {"apiVersion": api, "kind": kind, "metadata": {"name": name, "namespace": namespace, "resourceVersion": str(rv),
+            **extra.pop("metadata", {})}, **extra}
+
+
+def indexes_of(kube: FakeKube) -> dict[str, dict]:
+    """The indexes kopf would hold for ``kube``'s objects (a snapshot: later writes are not in it)."""
+    out: dict[str, dict] = {index: {} for _, _, _, index in ca.KINDS}
+    names = {kind: index for _, kind, _, index in ca.KINDS}
+    for (_, kind, _, _), obj in kube.objects.items():
+        key = ca.index_key(kind, obj) if kind in names else None
+        if key is not None:
+            out[names[kind]].setdefault(key, []).append(ca.stored(obj))
+    return out
+
+
+@pytest.mark.parametrize(("kind", "body", "key"), [
+    ("Deployment", _obj("Deployment", "chat-abc", 1, metadata={"labels": {"llmops.dev/deployment": "chat"}}), ("ns", "chat")),
+    ("Deployment", _obj("Deployment", "someone-elses", 1), None),
+    ("LLMRollout", _obj("LLMRollout", "chat-abc", 1, spec={"deploymentName": "chat"}), ("ns", "chat")),
+    ("LLMRollout", _obj("LLMRollout", "broken", 1, spec={}), None),
+    ("Service", _obj("Service", "chat-canary", 1), ("ns", "chat-canary")),
+])
+def test_objects_are_filed_by_what_a_pass_asks_for(kind, body, key):
+    assert ca.index_key(kind, body) == key
+
+
+def test_the_index_keeps_a_copy_without_managed_fields():
+    body = _obj("Service", "chat", 1, metadata={"managedFields": [{"manager": "llm-operator"}], "labels": {"a": "b"}})
+    kept = ca.stored(body)
+    assert "managedFields" not in kept["metadata"] and kept["metadata"]["labels"] == {"a": "b"}
+    kept["metadata"]["labels"]["a"] = "changed"
+    assert body["metadata"]["labels"] == {"a": "b"} and "managedFields" in body["metadata"]
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def _cache(index, ttl=30.0):
+    clock = Clock()
+    cache = ca.Cache({"Service", "Deployment"}, ttl=ttl, clock=clock)
+    cache.attach({"llmops_services": index, "llmops_revisions": {}, "unrelated": {}})
+    return cache, clock
+
+
+def test_a_written_object_is_read_back_until_the_watch_delivers_it_or_something_newer():
+    index = {("ns", "chat"): [_obj("Service", "chat", 10, spec={"v": "old"})]}
+    cache, _ = _cache(index)
+    cache.wrote(_obj("Service", "chat", 12, spec={"v": "written"}))
+    assert cache.filed("Service", ("ns", "chat"))[0]["spec"] == {"v": "written"}  # the watch is behind
+    index[("ns", "chat")] = [_obj("Service", "chat", 15, spec={"v": "someone else's, later"})]
+    assert cache.filed("Service", ("ns", "chat"))[0]["spec"] == {"v": "someone else's, later"}
+    index[("ns", "chat")] = [_obj("Service", "chat", 11, spec={"v": "an older event"})]  # the written one was dropped
+    assert cache.filed("Service", ("ns", "chat"))[0]["spec"] == {"v": "an older event"}
+
+
+def test_a_created_object_is_read_before_its_watch_event_and_forgotten_after_the_ttl():
+    cache, clock = _cache({}, ttl=30.0)
+    cache.wrote(_obj("Service", "chat", 3))
+    assert [o["metadata"]["name"] for o in cache.filed("Service", ("ns", "chat"))] == ["chat"]
+    assert cache.filed("Service", ("other", "chat")) == []  # another namespace's is another object
+    clock.now += 30.0
+    assert cache.filed("Service", ("ns", "chat")) == []  # never delivered (deleted meanwhile): the index is believed
+
+
+def test_the_index_wins_when_resource_versions_are_not_integers():
+    index = {("ns", "chat"): [_obj("Service", "chat", "a", spec={"v": "indexed"})]}
+    cache, _ = _cache(index)
+    cache.wrote(_obj("Service", "chat", "b", spec={"v": "written"}))
+    assert cache.filed("Service", ("ns", "chat"))[0]["spec"] == {"v": "indexed"}
+
+
+def test_a_deployment_written_is_read_back_among_its_llmdeployments_revisions():
+    labels = {"labels": {"llmops.dev/deployment": "chat"}}
+    index = {("ns", "chat"): [_obj("Deployment", "chat-a", 5, metadata=labels)]}
+    clock = Clock()
+    cache = ca.Cache({"Deployment"}, clock=clock)
+    cache.attach({"llmops_revisions": index})
+    cache.wrote(_obj("Deployment", "chat-b", 7, metadata=copy.deepcopy(labels)))
+    cache.wrote(_obj("Deployment", "other-b", 8, metadata={"labels": {"llmops.dev/deployment": "other"}}))
+    assert sorted(o["metadata"]["name"] for o in cache.filed("Deployment", ("ns", "chat"))) == ["chat-a", "chat-b"]
+    cache.deleted("Deployment", "ns", "chat-b")
+    assert [o["metadata"]["name"] for o in cache.filed("Deployment", ("ns", "chat"))] == ["chat-a"]
+
+
+def test_reads_are_copies_the_caller_may_change():
+    index = {("ns", "chat"): [_obj("Service", "chat", 1, spec={"v": 1})]}
+    cache, _ = _cache(index)
+    cache.filed("Service", ("ns", "chat"))[0]["spec"]["v"] = 2
+    assert index[("ns", "chat")][0]["spec"] == {"v": 1}
+
+
+def test_attaching_without_an_index_for_a_served_kind_is_refused():
+    cache = ca.Cache({"Service", "VirtualService"})
+    with pytest.raises(KeyError, match="VirtualService"):
+        cache.attach({"llmops_services": {}})
+    assert not cache.ready
+
+
+def test_kinds_the_cache_does_not_cover_are_read_by_a_list_of_their_name():
+    kube = FakeKube()
+    kube.add(_obj("Service", "chat", 1))
+    kube.add({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "chat", "namespace": "ns"}})
+    cache = ca.Cache({"Service"})
+    cache.attach({"llmops_services": {("ns", "chat"): [ca.stored(kube.objects[("v1", "Service", "ns", "chat")])]}})
+    reader = ca.CachedReader(cache, ca.ApiReader(kube))
+    assert reader.child("v1", "Service", "ns", "chat")["metadata"]["name"] == "chat" and kube.lists == []
+    assert reader.child("networking.istio.io/v1", "VirtualService", "ns", "chat")["kind"] == "VirtualService"
+    assert kube.lists == [("VirtualService", "", "metadata.name=chat")]
+    assert reader.child("networking.istio.io/v1", "VirtualService", "ns", "gone") is None
+
+
+class _Requests(list):
+    def __call__(self, verb, kind, code):
+        self.append((verb, kind))
+
+
+def _deps(kube, cache, now, requests):
+    counted = ca.WriteThroughKube(CountingKube(kube, requests), cache)
+    deps = fake_deps(kube, now)
+    return type(deps)(**{**deps.__dict__, "kube": counted, "reader": ca.CachedReader(cache, ca.ApiReader(counted))})
+
+
+@pytest.mark.parametrize("sample", ["llmdeployment-multigpu", "llmdeployment-minimal", "llmdeployment-gateway-api"])
+def test_a_pass_over_a_converged_llmdeployment_reads_only_the_llmdeployment(samples, sample):
+    """Issue 15: at rest a pass makes one request (the GET of its LLMDeployment), where it made a LIST or GET per child."""
+    doc = copy.deepcopy(samples[sample])
+    doc["metadata"]["namespace"] = "default"
+    kube = FakeKube()
+    kube.add(doc)
+    name = doc["metadata"]["name"]
+    served = {kind for _, kind, _, _ in ca.KINDS}
+    run_pass(fake_deps(kube, T0), "default", name)  # converges through requests
+    cache = ca.Cache(served)
+    cache.attach(indexes_of(kube))
+    requests = _Requests()
+    result = run_pass(_deps(kube, cache, T1, requests), "default", name)
+    assert result.writes == 0 and result.plan.actions == []
+    assert requests == [("get", "LLMDeployment")]
+
+
+def test_a_pass_right_after_writes_the_watch_has_not_shown_writes_nothing_again(samples):
+    """Without reading back what it wrote, the second pass would see the indexes from before the first and apply
+    every child again."""
+    doc = copy.deepcopy(samples["llmdeployment-multigpu"])
+    doc["metadata"]["namespace"] = "default"
+    kube = FakeKube()
+    kube.add(doc)
+    cache = ca.Cache({kind for _, kind, _, _ in ca.KINDS})
+    cache.attach(indexes_of(kube))  # empty: the watches will show nothing of this pass's writes
+    first = run_pass(_deps(kube, cache, T0, _Requests()), "default", "llama-70b")
+    assert first.writes >= 9  # every child, and the status
+    second = run_pass(_deps(kube, cache, T1, _Requests()), "default", "llama-70b")
+    assert second.writes == 0 and second.plan.actions == []
+
+
+def test_the_pass_plans_the_same_from_the_indexes_as_from_requests(samples):
+    """Differential: an LLMDeployment mid-rollout (a second revision, its LLMRollout) planned from the cache and
+    from the API reads alike."""
+    doc = copy.deepcopy(samples["llmdeployment-minimal"])
+    doc["metadata"]["namespace"] = "default"
+    kube = FakeKube()
+    kube.add(doc)
+    name = doc["metadata"]["name"]
+    ticks = (f"2026-11-21T10:{m:02d}:00Z" for m in itertools.count())
+    run_pass(fake_deps(kube, next(ticks)), "default", name)
+    obj = kube.objects[("llmops.dev/v1alpha1", "LLMDeployment", "default", name)]
+    obj["spec"]["runtime"] = {**obj["spec"].get("runtime", {}), "maxModelLen": 4096}
+    obj["metadata"]["generation"] += 1
+    for _ in range(3):
+        now = next(ticks)
+        twin = copy.deepcopy(kube)
+        cache = ca.Cache({kind for _, kind, _, _ in ca.KINDS})
+        cache.attach(indexes_of(twin))
+        cached = run_pass(_deps(twin, cache, now, _Requests()), "default", name)
+        direct = run_pass(fake_deps(kube, now), "default", name)
+        assert cached.plan == direct.plan and _without_uids(twin.objects) == _without_uids(kube.objects)
+
+
+def _without_uids(objects):
+    out = copy.deepcopy(objects)
+    for obj in out.values():
+        obj["metadata"].pop("uid", None)  # the fake stamps a random one on each create
+    return out
