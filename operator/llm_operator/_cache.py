@@ -1,4 +1,4 @@
-"""Reading an LLMDeployment's children: from watch-fed indexes, or from the API server.
+"""Reading an LLMDeployment's children: from watch-fed copies, or from the API server.
 
 A pass reads its LLMDeployment from the API server (never a stale spec) and everything the LLMDeployment owns
 through a :class:`Reader`:
@@ -6,20 +6,20 @@ through a :class:`Reader`:
 - :class:`ApiReader` asks the API server: one LIST of the revision Deployments (label selector), one LIST of the
   LLMRollouts (field selector ``spec.deploymentName``), and one LIST per other child by ``metadata.name`` field
   selector (a LIST, not a GET: the watch needs the ``list`` grant anyway, so the role grants no ``get`` on children).
-- :class:`CachedReader` answers from :class:`Cache`, the indexes kopf keeps from its watches (``@kopf.index``; the
-  watches filtered by the API server on the operator's ``managed-by`` label), for the kinds the cluster served
-  when the operator started, and falls back to an :class:`ApiReader` for the others (a CRD installed later) and
-  until the indexes are attached. kopf calls no handler before every index has its initial LIST
-  (kopf ``processing.py``: ``operator_indexed.wait_for(True)``), and the indexes are attached by the first
-  handler, so a cached read never sees a half-listed cache.
+- :class:`CachedReader` answers from :class:`Cache`, the copies the official client's informers keep
+  (:class:`~._kube.Informers`: LIST then WATCH, filtered by the API server on the operator's ``managed-by`` label;
+  a relist after 410 Gone deletes what vanished meanwhile) for the kinds the cluster served at start-up, once their
+  first LIST is in, and falls back to an :class:`ApiReader` otherwise (a CRD installed later, the first seconds).
 
 What the operator itself just wrote is read back from the write's response until the watch delivers it
 (:class:`WriteThroughKube` records it), as client-go's ``MutationCache`` does
-(``k8s.io/client-go/tools/cache/mutation_cache.go``): the newer of the indexed and the written object by
+(``k8s.io/client-go/tools/cache/mutation_cache.go``): the newer of the watched and the written object by
 ``resourceVersion``, compared as integers (kube-apiserver's are etcd revisions; comparable by contract since
-Kubernetes 1.35, KEP-5504), the indexed one when either is not an integer, and a written object the watch has
-not delivered for ``ttl`` seconds forgotten. Without it a pass following a write would see the object as it was
-before the write and write it again.
+Kubernetes 1.35, KEP-5504), the watched one when either is not an integer. Unlike client-go's, a write the watch has
+not shown after ``ttl`` seconds is not dropped in favour of the watch's older copy: that key is read from the API
+server until the watch catches up. A child the operator deleted is hidden until its watch says it is gone. Without
+this a pass following a write (often started by that very write's event on another kind) would see the child as
+it was and write it again, or act on a rollout's previous step.
 """
 
 from __future__ import annotations
@@ -129,101 +129,112 @@ class ApiReader:
         return self.kube.list(API_VERSION_ROLLOUT, "LLMRollout", namespace, "", field_selector=f"spec.deploymentName={deployment}")
 
 
+class Source(Protocol):
+    """Watch-fed copies of objects (:class:`~._kube.Informers`; a dict-backed fake in the unit tests)."""
+
+    def synced(self, kind: str) -> bool:
+        """Whether the copies of ``kind`` are complete (the first LIST is in)."""
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object as last seen, or None (not to be changed: the caller copies it)."""
+
+    def owned(self, kind: str, namespace: str, owner: str) -> list[dict[str, Any]]:
+        """The objects of ``kind`` filed under ``owner`` (:func:`index_key`)."""
+
+
+#: :meth:`Cache.filed`'s answer when a write of the operator's the watch has still not shown after ``ttl`` seconds:
+#: the copies cannot be believed for that key, ask the API server.
+UNSURE = None
+
+
 class Cache:
-    """kopf's watch-fed indexes of the children, and what the operator wrote that they have not shown yet.
+    """Watch-fed copies of the children (a :class:`Source`), and what the operator wrote that they do not show yet.
 
     Args:
-        kinds: the kinds to answer from the indexes (those the cluster served at start-up, so kopf watches them).
-        ttl: seconds a written object is read back while its watch event has not arrived (then the index is
-            believed again).
+        source: the copies; a kind is answered from them once :meth:`Source.synced` (until then, and for a kind it
+            does not keep, :class:`CachedReader` asks the API server).
+        ttl: seconds a write is read back while the watch has not shown it; a key whose write the watch has still not
+            shown then is read from the API server (a watch that far behind is not believed) until it does.
         clock: monotonic seconds.
     """
 
-    def __init__(self, kinds: Iterable[str], *, ttl: float = 30.0, clock: Callable[[], float] = time.monotonic):
-        self.kinds = frozenset(kinds)
+    def __init__(self, source: Source, kinds: Iterable[str], *, ttl: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        self.source, self.kinds = source, frozenset(kinds)
         self.ttl, self.clock = ttl, clock
-        self._indexes: dict[str, Index] = {}
-        self._written: dict[tuple[str, str, str], tuple[dict[str, Any], float]] = {}  # (kind, namespace, name) -> obj, until
+        #: (kind, namespace, key) -> name -> (the object written or None for a delete, until when it is read back)
+        self._written: dict[tuple[str, str, str], dict[str, tuple[dict[str, Any] | None, float]]] = {}
         self._lock = threading.Lock()
 
-    @property
-    def ready(self) -> bool:
-        """Whether the indexes are attached (every index of ``kinds`` has had its initial LIST)."""
-        return bool(self._indexes) or not self.kinds
-
-    def attach(self, indexes: Mapping[str, Any]) -> None:
-        """Take kopf's indexes (a handler's keyword arguments, named as :data:`KINDS` names them). Idempotent."""
-        if self._indexes:
-            return
-        found = {kind: indexes[index] for _, kind, _, index in KINDS if kind in self.kinds and index in indexes}
-        missing = sorted(self.kinds - set(found))
-        if missing:
-            raise KeyError(f"kopf passed no index for {', '.join(missing)}")
-        self._indexes = found
-
     def covers(self, kind: str) -> bool:
-        return kind in self._indexes
+        return kind in self.kinds and self.source.synced(kind)
+
+    def _note(self, kind: str, namespace: str, key: str, name: str, obj: dict[str, Any] | None) -> None:
+        with self._lock:
+            self._written.setdefault((kind, namespace, key), {})[name] = (obj, self.clock() + self.ttl)
 
     def wrote(self, obj: Mapping[str, Any]) -> None:
-        """The API server's answer to a write of ``obj`` (apply, create, status patch): read it back until the
-        index holds it or something newer, or ``ttl`` seconds pass."""
-        kind, meta = obj.get("kind"), obj.get("metadata") or {}
-        if kind not in self.kinds or not meta.get("name"):
-            return
-        with self._lock:
-            now = self.clock()
-            self._written = {k: v for k, v in self._written.items() if v[1] > now}  # bounded by the writes of one ttl
-            self._written[(str(kind), meta.get("namespace") or "", meta["name"])] = (stored(obj), now + self.ttl)
+        """The API server's answer to a write of ``obj`` (apply, create, status patch, scale): read it back until
+        the copies hold it or something newer."""
+        kind = str(obj.get("kind"))
+        key = index_key(kind, obj) if kind in self.kinds else None
+        if key is not None:
+            self._note(kind, key[0], key[1], obj["metadata"]["name"], stored(obj))
 
-    def deleted(self, kind: str, namespace: str, name: str) -> None:
-        with self._lock:
-            self._written.pop((kind, namespace, name), None)
+    def deleted(self, kind: str, namespace: str, name: str, key: str | None = None) -> None:
+        """The operator deleted it: hidden until the copies lose it (``key``: what it is filed under, its name
+        unless given)."""
+        if kind in self.kinds:
+            self._note(kind, namespace, key or name, name, None)
 
-    def filed(self, kind: str, key: tuple[str, str]) -> list[dict[str, Any]]:
-        """Copies of the objects of ``kind`` filed under ``key``, each the newer of the indexed and the written."""
-        store = self._indexes[kind].get(key)
-        indexed: list[dict[str, Any]] = []
-        for _ in range(3):  # kopf mutates its stores on the event loop; a copy racing one is retried
-            try:
-                indexed = list(store) if store is not None else []
-                break
-            except RuntimeError:
-                continue
-        by_name = {(o.get("metadata") or {}).get("name"): o for o in indexed}
+    def filed(self, kind: str, key: tuple[str, str]) -> list[dict[str, Any]] | None:
+        """Copies of the objects of ``kind`` filed under ``key``, each the newer of the watch's and the written, or
+        :data:`UNSURE`."""
+        namespace, owner = key
+        if kind in ("Deployment", "LLMRollout"):
+            seen = {o["metadata"]["name"]: o for o in self.source.owned(kind, namespace, owner)}
+        else:
+            found = self.source.get(kind, namespace, owner)
+            seen = {owner: found} if found is not None else {}
         with self._lock:
-            now = self.clock()
-            for (wkind, namespace, name), (obj, until) in list(self._written.items()):
-                if wkind != kind or namespace != key[0] or until <= now or index_key(kind, obj) != key:
-                    continue
-                held = by_name.get(name)
-                if held is None or _newer(held, obj):
-                    by_name[name] = obj
-                else:  # the watch caught up: the index is believed from now on
-                    del self._written[(wkind, namespace, name)]
-        return [copy.deepcopy(o) for o in by_name.values()]
+            pending = self._written.get((kind, namespace, owner))
+            if pending:
+                now = self.clock()
+                for name, (obj, until) in list(pending.items()):
+                    held = seen.get(name)
+                    shown = (held is None) if obj is None else (held is not None and not _newer(held, obj))
+                    if shown:  # the watch caught up: the copies are believed from now on
+                        del pending[name]
+                    elif until <= now:
+                        return UNSURE
+                    elif obj is None:
+                        seen.pop(name, None)
+                    else:
+                        seen[name] = obj
+                if not pending:
+                    del self._written[(kind, namespace, owner)]
+        return [copy.deepcopy(o) for o in seen.values()]
 
 
 class CachedReader:
-    """:class:`Reader` from a :class:`Cache` for the kinds it covers, from ``fallback`` for the others."""
+    """:class:`Reader` from a :class:`Cache` for the kinds it covers, from ``fallback`` for the others (and for a
+    key the cache is unsure of)."""
 
     def __init__(self, cache: Cache, fallback: Reader):
         self.cache, self.fallback = cache, fallback
 
     def child(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        if not self.cache.covers(kind):
+        found = self.cache.filed(kind, (namespace, name)) if self.cache.covers(kind) else UNSURE
+        if found is UNSURE:
             return self.fallback.child(api_version, kind, namespace, name)
-        found = self.cache.filed(kind, (namespace, name))
         return found[0] if found else None
 
     def revisions(self, namespace: str, deployment: str) -> list[dict[str, Any]]:
-        if not self.cache.covers("Deployment"):
-            return self.fallback.revisions(namespace, deployment)
-        return self.cache.filed("Deployment", (namespace, deployment))
+        found = self.cache.filed("Deployment", (namespace, deployment)) if self.cache.covers("Deployment") else UNSURE
+        return self.fallback.revisions(namespace, deployment) if found is UNSURE else found
 
     def rollouts(self, namespace: str, deployment: str) -> list[dict[str, Any]]:
-        if not self.cache.covers("LLMRollout"):
-            return self.fallback.rollouts(namespace, deployment)
-        return self.cache.filed("LLMRollout", (namespace, deployment))
+        found = self.cache.filed("LLMRollout", (namespace, deployment)) if self.cache.covers("LLMRollout") else UNSURE
+        return self.fallback.rollouts(namespace, deployment) if found is UNSURE else found
 
 
 class WriteThroughKube:
@@ -250,8 +261,10 @@ class WriteThroughKube:
         return out
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
-        self.cache.deleted(kind, namespace, name)
-        return self._inner.delete(api_version, kind, namespace, name)
+        gone = self._inner.delete(api_version, kind, namespace, name)
+        if kind not in ("Deployment", "LLMRollout"):  # those are filed by owner: their DELETED event removes them
+            self.cache.deleted(kind, namespace, name)
+        return gone
 
     def patch_status(self, api_version: str, kind: str, namespace: str, name: str, ops: JsonPatch) -> dict[str, Any]:
         out = self._inner.patch_status(api_version, kind, namespace, name, ops)
@@ -261,8 +274,11 @@ class WriteThroughKube:
     def patch(self, api_version: str, kind: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._inner.patch(api_version, kind, namespace, name, body)
 
-    def scale(self, namespace: str, name: str, replicas: int) -> None:
-        self._inner.scale(namespace, name, replicas)
+    def scale(self, namespace: str, name: str, replicas: int) -> dict[str, Any] | None:
+        out = self._inner.scale(namespace, name, replicas)
+        if out is not None:
+            self.cache.wrote(out)
+        return out
 
     def serves(self, api_version: str, kind: str) -> bool:
         return self._inner.serves(api_version, kind)

@@ -39,9 +39,9 @@ from . import _registry as reg
 from . import _resolver as rz
 from ._api import GROUP, VERSION, LLMDeploymentSpec, MlflowModelRef
 from ._backoff import Backoff
-from ._cache import KINDS, LABELLED, ApiReader, Cache, CachedReader, WriteThroughKube, index_key, stored
+from ._cache import KINDS, LABELLED, ApiReader, Cache, CachedReader, WriteThroughKube, index_key
 from ._events import EventRecorder
-from ._kube import CountingKube, DynamicKube, Kube, KubeError
+from ._kube import CountingKube, DynamicKube, Informers, Kube, KubeError
 from ._metrics import MetricsError, MetricsProvider, PrometheusProvider
 from ._mlflow import MlflowRegistry
 from ._progressive import target_versions
@@ -69,14 +69,14 @@ class Controller:
         autoscalers: the autoscaler kinds the cluster serves (``ScaledObject`` needs KEDA).
         backoff: a failed pass's retry delay per object (1 s doubling to 5 min, +-20% jitter: controller-runtime's
             item back-off); ``loop_backoff`` the same for the background loops.
-        cache: the watch-fed indexes passes read the children from (:class:`~._cache.Cache`, attached by the first
-            kopf handler: :meth:`attach`); None: every read is a request.
+        cache: the watch-fed copies passes read the children from (:class:`~._cache.Cache` over
+            :class:`~._kube.Informers`); None: every read is a request.
     """
 
     def __init__(self, kube: Kube, telemetry: Telemetry, *, settings: Settings = SETTINGS,
                  autoscalers: frozenset[str] = frozenset({"HorizontalPodAutoscaler"}), backoff: Backoff | None = None,
                  loop_backoff: Backoff | None = None, instance: str = INSTANCE, cache: Cache | None = None):
-        self.cache = cache or Cache(())
+        self.cache = cache or Cache(_NoCopies(), ())
         kube = WriteThroughKube(kube, self.cache)
         self.kube, self.telemetry, self.settings = kube, telemetry, settings
         self.events = EventRecorder(kube, instance)
@@ -134,13 +134,6 @@ class Controller:
         if self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed under a pass finishing at shutdown
                 self._loop.call_soon_threadsafe(self._wake.set)
-
-    def attach(self, indexes: Mapping[str, Any]) -> None:
-        """Hand the passes kopf's indexes (a handler's keyword arguments). kopf runs no handler before every index
-        has its initial LIST, so from the first handler on a pass reads its children from them."""
-        if not self.cache.ready:
-            self.cache.attach(indexes)
-            log.info("reading children from the watches: %s", ", ".join(sorted(self.cache.kinds)) or "none")
 
     # ------------------------------------------------------------------------------- the queue
 
@@ -403,6 +396,19 @@ class Controller:
                     self.schedule(namespace, name, 0)
 
 
+class _NoCopies:
+    """No watch-fed copies (a Controller built without them: every read is a request)."""
+
+    def synced(self, kind: str) -> bool:
+        return False
+
+    def get(self, kind: str, namespace: str, name: str) -> None:
+        return None
+
+    def owned(self, kind: str, namespace: str, owner: str) -> list[dict[str, Any]]:
+        return []
+
+
 # ----------------------------------------------------------------------------------- kopf's handlers
 
 @kopf.on.login()
@@ -424,11 +430,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     # The Deployment watch filtered by the API server (kopf >= 1.45 sends it as labelSelector on the LIST and the
     # WATCH; a handler's labels= filter is applied client-side, after every Deployment of the cluster arrived).
-    # The children's watches (the indexes below) likewise: only what this operator created.
-    for api_version, kind, plural, _index_name in KINDS:
-        if kind in LABELLED:
-            group, _sep, version = api_version.rpartition("/")
-            settings.watching.label_selectors[group, version, plural] = f"{c.LABEL_MANAGED_BY}={c.MANAGER}"
+    settings.watching.label_selectors["apps", "v1", "deployments"] = f"{c.LABEL_MANAGED_BY}={c.MANAGER}"
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     # Serving named namespaces: no cluster-wide LIST of namespaces (for patterns) or CRDs (for resources added
@@ -436,43 +438,38 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # applies the CRDs first), so the namespaced install needs no cluster-wide grant at all.
     settings.scanning.disabled = bool(SETTINGS.namespaces)
     telemetry = Telemetry()
-    kube = CountingKube(await asyncio.to_thread(DynamicKube.from_environment, SETTINGS.kubeconfig), telemetry.count_request)
+    dynamic_kube = await asyncio.to_thread(DynamicKube.from_environment, SETTINGS.kubeconfig)
+    kube = CountingKube(dynamic_kube, telemetry.count_request)
     if SETTINGS.metrics_port:
         telemetry.serve(SETTINGS.metrics_port)
     autoscalers = frozenset([
         kind for api_version, kind in (("autoscaling/v2", "HorizontalPodAutoscaler"), ("keda.sh/v1alpha1", "ScaledObject"))
         if await asyncio.to_thread(kube.serves, api_version, kind)
     ])
-    # The kinds kopf watches: those served now (a CRD installed later is read by requests until a restart).
-    served = [kind for api_version, kind, _, _ in KINDS if await asyncio.to_thread(kube.serves, api_version, kind)]
-    memo.controller = Controller(kube, telemetry, settings=SETTINGS, autoscalers=autoscalers, cache=Cache(served))
+    # The children and the LLMRollouts a pass reads, kept from watches of the kinds served now (a CRD installed
+    # later is read by requests until a restart), filtered by the API server on the operator's label.
+    served = [(api_version, kind, plural) for api_version, kind, plural, _ in KINDS
+              if await asyncio.to_thread(kube.serves, api_version, kind)]
+    informers = Informers(dynamic_kube.api_client, served, namespaces=SETTINGS.namespaces,
+                          label_selector=lambda kind: f"{c.LABEL_MANAGED_BY}={c.MANAGER}" if kind in LABELLED else None,
+                          owner=lambda kind, obj: (index_key(kind, obj) or (None, None))[1])
+    informers.start()
+    memo.informers = informers
+    memo.controller = Controller(kube, telemetry, settings=SETTINGS, autoscalers=autoscalers,
+                                 cache=Cache(informers, [kind for _, kind, _ in served]))
     memo.controller.start(SETTINGS.workers)
     telemetry.watch_queue(memo.controller.queue)
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    memo.informers.stop()
     await memo.controller.stop()
 
 
-def _indexer(kind: str) -> Callable[..., dict[tuple[str, str], dict[str, Any]]]:
-    def index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
-        key = index_key(kind, body)
-        return {key: stored(body)} if key is not None else {}  # {}: filed nowhere (None would keep the old filing)
-    index.__name__ = index.__qualname__ = f"index_{kind.lower()}"
-    return index
-
-
-# The children, and the LLMRollouts, kept by kopf from its watches: a pass reads them there (_cache).
-for _api_version, _kind, _plural, _index in KINDS:
-    _group, _, _version = _api_version.rpartition("/")
-    kopf.index(_group, _version, _plural, id=_index)(_indexer(_kind))
-
-
 @kopf.on.event(GROUP, VERSION, "llmdeployments")
-async def llmdeployment_event(type: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+async def llmdeployment_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """An LLMDeployment moved: a pass now if its spec changed (a new generation), else when its back-off allows."""
-    memo.controller.attach(kwargs)
     namespace, name = str(body.metadata.namespace), str(body.metadata.name)
     if type == "DELETED":
         memo.controller.forget(namespace, name)
@@ -481,18 +478,16 @@ async def llmdeployment_event(type: str, body: kopf.Body, memo: kopf.Memo, **kwa
 
 
 @kopf.on.event(GROUP, VERSION, "llmrollouts")
-async def llmrollout_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+async def llmrollout_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """An LLMRollout's spec or status moved: its LLMDeployment's pass carries the rollout forward."""
-    memo.controller.attach(kwargs)
     deployment = body.spec.get("deploymentName")
     if deployment:
         memo.controller.enqueue(str(body.metadata.namespace), deployment, urgent=False)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_MANAGED_BY: c.MANAGER})
-async def revision_deployment_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+async def revision_deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A revision Deployment moved (its pods becoming ready): its LLMDeployment's pass reports it."""
-    memo.controller.attach(kwargs)
     for ref in body.metadata.get("ownerReferences", []):
         if ref.get("controller") and ref.get("kind") == "LLMDeployment" and ref.get("apiVersion", "").startswith(GROUP + "/"):
             memo.controller.enqueue(str(body.metadata.namespace), ref["name"], urgent=False)

@@ -8,9 +8,11 @@ removed and fields other managers own (an HPA's replicas) are left alone.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
+import time
 from typing import Any, Protocol
 
 from . import _contract as c
@@ -62,8 +64,8 @@ class Kube(Protocol):
     def patch(self, api_version: str, kind: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """A JSON merge patch (RFC 7386) of the object (an Event's count, say); 404 when it is gone."""
 
-    def scale(self, namespace: str, name: str, replicas: int) -> None:
-        """Set a Deployment's ``spec.replicas`` with a merge patch."""
+    def scale(self, namespace: str, name: str, replicas: int) -> dict[str, Any] | None:
+        """Set a Deployment's ``spec.replicas`` with a merge patch; the Deployment as patched (None from a fake)."""
 
     def serves(self, api_version: str, kind: str) -> bool:
         """Whether the cluster serves ``kind`` (e.g. KEDA's ScaledObject)."""
@@ -115,9 +117,11 @@ class DynamicKube:
     def __init__(self, api_client: Any):
         from kubernetes import dynamic
 
+        self.api_client = api_client
         self._client = dynamic.DynamicClient(api_client)
         self._lock = threading.Lock()
         self._resources: dict[tuple[str, str], Any] = {}
+        self._unserved: dict[tuple[str, str], float] = {}  # a kind discovery did not find -> when to ask again
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None) -> DynamicKube:
@@ -131,10 +135,20 @@ class DynamicKube:
             return cls(kubernetes.config.new_client_from_config(config_file=kubeconfig))
 
     def _resource(self, api_version: str, kind: str) -> Any:
+        """The kind's API resource from discovery. A kind discovery does not find is not asked about again for
+        60 s: the client refetches all of discovery on every miss (several requests, under this lock)."""
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
         key = (api_version, kind)
         with self._lock:
             if key not in self._resources:
-                self._resources[key] = self._client.resources.get(api_version=api_version, kind=kind)
+                if self._unserved.get(key, 0.0) > time.monotonic():
+                    raise ResourceNotFoundError(f"{kind} ({api_version}) is not served")
+                try:
+                    self._resources[key] = self._client.resources.get(api_version=api_version, kind=kind)
+                except ResourceNotFoundError:
+                    self._unserved[key] = time.monotonic() + 60.0
+                    raise
             return self._resources[key]
 
     def serves(self, api_version: str, kind: str) -> bool:
@@ -206,11 +220,11 @@ class DynamicKube:
         except Exception as error:
             raise _wrap(error) from error
 
-    def scale(self, namespace: str, name: str, replicas: int) -> None:
+    def scale(self, namespace: str, name: str, replicas: int) -> dict[str, Any] | None:
         try:
-            self._resource("apps/v1", "Deployment").patch(
+            return self._resource("apps/v1", "Deployment").patch(
                 body={"spec": {"replicas": replicas}}, name=name, namespace=namespace,
-                content_type="application/merge-patch+json", field_manager=c.FIELD_MANAGER)
+                content_type="application/merge-patch+json", field_manager=c.FIELD_MANAGER).to_dict()
         except Exception as error:
             raise _wrap(error) from error
 
@@ -269,8 +283,156 @@ class CountingKube:
     def patch(self, api_version: str, kind: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._call("patch", kind, lambda: self._inner.patch(api_version, kind, namespace, name, body))
 
-    def scale(self, namespace: str, name: str, replicas: int) -> None:
-        self._call("patch", "Deployment", lambda: self._inner.scale(namespace, name, replicas))
+    def scale(self, namespace: str, name: str, replicas: int) -> dict[str, Any] | None:
+        return self._call("patch", "Deployment", lambda: self._inner.scale(namespace, name, replicas))
 
     def serves(self, api_version: str, kind: str) -> bool:
         return self._inner.serves(api_version, kind)
+
+
+# ----------------------------------------------------------------------------------- watch-fed copies
+
+#: kube-apiserver closes a watch after this many seconds and the informer resumes from its last resourceVersion
+#: (kopf's ``settings.watching.server_timeout`` as the operator sets it); the client gives up 30 s later, so a
+#: connection dead without a FIN is noticed.
+WATCH_SERVER_TIMEOUT, WATCH_CLIENT_TIMEOUT = 300, 330
+
+
+class _Listing:
+    """A LIST's answer as ``SharedInformer`` reads it: ``items`` (plain dicts) and ``metadata.resource_version``."""
+
+    def __init__(self, body: dict[str, Any]):
+        self.items = body.get("items") or []
+        self.metadata = type("ListMeta", (), {"resource_version": (body.get("metadata") or {}).get("resourceVersion")})()
+
+
+def _lister(call: Any, kind: str, api_version: str) -> Any:
+    """A list function for ``SharedInformer`` over one of the client's generated list calls (``call(**kwargs)``):
+    objects stay plain dicts (the JSON as served, ``apiVersion`` and ``kind`` added to a LIST's items, which omit
+    them), watches ask for bookmarks and end server-side after :data:`WATCH_SERVER_TIMEOUT`."""
+
+    def list_objects(**kwargs: Any) -> Any:
+        if kwargs.get("watch"):
+            kwargs.setdefault("allow_watch_bookmarks", True)
+            kwargs.setdefault("timeout_seconds", WATCH_SERVER_TIMEOUT)
+            kwargs.setdefault("_request_timeout", WATCH_CLIENT_TIMEOUT)
+            return call(**kwargs)
+        kwargs.pop("_preload_content", None)
+        body = json.loads(call(_preload_content=False, _request_timeout=60, **kwargs).data)
+        for item in body.get("items") or []:
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+        return _Listing(body)
+    # Watch.stream deserialises events by the list function's return annotation: ``object`` keeps them dicts and
+    # tracks their resourceVersion (with none, it would resume every watch from the LIST's).
+    list_objects.__annotations__ = {"return": object}
+    return list_objects
+
+
+class Informers:
+    """Watch-fed copies of some kinds' objects, one ``kubernetes.informer.SharedInformer`` (the official client's:
+    LIST, then WATCH from its resourceVersion; after a 410 Gone a new LIST whose diff deletes what vanished meanwhile;
+    reconnects on any error, never raising) per kind and namespace (all namespaces when ``namespaces`` is empty).
+
+    Args:
+        api_client: a ``kubernetes.client.ApiClient``; the informers use a client of their own over its
+            configuration, with a connection pool holding every watch.
+        kinds: ``(api version, kind, plural)`` of each kind to keep.
+        label_selector: the selector each kind's LIST and WATCH carry (filtered by the API server; None: all).
+        owner: ``owner(kind, obj)`` the name ``obj`` is filed under besides its own (the LLMDeployment a revision
+            Deployment or an LLMRollout belongs to), or None.
+    """
+
+    def __init__(self, api_client: Any, kinds: Any, *, namespaces: tuple[str, ...] = (),
+                 label_selector: Any = lambda kind: None, owner: Any = lambda kind, obj: None):
+        import copy as _copy
+
+        from kubernetes import client as k8s
+        from kubernetes.informer import ADDED, DELETED, MODIFIED, SharedInformer
+
+        class _Informer(SharedInformer):
+            """A SharedInformer that says when its first LIST is in its cache (client-go's ``HasSynced``)."""
+
+            def __init__(self, *args: Any, **kwargs: Any):
+                super().__init__(*args, **kwargs)
+                self.synced = threading.Event()
+
+            def _initial_list(self) -> None:
+                super()._initial_list()
+                self.synced.set()
+
+        config = _copy.copy(api_client.configuration)
+        config.connection_pool_maxsize = max(4, len(list(kinds)) * max(1, len(namespaces)) + 2)
+        self._api = k8s.ApiClient(config)
+        core, custom = k8s.CoreV1Api(self._api), k8s.CustomObjectsApi(self._api)
+        self._informers: dict[tuple[str, str | None], Any] = {}
+        self._owned: dict[tuple[str, str, str], set[str]] = {}  # (kind, namespace, owner) -> names
+        self._owner: dict[tuple[str, str, str], str] = {}  # (kind, namespace, name) -> owner
+        self._lock = threading.Lock()
+        self.kinds = {kind for _, kind, _ in kinds}
+        for api_version, kind, plural in kinds:
+            group, _, version = api_version.rpartition("/")
+            for namespace in namespaces or (None,):
+                if not group:  # the core group: the generated calls (/api/v1/...), e.g. list_service_for_all_namespaces
+                    call = (getattr(core, f"list_{kind.lower()}_for_all_namespaces") if namespace is None else
+                            functools.partial(getattr(core, f"list_namespaced_{kind.lower()}"), namespace))
+                elif namespace is None:
+                    call = functools.partial(custom.list_cluster_custom_object, group, version, plural)
+                else:
+                    call = functools.partial(custom.list_namespaced_custom_object, group, version, namespace, plural)
+                informer = _Informer(_lister(call, kind, api_version), label_selector=label_selector(kind))
+                if kind in ("Deployment", "LLMRollout"):
+                    for event, fn in ((ADDED, self._filed), (MODIFIED, self._filed), (DELETED, self._unfiled)):
+                        informer.add_event_handler(event, lambda obj, _kind=kind, _fn=fn, _owner=owner: _fn(_kind, obj, _owner))
+                self._informers[(kind, namespace)] = informer
+
+    def _filed(self, kind: str, obj: dict[str, Any], owner: Any) -> None:
+        meta = obj.get("metadata") or {}
+        key = (kind, meta.get("namespace") or "", meta.get("name") or "")
+        new = owner(kind, obj)
+        with self._lock:
+            old = self._owner.get(key)
+            if old == new:
+                return
+            if old is not None:
+                self._owned.get((kind, key[1], old), set()).discard(key[2])
+            if new is None:
+                self._owner.pop(key, None)
+            else:
+                self._owner[key] = new
+                self._owned.setdefault((kind, key[1], new), set()).add(key[2])
+
+    def _unfiled(self, kind: str, obj: dict[str, Any], owner: Any) -> None:
+        self._filed(kind, obj, lambda kind, obj: None)
+
+    def start(self) -> None:
+        for informer in self._informers.values():
+            informer.start()
+
+    def stop(self) -> None:
+        """Stop every watch (each informer's thread is joined when its stream next yields or ends)."""
+        for informer in self._informers.values():
+            informer._stop_event.set()
+            if informer._watch is not None:
+                informer._watch.stop()
+
+    def synced(self, kind: str) -> bool:
+        """Whether every informer of ``kind`` has its first LIST in its cache."""
+        found = [i for (k, _), i in self._informers.items() if k == kind]
+        return bool(found) and all(i.synced.is_set() for i in found)
+
+    def _cache(self, kind: str, namespace: str) -> Any:
+        informer = self._informers.get((kind, None)) or self._informers.get((kind, namespace))
+        return informer.cache if informer is not None else None
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object as last seen (the informer's own: the caller copies it before changing it), or None."""
+        cache = self._cache(kind, namespace)
+        return cache.get_by_key(f"{namespace}/{name}") if cache is not None else None
+
+    def owned(self, kind: str, namespace: str, owner: str) -> list[dict[str, Any]]:
+        """The objects of ``kind`` filed under ``owner`` (see ``owner`` above)."""
+        with self._lock:
+            names = sorted(self._owned.get((kind, namespace, owner), ()))
+        found = (self.get(kind, namespace, name) for name in names)
+        return [obj for obj in found if obj is not None]

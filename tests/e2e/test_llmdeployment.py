@@ -698,5 +698,6 @@ def test_an_adapter_added_by_spec_edit_rolls_out_through_the_canary(api, operato
     assert vs["spec"]["http"][0]["route"][0]["weight"] == 50
     obj = wait_for(lambda: (o := _llmd(api, namespace, "qwen-small")) and o["status"]["stableRevision"] == new and o, 60, "promoted")
     assert [a["name"] for a in obj["status"]["adapters"]] == ["sql", "support"] and obj["status"]["adapterCount"] == 2
-    assert next(r for r in api.list("llmops.dev/v1alpha1", "LLMRollout", namespace) if r["metadata"]["name"] == rollout["metadata"]["name"])[
-        "status"]["phase"] == "Succeeded"
+    # The rollout's status lands after the LLMDeployment's (by design: execute): awaited, not raced.
+    wait_for(lambda: next(r for r in api.list("llmops.dev/v1alpha1", "LLMRollout", namespace) if r["metadata"]["name"] == rollout[
+        "metadata"]["name"])["status"]["phase"] == "Succeeded", 30, "the rollout Succeeded")

@@ -1,4 +1,4 @@
-"""Reading children from the watch-fed indexes (_cache): the indexes as kopf files them, what the operator wrote
+"""Reading children from the watch-fed copies (_cache): the objects filed as a pass asks for them, what the operator wrote
 read back until the watch shows it (client-go's MutationCache rules), the fallback to requests, and a pass reading
 only its LLMDeployment from the API server once the cluster has converged."""
 
@@ -21,15 +21,32 @@ def _obj(kind, name, rv, namespace="ns", **extra):
             **extra.pop("metadata", {})}, **extra}
 
 
-def indexes_of(kube: FakeKube) -> dict[str, dict]:
-    """The indexes kopf would hold for ``kube``'s objects (a snapshot: later writes are not in it)."""
-    out: dict[str, dict] = {index: {} for _, _, _, index in ca.KINDS}
-    names = {kind: index for _, kind, _, index in ca.KINDS}
-    for (_, kind, _, _), obj in kube.objects.items():
-        key = ca.index_key(kind, obj) if kind in names else None
-        if key is not None:
-            out[names[kind]].setdefault(key, []).append(ca.stored(obj))
-    return out
+class Copies:
+    """A :class:`~llm_operator._cache.Source` over a dict: what the informers would hold."""
+
+    def __init__(self, objects=(), synced=True):
+        self.objects = {}
+        self.is_synced = synced
+        for obj in objects:
+            self.put(obj)
+
+    @classmethod
+    def of(cls, kube: FakeKube) -> "Copies":
+        """``kube``'s objects as the watches would show them (a snapshot: later writes are not in it)."""
+        kinds = {kind for _, kind, _, _ in ca.KINDS}
+        return cls(copy.deepcopy(o) for (_, kind, _, _), o in kube.objects.items() if kind in kinds)
+
+    def put(self, obj):
+        self.objects[(obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])] = obj
+
+    def synced(self, kind):
+        return self.is_synced
+
+    def get(self, kind, namespace, name):
+        return self.objects.get((kind, namespace, name))
+
+    def owned(self, kind, namespace, owner):
+        return [o for (k, ns, _), o in self.objects.items() if k == kind and ca.index_key(kind, o) == (namespace, owner)]
 
 
 @pytest.mark.parametrize(("kind", "body", "key"), [
@@ -59,78 +76,76 @@ class Clock:
         return self.now
 
 
-def _cache(index, ttl=30.0):
+def _cache(*objects, ttl=30.0):
     clock = Clock()
-    cache = ca.Cache({"Service", "Deployment"}, ttl=ttl, clock=clock)
-    cache.attach({"llmops_services": index, "llmops_revisions": {}, "unrelated": {}})
-    return cache, clock
+    copies = Copies(objects)
+    return ca.Cache(copies, {"Service", "Deployment"}, ttl=ttl, clock=clock), copies, clock
 
 
 def test_a_written_object_is_read_back_until_the_watch_delivers_it_or_something_newer():
-    index = {("ns", "chat"): [_obj("Service", "chat", 10, spec={"v": "old"})]}
-    cache, _ = _cache(index)
+    cache, copies, _ = _cache(_obj("Service", "chat", 10, spec={"v": "old"}))
     cache.wrote(_obj("Service", "chat", 12, spec={"v": "written"}))
     assert cache.filed("Service", ("ns", "chat"))[0]["spec"] == {"v": "written"}  # the watch is behind
-    index[("ns", "chat")] = [_obj("Service", "chat", 15, spec={"v": "someone else's, later"})]
+    copies.put(_obj("Service", "chat", 15, spec={"v": "someone else's, later"}))
     assert cache.filed("Service", ("ns", "chat"))[0]["spec"] == {"v": "someone else's, later"}
-    index[("ns", "chat")] = [_obj("Service", "chat", 11, spec={"v": "an older event"})]  # the written one was dropped
+    copies.put(_obj("Service", "chat", 11, spec={"v": "an older event"}))  # the written one was dropped
     assert cache.filed("Service", ("ns", "chat"))[0]["spec"] == {"v": "an older event"}
 
 
-def test_a_created_object_is_read_before_its_watch_event_and_forgotten_after_the_ttl():
-    cache, clock = _cache({}, ttl=30.0)
+def test_a_created_object_is_read_before_its_watch_event_and_the_api_asked_when_the_watch_stays_behind():
+    cache, copies, clock = _cache(ttl=30.0)
     cache.wrote(_obj("Service", "chat", 3))
     assert [o["metadata"]["name"] for o in cache.filed("Service", ("ns", "chat"))] == ["chat"]
     assert cache.filed("Service", ("other", "chat")) == []  # another namespace's is another object
     clock.now += 30.0
-    assert cache.filed("Service", ("ns", "chat")) == []  # never delivered (deleted meanwhile): the index is believed
+    assert cache.filed("Service", ("ns", "chat")) is ca.UNSURE  # a watch 30 s behind the operator's write
+    copies.put(_obj("Service", "chat", 3))
+    assert cache.filed("Service", ("ns", "chat"))[0]["metadata"]["resourceVersion"] == "3"  # caught up: believed again
 
 
-def test_the_index_wins_when_resource_versions_are_not_integers():
-    index = {("ns", "chat"): [_obj("Service", "chat", "a", spec={"v": "indexed"})]}
-    cache, _ = _cache(index)
+def test_a_deleted_child_is_hidden_until_the_watch_says_it_is_gone():
+    cache, copies, clock = _cache(_obj("Service", "chat", 3))
+    cache.deleted("Service", "ns", "chat")
+    assert cache.filed("Service", ("ns", "chat")) == []
+    del copies.objects[("Service", "ns", "chat")]
+    assert cache.filed("Service", ("ns", "chat")) == []
+    copies.put(_obj("Service", "chat", 9))  # created again since (a pass applied it): nothing hides it
+    assert len(cache.filed("Service", ("ns", "chat"))) == 1
+
+
+def test_the_watch_wins_when_resource_versions_are_not_integers():
+    cache, _, _ = _cache(_obj("Service", "chat", "a", spec={"v": "indexed"}))
     cache.wrote(_obj("Service", "chat", "b", spec={"v": "written"}))
     assert cache.filed("Service", ("ns", "chat"))[0]["spec"] == {"v": "indexed"}
 
 
 def test_a_deployment_written_is_read_back_among_its_llmdeployments_revisions():
     labels = {"labels": {"llmops.dev/deployment": "chat"}}
-    index = {("ns", "chat"): [_obj("Deployment", "chat-a", 5, metadata=labels)]}
-    clock = Clock()
-    cache = ca.Cache({"Deployment"}, clock=clock)
-    cache.attach({"llmops_revisions": index})
+    cache, _, _ = _cache(_obj("Deployment", "chat-a", 5, metadata=copy.deepcopy(labels)))
     cache.wrote(_obj("Deployment", "chat-b", 7, metadata=copy.deepcopy(labels)))
     cache.wrote(_obj("Deployment", "other-b", 8, metadata={"labels": {"llmops.dev/deployment": "other"}}))
     assert sorted(o["metadata"]["name"] for o in cache.filed("Deployment", ("ns", "chat"))) == ["chat-a", "chat-b"]
-    cache.deleted("Deployment", "ns", "chat-b")
-    assert [o["metadata"]["name"] for o in cache.filed("Deployment", ("ns", "chat"))] == ["chat-a"]
 
 
 def test_reads_are_copies_the_caller_may_change():
-    index = {("ns", "chat"): [_obj("Service", "chat", 1, spec={"v": 1})]}
-    cache, _ = _cache(index)
+    cache, copies, _ = _cache(_obj("Service", "chat", 1, spec={"v": 1}))
     cache.filed("Service", ("ns", "chat"))[0]["spec"]["v"] = 2
-    assert index[("ns", "chat")][0]["spec"] == {"v": 1}
+    assert copies.objects[("Service", "ns", "chat")]["spec"] == {"v": 1}
 
 
-def test_attaching_without_an_index_for_a_served_kind_is_refused():
-    cache = ca.Cache({"Service", "VirtualService"})
-    with pytest.raises(KeyError, match="VirtualService"):
-        cache.attach({"llmops_services": {}})
-    assert not cache.ready
-
-
-def test_kinds_the_cache_does_not_cover_are_read_by_a_list_of_their_name():
+def test_kinds_not_kept_or_not_yet_synced_are_read_by_a_list_of_their_name():
     kube = FakeKube()
     kube.add(_obj("Service", "chat", 1))
     kube.add({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "chat", "namespace": "ns"}})
-    cache = ca.Cache({"Service"})
-    cache.attach({"llmops_services": {("ns", "chat"): [ca.stored(kube.objects[("v1", "Service", "ns", "chat")])]}})
-    reader = ca.CachedReader(cache, ca.ApiReader(kube))
+    copies = Copies.of(kube)
+    reader = ca.CachedReader(ca.Cache(copies, {"Service"}), ca.ApiReader(kube))
     assert reader.child("v1", "Service", "ns", "chat")["metadata"]["name"] == "chat" and kube.lists == []
     assert reader.child("networking.istio.io/v1", "VirtualService", "ns", "chat")["kind"] == "VirtualService"
     assert kube.lists == [("VirtualService", "", "metadata.name=chat")]
     assert reader.child("networking.istio.io/v1", "VirtualService", "ns", "gone") is None
+    copies.is_synced = False  # the first LIST not in yet
+    assert reader.child("v1", "Service", "ns", "chat")["metadata"]["name"] == "chat"
+    assert kube.lists[-1] == ("Service", "", "metadata.name=chat")
 
 
 class _Requests(list):
@@ -154,8 +169,7 @@ def test_a_pass_over_a_converged_llmdeployment_reads_only_the_llmdeployment(samp
     name = doc["metadata"]["name"]
     served = {kind for _, kind, _, _ in ca.KINDS}
     run_pass(fake_deps(kube, T0), "default", name)  # converges through requests
-    cache = ca.Cache(served)
-    cache.attach(indexes_of(kube))
+    cache = ca.Cache(Copies.of(kube), served)
     requests = _Requests()
     result = run_pass(_deps(kube, cache, T1, requests), "default", name)
     assert result.writes == 0 and result.plan.actions == []
@@ -169,8 +183,7 @@ def test_a_pass_right_after_writes_the_watch_has_not_shown_writes_nothing_again(
     doc["metadata"]["namespace"] = "default"
     kube = FakeKube()
     kube.add(doc)
-    cache = ca.Cache({kind for _, kind, _, _ in ca.KINDS})
-    cache.attach(indexes_of(kube))  # empty: the watches will show nothing of this pass's writes
+    cache = ca.Cache(Copies.of(kube), {kind for _, kind, _, _ in ca.KINDS})  # the watches show none of the writes
     first = run_pass(_deps(kube, cache, T0, _Requests()), "default", "llama-70b")
     assert first.writes >= 9  # every child, and the status
     second = run_pass(_deps(kube, cache, T1, _Requests()), "default", "llama-70b")
@@ -193,8 +206,7 @@ def test_the_pass_plans_the_same_from_the_indexes_as_from_requests(samples):
     for _ in range(3):
         now = next(ticks)
         twin = copy.deepcopy(kube)
-        cache = ca.Cache({kind for _, kind, _, _ in ca.KINDS})
-        cache.attach(indexes_of(twin))
+        cache = ca.Cache(Copies.of(twin), {kind for _, kind, _, _ in ca.KINDS})
         cached = run_pass(_deps(twin, cache, now, _Requests()), "default", name)
         direct = run_pass(fake_deps(kube, now), "default", name)
         assert cached.plan == direct.plan and _without_uids(twin.objects) == _without_uids(kube.objects)
