@@ -26,6 +26,7 @@ import argparse
 import collections
 import json
 import math
+import os
 import pathlib
 import tempfile
 import time
@@ -53,6 +54,12 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return round(int(line.split()[1]) / 1024, 1)
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used (``/proc/<pid>/stat`` fields 14 and 15, in clock ticks)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def histogram(text: str, name: str) -> dict[str, float]:
@@ -143,6 +150,8 @@ def measure(n: int, args: argparse.Namespace) -> dict:
 
             # converge: the operator started after they exist
             since = len(api.requests())
+            components = {name: proc.popen.pid for name, proc in api.plane.processes.items() if proc.popen is not None}
+            cpu_before = {name: cpu_seconds(pid) for name, pid in components.items()}
             started = time.monotonic()
             operator = start()
             rss_start = rss_mb(operator.process.pid)
@@ -164,6 +173,9 @@ def measure(n: int, args: argparse.Namespace) -> dict:
                         "idle_per_minute": {"requests": None}, "converge_seconds": None,
                         "targets_met": {"converge_60s": False}}
             converge_s = round(time.monotonic() - started, 1)
+            # who the two cores worked for meanwhile (what breaks first is whoever is at its share)
+            cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 1) for name, pid in components.items()}
+            cpu["operator"] = round(cpu_seconds(operator.process.pid), 1)
             reads = mine(since)
             rss_converged = rss_mb(operator.process.pid)
 
@@ -209,10 +221,13 @@ def measure(n: int, args: argparse.Namespace) -> dict:
                        "rss_250mb": max(rss_converged, rss_before_restart, rss_end) < 250, "restart_0_writes": not restart_writes}
             figures = {
                 "objects": n, "autoscaled": len(names[::10]), "workers": args.workers, "resync_seconds": args.resync,
-                "converge_seconds": converge_s,
+                "converge_seconds": converge_s, "cpu_seconds_until_converged": cpu,
                 "until_converged": {"requests_per_object": round(len(reads) / n, 1),
                                     "writes_per_object": round(sum(r.write for r in reads) / n, 1),
-                                    "events_per_object": round(sum(r.write and r.resource == "events" for r in reads) / n, 1)},
+                                    "events_per_object": round(sum(r.write and r.resource == "events" for r in reads) / n, 1),
+                                    "writes_by_verb": dict(collections.Counter(
+                                        f"{r.verb} {r.resource}{'/' + r.subresource if r.subresource else ''}"
+                                        for r in reads if r.write).most_common(12))},
                 "idle_per_minute": {"requests": len(idle), "writes": len(idle_writes),
                                     "by_verb": dict(collections.Counter(f"{r.verb} {r.resource}" for r in idle).most_common(8))},
                 "edit_seconds": edit,

@@ -183,8 +183,23 @@ class Cache:
     def deleted(self, kind: str, namespace: str, name: str, key: str | None = None) -> None:
         """The operator deleted it: hidden until the copies lose it (``key``: what it is filed under, its name
         unless given)."""
-        if kind in self.kinds:
+        if kind in self.kinds and (key is not None or kind not in ("Deployment", "LLMRollout")):
             self._note(kind, namespace, key or name, name, None)
+
+    def owner_of(self, kind: str, namespace: str, name: str) -> str | None:
+        """What the object is filed under, from its copy or a pending write (None when neither knows it)."""
+        held = self.source.get(kind, namespace, name) if kind in self.kinds else None
+        if held is not None:
+            key = index_key(kind, held)
+            return key[1] if key else None
+        with self._lock:
+            return next((owner for (k, ns, owner), names in self._written.items() if k == kind and ns == namespace and name in names), None)
+
+    def settle(self, kind: str, key: tuple[str, str]) -> None:
+        """The API server was asked about ``key``: its pending writes are not read back any more (what it answered
+        is newer than all of them, and the copies are believed again from the next read)."""
+        with self._lock:
+            self._written.pop((kind, key[0], key[1]), None)
 
     def filed(self, kind: str, key: tuple[str, str]) -> list[dict[str, Any]] | None:
         """Copies of the objects of ``kind`` filed under ``key``, each the newer of the watch's and the written, or
@@ -222,19 +237,25 @@ class CachedReader:
     def __init__(self, cache: Cache, fallback: Reader):
         self.cache, self.fallback = cache, fallback
 
-    def child(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        found = self.cache.filed(kind, (namespace, name)) if self.cache.covers(kind) else UNSURE
+    def _read(self, kind: str, key: tuple[str, str], ask: Callable[[], Any]) -> Any:
+        if not self.cache.covers(kind):
+            return ask()
+        found = self.cache.filed(kind, key)
         if found is UNSURE:
-            return self.fallback.child(api_version, kind, namespace, name)
-        return found[0] if found else None
+            answer = ask()
+            self.cache.settle(kind, key)
+            return answer
+        return found
+
+    def child(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self._read(kind, (namespace, name), lambda: self.fallback.child(api_version, kind, namespace, name))
+        return found if not isinstance(found, list) else (found[0] if found else None)
 
     def revisions(self, namespace: str, deployment: str) -> list[dict[str, Any]]:
-        found = self.cache.filed("Deployment", (namespace, deployment)) if self.cache.covers("Deployment") else UNSURE
-        return self.fallback.revisions(namespace, deployment) if found is UNSURE else found
+        return self._read("Deployment", (namespace, deployment), lambda: self.fallback.revisions(namespace, deployment))
 
     def rollouts(self, namespace: str, deployment: str) -> list[dict[str, Any]]:
-        found = self.cache.filed("LLMRollout", (namespace, deployment)) if self.cache.covers("LLMRollout") else UNSURE
-        return self.fallback.rollouts(namespace, deployment) if found is UNSURE else found
+        return self._read("LLMRollout", (namespace, deployment), lambda: self.fallback.rollouts(namespace, deployment))
 
 
 class WriteThroughKube:
@@ -261,9 +282,9 @@ class WriteThroughKube:
         return out
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        owner = self.cache.owner_of(kind, namespace, name)
         gone = self._inner.delete(api_version, kind, namespace, name)
-        if kind not in ("Deployment", "LLMRollout"):  # those are filed by owner: their DELETED event removes them
-            self.cache.deleted(kind, namespace, name)
+        self.cache.deleted(kind, namespace, name, key=owner)
         return gone
 
     def patch_status(self, api_version: str, kind: str, namespace: str, name: str, ops: JsonPatch) -> dict[str, Any]:

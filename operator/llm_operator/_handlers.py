@@ -1,8 +1,9 @@
 """kopf handlers: thin wiring from watch events to the reconcilers. Nothing here decides.
 
-Every LLMDeployment is reconciled level-based: on each watch event of the object itself, on each event
-of a Deployment it owns (so readiness shows in status promptly), and by a periodic resync of all of them
-(one LIST per interval). All three only add the object's key to the work queue (:class:`~._workqueue.WorkQueue`,
+Every LLMDeployment is reconciled level-based: on each watch event of the object itself (kopf's), on each event
+of a Deployment it owns (so readiness shows in status promptly) or of an LLMRollout naming it (the informers',
+:class:`~._kube.Informers`, whose copies the passes read: a pass an event starts sees at least that event), and
+by a periodic resync of all of them (one LIST per interval). All only add the object's key to the work queue (:class:`~._workqueue.WorkQueue`,
 client-go's semantics); ``workers`` passes (``--workers``) run at once, one per object at a time, FIFO so no
 object starves the others, each re-reading the object first, so a pass never acts on a stale spec. A pass that
 wants another (a rollout step, a retry after back-off) adds its key back after the delay.
@@ -428,9 +429,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="llmops.dev", key="last-handled-configuration")
     settings.posting.level = logging.WARNING  # our own Events are posted explicitly
     settings.watching.server_timeout = 300
-    # The Deployment watch filtered by the API server (kopf >= 1.45 sends it as labelSelector on the LIST and the
-    # WATCH; a handler's labels= filter is applied client-side, after every Deployment of the cluster arrived).
-    settings.watching.label_selectors["apps", "v1", "deployments"] = f"{c.LABEL_MANAGED_BY}={c.MANAGER}"
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     # Serving named namespaces: no cluster-wide LIST of namespaces (for patterns) or CRDs (for resources added
@@ -450,14 +448,22 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # later is read by requests until a restart), filtered by the API server on the operator's label.
     served = [(api_version, kind, plural) for api_version, kind, plural, _ in KINDS
               if await asyncio.to_thread(kube.serves, api_version, kind)]
+    loop = asyncio.get_running_loop()
+
+    def changed(kind: str, obj: dict[str, Any]) -> None:  # on an informer's thread, its copy already updated
+        deployment = llmdeployment_of(kind, obj)
+        if deployment:
+            namespace = str((obj.get("metadata") or {}).get("namespace"))
+            loop.call_soon_threadsafe(functools.partial(memo.controller.enqueue, namespace, deployment, urgent=False))
+
     informers = Informers(dynamic_kube.api_client, served, namespaces=SETTINGS.namespaces,
                           label_selector=lambda kind: f"{c.LABEL_MANAGED_BY}={c.MANAGER}" if kind in LABELLED else None,
-                          owner=lambda kind, obj: (index_key(kind, obj) or (None, None))[1])
-    informers.start()
+                          owner=lambda kind, obj: (index_key(kind, obj) or (None, None))[1], on_change=changed)
     memo.informers = informers
     memo.controller = Controller(kube, telemetry, settings=SETTINGS, autoscalers=autoscalers,
                                  cache=Cache(informers, [kind for _, kind, _ in served]))
     memo.controller.start(SETTINGS.workers)
+    informers.start()
     telemetry.watch_queue(memo.controller.queue)
 
 
@@ -477,17 +483,13 @@ async def llmdeployment_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: 
     memo.controller.enqueue(namespace, name, urgent=memo.controller.seen(namespace, name, body.metadata.get("generation")))
 
 
-@kopf.on.event(GROUP, VERSION, "llmrollouts")
-async def llmrollout_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """An LLMRollout's spec or status moved: its LLMDeployment's pass carries the rollout forward."""
-    deployment = body.spec.get("deploymentName")
-    if deployment:
-        memo.controller.enqueue(str(body.metadata.namespace), deployment, urgent=False)
-
-
-@kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_MANAGED_BY: c.MANAGER})
-async def revision_deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A revision Deployment moved (its pods becoming ready): its LLMDeployment's pass reports it."""
-    for ref in body.metadata.get("ownerReferences", []):
-        if ref.get("controller") and ref.get("kind") == "LLMDeployment" and ref.get("apiVersion", "").startswith(GROUP + "/"):
-            memo.controller.enqueue(str(body.metadata.namespace), ref["name"], urgent=False)
+def llmdeployment_of(kind: str, obj: Mapping[str, Any]) -> str | None:
+    """The LLMDeployment whose pass a change of ``obj`` concerns: an LLMRollout's ``spec.deploymentName`` (its spec or
+    status moved: the pass carries the rollout forward), a revision Deployment's controlling owner (its pods becoming
+    ready: the pass reports it); None for anything else."""
+    if kind == "LLMRollout":
+        return (obj.get("spec") or {}).get("deploymentName") or None
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == "LLMDeployment" and str(ref.get("apiVersion", "")).startswith(GROUP + "/"):
+            return str(ref["name"])
+    return None

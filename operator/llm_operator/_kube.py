@@ -16,6 +16,7 @@ import time
 from typing import Any, Protocol
 
 from . import _contract as c
+from ._backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -306,17 +307,56 @@ class _Listing:
         self.metadata = type("ListMeta", (), {"resource_version": (body.get("metadata") or {}).get("resourceVersion")})()
 
 
-def _lister(call: Any, kind: str, api_version: str) -> Any:
+def _stripped_cache() -> Any:
+    """A ``kubernetes.informer.cache.ObjectCache`` keeping each object without ``metadata.managedFields``."""
+    from kubernetes.informer.cache import ObjectCache
+
+    def strip(obj: Any) -> Any:
+        if isinstance(obj, dict) and (obj.get("metadata") or {}).get("managedFields") is not None:
+            obj = {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "managedFields"}}
+        return obj
+
+    class StrippedCache(ObjectCache):
+        def _put(self, obj: Any) -> None:
+            super()._put(strip(obj))
+
+        def _replace_all(self, objects: Any) -> None:
+            super()._replace_all([strip(o) for o in objects])
+
+    return StrippedCache()
+
+
+def _lister(call: Any, kind: str, api_version: str, what: str = "") -> Any:
     """A list function for ``SharedInformer`` over one of the client's generated list calls (``call(**kwargs)``):
     objects stay plain dicts (the JSON as served, ``apiVersion`` and ``kind`` added to a LIST's items, which omit
-    them), watches ask for bookmarks and end server-side after :data:`WATCH_SERVER_TIMEOUT`."""
+    them), watches ask for bookmarks and end server-side after :data:`WATCH_SERVER_TIMEOUT`.
+
+    ``SharedInformer`` opens a new watch at once after one fails (a 403, a 404 once a CRD is gone, the API server
+    restarting), and lists again only after a 410: a watch that cannot be opened here waits 1 s doubling to 30 s
+    (+-20%) first, and after 5 failures in a row the next opening is refused with a 410 of our own, so the informer
+    lists again (its copies are not left frozen behind a watch that keeps failing; a LIST that fails is retried by
+    the informer every 5 s)."""
+    from kubernetes.client.exceptions import ApiException
+
+    backoff = Backoff(base=1.0, cap=30.0)
+    state = {"failures": 0}
 
     def list_objects(**kwargs: Any) -> Any:
         if kwargs.get("watch"):
+            if state["failures"] >= 5:
+                state["failures"] = 0
+                raise ApiException(status=410, reason=f"{what}: its watch failed 5 times in a row; listing again")
+            if state["failures"]:
+                time.sleep(backoff.failure("watch"))
             kwargs.setdefault("allow_watch_bookmarks", True)
             kwargs.setdefault("timeout_seconds", WATCH_SERVER_TIMEOUT)
             kwargs.setdefault("_request_timeout", WATCH_CLIENT_TIMEOUT)
-            return call(**kwargs)
+            state["failures"] += 1  # until the server answers the watch with a 200
+            response = call(**kwargs)
+            if 200 <= int(getattr(response, "status", 200) or 200) < 300:
+                state["failures"] = 0
+                backoff.success("watch")
+            return response
         kwargs.pop("_preload_content", None)
         body = json.loads(call(_preload_content=False, _request_timeout=60, **kwargs).data)
         for item in body.get("items") or []:
@@ -344,17 +384,21 @@ class Informers:
     """
 
     def __init__(self, api_client: Any, kinds: Any, *, namespaces: tuple[str, ...] = (),
-                 label_selector: Any = lambda kind: None, owner: Any = lambda kind, obj: None):
+                 label_selector: Any = lambda kind: None, owner: Any = lambda kind, obj: None,
+                 on_change: Any = lambda kind, obj: None):
         import copy as _copy
 
         from kubernetes import client as k8s
         from kubernetes.informer import ADDED, DELETED, MODIFIED, SharedInformer
 
         class _Informer(SharedInformer):
-            """A SharedInformer that says when its first LIST is in its cache (client-go's ``HasSynced``)."""
+            """A SharedInformer that keeps its copies without ``managedFields`` (client-go's
+            ``TransformStripManagedFields``: no pass reads them, and they are often the larger part of a small object)
+            and says when its first LIST is in them (client-go's ``HasSynced``)."""
 
             def __init__(self, *args: Any, **kwargs: Any):
                 super().__init__(*args, **kwargs)
+                self._cache = _stripped_cache()
                 self.synced = threading.Event()
 
             def _initial_list(self) -> None:
@@ -370,6 +414,7 @@ class Informers:
         self._owner: dict[tuple[str, str, str], str] = {}  # (kind, namespace, name) -> owner
         self._lock = threading.Lock()
         self.kinds = {kind for _, kind, _ in kinds}
+        self._owner_of = owner
         for api_version, kind, plural in kinds:
             group, _, version = api_version.rpartition("/")
             for namespace in namespaces or (None,):
@@ -380,11 +425,17 @@ class Informers:
                     call = functools.partial(custom.list_cluster_custom_object, group, version, plural)
                 else:
                     call = functools.partial(custom.list_namespaced_custom_object, group, version, namespace, plural)
-                informer = _Informer(_lister(call, kind, api_version), label_selector=label_selector(kind))
+                informer = _Informer(_lister(call, kind, api_version, f"{kind} in {namespace or 'all namespaces'}"),
+                                     label_selector=label_selector(kind))
                 if kind in ("Deployment", "LLMRollout"):
                     for event, fn in ((ADDED, self._filed), (MODIFIED, self._filed), (DELETED, self._unfiled)):
-                        informer.add_event_handler(event, lambda obj, _kind=kind, _fn=fn, _owner=owner: _fn(_kind, obj, _owner))
+                        informer.add_event_handler(event, functools.partial(self._changed, informer, kind, fn, owner, on_change))
                 self._informers[(kind, namespace)] = informer
+
+    def _changed(self, informer: Any, kind: str, file: Any, owner: Any, on_change: Any, obj: dict[str, Any]) -> None:
+        file(kind, obj, owner)
+        if informer.synced.is_set():  # not for the first LIST's objects: the LLMDeployments' own events start those passes
+            on_change(kind, obj)
 
     def _filed(self, kind: str, obj: dict[str, Any], owner: Any) -> None:
         meta = obj.get("metadata") or {}
@@ -410,11 +461,13 @@ class Informers:
             informer.start()
 
     def stop(self) -> None:
-        """Stop every watch (each informer's thread is joined when its stream next yields or ends)."""
+        """Ask every informer to stop; their threads are daemons and are not waited for (a watch blocked on a quiet
+        stream would hold the shutdown until its server timeout)."""
         for informer in self._informers.values():
             informer._stop_event.set()
-            if informer._watch is not None:
-                informer._watch.stop()
+            watch = informer._watch  # read once: the informer's thread sets it to None when a stream ends
+            if watch is not None:
+                watch.stop()
 
     def synced(self, kind: str) -> bool:
         """Whether every informer of ``kind`` has its first LIST in its cache."""
@@ -435,4 +488,5 @@ class Informers:
         with self._lock:
             names = sorted(self._owned.get((kind, namespace, owner), ()))
         found = (self.get(kind, namespace, name) for name in names)
-        return [obj for obj in found if obj is not None]
+        # Filed by the informer's handler just after its copy changed: an object moved to another owner in between is not this one's.
+        return [obj for obj in found if obj is not None and self._owner_of(kind, obj) == owner]

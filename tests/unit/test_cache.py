@@ -217,3 +217,103 @@ def _without_uids(objects):
     for obj in out.values():
         obj["metadata"].pop("uid", None)  # the fake stamps a random one on each create
     return out
+
+
+def test_a_revision_written_then_deleted_is_not_read_back_once_the_watch_has_lost_it():
+    """Review: a scale then a delete of a revision Deployment, both events arriving between two reads, left the
+    written copy pending for ever (every pass then asked the API server)."""
+    labels = {"labels": {"llmops.dev/deployment": "chat"}}
+    cache, copies, clock = _cache(_obj("Deployment", "chat-b", 5, metadata=copy.deepcopy(labels)))
+    cache.wrote(_obj("Deployment", "chat-b", 7, metadata=copy.deepcopy(labels)))
+    cache.deleted("Deployment", "ns", "chat-b", key=cache.owner_of("Deployment", "ns", "chat-b"))
+    assert cache.filed("Deployment", ("ns", "chat")) == []  # hidden at once, the watch not there yet
+    del copies.objects[("Deployment", "ns", "chat-b")]
+    clock.now += 3600
+    assert cache.filed("Deployment", ("ns", "chat")) == []  # not UNSURE: nothing is pending any more
+
+
+def test_a_key_the_watch_stays_behind_on_is_asked_of_the_api_server_once_then_believed_again():
+    kube = FakeKube()
+    copies = Copies()
+    clock = Clock()
+    cache = ca.Cache(copies, {"Service"}, ttl=30.0, clock=clock)
+    reader = ca.CachedReader(cache, ca.ApiReader(kube))
+    cache.wrote(_obj("Service", "chat", 4))  # then deleted by someone else before the watch showed it
+    clock.now += 31
+    assert reader.child("v1", "Service", "ns", "chat") is None and len(kube.lists) == 1  # asked: gone
+    assert reader.child("v1", "Service", "ns", "chat") is None and len(kube.lists) == 1  # the copies believed again
+
+
+def test_a_watch_that_keeps_failing_backs_off_and_then_makes_the_informer_list_again(monkeypatch):
+    """Review: SharedInformer opens a new watch at once after a failed one (922 requests in 0.5 s against a 403)
+    and lists again only after a 410, so its copies stayed frozen."""
+    from kubernetes.client.exceptions import ApiException
+
+    from llm_operator import _kube
+
+    slept = []
+    monkeypatch.setattr(_kube.time, "sleep", slept.append)
+    calls = []
+
+    def call(**kwargs):
+        calls.append(kwargs)
+        raise ApiException(status=403, reason="Forbidden")
+    list_objects = _kube._lister(call, "Service", "v1", "Service in all namespaces")
+    for _ in range(5):
+        with pytest.raises(ApiException) as refused:
+            list_objects(watch=True)
+        assert refused.value.status == 403
+    assert len(slept) == 4 and slept == sorted(slept) and 0.5 < slept[0] < 1.5  # 1 s doubling (+-20%)
+    with pytest.raises(ApiException) as relist:
+        list_objects(watch=True)
+    assert relist.value.status == 410 and len(calls) == 5  # no request: the informer lists again
+    assert calls[0]["allow_watch_bookmarks"] is True and calls[0]["timeout_seconds"] == _kube.WATCH_SERVER_TIMEOUT
+
+
+def test_a_list_for_the_informer_keeps_plain_dicts_with_their_kind():
+    import inspect
+    import json as _json
+
+    from llm_operator import _kube
+
+    class Raw:
+        data = _json.dumps({"metadata": {"resourceVersion": "42"}, "items": [{"metadata": {"name": "a", "namespace": "ns"}}]})
+
+    list_objects = _kube._lister(lambda **kw: Raw(), "Service", "v1")
+    listing = list_objects(label_selector="app.kubernetes.io/managed-by=llm-operator")
+    assert listing.metadata.resource_version == "42"
+    assert listing.items == [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": "ns"}}]
+    assert inspect.signature(list_objects).return_annotation is object  # Watch.stream: events stay dicts, RVs tracked
+
+
+def test_the_informer_hooks_the_operator_relies_on_exist():
+    """Informers reaches into SharedInformer (its first LIST, its cache, its stop): a kubernetes release that renames
+    them fails here, not silently (every read would go to the API server)."""
+    from kubernetes.informer import SharedInformer
+    from kubernetes.informer.cache import ObjectCache
+
+    from llm_operator import _kube
+
+    informer = SharedInformer(lambda **kw: None)
+    assert callable(informer._initial_list) and isinstance(informer._cache, ObjectCache)
+    assert hasattr(informer, "_stop_event") and hasattr(informer, "_watch")
+    stripped = _kube._stripped_cache()
+    stripped._put({"metadata": {"name": "a", "namespace": "ns", "managedFields": [{"manager": "x"}]}})
+    stripped._replace_all([*stripped.list(), {"metadata": {"name": "b", "namespace": "ns", "managedFields": []}}])
+    assert [o["metadata"] for o in stripped.list()] == [{"name": "a", "namespace": "ns"}, {"name": "b", "namespace": "ns"}]
+
+
+@pytest.mark.parametrize(("kind", "obj", "deployment"), [
+    ("LLMRollout", {"spec": {"deploymentName": "chat"}}, "chat"),
+    ("LLMRollout", {"spec": {}}, None),
+    ("Deployment", {"metadata": {"ownerReferences": [
+        {"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMDeployment", "name": "chat", "controller": True}]}}, "chat"),
+    ("Deployment", {"metadata": {"ownerReferences": [
+        {"apiVersion": "other.dev/v1", "kind": "LLMDeployment", "name": "chat", "controller": True}]}}, None),
+    ("Deployment", {"metadata": {"ownerReferences": [
+        {"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMDeployment", "name": "chat"}]}}, None),
+])
+def test_an_informer_event_starts_the_pass_of_the_llmdeployment_it_concerns(kind, obj, deployment):
+    from llm_operator._handlers import llmdeployment_of
+
+    assert llmdeployment_of(kind, obj) == deployment

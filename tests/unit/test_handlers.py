@@ -130,10 +130,13 @@ def test_the_resync_loop_survives_an_error_that_is_not_an_api_error_and_goes_on(
 
 def test_the_operator_registers_a_watch_for_each_kind_it_reconciles_from():
     """A handler lost in an edit left kopf watching no LLMDeployment (only the resync noticed changes); the RBAC
-    test's unused `watch` grant caught it on the real control plane. kopf's registry must hold all three."""
+    test's unused `watch` grant caught it on the real control plane. kopf watches the LLMDeployments; the informers
+    (issue 15) the revision Deployments and the LLMRollouts, whose events start their LLMDeployment's pass."""
+    from llm_operator._cache import KINDS
 
     selectors = {(h.selector.group, h.selector.any_name) for h in kopf.get_default_registry()._watching.get_all_handlers()}
-    assert {("llmops.dev", "llmdeployments"), ("llmops.dev", "llmrollouts"), ("apps", "deployments")} <= selectors, selectors
+    assert selectors == {("llmops.dev", "llmdeployments")}, selectors
+    assert {("apps/v1", "deployments"), ("llmops.dev/v1alpha1", "llmrollouts")} <= {(a, p) for a, _, p, _ in KINDS}
 
 
 def test_a_pass_over_a_deleted_llmdeployment_removes_its_gauges():
