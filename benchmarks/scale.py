@@ -107,6 +107,8 @@ def main() -> int:
     parser.add_argument("--resync", type=float, default=60.0)
     parser.add_argument("--edits", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--controller-qps", type=int, default=0, help="kube-controller-manager's --kube-api-qps (and a "
+                        "burst of 1.5 times it); 0: its default, 20 a controller")
     args = parser.parse_args()
     runs = []
     for n in (int(x) for x in args.objects.split(",")):
@@ -126,7 +128,9 @@ def measure(n: int, args: argparse.Namespace) -> dict:
     pools = tuple(replace(p, count=math.ceil(1.1 * n / 100) + 2) if p.name == "cpu" else p for p in DEFAULT_POOLS)
     with tempfile.TemporaryDirectory(prefix="llmops-scale-") as tmp:
         work = pathlib.Path(tmp)
-        api = start_cluster(work / "cluster", pools=pools)
+        qps = ([f"--kube-api-qps={args.controller_qps}", f"--kube-api-burst={int(args.controller_qps * 1.5)}"]
+               if args.controller_qps else [])
+        api = start_cluster(work / "cluster", pools=pools, controller_manager_args=qps)
         metrics_port = free_port()
         operator = None
 
@@ -156,13 +160,18 @@ def measure(n: int, args: argparse.Namespace) -> dict:
             operator = start()
             rss_start = rss_mb(operator.process.pid)
 
+            applied: list[float] = []  # when every one had its children and a status of its generation
+
             def ready() -> int:
-                count = 0
+                count = current = 0
                 for ns in namespaces:
                     for o in api.list(LLMD, "LLMDeployment", ns):
                         status = o.get("status") or {}
-                        count += status.get("observedGeneration") == o["metadata"]["generation"] and any(
-                            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
+                        done = status.get("observedGeneration") == o["metadata"]["generation"] and bool(status.get("revisions"))
+                        current += done
+                        count += done and any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
+                if current == n and not applied:
+                    applied.append(round(time.monotonic() - started, 1))
                 return count
             try:
                 wait_for(lambda: ready() == n, args.timeout, f"{n} LLMDeployments Ready", interval=2.0)
@@ -173,6 +182,7 @@ def measure(n: int, args: argparse.Namespace) -> dict:
                         "idle_per_minute": {"requests": None}, "converge_seconds": None,
                         "targets_met": {"converge_60s": False}}
             converge_s = round(time.monotonic() - started, 1)
+            by_user = collections.Counter(r.user.removeprefix("system:serviceaccount:kube-system:") for r in api.requests()[since:])
             # who the two cores worked for meanwhile (what breaks first is whoever is at its share)
             cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 1) for name, pid in components.items()}
             cpu["operator"] = round(cpu_seconds(operator.process.pid), 1)
@@ -221,7 +231,10 @@ def measure(n: int, args: argparse.Namespace) -> dict:
                        "rss_250mb": max(rss_converged, rss_before_restart, rss_end) < 250, "restart_0_writes": not restart_writes}
             figures = {
                 "objects": n, "autoscaled": len(names[::10]), "workers": args.workers, "resync_seconds": args.resync,
-                "converge_seconds": converge_s, "cpu_seconds_until_converged": cpu,
+                "converge_seconds": converge_s, "controller_manager_qps": args.controller_qps or 20,
+                "children_applied_seconds": applied[0] if applied else None,
+                "cpu_seconds_until_converged": cpu,
+                "requests_by_client_until_converged": dict(by_user.most_common(8)),
                 "until_converged": {"requests_per_object": round(len(reads) / n, 1),
                                     "writes_per_object": round(sum(r.write for r in reads) / n, 1),
                                     "events_per_object": round(sum(r.write and r.resource == "events" for r in reads) / n, 1),

@@ -308,22 +308,41 @@ class _Listing:
 
 
 def _stripped_cache() -> Any:
-    """A ``kubernetes.informer.cache.ObjectCache`` keeping each object without ``metadata.managedFields``."""
+    """A ``kubernetes.informer.cache.ObjectCache`` keeping each object as compact JSON without
+    ``metadata.managedFields`` (client-go's ``TransformStripManagedFields``: no pass reads them), and answering
+    with a fresh dict decoded from it: a parsed object takes about 5 times its JSON's size in Python (measured on the
+    children built for a sample, before the server's defaults: a revision Deployment's 4.3 KB of JSON takes 23 KB as
+    dicts, a Service's 0.9 KB 4.9 KB), and a pass decodes only the dozen objects it reads."""
     from kubernetes.informer.cache import ObjectCache
 
-    def strip(obj: Any) -> Any:
-        if isinstance(obj, dict) and (obj.get("metadata") or {}).get("managedFields") is not None:
+    def encode(obj: Any) -> Any:
+        if not isinstance(obj, dict):
+            return obj
+        if (obj.get("metadata") or {}).get("managedFields") is not None:
             obj = {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "managedFields"}}
-        return obj
+        return json.dumps(obj, separators=(",", ":")).encode()
 
-    class StrippedCache(ObjectCache):
+    def decode(value: Any) -> Any:
+        return json.loads(value) if isinstance(value, bytes) else value
+
+    class CompactCache(ObjectCache):
         def _put(self, obj: Any) -> None:
-            super()._put(strip(obj))
+            key = self._key_func(obj)
+            with self._rlock:
+                self._objects[key] = encode(obj)
 
         def _replace_all(self, objects: Any) -> None:
-            super()._replace_all([strip(o) for o in objects])
+            rebuilt = {self._key_func(o): encode(o) for o in objects}
+            with self._rlock:
+                self._objects = rebuilt
 
-    return StrippedCache()
+        def list(self) -> Any:
+            return [decode(v) for v in super().list()]
+
+        def get_by_key(self, key: Any) -> Any:
+            return decode(super().get_by_key(key))
+
+    return CompactCache()
 
 
 def _lister(call: Any, kind: str, api_version: str, what: str = "") -> Any:
@@ -392,9 +411,8 @@ class Informers:
         from kubernetes.informer import ADDED, DELETED, MODIFIED, SharedInformer
 
         class _Informer(SharedInformer):
-            """A SharedInformer that keeps its copies without ``managedFields`` (client-go's
-            ``TransformStripManagedFields``: no pass reads them, and they are often the larger part of a small object)
-            and says when its first LIST is in them (client-go's ``HasSynced``)."""
+            """A SharedInformer that keeps its copies compact (:func:`_stripped_cache`) and says when its first LIST
+            is in them (client-go's ``HasSynced``)."""
 
             def __init__(self, *args: Any, **kwargs: Any):
                 super().__init__(*args, **kwargs)
@@ -479,7 +497,7 @@ class Informers:
         return informer.cache if informer is not None else None
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """The object as last seen (the informer's own: the caller copies it before changing it), or None."""
+        """The object as last seen (decoded afresh: the caller's to keep), or None."""
         cache = self._cache(kind, namespace)
         return cache.get_by_key(f"{namespace}/{name}") if cache is not None else None
 

@@ -294,7 +294,7 @@ class ControlPlane:
     """
 
     def __init__(self, workdir: pathlib.Path, *, pools: Iterable[NodePool] = DEFAULT_POOLS, bin_dir: pathlib.Path | None = None,
-                 apiserver_args: Iterable[str] = ()):
+                 apiserver_args: Iterable[str] = (), controller_manager_args: Iterable[str] = ()):
         self.workdir = pathlib.Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.bin = bin_dir or cache_dir() / "bin"
@@ -303,6 +303,7 @@ class ControlPlane:
             raise RuntimeError(f"control-plane binaries missing in {self.bin}: {', '.join(missing)} (run `make control-plane`)")
         self.pools = tuple(pools)
         self.extra_apiserver_args = list(apiserver_args)
+        self.extra_controller_manager_args = list(controller_manager_args)  # e.g. --kube-api-qps (its default: 20)
         self.etcd_port, self.etcd_peer_port = free_port(), free_port()
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
@@ -376,7 +377,7 @@ class ControlPlane:
             "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--leader-elect=false",
             "--use-service-account-credentials=true", f"--service-account-private-key-file={self.pki.sa_key}",
             f"--root-ca-file={self.pki.ca_path}", f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--cluster-name=sandbox", "--controllers=*", "--v=1",
+            "--cluster-name=sandbox", "--controllers=*", "--v=1", *self.extra_controller_manager_args,
         ])
         self._process("kube-scheduler", [
             str(self.bin / "kube-scheduler"), f"--kubeconfig={self.scheduler_kubeconfig}",

@@ -297,10 +297,15 @@ def test_the_informer_hooks_the_operator_relies_on_exist():
     informer = SharedInformer(lambda **kw: None)
     assert callable(informer._initial_list) and isinstance(informer._cache, ObjectCache)
     assert hasattr(informer, "_stop_event") and hasattr(informer, "_watch")
-    stripped = _kube._stripped_cache()
-    stripped._put({"metadata": {"name": "a", "namespace": "ns", "managedFields": [{"manager": "x"}]}})
-    stripped._replace_all([*stripped.list(), {"metadata": {"name": "b", "namespace": "ns", "managedFields": []}}])
-    assert [o["metadata"] for o in stripped.list()] == [{"name": "a", "namespace": "ns"}, {"name": "b", "namespace": "ns"}]
+    cache = _kube._stripped_cache()
+    assert hasattr(cache, "_objects") and hasattr(cache, "_rlock") and hasattr(cache, "_key_func")
+    cache._put({"metadata": {"name": "a", "namespace": "ns", "managedFields": [{"manager": "x"}]}, "spec": {"n": 1}})
+    cache._replace_all([*cache.list(), {"metadata": {"name": "b", "namespace": "ns", "managedFields": []}}])
+    assert [o["metadata"] for o in cache.list()] == [{"name": "a", "namespace": "ns"}, {"name": "b", "namespace": "ns"}]
+    assert all(isinstance(v, bytes) for v in cache._objects.values())  # kept as JSON
+    got = cache.get_by_key("ns/a")
+    got["spec"]["n"] = 2  # a fresh dict: the copy is untouched
+    assert cache.get_by_key("ns/a")["spec"] == {"n": 1} and cache.get_by_key("ns/missing") is None
 
 
 @pytest.mark.parametrize(("kind", "obj", "deployment"), [
