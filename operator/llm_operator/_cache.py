@@ -136,10 +136,10 @@ class Source(Protocol):
         """Whether the copies of ``kind`` are complete (the first LIST is in)."""
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """The object as last seen, or None (not to be changed: the caller copies it)."""
+        """The object as last seen (a fresh dict, the caller's to keep), or None."""
 
     def owned(self, kind: str, namespace: str, owner: str) -> list[dict[str, Any]]:
-        """The objects of ``kind`` filed under ``owner`` (:func:`index_key`)."""
+        """The objects of ``kind`` filed under ``owner`` (:func:`index_key`; fresh dicts)."""
 
 
 #: :meth:`Cache.filed`'s answer when a write of the operator's the watch has still not shown after ``ttl`` seconds:
@@ -195,11 +195,21 @@ class Cache:
         with self._lock:
             return next((owner for (k, ns, owner), names in self._written.items() if k == kind and ns == namespace and name in names), None)
 
-    def settle(self, kind: str, key: tuple[str, str]) -> None:
-        """The API server was asked about ``key``: its pending writes are not read back any more (what it answered
-        is newer than all of them, and the copies are believed again from the next read)."""
+    def settle(self, kind: str, key: tuple[str, str], answer: list[dict[str, Any]]) -> None:
+        """The API server was asked about ``key`` (the watch stayed behind) and gave ``answer``: that replaces the
+        pending writes, read back like them until the copies hold it or something newer (so a lagging watch is not
+        believed over it at the next read), an object the copies hold and the answer does not hidden until the
+        copies lose it."""
+        namespace, owner = key
+        if kind in ("Deployment", "LLMRollout"):
+            held = {o["metadata"]["name"] for o in self.source.owned(kind, namespace, owner)}
+        else:
+            held = {owner} if self.source.get(kind, namespace, owner) is not None else set()
+        until = self.clock() + self.ttl
+        entries: dict[str, tuple[dict[str, Any] | None, float]] = {o["metadata"]["name"]: (stored(o), until) for o in answer}
+        entries.update({name: (None, until) for name in held - set(entries)})
         with self._lock:
-            self._written.pop((kind, key[0], key[1]), None)
+            self._written[(kind, namespace, owner)] = entries
 
     def filed(self, kind: str, key: tuple[str, str]) -> list[dict[str, Any]] | None:
         """Copies of the objects of ``kind`` filed under ``key``, each the newer of the watch's and the written, or
@@ -210,6 +220,7 @@ class Cache:
         else:
             found = self.source.get(kind, namespace, owner)
             seen = {owner: found} if found is not None else {}
+        written: dict[str, Any] = {}  # what is answered from pending writes (copied: they are kept)
         with self._lock:
             pending = self._written.get((kind, namespace, owner))
             if pending:
@@ -224,10 +235,10 @@ class Cache:
                     elif obj is None:
                         seen.pop(name, None)
                     else:
-                        seen[name] = obj
+                        seen[name] = written[name] = obj
                 if not pending:
                     del self._written[(kind, namespace, owner)]
-        return [copy.deepcopy(o) for o in seen.values()]
+        return [copy.deepcopy(o) if o is written.get(name) else o for name, o in seen.items()]
 
 
 class CachedReader:
@@ -243,7 +254,7 @@ class CachedReader:
         found = self.cache.filed(kind, key)
         if found is UNSURE:
             answer = ask()
-            self.cache.settle(kind, key)
+            self.cache.settle(kind, key, answer if isinstance(answer, list) else [answer] if answer is not None else [])
             return answer
         return found
 

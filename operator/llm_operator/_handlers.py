@@ -72,12 +72,17 @@ class Controller:
             item back-off); ``loop_backoff`` the same for the background loops.
         cache: the watch-fed copies passes read the children from (:class:`~._cache.Cache` over
             :class:`~._kube.Informers`); None: every read is a request.
+        synced: whether those copies have their first LIST; the workers take no key before (client-go's
+            ``WaitForCacheSync``: a change made between a pass's read by request and the copies' LIST would start
+            no pass), or before ``sync_timeout`` seconds, after which passes read what is not synced by requests.
     """
 
     def __init__(self, kube: Kube, telemetry: Telemetry, *, settings: Settings = SETTINGS,
                  autoscalers: frozenset[str] = frozenset({"HorizontalPodAutoscaler"}), backoff: Backoff | None = None,
-                 loop_backoff: Backoff | None = None, instance: str = INSTANCE, cache: Cache | None = None):
+                 loop_backoff: Backoff | None = None, instance: str = INSTANCE, cache: Cache | None = None,
+                 synced: Callable[[], bool] = lambda: True, sync_timeout: float = 60.0):
         self.cache = cache or Cache(_NoCopies(), ())
+        self.synced, self.sync_timeout = synced, sync_timeout
         kube = WriteThroughKube(kube, self.cache)
         self.kube, self.telemetry, self.settings = kube, telemetry, settings
         self.events = EventRecorder(kube, instance)
@@ -173,6 +178,9 @@ class Controller:
     async def _worker(self) -> None:
         """Take a key, run its pass, mark it done; wait for a key (or the next delayed one) when none is ready."""
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.sync_timeout
+        while not self.synced() and loop.time() < deadline:
+            await asyncio.sleep(0.1)  # polling the informers' flags: they are threading.Events, not awaitable
         while True:
             self._wake.clear()  # before taking: an add after this sets it again, so no wake-up is lost
             taken = self.queue.take()
@@ -454,14 +462,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         deployment = llmdeployment_of(kind, obj)
         if deployment:
             namespace = str((obj.get("metadata") or {}).get("namespace"))
-            loop.call_soon_threadsafe(functools.partial(memo.controller.enqueue, namespace, deployment, urgent=False))
+            with contextlib.suppress(RuntimeError):  # kopf's loop closed under an informer still running at shutdown
+                loop.call_soon_threadsafe(functools.partial(memo.controller.enqueue, namespace, deployment, urgent=False))
 
     informers = Informers(dynamic_kube.api_client, served, namespaces=SETTINGS.namespaces,
                           label_selector=lambda kind: f"{c.LABEL_MANAGED_BY}={c.MANAGER}" if kind in LABELLED else None,
                           owner=lambda kind, obj: (index_key(kind, obj) or (None, None))[1], on_change=changed)
     memo.informers = informers
     memo.controller = Controller(kube, telemetry, settings=SETTINGS, autoscalers=autoscalers,
-                                 cache=Cache(informers, [kind for _, kind, _ in served]))
+                                 cache=Cache(informers, [kind for _, kind, _ in served]), synced=informers.all_synced)
     memo.controller.start(SETTINGS.workers)
     informers.start()
     telemetry.watch_queue(memo.controller.queue)

@@ -297,6 +297,8 @@ class CountingKube:
 #: (kopf's ``settings.watching.server_timeout`` as the operator sets it); the client gives up 30 s later, so a
 #: connection dead without a FIN is noticed.
 WATCH_SERVER_TIMEOUT, WATCH_CLIENT_TIMEOUT = 300, 330
+#: A watch that ends sooner than this (seconds) after it was opened counts as a failure (see :func:`_lister`).
+WATCH_MIN_LIFE = 10.0
 
 
 class _Listing:
@@ -307,12 +309,16 @@ class _Listing:
         self.metadata = type("ListMeta", (), {"resource_version": (body.get("metadata") or {}).get("resourceVersion")})()
 
 
-def _stripped_cache() -> Any:
+def _stripped_cache(owner: Any = lambda obj: None) -> Any:
     """A ``kubernetes.informer.cache.ObjectCache`` keeping each object as compact JSON without
     ``metadata.managedFields`` (client-go's ``TransformStripManagedFields``: no pass reads them), and answering
     with a fresh dict decoded from it: a parsed object takes about 5 times its JSON's size in Python (measured on the
     children built for a sample, before the server's defaults: a revision Deployment's 4.3 KB of JSON takes 23 KB as
-    dicts, a Service's 0.9 KB 4.9 KB), and a pass decodes only the dozen objects it reads."""
+    dicts, a Service's 0.9 KB 4.9 KB), and a pass decodes only the dozen objects it reads.
+
+    It also files each object under ``owner(obj)`` (a name or None), updated under the same lock as the objects (as
+    client-go's indexer keeps its indices), so a read by owner never sees the objects and the filing disagree (a
+    relist replaces both at once); :meth:`owned` reads it."""
     from kubernetes.informer.cache import ObjectCache
 
     def encode(obj: Any) -> Any:
@@ -325,16 +331,43 @@ def _stripped_cache() -> Any:
     def decode(value: Any) -> Any:
         return json.loads(value) if isinstance(value, bytes) else value
 
+    def filing(obj: Any) -> Any:
+        name = owner(obj) if isinstance(obj, dict) else None
+        return ((obj.get("metadata") or {}).get("namespace") or "", name) if name else None
+
     class CompactCache(ObjectCache):
+        def __init__(self) -> None:
+            super().__init__()
+            self._filed: dict[Any, Any] = {}  # key -> (namespace, owner)
+            self._owned: dict[Any, set[str]] = {}  # (namespace, owner) -> keys
+
+        def _file(self, key: Any, where: Any) -> None:  # under _rlock
+            old = self._filed.pop(key, None)
+            if old is not None:
+                self._owned.get(old, set()).discard(key)
+            if where is not None:
+                self._filed[key] = where
+                self._owned.setdefault(where, set()).add(key)
+
         def _put(self, obj: Any) -> None:
+            key, value, where = self._key_func(obj), encode(obj), filing(obj)
+            with self._rlock:
+                self._objects[key] = value
+                self._file(key, where)
+
+        def _remove(self, obj: Any) -> None:
             key = self._key_func(obj)
             with self._rlock:
-                self._objects[key] = encode(obj)
+                self._objects.pop(key, None)
+                self._file(key, None)
 
         def _replace_all(self, objects: Any) -> None:
-            rebuilt = {self._key_func(o): encode(o) for o in objects}
+            rebuilt = {self._key_func(o): (encode(o), filing(o)) for o in objects}
             with self._rlock:
-                self._objects = rebuilt
+                self._objects = {key: value for key, (value, _) in rebuilt.items()}
+                self._filed, self._owned = {}, {}
+                for key, (_, where) in rebuilt.items():
+                    self._file(key, where)
 
         def list(self) -> Any:
             return [decode(v) for v in super().list()]
@@ -342,40 +375,57 @@ def _stripped_cache() -> Any:
         def get_by_key(self, key: Any) -> Any:
             return decode(super().get_by_key(key))
 
+        def owned(self, namespace: str, name: str) -> Any:
+            with self._rlock:
+                values = [self._objects[key] for key in sorted(self._owned.get((namespace, name), ())) if key in self._objects]
+            return [decode(v) for v in values]
+
     return CompactCache()
 
 
-def _lister(call: Any, kind: str, api_version: str, what: str = "") -> Any:
+def _lister(call: Any, kind: str, api_version: str, what: str = "", stopping: threading.Event | None = None) -> Any:
     """A list function for ``SharedInformer`` over one of the client's generated list calls (``call(**kwargs)``):
     objects stay plain dicts (the JSON as served, ``apiVersion`` and ``kind`` added to a LIST's items, which omit
     them), watches ask for bookmarks and end server-side after :data:`WATCH_SERVER_TIMEOUT`.
 
     ``SharedInformer`` opens a new watch at once after one fails (a 403, a 404 once a CRD is gone, the API server
-    restarting), and lists again only after a 410: a watch that cannot be opened here waits 1 s doubling to 30 s
-    (+-20%) first, and after 5 failures in a row the next opening is refused with a 410 of our own, so the informer
+    restarting, a stream reset), and lists again only after a 410: a watch that failed to open or lived less than
+    :data:`WATCH_MIN_LIFE` seconds counts as a failure, the next opening waits 1 s doubling to 30 s (+-20%, or until
+    ``stopping`` is set) first, and after 5 failures in a row it is refused with a 410 of our own, so the informer
     lists again (its copies are not left frozen behind a watch that keeps failing; a LIST that fails is retried by
-    the informer every 5 s)."""
+    the informer every 5 s, its copies no longer believed meanwhile: :class:`Informers`)."""
     from kubernetes.client.exceptions import ApiException
 
+    stopping = stopping or threading.Event()
+
     backoff = Backoff(base=1.0, cap=30.0)
-    state = {"failures": 0}
+    state: dict[str, Any] = {"failures": 0, "opened": None}
 
     def list_objects(**kwargs: Any) -> Any:
         if kwargs.get("watch"):
+            now = time.monotonic()
+            if state["opened"] is not None:  # the last watch ended (or failed to open): was it a failure?
+                if now - state["opened"] < WATCH_MIN_LIFE:
+                    state["failures"] += 1
+                else:
+                    state["failures"] = 0
+                    backoff.success("watch")
+            state["opened"] = None
             if state["failures"] >= 5:
                 state["failures"] = 0
                 raise ApiException(status=410, reason=f"{what}: its watch failed 5 times in a row; listing again")
             if state["failures"]:
-                time.sleep(backoff.failure("watch"))
+                stopping.wait(backoff.failure("watch"))
             kwargs.setdefault("allow_watch_bookmarks", True)
             kwargs.setdefault("timeout_seconds", WATCH_SERVER_TIMEOUT)
             kwargs.setdefault("_request_timeout", WATCH_CLIENT_TIMEOUT)
-            state["failures"] += 1  # until the server answers the watch with a 200
-            response = call(**kwargs)
-            if 200 <= int(getattr(response, "status", 200) or 200) < 300:
-                state["failures"] = 0
-                backoff.success("watch")
-            return response
+            state["opened"] = time.monotonic()
+            try:
+                return call(**kwargs)
+            except ApiException as error:
+                if error.status == 410:  # expired: the informer lists again, as it should; not a failure
+                    state["opened"] = None
+                raise
         kwargs.pop("_preload_content", None)
         body = json.loads(call(_preload_content=False, _request_timeout=60, **kwargs).data)
         for item in body.get("items") or []:
@@ -414,13 +464,17 @@ class Informers:
             """A SharedInformer that keeps its copies compact (:func:`_stripped_cache`) and says when its first LIST
             is in them (client-go's ``HasSynced``)."""
 
-            def __init__(self, *args: Any, **kwargs: Any):
+            def __init__(self, *args: Any, owner: Any, **kwargs: Any):
                 super().__init__(*args, **kwargs)
-                self._cache = _stripped_cache()
+                self._cache = _stripped_cache(owner)
                 self.synced = threading.Event()
 
             def _initial_list(self) -> None:
-                super()._initial_list()
+                try:
+                    super()._initial_list()
+                except Exception:
+                    self.synced.clear()  # a LIST that fails: the copies are not believed until one succeeds
+                    raise
                 self.synced.set()
 
         config = _copy.copy(api_client.configuration)
@@ -428,11 +482,8 @@ class Informers:
         self._api = k8s.ApiClient(config)
         core, custom = k8s.CoreV1Api(self._api), k8s.CustomObjectsApi(self._api)
         self._informers: dict[tuple[str, str | None], Any] = {}
-        self._owned: dict[tuple[str, str, str], set[str]] = {}  # (kind, namespace, owner) -> names
-        self._owner: dict[tuple[str, str, str], str] = {}  # (kind, namespace, name) -> owner
-        self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self.kinds = {kind for _, kind, _ in kinds}
-        self._owner_of = owner
         for api_version, kind, plural in kinds:
             group, _, version = api_version.rpartition("/")
             for namespace in namespaces or (None,):
@@ -443,36 +494,17 @@ class Informers:
                     call = functools.partial(custom.list_cluster_custom_object, group, version, plural)
                 else:
                     call = functools.partial(custom.list_namespaced_custom_object, group, version, namespace, plural)
-                informer = _Informer(_lister(call, kind, api_version, f"{kind} in {namespace or 'all namespaces'}"),
-                                     label_selector=label_selector(kind))
+                informer = _Informer(_lister(call, kind, api_version, f"{kind} in {namespace or 'all namespaces'}", self._stopping),
+                                     label_selector=label_selector(kind), owner=functools.partial(owner, kind))
                 if kind in ("Deployment", "LLMRollout"):
-                    for event, fn in ((ADDED, self._filed), (MODIFIED, self._filed), (DELETED, self._unfiled)):
-                        informer.add_event_handler(event, functools.partial(self._changed, informer, kind, fn, owner, on_change))
+                    for event in (ADDED, MODIFIED, DELETED):
+                        informer.add_event_handler(event, functools.partial(self._changed, informer, kind, on_change))
                 self._informers[(kind, namespace)] = informer
 
-    def _changed(self, informer: Any, kind: str, file: Any, owner: Any, on_change: Any, obj: dict[str, Any]) -> None:
-        file(kind, obj, owner)
+    @staticmethod
+    def _changed(informer: Any, kind: str, on_change: Any, obj: dict[str, Any]) -> None:
         if informer.synced.is_set():  # not for the first LIST's objects: the LLMDeployments' own events start those passes
             on_change(kind, obj)
-
-    def _filed(self, kind: str, obj: dict[str, Any], owner: Any) -> None:
-        meta = obj.get("metadata") or {}
-        key = (kind, meta.get("namespace") or "", meta.get("name") or "")
-        new = owner(kind, obj)
-        with self._lock:
-            old = self._owner.get(key)
-            if old == new:
-                return
-            if old is not None:
-                self._owned.get((kind, key[1], old), set()).discard(key[2])
-            if new is None:
-                self._owner.pop(key, None)
-            else:
-                self._owner[key] = new
-                self._owned.setdefault((kind, key[1], new), set()).add(key[2])
-
-    def _unfiled(self, kind: str, obj: dict[str, Any], owner: Any) -> None:
-        self._filed(kind, obj, lambda kind, obj: None)
 
     def start(self) -> None:
         for informer in self._informers.values():
@@ -481,6 +513,7 @@ class Informers:
     def stop(self) -> None:
         """Ask every informer to stop; their threads are daemons and are not waited for (a watch blocked on a quiet
         stream would hold the shutdown until its server timeout)."""
+        self._stopping.set()
         for informer in self._informers.values():
             informer._stop_event.set()
             watch = informer._watch  # read once: the informer's thread sets it to None when a stream ends
@@ -502,9 +535,10 @@ class Informers:
         return cache.get_by_key(f"{namespace}/{name}") if cache is not None else None
 
     def owned(self, kind: str, namespace: str, owner: str) -> list[dict[str, Any]]:
-        """The objects of ``kind`` filed under ``owner`` (see ``owner`` above)."""
-        with self._lock:
-            names = sorted(self._owned.get((kind, namespace, owner), ()))
-        found = (self.get(kind, namespace, name) for name in names)
-        # Filed by the informer's handler just after its copy changed: an object moved to another owner in between is not this one's.
-        return [obj for obj in found if obj is not None and self._owner_of(kind, obj) == owner]
+        """The objects of ``kind`` filed under ``owner`` (see ``owner`` above; decoded afresh)."""
+        cache = self._cache(kind, namespace)
+        return cache.owned(namespace, owner) if cache is not None else []
+
+    def all_synced(self) -> bool:
+        """Whether every informer has its first LIST in its copies (client-go's ``WaitForCacheSync``)."""
+        return all(i.synced.is_set() for i in self._informers.values())

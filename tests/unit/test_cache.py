@@ -43,10 +43,10 @@ class Copies:
         return self.is_synced
 
     def get(self, kind, namespace, name):
-        return self.objects.get((kind, namespace, name))
+        return copy.deepcopy(self.objects.get((kind, namespace, name)))
 
     def owned(self, kind, namespace, owner):
-        return [o for (k, ns, _), o in self.objects.items() if k == kind and ca.index_key(kind, o) == (namespace, owner)]
+        return [copy.deepcopy(o) for (k, ns, _), o in self.objects.items() if k == kind and ca.index_key(kind, o) == (namespace, owner)]
 
 
 @pytest.mark.parametrize(("kind", "body", "key"), [
@@ -244,30 +244,76 @@ def test_a_key_the_watch_stays_behind_on_is_asked_of_the_api_server_once_then_be
     assert reader.child("v1", "Service", "ns", "chat") is None and len(kube.lists) == 1  # the copies believed again
 
 
+def test_what_the_api_server_answered_is_not_undone_by_the_watch_it_was_asked_instead_of():
+    """Review: after asking the API server (the watch 30 s behind the operator's write), the next read believed the
+    lagging copy again: a rollout read at its previous step."""
+    kube = FakeKube()
+    rollout = {"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMRollout", "metadata": {"name": "chat-b", "namespace": "ns"},
+               "spec": {"deploymentName": "chat"}}
+    live = kube.add({**copy.deepcopy(rollout), "status": {"currentStepIndex": 2}})
+    copies = Copies([{**copy.deepcopy(rollout), "metadata": {**rollout["metadata"], "resourceVersion": "0"},
+                      "status": {"currentStepIndex": 1}}])  # the watch behind
+    clock = Clock()
+    cache = ca.Cache(copies, {"LLMRollout"}, ttl=30.0, clock=clock)
+    reader = ca.CachedReader(cache, ca.ApiReader(kube))
+    cache.wrote(live)
+    assert reader.rollouts("ns", "chat")[0]["status"]["currentStepIndex"] == 2  # read back
+    clock.now += 31
+    assert reader.rollouts("ns", "chat")[0]["status"]["currentStepIndex"] == 2 and len(kube.lists) == 1  # asked
+    assert reader.rollouts("ns", "chat")[0]["status"]["currentStepIndex"] == 2 and len(kube.lists) == 1  # not step 1
+    copies.put(copy.deepcopy(live))  # the watch caught up
+    clock.now += 31
+    assert reader.rollouts("ns", "chat")[0]["status"]["currentStepIndex"] == 2 and len(kube.lists) == 1
+
+
 def test_a_watch_that_keeps_failing_backs_off_and_then_makes_the_informer_list_again(monkeypatch):
     """Review: SharedInformer opens a new watch at once after a failed one (922 requests in 0.5 s against a 403)
-    and lists again only after a 410, so its copies stayed frozen."""
+    and lists again only after a 410, so its copies stayed frozen. A watch refused, or one that opens and dies within
+    10 s (a stream reset), counts; one that lived longer, or a genuine 410, does not."""
+    import types
+
     from kubernetes.client.exceptions import ApiException
 
     from llm_operator import _kube
 
+    now = [1000.0]
+    monkeypatch.setattr(_kube.time, "monotonic", lambda: now[0])
     slept = []
-    monkeypatch.setattr(_kube.time, "sleep", slept.append)
-    calls = []
+    answers = []
 
     def call(**kwargs):
-        calls.append(kwargs)
-        raise ApiException(status=403, reason="Forbidden")
-    list_objects = _kube._lister(call, "Service", "v1", "Service in all namespaces")
-    for _ in range(5):
-        with pytest.raises(ApiException) as refused:
+        answers.append(kwargs)
+        if len(answers) % 2:
+            raise ApiException(status=403, reason="Forbidden")
+        return types.SimpleNamespace(status=200)  # opened, then (the next call shows) died at once
+    list_objects = _kube._lister(call, "Service", "v1", "Service in all namespaces", types.SimpleNamespace(wait=slept.append))
+    for i in range(5):
+        if i % 2 == 0:
+            with pytest.raises(ApiException) as refused:
+                list_objects(watch=True)
+            assert refused.value.status == 403
+        else:
             list_objects(watch=True)
-        assert refused.value.status == 403
+        now[0] += 1.0
     assert len(slept) == 4 and slept == sorted(slept) and 0.5 < slept[0] < 1.5  # 1 s doubling (+-20%)
     with pytest.raises(ApiException) as relist:
         list_objects(watch=True)
-    assert relist.value.status == 410 and len(calls) == 5  # no request: the informer lists again
-    assert calls[0]["allow_watch_bookmarks"] is True and calls[0]["timeout_seconds"] == _kube.WATCH_SERVER_TIMEOUT
+    assert relist.value.status == 410 and len(answers) == 5  # no request: the informer lists again
+    assert answers[0]["allow_watch_bookmarks"] is True and answers[0]["timeout_seconds"] == _kube.WATCH_SERVER_TIMEOUT
+    slept.clear()
+    list_objects(watch=True)  # after the relist: a fresh start, no wait
+    now[0] += 300.0  # that watch lived its 300 s: the server's timeout, not a failure
+    with pytest.raises(ApiException):
+        list_objects(watch=True)
+    assert slept == []
+
+    def expired(**kwargs):
+        raise ApiException(status=410, reason="Gone")
+    list_objects = _kube._lister(expired, "Service", "v1", "", types.SimpleNamespace(wait=slept.append))
+    for _ in range(3):
+        with pytest.raises(ApiException):
+            list_objects(watch=True)
+    assert slept == []  # an expired resourceVersion is the informer's to relist, never a back-off
 
 
 def test_a_list_for_the_informer_keeps_plain_dicts_with_their_kind():

@@ -174,3 +174,30 @@ def test_a_uri_model_with_pinned_mlflow_adapters_gets_a_registry_to_write_back_t
     assert ("team-a", "chat") not in controller.followers  # nothing to follow: the version is pinned
     plain = LLMDeploymentSpec.model_validate({"model": {"uri": "hf://org/base"}, "adapters": [{"name": "sql", "uri": "s3://l/sql"}]})
     assert controller._resolve(body, plain, []) == (None, None)
+
+
+def test_the_workers_take_no_key_before_the_informers_have_synced():
+    """Issue 15 review (client-go's WaitForCacheSync): a pass run before the copies' first LIST reads by request, and
+    a change landing between that read and the LIST would start no pass; so the workers wait for the sync."""
+    import asyncio
+
+    from llm_operator._telemetry import Telemetry
+
+    synced = [False]
+    ran: list[tuple[str, str]] = []
+
+    async def scenario() -> None:
+        controller = h.Controller(object(), Telemetry(), synced=lambda: synced[0], sync_timeout=30.0)
+        controller.guarded = lambda namespace, name, logger, urgent=True: ran.append((namespace, name))
+        controller.start(2, loops=False)
+        controller.enqueue("ns", "chat", urgent=True)
+        await asyncio.sleep(0.5)
+        assert ran == []  # queued, not taken
+        synced[0] = True
+        for _ in range(50):
+            if ran:
+                break
+            await asyncio.sleep(0.05)
+        await controller.stop()
+    asyncio.run(scenario())
+    assert ran == [("ns", "chat")]
