@@ -195,21 +195,31 @@ class Cache:
         with self._lock:
             return next((owner for (k, ns, owner), names in self._written.items() if k == kind and ns == namespace and name in names), None)
 
-    def settle(self, kind: str, key: tuple[str, str], answer: list[dict[str, Any]]) -> None:
-        """The API server was asked about ``key`` (the watch stayed behind) and gave ``answer``: that replaces the
-        pending writes, read back like them until the copies hold it or something newer (so a lagging watch is not
-        believed over it at the next read), an object the copies hold and the answer does not hidden until the
-        copies lose it."""
+    def held(self, kind: str, key: tuple[str, str]) -> dict[str, dict[str, Any]]:
+        """The copies filed under ``key``, by name (taken before asking the API server: see :meth:`settle`)."""
         namespace, owner = key
         if kind in ("Deployment", "LLMRollout"):
-            held = {o["metadata"]["name"] for o in self.source.owned(kind, namespace, owner)}
-        else:
-            held = {owner} if self.source.get(kind, namespace, owner) is not None else set()
+            return {o["metadata"]["name"]: o for o in self.source.owned(kind, namespace, owner)}
+        found = self.source.get(kind, namespace, owner)
+        return {owner: found} if found is not None else {}
+
+    def settle(self, kind: str, key: tuple[str, str], answer: list[dict[str, Any]], held: Mapping[str, Mapping[str, Any]]) -> None:
+        """The API server was asked about ``key`` (the watch stayed behind) and gave ``answer``; ``held`` is what the
+        copies held just before. The answer replaces the pending writes and is read back like them until the copies
+        hold it or something newer (a lagging watch is not believed over it at the next read): an object the answer
+        has that the copies held as new or newer is left to them, and one they held that the answer lacks is hidden
+        until they lose it (one created since is not: it was not held)."""
+        namespace, owner = key
         until = self.clock() + self.ttl
-        entries: dict[str, tuple[dict[str, Any] | None, float]] = {o["metadata"]["name"]: (stored(o), until) for o in answer}
-        entries.update({name: (None, until) for name in held - set(entries)})
+        entries: dict[str, tuple[dict[str, Any] | None, float]] = {
+            o["metadata"]["name"]: (stored(o), until) for o in answer
+            if o["metadata"]["name"] not in held or _newer(dict(held[o["metadata"]["name"]]), o)}
+        entries.update({name: (None, until) for name in set(held) - {o["metadata"]["name"] for o in answer}})
         with self._lock:
-            self._written[(kind, namespace, owner)] = entries
+            if entries:
+                self._written[(kind, namespace, owner)] = entries
+            else:
+                self._written.pop((kind, namespace, owner), None)
 
     def filed(self, kind: str, key: tuple[str, str]) -> list[dict[str, Any]] | None:
         """Copies of the objects of ``kind`` filed under ``key``, each the newer of the watch's and the written, or
@@ -253,8 +263,9 @@ class CachedReader:
             return ask()
         found = self.cache.filed(kind, key)
         if found is UNSURE:
+            held = self.cache.held(kind, key)
             answer = ask()
-            self.cache.settle(kind, key, answer if isinstance(answer, list) else [answer] if answer is not None else [])
+            self.cache.settle(kind, key, answer if isinstance(answer, list) else [answer] if answer is not None else [], held)
             return answer
         return found
 

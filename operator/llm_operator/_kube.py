@@ -343,8 +343,10 @@ def _stripped_cache(owner: Any = lambda obj: None) -> Any:
 
         def _file(self, key: Any, where: Any) -> None:  # under _rlock
             old = self._filed.pop(key, None)
-            if old is not None:
-                self._owned.get(old, set()).discard(key)
+            if old is not None and old in self._owned:
+                self._owned[old].discard(key)
+                if not self._owned[old]:
+                    del self._owned[old]
             if where is not None:
                 self._filed[key] = where
                 self._owned.setdefault(where, set()).add(key)
@@ -383,7 +385,8 @@ def _stripped_cache(owner: Any = lambda obj: None) -> Any:
     return CompactCache()
 
 
-def _lister(call: Any, kind: str, api_version: str, what: str = "", stopping: threading.Event | None = None) -> Any:
+def _lister(call: Any, kind: str, api_version: str, what: str = "", stopping: threading.Event | None = None,
+            state: dict[str, Any] | None = None) -> Any:
     """A list function for ``SharedInformer`` over one of the client's generated list calls (``call(**kwargs)``):
     objects stay plain dicts (the JSON as served, ``apiVersion`` and ``kind`` added to a LIST's items, which omit
     them), watches ask for bookmarks and end server-side after :data:`WATCH_SERVER_TIMEOUT`.
@@ -399,7 +402,8 @@ def _lister(call: Any, kind: str, api_version: str, what: str = "", stopping: th
     stopping = stopping or threading.Event()
 
     backoff = Backoff(base=1.0, cap=30.0)
-    state: dict[str, Any] = {"failures": 0, "opened": None}
+    state = state if state is not None else {}  # the informer's ERROR handler clears "opened" on an expired watch
+    state.update(failures=0, opened=None)
 
     def list_objects(**kwargs: Any) -> Any:
         if kwargs.get("watch"):
@@ -414,8 +418,8 @@ def _lister(call: Any, kind: str, api_version: str, what: str = "", stopping: th
             if state["failures"] >= 5:
                 state["failures"] = 0
                 raise ApiException(status=410, reason=f"{what}: its watch failed 5 times in a row; listing again")
-            if state["failures"]:
-                stopping.wait(backoff.failure("watch"))
+            if state["failures"] and stopping.wait(backoff.failure("watch")):
+                raise ApiException(status=0, reason=f"{what}: stopping")
             kwargs.setdefault("allow_watch_bookmarks", True)
             kwargs.setdefault("timeout_seconds", WATCH_SERVER_TIMEOUT)
             kwargs.setdefault("_request_timeout", WATCH_CLIENT_TIMEOUT)
@@ -458,7 +462,7 @@ class Informers:
         import copy as _copy
 
         from kubernetes import client as k8s
-        from kubernetes.informer import ADDED, DELETED, MODIFIED, SharedInformer
+        from kubernetes.informer import ADDED, DELETED, ERROR, MODIFIED, SharedInformer
 
         class _Informer(SharedInformer):
             """A SharedInformer that keeps its copies compact (:func:`_stripped_cache`) and says when its first LIST
@@ -467,7 +471,13 @@ class Informers:
             def __init__(self, *args: Any, owner: Any, **kwargs: Any):
                 super().__init__(*args, **kwargs)
                 self._cache = _stripped_cache(owner)
-                self.synced = threading.Event()
+                self.synced = threading.Event()  # the copies are believed: the last LIST succeeded
+                self.primed = threading.Event()  # a first LIST has succeeded (its events are the start-up's, not changes)
+
+            def _build_kwargs(self) -> dict[str, Any]:
+                # timeout_seconds where Watch.stream sees it: it then makes no reconnects of its own (after an expired
+                # resourceVersion, say), every new watch goes through the informer's loop and the back-off's count.
+                return {**super()._build_kwargs(), "timeout_seconds": WATCH_SERVER_TIMEOUT}
 
             def _initial_list(self) -> None:
                 try:
@@ -476,6 +486,7 @@ class Informers:
                     self.synced.clear()  # a LIST that fails: the copies are not believed until one succeeds
                     raise
                 self.synced.set()
+                self.primed.set()
 
         config = _copy.copy(api_client.configuration)
         config.connection_pool_maxsize = max(4, len(list(kinds)) * max(1, len(namespaces)) + 2)
@@ -494,8 +505,14 @@ class Informers:
                     call = functools.partial(custom.list_cluster_custom_object, group, version, plural)
                 else:
                     call = functools.partial(custom.list_namespaced_custom_object, group, version, namespace, plural)
-                informer = _Informer(_lister(call, kind, api_version, f"{kind} in {namespace or 'all namespaces'}", self._stopping),
-                                     label_selector=label_selector(kind), owner=functools.partial(owner, kind))
+                state: dict[str, Any] = {}
+                informer = _Informer(_lister(call, kind, api_version, f"{kind} in {namespace or 'all namespaces'}", self._stopping, state),
+                                     label_selector=label_selector(kind),
+                                     owner=functools.partial(owner, kind) if kind in ("Deployment", "LLMRollout") else lambda obj: None)
+                # kube-apiserver answers an expired resourceVersion with a 200 and an ERROR event (410): the informer
+                # lists again, and that watch's short life is no failure.
+                informer.add_event_handler(ERROR, lambda error, _state=state: _state.update(opened=None)
+                                           if getattr(error, "status", None) == 410 else None)
                 if kind in ("Deployment", "LLMRollout"):
                     for event in (ADDED, MODIFIED, DELETED):
                         informer.add_event_handler(event, functools.partial(self._changed, informer, kind, on_change))
@@ -503,7 +520,7 @@ class Informers:
 
     @staticmethod
     def _changed(informer: Any, kind: str, on_change: Any, obj: dict[str, Any]) -> None:
-        if informer.synced.is_set():  # not for the first LIST's objects: the LLMDeployments' own events start those passes
+        if informer.primed.is_set():  # not for the first LIST's objects: the LLMDeployments' own events start those passes
             on_change(kind, obj)
 
     def start(self) -> None:

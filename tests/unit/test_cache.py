@@ -242,6 +242,7 @@ def test_a_key_the_watch_stays_behind_on_is_asked_of_the_api_server_once_then_be
     clock.now += 31
     assert reader.child("v1", "Service", "ns", "chat") is None and len(kube.lists) == 1  # asked: gone
     assert reader.child("v1", "Service", "ns", "chat") is None and len(kube.lists) == 1  # the copies believed again
+    assert cache._written == {}  # nothing left pending for the key
 
 
 def test_what_the_api_server_answered_is_not_undone_by_the_watch_it_was_asked_instead_of():
@@ -368,3 +369,38 @@ def test_an_informer_event_starts_the_pass_of_the_llmdeployment_it_concerns(kind
     from llm_operator._handlers import llmdeployment_of
 
     assert llmdeployment_of(kind, obj) == deployment
+
+
+def test_a_relist_after_a_failed_one_still_starts_the_passes_of_what_changed_meanwhile():
+    """Review: the copies are unbelieved while relists fail (synced cleared), but the events of the relist that then
+    succeeds are changes, not the start-up's: they must start passes (a child deleted during an outage)."""
+    from kubernetes import client
+
+    from llm_operator import _kube
+
+    def rollout(name):
+        return {"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMRollout",
+                "metadata": {"name": name, "namespace": "ns", "resourceVersion": "1"}, "spec": {"deploymentName": "chat"}}
+    changes = []
+    informers = _kube.Informers(client.ApiClient(client.Configuration()), [("llmops.dev/v1alpha1", "LLMRollout", "llmrollouts")],
+                                owner=lambda kind, obj: obj["spec"]["deploymentName"],
+                                on_change=lambda kind, obj: changes.append(obj["metadata"]["name"]))
+    informer = informers._informers[("LLMRollout", None)]
+    answers = iter([[rollout("a"), rollout("b")], ConnectionError("the API server is down"), [rollout("a")]])
+
+    def list_func(**kwargs):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return _kube._Listing({"metadata": {"resourceVersion": "9"}, "items": answer})
+    informer._list_func = list_func
+    informer._initial_list()
+    assert changes == [] and informers.synced("LLMRollout")  # the first LIST: start-up, not changes
+    assert [o["metadata"]["name"] for o in informers.owned("LLMRollout", "ns", "chat")] == ["a", "b"]
+    with pytest.raises(ConnectionError):
+        informer._initial_list()
+    assert not informers.synced("LLMRollout")  # not believed while its LIST fails
+    informer._initial_list()
+    assert informers.synced("LLMRollout") and sorted(changes) == ["a", "b"]  # b deleted, a listed again: both passes
+    assert [o["metadata"]["name"] for o in informers.owned("LLMRollout", "ns", "chat")] == ["a"]
+    assert informer._cache._owned == {("ns", "chat"): {"ns/a"}}  # nothing left filed for b
