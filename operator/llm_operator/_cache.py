@@ -34,27 +34,26 @@ from . import _contract as c
 from ._api import API_VERSION as API_VERSION_ROLLOUT
 from ._kube import JsonPatch, Kube
 
-#: The kinds a pass reads (besides its LLMDeployment), with the index each is kept in: ``(api version, kind,
-#: plural, index name)``. Deployments are indexed by their LLMDeployment (label ``llmops.dev/deployment``),
-#: LLMRollouts by ``spec.deploymentName``, the others by name.
-KINDS: tuple[tuple[str, str, str, str], ...] = (
-    ("apps/v1", "Deployment", "deployments", "llmops_revisions"),
-    (API_VERSION_ROLLOUT, "LLMRollout", "llmrollouts", "llmops_rollouts"),
-    ("v1", "Service", "services", "llmops_services"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "llmops_hpas"),
-    ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", "llmops_pdbs"),
-    ("networking.istio.io/v1", "DestinationRule", "destinationrules", "llmops_destinationrules"),
-    ("networking.istio.io/v1", "VirtualService", "virtualservices", "llmops_virtualservices"),
-    ("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", "llmops_httproutes"),
-    ("inference.networking.k8s.io/v1", "InferencePool", "inferencepools", "llmops_inferencepools"),
-    ("security.istio.io/v1", "PeerAuthentication", "peerauthentications", "llmops_peerauthentications"),
-    ("security.istio.io/v1", "RequestAuthentication", "requestauthentications", "llmops_requestauthentications"),
-    ("security.istio.io/v1", "AuthorizationPolicy", "authorizationpolicies", "llmops_authorizationpolicies"),
-    ("keda.sh/v1alpha1", "ScaledObject", "scaledobjects", "llmops_scaledobjects"),
+#: The kinds a pass reads (besides its LLMDeployment): ``(api version, kind, plural)``. Deployments are filed under
+#: their LLMDeployment (label ``llmops.dev/deployment``), LLMRollouts under ``spec.deploymentName``, the others by name.
+KINDS: tuple[tuple[str, str, str], ...] = (
+    ("apps/v1", "Deployment", "deployments"),
+    (API_VERSION_ROLLOUT, "LLMRollout", "llmrollouts"),
+    ("v1", "Service", "services"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+    ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+    ("networking.istio.io/v1", "DestinationRule", "destinationrules"),
+    ("networking.istio.io/v1", "VirtualService", "virtualservices"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
+    ("inference.networking.k8s.io/v1", "InferencePool", "inferencepools"),
+    ("security.istio.io/v1", "PeerAuthentication", "peerauthentications"),
+    ("security.istio.io/v1", "RequestAuthentication", "requestauthentications"),
+    ("security.istio.io/v1", "AuthorizationPolicy", "authorizationpolicies"),
+    ("keda.sh/v1alpha1", "ScaledObject", "scaledobjects"),
 )
 #: The kinds the operator creates, labelled ``app.kubernetes.io/managed-by: llm-operator``: their watches are
 #: filtered by the API server on that label. (LLMRollouts are users' too, and watched whole.)
-LABELLED = frozenset(kind for _, kind, _, _ in KINDS if kind != "LLMRollout")
+LABELLED = frozenset(kind for _, kind, _ in KINDS if kind != "LLMRollout")
 
 #: An index as kopf keeps it: a key -> the values of the objects filed under it (a ``kopf.Index`` of ``kopf.Store``).
 Index = Mapping[Hashable, Iterable[dict[str, Any]]]

@@ -454,7 +454,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     ])
     # The children and the LLMRollouts a pass reads, kept from watches of the kinds served now (a CRD installed
     # later is read by requests until a restart), filtered by the API server on the operator's label.
-    served = [(api_version, kind, plural) for api_version, kind, plural, _ in KINDS
+    served = [(api_version, kind, plural) for api_version, kind, plural in KINDS
               if await asyncio.to_thread(kube.serves, api_version, kind)]
     loop = asyncio.get_running_loop()
 

@@ -33,7 +33,7 @@ class Copies:
     @classmethod
     def of(cls, kube: FakeKube) -> "Copies":
         """``kube``'s objects as the watches would show them (a snapshot: later writes are not in it)."""
-        kinds = {kind for _, kind, _, _ in ca.KINDS}
+        kinds = {kind for _, kind, _ in ca.KINDS}
         return cls(copy.deepcopy(o) for (_, kind, _, _), o in kube.objects.items() if kind in kinds)
 
     def put(self, obj):
@@ -167,7 +167,7 @@ def test_a_pass_over_a_converged_llmdeployment_reads_only_the_llmdeployment(samp
     kube = FakeKube()
     kube.add(doc)
     name = doc["metadata"]["name"]
-    served = {kind for _, kind, _, _ in ca.KINDS}
+    served = {kind for _, kind, _ in ca.KINDS}
     run_pass(fake_deps(kube, T0), "default", name)  # converges through requests
     cache = ca.Cache(Copies.of(kube), served)
     requests = _Requests()
@@ -183,7 +183,7 @@ def test_a_pass_right_after_writes_the_watch_has_not_shown_writes_nothing_again(
     doc["metadata"]["namespace"] = "default"
     kube = FakeKube()
     kube.add(doc)
-    cache = ca.Cache(Copies.of(kube), {kind for _, kind, _, _ in ca.KINDS})  # the watches show none of the writes
+    cache = ca.Cache(Copies.of(kube), {kind for _, kind, _ in ca.KINDS})  # the watches show none of the writes
     first = run_pass(_deps(kube, cache, T0, _Requests()), "default", "llama-70b")
     assert first.writes >= 9  # every child, and the status
     second = run_pass(_deps(kube, cache, T1, _Requests()), "default", "llama-70b")
@@ -206,7 +206,7 @@ def test_the_pass_plans_the_same_from_the_indexes_as_from_requests(samples):
     for _ in range(3):
         now = next(ticks)
         twin = copy.deepcopy(kube)
-        cache = ca.Cache(Copies.of(twin), {kind for _, kind, _, _ in ca.KINDS})
+        cache = ca.Cache(Copies.of(twin), {kind for _, kind, _ in ca.KINDS})
         cached = run_pass(_deps(twin, cache, now, _Requests()), "default", name)
         direct = run_pass(fake_deps(kube, now), "default", name)
         assert cached.plan == direct.plan and _without_uids(twin.objects) == _without_uids(kube.objects)

@@ -136,7 +136,7 @@ def test_the_operator_registers_a_watch_for_each_kind_it_reconciles_from():
 
     selectors = {(h.selector.group, h.selector.any_name) for h in kopf.get_default_registry()._watching.get_all_handlers()}
     assert selectors == {("llmops.dev", "llmdeployments")}, selectors
-    assert {("apps/v1", "deployments"), ("llmops.dev/v1alpha1", "llmrollouts")} <= {(a, p) for a, _, p, _ in KINDS}
+    assert {("apps/v1", "deployments"), ("llmops.dev/v1alpha1", "llmrollouts")} <= {(a, p) for a, _, p in KINDS}
 
 
 def test_a_pass_over_a_deleted_llmdeployment_removes_its_gauges():
